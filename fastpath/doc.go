@@ -1,0 +1,11 @@
+// Package fastpath is the only part of fibmesh that touches the kernel's
+// fast path: BPF maps, XDP attachment, AF_XDP sockets and, later, kTLS and
+// sockmap. Everything above it gets a typed Go API from its sub-packages:
+//
+//   - fib: loads the XDP FIB (xdp/fib), pins its maps under
+//     /sys/fs/bpf/fibmesh/<node>/, attaches it to interfaces and offers
+//     Routes, Flows, Policy and Stats over its maps;
+//   - punt: AF_XDP sockets that receive the packets the FIB punts, hand
+//     them to a Go callback for a verdict, install the resulting flow
+//     entry and re-inject the packet.
+package fastpath

@@ -1,0 +1,161 @@
+//go:build ignore
+
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* fib_forward: the fibmesh XDP FIB. Attached to the node NIC and to the host
+ * side of every pod veth. For each IPv4 packet:
+ *
+ *   1. policy: plaintext TCP/UDP to a STRICT mTLS {pod IP, port} -> drop;
+ *   2. flows:  an entry decides (forward / pass / drop / punt) and counts;
+ *   3. routes: longest-prefix match -> next hop; routes flagged
+ *              NH_F_PUNT_NEW send flows without an entry to the agent over
+ *              AF_XDP (fail closed when no agent socket is there);
+ *   4. forward: TTL - 1, checksum fix, MAC rewrite, redirect through the
+ *              tx_ports devmap straight to the target device.
+ *
+ * Anything the FIB does not handle (non-IPv4, IPv6, malformed, fragments,
+ * route misses, TTL expiry) passes to the host stack unmodified. Every
+ * outcome has a counter in stats. */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "parsing.h"
+#include "csum.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Unused pointers that make BTF carry the enums, for bpf2go -type. */
+const enum flow_action *unused_flow_action __attribute__((unused));
+const enum mtls_mode *unused_mtls_mode __attribute__((unused));
+const enum nexthop_flags *unused_nexthop_flags __attribute__((unused));
+const enum stat_reason *unused_stat_reason __attribute__((unused));
+
+static __always_inline void count(__u32 reason, __u32 len)
+{
+	struct stat_val *v = bpf_map_lookup_elem(&stats, &reason);
+
+	if (v) {
+		v->packets++;
+		v->bytes += len;
+	}
+}
+
+static __always_inline int punt(struct xdp_md *ctx, struct packet *p)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 *base = bpf_map_lookup_elem(&punt_slots, &ifindex);
+	__u32 slot;
+
+	if (!base)
+		goto no_socket;
+	slot = *base + ctx->rx_queue_index;
+	if (!bpf_map_lookup_elem(&xsks, &slot))
+		goto no_socket;
+	count(STAT_PUNT, p->len);
+	return bpf_redirect_map(&xsks, slot, XDP_DROP);
+
+no_socket:
+	count(STAT_DROP_PUNT_NO_SOCKET, p->len);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int fib_forward(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct packet p = {};
+	struct flow_val *fv;
+	struct nexthop *nh;
+	__u32 oif;
+
+	int res = parse_packet(data, data_end, &p);
+
+	count(STAT_RX, p.len);
+	switch (res) {
+	case PARSE_OK:
+		break;
+	case PARSE_IPV6:
+		count(STAT_PASS_IPV6, p.len);
+		return XDP_PASS;
+	case PARSE_NON_IPV4:
+		count(STAT_PASS_NON_IPV4, p.len);
+		return XDP_PASS;
+	case PARSE_FRAGMENT:
+		count(STAT_PASS_FRAGMENT, p.len);
+		return XDP_PASS;
+	default:
+		count(STAT_PASS_MALFORMED, p.len);
+		return XDP_PASS;
+	}
+
+	struct iphdr *ip = p.ip;
+	if (!ip)
+		return XDP_PASS;
+
+	if (p.has_ports) {
+		struct policy_key pk = {
+			.addr = p.key.daddr,
+			.port = p.key.dport,
+			.proto = p.key.proto,
+		};
+		struct policy_val *pv = bpf_map_lookup_elem(&policy, &pk);
+
+		if (pv && pv->mode == MTLS_STRICT) {
+			count(STAT_DROP_STRICT, p.len);
+			return XDP_DROP;
+		}
+	}
+
+	fv = bpf_map_lookup_elem(&flows, &p.key);
+	if (fv) {
+		__sync_fetch_and_add(&fv->packets, 1);
+		__sync_fetch_and_add(&fv->bytes, p.len);
+		fv->last_seen_ns = bpf_ktime_get_ns();
+		switch (fv->action) {
+		case FLOW_FORWARD:
+			break;
+		case FLOW_PASS:
+			count(STAT_PASS_FLOW, p.len);
+			return XDP_PASS;
+		case FLOW_PUNT:
+			return punt(ctx, &p);
+		default: /* FLOW_DROP, and anything unknown: fail closed */
+			count(STAT_DROP_FLOW, p.len);
+			return XDP_DROP;
+		}
+	}
+
+	struct route_key rk = { .prefixlen = 32, .addr = p.key.daddr };
+	nh = bpf_map_lookup_elem(&routes, &rk);
+	if (!nh) {
+		count(STAT_PASS_ROUTE_MISS, p.len);
+		return XDP_PASS;
+	}
+	if (!fv && (nh->flags & NH_F_PUNT_NEW))
+		return punt(ctx, &p);
+	if (ip->ttl <= 1) {
+		count(STAT_PASS_TTL, p.len);
+		return XDP_PASS;
+	}
+
+	oif = nh->ifindex;
+	if (oif != ctx->ingress_ifindex && !bpf_map_lookup_elem(&tx_ports, &oif)) {
+		count(STAT_PASS_NO_TX_PORT, p.len);
+		return XDP_PASS;
+	}
+
+	ip_decrease_ttl(ip);
+	__builtin_memcpy(p.eth->h_source, nh->smac, ETH_ALEN);
+	__builtin_memcpy(p.eth->h_dest, nh->dmac, ETH_ALEN);
+
+	if (oif == ctx->ingress_ifindex) {
+		count(STAT_TX, p.len);
+		return XDP_TX;
+	}
+	count(STAT_REDIRECT, p.len);
+	return bpf_redirect_map(&tx_ports, oif, 0);
+}

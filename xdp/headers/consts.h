@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Sizes and enums shared by the fibmesh XDP programs and their Go mirror
+ * (fastpath/fib). Every enum ends in a _LEN entry; the Go tests check that
+ * their tables have exactly that many entries. */
+#pragma once
+
+#ifndef MAX_ROUTES
+#define MAX_ROUTES 65536
+#endif
+
+/* The flow table is an LRU: it is sized well above the expected number of
+ * concurrent flows on a node (a few thousand pods x hundreds of flows) so
+ * that eviction only ever touches idle entries. Loaders may override it. */
+#ifndef MAX_FLOWS
+#define MAX_FLOWS 262144
+#endif
+
+#ifndef MAX_POLICY
+#define MAX_POLICY 65536
+#endif
+
+/* Devices the FIB may redirect to (pod veths + node NICs). */
+#ifndef MAX_TX_PORTS
+#define MAX_TX_PORTS 4096
+#endif
+
+/* AF_XDP punt sockets: one slot per (interface, queue); the agent gives
+ * each interface PUNT_QUEUES consecutive slots. */
+#ifndef PUNT_QUEUES
+#define PUNT_QUEUES 16
+#endif
+#ifndef MAX_PUNT_SLOTS
+#define MAX_PUNT_SLOTS 16384
+#endif
+
+/* What a flow entry tells the data path to do with the flow's packets. */
+enum flow_action {
+	FLOW_FORWARD = 0, /* forward through the FIB (routes) */
+	FLOW_PASS = 1,    /* hand to the host stack */
+	FLOW_DROP = 2,    /* drop and count (revoked / denied flows) */
+	FLOW_PUNT = 3,    /* send every packet to the agent over AF_XDP */
+	FLOW_ACTION_LEN,
+};
+
+/* mTLS mode of a {pod IP, port, protocol}. */
+enum mtls_mode {
+	MTLS_UNSET = 0,
+	MTLS_PERMISSIVE = 1,
+	MTLS_STRICT = 2, /* plaintext to this port is dropped in XDP */
+	MTLS_DISABLE = 3,
+	MTLS_MODE_LEN,
+};
+
+/* Next-hop flags. */
+enum nexthop_flags {
+	NH_F_PUNT_NEW = 1 << 0, /* a flow without an entry needs the agent's decision */
+};
+
+/* Why a packet took the path it took. One per-CPU counter per reason. */
+enum stat_reason {
+	STAT_RX = 0,             /* every packet the program saw */
+	STAT_PASS_NON_IPV4,      /* ARP, VLAN, anything not IPv4/IPv6 */
+	STAT_PASS_IPV6,          /* IPv6 is not routed by the FIB yet: stack */
+	STAT_PASS_MALFORMED,     /* truncated or invalid headers: stack decides */
+	STAT_PASS_FRAGMENT,      /* non-first IPv4 fragments: stack reassembles */
+	STAT_PASS_ROUTE_MISS,    /* no FIB route: local delivery or stack */
+	STAT_PASS_TTL,           /* TTL <= 1: stack sends ICMP time exceeded */
+	STAT_PASS_FLOW,          /* flow entry says pass */
+	STAT_REDIRECT,           /* forwarded by the FIB via the devmap */
+	STAT_TX,                 /* forwarded back out of the ingress device */
+	STAT_DROP_STRICT,        /* plaintext to a STRICT mTLS port */
+	STAT_DROP_FLOW,          /* flow entry says drop */
+	STAT_PUNT,               /* sent to the agent over AF_XDP */
+	/* Should stay zero: the agent registers a punt socket on every device
+	 * it attaches to before it installs NH_F_PUNT_NEW routes. Non-zero
+	 * means the agent is down, and the packet was refused (fail closed). */
+	STAT_DROP_PUNT_NO_SOCKET,
+	/* Should stay zero: the agent adds a route's device to the devmap
+	 * before the route. Non-zero means a route points at a device that
+	 * is gone; the packet is passed unmodified to the stack. */
+	STAT_PASS_NO_TX_PORT,
+	STAT_REASON_LEN,
+};

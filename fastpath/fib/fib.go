@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -126,12 +127,7 @@ func Open(opts Options) (*FIB, error) {
 		}
 		return nil, fmt.Errorf("load FIB: %w", err)
 	}
-	f.Routes = &Routes{f.objs.Routes}
-	f.Flows = &Flows{f.objs.Flows}
-	f.Policy = &Policy{f.objs.Policy}
-	f.Stats = &Stats{f.objs.Stats}
-	f.TxPorts = &TxPorts{f.objs.TxPorts}
-	f.Punt = &PuntSlots{slots: f.objs.PuntSlots, xsks: f.objs.Xsks}
+	f.wire()
 	return f, nil
 }
 
@@ -272,4 +268,67 @@ func Remove(pinDir string) error {
 		return fmt.Errorf("remove FIB pinned in %s: %w", pinDir, err)
 	}
 	return nil
+}
+
+// OpenPinned opens the maps an agent pinned in pinDir, without loading
+// the program: for tools (fibctl) that read or edit a running node's FIB.
+// Close it like an Opened FIB; the agent's FIB is not affected.
+func OpenPinned(pinDir string) (*FIB, error) {
+	if err := CheckBPFFS(pinDir); err != nil {
+		return nil, err
+	}
+	f := &FIB{pinDir: pinDir}
+	maps := []struct {
+		name string
+		dst  **ebpf.Map
+	}{
+		{xfib.FibMapRoutes, &f.objs.Routes},
+		{xfib.FibMapFlows, &f.objs.Flows},
+		{xfib.FibMapPolicy, &f.objs.Policy},
+		{xfib.FibMapStats, &f.objs.Stats},
+		{xfib.FibMapTxPorts, &f.objs.TxPorts},
+		{xfib.FibMapPuntSlots, &f.objs.PuntSlots},
+		{xfib.FibMapXsks, &f.objs.Xsks},
+	}
+	for _, m := range maps {
+		mm, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, m.name), nil)
+		if err != nil {
+			f.objs.Close()
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("no FIB pinned in %s (map %s missing): is the agent running on this node, with this --pin-dir?", pinDir, m.name)
+			}
+			return nil, fmt.Errorf("open pinned map %s in %s: %w", m.name, pinDir, err)
+		}
+		*m.dst = mm
+	}
+	f.wire()
+	return f, nil
+}
+
+// Attached lists the interfaces with a pinned FIB link in pinDir.
+func Attached(pinDir string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(pinDir, "links"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list attached interfaces: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if name, ok := strings.CutPrefix(e.Name(), "xdp_"); ok {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// wire builds the typed API over the loaded maps.
+func (f *FIB) wire() {
+	f.Routes = &Routes{f.objs.Routes}
+	f.Flows = &Flows{f.objs.Flows}
+	f.Policy = &Policy{f.objs.Policy}
+	f.Stats = &Stats{f.objs.Stats}
+	f.TxPorts = &TxPorts{f.objs.TxPorts}
+	f.Punt = &PuntSlots{slots: f.objs.PuntSlots, xsks: f.objs.Xsks}
 }

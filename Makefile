@@ -1,0 +1,60 @@
+# fibmesh: see README.md. Every target that needs root or packages says so
+# and installs what is missing (Debian/Ubuntu, apt-get).
+
+GO      ?= go
+BIN     ?= bin
+PKGS    ?= ./...
+TESTFLAGS ?= -race -count=1 -timeout 30m
+
+CMDS := fibmesh-agent fibmesh-lab fibctl
+
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib clean deps deps-bpf fmt vet help
+
+all: build
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+deps: ## install the packages tests and the lab need (apt-get, as root)
+	@hack/deps.sh runtime
+
+deps-bpf: ## install clang/llvm/libbpf-dev/bpftool to regenerate BPF objects
+	@hack/deps.sh bpf
+
+build: ## build the binaries into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+generate: deps-bpf ## rebuild the bpf2go objects (needs clang)
+	$(GO) generate ./xdp/...
+
+check-generate: ## fail if committed BPF objects differ from a fresh generate (skipped without clang)
+	@hack/check-generate.sh
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+test: deps fmt vet check-generate ## run every test (root: BPF, lab and integration tests)
+	@hack/bpffs.sh
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+unit: ## tests that need no root (root-only tests skip)
+	$(GO) test -count=1 $(PKGS)
+
+demo: deps build ## bring the lab up, run the agents, show traffic crossing nodes through the XDP FIB
+	@hack/bpffs.sh
+	$(BIN)/fibmesh-lab demo --bin $(BIN)
+
+demo-down: ## stop the demo's agents and remove the lab
+	@if [ -x $(BIN)/fibmesh-lab ]; then $(BIN)/fibmesh-lab down; else $(GO) run ./cmd/fibmesh-lab down; fi
+
+bench-fib: deps build ## cross-node 64-byte UDP packet rate: XDP FIB vs kernel forwarding
+	@hack/bpffs.sh
+	$(GO) run ./perf/cmd/bench-fib --bin $(BIN)
+
+clean: ## remove build output (not the lab: see demo-down)
+	rm -rf $(BIN) perf/out

@@ -1,0 +1,314 @@
+// Command fibctl inspects and edits a node's XDP FIB: routes, flows,
+// mTLS policy and counters.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"sigs.k8s.io/yaml"
+
+	"github.com/fibmesh/fibmesh/fastpath/fib"
+)
+
+const usage = `fibctl: inspect a node's fibmesh XDP FIB.
+
+Usage:
+  fibctl [--node NAME | --pin-dir DIR] [-o table|json|yaml] COMMAND [ARGS]
+
+Commands:
+  fib                       routes: prefix, next hop interface and MACs, flags
+  flows                     flow entries: 5-tuple, action, packets, bytes, idle time
+  stats                     data-path counters by reason (packets, bytes)
+  policy                    mTLS mode per {pod IP, port, protocol}
+  policy set IP PORT PROTO MODE
+                            set a mode (STRICT drops plaintext in XDP)
+  policy delete IP PORT PROTO
+  attached                  interfaces the FIB is attached to
+
+fibctl reads the maps the agent pinned under --pin-dir
+(default /sys/fs/bpf/fibmesh/<node>); it needs root.
+
+Examples:
+  fibctl --node fm-node1 stats
+  fibctl --node fm-node1 -o json flows
+  fibctl --node fm-node2 policy set 10.200.2.11 8080 tcp STRICT
+
+Flags:
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "fibctl:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "fibctl:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg + " (see fibctl --help)" }
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("fibctl", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	node := fs.String("node", "", "node whose FIB to read (its pin directory is "+fib.DefaultPinRoot+"/NODE)")
+	pinDir := fs.String("pin-dir", "", "the FIB's bpffs pin directory (overrides --node)")
+	format := fs.String("o", "table", "output format: table, json or yaml")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if *format != "table" && *format != "json" && *format != "yaml" {
+		return usageError{fmt.Sprintf("-o %q: want table, json or yaml", *format)}
+	}
+	if fs.NArg() == 0 {
+		return usageError{"missing command"}
+	}
+	dir := *pinDir
+	if dir == "" {
+		if *node == "" {
+			return usageError{"say which node: --node NAME or --pin-dir DIR"}
+		}
+		dir = filepath.Join(fib.DefaultPinRoot, *node)
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if cmd == "attached" {
+		ifs, err := fib.Attached(dir)
+		if err != nil {
+			return err
+		}
+		return emit(out, *format, ifs, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "INTERFACE")
+			for _, i := range ifs {
+				fmt.Fprintln(w, i)
+			}
+		})
+	}
+	f, err := fib.OpenPinned(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	switch cmd {
+	case "fib", "routes":
+		return showRoutes(out, *format, f)
+	case "flows":
+		return showFlows(out, *format, f)
+	case "stats":
+		return showStats(out, *format, f)
+	case "policy":
+		return policy(out, *format, f, rest)
+	}
+	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+}
+
+func emit(out io.Writer, format string, v any, table func(*tabwriter.Writer)) error {
+	switch format {
+	case "json":
+		e := json.NewEncoder(out)
+		e.SetIndent("", "  ")
+		return e.Encode(v)
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = out.Write(b)
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	table(w)
+	return w.Flush()
+}
+
+type routeOut struct {
+	Prefix  string `json:"prefix"`
+	Ifindex int    `json:"ifindex"`
+	Ifname  string `json:"ifname,omitempty"`
+	SrcMAC  string `json:"srcMAC"`
+	DstMAC  string `json:"dstMAC"`
+	PuntNew bool   `json:"puntNew"`
+}
+
+func showRoutes(out io.Writer, format string, f *fib.FIB) error {
+	rs, err := f.Routes.List()
+	if err != nil {
+		return err
+	}
+	rows := make([]routeOut, len(rs))
+	for i, r := range rs {
+		rows[i] = routeOut{Prefix: r.Prefix.String(), Ifindex: r.NextHop.Ifindex, SrcMAC: r.NextHop.SrcMAC.String(), DstMAC: r.NextHop.DstMAC.String(), PuntNew: r.NextHop.PuntNew}
+	}
+	return emit(out, format, rows, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "PREFIX\tIFINDEX\tSRC MAC\tDST MAC\tFLAGS")
+		for _, r := range rows {
+			flags := "-"
+			if r.PuntNew {
+				flags = "punt-new"
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", r.Prefix, r.Ifindex, r.SrcMAC, r.DstMAC, flags)
+		}
+	})
+}
+
+type flowOut struct {
+	Proto   string `json:"proto"`
+	Src     string `json:"src"`
+	Dst     string `json:"dst"`
+	Action  string `json:"action"`
+	SrcID   uint32 `json:"srcID"`
+	DstID   uint32 `json:"dstID"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+	IdleMs  int64  `json:"idleMs"`
+}
+
+func showFlows(out io.Writer, format string, f *fib.FIB) error {
+	fl, err := f.Flows.List()
+	if err != nil {
+		return err
+	}
+	now := monotonicNs()
+	rows := make([]flowOut, len(fl))
+	for i, e := range fl {
+		idle := int64(-1)
+		if e.Flow.LastSeenNs != 0 {
+			idle = int64(now-e.Flow.LastSeenNs) / int64(time.Millisecond)
+		}
+		rows[i] = flowOut{
+			Proto: e.Key.Proto.String(), Src: netip.AddrPortFrom(e.Key.Src, e.Key.SrcPort).String(),
+			Dst: netip.AddrPortFrom(e.Key.Dst, e.Key.DstPort).String(), Action: e.Flow.Action.String(),
+			SrcID: e.Flow.SrcID, DstID: e.Flow.DstID, Packets: e.Flow.Packets, Bytes: e.Flow.Bytes, IdleMs: idle,
+		}
+	}
+	return emit(out, format, rows, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "PROTO\tSOURCE\tDESTINATION\tACTION\tPACKETS\tBYTES\tIDLE")
+		for _, r := range rows {
+			idle := "never"
+			if r.IdleMs >= 0 {
+				idle = (time.Duration(r.IdleMs) * time.Millisecond).String()
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Proto, r.Src, r.Dst, r.Action, r.Packets, r.Bytes, idle)
+		}
+	})
+}
+
+func monotonicNs() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+type statOut struct {
+	Reason  string `json:"reason"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func showStats(out io.Writer, format string, f *fib.FIB) error {
+	cs, err := f.Stats.Read()
+	if err != nil {
+		return err
+	}
+	rows := make([]statOut, len(cs))
+	for i, c := range cs {
+		rows[i] = statOut{Reason: fib.Reason(i).String(), Packets: c.Packets, Bytes: c.Bytes}
+	}
+	return emit(out, format, rows, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "REASON\tPACKETS\tBYTES")
+		for _, r := range rows {
+			fmt.Fprintf(w, "%s\t%d\t%d\n", r.Reason, r.Packets, r.Bytes)
+		}
+	})
+}
+
+type policyOut struct {
+	Proto string `json:"proto"`
+	Addr  string `json:"addr"`
+	Port  uint16 `json:"port"`
+	Mode  string `json:"mode"`
+}
+
+func policy(out io.Writer, format string, f *fib.FIB, args []string) error {
+	if len(args) == 0 {
+		ps, err := f.Policy.List()
+		if err != nil {
+			return err
+		}
+		rows := make([]policyOut, len(ps))
+		for i, p := range ps {
+			rows[i] = policyOut{Proto: p.Key.Proto.String(), Addr: p.Key.Addr.String(), Port: p.Key.Port, Mode: p.Mode.String()}
+		}
+		return emit(out, format, rows, func(w *tabwriter.Writer) {
+			fmt.Fprintln(w, "PROTO\tADDRESS\tPORT\tMODE")
+			for _, r := range rows {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", r.Proto, r.Addr, r.Port, r.Mode)
+			}
+		})
+	}
+	switch args[0] {
+	case "set":
+		if len(args) != 5 {
+			return usageError{"policy set takes IP PORT PROTO MODE, e.g. policy set 10.200.2.11 8080 tcp STRICT"}
+		}
+		k, err := policyKey(args[1:4])
+		if err != nil {
+			return err
+		}
+		m, err := fib.ParseMode(args[4])
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		return f.Policy.Put(fib.PolicyEntry{Key: k, Mode: m})
+	case "delete":
+		if len(args) != 4 {
+			return usageError{"policy delete takes IP PORT PROTO"}
+		}
+		k, err := policyKey(args[1:4])
+		if err != nil {
+			return err
+		}
+		return f.Policy.Delete(k)
+	}
+	return usageError{fmt.Sprintf("policy: unknown subcommand %q: want set or delete", args[0])}
+}
+
+func policyKey(a []string) (fib.PolicyKey, error) {
+	ip, err := netip.ParseAddr(a[0])
+	if err != nil || !ip.Is4() {
+		return fib.PolicyKey{}, usageError{fmt.Sprintf("IP %q: want an IPv4 address", a[0])}
+	}
+	port, err := strconv.ParseUint(a[1], 10, 16)
+	if err != nil || port == 0 {
+		return fib.PolicyKey{}, usageError{fmt.Sprintf("PORT %q: want 1-65535", a[1])}
+	}
+	proto, err := fib.ParseProto(a[2])
+	if err != nil || proto == fib.ProtoICMP {
+		return fib.PolicyKey{}, usageError{fmt.Sprintf("PROTO %q: want tcp or udp", strings.ToLower(a[2]))}
+	}
+	return fib.PolicyKey{Addr: ip, Port: uint16(port), Proto: proto}, nil
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what fibmesh needs on Debian/Ubuntu, only if it is missing.
+#   hack/deps.sh runtime   iproute2, ethtool, ping, nsenter (tests, lab, demo)
+#   hack/deps.sh bpf       clang, llvm, libbpf-dev, bpftool (make generate)
+set -euo pipefail
+
+need=()
+case "${1:-runtime}" in
+runtime)
+	command -v ip >/dev/null || need+=(iproute2)
+	command -v ethtool >/dev/null || need+=(ethtool)
+	command -v ping >/dev/null || need+=(iputils-ping)
+	command -v nsenter >/dev/null || need+=(util-linux)
+	;;
+bpf)
+	command -v clang >/dev/null || need+=(clang)
+	command -v llvm-strip >/dev/null || need+=(llvm)
+	[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+	command -v bpftool >/dev/null || need+=(bpftool)
+	;;
+*)
+	echo "usage: $0 runtime|bpf" >&2
+	exit 2
+	;;
+esac
+
+if ! command -v go >/dev/null; then
+	echo "deps: Go is not installed: install Go 1.26 (https://go.dev/doc/install) and retry" >&2
+	exit 1
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+	echo "deps: missing packages: ${need[*]}; run as root, or: sudo apt-get install -y ${need[*]}" >&2
+	exit 1
+fi
+echo "deps: installing ${need[*]} (apt-get)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null

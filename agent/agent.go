@@ -159,5 +159,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.punter.Run(ctx)
 }
 
-// Close releases the agent's file descriptors; pinned state stays.
-func (a *Agent) Close() error { return a.fib.Close() }
+// Close closes the punt sockets and releases the agent's file
+// descriptors; pinned state stays (and without pins, the FIB goes away).
+func (a *Agent) Close() error { return errors.Join(a.punter.Close(), a.fib.Close()) }

@@ -127,15 +127,23 @@ func (p *Punter) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	p.run.wg.Wait()
+	err := p.Close()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// Close unregisters and closes every socket: from then on the FIB drops
+// what it would punt (fail closed). Run calls it when it returns; call it
+// directly for a Punter that never ran.
+func (p *Punter) Close() error {
 	var errs []error
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for idx, s := range p.socks {
 		errs = append(errs, p.fib.Punt.Unregister(idx, s.queue), s.close())
 		delete(p.socks, idx)
-	}
-	p.mu.Unlock()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
 	}
 	return errors.Join(errs...)
 }
@@ -182,6 +190,14 @@ func (p *Punter) handle(s *socket, frame []byte) {
 		p.malformed.Add(1)
 		return
 	}
+	// Packets of a flow that arrive while its first packet waits for a
+	// decision are punted too; they follow the decision already made.
+	if fl, ok, err := p.fib.Flows.Get(key); err == nil && ok && fl.Action != fib.ActionPunt {
+		if fl.Action == fib.ActionForward {
+			p.reinjectCounted(frame, key)
+		}
+		return
+	}
 	v := p.decide(Packet{Ifindex: s.ifindex, Queue: s.queue, Key: key, Frame: frame})
 	if v != Allow {
 		p.denied.Add(1)
@@ -198,6 +214,10 @@ func (p *Punter) handle(s *socket, frame []byte) {
 		p.reinjectErrs.Add(1)
 		return
 	}
+	p.reinjectCounted(frame, key)
+}
+
+func (p *Punter) reinjectCounted(frame []byte, key fib.FlowKey) {
 	if err := p.reinject(frame, key); err != nil {
 		p.reinjectErrs.Add(1)
 		return

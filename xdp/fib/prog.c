@@ -51,6 +51,11 @@ static __always_inline int punt(struct xdp_md *ctx, struct packet *p)
 
 	if (!base)
 		goto no_socket;
+	/* A device owns PUNT_QUEUES slots from base: a higher queue has no
+	 * socket and must not reach the next device's slots (the kernel
+	 * would drop the packet there after it was counted as punted). */
+	if (ctx->rx_queue_index >= PUNT_QUEUES)
+		goto no_socket;
 	slot = *base + ctx->rx_queue_index;
 	if (!bpf_map_lookup_elem(&xsks, &slot))
 		goto no_socket;

@@ -78,11 +78,16 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return PARSE_FRAGMENT;
 
+	/* L4 headers must end within the datagram, not just within the
+	 * frame: bytes past tot_len are Ethernet padding (a short frame is
+	 * padded to 60 bytes on the wire), not a header. The data_end checks
+	 * stay for the verifier. */
+	void *ip_end = (void *)ip + tot_len;
 	void *l4 = (void *)ip + ihl_len;
 	switch (ip->protocol) {
 	case IPPROTO_TCP: {
 		struct tcphdr *tcp = l4;
-		if ((void *)(tcp + 1) > data_end || tcp->doff < 5)
+		if ((void *)(tcp + 1) > data_end || (void *)(tcp + 1) > ip_end || tcp->doff < 5)
 			return PARSE_MALFORMED;
 		p->key.sport = tcp->source;
 		p->key.dport = tcp->dest;
@@ -91,7 +96,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	}
 	case IPPROTO_UDP: {
 		struct udphdr *udp = l4;
-		if ((void *)(udp + 1) > data_end)
+		if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > ip_end)
 			return PARSE_MALFORMED;
 		p->key.sport = udp->source;
 		p->key.dport = udp->dest;
@@ -100,7 +105,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	}
 	case IPPROTO_ICMP: {
 		struct icmp_echo_hdr *icmp = l4;
-		if ((void *)(icmp + 1) > data_end)
+		if ((void *)(icmp + 1) > data_end || (void *)(icmp + 1) > ip_end)
 			return PARSE_MALFORMED;
 		if (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY)
 			p->key.sport = icmp->id;

@@ -1,0 +1,629 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/lab"
+	"github.com/fibmesh/fibmesh/lab/labtest"
+)
+
+// The integration tests run the real fibmesh-agent binary in the nodes of
+// a lab and send real traffic between pods on different nodes.
+
+const prefix = "fm-ti-"
+
+var agentBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() != 0 {
+			return m.Run() // the tests skip themselves
+		}
+		dir, err := os.MkdirTemp("", "fibmesh-it-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		agentBin = filepath.Join(dir, "fibmesh-agent")
+		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/fibmesh/fibmesh/cmd/fibmesh-agent").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build fibmesh-agent: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// agentProc is a running fibmesh-agent.
+type agentProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *logBuf
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) add(s string) { l.mu.Lock(); l.b.WriteString(s + "\n"); l.mu.Unlock() }
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func pinDir(n *lab.Node) string { return filepath.Join(fib.DefaultPinRoot, n.Netns) }
+
+// startAgent runs fibmesh-agent in node's netns and returns once it logs
+// "ready" (or fails the test if it exits first).
+func startAgent(t *testing.T, l *lab.Lab, n *lab.Node, extra ...string) *agentProc {
+	t.Helper()
+	args := append([]string{"--node", n.Name, "--cluster-state", filepath.Join(l.Config.StateDir, lab.StateFile), "--nic", n.NIC, "--pin-dir", pinDir(n)}, extra...)
+	cmd := l.Command(context.Background(), n.Netns, agentBin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start agent on %s: %v", n.Name, err)
+	}
+	p := &agentProc{cmd: cmd, done: make(chan struct{}), log: &logBuf{}}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			p.log.add(sc.Text())
+			if strings.Contains(sc.Text(), "msg=ready") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		cmd.Wait()
+		close(p.done)
+	}()
+	select {
+	case <-ready:
+	case <-p.done:
+		t.Fatalf("agent on %s exited before ready:\n%s", n.Name, p.log)
+	case <-time.After(30 * time.Second):
+		p.kill()
+		t.Fatalf("agent on %s not ready after 30s:\n%s", n.Name, p.log)
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", n.Name, p.log)
+		}
+	})
+	return p
+}
+
+func (p *agentProc) stop() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+func (p *agentProc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// counters reads a node's FIB counters through its pinned maps.
+func counters(t *testing.T, n *lab.Node) []fib.Counter {
+	t.Helper()
+	f, err := fib.OpenPinned(pinDir(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := f.Stats.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func forwarded(t *testing.T, n *lab.Node) uint64 {
+	t.Helper()
+	c, err := lab.Counters(n.Netns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ForwDatagrams
+}
+
+// snapshot holds both nodes' FIB and kernel forwarding counters.
+type snapshot struct {
+	fib [2][]fib.Counter
+	fwd [2]uint64
+}
+
+func snap(t *testing.T, nodes [2]*lab.Node) snapshot {
+	var s snapshot
+	for i, n := range nodes {
+		s.fib[i] = counters(t, n)
+		s.fwd[i] = forwarded(t, n)
+	}
+	return s
+}
+
+func (s snapshot) delta(before snapshot, node int, r fib.Reason) uint64 {
+	return s.fib[node][r].Packets - before.fib[node][r].Packets
+}
+
+type env struct {
+	lab        *lab.Lab
+	nodes      [2]*lab.Node
+	podA, podB *lab.Pod // node1-pod1, node2-pod2
+	agents     [2]*agentProc
+}
+
+func setup(t *testing.T, agentArgs ...string) *env {
+	return setupPerNode(t, agentArgs, agentArgs)
+}
+
+func setupPerNode(t *testing.T, node1Args, node2Args []string) *env {
+	t.Helper()
+	labtest.NeedRoot(t)
+	l := labtest.Up(t, lab.Config{Nodes: 2, PodsPerNode: 2, Prefix: prefix, StateDir: t.TempDir()})
+	e := &env{lab: l}
+	var err error
+	for i, name := range []string{"node1", "node2"} {
+		if e.nodes[i], err = l.Node(name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fib.Remove(pinDir(e.nodes[i])) })
+	}
+	if e.podA, err = l.Pod("node1-pod1"); err != nil {
+		t.Fatal(err)
+	}
+	if e.podB, err = l.Pod("node2-pod2"); err != nil {
+		t.Fatal(err)
+	}
+	e.agents[0] = startAgent(t, l, e.nodes[0], node1Args...)
+	e.agents[1] = startAgent(t, l, e.nodes[1], node2Args...)
+	return e
+}
+
+// inPod runs fn in pod's netns; sockets made there stay there.
+func inPod(t *testing.T, p *lab.Pod, fn func() error) {
+	t.Helper()
+	if err := lab.InNetns(p.Netns, fn); err != nil {
+		t.Fatalf("in %s: %v", p.Name, err)
+	}
+}
+
+// udpExchange sends n datagrams from a to b:port and requires all of them
+// to arrive. With first > 0, the first datagrams are sent and received
+// before the rest are sent.
+func udpExchange(t *testing.T, a, b *lab.Pod, port int, counts ...int) {
+	t.Helper()
+	var rx *net.UDPConn
+	inPod(t, b, func() (err error) {
+		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: b.IP.AsSlice(), Port: port})
+		return err
+	})
+	defer rx.Close()
+	var tx *net.UDPConn
+	inPod(t, a, func() (err error) {
+		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: b.IP.AsSlice(), Port: port})
+		return err
+	})
+	defer tx.Close()
+	buf := make([]byte, 1500)
+	sent := 0
+	for _, upto := range counts {
+		for i := sent; i < upto; i++ {
+			if _, err := fmt.Fprintf(tx, "datagram %d", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for i := sent; i < upto; i++ {
+			k, err := rx.Read(buf)
+			if err != nil {
+				t.Fatalf("datagram %d of %d: %v", i, upto, err)
+			}
+			if !strings.HasPrefix(string(buf[:k]), "datagram ") {
+				t.Fatalf("datagram %d: got %q", i, buf[:k])
+			}
+		}
+		sent = upto
+	}
+}
+
+// tcpEcho opens a TCP connection from a to b:port, echoes rounds
+// messages, and returns the segments both ends sent (TCP_INFO).
+func tcpEcho(t *testing.T, a, b *lab.Pod, port, rounds int) (segs uint64) {
+	t.Helper()
+	var ln net.Listener
+	inPod(t, b, func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(b.IP, uint16(port)).String())
+		return err
+	})
+	defer ln.Close()
+	srvSegs := make(chan uint64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			srvSegs <- 0
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		for range rounds {
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			c.Write(buf[:n])
+		}
+		srvSegs <- segsOut(c)
+	}()
+	var c net.Conn
+	inPod(t, a, func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		c, err = d.Dial("tcp4", netip.AddrPortFrom(b.IP, uint16(port)).String())
+		return err
+	})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	for i := range rounds {
+		msg := fmt.Sprintf("ping %04d", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:len(msg)]); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if string(buf[:len(msg)]) != msg {
+			t.Fatalf("round %d: echo %q, want %q", i, buf[:len(msg)], msg)
+		}
+	}
+	return segsOut(c) + <-srvSegs
+}
+
+func segsOut(c net.Conn) uint64 {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var info *unix.TCPInfo
+	raw.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if info == nil {
+		return 0
+	}
+	return uint64(info.Segs_out)
+}
+
+func ping(t *testing.T, l *lab.Lab, from, to *lab.Pod, n int) {
+	t.Helper()
+	out, err := l.Command(context.Background(), from.Netns, "ping", "-c", fmt.Sprint(n), "-i", "0.01", "-W", "2", to.IP.String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ping %s -> %s: %v\n%s", from.Name, to.Name, err, out)
+	}
+}
+
+func TestCrossNodeTrafficGoesThroughXDP(t *testing.T) {
+	e := setup(t)
+	check := func(t *testing.T, before, after snapshot, minRedirects [2]uint64, exact bool) {
+		t.Helper()
+		for i := range 2 {
+			if d := after.fwd[i] - before.fwd[i]; d != 0 {
+				t.Errorf("%s: kernel forwarded %d packets; want 0 (all through XDP)", e.nodes[i].Name, d)
+			}
+			got := after.delta(before, i, fib.ReasonRedirect)
+			if exact && got != minRedirects[i] || got < minRedirects[i] {
+				t.Errorf("%s: XDP redirects rose by %d; want %d", e.nodes[i].Name, got, minRedirects[i])
+			}
+		}
+	}
+	t.Run("icmp", func(t *testing.T) {
+		before := snap(t, e.nodes)
+		ping(t, e.lab, e.podA, e.podB, 20)
+		// Each node redirects 20 requests one way and 20 replies back.
+		check(t, before, snap(t, e.nodes), [2]uint64{40, 40}, true)
+	})
+	t.Run("udp", func(t *testing.T) {
+		before := snap(t, e.nodes)
+		udpExchange(t, e.podA, e.podB, 5353, 100)
+		check(t, before, snap(t, e.nodes), [2]uint64{100, 100}, true)
+	})
+	t.Run("tcp", func(t *testing.T) {
+		before := snap(t, e.nodes)
+		segs := tcpEcho(t, e.podA, e.podB, 8080, 50)
+		// Every segment either end sent crossed both nodes.
+		check(t, before, snap(t, e.nodes), [2]uint64{segs, segs}, false)
+	})
+}
+
+func dialTCP(p *lab.Pod, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := lab.InNetns(p.Netns, func() (err error) {
+		d := net.Dialer{Timeout: timeout}
+		c, err = d.Dial("tcp4", addr)
+		return err
+	})
+	return c, err
+}
+
+func setPolicy(t *testing.T, n *lab.Node, e fib.PolicyEntry) {
+	t.Helper()
+	f, err := fib.OpenPinned(pinDir(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Policy.Put(e); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStrictPortDropsPlaintext(t *testing.T) {
+	e := setup(t)
+	var ln net.Listener
+	inPod(t, e.podB, func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(e.podB.IP, 0).String())
+		return err
+	})
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	addr := ln.Addr().String()
+
+	// Reachable before the policy.
+	c, err := dialTCP(e.podA, addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("before STRICT: %v", err)
+	}
+	c.Close()
+
+	// STRICT on pod B's port, programmed on pod B's node (where the
+	// controller puts a pod's policy).
+	setPolicy(t, e.nodes[1], fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: port, Proto: fib.ProtoTCP}, Mode: fib.ModeStrict})
+	before := snap(t, e.nodes)
+	if c, err := dialTCP(e.podA, addr, 1500*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("plaintext connection to a STRICT port succeeded")
+	}
+	after := snap(t, e.nodes)
+	if d := after.delta(before, 1, fib.ReasonDropStrict); d == 0 {
+		t.Errorf("node2 drop_strict_plaintext did not rise")
+	}
+	if d := after.fwd[1] - before.fwd[1]; d != 0 {
+		t.Errorf("node2 kernel forwarded %d packets of a STRICT flow", d)
+	}
+
+	// UDP STRICT: nothing arrives, every datagram is counted.
+	var rx *net.UDPConn
+	inPod(t, e.podB, func() (err error) {
+		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: e.podB.IP.AsSlice(), Port: 7000})
+		return err
+	})
+	defer rx.Close()
+	setPolicy(t, e.nodes[1], fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: 7000, Proto: fib.ProtoUDP}, Mode: fib.ModeStrict})
+	before = snap(t, e.nodes)
+	var tx *net.UDPConn
+	inPod(t, e.podA, func() (err error) {
+		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: e.podB.IP.AsSlice(), Port: 7000})
+		return err
+	})
+	defer tx.Close()
+	for range 10 {
+		tx.Write([]byte("plaintext"))
+	}
+	// The sender's datagrams have left pod A once node1 has redirected
+	// them; node2 must have dropped exactly those.
+	waitFor(t, func() bool { return snap(t, e.nodes).delta(before, 1, fib.ReasonDropStrict) >= 10 })
+	if d := snap(t, e.nodes).delta(before, 1, fib.ReasonDropStrict); d != 10 {
+		t.Errorf("node2 drop_strict_plaintext rose by %d; want 10", d)
+	}
+	rx.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := rx.Read(make([]byte, 64)); err == nil {
+		t.Error("a datagram to a STRICT UDP port arrived")
+	}
+
+	// Other ports of the same pod are untouched.
+	udpExchange(t, e.podA, e.podB, 7001, 10)
+}
+
+// waitFor polls cond (counters are read from maps, there is nothing to
+// block on) until it holds or 5 s pass.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestPuntDecidesAndReinjects(t *testing.T) {
+	// node1's agent punts new flows to node2's pod CIDR.
+	labtest.NeedRoot(t)
+	e := setupPerNode(t, []string{"--punt", "10.200.2.0/24"}, nil)
+	before := snap(t, e.nodes)
+	// The first datagram is punted; once it has arrived the agent has
+	// installed the flow (it installs before it re-injects), and the
+	// other 49 stay in XDP.
+	udpExchange(t, e.podA, e.podB, 6000, 1, 50)
+	after := snap(t, e.nodes)
+	if d := after.delta(before, 0, fib.ReasonPunt); d != 1 {
+		t.Errorf("node1 punted %d packets; want 1 (the flow's first)", d)
+	}
+	if d := after.delta(before, 0, fib.ReasonRedirect); d != 49 {
+		t.Errorf("node1 redirected %d packets; want 49 (all but the punted one)", d)
+	}
+	if d := after.fwd[0] - before.fwd[0]; d != 0 {
+		t.Errorf("node1 kernel forwarded %d packets; want 0", d)
+	}
+	if !strings.Contains(e.agents[0].log.String(), "punt decision") {
+		t.Errorf("agent did not log its punt decision")
+	}
+	f, err := fib.OpenPinned(pinDir(e.nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flows, err := f.Flows.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, fl := range flows {
+		if fl.Key.Dst == e.podB.IP && fl.Key.DstPort == 6000 && fl.Key.Proto == fib.ProtoUDP {
+			found = true
+			if fl.Flow.Action != fib.ActionForward || fl.Flow.Packets != 49 {
+				t.Errorf("flow %s: action %s, %d packets; want forward, 49", fl.Key, fl.Flow.Action, fl.Flow.Packets)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no flow entry installed for the punted flow; flows: %v", flows)
+	}
+
+	// Fail closed: with node1's agent stopped, a new flow that needs a
+	// decision is dropped in XDP, not passed to the kernel in the clear.
+	e.agents[0].stop()
+	before = snap(t, e.nodes)
+	var tx *net.UDPConn
+	inPod(t, e.podA, func() (err error) {
+		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: e.podB.IP.AsSlice(), Port: 6001})
+		return err
+	})
+	defer tx.Close()
+	for range 5 {
+		tx.Write([]byte("no agent"))
+	}
+	waitFor(t, func() bool { return snap(t, e.nodes).delta(before, 0, fib.ReasonDropPuntNoSocket) >= 5 })
+	after = snap(t, e.nodes)
+	if d := after.fwd[0] - before.fwd[0]; d != 0 {
+		t.Errorf("node1 kernel forwarded %d packets with its agent down; want 0", d)
+	}
+}
+
+func TestAgentRestartKeepsTCPConnection(t *testing.T) {
+	e := setup(t)
+	var ln net.Listener
+	inPod(t, e.podB, func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(e.podB.IP, 9000).String())
+		return err
+	})
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c) // echo
+	}()
+	c, err := dialTCP(e.podA, ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// Traffic runs the whole time: one echo round trip after another.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var rounds sync.WaitGroup
+	var mu sync.Mutex
+	var echoes int
+	var echoErr error
+	rounds.Add(1)
+	go func() {
+		defer rounds.Done()
+		buf := make([]byte, 16)
+		for i := 0; ctx.Err() == nil; i++ {
+			msg := fmt.Sprintf("msg %08d", i)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write([]byte(msg)); err != nil {
+				mu.Lock()
+				echoErr = err
+				mu.Unlock()
+				return
+			}
+			if _, err := io.ReadFull(c, buf[:len(msg)]); err != nil || string(buf[:len(msg)]) != msg {
+				mu.Lock()
+				echoErr = fmt.Errorf("echo %d: %q, %v", i, buf[:len(msg)], err)
+				mu.Unlock()
+				return
+			}
+			mu.Lock()
+			echoes++
+			mu.Unlock()
+		}
+	}()
+	progress := func() int { mu.Lock(); defer mu.Unlock(); return echoes }
+	alive := func(what string) {
+		t.Helper()
+		n := progress()
+		waitFor(t, func() bool { return progress() >= n+100 })
+		mu.Lock()
+		defer mu.Unlock()
+		if echoErr != nil {
+			t.Fatalf("%s: connection broke: %v", what, echoErr)
+		}
+	}
+	alive("before restart")
+
+	before := snap(t, e.nodes)
+	e.agents[0].kill() // SIGKILL: no clean shutdown
+	alive("agent down")
+	down := snap(t, e.nodes)
+	if d := down.delta(before, 0, fib.ReasonRedirect); d < 200 {
+		t.Errorf("node1 redirected only %d packets while its agent was down", d)
+	}
+	e.agents[0] = startAgent(t, e.lab, e.nodes[0])
+	alive("after restart")
+	after := snap(t, e.nodes)
+	if d := after.fwd[0] - before.fwd[0]; d != 0 {
+		t.Errorf("node1 kernel forwarded %d packets across the restart; want 0 (XDP never stopped)", d)
+	}
+	cancel()
+	rounds.Wait()
+	if echoErr != nil {
+		t.Fatal(echoErr)
+	}
+	if !strings.Contains(e.agents[0].log.String(), "msg=ready") {
+		t.Error("restarted agent never became ready")
+	}
+}

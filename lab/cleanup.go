@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// BPFPinRoot is the bpffs directory under which fibmesh pins per-node BPF
+// state, one directory per node namespace (/sys/fs/bpf/fibmesh/<netns>).
+const BPFPinRoot = "/sys/fs/bpf/fibmesh"
+
+// cleanupTimeout bounds the iproute2 commands of one cleanup.
+const cleanupTimeout = 2 * time.Minute
+
+// Down removes everything the lab created, as Cleanup does for its prefix,
+// and its state file in Config.StateDir. It is idempotent: calling it on a
+// lab that is already gone returns nil.
+func (l *Lab) Down() error {
+	if err := cleanup(l.Config.Prefix, l.Config.StateDir); err != nil {
+		return fmt.Errorf("lab down: %w", err)
+	}
+	return nil
+}
+
+// Cleanup removes, for the given prefix, every network namespace whose name
+// starts with prefix (as listed by "ip netns list"), every link in the root
+// namespace whose name starts with prefix, the pinned BPF state directories
+// /sys/fs/bpf/fibmesh/<prefix>*, and the state file in DefaultStateDir when
+// it describes a lab whose prefix starts with prefix. It works without any state file (for
+// example after a crash) and is idempotent.
+//
+// Matching is by plain prefix: Cleanup("fm-") also removes the namespaces
+// of a lab with prefix "fm-tl-". prefix must pass the same checks as
+// Config.Prefix, so it can never match namespaces that are not fibmesh's.
+func Cleanup(prefix string) error {
+	if err := cleanup(prefix, DefaultStateDir); err != nil {
+		return fmt.Errorf("lab cleanup: %w", err)
+	}
+	return nil
+}
+
+func cleanup(prefix, stateDir string) error {
+	if err := validatePrefix(prefix); err != nil {
+		return err
+	}
+	if err := checkTools(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+
+	var errs []error
+	out, err := run(ctx, "ip", "netns", "list")
+	if err != nil {
+		return fmt.Errorf("list network namespaces: %w", err)
+	}
+	for _, ns := range parseNetnsList(out) {
+		if !strings.HasPrefix(ns, prefix) {
+			continue
+		}
+		if err := ip(ctx, "netns", "del", ns); err != nil && NetnsExists(ns) {
+			errs = append(errs, err)
+		}
+	}
+
+	out, err = run(ctx, "ip", "-o", "link", "show")
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list links: %w", err))...)
+	}
+	for _, link := range parseLinkList(out) {
+		if strings.HasPrefix(link, prefix) {
+			if err := ip(ctx, "link", "del", link); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+
+	pins, err := filepath.Glob(filepath.Join(BPFPinRoot, prefix+"*"))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("glob pinned BPF state: %w", err))
+	}
+	for _, dir := range pins {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove pinned BPF state: %w", err))
+		}
+	}
+
+	if err := removeState(stateDir, prefix); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// parseNetnsList returns the names in "ip netns list" output, whose lines
+// read "NAME" or "NAME (id: N)".
+func parseNetnsList(out string) []string {
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			names = append(names, f[0])
+		}
+	}
+	return names
+}
+
+// parseLinkList returns the interface names in "ip -o link show" output,
+// whose lines read "IDX: NAME[@PEER]: <FLAGS> ...".
+func parseLinkList(out string) []string {
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.SplitN(line, ": ", 3)
+		if len(f) < 3 {
+			continue
+		}
+		name, _, _ := strings.Cut(f[1], "@")
+		names = append(names, name)
+	}
+	return names
+}
+
+// removeState deletes the state file in dir unless it describes a lab whose
+// prefix does not start with prefix (one whose namespaces this cleanup
+// leaves alone), then dir itself if that leaves it empty.
+func removeState(dir, prefix string) error {
+	path := filepath.Join(dir, StateFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	if l, err := parseState(data, dir); err == nil && !strings.HasPrefix(l.Config.Prefix, prefix) {
+		return nil // a lab whose namespaces this prefix does not match: not ours
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove state: %w", err)
+	}
+	_ = os.Remove(dir) // only succeeds when empty; other files are not ours
+	return nil
+}

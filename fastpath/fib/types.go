@@ -201,6 +201,7 @@ const (
 	ReasonPunt             = Reason(xfib.FibStatReasonSTAT_PUNT)
 	ReasonDropPuntNoSocket = Reason(xfib.FibStatReasonSTAT_DROP_PUNT_NO_SOCKET)
 	ReasonPassNoTxPort     = Reason(xfib.FibStatReasonSTAT_PASS_NO_TX_PORT)
+	ReasonDropTinyFragment = Reason(xfib.FibStatReasonSTAT_DROP_TINY_FRAGMENT)
 	NumReasons             = int(xfib.FibStatReasonSTAT_REASON_LEN)
 )
 
@@ -221,6 +222,7 @@ var reasonNames = [...]string{
 	ReasonPunt:             "punt",
 	ReasonDropPuntNoSocket: "drop_punt_no_socket",
 	ReasonPassNoTxPort:     "pass_no_tx_port",
+	ReasonDropTinyFragment: "drop_tiny_fragment",
 }
 
 func (r Reason) String() string {

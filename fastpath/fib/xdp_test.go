@@ -193,6 +193,8 @@ func xdpCases(tp *testTopo) []xdpCase {
 		{name: "non-first fragment passes, even to a STRICT port", pkt: ip4{Src: client, Dst: "10.1.0.9", Proto: ProtoTCP, Frag: 185}.frame(tcpHdr(40000, 443)), want: xdpPass, reasons: []Reason{ReasonPassFragment}},
 		{name: "last fragment (offset, no MF) passes", pkt: ip4{Src: client, Dst: "10.1.0.1", Proto: ProtoUDP, Frag: 0x2000 | 1}.frame([]byte("12345678")), want: xdpPass, reasons: []Reason{ReasonPassFragment}},
 		{name: "first fragment (MF, offset 0) forwarded", pkt: ip4{Src: client, Dst: "10.1.0.1", Proto: ProtoUDP, Frag: 0x2000}.frame(udpHdr(40000, 53, []byte("part1..."))), want: xdpRedirect, fwd: nh(tp.nhA), reasons: []Reason{ReasonRedirect}},
+		{name: "tiny first fragment (MF, TCP header cut) dropped", pkt: ip4{Src: client, Dst: "10.1.0.1", Proto: ProtoTCP, Frag: 0x2000}.frame(tcpHdr(40000, 443)[:10]), want: xdpDrop, reasons: []Reason{ReasonDropTinyFragment}},
+		{name: "tiny first fragment (MF, UDP header cut) dropped", pkt: ip4{Src: client, Dst: "10.1.0.1", Proto: ProtoUDP, Frag: 0x2000}.frame(udpHdr(40000, 53, nil)[:4]), want: xdpDrop, reasons: []Reason{ReasonDropTinyFragment}},
 		{name: "first fragment to a STRICT port dropped", pkt: ip4{Src: client, Dst: "10.1.0.9", Proto: ProtoUDP, Frag: 0x2000}.frame(udpHdr(40000, 53, []byte("part1..."))), want: xdpDrop, reasons: []Reason{ReasonDropStrict}},
 		{name: "DF set forwarded", pkt: ip4{Src: client, Dst: "10.1.0.1", Proto: ProtoTCP, Frag: 0x4000}.frame(tcpHdr(40000, 80)), want: xdpRedirect, fwd: nh(tp.nhA), reasons: []Reason{ReasonRedirect}},
 		{name: "IPv6 passes unchanged", pkt: ipv6, want: xdpPass, reasons: []Reason{ReasonPassIPv6}},

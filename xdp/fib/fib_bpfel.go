@@ -115,7 +115,8 @@ const (
 	FibStatReasonSTAT_PUNT                FibStatReason = 12
 	FibStatReasonSTAT_DROP_PUNT_NO_SOCKET FibStatReason = 13
 	FibStatReasonSTAT_PASS_NO_TX_PORT     FibStatReason = 14
-	FibStatReasonSTAT_REASON_LEN          FibStatReason = 15
+	FibStatReasonSTAT_DROP_TINY_FRAGMENT  FibStatReason = 15
+	FibStatReasonSTAT_REASON_LEN          FibStatReason = 16
 )
 
 type FibStatVal struct {

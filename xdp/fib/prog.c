@@ -92,6 +92,9 @@ int fib_forward(struct xdp_md *ctx)
 	case PARSE_FRAGMENT:
 		count(STAT_PASS_FRAGMENT, p.len);
 		return XDP_PASS;
+	case PARSE_TINY_FRAGMENT:
+		count(STAT_DROP_TINY_FRAGMENT, p.len);
+		return XDP_DROP;
 	default:
 		count(STAT_PASS_MALFORMED, p.len);
 		return XDP_PASS;

@@ -79,5 +79,9 @@ enum stat_reason {
 	 * before the route. Non-zero means a route points at a device that
 	 * is gone; the packet is passed unmodified to the stack. */
 	STAT_PASS_NO_TX_PORT,
+	/* A first fragment whose TCP/UDP header does not fit in it (RFC 1858
+	 * "tiny fragment"): passing it would let the stack reassemble a
+	 * datagram whose port the policy never saw, so it is dropped. */
+	STAT_DROP_TINY_FRAGMENT,
 	STAT_REASON_LEN,
 };

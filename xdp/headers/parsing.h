@@ -33,6 +33,7 @@ enum parse_result {
 	PARSE_IPV6,
 	PARSE_MALFORMED,
 	PARSE_FRAGMENT, /* non-first fragment: no L4 header */
+	PARSE_TINY_FRAGMENT, /* first fragment too short for its TCP/UDP ports */
 };
 
 struct packet {
@@ -88,7 +89,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	case IPPROTO_TCP: {
 		struct tcphdr *tcp = l4;
 		if ((void *)(tcp + 1) > data_end || (void *)(tcp + 1) > ip_end || tcp->doff < 5)
-			return PARSE_MALFORMED;
+			return (ip->frag_off & bpf_htons(IP_MF)) ? PARSE_TINY_FRAGMENT : PARSE_MALFORMED;
 		p->key.sport = tcp->source;
 		p->key.dport = tcp->dest;
 		p->has_ports = 1;
@@ -97,7 +98,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	case IPPROTO_UDP: {
 		struct udphdr *udp = l4;
 		if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > ip_end)
-			return PARSE_MALFORMED;
+			return (ip->frag_off & bpf_htons(IP_MF)) ? PARSE_TINY_FRAGMENT : PARSE_MALFORMED;
 		p->key.sport = udp->source;
 		p->key.dport = udp->dest;
 		p->has_ports = 1;

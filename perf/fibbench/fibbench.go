@@ -9,6 +9,12 @@
 // attached on both nodes; in "kernel" rounds it is not, and the kernel's
 // IPv4 forwarding carries the same packets. The rate is the sink's count
 // over a timed window while the generator runs.
+//
+// With Options.Hop set to HopNode, the sink sits on node1's fabric port
+// instead (ingress of the bridge port that node1's NIC transmits into):
+// the measured path is then one node's forwarding (pod veth -> NIC)
+// without the fabric bridge and the second node, whose costs are the same
+// in both modes and dilute the cross-node ratio.
 package fibbench
 
 import (
@@ -27,8 +33,15 @@ import (
 	"github.com/fibmesh/fibmesh/perf/xdpgen"
 )
 
+// Where the sink counts packets.
+const (
+	HopCrossNode = "cross-node" // pod B on node2 (default)
+	HopNode      = "node"       // node1's fabric port: one node's forwarding
+)
+
 // Options configure a run.
 type Options struct {
+	Hop       string        // HopCrossNode (default) or HopNode
 	Rounds    int           // rounds of each mode (default 5)
 	Window    time.Duration // measured window per round (default 3s)
 	Warmup    time.Duration // generator runs this long before the window (default 500ms)
@@ -48,15 +61,21 @@ type Sample struct {
 
 // Report is the outcome of Run.
 type Report struct {
+	Hop       string   `json:"hop"`
 	Samples   []Sample `json:"samples"`
 	XDPPPS    float64  `json:"xdpPps"`    // median
 	KernelPPS float64  `json:"kernelPps"` // median
 	Ratio     float64  `json:"ratio"`
 }
 
-// Line is the report's one-line summary, the last line bench-fib prints.
+// Line is the report's one-line summary. For the cross-node hop it is the
+// last line bench-fib prints.
 func (r Report) Line() string {
-	return fmt.Sprintf("fib-forwarding: xdp_pps=%.0f kernel_pps=%.0f ratio=%.2f", r.XDPPPS, r.KernelPPS, r.Ratio)
+	name := "fib-forwarding"
+	if r.Hop == HopNode {
+		name = "fib-node-forwarding"
+	}
+	return fmt.Sprintf("%s: xdp_pps=%.0f kernel_pps=%.0f ratio=%.2f", name, r.XDPPPS, r.KernelPPS, r.Ratio)
 }
 
 const sinkPort = 9
@@ -81,6 +100,13 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	switch o.Hop {
+	case "":
+		o.Hop = HopCrossNode
+	case HopCrossNode, HopNode:
+	default:
+		return Report{}, fmt.Errorf("hop %q: want %s or %s", o.Hop, HopCrossNode, HopNode)
+	}
 	stateDir, err := os.MkdirTemp("", "fibmesh-bench-")
 	if err != nil {
 		return Report{}, err
@@ -98,15 +124,15 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	defer b.close()
 
-	var rep Report
+	rep := Report{Hop: o.Hop}
 	for r := 1; r <= o.Rounds; r++ {
 		for _, mode := range []string{"xdp", "kernel"} {
 			s, err := b.round(ctx, mode)
 			if err != nil {
 				return rep, fmt.Errorf("round %d (%s): %w", r, mode, err)
 			}
-			fmt.Fprintf(o.Out, "round %d %-6s rx_pps=%.0f tx_pps=%.0f node1_kernel_forwarded=%d node2_kernel_forwarded=%d\n",
-				r, mode, s.PPS, s.SentPPS, s.Node1Fwd, s.Node2Fwd)
+			fmt.Fprintf(o.Out, "%s round %d %-6s rx_pps=%.0f tx_pps=%.0f node1_kernel_forwarded=%d node2_kernel_forwarded=%d\n",
+				o.Hop, r, mode, s.PPS, s.SentPPS, s.Node1Fwd, s.Node2Fwd)
 			rep.Samples = append(rep.Samples, s)
 		}
 	}
@@ -160,11 +186,15 @@ func (b *bench) setup() error {
 		}
 		b.nodes = append(b.nodes, node)
 	}
-	if err := lab.InNetns(dst.Netns, func() error {
-		b.sink, err = attachSink(dst.IfName, sinkPort)
+	sinkNetns, sinkDev := dst.Netns, dst.IfName
+	if b.o.Hop == HopNode {
+		sinkNetns, sinkDev = b.lab.FabricNetns, "n1"
+	}
+	if err := lab.InNetns(sinkNetns, func() error {
+		b.sink, err = attachSink(sinkDev, sinkPort)
 		return err
 	}); err != nil {
-		return fmt.Errorf("sink in %s: %w", dst.Name, err)
+		return fmt.Errorf("sink on %s in %s: %w", sinkDev, sinkNetns, err)
 	}
 	frame := udpFrame(b.o.FrameSize, src.HostMAC, src.MAC, src.IP, dst.IP, 4000, sinkPort)
 	return lab.InNetns(src.Netns, func() error {

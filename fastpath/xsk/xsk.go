@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -75,7 +76,8 @@ type Socket struct {
 func isPow2(n int) bool { return n > 0 && n&(n-1) == 0 }
 
 // New opens a socket on (ifindex, queue). It must be called in the
-// interface's network namespace.
+// interface's network namespace. If the queue is busy it retries for up to
+// a second (see bindBusyWait) before failing with EBUSY.
 func New(ifindex, queue int, o Options) (s *Socket, err error) {
 	for _, r := range []struct {
 		name string
@@ -99,10 +101,13 @@ func New(ifindex, queue int, o Options) (s *Socket, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("xsk: socket(AF_XDP): %w", err)
 	}
-	s = &Socket{fd: fd, opts: o, ifindex: ifindex, queue: queue}
+	// Every error return below sets s to nil before deferred calls run,
+	// so the clean-up closes sock, not s.
+	sock := &Socket{fd: fd, opts: o, ifindex: ifindex, queue: queue}
+	s = sock
 	defer func() {
 		if err != nil {
-			s.Close()
+			sock.Close()
 			s = nil
 		}
 	}()
@@ -146,7 +151,7 @@ func New(ifindex, queue int, o Options) (s *Socket, err error) {
 			return nil, fmt.Errorf("xsk: tx ring: %w", err)
 		}
 	}
-	if err := unix.Bind(fd, &unix.SockaddrXDP{Flags: o.BindFlags, Ifindex: uint32(ifindex), QueueID: uint32(queue)}); err != nil {
+	if err := bind(fd, &unix.SockaddrXDP{Flags: o.BindFlags, Ifindex: uint32(ifindex), QueueID: uint32(queue)}); err != nil {
 		return nil, fmt.Errorf("xsk: bind to ifindex %d queue %d: %w", ifindex, queue, err)
 	}
 	s.free = make([]uint64, 0, o.NumFrames)
@@ -154,6 +159,24 @@ func New(ifindex, queue int, o Options) (s *Socket, err error) {
 		s.free = append(s.free, uint64(i*o.FrameSize))
 	}
 	return s, nil
+}
+
+// bindBusyWait is how long bind retries EBUSY. A socket closed on the
+// queue a moment ago keeps it until the kernel's deferred release of its
+// buffer pool (after an RCU grace period, on a workqueue: 10-20 ms on an
+// idle 6.18 machine), so re-opening right after Close got EBUSY. A queue
+// that another open socket holds still fails, after this long.
+var bindBusyWait = time.Second
+
+func bind(fd int, sa *unix.SockaddrXDP) error {
+	deadline := time.Now().Add(bindBusyWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 10*time.Millisecond) {
+		err := unix.Bind(fd, sa)
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+	}
 }
 
 func setsockopt(fd, opt int, p unsafe.Pointer, n uintptr) error {
@@ -189,9 +212,13 @@ func (s *Socket) Ifindex() int { return s.ifindex }
 func (s *Socket) Queue() int { return s.queue }
 
 // Frame returns the UMEM bytes of d. They belong to the kernel again once
-// the frame is re-filled or transmitted.
+// the frame is re-filled or transmitted. The slice's capacity ends at the
+// end of d's frame: a received descriptor's address is past the frame's
+// start (the kernel's headroom), so capping at Addr+FrameSize would run
+// into the next frame, and past the UMEM for the last one.
 func (s *Socket) Frame(d Desc) []byte {
-	return s.umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(s.opts.FrameSize)]
+	end := d.Addr - d.Addr%uint64(s.opts.FrameSize) + uint64(s.opts.FrameSize)
+	return s.umem[d.Addr : d.Addr+uint64(d.Len) : end]
 }
 
 // FreeFrames is how many frames userspace holds.
@@ -263,9 +290,24 @@ func (s *Socket) Transmit(ds []Desc) (int, error) {
 // Kick asks the kernel to process the tx ring.
 func (s *Socket) Kick() error {
 	for {
+		var before uint32
+		if s.tx.cons != nil {
+			before = s.tx.cons.Load()
+		}
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
-		case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
+		case 0, unix.EBUSY, unix.ENOBUFS:
+			return nil
+		case unix.EAGAIN:
+			// Copy mode sends at most 32 descriptors per call
+			// (TX_BATCH_SIZE) and answers EAGAIN for the rest: go on
+			// while the kernel makes progress. Without progress the
+			// device queue is full; a later kick sends the rest.
+			if s.tx.cons != nil {
+				if c := s.tx.cons.Load(); c != before && c != s.tx.prod.Load() {
+					continue
+				}
+			}
 			return nil
 		case unix.EINTR:
 			continue

@@ -86,7 +86,21 @@ func run(args []string, out io.Writer) error {
 		return usageError{fmt.Sprintf("-o %q: want table, json or yaml", *format)}
 	}
 	if fs.NArg() == 0 {
-		return usageError{"missing command"}
+		return usageError{"missing command: want " + commands}
+	}
+	// Check the whole command line before touching the FIB, so a typo is
+	// reported as such and not as "no FIB pinned".
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	var pc policyCmd
+	switch cmd {
+	case "fib", "routes", "flows", "stats", "attached":
+	case "policy":
+		var err error
+		if pc, err = parsePolicy(rest); err != nil {
+			return err
+		}
+	default:
+		return usageError{fmt.Sprintf("unknown command %q: want %s", cmd, commands)}
 	}
 	dir := *pinDir
 	if dir == "" {
@@ -95,11 +109,21 @@ func run(args []string, out io.Writer) error {
 		}
 		dir = filepath.Join(fib.DefaultPinRoot, *node)
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	if cmd == "attached" {
+	// Open the FIB for every command, attached too: a missing FIB (a
+	// mistyped --node) must say so rather than list no interfaces.
+	f, err := fib.OpenPinned(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	switch cmd {
+	case "attached":
 		ifs, err := fib.Attached(dir)
 		if err != nil {
 			return err
+		}
+		if ifs == nil {
+			ifs = []string{} // JSON [] like the other lists, not null
 		}
 		return emit(out, *format, ifs, func(w *tabwriter.Writer) {
 			fmt.Fprintln(w, "INTERFACE")
@@ -107,13 +131,6 @@ func run(args []string, out io.Writer) error {
 				fmt.Fprintln(w, i)
 			}
 		})
-	}
-	f, err := fib.OpenPinned(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	switch cmd {
 	case "fib", "routes":
 		return showRoutes(out, *format, f)
 	case "flows":
@@ -121,10 +138,13 @@ func run(args []string, out io.Writer) error {
 	case "stats":
 		return showStats(out, *format, f)
 	case "policy":
-		return policy(out, *format, f, rest)
+		return policy(out, *format, f, pc)
 	}
-	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	panic("unreachable: command " + cmd + " was checked above")
 }
+
+// commands lists the commands for usage errors.
+const commands = "fib, flows, stats, policy or attached"
 
 func emit(out io.Writer, format string, v any, table func(*tabwriter.Writer)) error {
 	switch format {
@@ -253,48 +273,66 @@ type policyOut struct {
 	Mode  string `json:"mode"`
 }
 
-func policy(out io.Writer, format string, f *fib.FIB, args []string) error {
+// policyCmd is a checked `policy` command line: list (verb ""), set or
+// delete.
+type policyCmd struct {
+	verb string
+	key  fib.PolicyKey
+	mode fib.Mode
+}
+
+func parsePolicy(args []string) (policyCmd, error) {
 	if len(args) == 0 {
-		ps, err := f.Policy.List()
-		if err != nil {
-			return err
-		}
-		rows := make([]policyOut, len(ps))
-		for i, p := range ps {
-			rows[i] = policyOut{Proto: p.Key.Proto.String(), Addr: p.Key.Addr.String(), Port: p.Key.Port, Mode: p.Mode.String()}
-		}
-		return emit(out, format, rows, func(w *tabwriter.Writer) {
-			fmt.Fprintln(w, "PROTO\tADDRESS\tPORT\tMODE")
-			for _, r := range rows {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", r.Proto, r.Addr, r.Port, r.Mode)
-			}
-		})
+		return policyCmd{}, nil
 	}
 	switch args[0] {
 	case "set":
 		if len(args) != 5 {
-			return usageError{"policy set takes IP PORT PROTO MODE, e.g. policy set 10.200.2.11 8080 tcp STRICT"}
+			return policyCmd{}, usageError{fmt.Sprintf("policy set takes IP PORT PROTO MODE, got %d arguments %q; e.g. policy set 10.200.2.11 8080 tcp STRICT", len(args)-1, args[1:])}
 		}
 		k, err := policyKey(args[1:4])
 		if err != nil {
-			return err
+			return policyCmd{}, err
 		}
 		m, err := fib.ParseMode(args[4])
 		if err != nil {
-			return usageError{err.Error()}
+			return policyCmd{}, usageError{"MODE: " + err.Error()}
 		}
-		return f.Policy.Put(fib.PolicyEntry{Key: k, Mode: m})
+		return policyCmd{verb: "set", key: k, mode: m}, nil
 	case "delete":
 		if len(args) != 4 {
-			return usageError{"policy delete takes IP PORT PROTO"}
+			return policyCmd{}, usageError{fmt.Sprintf("policy delete takes IP PORT PROTO, got %d arguments %q; e.g. policy delete 10.200.2.11 8080 tcp", len(args)-1, args[1:])}
 		}
 		k, err := policyKey(args[1:4])
 		if err != nil {
-			return err
+			return policyCmd{}, err
 		}
-		return f.Policy.Delete(k)
+		return policyCmd{verb: "delete", key: k}, nil
 	}
-	return usageError{fmt.Sprintf("policy: unknown subcommand %q: want set or delete", args[0])}
+	return policyCmd{}, usageError{fmt.Sprintf("policy: unknown subcommand %q: want set or delete", args[0])}
+}
+
+func policy(out io.Writer, format string, f *fib.FIB, pc policyCmd) error {
+	switch pc.verb {
+	case "set":
+		return f.Policy.Put(fib.PolicyEntry{Key: pc.key, Mode: pc.mode})
+	case "delete":
+		return f.Policy.Delete(pc.key)
+	}
+	ps, err := f.Policy.List()
+	if err != nil {
+		return err
+	}
+	rows := make([]policyOut, len(ps))
+	for i, p := range ps {
+		rows[i] = policyOut{Proto: p.Key.Proto.String(), Addr: p.Key.Addr.String(), Port: p.Key.Port, Mode: p.Mode.String()}
+	}
+	return emit(out, format, rows, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "PROTO\tADDRESS\tPORT\tMODE")
+		for _, r := range rows {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", r.Proto, r.Addr, r.Port, r.Mode)
+		}
+	})
 }
 
 func policyKey(a []string) (fib.PolicyKey, error) {

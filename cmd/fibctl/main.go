@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fibmesh/fibmesh/controller/analyze"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 )
 
@@ -36,6 +37,10 @@ Commands:
                             set a mode (STRICT drops plaintext in XDP)
   policy delete IP PORT PROTO
   attached                  interfaces the FIB is attached to
+  analyze -f DIR [-o FORMAT]
+                            validate a directory of Istio/Kubernetes manifests
+                            (exit 0: no errors, 1: errors, 2: unusable input;
+                            see docs/analyze.md; takes no --node)
 
 fibctl reads the maps the agent pinned under --pin-dir
 (default /sys/fs/bpf/fibmesh/<node>); it needs root.
@@ -49,6 +54,11 @@ Flags:
 `
 
 func main() {
+	// analyze reads manifests, not a node's FIB: it takes none of the
+	// FIB flags.
+	if len(os.Args) > 1 && os.Args[1] == "analyze" {
+		os.Exit(analyze.Command(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)

@@ -1,0 +1,285 @@
+package analyze
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"istio.io/api/networking/v1alpha3"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/fibmesh/fibmesh/controller/config"
+)
+
+type analyzerCase struct {
+	name string
+	snap *config.Snapshot
+	want []Finding
+}
+
+func runCases(t *testing.T, a func(*index) []Finding, cases []analyzerCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sortFindings(a(newIndex(tc.snap)))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("findings (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+var (
+	reviews  = svc("default", "reviews", labelsOf("app", "reviews"), port("http", 9080))
+	reviewsR = dr("default", "reviews", &v1alpha3.DestinationRule{
+		Host: "reviews",
+		Subsets: []*v1alpha3.Subset{
+			{Name: "v1", Labels: labelsOf("version", "v1")},
+			{Name: "v2", Labels: labelsOf("version", "v2")},
+		},
+	})
+)
+
+func TestRouteDestinations(t *testing.T) {
+	unknownHost := vs("default", "r", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{{
+		Route: []*v1alpha3.HTTPRouteDestination{dest("ratings", "", 0)},
+	}}})
+	unknownSubset := vs("default", "r", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{{
+		Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 50), dest("reviews.default.svc.cluster.local", "v3", 50)},
+	}}})
+	external := vs("default", "ext", &v1alpha3.VirtualService{Hosts: []string{"api.example.com"}, Http: []*v1alpha3.HTTPRoute{{
+		Route: []*v1alpha3.HTTPRouteDestination{dest("api.example.com", "", 0)},
+	}}})
+	runCases(t, routeDestinations, []analyzerCase{
+		{name: "known host and subsets", snap: snap(reviews, reviewsR, vs("default", "r", &v1alpha3.VirtualService{
+			Hosts: []string{"reviews"},
+			Http:  []*v1alpha3.HTTPRoute{{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 90), dest("reviews", "v2", 10)}}},
+		}))},
+		{name: "unknown host", snap: snap(reviews, unknownHost), want: []Finding{
+			want(ReferencedResourceNotFound, unknownHost, `Referenced host not found: "ratings" (spec.http[0].route[0].destination.host); no Service or ServiceEntry has host ratings.default.svc.cluster.local: fix the host or add the Service`),
+		}},
+		{name: "unknown subset", snap: snap(reviews, reviewsR, unknownSubset), want: []Finding{
+			want(ReferencedResourceNotFound, unknownSubset, `Referenced host+subset in destinationrule not found: "reviews.default.svc.cluster.local+v3" (spec.http[0].route[1].destination.subset); no DestinationRule for host reviews.default.svc.cluster.local defines subset "v3": add it to the DestinationRule's subsets or fix the name`),
+		}},
+		{name: "ServiceEntry wildcard host", snap: snap(external, se("default", "ext", &v1alpha3.ServiceEntry{Hosts: []string{"*.example.com"}}))},
+	})
+}
+
+func TestRouteWeights(t *testing.T) {
+	bad := vs("default", "r", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{
+		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 90), dest("reviews", "v2", 10)}},
+		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 80), dest("reviews", "v2", 10)}},
+		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 0)}},
+		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 50)}},
+		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 0), dest("reviews", "v2", 0)}},
+	}})
+	runCases(t, routeWeights, []analyzerCase{
+		{name: "good and bad routes", snap: snap(bad), want: []Finding{
+			want(RouteWeightsNotHundred, bad, "spec.http[1].route weights add up to 90 (80+10), not 100: set the weights so that they add up to exactly 100"),
+			want(RouteWeightsNotHundred, bad, "spec.http[3].route weights add up to 50 (50), not 100: set the weights so that they add up to exactly 100"),
+			want(RouteWeightsNotHundred, bad, "spec.http[4].route weights add up to 0 (0+0), not 100: set the weights so that they add up to exactly 100"),
+		}},
+	})
+}
+
+func TestIneffectiveMatches(t *testing.T) {
+	route := []*v1alpha3.HTTPRouteDestination{dest("reviews", "", 0)}
+	canary := &v1alpha3.HTTPMatchRequest{Headers: map[string]*v1alpha3.StringMatch{"x-canary-user": exact("true")}}
+	good := vs("default", "good", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{
+		{Match: []*v1alpha3.HTTPMatchRequest{canary}, Route: route},
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/api/v2")}}, Route: route},
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/api")}}, Route: route},
+		{Route: route},
+	}})
+	afterCatchAll := vs("default", "catchall", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{
+		{Route: route},
+		{Name: "canary", Match: []*v1alpha3.HTTPMatchRequest{canary}, Route: route},
+	}})
+	shadowed := vs("default", "shadowed", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/api")}}, Route: route},
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: exact("/api/reviews"), Method: exact("GET")}, {Uri: prefix("/static")}}, Route: route},
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/api/v1")}, {Uri: prefix("/static/img")}}, Route: route},
+	}})
+	runCases(t, ineffectiveMatches, []analyzerCase{
+		{name: "specific before general", snap: snap(good)},
+		{name: "rule after catch-all", snap: snap(afterCatchAll), want: []Finding{
+			want(VirtualServiceUnreachableRule, afterCatchAll, `VirtualService rule #1 ("canary") not used (rule #0 catches every request it matches): move it earlier, or remove it`),
+		}},
+		{name: "shadowed matches", snap: snap(shadowed), want: []Finding{
+			want(VirtualServiceUnreachableRule, shadowed, "VirtualService rule #2 not used (rules #0, #1 catch every request it matches): move it earlier, or remove it"),
+			want(VirtualServiceIneffectiveMatch, shadowed, "VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0): remove the match or move the rule earlier"),
+		}},
+	})
+}
+
+func TestConflictingVirtualServices(t *testing.T) {
+	a := vs("default", "a", &v1alpha3.VirtualService{Hosts: []string{"reviews"}})
+	b := vs("default", "b", &v1alpha3.VirtualService{Hosts: []string{"reviews.default.svc.cluster.local"}, Gateways: []string{"mesh"}})
+	gw := vs("default", "gw", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Gateways: []string{"istio-system/ingress"}})
+	msg := "The VirtualServices default/a,default/b associated with mesh gateway define the same host reviews.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource."
+	runCases(t, conflictingVirtualServices, []analyzerCase{
+		{name: "one per host", snap: snap(a, gw)},
+		{name: "short and long name collide", snap: snap(a, b, gw), want: []Finding{
+			want(ConflictingMeshGatewayVirtualServiceHosts, a, msg),
+			want(ConflictingMeshGatewayVirtualServiceHosts, b, msg),
+		}},
+	})
+}
+
+func TestPortProtocols(t *testing.T) {
+	unnamed := svc("default", "reviews", labelsOf("app", "reviews"), port("web", 9080), port("http-admin", 9090))
+	route := vs("default", "r", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{{
+		Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "", 0)},
+	}}})
+	authz := ap("default", "get-only", &securityv1beta1.AuthorizationPolicy{
+		Selector: selector("app", "reviews"),
+		Rules:    []*securityv1beta1.Rule{{To: []*securityv1beta1.Rule_To{{Operation: &securityv1beta1.Operation{Methods: []string{"GET"}}}}}},
+	})
+	l4 := ap("default", "l4", &securityv1beta1.AuthorizationPolicy{
+		Rules: []*securityv1beta1.Rule{{From: []*securityv1beta1.Rule_From{{Source: &securityv1beta1.Source{Namespaces: []string{"default"}}}}}},
+	})
+	runCases(t, portProtocols, []analyzerCase{
+		{name: "no L7 policy", snap: snap(unnamed, l4)},
+		{name: "VirtualService", snap: snap(unnamed, route), want: []Finding{
+			want(PortNameIsNotUnderNamingConvention, unnamed, `Port name "web" (port: 9080, targetPort: 9080) doesn't follow the naming convention of Istio port, but L7 policy applies to it (VirtualService default/r): name it http-<suffix>, http2-<suffix> or grpc-<suffix>, or set appProtocol, so fibmesh need not detect the protocol`),
+		}},
+		{name: "AuthorizationPolicy with methods", snap: snap(unnamed, authz), want: []Finding{
+			want(PortNameIsNotUnderNamingConvention, unnamed, `Port name "web" (port: 9080, targetPort: 9080) doesn't follow the naming convention of Istio port, but L7 policy applies to it (AuthorizationPolicy default/get-only): name it http-<suffix>, http2-<suffix> or grpc-<suffix>, or set appProtocol, so fibmesh need not detect the protocol`),
+		}},
+	})
+}
+
+func TestPeerAuthenticationConflicts(t *testing.T) {
+	strict := &securityv1beta1.PeerAuthentication{Mtls: &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_STRICT}}
+	permissive := &securityv1beta1.PeerAuthentication{Mtls: &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE}}
+	mesh1, mesh2 := pa(RootNamespace, "default", strict), pa(RootNamespace, "other", permissive)
+	ns1, ns2 := pa("prod", "a", strict), pa("prod", "b", permissive)
+	w1 := pa("prod", "w1", &securityv1beta1.PeerAuthentication{Selector: selector("app", "x")})
+	w2 := pa("prod", "w2", &securityv1beta1.PeerAuthentication{Selector: selector("app", "x")})
+	runCases(t, peerAuthenticationConflicts, []analyzerCase{
+		{name: "mesh, namespace and workload levels", snap: snap(mesh1, pa("prod", "a", permissive), w1)},
+		{name: "two mesh-wide", snap: snap(mesh1, mesh2), want: []Finding{
+			want(ConflictingPeerAuthentications, mesh1, "PeerAuthentications istio-system/default, istio-system/other are all mesh-wide (namespace istio-system, no selector), so which mTLS mode applies is undefined: merge them into one"),
+			want(ConflictingPeerAuthentications, mesh2, "PeerAuthentications istio-system/default, istio-system/other are all mesh-wide (namespace istio-system, no selector), so which mTLS mode applies is undefined: merge them into one"),
+		}},
+		{name: "two namespace-wide", snap: snap(ns1, ns2), want: []Finding{
+			want(ConflictingPeerAuthentications, ns1, "PeerAuthentications prod/a, prod/b are all namespace-wide in namespace prod (no selector), so which mTLS mode applies is undefined: merge them into one"),
+			want(ConflictingPeerAuthentications, ns2, "PeerAuthentications prod/a, prod/b are all namespace-wide in namespace prod (no selector), so which mTLS mode applies is undefined: merge them into one"),
+		}},
+		{name: "same selector", snap: snap(w1, w2), want: []Finding{
+			want(ConflictingPeerAuthentications, w1, "PeerAuthentications prod/w1, prod/w2 select the same workloads (app=x) in namespace prod, so which mTLS mode applies is undefined: merge them into one"),
+			want(ConflictingPeerAuthentications, w2, "PeerAuthentications prod/w1, prod/w2 select the same workloads (app=x) in namespace prod, so which mTLS mode applies is undefined: merge them into one"),
+		}},
+	})
+}
+
+func TestSelectorsWithoutWorkloads(t *testing.T) {
+	p := pod("prod", "reviews-1", labelsOf("app", "reviews", "version", "v1"))
+	hit := ap("prod", "hit", &securityv1beta1.AuthorizationPolicy{Selector: selector("app", "reviews")})
+	miss := pa("prod", "miss", &securityv1beta1.PeerAuthentication{Selector: selector("app", "ratings")})
+	meshWide := ap(RootNamespace, "mesh", &securityv1beta1.AuthorizationPolicy{Selector: selector("version", "v1")})
+	otherNS := ap("dev", "other", &securityv1beta1.AuthorizationPolicy{Selector: selector("app", "reviews")})
+	runCases(t, selectorsWithoutWorkloads, []analyzerCase{
+		{name: "no pods in the input: not checked", snap: snap(miss)},
+		{name: "matches", snap: snap(p, hit, meshWide)},
+		{name: "matches nothing", snap: snap(p, miss, otherNS), want: []Finding{
+			want(NoMatchingWorkloadsFound, otherNS, "No matching workloads for this resource with the following labels: app=reviews; fix the selector or deploy the workload"),
+			want(NoMatchingWorkloadsFound, miss, "No matching workloads for this resource with the following labels: app=ratings; fix the selector or deploy the workload"),
+		}},
+	})
+}
+
+func TestSubsetsWithoutWorkloads(t *testing.T) {
+	v1 := pod("default", "reviews-v1", labelsOf("app", "reviews", "version", "v1"))
+	v2 := pod("default", "reviews-v2", labelsOf("app", "reviews", "version", "v2"))
+	runCases(t, subsetsWithoutWorkloads, []analyzerCase{
+		{name: "every subset has pods", snap: snap(reviews, reviewsR, v1, v2)},
+		{name: "v2 has none", snap: snap(reviews, reviewsR, v1), want: []Finding{
+			want(SubsetSelectsNoWorkload, reviewsR, `spec.subsets[1] ("v2") selects no pod: no pod in namespace default has the labels app=reviews,version=v2 (Service reviews selector plus subset labels); fix the subset labels or deploy that version`),
+		}},
+	})
+}
+
+func TestUnsupportedFields(t *testing.T) {
+	v := vs("default", "r", &v1alpha3.VirtualService{
+		Hosts:    []string{"reviews"},
+		Gateways: []string{"mesh", "istio-system/ingress"},
+		Http: []*v1alpha3.HTTPRoute{{
+			Match:      []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/"), QueryParams: map[string]*v1alpha3.StringMatch{"a": exact("b")}}},
+			Route:      []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 0)},
+			Mirror:     &v1alpha3.Destination{Host: "reviews", Subset: "v2"},
+			CorsPolicy: &v1alpha3.CorsPolicy{AllowOrigins: []*v1alpha3.StringMatch{exact("x")}},
+			Timeout:    durationpb.New(10e9),
+			Retries:    &v1alpha3.HTTPRetry{Attempts: 3, PerTryTimeout: durationpb.New(2e9), RetryOn: "5xx", Backoff: durationpb.New(1e9)},
+		}},
+		Tcp: []*v1alpha3.TCPRoute{{}},
+	})
+	d := dr("default", "reviews", &v1alpha3.DestinationRule{
+		Host: "reviews",
+		TrafficPolicy: &v1alpha3.TrafficPolicy{
+			LoadBalancer: &v1alpha3.LoadBalancerSettings{LbPolicy: &v1alpha3.LoadBalancerSettings_Simple{Simple: v1alpha3.LoadBalancerSettings_LEAST_REQUEST}},
+			Tls:          &v1alpha3.ClientTLSSettings{Mode: v1alpha3.ClientTLSSettings_ISTIO_MUTUAL},
+		},
+		Subsets: []*v1alpha3.Subset{{Name: "v1", TrafficPolicy: &v1alpha3.TrafficPolicy{Tls: &v1alpha3.ClientTLSSettings{Mode: v1alpha3.ClientTLSSettings_DISABLE}}}},
+	})
+	a := ap("default", "ext", &securityv1beta1.AuthorizationPolicy{
+		Action:       securityv1beta1.AuthorizationPolicy_CUSTOM,
+		ActionDetail: &securityv1beta1.AuthorizationPolicy_Provider{Provider: &securityv1beta1.AuthorizationPolicy_ExtensionProvider{Name: "opa"}},
+		Rules: []*securityv1beta1.Rule{{From: []*securityv1beta1.Rule_From{{Source: &securityv1beta1.Source{
+			Principals: []string{"cluster.local/ns/a/sa/b"}, RequestPrincipals: []string{"*"},
+		}}}}},
+	})
+	p := pa("default", "p", &securityv1beta1.PeerAuthentication{PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
+		8080: {Mode: securityv1beta1.PeerAuthentication_MutualTLS_DISABLE},
+	}})
+	runCases(t, unsupportedFields, []analyzerCase{
+		{name: "supported only", snap: snap(reviewsR, p)},
+		{name: "unsupported", snap: snap(v, d, a, p), want: []Finding{
+			want(UnsupportedField, a, "field spec.action: action CUSTOM (external authorization) is not supported yet and has no effect"),
+			want(UnsupportedField, a, "field spec.provider is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, a, "field spec.rules[0].from[0].source.requestPrincipals is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, d, "field spec.subsets[0].trafficPolicy.tls is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, d, "field spec.trafficPolicy.tls is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, `field spec.gateways: gateway "istio-system/ingress" is not supported (only "mesh") yet and has no effect`),
+			want(UnsupportedField, v, "field spec.http[0].corsPolicy is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, "field spec.http[0].match[0].queryParams is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, "field spec.http[0].mirror is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, "field spec.http[0].retries.backoff is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, "field spec.tcp is not supported by fibmesh yet and has no effect"),
+		}},
+	})
+}
+
+// TestSupportedFieldsTable keeps the table honest: every entry names a
+// real message and field.
+func TestSupportedFieldsTable(t *testing.T) {
+	for msg, fields := range supportedFields {
+		d, err := protoregistryFind(msg)
+		if err != nil {
+			t.Errorf("supportedFields: %v", err)
+			continue
+		}
+		for _, f := range fields {
+			if d.Fields().ByJSONName(f) == nil {
+				t.Errorf("supportedFields: %s has no field %q", msg, f)
+			}
+		}
+	}
+	for name := range partlySupported {
+		if _, err := protoregistryFindField(name); err != nil {
+			t.Errorf("partlySupported: %v", err)
+		}
+	}
+}
+
+func TestSkippedKinds(t *testing.T) {
+	dep := config.Resource{GVK: schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, Namespace: "default", Name: "x", Source: config.Source{File: "d.yaml", Doc: 2}}
+	gw := config.Resource{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "Gateway"}, Namespace: "istio-system", Name: "ingress"}
+	runCases(t, skippedKinds, []analyzerCase{
+		{name: "deployment and gateway", snap: &config.Snapshot{Skipped: []config.Resource{dep, gw}}, want: []Finding{
+			want(KindNotConsumed, dep, "apps/v1 Deployment default/x is not consumed by fibmesh"),
+			want(KindNotConsumed, gw, "networking.istio.io/v1 Gateway istio-system/ingress is not consumed by fibmesh"),
+		}},
+	})
+}

@@ -1,0 +1,580 @@
+package kube_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/watch"
+	clientfeatures "k8s.io/client-go/features"
+	clientfeaturestesting "k8s.io/client-go/features/testing"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
+	"sigs.k8s.io/yaml"
+
+	networkingapi "istio.io/api/networking/v1"
+
+	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/controller/store"
+	"github.com/fibmesh/fibmesh/controller/store/kube"
+)
+
+// timeout bounds every wait for an Update; generous, since -race and a
+// loaded machine slow the informers down. No test sleeps: they all wait on
+// the Updates channel.
+const timeout = 20 * time.Second
+
+// watchedKinds is how many informers the store starts.
+const watchedKinds = 11
+
+// fakes are the two fake clientsets, with a hook that reports each watch
+// once it is established: the fake clientsets drop events that happen
+// between an informer's list and its watch, so a test must not change
+// objects before every watch is in place.
+type fakes struct {
+	kube    *kubefake.Clientset
+	istio   *istiofake.Clientset
+	watches chan schema.GroupVersionResource
+}
+
+func newFakes(t *testing.T, kubeObjs, istioObjs []runtime.Object) *fakes {
+	t.Helper()
+	f := &fakes{
+		kube:    kubefake.NewClientset(kubeObjs...),
+		istio:   istiofake.NewSimpleClientset(istioObjs...),
+		watches: make(chan schema.GroupVersionResource, 4*watchedKinds),
+	}
+	f.kube.PrependWatchReactor("*", f.reactor(f.kube.Tracker()))
+	f.istio.PrependWatchReactor("*", f.reactor(f.istio.Tracker()))
+	return f
+}
+
+func (f *fakes) reactor(tracker clienttesting.ObjectTracker) clienttesting.WatchReactionFunc {
+	return func(action clienttesting.Action) (bool, watch.Interface, error) {
+		w, err := tracker.Watch(action.GetResource(), action.GetNamespace())
+		if err != nil {
+			return false, nil, err
+		}
+		f.watches <- action.GetResource()
+		return true, w, nil
+	}
+}
+
+// waitWatches waits until every informer watches.
+func (f *fakes) waitWatches(t *testing.T) {
+	t.Helper()
+	seen := map[schema.GroupVersionResource]bool{}
+	deadline := time.After(timeout)
+	for len(seen) < watchedKinds {
+		select {
+		case gvr := <-f.watches:
+			seen[gvr] = true
+		case <-deadline:
+			t.Fatalf("only %d of %d informers watch: %v", len(seen), watchedKinds, seen)
+		}
+	}
+}
+
+// setup disables the WatchList protocol, which the Istio fake clientset
+// does not speak (informers would wait for its initial-events bookmark
+// forever), and makes sure no goroutine outlives the test.
+func setup(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	clientfeaturestesting.SetFeatureDuringTest(t, clientfeatures.WatchListClient, false)
+}
+
+// run runs s until the test ends, and checks that Run returns nil then.
+// Cleanups run last-in first-out, so the store is stopped before setup's
+// leak check.
+func run(t *testing.T, s *kube.Store) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(timeout):
+			t.Errorf("Run did not return %v after its context was cancelled", timeout)
+		}
+	})
+}
+
+// next returns the first Update for which ok holds, failing the test if
+// none comes within timeout.
+func next(t *testing.T, s store.Store, what string, ok func(store.Update) bool) store.Update {
+	t.Helper()
+	deadline := time.After(timeout)
+	var last store.Update
+	for {
+		select {
+		case u, open := <-s.Updates():
+			if !open {
+				t.Fatalf("waiting for %s: Updates closed", what)
+			}
+			if u.Err != nil {
+				t.Fatalf("waiting for %s: Update with error: %v", what, u.Err)
+			}
+			if ok(u) {
+				return u
+			}
+			last = u
+		case <-deadline:
+			t.Fatalf("waiting for %s: none in %v; last snapshot: %v", what, timeout, keys(last.Snapshot))
+		}
+	}
+}
+
+func keys(s *config.Snapshot) []string {
+	if s == nil {
+		return nil
+	}
+	var k []string
+	for _, r := range s.Resources {
+		k = append(k, r.Key())
+	}
+	return k
+}
+
+func find(s *config.Snapshot, key string) (config.Resource, bool) {
+	for _, r := range s.Resources {
+		if r.Key() == key {
+			return r, true
+		}
+	}
+	return config.Resource{}, false
+}
+
+// decodeFixture decodes a multi-document YAML file into typed objects,
+// the Kubernetes ones and the Istio ones apart, the way kubectl would
+// send them to the API server.
+func decodeFixture(t *testing.T, file string) (kubeObjs, istioObjs []runtime.Object) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatal(err)
+		}
+		var obj runtime.Object
+		istio := false
+		switch tm.Kind {
+		case "":
+			continue // comments only
+		case "Namespace":
+			obj = &corev1.Namespace{}
+		case "Node":
+			obj = &corev1.Node{}
+		case "ServiceAccount":
+			obj = &corev1.ServiceAccount{}
+		case "Service":
+			obj = &corev1.Service{}
+		case "EndpointSlice":
+			obj = &discoveryv1.EndpointSlice{}
+		case "Pod":
+			obj = &corev1.Pod{}
+		case "VirtualService":
+			obj, istio = &networkingv1.VirtualService{}, true
+		case "DestinationRule":
+			obj, istio = &networkingv1.DestinationRule{}, true
+		case "ServiceEntry":
+			obj, istio = &networkingv1.ServiceEntry{}, true
+		case "PeerAuthentication":
+			obj, istio = &securityv1.PeerAuthentication{}, true
+		case "AuthorizationPolicy":
+			obj, istio = &securityv1.AuthorizationPolicy{}, true
+		default:
+			t.Fatalf("%s: kind %s not in the test's table", file, tm.Kind)
+		}
+		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+			t.Fatalf("%s: %s: %v", file, tm.Kind, err)
+		}
+		if istio {
+			istioObjs = append(istioObjs, obj)
+		} else {
+			kubeObjs = append(kubeObjs, obj)
+		}
+	}
+	return kubeObjs, istioObjs
+}
+
+// normalize renders obj as JSON without what the API server adds or the
+// informers leave out (type meta, resource version, managed fields), so
+// that an object read from a file and one read from the API compare.
+func normalize(t *testing.T, obj runtime.Object) map[string]any {
+	t.Helper()
+	obj = obj.DeepCopyObject()
+	obj.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{})
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetResourceVersion("")
+	m.SetManagedFields(nil)
+	b, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type resourceView struct {
+	GVK    schema.GroupVersionKind
+	Source config.Source
+	Object map[string]any
+}
+
+func view(t *testing.T, s *config.Snapshot, source bool) map[string]resourceView {
+	t.Helper()
+	v := map[string]resourceView{}
+	for _, r := range s.Resources {
+		rv := resourceView{GVK: r.GVK, Object: normalize(t, r.Object)}
+		if source {
+			rv.Source = r.Source
+		}
+		if _, dup := v[r.Key()]; dup {
+			t.Errorf("%s twice in snapshot", r.Key())
+		}
+		v[r.Key()] = rv
+	}
+	return v
+}
+
+// TestSnapshotMatchesLoadDir: the same objects, once in the cluster and
+// once in a YAML file, give the same resources.
+func TestSnapshotMatchesLoadDir(t *testing.T) {
+	setup(t)
+	fixture := filepath.Join("testdata", "cluster.yaml")
+	fromFile, err := config.LoadDir(filepath.Dir(fixture))
+	if err != nil {
+		t.Fatalf("LoadDir: %v", err)
+	}
+	if len(fromFile.Skipped) != 0 {
+		t.Fatalf("LoadDir skipped %v; the fixture should hold only consumed kinds", keys(&config.Snapshot{Resources: fromFile.Skipped}))
+	}
+
+	kubeObjs, istioObjs := decodeFixture(t, fixture)
+	f := newFakes(t, kubeObjs, istioObjs)
+	s := kube.New(f.kube, f.istio, kube.Options{Debounce: 10 * time.Millisecond})
+	run(t, s)
+	u := next(t, s, "the first snapshot", func(store.Update) bool { return true })
+
+	if len(u.Snapshot.Resources) != len(fromFile.Resources) {
+		t.Errorf("cluster snapshot has %d resources %v, LoadDir %d %v",
+			len(u.Snapshot.Resources), keys(u.Snapshot), len(fromFile.Resources), keys(fromFile))
+	}
+	for _, r := range u.Snapshot.Resources {
+		if r.Source != (config.Source{}) {
+			t.Errorf("%s: Source = %+v, want the zero Source (kubernetes)", r.Key(), r.Source)
+		}
+	}
+	got := view(t, u.Snapshot, false)
+	want := view(t, fromFile, false)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("cluster snapshot differs from LoadDir of %s (-file +cluster):\n%s", fixture, diff)
+	}
+}
+
+// TestEvents: creates, updates and deletes of Kubernetes and Istio
+// objects each show up in a later snapshot.
+func TestEvents(t *testing.T) {
+	setup(t)
+	ctx := context.Background()
+	f := newFakes(t, nil, nil)
+	s := kube.New(f.kube, f.istio, kube.Options{Debounce: 10 * time.Millisecond})
+	run(t, s)
+
+	u := next(t, s, "the first snapshot", func(store.Update) bool { return true })
+	if len(u.Snapshot.Resources) != 0 {
+		t.Fatalf("first snapshot of an empty cluster: %v", keys(u.Snapshot))
+	}
+	f.waitWatches(t)
+
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "shop"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 9080}}},
+	}
+	if _, err := f.kube.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	u = next(t, s, "the new Service", func(u store.Update) bool {
+		_, ok := find(u.Snapshot, "Service shop/reviews")
+		return ok
+	})
+	r, _ := find(u.Snapshot, "Service shop/reviews")
+	if want := (schema.GroupVersionKind{Version: "v1", Kind: "Service"}); r.GVK != want {
+		t.Errorf("GVK = %v, want %v", r.GVK, want)
+	}
+
+	svc.Spec.Ports[0].Port = 9090
+	if _, err := f.kube.CoreV1().Services("shop").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, s, "the Service's new port", func(u store.Update) bool {
+		r, ok := find(u.Snapshot, "Service shop/reviews")
+		return ok && r.Object.(*corev1.Service).Spec.Ports[0].Port == 9090
+	})
+
+	vs := &networkingv1.VirtualService{
+		ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: "shop"},
+	}
+	vs.Spec.Hosts = []string{"reviews"}
+	if _, err := f.istio.NetworkingV1().VirtualServices("shop").Create(ctx, vs, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	u = next(t, s, "the new VirtualService", func(u store.Update) bool {
+		_, ok := find(u.Snapshot, "VirtualService shop/reviews")
+		return ok
+	})
+	r, _ = find(u.Snapshot, "VirtualService shop/reviews")
+	if want := (schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "VirtualService"}); r.GVK != want {
+		t.Errorf("GVK = %v, want %v", r.GVK, want)
+	}
+	if got := r.Object.(*networkingv1.VirtualService).Spec.GetHosts(); !slices.Equal(got, []string{"reviews"}) {
+		t.Errorf("VirtualService hosts = %v", got)
+	}
+
+	vs.Spec.Http = []*networkingapi.HTTPRoute{{Name: "default"}}
+	if _, err := f.istio.NetworkingV1().VirtualServices("shop").Update(ctx, vs, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, s, "the VirtualService's new route", func(u store.Update) bool {
+		r, ok := find(u.Snapshot, "VirtualService shop/reviews")
+		return ok && len(r.Object.(*networkingv1.VirtualService).Spec.GetHttp()) == 1
+	})
+
+	if err := f.kube.CoreV1().Services("shop").Delete(ctx, "reviews", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.istio.NetworkingV1().VirtualServices("shop").Delete(ctx, "reviews", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, s, "an empty snapshot after the deletes", func(u store.Update) bool {
+		return len(u.Snapshot.Resources) == 0
+	})
+}
+
+// TestRunStops: Run returns nil when its context is cancelled, also while
+// it is still waiting for the caches, and closes Updates.
+func TestRunStops(t *testing.T) {
+	setup(t)
+	f := newFakes(t, nil, nil)
+	// Every list fails, so the caches never sync.
+	f.kube.PrependReactor("list", "*", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("no API server today")
+	})
+	s := kube.New(f.kube, f.istio, kube.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("Run did not return after its context was cancelled")
+	}
+	if _, open := <-s.Updates(); open {
+		t.Error("Updates not closed after Run returned")
+	}
+}
+
+// TestRBACCoversInformers: deploy/rbac.yaml grants exactly what the
+// store's informers do, on exactly the resources they touch.
+func TestRBACCoversInformers(t *testing.T) {
+	setup(t)
+	f := newFakes(t, nil, nil)
+	s := kube.New(f.kube, f.istio, kube.Options{})
+	run(t, s)
+	next(t, s, "the first snapshot", func(store.Update) bool { return true })
+	f.waitWatches(t)
+
+	// What the informers did: group/resource → verbs.
+	used := map[string]map[string]bool{}
+	for _, a := range append(f.kube.Actions(), f.istio.Actions()...) {
+		gr := a.GetResource().GroupResource().String()
+		if used[gr] == nil {
+			used[gr] = map[string]bool{}
+		}
+		used[gr][a.GetVerb()] = true
+	}
+	if len(used) != watchedKinds {
+		t.Errorf("informers touched %d resources, want %d: %v", len(used), watchedKinds, used)
+	}
+
+	role, binding, sa := readRBAC(t, filepath.Join("..", "..", "..", "deploy", "rbac.yaml"))
+
+	// What the ClusterRole grants: group/resource → verbs.
+	granted := map[string]map[string]bool{}
+	for i, rule := range role.Rules {
+		if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
+			t.Errorf("rule %d: resourceNames/nonResourceURLs are not used by informers", i)
+		}
+		for _, g := range rule.APIGroups {
+			for _, r := range rule.Resources {
+				gr := schema.GroupResource{Group: g, Resource: r}.String()
+				if granted[gr] == nil {
+					granted[gr] = map[string]bool{}
+				}
+				for _, v := range rule.Verbs {
+					granted[gr][v] = true
+				}
+			}
+		}
+	}
+	// Informers list and watch; a real API server may be asked either
+	// way (WatchList falls back to list), so both verbs are needed even
+	// where the fakes saw only one.
+	informerVerbs := map[string]bool{"list": true, "watch": true}
+	for gr, verbs := range used {
+		for v := range verbs {
+			if !granted[gr][v] {
+				t.Errorf("informers %s %s, rbac.yaml does not grant it", v, gr)
+			}
+		}
+	}
+	for gr, verbs := range granted {
+		if used[gr] == nil {
+			t.Errorf("rbac.yaml grants %v on %s, which no informer watches", keysOf(verbs), gr)
+			continue
+		}
+		if diff := cmp.Diff(informerVerbs, verbs); diff != "" {
+			t.Errorf("rbac.yaml verbs on %s, want exactly list and watch (-want +got):\n%s", gr, diff)
+		}
+	}
+
+	if binding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}) {
+		t.Errorf("ClusterRoleBinding refers to %+v, want ClusterRole %s", binding.RoleRef, role.Name)
+	}
+	wantSubject := rbacv1.Subject{Kind: "ServiceAccount", Name: sa.Name, Namespace: sa.Namespace}
+	if !slices.Equal(binding.Subjects, []rbacv1.Subject{wantSubject}) {
+		t.Errorf("ClusterRoleBinding subjects = %+v, want only %+v", binding.Subjects, wantSubject)
+	}
+}
+
+func keysOf(m map[string]bool) []string {
+	var k []string
+	for s := range m {
+		k = append(k, s)
+	}
+	slices.Sort(k)
+	return k
+}
+
+// readRBAC decodes rbac.yaml strictly; it must hold exactly one
+// ClusterRole, one ClusterRoleBinding and one ServiceAccount.
+func readRBAC(t *testing.T, file string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, *corev1.ServiceAccount) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		role    *rbacv1.ClusterRole
+		binding *rbacv1.ClusterRoleBinding
+		sa      *corev1.ServiceAccount
+	)
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 1; ; i++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(stripComments(doc)) == "" {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatalf("%s document %d: %v", file, i, err)
+		}
+		var obj any
+		switch tm.Kind {
+		case "ClusterRole":
+			if role != nil {
+				t.Fatalf("%s: more than one ClusterRole", file)
+			}
+			role = &rbacv1.ClusterRole{}
+			obj = role
+		case "ClusterRoleBinding":
+			if binding != nil {
+				t.Fatalf("%s: more than one ClusterRoleBinding", file)
+			}
+			binding = &rbacv1.ClusterRoleBinding{}
+			obj = binding
+		case "ServiceAccount":
+			if sa != nil {
+				t.Fatalf("%s: more than one ServiceAccount", file)
+			}
+			sa = &corev1.ServiceAccount{}
+			obj = sa
+		default:
+			t.Fatalf("%s document %d: unexpected kind %q", file, i, tm.Kind)
+		}
+		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+			t.Fatalf("%s document %d (%s): %v", file, i, tm.Kind, err)
+		}
+	}
+	if role == nil || binding == nil || sa == nil {
+		t.Fatalf("%s: want a ClusterRole, a ClusterRoleBinding and a ServiceAccount", file)
+	}
+	return role, binding, sa
+}
+
+func stripComments(doc []byte) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}

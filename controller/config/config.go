@@ -10,7 +10,9 @@
 // is a *DecodeError that names the file, the document, the kind, the name
 // and the field. Kinds fibmesh does not consume (Deployment, Gateway,
 // EnvoyFilter, ...) are not errors: they are returned as Skipped, for
-// analyze to report.
+// analyze to report. A namespaced object written without
+// metadata.namespace is in namespace "default", as kubectl apply would
+// put it.
 package config
 
 import (
@@ -48,7 +50,8 @@ type Resource struct {
 	// .../security/v1), whatever version was written: their specs are
 	// the same protos. Kubernetes kinds use k8s.io/api types
 	// (*corev1.Service, *discoveryv1.EndpointSlice, *corev1.Pod,
-	// *corev1.Namespace, *corev1.Node, *corev1.ServiceAccount).
+	// *corev1.Namespace, *corev1.Node, *corev1.ServiceAccount). Its
+	// TypeMeta is GVK, as written. Nil for skipped resources.
 	Object runtime.Object
 }
 

@@ -7,14 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"sort"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -70,11 +71,21 @@ var (
 )
 
 // DecodeFile decodes every document of a multi-document YAML (or JSON)
-// file. It returns the consumed resources, the well-formed objects of
-// other kinds (skipped), and every *DecodeError joined with errors.Join:
-// a bad document does not hide the good ones, nor the other bad ones.
-// Namespaced objects without metadata.namespace get "default", as
-// kubectl apply would give them.
+// file; file is used only to name the source in resources and errors.
+//
+// It returns the consumed resources, the well-formed objects of other
+// kinds (skipped), and every *DecodeError joined with errors.Join: a bad
+// document does not hide the good ones, nor the other bad ones. Empty and
+// comment-only documents are ignored; a `kind: List` document yields its
+// items. Namespaced objects without metadata.namespace get "default", as
+// kubectl apply would give them. Istio kinds are decoded into the v1
+// client-go types whatever served version was written; Resource.GVK keeps
+// the version as written.
+//
+// Decoding is strict: unknown fields (also Istio's snake_case proto
+// names, which the API server rejects), wrong types, duplicate keys, a
+// missing metadata.name and a version that is not served for a known kind
+// are errors.
 func DecodeFile(file string, data []byte) (res, skipped []Resource, err error) {
 	var errs []error
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
@@ -85,7 +96,7 @@ func DecodeFile(file string, data []byte) (res, skipped []Resource, err error) {
 		}
 		src := Source{File: file, Doc: doc}
 		if rerr != nil {
-			errs = append(errs, &DecodeError{Source: src, Err: rerr})
+			errs = append(errs, &DecodeError{Source: src, Err: fmt.Errorf("not valid YAML: %w", rerr)})
 			break
 		}
 		if blank(raw) {
@@ -101,74 +112,134 @@ func DecodeFile(file string, data []byte) (res, skipped []Resource, err error) {
 	return res, skipped, errors.Join(errs...)
 }
 
+// blank says whether a document holds nothing but comments, document
+// markers and white space.
 func blank(b []byte) bool {
-	for _, l := range strings.Split(string(b), "\n") {
+	for l := range strings.SplitSeq(string(b), "\n") {
 		l = strings.TrimSpace(l)
-		if l != "" && !strings.HasPrefix(l, "#") && l != "---" {
+		if l != "" && !strings.HasPrefix(l, "#") && l != "---" && l != "..." {
 			return false
 		}
 	}
 	return true
 }
 
-type header struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	} `json:"metadata"`
-	Items []json.RawMessage `json:"items"`
-}
-
 func decodeDoc(src Source, raw []byte) (res, skipped []Resource, err error) {
 	js, err := yaml.YAMLToJSONStrict(raw)
 	if err != nil {
-		return nil, nil, &DecodeError{Source: src, Err: fmt.Errorf("not valid YAML: %w", err)}
+		yerr := cleanYAMLErr(err)
+		// YAML that is only strict-invalid (a duplicate key) still tells
+		// which object it is.
+		if loose, lerr := yaml.YAMLToJSON(raw); lerr == nil {
+			if h, herr := readHeader(loose); herr == nil && (h.kind != "" || h.name != "") {
+				return nil, nil, &DecodeError{Source: src, Kind: h.kind, Namespace: h.namespace, Name: h.name, Err: yerr}
+			}
+		}
+		return nil, nil, &DecodeError{Source: src, Err: fmt.Errorf("not valid YAML: %w", yerr)}
+	}
+	if string(js) == "null" {
+		return nil, nil, nil // a document with only a null: as empty
 	}
 	return decodeJSON(src, js)
 }
 
-func decodeJSON(src Source, js []byte) (res, skipped []Resource, err error) {
+var dupKey = regexp.MustCompile(`(?m)^\s*line (\d+): key ("[^"]*") already set in map$`)
+
+// cleanYAMLErr turns sigs.k8s.io/yaml's error text into one line per
+// problem ("yaml: line 5: duplicate key "name"").
+func cleanYAMLErr(err error) error {
+	s := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	if m := dupKey.FindAllStringSubmatch(s, -1); m != nil {
+		lines := make([]string, len(m))
+		for i, x := range m {
+			lines[i] = fmt.Sprintf("yaml: line %s: duplicate key %s", x[1], x[2])
+		}
+		return errors.New(strings.Join(lines, "; "))
+	}
+	return errors.New(s)
+}
+
+// header is what every object has, read leniently so that an error
+// elsewhere can still name the object.
+type header struct {
+	apiVersion, kind, name, namespace string
+	fields                            map[string]json.RawMessage
+	bad                               *fieldErr // the first of apiVersion, kind, metadata.name/namespace that is not a string
+}
+
+func readHeader(js []byte) (header, error) {
 	var h header
-	if err := json.Unmarshal(js, &h); err != nil {
-		return nil, nil, &DecodeError{Source: src, Err: fmt.Errorf("not a Kubernetes object (want a mapping with apiVersion, kind, metadata): %w", err)}
+	if err := json.Unmarshal(js, &h.fields); err != nil || h.fields == nil {
+		return h, errors.New("not a Kubernetes object: want a mapping with apiVersion, kind and metadata")
+	}
+	str := func(raw json.RawMessage, field string, dst *string) {
+		if raw == nil {
+			return
+		}
+		if err := json.Unmarshal(raw, dst); err != nil && h.bad == nil {
+			h.bad = &fieldErr{field: field, err: mustBeString(raw)}
+		}
+	}
+	str(h.fields["apiVersion"], "apiVersion", &h.apiVersion)
+	str(h.fields["kind"], "kind", &h.kind)
+	if m := h.fields["metadata"]; m != nil {
+		var meta map[string]json.RawMessage
+		if json.Unmarshal(m, &meta) != nil {
+			if h.bad == nil {
+				h.bad = &fieldErr{field: "metadata", err: errors.New("must be a mapping")}
+			}
+		} else {
+			str(meta["name"], "metadata.name", &h.name)
+			str(meta["namespace"], "metadata.namespace", &h.namespace)
+		}
+	}
+	return h, nil
+}
+
+// mustBeString explains a non-string where a string goes; YAML reads
+// unquoted y, no, on, 1.10 and the like as booleans and numbers.
+func mustBeString(raw json.RawMessage) error {
+	switch v := strings.TrimSpace(string(raw)); {
+	case v == "true" || v == "false" || (v != "" && (v[0] == '-' || v[0] >= '0' && v[0] <= '9')):
+		return fmt.Errorf("must be a string, got %s: quote it (YAML reads unquoted y, no, on, off and numbers as booleans and numbers)", v)
+	}
+	return errors.New("must be a string")
+}
+
+func decodeJSON(src Source, js []byte) (res, skipped []Resource, err error) {
+	h, herr := readHeader(js)
+	if herr != nil {
+		return nil, nil, &DecodeError{Source: src, Err: herr}
 	}
 	de := func(field string, e error) *DecodeError {
-		return &DecodeError{Source: src, Kind: h.Kind, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name, Field: field, Err: e}
+		return &DecodeError{Source: src, Kind: h.kind, Namespace: h.namespace, Name: h.name, Field: field, Err: e}
 	}
-	if h.APIVersion == "" || h.Kind == "" {
-		return nil, nil, de("", errors.New("apiVersion and kind are required"))
+	if h.bad != nil {
+		return nil, nil, de(h.bad.field, h.bad.err)
 	}
-	gv, perr := schema.ParseGroupVersion(h.APIVersion)
+	if h.apiVersion == "" {
+		return nil, nil, de("apiVersion", errors.New("is required"))
+	}
+	if h.kind == "" {
+		return nil, nil, de("kind", errors.New("is required"))
+	}
+	gv, perr := schema.ParseGroupVersion(h.apiVersion)
 	if perr != nil {
 		return nil, nil, de("apiVersion", perr)
 	}
-	if h.Kind == "List" && gv.Group == "" {
-		var errs []error
-		for i, item := range h.Items {
-			rs, sk, e := decodeJSON(src, item)
-			res, skipped = append(res, rs...), append(skipped, sk...)
-			if e != nil {
-				var d *DecodeError
-				if errors.As(e, &d) && d.Field != "" {
-					d.Field = fmt.Sprintf("items[%d].%s", i, d.Field)
-				}
-				errs = append(errs, e)
-			}
-		}
-		return res, skipped, errors.Join(errs...)
+	if h.kind == "List" && gv.Group == "" {
+		return decodeList(src, h, de)
 	}
-	gvk := gv.WithKind(h.Kind)
+	gvk := gv.WithKind(h.kind)
 	info, ok := kinds[gvk.GroupKind()]
 	if !ok {
-		if h.Metadata.Name == "" {
+		if h.name == "" {
 			return nil, nil, de("metadata.name", errors.New("is required"))
 		}
-		return nil, []Resource{{GVK: gvk, Namespace: h.Metadata.Namespace, Name: h.Metadata.Name, Source: src}}, nil
+		return nil, []Resource{{GVK: gvk, Namespace: h.namespace, Name: h.name, Source: src}}, nil
 	}
-	if !contains(info.versions, gv.Version) {
-		return nil, nil, de("apiVersion", fmt.Errorf("%s is not a served version of %s: use %s", h.APIVersion, h.Kind, versionsOf(gv.Group, info.versions)))
+	if !slices.Contains(info.versions, gv.Version) {
+		return nil, nil, de("apiVersion", fmt.Errorf("%s is not a served version of %s: use %s", h.apiVersion, h.kind, versionsOf(gv.Group, info.versions)))
 	}
 	obj := info.newObj()
 	if info.spec == nil {
@@ -176,31 +247,19 @@ func decodeJSON(src Source, js []byte) (res, skipped []Resource, err error) {
 			return nil, nil, de(ferr.field, ferr.err)
 		}
 	} else {
-		var parts map[string]json.RawMessage
-		if err := json.Unmarshal(js, &parts); err != nil {
-			return nil, nil, de("", err)
-		}
-		spec := parts["spec"]
-		delete(parts, "spec")
-		for k := range parts {
-			switch k {
-			case "apiVersion", "kind", "metadata", "status":
-			default:
-				return nil, nil, de(k, errors.New("unknown field"))
-			}
-		}
-		delete(parts, "status") // status is the cluster's to write
-		rest, _ := json.Marshal(parts)
-		if ferr := strictJSON(rest, obj); ferr != nil {
+		// The spec is a proto whose own UnmarshalJSON (istio.io/api's
+		// jsonshim) allows unknown fields: decode it apart, strictly.
+		rest := maps.Clone(h.fields)
+		spec := rest["spec"]
+		delete(rest, "spec")
+		delete(rest, "status") // status is the cluster's to write
+		restJS, _ := json.Marshal(rest)
+		if ferr := strictJSON(restJS, obj); ferr != nil {
 			return nil, nil, de(ferr.field, ferr.err)
 		}
-		if len(spec) > 0 {
-			msg := info.spec(obj)
-			if ferr := checkFields(spec, msg.ProtoReflect().Descriptor(), "spec"); ferr != nil {
+		if spec != nil {
+			if ferr := decodeSpec(spec, info.spec(obj)); ferr != nil {
 				return nil, nil, de(ferr.field, ferr.err)
-			}
-			if err := (protojson.UnmarshalOptions{}).Unmarshal(spec, msg); err != nil {
-				return nil, nil, de("spec", cleanProtoErr(err))
 			}
 		}
 	}
@@ -216,19 +275,47 @@ func decodeJSON(src Source, js []byte) (res, skipped []Resource, err error) {
 		meta.SetNamespace("default")
 	}
 	if !info.namespaced && meta.GetNamespace() != "" {
-		return nil, nil, de("metadata.namespace", fmt.Errorf("%s is cluster-scoped: remove the namespace", h.Kind))
+		return nil, nil, de("metadata.namespace", fmt.Errorf("%s is cluster-scoped: remove the namespace", h.kind))
 	}
 	obj.GetObjectKind().SetGroupVersionKind(gvk)
 	return []Resource{{GVK: gvk, Namespace: meta.GetNamespace(), Name: meta.GetName(), Source: src, Object: obj}}, nil, nil
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
+// decodeList decodes the items of a v1 List; an item's error field path
+// starts with items[i].
+func decodeList(src Source, h header, de func(string, error) *DecodeError) (res, skipped []Resource, err error) {
+	for k := range h.fields {
+		switch k {
+		case "apiVersion", "kind", "metadata", "items":
+		default:
+			return nil, nil, de(k, errors.New("unknown field"))
 		}
 	}
-	return false
+	var items []json.RawMessage
+	if raw := h.fields["items"]; raw != nil {
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return nil, nil, de("items", errors.New("must be a sequence"))
+		}
+	}
+	var errs []error
+	for i, item := range items {
+		rs, sk, e := decodeJSON(src, item)
+		res, skipped = append(res, rs...), append(skipped, sk...)
+		if e == nil {
+			continue
+		}
+		var des []*DecodeError
+		collect(e, &des)
+		for _, d := range des {
+			if d.Field == "" {
+				d.Field = fmt.Sprintf("items[%d]", i)
+			} else if !strings.HasPrefix(d.Field, "items[") {
+				d.Field = fmt.Sprintf("items[%d].%s", i, d.Field)
+			}
+		}
+		errs = append(errs, e)
+	}
+	return res, skipped, errors.Join(errs...)
 }
 
 func versionsOf(group string, vs []string) string {
@@ -248,15 +335,21 @@ type fieldErr struct {
 	err   error
 }
 
-// strictJSON decodes Kubernetes objects case-sensitively, rejecting
-// unknown and duplicate fields (sigs.k8s.io/json, as the API server).
+// strictJSON decodes Kubernetes objects as the API server does:
+// case-sensitively, rejecting unknown and duplicate fields
+// (sigs.k8s.io/json, which sigs.k8s.io/yaml's UnmarshalStrict would not
+// make case-sensitive).
 func strictJSON(js []byte, obj any) *fieldErr {
 	strict, err := sigsjson.UnmarshalStrict(js, obj)
 	if err != nil {
-		return &fieldErr{field: jsonErrField(err), err: err}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return &fieldErr{field: te.Field, err: fmt.Errorf("wrong type: got %s, want %s", te.Value, te.Type)}
+		}
+		return &fieldErr{err: errors.New(strings.TrimPrefix(err.Error(), "json: "))}
 	}
 	if len(strict) > 0 {
-		return &fieldErr{field: strictField(strict[0]), err: strict[0]}
+		return &fieldErr{field: strictField(strict[0]), err: errors.New(strictMsg(strict[0]))}
 	}
 	return nil
 }
@@ -272,37 +365,58 @@ func strictField(err error) string {
 	return ""
 }
 
-func jsonErrField(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return te.Field
+// strictMsg is "unknown field" or "duplicate field": the path is in Field.
+func strictMsg(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, ` "`); i >= 0 {
+		return s[:i]
 	}
-	return ""
+	return s
+}
+
+// decodeSpec decodes an Istio spec with protojson, strictly, and on error
+// finds the path of the offending field.
+func decodeSpec(spec json.RawMessage, msg proto.Message) *fieldErr {
+	md := msg.ProtoReflect().Descriptor()
+	if ferr := checkFields(spec, md, "spec"); ferr != nil {
+		return ferr
+	}
+	if err := protojson.Unmarshal(spec, msg); err != nil {
+		if ferr := locate(spec, md, "spec"); ferr != nil {
+			return ferr
+		}
+		return &fieldErr{field: "spec", err: cleanProtoErr(err)}
+	}
+	return nil
+}
+
+func isWKT(md protoreflect.MessageDescriptor) bool {
+	return strings.HasPrefix(string(md.FullName()), "google.protobuf.")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 // checkFields walks a JSON value against a proto message descriptor and
-// reports the first field the message does not have, with its path.
-// (protojson reports unknown fields without saying where they are.)
+// reports the first field (in path order) the message does not have.
+// protojson reports unknown fields without saying where they are, and
+// accepts the proto (snake_case) names that the CRDs' schemas reject.
 func checkFields(js json.RawMessage, md protoreflect.MessageDescriptor, path string) *fieldErr {
-	if strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+	if isWKT(md) {
 		return nil // well-known types have their own JSON forms
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(js, &obj); err != nil {
 		return nil // not an object: protojson reports the type error
 	}
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range sortedKeys(obj) {
+		p := path + "." + k
 		fd := md.Fields().ByJSONName(k)
 		if fd == nil {
-			fd = md.Fields().ByTextName(k)
-		}
-		p := path + "." + k
-		if fd == nil {
+			if alt := md.Fields().ByTextName(k); alt != nil {
+				return &fieldErr{field: p, err: fmt.Errorf("unknown field %q in %s: use %q", k, md.Name(), alt.JSONName())}
+			}
 			return &fieldErr{field: p, err: fmt.Errorf("unknown field %q in %s", k, md.Name())}
 		}
 		v := obj[k]
@@ -315,12 +429,7 @@ func checkFields(js json.RawMessage, md protoreflect.MessageDescriptor, path str
 			if json.Unmarshal(v, &m) != nil {
 				continue
 			}
-			mk := make([]string, 0, len(m))
-			for x := range m {
-				mk = append(mk, x)
-			}
-			sort.Strings(mk)
-			for _, x := range mk {
+			for _, x := range sortedKeys(m) {
 				if e := checkFields(m[x], fd.MapValue().Message(), fmt.Sprintf("%s[%s]", p, x)); e != nil {
 					return e
 				}
@@ -345,134 +454,86 @@ func checkFields(js json.RawMessage, md protoreflect.MessageDescriptor, path str
 	return nil
 }
 
-func cleanProtoErr(err error) error {
-	// protojson errors start with "proto: (line 1:23): ", positions in
-	// JSON converted from the user's YAML: meaningless to them.
-	s := err.Error()
-	if i := strings.Index(s, "): "); i >= 0 && strings.HasPrefix(s, "proto:") {
-		s = s[i+3:]
-	}
-	return errors.New(s)
-}
-
-// LoadDir decodes every .yaml, .yml and .json file under dir (recursively,
-// in path order; dotfiles and editor backups skipped) into one Snapshot
-// sorted by kind, namespace and name. Two objects with the same kind,
-// namespace and name are an error naming both sources. The error joins
-// every *DecodeError; it wraps ErrUnusable when dir cannot be read or no
-// file in it holds YAML at all. The snapshot holds the good resources
-// even when there are errors.
-func LoadDir(dir string) (*Snapshot, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnusable, err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("%w: %s is not a directory", ErrUnusable, dir)
-	}
-	var files []string
-	others := 0
-	// A trailing separator makes WalkDir follow a root that is a symlink
-	// (a ConfigMap mount is one).
-	root := strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator)
-	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if p != root && (strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") || strings.HasSuffix(name, ".swp")) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		switch {
-		case d.IsDir():
-		case strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml") || strings.HasSuffix(name, ".json"):
-			files = append(files, filepath.Clean(p))
-		default:
-			others++
-		}
+// locate finds the deepest field of js (a JSON object for md) that
+// protojson rejects, by decoding one field, one element, one map entry at
+// a time. It returns nil when every field decodes alone (the error is
+// then between fields, such as two members of a oneof).
+func locate(js json.RawMessage, md protoreflect.MessageDescriptor, path string) *fieldErr {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(js, &obj) != nil {
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnusable, err)
 	}
-	snap := &Snapshot{}
-	var errs []error
-	docs, yamlDocs := 0, 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%w: %w", ErrUnusable, err))
+	try := func(k string, v any) error {
+		one, _ := json.Marshal(map[string]any{k: v})
+		return protojson.Unmarshal(one, dynamicpb.NewMessage(md))
+	}
+	for _, k := range sortedKeys(obj) {
+		v := obj[k]
+		err := try(k, v)
+		if err == nil {
 			continue
 		}
-		res, sk, err := DecodeFile(f, b)
-		snap.Resources = append(snap.Resources, res...)
-		snap.Skipped = append(snap.Skipped, sk...)
-		docs += len(res) + len(sk)
-		if err != nil {
-			errs = append(errs, err)
-			if !notYAMLOnly(err) {
-				yamlDocs++
+		p := path + "." + k
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil {
+			return &fieldErr{field: p, err: cleanProtoErr(err)}
+		}
+		var sub protoreflect.MessageDescriptor
+		switch {
+		case fd.IsMap():
+			sub = fd.MapValue().Message()
+		case fd.Kind() == protoreflect.MessageKind:
+			sub = fd.Message()
+		}
+		if sub != nil && isWKT(sub) {
+			if sub.FullName() == "google.protobuf.Duration" && !fd.IsList() && !fd.IsMap() {
+				return &fieldErr{field: p, err: fmt.Errorf("invalid duration %s: want a string such as \"10s\" or \"1.5s\"", v)}
+			}
+			sub = nil
+		}
+		var l []json.RawMessage
+		var m map[string]json.RawMessage
+		switch {
+		case fd.IsList() && json.Unmarshal(v, &l) == nil:
+			for i, x := range l {
+				if e := try(k, []json.RawMessage{x}); e != nil {
+					pi := fmt.Sprintf("%s[%d]", p, i)
+					if sub != nil {
+						if d := locate(x, sub, pi); d != nil {
+							return d
+						}
+					}
+					return &fieldErr{field: pi, err: cleanProtoErr(e)}
+				}
+			}
+		case fd.IsMap() && json.Unmarshal(v, &m) == nil:
+			for _, x := range sortedKeys(m) {
+				if e := try(k, map[string]json.RawMessage{x: m[x]}); e != nil {
+					px := fmt.Sprintf("%s[%s]", p, x)
+					if sub != nil {
+						if d := locate(m[x], sub, px); d != nil {
+							return d
+						}
+					}
+					return &fieldErr{field: px, err: cleanProtoErr(e)}
+				}
+			}
+		case sub != nil && !fd.IsList() && !fd.IsMap():
+			if d := locate(v, sub, p); d != nil {
+				return d
 			}
 		}
+		return &fieldErr{field: p, err: cleanProtoErr(err)}
 	}
-	sortResources(snap.Resources)
-	sortResources(snap.Skipped)
-	for i := 1; i < len(snap.Resources); i++ {
-		a, b := snap.Resources[i-1], snap.Resources[i]
-		if a.GVK.GroupKind() == b.GVK.GroupKind() && a.Namespace == b.Namespace && a.Name == b.Name {
-			errs = append(errs, &DecodeError{Source: b.Source, Kind: b.GVK.Kind, Namespace: b.Namespace, Name: b.Name,
-				Err: fmt.Errorf("defined twice: also in %s", a.Source)})
-		}
-	}
-	// An empty directory is an empty mesh; a directory whose files are
-	// none of them YAML is a wrong path.
-	if docs == 0 && yamlDocs == 0 && (others > 0 || len(errs) > 0) {
-		errs = append(errs, fmt.Errorf("%w: no file under %s holds YAML (want .yaml, .yml or .json files of Kubernetes objects)", ErrUnusable, dir))
-	}
-	return snap, errors.Join(errs...)
+	return nil
 }
 
-// notYAMLOnly says whether every error in err is a document that is not
-// YAML at all.
-func notYAMLOnly(err error) bool {
-	var des []*DecodeError
-	collect(err, &des)
-	for _, d := range des {
-		if d.Kind != "" {
-			return false
-		}
-	}
-	return len(des) > 0
-}
+// protoErrPrefix matches protojson's "proto: (line 1:23): ": positions in
+// JSON converted from the user's YAML mean nothing to them, and the space
+// after "proto:" is randomly a non-breaking one (protobuf-go makes its
+// error text unstable on purpose).
+var protoErrPrefix = regexp.MustCompile(`^proto:[\s\x{00a0}]*(syntax error )?(\(line \d+:\d+\):[\s\x{00a0}]*)?`)
 
-func collect(err error, out *[]*DecodeError) {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			collect(e, out)
-		}
-		return
-	}
-	var d *DecodeError
-	if errors.As(err, &d) {
-		*out = append(*out, d)
-	}
-}
-
-func sortResources(rs []Resource) {
-	sort.SliceStable(rs, func(i, j int) bool {
-		a, b := rs[i], rs[j]
-		if a.GVK.Group != b.GVK.Group {
-			return a.GVK.Group < b.GVK.Group
-		}
-		if a.GVK.Kind != b.GVK.Kind {
-			return a.GVK.Kind < b.GVK.Kind
-		}
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		return a.Name < b.Name
-	})
+func cleanProtoErr(err error) error {
+	return errors.New(protoErrPrefix.ReplaceAllString(err.Error(), ""))
 }

@@ -6,7 +6,7 @@ BIN     ?= bin
 PKGS    ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-CMDS := fibmesh-agent fibmesh-lab fibctl
+CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
 .PHONY: all build test unit generate check-generate demo demo-down bench-fib clean deps deps-bpf fmt vet help
 

@@ -1,9 +1,9 @@
 // Package controller is the fibmesh control plane's core loop: it takes
 // Updates from a config store (a directory of YAML, or the Kubernetes
-// API), keeps the last good snapshot in force when an update is rejected,
-// runs analyze on what it was given, and serves that on its debug
-// endpoint. (The model built from the snapshot, and xDS from the model,
-// come next: see controller/README.md.)
+// API), builds the next version of the model from every good snapshot,
+// keeps the last good input and model in force when an update is
+// rejected, runs analyze on what it was given, and serves all of that on
+// its debug endpoint. (xDS from the model comes next.)
 package controller
 
 import (
@@ -15,25 +15,29 @@ import (
 
 	"github.com/fibmesh/fibmesh/controller/analyze"
 	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
 )
 
 // Event is what happened with one store update, for the caller's log.
 type Event struct {
-	Version   uint64 // version of the input in force after the update
+	Version   uint64 // model version in force after the update
 	Rejected  error  // non-nil: the update was rejected, the last good input stays
 	Resources int    // resources in force
 	Findings  int    // analyze findings on the update
 	Errors    int    // of which level Error
+	// Change is what the new model changed (nil when rejected).
+	Change *model.Change
 }
 
 // Controller holds the input in force.
 type Controller struct {
+	opts    model.Options
 	onEvent func(Event)
 
 	mu       sync.RWMutex
 	snapshot *config.Snapshot // last good input
-	version  uint64           // counts accepted inputs
+	model    *model.Model     // built from snapshot
 	findings []analyze.Finding
 	rejected error
 	updated  time.Time
@@ -41,8 +45,8 @@ type Controller struct {
 
 // New returns a Controller. onEvent, if not nil, is called after each
 // update (from Run's goroutine).
-func New(onEvent func(Event)) *Controller {
-	return &Controller{onEvent: onEvent}
+func New(opts model.Options, onEvent func(Event)) *Controller {
+	return &Controller{opts: opts, onEvent: onEvent}
 }
 
 // Run consumes st's updates until ctx is done or the store fails.
@@ -80,16 +84,26 @@ func (c *Controller) Apply(u store.Update) {
 		ev.Rejected = u.Err
 	} else if u.Snapshot != nil {
 		findings = analyze.Analyze(u.Snapshot)
+		// Only Run's goroutine writes c.model: reading it here
+		// without the lock is safe.
+		m, err := model.Build(u.Snapshot, c.model, c.opts)
+		if err != nil {
+			ev.Rejected = err
+		} else {
+			c.mu.Lock()
+			c.snapshot, c.model = u.Snapshot, m
+			c.mu.Unlock()
+			ch := m.Change
+			ev.Change = &ch
+		}
 	}
 	c.mu.Lock()
-	if u.Err == nil && u.Snapshot != nil {
-		c.snapshot = u.Snapshot
-		c.version++
-	}
 	c.findings = findings
 	c.rejected = ev.Rejected
 	c.updated = time.Now()
-	ev.Version = c.version
+	if c.model != nil {
+		ev.Version = c.model.Version
+	}
 	if c.snapshot != nil {
 		ev.Resources = len(c.snapshot.Resources)
 	}
@@ -103,6 +117,13 @@ func (c *Controller) Apply(u store.Update) {
 	if c.onEvent != nil {
 		c.onEvent(ev)
 	}
+}
+
+// Model returns the model in force (nil before the first good update).
+func (c *Controller) Model() *model.Model {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.model
 }
 
 // Snapshot returns the input in force (nil before the first good update).
@@ -123,6 +144,7 @@ func (c *Controller) Findings() []analyze.Finding {
 //
 //	/debug/analyze  findings on the latest input (JSON; ?o=table|yaml)
 //	/debug/resources the resources in force (JSON)
+//	/debug/model    the model in force (JSON)
 //	/debug/status   version, last update time, rejection if any
 //	/healthz        200 while the process runs
 //	/readyz         200 once an input is in force
@@ -157,6 +179,20 @@ func (c *Controller) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(rows)
 	})
+	mux.HandleFunc("GET /debug/model", func(w http.ResponseWriter, r *http.Request) {
+		m := c.Model()
+		if m == nil {
+			http.Error(w, "no model yet: the store has not delivered a good snapshot", http.StatusServiceUnavailable)
+			return
+		}
+		b, err := m.Dump()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})
 	mux.HandleFunc("GET /debug/status", func(w http.ResponseWriter, r *http.Request) {
 		c.mu.RLock()
 		st := struct {
@@ -165,7 +201,9 @@ func (c *Controller) Handler() http.Handler {
 			Rejected string    `json:"rejected,omitempty"`
 			Findings int       `json:"findings"`
 		}{Updated: c.updated, Findings: len(c.findings)}
-		st.Version = c.version
+		if c.model != nil {
+			st.Version = c.model.Version
+		}
 		if c.rejected != nil {
 			st.Rejected = c.rejected.Error()
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fibmesh/fibmesh/controller/analyze"
+	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store/file"
 )
 
@@ -22,7 +23,7 @@ const goodService = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, na
 func run(t *testing.T, dir string) (*Controller, <-chan Event) {
 	t.Helper()
 	events := make(chan Event, 16)
-	c := New(func(ev Event) { events <- ev })
+	c := New(model.Options{}, func(ev Event) { events <- ev })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, file.New(dir, file.Options{Debounce: 20 * time.Millisecond})) }()
@@ -102,13 +103,16 @@ func TestBrokenEditKeepsLastGoodInput(t *testing.T) {
 	for ev.Rejected != nil {
 		ev = next(t, events)
 	}
-	if ev.Version != 2 || ev.Resources != 2 || ev.Errors != 0 {
-		t.Errorf("after the fix: %+v; want version 2, 2 resources, no errors", ev)
+	if ev.Version != 2 || ev.Resources != 2 || ev.Errors != 0 || ev.Change == nil {
+		t.Errorf("after the fix: %+v; want version 2, 2 resources, no errors, a change", ev)
+	}
+	if code, body := get(t, h, "/debug/model"); code != http.StatusOK || !strings.Contains(body, `"hostname": "reviews.production.svc.cluster.local"`) || !strings.Contains(body, `"version": 2`) {
+		t.Errorf("/debug/model = %d %s", code, body)
 	}
 }
 
 func TestNotReadyBeforeInput(t *testing.T) {
-	c := New(nil)
+	c := New(model.Options{}, nil)
 	h := c.Handler()
 	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d before any input; want 503", code)

@@ -1,7 +1,8 @@
 // Command fibmesh-controller is the fibmesh control plane. It reads the
 // mesh's configuration (Istio and Kubernetes resources) from a directory
-// of YAML or from the Kubernetes API, keeps the last good input in force,
-// and serves its analysis on the monitoring endpoint.
+// of YAML or from the Kubernetes API, builds the model of the mesh, keeps
+// the last good one in force, and serves it and its analysis on the
+// monitoring endpoint.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fibmesh/fibmesh/controller"
+	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/file"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
@@ -33,7 +35,7 @@ const usage = `fibmesh-controller: the fibmesh control plane.
 It reads Istio resources (VirtualService, DestinationRule, ServiceEntry,
 PeerAuthentication, AuthorizationPolicy) and the Kubernetes objects they
 apply to (Service, EndpointSlice, Pod, Namespace, Node, ServiceAccount),
-checks them, and keeps them current (the mesh model and xDS come next):
+builds the mesh's model, and keeps it current (xDS comes next):
 
   --config-dir DIR    a directory of multi-document YAML, watched for
                       changes (the embedded default; no cluster needed)
@@ -46,7 +48,8 @@ name and field, and the last good input stays in force.
 Endpoints on --monitoring-listen:
   /debug/analyze   findings on the current input (?o=table|json|yaml)
   /debug/resources the resources in force (JSON)
-  /debug/status    input version, last update, last rejection
+  /debug/model     the model in force (JSON)
+  /debug/status    model version, last update, last rejection
   /healthz, /readyz
 
 Example:
@@ -62,6 +65,7 @@ func main() {
 	dir := fs.String("config-dir", "", "directory of YAML to read and watch")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the cluster to read")
 	listen := fs.String("monitoring-listen", ":15014", "address of the debug and health endpoints")
+	trustDomain := fs.String("trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -89,7 +93,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err)
 		os.Exit(2)
 	}
-	if err := run(log, st, *listen); err != nil {
+	if err := run(log, st, *listen, model.Options{TrustDomain: *trustDomain}); err != nil {
 		log.Error("controller failed", "err", err)
 		os.Exit(1)
 	}
@@ -128,15 +132,19 @@ func openStore(dir, kubeconfig string) (store.Store, error) {
 	return kube.New(kc, ic, kube.Options{}), nil
 }
 
-func run(log *slog.Logger, st store.Store, listen string) error {
+func run(log *slog.Logger, st store.Store, listen string, opts model.Options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	c := controller.New(func(ev controller.Event) {
+	c := controller.New(opts, func(ev controller.Event) {
 		if ev.Rejected != nil {
 			log.Warn("config rejected; the last good input stays in force", "version", ev.Version, "err", ev.Rejected)
 			return
 		}
-		log.Info("config updated", "version", ev.Version, "resources", ev.Resources, "findings", ev.Findings, "errors", ev.Errors)
+		args := []any{"version", ev.Version, "resources", ev.Resources, "findings", ev.Findings, "errors", ev.Errors}
+		if ev.Change != nil {
+			args = append(args, "services_changed", len(ev.Change.Services), "nodes_affected", len(ev.Change.Nodes))
+		}
+		log.Info("model updated", args...)
 	})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -27,6 +28,10 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 		pods     []*corev1.Pod
 		nodes    []*corev1.Node
 		pas      []*securityv1.PeerAuthentication
+		vss      []*networkingv1.VirtualService
+		drs      []*networkingv1.DestinationRule
+		ses      []*networkingv1.ServiceEntry
+		aps      []*securityv1.AuthorizationPolicy
 	)
 	for _, r := range s.Resources {
 		switch obj := r.Object.(type) {
@@ -40,6 +45,14 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 			nodes = append(nodes, obj)
 		case *securityv1.PeerAuthentication:
 			pas = append(pas, obj)
+		case *networkingv1.VirtualService:
+			vss = append(vss, obj)
+		case *networkingv1.DestinationRule:
+			drs = append(drs, obj)
+		case *networkingv1.ServiceEntry:
+			ses = append(ses, obj)
+		case *securityv1.AuthorizationPolicy:
+			aps = append(aps, obj)
 		}
 	}
 	m := &Model{TrustDomain: o.TrustDomain}
@@ -113,7 +126,35 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 		slices.SortFunc(ms.Endpoints, func(a, b *Endpoint) int { return strings.Compare(a.Address, b.Address) })
 		m.Services = append(m.Services, ms)
 	}
-	slices.SortFunc(m.Services, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
+	for _, se := range ses {
+		for _, h := range se.Spec.GetHosts() {
+			ms := &Service{Hostname: h, Namespace: se.Namespace, Name: se.Name, ServiceEntry: true, VIPs: se.Spec.GetAddresses(), Endpoints: []*Endpoint{}}
+			for _, p := range se.Spec.GetPorts() {
+				pr := protocolByName(strings.ToLower(p.GetProtocol()))
+				if p.GetProtocol() == "" {
+					pr = protocolOf(corev1.ServicePort{Name: p.GetName()})
+				}
+				ms.Ports = append(ms.Ports, Port{Name: p.GetName(), Port: int32(p.GetNumber()), Protocol: pr})
+			}
+			m.Services = append(m.Services, ms)
+		}
+	}
+	slices.SortFunc(m.Services, func(a, b *Service) int {
+		return cmp.Or(strings.Compare(a.Hostname, b.Hostname), strings.Compare(a.Namespace, b.Namespace))
+	})
+	for _, vs := range vss {
+		m.Routes = append(m.Routes, buildRoute(vs, o.DomainSuffix))
+	}
+	for _, dr := range drs {
+		m.DestinationPolicies = append(m.DestinationPolicies, buildDestinationPolicy(dr, o.DomainSuffix))
+	}
+	for _, ap := range aps {
+		m.AuthzPolicies = append(m.AuthzPolicies, buildAuthz(ap, m.Workloads))
+	}
+	byNSName := func(ans, an, bns, bn string) int { return cmp.Or(strings.Compare(ans, bns), strings.Compare(an, bn)) }
+	slices.SortFunc(m.Routes, func(a, b *Route) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(m.DestinationPolicies, func(a, b *DestinationPolicy) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(m.AuthzPolicies, func(a, b *AuthzPolicy) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) })
 
 	m.Version = 1
 	if prev != nil {
@@ -301,6 +342,90 @@ func diff(prev, m *Model) Change {
 	}
 	for name := range oldN {
 		nodes[name] = true
+	}
+	// Routing policy is applied where clients are, which can be any
+	// node: a changed route or destination policy changes its hosts for
+	// every node. An authorization policy is enforced at the workloads
+	// it selects.
+	routeHosts := map[string]bool{}
+	oldR := map[string][32]byte{}
+	for _, r := range prev.Routes {
+		oldR[r.Namespace+"/"+r.Name] = fingerprint(r)
+	}
+	for _, r := range m.Routes {
+		k := r.Namespace + "/" + r.Name
+		if f, ok := oldR[k]; !ok || f != fingerprint(r) {
+			for _, h := range r.Hosts {
+				routeHosts[h] = true
+			}
+		}
+		delete(oldR, k)
+	}
+	for _, r := range prev.Routes {
+		if _, gone := oldR[r.Namespace+"/"+r.Name]; gone {
+			for _, h := range r.Hosts {
+				routeHosts[h] = true
+			}
+		}
+	}
+	oldD := map[string][32]byte{}
+	for _, d := range prev.DestinationPolicies {
+		oldD[d.Namespace+"/"+d.Name] = fingerprint(d)
+	}
+	for _, d := range m.DestinationPolicies {
+		k := d.Namespace + "/" + d.Name
+		if f, ok := oldD[k]; !ok || f != fingerprint(d) {
+			routeHosts[d.Host] = true
+		}
+		delete(oldD, k)
+	}
+	for _, d := range prev.DestinationPolicies {
+		if _, gone := oldD[d.Namespace+"/"+d.Name]; gone {
+			routeHosts[d.Host] = true
+		}
+	}
+	if len(routeHosts) > 0 {
+		for h := range routeHosts {
+			if !slices.Contains(svcs, h) {
+				svcs = append(svcs, h)
+			}
+		}
+		for _, n := range m.Nodes {
+			nodes[n.Name] = true
+		}
+		for _, w := range m.Workloads {
+			if w.Node != "" {
+				nodes[w.Node] = true
+			}
+		}
+	}
+	nodeOf := map[string]string{}
+	for _, w := range append(slices.Clone(prev.Workloads), m.Workloads...) {
+		nodeOf[w.Namespace+"/"+w.Name] = w.Node
+	}
+	oldA := map[string]*AuthzPolicy{}
+	for _, a := range prev.AuthzPolicies {
+		oldA[a.Namespace+"/"+a.Name] = a
+	}
+	touchAuthz := func(a *AuthzPolicy) {
+		for _, w := range a.Workloads {
+			if n := nodeOf[w]; n != "" {
+				nodes[n] = true
+			}
+		}
+	}
+	for _, a := range m.AuthzPolicies {
+		k := a.Namespace + "/" + a.Name
+		if o := oldA[k]; o == nil || fingerprint(o) != fingerprint(a) {
+			touchAuthz(a)
+			if o != nil {
+				touchAuthz(o)
+			}
+		}
+		delete(oldA, k)
+	}
+	for _, o := range oldA {
+		touchAuthz(o)
 	}
 	ch := Change{Services: svcs}
 	for n := range nodes {

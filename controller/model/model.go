@@ -49,18 +49,25 @@ type Model struct {
 	Services    []*Service  `json:"services"`
 	Workloads   []*Workload `json:"workloads"`
 	Nodes       []*Node     `json:"nodes"`
+	// Routes are the VirtualServices, DestinationPolicies the
+	// DestinationRules, AuthzPolicies the AuthorizationPolicies.
+	Routes              []*Route             `json:"routes"`
+	DestinationPolicies []*DestinationPolicy `json:"destinationPolicies"`
+	AuthzPolicies       []*AuthzPolicy       `json:"authorizationPolicies"`
 	// Change says what differs from the previous version.
 	Change Change `json:"-"`
 }
 
-// Service is a Kubernetes Service.
+// Service is a Kubernetes Service, or a host of a ServiceEntry.
 type Service struct {
-	Hostname  string      `json:"hostname"` // name.namespace.svc.<suffix>
-	Namespace string      `json:"namespace"`
-	Name      string      `json:"name"`
-	VIPs      []string    `json:"vips,omitempty"`
-	Ports     []Port      `json:"ports"`
-	Endpoints []*Endpoint `json:"endpoints"`
+	Hostname  string `json:"hostname"` // name.namespace.svc.<suffix>, or the ServiceEntry host
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// ServiceEntry is true for hosts declared by a ServiceEntry.
+	ServiceEntry bool        `json:"serviceEntry,omitempty"`
+	VIPs         []string    `json:"vips,omitempty"`
+	Ports        []Port      `json:"ports"`
+	Endpoints    []*Endpoint `json:"endpoints"`
 }
 
 // Port is a service port and the protocol fibmesh speaks on it.

@@ -1,0 +1,50 @@
+package kube_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/fibmesh/fibmesh/controller/model"
+	"github.com/fibmesh/fibmesh/controller/store"
+	"github.com/fibmesh/fibmesh/controller/store/kube"
+)
+
+// TestExamplesModelMatchesGolden: the examples/ mesh served by a cluster
+// (fake clientsets) builds exactly the model the file store's golden
+// file holds (controller/model/testdata/examples.golden.json).
+func TestExamplesModelMatchesGolden(t *testing.T) {
+	setup(t)
+	files, err := filepath.Glob(filepath.Join("..", "..", "..", "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("examples: %v (%d files)", err, len(files))
+	}
+	var kubeObjs, istioObjs []runtime.Object
+	for _, f := range files {
+		k, i := decodeFixture(t, f)
+		kubeObjs, istioObjs = append(kubeObjs, k...), append(istioObjs, i...)
+	}
+	f := newFakes(t, kubeObjs, istioObjs)
+	s := kube.New(f.kube, f.istio, kube.Options{Debounce: 10 * time.Millisecond})
+	run(t, s)
+	u := next(t, s, "the first snapshot", func(store.Update) bool { return true })
+	m, err := model.Build(u.Snapshot, nil, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Dump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join("..", "..", "model", "testdata", "examples.golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(string(want), string(got)); d != "" {
+		t.Errorf("model from the cluster differs from the golden model of examples/ (-golden +cluster):\n%s", d)
+	}
+}

@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib clean deps deps-bpf fmt vet help
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib clean deps deps-bpf deps-proto fmt vet help
 
 all: build
 
@@ -21,14 +21,17 @@ deps: ## install the packages tests and the lab need (apt-get, as root)
 deps-bpf: ## install clang/llvm/libbpf-dev/bpftool to regenerate BPF objects
 	@hack/deps.sh bpf
 
+deps-proto: ## install protoc to regenerate the FDS protobuf Go
+	@hack/deps.sh proto
+
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-generate: deps-bpf ## rebuild the bpf2go objects (needs clang)
-	$(GO) generate ./xdp/...
+generate: deps-bpf deps-proto ## rebuild the bpf2go objects (clang) and the FDS protobuf Go (protoc)
+	$(GO) generate ./xdp/... ./api/...
 
-check-generate: ## fail if committed BPF objects differ from a fresh generate (skipped without clang)
+check-generate: ## fail if committed generated files differ from a fresh generate (each skipped without its tool)
 	@hack/check-generate.sh
 
 fmt:

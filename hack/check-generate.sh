@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Fails if the committed bpf2go output differs from a fresh `go generate`.
-# Skipped (with a note) where clang or the libbpf headers are missing, so a
-# machine without clang can still build and test the committed objects.
+# Fails if committed generated files differ from a fresh `go generate`:
+# the bpf2go objects (xdp/, needs clang and libbpf-dev) and the FDS
+# protobuf Go (api/, needs protoc). Each check is skipped, with a note,
+# where its tool is missing, so a machine without them still builds and
+# tests the committed files.
 set -euo pipefail
-if ! command -v clang >/dev/null || [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
+status=0
+check() {
+	local what=$1 dir=$2
+	go generate "./$dir/..."
+	if ! git diff --quiet -- "$dir/"; then
+		echo "check-generate: committed $what differ from a fresh generate:" >&2
+		git diff --stat -- "$dir/" >&2
+		echo "run 'make generate' and commit the result" >&2
+		status=1
+	else
+		echo "check-generate: $what match their sources"
+	fi
+}
+if command -v clang >/dev/null && [ -f /usr/include/bpf/bpf_helpers.h ]; then
+	check "BPF objects" xdp
+else
 	echo "check-generate: clang or libbpf-dev missing: not checking BPF objects (make deps-bpf to enable)"
-	exit 0
 fi
-go generate ./xdp/...
-if ! git diff --quiet -- xdp/; then
-	echo "check-generate: committed BPF objects differ from a fresh generate:" >&2
-	git diff --stat -- xdp/ >&2
-	echo "run 'make generate' and commit the result" >&2
-	exit 1
+if command -v protoc >/dev/null; then
+	check "protobuf Go files" api
+else
+	echo "check-generate: protoc missing: not checking api/ (make deps-proto to enable)"
 fi
-echo "check-generate: BPF objects match their sources"
+exit $status

@@ -2,6 +2,7 @@
 # Installs what fibmesh needs on Debian/Ubuntu, only if it is missing.
 #   hack/deps.sh runtime   iproute2, ethtool, ping, nsenter (tests, lab, demo)
 #   hack/deps.sh bpf       clang, llvm, libbpf-dev, bpftool (make generate)
+#   hack/deps.sh proto     protoc (make generate)
 set -euo pipefail
 
 need=()
@@ -12,6 +13,9 @@ runtime)
 	command -v ping >/dev/null || need+=(iputils-ping)
 	command -v nsenter >/dev/null || need+=(util-linux)
 	;;
+proto)
+	command -v protoc >/dev/null || need+=(protobuf-compiler)
+	;;
 bpf)
 	command -v clang >/dev/null || need+=(clang)
 	command -v llvm-strip >/dev/null || need+=(llvm)
@@ -19,7 +23,7 @@ bpf)
 	command -v bpftool >/dev/null || need+=(bpftool)
 	;;
 *)
-	echo "usage: $0 runtime|bpf" >&2
+	echo "usage: $0 runtime|bpf|proto" >&2
 	exit 2
 	;;
 esac

@@ -2,15 +2,29 @@
 // mesh, built from a config.Snapshot: services with their ports,
 // protocols, VIPs and endpoints; workloads with their SPIFFE identities;
 // nodes; and the mTLS mode of every workload port, resolved from
-// PeerAuthentications with Istio's precedence.
+// PeerAuthentications with Istio's precedence; routes (VirtualServices),
+// destination policies (DestinationRules) and authorization policies, in
+// fibmesh's own structs rather than Istio's protos.
 //
-// Build is pure and deterministic: the same snapshot gives the same
-// model, byte for byte in Dump. Each Build numbers its model one past the
-// previous one and says what changed (which services, which nodes), so
-// that pushes can be incremental.
+// Build is pure and deterministic: the same snapshot, in any resource
+// order, gives the same model, byte for byte in Dump. Each Build numbers
+// its model one past the previous one and says what changed (which
+// services, which nodes), so that pushes can be incremental.
+//
+// A Model is immutable once built: it shares nothing with the snapshot,
+// and callers must not modify it, so that one version can be read by many
+// goroutines while the next is built.
+//
+// Build rejects only input that makes the model unusable (see
+// ErrUnusable); everything else, including what fibmesh does not support
+// yet, is represented as written and left to analyze to report.
 package model
 
-import "fmt"
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
 
 // RootNamespace is the mesh's root namespace: a PeerAuthentication there
 // without a selector applies mesh-wide.
@@ -18,8 +32,12 @@ const RootNamespace = "istio-system"
 
 // Options configure Build.
 type Options struct {
-	TrustDomain  string // default "cluster.local"
-	DomainSuffix string // default "cluster.local"
+	// TrustDomain is the SPIFFE trust domain of workload identities;
+	// default "cluster.local".
+	TrustDomain string
+	// DomainSuffix is the cluster's DNS suffix of Service hostnames
+	// (<name>.<namespace>.svc.<suffix>); default "cluster.local".
+	DomainSuffix string
 }
 
 func (o Options) withDefaults() Options {
@@ -54,7 +72,14 @@ type Model struct {
 	Routes              []*Route             `json:"routes"`
 	DestinationPolicies []*DestinationPolicy `json:"destinationPolicies"`
 	AuthzPolicies       []*AuthzPolicy       `json:"authorizationPolicies"`
-	// Change says what differs from the previous version.
+	// MeshMTLS is the mode set mesh-wide (a PeerAuthentication without
+	// selector in RootNamespace), PERMISSIVE when none is.
+	MeshMTLS Mode `json:"meshMtls"`
+	// NamespaceMTLS is the mode of each namespace that has a
+	// namespace-wide PeerAuthentication, after inheritance from the mesh.
+	NamespaceMTLS map[string]Mode `json:"namespaceMtls,omitempty"`
+	// Change says what differs from the previous version. It is not part
+	// of Dump: the same inputs give the same Dump whatever came before.
 	Change Change `json:"-"`
 }
 
@@ -64,10 +89,18 @@ type Service struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	// ServiceEntry is true for hosts declared by a ServiceEntry.
-	ServiceEntry bool        `json:"serviceEntry,omitempty"`
-	VIPs         []string    `json:"vips,omitempty"`
-	Ports        []Port      `json:"ports"`
-	Endpoints    []*Endpoint `json:"endpoints"`
+	ServiceEntry bool `json:"serviceEntry,omitempty"`
+	// Location and Resolution are the ServiceEntry's (MESH_EXTERNAL,
+	// DNS, ...) as written; empty for Kubernetes Services.
+	Location   string `json:"location,omitempty"`
+	Resolution string `json:"resolution,omitempty"`
+	// VIPs are the ClusterIPs (or the ServiceEntry's addresses); none
+	// for a headless Service.
+	VIPs []string `json:"vips,omitempty"`
+	// Ports in the order written.
+	Ports []Port `json:"ports"`
+	// Endpoints sorted by address.
+	Endpoints []*Endpoint `json:"endpoints"`
 }
 
 // Port is a service port and the protocol fibmesh speaks on it.
@@ -93,17 +126,45 @@ const (
 	ProtocolUnknown Protocol = "UNKNOWN" // sniffed at run time; no L7 policy
 )
 
-// Endpoint is one address serving a service.
+// Endpoint is one address serving a service, from an EndpointSlice (or
+// a ServiceEntry's endpoints), joined with the Pod it belongs to.
 type Endpoint struct {
-	Address  string            `json:"address"`
-	Ready    bool              `json:"ready"`
-	Node     string            `json:"node,omitempty"`
-	Workload string            `json:"workload,omitempty"` // namespace/name of the pod
-	Identity string            `json:"identity,omitempty"`
-	Labels   map[string]string `json:"labels,omitempty"`
+	Address string `json:"address"`
+	// Ports are the EndpointSlice's ports (the target ports, by service
+	// port name), sorted by name.
+	Ports []EndpointPort `json:"ports,omitempty"`
+	// Ready is the slice's ready condition; a missing condition means
+	// ready, as the EndpointSlice API says.
+	Ready bool   `json:"ready"`
+	Node  string `json:"node,omitempty"`
+	// Workload is namespace/name of the backing pod (by targetRef, or by
+	// IP where the slice has no targetRef); empty when no pod is known.
+	Workload string `json:"workload,omitempty"`
+	// Identity is the SPIFFE ID of the pod's service account.
+	Identity string `json:"identity,omitempty"`
+	// Labels are the pod's labels (subsets select on them).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
-// Workload is a pod.
+// EndpointPort is the port an endpoint serves a named service port on.
+type EndpointPort struct {
+	Name     string   `json:"name,omitempty"`
+	Port     int32    `json:"port"`
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// PortFor returns the endpoint's port for service port p: the endpoint
+// port with p's name, or p's own number where the endpoint lists none.
+func (e *Endpoint) PortFor(p Port) int32 {
+	for _, ep := range e.Ports {
+		if ep.Name == p.Name {
+			return ep.Port
+		}
+	}
+	return p.Port
+}
+
+// Workload is a pod, its identity and the mTLS mode of its ports.
 type Workload struct {
 	Namespace      string            `json:"namespace"`
 	Name           string            `json:"name"`
@@ -112,13 +173,13 @@ type Workload struct {
 	Labels         map[string]string `json:"labels,omitempty"`
 	ServiceAccount string            `json:"serviceAccount"`
 	Identity       string            `json:"identity"` // spiffe://<td>/ns/<ns>/sa/<sa>
-	// MTLS is the mode of the workload: DefaultMode for every port,
-	// PortModes where a port-level setting differs.
+	// DefaultMode is the mTLS mode of every port of the workload but
+	// those in PortModes, where a port-level setting differs.
 	DefaultMode Mode            `json:"mtls"`
 	PortModes   map[uint32]Mode `json:"portMtls,omitempty"`
 }
 
-// MTLSMode returns the mode of one of the workload's ports.
+// MTLSMode returns the mTLS mode of one of the workload's ports.
 func (w *Workload) MTLSMode(port uint32) Mode {
 	if m, ok := w.PortModes[port]; ok {
 		return m
@@ -126,7 +187,8 @@ func (w *Workload) MTLSMode(port uint32) Mode {
 	return w.DefaultMode
 }
 
-// Node is a cluster node.
+// Node is a cluster node: its name, InternalIP (the next hop for its pod
+// CIDRs) and pod CIDRs.
 type Node struct {
 	Name       string   `json:"name"`
 	InternalIP string   `json:"internalIP,omitempty"`
@@ -135,16 +197,102 @@ type Node struct {
 
 // Change is what one version changed against the previous one.
 type Change struct {
-	// Services are hostnames added, removed or changed.
-	Services []string
-	// Nodes are the nodes affected: those running a changed workload
-	// or an endpoint of a changed service, and changed nodes.
-	Nodes []string
+	// Services are the hostnames of services added, removed or changed
+	// (ports, VIPs, endpoints, or the routes and destination policies
+	// for the host), sorted.
+	Services []string `json:"services"`
+	// Nodes are the nodes affected, sorted: those with an endpoint of a
+	// changed service, running a changed workload (mTLS mode included)
+	// or a workload a changed authorization policy selects, and nodes
+	// added, removed or changed themselves. A changed route or
+	// destination policy affects every node, because routing is decided
+	// where the client runs.
+	Nodes []string `json:"nodes"`
 	// Full is true for the first version: everything is new.
-	Full bool
+	Full bool `json:"full,omitempty"`
 }
 
-// Identity returns the SPIFFE ID of a service account.
+// Empty reports whether nothing changed.
+func (c Change) Empty() bool { return !c.Full && len(c.Services) == 0 && len(c.Nodes) == 0 }
+
+// Identity returns the SPIFFE ID of a service account:
+// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
 func Identity(trustDomain, namespace, serviceAccount string) string {
-	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, serviceAccount)
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + serviceAccount
+}
+
+// Workload returns the workload (pod) "namespace/name", or nil.
+func (m *Model) Workload(key string) *Workload {
+	ns, name, _ := strings.Cut(key, "/")
+	i, ok := slices.BinarySearchFunc(m.Workloads, [2]string{ns, name}, func(w *Workload, k [2]string) int {
+		return cmp.Or(strings.Compare(w.Namespace, k[0]), strings.Compare(w.Name, k[1]))
+	})
+	if !ok {
+		return nil
+	}
+	return m.Workloads[i]
+}
+
+// MTLSMode returns the mTLS mode of a port of workload "namespace/name".
+// For a workload the model does not know (a pod not yet seen) it is the
+// mode of its namespace, else the mesh's: what such a pod gets until a
+// workload-selecting policy says otherwise.
+func (m *Model) MTLSMode(workload string, port uint32) Mode {
+	if w := m.Workload(workload); w != nil {
+		return w.MTLSMode(port)
+	}
+	ns, _, _ := strings.Cut(workload, "/")
+	if mode, ok := m.NamespaceMTLS[ns]; ok {
+		return mode
+	}
+	return cmp.Or(m.MeshMTLS, ModePermissive)
+}
+
+// ServicesFor returns the services with a hostname: a Kubernetes Service
+// first, then ServiceEntries by namespace. A hostname can have several
+// where ServiceEntries in different namespaces declare it.
+func (m *Model) ServicesFor(hostname string) []*Service {
+	i, _ := slices.BinarySearchFunc(m.Services, hostname, func(s *Service, h string) int { return strings.Compare(s.Hostname, h) })
+	j := i
+	for j < len(m.Services) && m.Services[j].Hostname == hostname {
+		j++
+	}
+	return m.Services[i:j]
+}
+
+// RoutesFor returns the routes (VirtualServices) for a fully qualified
+// host, by namespace and name. Istio applies the first; analyze reports
+// more than one.
+func (m *Model) RoutesFor(host string) []*Route {
+	var out []*Route
+	for _, r := range m.Routes {
+		if slices.Contains(r.Hosts, host) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// DestinationPoliciesFor returns the destination policies
+// (DestinationRules) for a fully qualified host, by namespace and name.
+func (m *Model) DestinationPoliciesFor(host string) []*DestinationPolicy {
+	var out []*DestinationPolicy
+	for _, d := range m.DestinationPolicies {
+		if d.Host == host {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// AuthzFor returns the authorization policies that apply to workload
+// "namespace/name", by namespace and name.
+func (m *Model) AuthzFor(workload string) []*AuthzPolicy {
+	var out []*AuthzPolicy
+	for _, a := range m.AuthzPolicies {
+		if _, ok := slices.BinarySearch(a.Workloads, workload); ok {
+			out = append(out, a)
+		}
+	}
+	return out
 }

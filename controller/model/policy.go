@@ -1,6 +1,7 @@
 package model
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -12,25 +13,36 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// Route is a VirtualService: the HTTP routes for its hosts.
+// Route is a VirtualService: the HTTP routes for its hosts. Model.
+// RoutesFor finds the routes of one host.
 type Route struct {
-	Namespace string      `json:"namespace"`
-	Name      string      `json:"name"`
-	Hosts     []string    `json:"hosts"` // fully qualified
-	HTTP      []HTTPRoute `json:"http"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Hosts are fully qualified as Istio does ("reviews" in namespace
+	// production is reviews.production.svc.<suffix>); wildcards and
+	// external names as written.
+	Hosts []string `json:"hosts"`
+	// HTTP are the rules in order: the first whose matches hold decides.
+	HTTP []HTTPRoute `json:"http"`
 }
 
-// HTTPRoute is one rule: the first whose matches hold decides.
+// HTTPRoute is one rule of a Route.
 type HTTPRoute struct {
-	Name         string        `json:"name,omitempty"`
-	Matches      []Match       `json:"matches,omitempty"` // any; none = always
+	Name string `json:"name,omitempty"`
+	// Matches: the rule applies when any holds; with none, always.
+	Matches []Match `json:"matches,omitempty"`
+	// Destinations share the traffic by Weight.
 	Destinations []Destination `json:"destinations"`
-	Timeout      string        `json:"timeout,omitempty"`
-	Retries      *Retries      `json:"retries,omitempty"`
-	Fault        *Fault        `json:"fault,omitempty"`
+	// Timeout of the whole request, retries included, as a Go duration
+	// string ("10s"); "" for none.
+	Timeout string   `json:"timeout,omitempty"`
+	Retries *Retries `json:"retries,omitempty"`
+	Fault   *Fault   `json:"fault,omitempty"`
 }
 
-// Match is one HTTP match: every condition set must hold.
+// Match is one HTTP match: every condition set must hold (URI on the
+// path, Method on the method, Headers on request headers by lower-case
+// name, Port on the destination port).
 type Match struct {
 	URI     *StringMatch           `json:"uri,omitempty"`
 	Method  *StringMatch           `json:"method,omitempty"`
@@ -38,50 +50,79 @@ type Match struct {
 	Port    uint32                 `json:"port,omitempty"`
 }
 
-// StringMatch is an exact, prefix or regex match.
+// StringMatch is an exact, prefix or regex (RE2) match.
 type StringMatch struct {
-	Kind  string `json:"kind"` // exact, prefix, regex
+	// Kind is "exact", "prefix" or "regex".
+	Kind  string `json:"kind"`
 	Value string `json:"value"`
 }
 
 // Destination is a weighted target of a route.
 type Destination struct {
-	Host   string `json:"host"` // fully qualified
+	// Host is fully qualified, as Route.Hosts.
+	Host string `json:"host"`
+	// Subset names a subset of the host's DestinationPolicy.
 	Subset string `json:"subset,omitempty"`
-	Port   uint32 `json:"port,omitempty"`
-	Weight int32  `json:"weight"`
+	// Port is the service port; 0 when the host has only one.
+	Port uint32 `json:"port,omitempty"`
+	// Weight is the share in percent; a sole destination written
+	// without a weight gets 100.
+	Weight int32 `json:"weight"`
 }
 
-// Retries of a route.
+// Retries of a route: up to Attempts retries, each within
+// PerTryTimeout (a Go duration string), on the RetryOn conditions
+// (Envoy's names: 5xx, reset, connect-failure, ...), split from Istio's
+// comma-separated list.
 type Retries struct {
 	Attempts      int32    `json:"attempts"`
 	PerTryTimeout string   `json:"perTryTimeout,omitempty"`
 	RetryOn       []string `json:"retryOn,omitempty"`
 }
 
-// Fault injected into a route.
+// Fault injected into a route: DelayPercent of requests delayed by
+// Delay (a Go duration string); AbortPercent of requests answered with
+// AbortStatus (HTTP) or AbortGRPCStatus.
 type Fault struct {
 	DelayPercent float64 `json:"delayPercent,omitempty"`
 	Delay        string  `json:"delay,omitempty"`
 	AbortPercent float64 `json:"abortPercent,omitempty"`
 	AbortStatus  int32   `json:"abortStatus,omitempty"`
+	// AbortGRPCStatus is the gRPC status name (UNAVAILABLE, ...) a
+	// gRPC abort returns.
+	AbortGRPCStatus string `json:"abortGrpcStatus,omitempty"`
 }
 
 // DestinationPolicy is a DestinationRule: how traffic to a host is
 // balanced, limited and ejected, and its subsets.
 type DestinationPolicy struct {
-	Namespace        string   `json:"namespace"`
-	Name             string   `json:"name"`
-	Host             string   `json:"host"` // fully qualified
-	LoadBalancer     string   `json:"loadBalancer,omitempty"`
-	MaxConnections   int32    `json:"maxConnections,omitempty"`
-	HTTP1MaxPending  int32    `json:"http1MaxPendingRequests,omitempty"`
-	HTTP2MaxRequests int32    `json:"http2MaxRequests,omitempty"`
-	Outlier          *Outlier `json:"outlierDetection,omitempty"`
-	Subsets          []Subset `json:"subsets,omitempty"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Host      string `json:"host"` // fully qualified
+	// LoadBalancer is the simple policy's name (ROUND_ROBIN,
+	// LEAST_REQUEST, RANDOM, PASSTHROUGH, UNSPECIFIED), CONSISTENT_HASH,
+	// or "" when none is set.
+	LoadBalancer string `json:"loadBalancer,omitempty"`
+	// MaxConnections, HTTP1MaxPending and HTTP2MaxRequests are the
+	// connection pool's limits; 0 for none.
+	MaxConnections   int32 `json:"maxConnections,omitempty"`
+	HTTP1MaxPending  int32 `json:"http1MaxPendingRequests,omitempty"`
+	HTTP2MaxRequests int32 `json:"http2MaxRequests,omitempty"`
+	// ConnectTimeout, MaxRequestsPerConnection and MaxRetries are the
+	// rest of the connection pool fibmesh applies.
+	ConnectTimeout           string   `json:"connectTimeout,omitempty"`
+	MaxRequestsPerConnection int32    `json:"maxRequestsPerConnection,omitempty"`
+	MaxRetries               int32    `json:"maxRetries,omitempty"`
+	Outlier                  *Outlier `json:"outlierDetection,omitempty"`
+	// Subsets in the order written. Subset-level traffic policies are
+	// not represented yet (analyze reports them).
+	Subsets []Subset `json:"subsets,omitempty"`
 }
 
-// Outlier is outlier detection.
+// Outlier is outlier detection: an endpoint with Consecutive5xx errors
+// in a row is ejected for BaseEjectionTime (longer each time), checked
+// every Interval, at most MaxEjectionPercent of the host's endpoints at
+// once. Durations are Go duration strings.
 type Outlier struct {
 	Consecutive5xx     uint32 `json:"consecutive5xxErrors,omitempty"`
 	Interval           string `json:"interval,omitempty"`
@@ -101,26 +142,59 @@ type AuthzPolicy struct {
 	Name      string            `json:"name"`
 	Selector  map[string]string `json:"selector,omitempty"`
 	Action    string            `json:"action"` // ALLOW, DENY, AUDIT, CUSTOM
-	Rules     []AuthzRule       `json:"rules,omitempty"`
-	// Workloads are namespace/name of the pods it applies to (all pods
-	// of the namespace without a selector, of the mesh in the root
-	// namespace).
+	// Rules match a request when any rule does. Nil (no rules) matches
+	// nothing: an ALLOW policy without rules denies everything; a rule
+	// with no fields matches everything.
+	Rules []AuthzRule `json:"rules"`
+	// Workloads are namespace/name of the pods it applies to, sorted:
+	// those its selector matches (every pod without a selector) in its
+	// namespace, or in every namespace for a policy in RootNamespace.
 	Workloads []string `json:"workloads"`
 }
 
-// AuthzRule is one rule: every field set must match.
+// AuthzRule is one rule: it matches when any From source, any To
+// operation and every When condition match; an empty list matches
+// anything.
 type AuthzRule struct {
-	Principals []string    `json:"principals,omitempty"`
-	Namespaces []string    `json:"namespaces,omitempty"`
-	IPBlocks   []string    `json:"ipBlocks,omitempty"`
-	Hosts      []string    `json:"hosts,omitempty"`
-	Ports      []string    `json:"ports,omitempty"`
-	Methods    []string    `json:"methods,omitempty"`
-	Paths      []string    `json:"paths,omitempty"`
-	When       []Condition `json:"when,omitempty"`
+	From []AuthzSource    `json:"from,omitempty"`
+	To   []AuthzOperation `json:"to,omitempty"`
+	When []Condition      `json:"when,omitempty"`
 }
 
-// Condition is a `when` condition.
+// AuthzSource is one source of a rule: every field set must match, each
+// field matching when any of its values does (a Not field when none
+// does).
+type AuthzSource struct {
+	Principals           []string `json:"principals,omitempty"`
+	NotPrincipals        []string `json:"notPrincipals,omitempty"`
+	RequestPrincipals    []string `json:"requestPrincipals,omitempty"`
+	NotRequestPrincipals []string `json:"notRequestPrincipals,omitempty"`
+	Namespaces           []string `json:"namespaces,omitempty"`
+	NotNamespaces        []string `json:"notNamespaces,omitempty"`
+	ServiceAccounts      []string `json:"serviceAccounts,omitempty"`
+	NotServiceAccounts   []string `json:"notServiceAccounts,omitempty"`
+	IPBlocks             []string `json:"ipBlocks,omitempty"`
+	NotIPBlocks          []string `json:"notIpBlocks,omitempty"`
+	RemoteIPBlocks       []string `json:"remoteIpBlocks,omitempty"`
+	NotRemoteIPBlocks    []string `json:"notRemoteIpBlocks,omitempty"`
+}
+
+// AuthzOperation is one operation of a rule: every field set must match,
+// each field matching when any of its values does (a Not field when none
+// does).
+type AuthzOperation struct {
+	Hosts      []string `json:"hosts,omitempty"`
+	NotHosts   []string `json:"notHosts,omitempty"`
+	Ports      []string `json:"ports,omitempty"`
+	NotPorts   []string `json:"notPorts,omitempty"`
+	Methods    []string `json:"methods,omitempty"`
+	NotMethods []string `json:"notMethods,omitempty"`
+	Paths      []string `json:"paths,omitempty"`
+	NotPaths   []string `json:"notPaths,omitempty"`
+}
+
+// Condition is a `when` condition: the key's value must be one of Values
+// (when set) and none of NotValues.
 type Condition struct {
 	Key       string   `json:"key"`
 	Values    []string `json:"values,omitempty"`
@@ -143,6 +217,8 @@ func fqdn(host, ns, suffix string) string {
 	return host
 }
 
+// dur renders a duration as Go does ("10s", "1.5s"), rounded to the
+// millisecond; "" when unset.
 func dur(d *durationpb.Duration) string {
 	if d == nil {
 		return ""
@@ -150,20 +226,21 @@ func dur(d *durationpb.Duration) string {
 	return d.AsDuration().Round(time.Millisecond).String()
 }
 
+// stringMatch converts a StringMatch; nil when none of exact, prefix or
+// regex is set.
 func stringMatch(m *networkingv1alpha3.StringMatch) *StringMatch {
-	switch {
-	case m == nil:
-		return nil
-	case m.GetExact() != "":
-		return &StringMatch{"exact", m.GetExact()}
-	case m.GetPrefix() != "":
-		return &StringMatch{"prefix", m.GetPrefix()}
-	case m.GetRegex() != "":
-		return &StringMatch{"regex", m.GetRegex()}
+	switch v := m.GetMatchType().(type) {
+	case *networkingv1alpha3.StringMatch_Exact:
+		return &StringMatch{"exact", v.Exact}
+	case *networkingv1alpha3.StringMatch_Prefix:
+		return &StringMatch{"prefix", v.Prefix}
+	case *networkingv1alpha3.StringMatch_Regex:
+		return &StringMatch{"regex", v.Regex}
 	}
 	return nil
 }
 
+// buildRoute converts a VirtualService's hosts and HTTP routes.
 func buildRoute(vs *networkingv1.VirtualService, suffix string) *Route {
 	r := &Route{Namespace: vs.Namespace, Name: vs.Name}
 	for _, h := range vs.Spec.GetHosts() {
@@ -203,8 +280,14 @@ func buildRoute(vs *networkingv1.VirtualService, suffix string) *Route {
 		}
 		if f := h.GetFault(); f != nil {
 			hr.Fault = &Fault{
-				DelayPercent: f.GetDelay().GetPercentage().GetValue(), Delay: dur(f.GetDelay().GetFixedDelay()),
-				AbortPercent: f.GetAbort().GetPercentage().GetValue(), AbortStatus: f.GetAbort().GetHttpStatus(),
+				Delay: dur(f.GetDelay().GetFixedDelay()), AbortPercent: f.GetAbort().GetPercentage().GetValue(),
+				AbortStatus: f.GetAbort().GetHttpStatus(), AbortGRPCStatus: f.GetAbort().GetGrpcStatus(),
+			}
+			if d := f.GetDelay(); d != nil {
+				hr.Fault.DelayPercent = d.GetPercentage().GetValue()
+				if d.GetPercentage() == nil {
+					hr.Fault.DelayPercent = float64(d.GetPercent()) //nolint:staticcheck // deprecated, still served
+				}
 			}
 		}
 		r.HTTP = append(r.HTTP, hr)
@@ -212,13 +295,20 @@ func buildRoute(vs *networkingv1.VirtualService, suffix string) *Route {
 	return r
 }
 
+// buildDestinationPolicy converts a DestinationRule.
 func buildDestinationPolicy(dr *networkingv1.DestinationRule, suffix string) *DestinationPolicy {
 	p := &DestinationPolicy{Namespace: dr.Namespace, Name: dr.Name, Host: fqdn(dr.Spec.GetHost(), dr.Namespace, suffix)}
 	tp := dr.Spec.GetTrafficPolicy()
 	if lb := tp.GetLoadBalancer(); lb != nil {
 		p.LoadBalancer = lb.GetSimple().String()
+		if lb.GetConsistentHash() != nil {
+			p.LoadBalancer = "CONSISTENT_HASH"
+		}
 	}
 	p.MaxConnections = tp.GetConnectionPool().GetTcp().GetMaxConnections()
+	p.ConnectTimeout = dur(tp.GetConnectionPool().GetTcp().GetConnectTimeout())
+	p.MaxRequestsPerConnection = tp.GetConnectionPool().GetHttp().GetMaxRequestsPerConnection()
+	p.MaxRetries = tp.GetConnectionPool().GetHttp().GetMaxRetries()
 	p.HTTP1MaxPending = tp.GetConnectionPool().GetHttp().GetHttp1MaxPendingRequests()
 	p.HTTP2MaxRequests = tp.GetConnectionPool().GetHttp().GetHttp2MaxRequests()
 	if od := tp.GetOutlierDetection(); od != nil {
@@ -228,35 +318,44 @@ func buildDestinationPolicy(dr *networkingv1.DestinationRule, suffix string) *De
 		}
 	}
 	for _, s := range dr.Spec.GetSubsets() {
-		p.Subsets = append(p.Subsets, Subset{Name: s.GetName(), Labels: s.GetLabels()})
+		p.Subsets = append(p.Subsets, Subset{Name: s.GetName(), Labels: maps.Clone(s.GetLabels())})
 	}
 	return p
 }
 
+// buildAuthz converts an AuthorizationPolicy and finds its workloads.
 func buildAuthz(ap *securityv1.AuthorizationPolicy, workloads []*Workload) *AuthzPolicy {
-	p := &AuthzPolicy{Namespace: ap.Namespace, Name: ap.Name, Action: ap.Spec.GetAction().String(), Selector: ap.Spec.GetSelector().GetMatchLabels()}
+	p := &AuthzPolicy{Namespace: ap.Namespace, Name: ap.Name, Action: ap.Spec.GetAction().String(), Selector: maps.Clone(ap.Spec.GetSelector().GetMatchLabels())}
 	for _, r := range ap.Spec.GetRules() {
-		var ar AuthzRule
+		ar := AuthzRule{}
 		for _, f := range r.GetFrom() {
 			s := f.GetSource()
-			ar.Principals = append(ar.Principals, s.GetPrincipals()...)
-			ar.Namespaces = append(ar.Namespaces, s.GetNamespaces()...)
-			ar.IPBlocks = append(ar.IPBlocks, s.GetIpBlocks()...)
+			ar.From = append(ar.From, AuthzSource{
+				Principals: slices.Clone(s.GetPrincipals()), NotPrincipals: slices.Clone(s.GetNotPrincipals()),
+				RequestPrincipals: slices.Clone(s.GetRequestPrincipals()), NotRequestPrincipals: slices.Clone(s.GetNotRequestPrincipals()),
+				Namespaces: slices.Clone(s.GetNamespaces()), NotNamespaces: slices.Clone(s.GetNotNamespaces()),
+				ServiceAccounts: slices.Clone(s.GetServiceAccounts()), NotServiceAccounts: slices.Clone(s.GetNotServiceAccounts()),
+				IPBlocks: slices.Clone(s.GetIpBlocks()), NotIPBlocks: slices.Clone(s.GetNotIpBlocks()),
+				RemoteIPBlocks: slices.Clone(s.GetRemoteIpBlocks()), NotRemoteIPBlocks: slices.Clone(s.GetNotRemoteIpBlocks()),
+			})
 		}
 		for _, t := range r.GetTo() {
 			o := t.GetOperation()
-			ar.Hosts = append(ar.Hosts, o.GetHosts()...)
-			ar.Ports = append(ar.Ports, o.GetPorts()...)
-			ar.Methods = append(ar.Methods, o.GetMethods()...)
-			ar.Paths = append(ar.Paths, o.GetPaths()...)
+			ar.To = append(ar.To, AuthzOperation{
+				Hosts: slices.Clone(o.GetHosts()), NotHosts: slices.Clone(o.GetNotHosts()),
+				Ports: slices.Clone(o.GetPorts()), NotPorts: slices.Clone(o.GetNotPorts()),
+				Methods: slices.Clone(o.GetMethods()), NotMethods: slices.Clone(o.GetNotMethods()),
+				Paths: slices.Clone(o.GetPaths()), NotPaths: slices.Clone(o.GetNotPaths()),
+			})
 		}
 		for _, c := range r.GetWhen() {
-			ar.When = append(ar.When, Condition{Key: c.GetKey(), Values: c.GetValues(), NotValues: c.GetNotValues()})
+			ar.When = append(ar.When, Condition{Key: c.GetKey(), Values: slices.Clone(c.GetValues()), NotValues: slices.Clone(c.GetNotValues())})
 		}
 		p.Rules = append(p.Rules, ar)
 	}
 	sel := labels.SelectorFromSet(p.Selector)
-	for _, w := range workloads {
+	p.Workloads = []string{}
+	for _, w := range workloads { // sorted, so Workloads is too
 		if ap.Namespace != RootNamespace && w.Namespace != ap.Namespace {
 			continue
 		}
@@ -264,9 +363,5 @@ func buildAuthz(ap *securityv1.AuthorizationPolicy, workloads []*Workload) *Auth
 			p.Workloads = append(p.Workloads, w.Namespace+"/"+w.Name)
 		}
 	}
-	if p.Workloads == nil {
-		p.Workloads = []string{}
-	}
-	slices.Sort(p.Workloads)
 	return p
 }

@@ -3,7 +3,7 @@
 // API), builds the next version of the model from every good snapshot,
 // keeps the last good input and model in force when an update is
 // rejected, runs analyze on what it was given, and serves all of that on
-// its debug endpoint. (xDS from the model comes next.)
+// its debug endpoint. Package xds pushes each model to the agents.
 package controller
 
 import (
@@ -41,6 +41,20 @@ type Controller struct {
 	findings []analyze.Finding
 	rejected error
 	updated  time.Time
+	checks   []readyCheck
+}
+
+type readyCheck struct {
+	name  string
+	check func() error
+}
+
+// AddReadyCheck makes /readyz also require check to pass (nil); name
+// appears in the 503's body. Call it before serving Handler.
+func (c *Controller) AddReadyCheck(name string, check func() error) {
+	c.mu.Lock()
+	c.checks = append(c.checks, readyCheck{name, check})
+	c.mu.Unlock()
 }
 
 // New returns a Controller. onEvent, if not nil, is called after each
@@ -147,7 +161,7 @@ func (c *Controller) Findings() []analyze.Finding {
 //	/debug/model    the model in force (JSON)
 //	/debug/status   version, last update time, rejection if any
 //	/healthz        200 while the process runs
-//	/readyz         200 once an input is in force
+//	/readyz         200 once an input is in force and every AddReadyCheck passes
 func (c *Controller) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/analyze", func(w http.ResponseWriter, r *http.Request) {
@@ -216,6 +230,15 @@ func (c *Controller) Handler() http.Handler {
 		if c.Snapshot() == nil {
 			http.Error(w, "not ready: no good input yet", http.StatusServiceUnavailable)
 			return
+		}
+		c.mu.RLock()
+		checks := c.checks
+		c.mu.RUnlock()
+		for _, rc := range checks {
+			if err := rc.check(); err != nil {
+				http.Error(w, "not ready: "+rc.name+": "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		w.Write([]byte("ok\n"))
 	})

@@ -1,12 +1,14 @@
 // Command fibmesh-controller is the fibmesh control plane. It reads the
 // mesh's configuration (Istio and Kubernetes resources) from a directory
 // of YAML or from the Kubernetes API, builds the model of the mesh, keeps
-// the last good one in force, and serves it and its analysis on the
-// monitoring endpoint.
+// the last good one in force, pushes it to every node's agent over xDS
+// (and FDS), signs the agents' workload certificates, and serves metrics,
+// status and analysis on the monitoring endpoint.
 package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,8 +17,15 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	istio "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
@@ -24,10 +33,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fibmesh/fibmesh/controller"
+	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/file"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
+	"github.com/fibmesh/fibmesh/controller/xds"
+	"github.com/fibmesh/fibmesh/controller/xds/envoy"
 )
 
 const usage = `fibmesh-controller: the fibmesh control plane.
@@ -35,7 +47,7 @@ const usage = `fibmesh-controller: the fibmesh control plane.
 It reads Istio resources (VirtualService, DestinationRule, ServiceEntry,
 PeerAuthentication, AuthorizationPolicy) and the Kubernetes objects they
 apply to (Service, EndpointSlice, Pod, Namespace, Node, ServiceAccount),
-builds the mesh's model, and keeps it current (xDS comes next):
+builds the mesh's model, and pushes it to every node's agent over xDS:
 
   --config-dir DIR    a directory of multi-document YAML, watched for
                       changes (the embedded default; no cluster needed)
@@ -45,27 +57,64 @@ builds the mesh's model, and keeps it current (xDS comes next):
 A change that does not decode is rejected with its file, document, kind,
 name and field, and the last good input stays in force.
 
+On --xds-listen (gRPC, default :15010):
+  ADS, state-of-the-world and delta: LDS RDS CDS EDS (Envoy v3), SDS (the
+  trust bundle) and FDS (fibmesh.fib.v1.FlowTable), per node.id = node
+  name; see docs/xds.md
+  fibmesh.ca.v1.CertificateService: SVIDs for the pods on the caller's
+  node; see docs/ca.md
+
+The CA: --ca-cert/--ca-key files, or --ca-secret NAMESPACE/NAME (Istio's
+cacerts layout), or else a root generated on first start and kept in
+--ca-dir. Agents authenticate with --bootstrap-tokens (the lab's file of
+"<node> <token>" lines) or, in a cluster, a projected ServiceAccount
+token checked with TokenReview (--token-audience).
+
 Endpoints on --monitoring-listen:
-  /debug/analyze   findings on the current input (?o=table|json|yaml)
-  /debug/resources the resources in force (JSON)
-  /debug/model     the model in force (JSON)
-  /debug/status    model version, last update, last rejection
-  /healthz, /readyz
+  /metrics              Prometheus: pushes, convergence, agents, NACKs, CSRs
+  /debug/config_status  per node: what was sent, ACKed, NACKed (fibctl
+                        config status reads it)
+  /debug/analyze        findings on the current input (?o=table|json|yaml)
+  /debug/resources      the resources in force (JSON)
+  /debug/model          the model in force (JSON)
+  /debug/status         model version, last update, last rejection
+  /healthz, /readyz     readiness: a model is in force and pushed
 
 Example:
-  fibmesh-controller --config-dir examples/
-  curl -s localhost:15014/debug/analyze?o=table
+  fibmesh-controller --config-dir examples/ --ca-dir /tmp/fibmesh-ca \
+      --bootstrap-tokens /run/fibmesh/lab/tokens
+  fibctl config status
 
 Flags:
 `
 
+// flags are the command line.
+type flags struct {
+	dir, kubeconfig, listen, xdsListen, trustDomain string
+	caDir, caCert, caKey, caRoots, caSecret         string
+	bootstrapTokens, tokenAudience, agentSA         string
+	svidTTL, debounce, debounceMax                  time.Duration
+}
+
 func main() {
 	fs := flag.NewFlagSet("fibmesh-controller", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	dir := fs.String("config-dir", "", "directory of YAML to read and watch")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the cluster to read")
-	listen := fs.String("monitoring-listen", ":15014", "address of the debug and health endpoints")
-	trustDomain := fs.String("trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
+	var f flags
+	fs.StringVar(&f.dir, "config-dir", "", "directory of YAML to read and watch")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to read")
+	fs.StringVar(&f.listen, "monitoring-listen", ":15014", "address of the metrics, debug and health endpoints")
+	fs.StringVar(&f.xdsListen, "xds-listen", ":15010", "address of the gRPC server: ADS and the CA")
+	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
+	fs.StringVar(&f.caDir, "ca-dir", "/var/lib/fibmesh/ca", "directory holding the generated root CA (created on first start)")
+	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA certificate to sign with (with --ca-key)")
+	fs.StringVar(&f.caKey, "ca-key", "", "PEM file of the CA's private key (with --ca-cert)")
+	fs.StringVar(&f.caRoots, "ca-roots", "", "PEM file of the trust bundle, if more than --ca-cert (with --ca-cert)")
+	fs.StringVar(&f.caSecret, "ca-secret", "", "NAMESPACE/NAME of a Kubernetes Secret holding the CA (ca-cert.pem, ca-key.pem, root-cert.pem)")
+	fs.StringVar(&f.bootstrapTokens, "bootstrap-tokens", "", `file of "<node> <token>" lines authenticating agents (the lab)`)
+	fs.StringVar(&f.tokenAudience, "token-audience", "fibmesh-ca", "audience of the agents' projected ServiceAccount tokens (TokenReview, in a cluster)")
+	fs.DurationVar(&f.svidTTL, "svid-ttl", 24*time.Hour, "default lifetime of workload certificates")
+	fs.DurationVar(&f.debounce, "push-debounce", 10*time.Millisecond, "quiet time before a push: changes within it are pushed together")
+	fs.DurationVar(&f.debounceMax, "push-debounce-max", 500*time.Millisecond, "longest a push waits under a stream of changes")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -87,27 +136,49 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fibmesh-controller: --log-format %q: want text or json\n", *logFormat)
 		os.Exit(2)
 	}
+	if err := checkFlags(f); err != nil {
+		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err, "(see --help)")
+		os.Exit(2)
+	}
 	log := slog.New(h)
-	st, err := openStore(*dir, *kubeconfig)
+	st, kc, err := openStore(f.dir, f.kubeconfig)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err)
 		os.Exit(2)
 	}
-	if err := run(log, st, *listen, model.Options{TrustDomain: *trustDomain}); err != nil {
+	if err := run(log, st, kc, f); err != nil {
 		log.Error("controller failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func openStore(dir, kubeconfig string) (store.Store, error) {
+func checkFlags(f flags) error {
+	switch {
+	case (f.caCert == "") != (f.caKey == ""):
+		return errors.New("--ca-cert and --ca-key go together")
+	case f.caRoots != "" && f.caCert == "":
+		return errors.New("--ca-roots needs --ca-cert and --ca-key")
+	case f.caSecret != "" && f.caCert != "":
+		return errors.New("--ca-secret and --ca-cert are exclusive: pick one CA source")
+	case f.caSecret != "" && !strings.Contains(f.caSecret, "/"):
+		return fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", f.caSecret)
+	case f.svidTTL < time.Minute:
+		return fmt.Errorf("--svid-ttl %s: want at least 1m", f.svidTTL)
+	case f.debounce <= 0 || f.debounceMax < f.debounce:
+		return fmt.Errorf("--push-debounce %s / --push-debounce-max %s: want 0 < debounce <= max", f.debounce, f.debounceMax)
+	}
+	return nil
+}
+
+func openStore(dir, kubeconfig string) (store.Store, kubernetes.Interface, error) {
 	switch {
 	case dir != "" && kubeconfig != "":
-		return nil, errors.New("--config-dir and --kubeconfig are exclusive: pick one source")
+		return nil, nil, errors.New("--config-dir and --kubeconfig are exclusive: pick one source")
 	case dir != "":
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("--config-dir %s: not a readable directory", dir)
+			return nil, nil, fmt.Errorf("--config-dir %s: not a readable directory", dir)
 		}
-		return file.New(dir, file.Options{}), nil
+		return file.New(dir, file.Options{}), nil, nil
 	}
 	var cfg *rest.Config
 	var err error
@@ -116,26 +187,103 @@ func openStore(dir, kubeconfig string) (store.Store, error) {
 	} else if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
 		cfg, err = rest.InClusterConfig()
 	} else {
-		return nil, errors.New("no config source: give --config-dir DIR (a directory of YAML) or --kubeconfig PATH")
+		return nil, nil, errors.New("no config source: give --config-dir DIR (a directory of YAML) or --kubeconfig PATH")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes config: %w", err)
 	}
 	kc, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	ic, err := istio.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("istio client: %w", err)
+		return nil, nil, fmt.Errorf("istio client: %w", err)
 	}
-	return kube.New(kc, ic, kube.Options{}), nil
+	return kube.New(kc, ic, kube.Options{}), kc, nil
 }
 
-func run(log *slog.Logger, st store.Store, listen string, opts model.Options) error {
+// openCA loads or creates the CA from the flags' source.
+func openCA(ctx context.Context, f flags, kc kubernetes.Interface) (*ca.CA, string, error) {
+	opts := []ca.Option{ca.WithDefaultTTL(f.svidTTL)}
+	switch {
+	case f.caCert != "":
+		cert, err := os.ReadFile(f.caCert)
+		if err != nil {
+			return nil, "", fmt.Errorf("--ca-cert: %w", err)
+		}
+		key, err := os.ReadFile(f.caKey)
+		if err != nil {
+			return nil, "", fmt.Errorf("--ca-key: %w", err)
+		}
+		var roots []byte
+		if f.caRoots != "" {
+			if roots, err = os.ReadFile(f.caRoots); err != nil {
+				return nil, "", fmt.Errorf("--ca-roots: %w", err)
+			}
+		}
+		c, err := ca.Load(f.trustDomain, cert, key, roots, opts...)
+		return c, "files " + f.caCert + ", " + f.caKey, err
+	case f.caSecret != "":
+		if kc == nil {
+			return nil, "", errors.New("--ca-secret needs a cluster: give --kubeconfig, or run in a pod")
+		}
+		ns, name, _ := strings.Cut(f.caSecret, "/")
+		c, err := ca.FromSecret(ctx, kc, ns, name, f.trustDomain, opts...)
+		return c, "secret " + f.caSecret, err
+	}
+	c, err := ca.LoadOrCreate(f.caDir, f.trustDomain, opts...)
+	return c, "directory " + f.caDir, err
+}
+
+// authenticator is how agents prove their node: the lab's token file, or
+// TokenReview in a cluster.
+func authenticator(f flags, kc kubernetes.Interface) (ca.Authenticator, string, error) {
+	if f.bootstrapTokens != "" {
+		a, err := ca.TokenFile(f.bootstrapTokens)
+		if err != nil {
+			return nil, "", fmt.Errorf("--bootstrap-tokens: %w", err)
+		}
+		return a, "bootstrap tokens " + f.bootstrapTokens, nil
+	}
+	if kc != nil {
+		return ca.TokenReview(kc, []string{f.tokenAudience}), "TokenReview (audience " + f.tokenAudience + ")", nil
+	}
+	return refuseAll{}, "none (give --bootstrap-tokens FILE): every CSR is refused", nil
+}
+
+// refuseAll authenticates nobody: without a token source, no agent can be
+// told from an impostor.
+type refuseAll struct{}
+
+func (refuseAll) Authenticate(context.Context, string) (string, error) {
+	return "", fmt.Errorf("%w: the controller has no way to authenticate agents (start it with --bootstrap-tokens FILE, or in a cluster)", ca.ErrInvalidToken)
+}
+
+func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	c := controller.New(opts, func(ev controller.Event) {
+
+	xs := xds.New(xds.Options{
+		Debounce: f.debounce, DebounceMax: f.debounceMax,
+		OnEvent: func(ev xds.Event) {
+			switch ev.Kind {
+			case "nack":
+				log.Warn("agent refused config (NACK); it keeps its last good config", "node", ev.Node, "type", xds.ShortType(ev.TypeURL), "version", ev.Version, "reason", ev.Reason)
+			case "connect", "disconnect":
+				log.Info("agent "+ev.Kind, "node", ev.Node)
+			}
+		},
+		OnPush: func(r xds.PushResult) {
+			if r.Err != nil {
+				log.Error("push failed; agents keep the previous config", "version", r.Version, "err", r.Err)
+				return
+			}
+			log.Info("pushed", "version", r.Version, "took", r.Took, "updated", r.Updated, "nodes", r.Nodes)
+		},
+	})
+	var c *controller.Controller
+	c = controller.New(model.Options{TrustDomain: f.trustDomain}, func(ev controller.Event) {
 		if ev.Rejected != nil {
 			log.Warn("config rejected; the last good input stays in force", "version", ev.Version, "err", ev.Rejected)
 			return
@@ -143,19 +291,74 @@ func run(log *slog.Logger, st store.Store, listen string, opts model.Options) er
 		args := []any{"version", ev.Version, "resources", ev.Resources, "findings", ev.Findings, "errors", ev.Errors}
 		if ev.Change != nil {
 			args = append(args, "services_changed", len(ev.Change.Services), "nodes_affected", len(ev.Change.Nodes))
+			if m := c.Model(); m != nil {
+				xs.Update(m)
+			}
 		}
 		log.Info("model updated", args...)
 	})
-	ln, err := net.Listen("tcp", listen)
+
+	authority, from, err := openCA(ctx, f, kc)
 	if err != nil {
+		return fmt.Errorf("CA: %w", err)
+	}
+	log.Info("CA ready", "source", from, "root_expires", authority.Root().NotAfter, "roots", len(authority.Bundle()))
+	publish := func(roots []*x509.Certificate) {
+		if err := xs.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, roots)); err != nil {
+			log.Error("trust bundle not pushed", "err", err)
+		}
+	}
+	publish(authority.Bundle())
+	defer authority.OnBundleChange(publish)()
+	auth, how, err := authenticator(f, kc)
+	if err != nil {
+		return err
+	}
+	log.Info("agents authenticate with", "how", how)
+	csr := ca.NewServer(authority, auth, ca.ModelLookup(c.Model))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(xs.Collectors()...)
+	reg.MustRegister(csr.Collectors()...)
+
+	g := grpc.NewServer(grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+	xs.Register(g)
+	csr.Register(g)
+	xln, err := net.Listen("tcp", f.xdsListen)
+	if err != nil {
+		return fmt.Errorf("xds listener: %w", err)
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		xln.Close()
 		return fmt.Errorf("monitoring listener: %w", err)
 	}
-	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	c.AddReadyCheck("xds", func() error {
+		if !xs.Ready() {
+			return errors.New("the first model is not pushed yet")
+		}
+		return nil
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/", c.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET "+xds.StatusPath, xs.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
-	log.Info("serving", "monitoring", ln.Addr().String())
+	go g.Serve(xln)
+	pushDone := make(chan struct{})
+	go func() { xs.Run(ctx); close(pushDone) }()
+	log.Info("serving", "xds", xln.Addr().String(), "monitoring", ln.Addr().String())
+
 	err = c.Run(ctx, st)
+	stop()
+	<-pushDone
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	go func() { <-shutdown.Done(); g.Stop() }()
+	g.GracefulStop()
 	srv.Shutdown(shutdown)
 	return err
 }

@@ -1,0 +1,335 @@
+package envoy
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fibmesh/fibmesh/controller/model"
+)
+
+// outboundListener is the capture listener: one filter chain per
+// service VIP and port, matched on the original destination. HTTP-family
+// ports go to the HTTP connection manager with the port's routes over
+// RDS; the others to tcp_proxy. Services without a VIP (headless
+// Services, ServiceEntries without addresses) have no chain: their
+// traffic, like any destination the mesh does not know, takes the
+// default chain to OutboundPassthroughCluster. It returns the HTTP
+// ports that got a chain, whose routes RDS must serve.
+func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort) {
+	httpFilters := []*hcmv3.HttpFilter{
+		{Name: wkFault, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(&faultv3.HTTPFault{})}},
+		b.routerFilter(),
+	}
+	l := &listenerv3.Listener{
+		Name:             OutboundListener,
+		Address:          socketAddress("0.0.0.0", OutboundPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters:  b.originalDst(),
+		DefaultFilterChain: &listenerv3.FilterChain{
+			Name:    OutboundPassthroughCluster,
+			Filters: []*listenerv3.Filter{b.tcpProxy(OutboundPassthroughCluster, OutboundPassthroughCluster)},
+		},
+	}
+	type vipPort struct {
+		vip  netip.Addr
+		port uint32
+	}
+	seen := map[vipPort]bool{}
+	var served []hostPort
+	for _, svc := range ix.services {
+		for _, p := range svc.Ports {
+			if p.Protocol == model.ProtocolUDP {
+				continue
+			}
+			pn, chained := uint32(p.Port), false
+			for _, v := range svc.VIPs {
+				vip, err := netip.ParseAddr(v)
+				if err != nil || seen[vipPort{vip, pn}] {
+					continue // analyze reports bad and shared VIPs; the first service keeps its chain
+				}
+				seen[vipPort{vip, pn}], chained = true, true
+				fc := &listenerv3.FilterChain{
+					Name: vip.String() + "_" + port(pn),
+					FilterChainMatch: &listenerv3.FilterChainMatch{
+						PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: vip.String(), PrefixLen: wrapperspb.UInt32(uint32(vip.BitLen()))}},
+						DestinationPort: wrapperspb.UInt32(pn),
+					},
+				}
+				if httpFamily(p.Protocol) {
+					fc.Filters = []*listenerv3.Filter{b.hcm(&hcmv3.HttpConnectionManager{
+						StatPrefix: "outbound_" + vip.String() + "_" + port(pn),
+						RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+							ConfigSource: ads(), RouteConfigName: RouteName(svc.Hostname, pn),
+						}},
+						HttpFilters: httpFilters,
+					})}
+				} else {
+					c := ClusterName(svc.Hostname, pn, "")
+					fc.Filters = []*listenerv3.Filter{b.tcpProxy(c, c)}
+				}
+				l.FilterChains = append(l.FilterChains, fc)
+			}
+			if chained && httpFamily(p.Protocol) {
+				served = append(served, hostPort{svc.Hostname, pn})
+			}
+		}
+	}
+	return l, served
+}
+
+func (b *builder) originalDst() []*listenerv3.ListenerFilter {
+	return []*listenerv3.ListenerFilter{{Name: wkOriginalDst, ConfigType: &listenerv3.ListenerFilter_TypedConfig{
+		TypedConfig: b.any(&originaldstv3.OriginalDst{}),
+	}}}
+}
+
+func (b *builder) routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: wkRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(&routerv3.Router{})}}
+}
+
+// hcm wraps an HTTP connection manager (codec sniffed: HTTP/1.1 or
+// HTTP/2) as a network filter.
+func (b *builder) hcm(h *hcmv3.HttpConnectionManager) *listenerv3.Filter {
+	h.CodecType = hcmv3.HttpConnectionManager_AUTO
+	return &listenerv3.Filter{Name: wkHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(h)}}
+}
+
+func (b *builder) tcpProxy(stat, cluster string) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: wkTCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(&tcpproxyv3.TcpProxy{
+		StatPrefix: stat, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+	})}}
+}
+
+// NodeListeners returns the inbound listeners of node's workloads:
+// InboundListener (mTLS) and InboundPlaintextListener, in that order,
+// each with one filter chain per workload and port, matched on the
+// workload's addresses and the original destination port.
+//
+// A workload port gets an mTLS chain unless its mode is DISABLE, and a
+// plaintext chain only if its mode is PERMISSIVE or DISABLE: plaintext
+// to a STRICT port matches no chain and is refused (fail closed). The
+// ports are those the services' endpoints serve on the workload (with
+// the service port's protocol; HTTP-family ports get the HTTP RBAC
+// filter, the others network RBAC), the ports a PeerAuthentication
+// sets a mode for, and every other port, by the workload's default mode,
+// as TCP. A listener with no chains is left out: a node without
+// workloads gets none, and one whose workloads are all STRICT gets no
+// plaintext listener. Workloads without an IP are skipped.
+func NodeListeners(m *model.Model, node string) ([]*listenerv3.Listener, error) {
+	return NewNodeIndex(m).Listeners(node)
+}
+
+// NodeIndex computes the listeners of many nodes of one model: it indexes
+// the model once (which workloads run where, which ports services'
+// endpoints serve on them), so each node costs only its own workloads.
+type NodeIndex struct {
+	m      *model.Model
+	ports  map[string]*workloadPorts // by workload "namespace/name"
+	byNode map[string][]*model.Workload
+}
+
+// NewNodeIndex indexes m for Listeners.
+func NewNodeIndex(m *model.Model) *NodeIndex {
+	ix := &NodeIndex{m: m, ports: servedPorts(m), byNode: map[string][]*model.Workload{}}
+	for _, w := range m.Workloads { // sorted by namespace and name
+		if w.Node != "" {
+			ix.byNode[w.Node] = append(ix.byNode[w.Node], w)
+		}
+	}
+	return ix
+}
+
+// Listeners is NodeListeners(m, node) of the indexed model.
+func (ix *NodeIndex) Listeners(node string) ([]*listenerv3.Listener, error) {
+	m := ix.m
+	b := &builder{}
+	mtls := &listenerv3.Listener{Name: InboundListener, Address: socketAddress("0.0.0.0", InboundPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND, ListenerFilters: b.originalDst()}
+	plain := &listenerv3.Listener{Name: InboundPlaintextListener, Address: socketAddress("0.0.0.0", InboundPlaintextPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND, ListenerFilters: b.originalDst()}
+	for _, w := range ix.byNode[node] {
+		if w.IP == "" {
+			continue
+		}
+		key := w.Namespace + "/" + w.Name
+		sp := ix.ports[key]
+		if sp == nil {
+			sp = &workloadPorts{}
+		}
+		addrs := workloadRanges(w, sp.addrs)
+		if addrs == nil {
+			continue
+		}
+		az := b.authzFor(m, m.AuthzFor(key))
+		tls := b.downstreamTLS(w.Identity)
+		chain := func(pn uint32, proto model.Protocol, mode model.Mode) {
+			if mode != model.ModeDisable {
+				mtls.FilterChains = append(mtls.FilterChains, b.inboundChain(key, addrs, pn, proto, az, tls))
+			}
+			if mode != model.ModeStrict {
+				plain.FilterChains = append(plain.FilterChains, b.inboundChain(key, addrs, pn, proto, az, nil))
+			}
+		}
+		for _, p := range sp.ports {
+			chain(p.port, p.proto, w.MTLSMode(p.port))
+		}
+		for _, pn := range sortedKeys(w.PortModes) {
+			if !slices.ContainsFunc(sp.ports, func(p servedPort) bool { return p.port == pn }) {
+				chain(pn, model.ProtocolTCP, w.MTLSMode(pn))
+			}
+		}
+		chain(0, model.ProtocolTCP, w.DefaultMode)
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	var out []*listenerv3.Listener
+	for _, l := range []*listenerv3.Listener{mtls, plain} {
+		if len(l.FilterChains) > 0 {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[uint32]model.Mode) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// servedPort is a port a workload serves a service on.
+type servedPort struct {
+	port  uint32
+	proto model.Protocol
+}
+
+// workloadPorts are the ports of a workload, sorted, and the addresses
+// its endpoints have.
+type workloadPorts struct {
+	ports []servedPort
+	addrs []string
+}
+
+// servedPorts finds, for every workload on a node, the ports services'
+// endpoints serve on it: the first service by hostname decides a port's
+// protocol.
+func servedPorts(m *model.Model) map[string]*workloadPorts {
+	out := map[string]*workloadPorts{}
+	for _, w := range m.Workloads {
+		if w.Node != "" {
+			out[w.Namespace+"/"+w.Name] = &workloadPorts{}
+		}
+	}
+	for _, svc := range m.Services {
+		for _, ep := range svc.Endpoints {
+			wp := out[ep.Workload]
+			if wp == nil {
+				continue
+			}
+			if !slices.Contains(wp.addrs, ep.Address) {
+				wp.addrs = append(wp.addrs, ep.Address)
+			}
+			for _, p := range svc.Ports {
+				if p.Protocol == model.ProtocolUDP {
+					continue
+				}
+				pn := uint32(ep.PortFor(p))
+				if !slices.ContainsFunc(wp.ports, func(s servedPort) bool { return s.port == pn }) {
+					wp.ports = append(wp.ports, servedPort{pn, p.Protocol})
+				}
+			}
+		}
+	}
+	for _, wp := range out {
+		slices.SortStableFunc(wp.ports, func(a, b servedPort) int { return cmp.Compare(a.port, b.port) })
+	}
+	return out
+}
+
+// workloadRanges are the host CIDRs of a workload's IP and its
+// endpoints' addresses, sorted; nil when none parses.
+func workloadRanges(w *model.Workload, addrs []string) []*corev3.CidrRange {
+	all := append([]string{w.IP}, addrs...)
+	var ps []netip.Addr
+	for _, a := range all {
+		if ip, err := netip.ParseAddr(a); err == nil && !slices.Contains(ps, ip) {
+			ps = append(ps, ip)
+		}
+	}
+	slices.SortFunc(ps, func(a, b netip.Addr) int { return a.Compare(b) })
+	var out []*corev3.CidrRange
+	for _, ip := range ps {
+		out = append(out, &corev3.CidrRange{AddressPrefix: ip.String(), PrefixLen: wrapperspb.UInt32(uint32(ip.BitLen()))})
+	}
+	return out
+}
+
+// downstreamTLS is the server side of mesh mTLS for one workload: its
+// SVID, and a client certificate required and verified against the
+// trust bundle (who may call is RBAC's business).
+func (b *builder) downstreamTLS(identity string) *corev3.TransportSocket {
+	ctx := &tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadSecret(identity), SdsConfig: ads()}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: RootCASecret, SdsConfig: ads()},
+			},
+		},
+	}
+	return &corev3.TransportSocket{Name: wkTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: b.any(ctx)}}
+}
+
+// inboundChain is one workload port's chain (port 0: every other port):
+// RBAC, then the connection or request goes to InboundPassthroughCluster.
+func (b *builder) inboundChain(key string, addrs []*corev3.CidrRange, pn uint32, proto model.Protocol, az authz, tls *corev3.TransportSocket) *listenerv3.FilterChain {
+	ps, stat := "*", "inbound_passthrough"
+	match := &listenerv3.FilterChainMatch{PrefixRanges: addrs}
+	if pn != 0 {
+		ps, stat = port(pn), "inbound_"+port(pn)
+		match.DestinationPort = wrapperspb.UInt32(pn)
+	}
+	fc := &listenerv3.FilterChain{Name: key + "|" + ps, FilterChainMatch: match, TransportSocket: tls}
+	if !httpFamily(proto) {
+		fc.Filters = append(slices.Clip(az.tcp), b.tcpProxy(stat, InboundPassthroughCluster))
+		return fc
+	}
+	filters := append(slices.Clip(az.http), b.routerFilter())
+	fc.Filters = []*listenerv3.Filter{b.hcm(&hcmv3.HttpConnectionManager{
+		StatPrefix: stat,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: "inbound|" + ps,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name: "inbound|http|" + ps, Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Name:  "default",
+					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: InboundPassthroughCluster},
+						Timeout:          durationpb.New(0),
+					}},
+				}},
+			}},
+			ValidateClusters: wrapperspb.Bool(false),
+		}},
+		HttpFilters: filters,
+	})}
+	return fc
+}

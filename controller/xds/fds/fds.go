@@ -1,0 +1,256 @@
+// Package fds translates the controller's model into FDS, the flow table
+// (fibmesh.fib.v1.FlowTable) that agents turn into their XDP FIB.
+//
+// The flow table is served as two kinds of FlowTable resource, so that
+// what every node shares is sent once per change rather than copied into
+// each node's table:
+//
+//   - "mesh" (MeshName): what is the same for every node: the route to
+//     each node's pod CIDRs (and to pods outside them) via that node's
+//     InternalIP, the L4 service VIPs with their weighted backends, and
+//     the identity ids. An agent skips the routes to its own node.
+//   - "<node>" (the Kubernetes node name, the xDS node.id): that node's
+//     local pods and the mTLS mode of their ports.
+//
+// An agent subscribes by name to "mesh" and its own node. Identity ids are
+// stable across versions: an id is derived from the SPIFFE ID's hash, so
+// adding one identity does not renumber the others (and so does not
+// rewrite every table).
+package fds
+
+import (
+	"cmp"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"strings"
+
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	"github.com/fibmesh/fibmesh/controller/model"
+)
+
+// TypeURL is FDS's xDS resource type.
+const TypeURL = "type.googleapis.com/fibmesh.fib.v1.FlowTable"
+
+// MeshName is the name of the FlowTable every node shares.
+const MeshName = "mesh"
+
+// Tables is the flow table of one model version.
+type Tables struct {
+	// Mesh is the shared table: routes, services, identities.
+	Mesh *fibv1.FlowTable
+	// Nodes are the per-node tables, by node name: local pods and port
+	// policies. Every node of the model has one, even with no pods.
+	Nodes map[string]*fibv1.FlowTable
+}
+
+// Build computes the flow table of m. Version fields are left empty: the
+// server stamps a table with the model version in which its content last
+// changed.
+func Build(m *model.Model) *Tables {
+	ids := identityIDs(m)
+	t := &Tables{Mesh: &fibv1.FlowTable{Node: ""}, Nodes: make(map[string]*fibv1.FlowTable, len(m.Nodes))}
+	t.Mesh.Routes = routes(m)
+	t.Mesh.Services = services(m, ids)
+	t.Mesh.Identities = make([]*fibv1.Identity, 0, len(ids))
+	for spiffe, id := range ids {
+		t.Mesh.Identities = append(t.Mesh.Identities, &fibv1.Identity{Id: id, SpiffeId: spiffe})
+	}
+	slices.SortFunc(t.Mesh.Identities, func(a, b *fibv1.Identity) int { return cmp.Compare(a.Id, b.Id) })
+
+	for _, n := range m.Nodes {
+		t.Nodes[n.Name] = &fibv1.FlowTable{Node: n.Name}
+	}
+	ports := workloadPorts(m)
+	for _, w := range m.Workloads {
+		if w.Node == "" || w.IP == "" {
+			continue
+		}
+		nt, ok := t.Nodes[w.Node]
+		if !ok { // a pod on a node the model has no Node object for
+			nt = &fibv1.FlowTable{Node: w.Node}
+			t.Nodes[w.Node] = nt
+		}
+		key := w.Namespace + "/" + w.Name
+		nt.LocalPods = append(nt.LocalPods, &fibv1.LocalPod{Namespace: w.Namespace, Name: w.Name, Ip: w.IP, IdentityId: ids[w.Identity]})
+		for _, p := range ports[key] {
+			nt.PortPolicies = append(nt.PortPolicies, &fibv1.PortPolicy{Ip: w.IP, Port: p.port, Protocol: p.proto, Mode: mode(w.MTLSMode(p.port))})
+		}
+	}
+	for _, nt := range t.Nodes {
+		slices.SortFunc(nt.LocalPods, func(a, b *fibv1.LocalPod) int {
+			return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+		})
+		slices.SortFunc(nt.PortPolicies, func(a, b *fibv1.PortPolicy) int {
+			return cmp.Or(strings.Compare(a.Ip, b.Ip), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+		})
+	}
+	return t
+}
+
+// routes are every node's pod CIDRs via its InternalIP, then /32 routes
+// to pods whose IP lies outside their node's CIDRs.
+func routes(m *model.Model) []*fibv1.Route {
+	var out []*fibv1.Route
+	cidrs := map[string][]netip.Prefix{}
+	nextHop := map[string]string{}
+	for _, n := range m.Nodes {
+		if n.InternalIP == "" {
+			continue
+		}
+		nextHop[n.Name] = n.InternalIP
+		for _, c := range n.PodCIDRs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue // validated by the model; analyze reports bad CIDRs
+			}
+			cidrs[n.Name] = append(cidrs[n.Name], p.Masked())
+			out = append(out, &fibv1.Route{Prefix: p.Masked().String(), NextHop: n.InternalIP, Node: n.Name})
+		}
+	}
+	for _, w := range m.Workloads {
+		hop, ok := nextHop[w.Node]
+		if !ok || w.IP == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(w.IP)
+		if err != nil || !a.Is4() {
+			continue
+		}
+		if slices.ContainsFunc(cidrs[w.Node], func(p netip.Prefix) bool { return p.Contains(a) }) {
+			continue
+		}
+		out = append(out, &fibv1.Route{Prefix: netip.PrefixFrom(a, 32).String(), NextHop: hop, Node: w.Node})
+	}
+	slices.SortFunc(out, func(a, b *fibv1.Route) int {
+		return cmp.Or(strings.Compare(a.Prefix, b.Prefix), strings.Compare(a.Node, b.Node))
+	})
+	return slices.CompactFunc(out, func(a, b *fibv1.Route) bool { return a.Prefix == b.Prefix && a.Node == b.Node })
+}
+
+// services are the L4 VIPs: one entry per VIP and port of every service
+// that has VIPs, with its ready endpoints as equal-weight backends.
+func services(m *model.Model, ids map[string]uint32) []*fibv1.ServiceVIP {
+	var out []*fibv1.ServiceVIP
+	for _, s := range m.Services {
+		for _, vip := range s.VIPs {
+			a, err := netip.ParseAddr(vip)
+			if err != nil || !a.Is4() {
+				continue // the FIB is IPv4
+			}
+			for _, p := range s.Ports {
+				v := &fibv1.ServiceVIP{Hostname: s.Hostname, Vip: vip, Port: uint32(p.Port), Protocol: l4(p.Protocol)}
+				for _, e := range s.Endpoints {
+					if !e.Ready {
+						continue
+					}
+					v.Backends = append(v.Backends, &fibv1.Backend{
+						Ip: e.Address, Port: uint32(e.PortFor(p)), Weight: 1, Node: e.Node, IdentityId: ids[e.Identity],
+					})
+				}
+				out = append(out, v)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *fibv1.ServiceVIP) int {
+		return cmp.Or(strings.Compare(a.Vip, b.Vip), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+	})
+	// Two ServiceEntries may declare the same address and port: the
+	// first (by hostname, the model's order) wins, as in Istio.
+	return slices.CompactFunc(out, func(a, b *fibv1.ServiceVIP) bool {
+		return a.Vip == b.Vip && a.Port == b.Port && a.Protocol == b.Protocol
+	})
+}
+
+type portProto struct {
+	port  uint32
+	proto fibv1.Protocol
+}
+
+// workloadPorts are the ports each workload serves ("namespace/name" →
+// ports): the target ports of the services it backs, and the ports a
+// PeerAuthentication names for it.
+func workloadPorts(m *model.Model) map[string][]portProto {
+	out := map[string][]portProto{}
+	for _, s := range m.Services {
+		for _, e := range s.Endpoints {
+			if e.Workload == "" {
+				continue
+			}
+			for _, p := range s.Ports {
+				out[e.Workload] = append(out[e.Workload], portProto{uint32(e.PortFor(p)), l4(p.Protocol)})
+			}
+		}
+	}
+	for _, w := range m.Workloads {
+		key := w.Namespace + "/" + w.Name
+		for port := range w.PortModes {
+			out[key] = append(out[key], portProto{port, fibv1.Protocol_TCP})
+		}
+	}
+	for k, ps := range out {
+		slices.SortFunc(ps, func(a, b portProto) int { return cmp.Or(cmp.Compare(a.port, b.port), cmp.Compare(a.proto, b.proto)) })
+		out[k] = slices.Compact(ps)
+	}
+	return out
+}
+
+func l4(p model.Protocol) fibv1.Protocol {
+	if p == model.ProtocolUDP {
+		return fibv1.Protocol_UDP
+	}
+	return fibv1.Protocol_TCP
+}
+
+func mode(m model.Mode) fibv1.MTLSMode {
+	switch m {
+	case model.ModeStrict:
+		return fibv1.MTLSMode_STRICT
+	case model.ModeDisable:
+		return fibv1.MTLSMode_DISABLE
+	default:
+		return fibv1.MTLSMode_PERMISSIVE
+	}
+}
+
+// identityIDs numbers every SPIFFE ID of the model's workloads and
+// endpoints: FNV-1a of the ID, never 0 (0 means "no identity"), and on a
+// collision the next free value, taking IDs in sorted order so the result
+// is deterministic.
+func identityIDs(m *model.Model) map[string]uint32 {
+	var all []string
+	for _, w := range m.Workloads {
+		if w.Identity != "" {
+			all = append(all, w.Identity)
+		}
+	}
+	for _, s := range m.Services {
+		for _, e := range s.Endpoints {
+			if e.Identity != "" {
+				all = append(all, e.Identity)
+			}
+		}
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	ids := make(map[string]uint32, len(all))
+	used := make(map[uint32]bool, len(all))
+	for _, s := range all {
+		id := IdentityID(s)
+		for used[id] || id == 0 {
+			id++
+		}
+		used[id] = true
+		ids[s] = id
+	}
+	return ids
+}
+
+// IdentityID is the preferred id of a SPIFFE ID: its 32-bit FNV-1a hash
+// (a collision in one model moves the later ID, in sorted order, to the
+// next free value).
+func IdentityID(spiffeID string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(spiffeID))
+	return h.Sum32()
+}

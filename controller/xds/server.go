@@ -1,0 +1,578 @@
+// Package xds is the controller's ADS server: it translates each version
+// of the model into Envoy v3 resources (LDS, RDS, CDS, EDS; package
+// envoy), the trust bundle (SDS) and FDS, the flow table (package fds),
+// and serves them over gRPC with go-control-plane's server, both
+// state-of-the-world and delta.
+//
+// What every node shares (clusters, endpoints, route configurations, the
+// trust bundle, the shared flow table) lives once, in one go-control-plane
+// LinearCache per type: an edit updates only the resources it changed,
+// and only the streams subscribed to those are answered. What differs per
+// node (its listeners) is a go-control-plane snapshot per node, keyed by
+// the xDS node.id, the Kubernetes node name; the per-node flow tables sit
+// in the FDS cache under the node's name. Per-node snapshots of the
+// shared types would cost nodes × resources of memory and of work on
+// every push (1,000 nodes × 5,000 resources here), which is what this
+// layout avoids.
+//
+// Pushes are debounced: model versions arriving within Options.Debounce
+// of each other are pushed once, the latest, with the union of their
+// changes; a push never waits longer than Options.DebounceMax. A push
+// translates the model, hashes each resource and hands the caches only
+// those whose hash changed. A node that NACKs is not sent the refused
+// version again; it keeps its last good config until the next change,
+// and the refusal is counted and visible in Status.
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/log"
+	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	"github.com/fibmesh/fibmesh/controller/model"
+	"github.com/fibmesh/fibmesh/controller/xds/envoy"
+	"github.com/fibmesh/fibmesh/controller/xds/fds"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Debounce is how long a push waits for the model to stop changing;
+	// default 10ms. DebounceMax bounds that wait under a stream of
+	// changes; default 500ms.
+	Debounce    time.Duration
+	DebounceMax time.Duration
+	// OnEvent, if set, is told of connections, NACKs and convergence (the
+	// binary logs them). It must not block.
+	OnEvent func(Event)
+	// OnPush, if set, is told of each push's result (the binary logs
+	// failures). It must not block.
+	OnPush func(PushResult)
+}
+
+// PushResult is what one push did.
+type PushResult struct {
+	Version uint64        // model version pushed
+	Took    time.Duration // translate + cache updates
+	Updated map[string]int
+	Nodes   int // nodes whose listeners changed
+	Err     error
+}
+
+// Server serves one controller's xDS.
+type Server struct {
+	opts    Options
+	metrics *metrics
+	tracker *tracker
+
+	shared map[string]*sharedType // CDS, EDS, RDS, SDS, FDS
+	lds    cache.SnapshotCache
+	mux    *cache.MuxCache
+	xds    serverv3.Server
+
+	mu      sync.Mutex
+	pending *model.Model
+	nodes   map[string]bool // affected nodes of the pending change; nil with all
+	all     bool
+	since   time.Time // first change of the pending push was seen
+	kick    chan struct{}
+	model   *model.Model // last pushed
+	inModel map[string]bool
+	// ldsHash is each node's listener set as last pushed.
+	ldsHash map[string]string
+	tables  map[string]flowTable
+	pushed  chan uint64
+	// sdsMu serialises SetTrustBundle, called from the CA's goroutine.
+	sdsMu sync.Mutex
+}
+
+// sharedType is one type's resources as last pushed, with their hashes.
+type sharedType struct {
+	typeURL string
+	cache   *cache.LinearCache
+	hashes  map[string][32]byte
+}
+
+// New returns a Server; Run pushes, Register serves.
+func New(o Options) *Server {
+	if o.Debounce <= 0 {
+		o.Debounce = 10 * time.Millisecond
+	}
+	if o.DebounceMax <= 0 {
+		o.DebounceMax = 500 * time.Millisecond
+	}
+	s := &Server{
+		opts: o, metrics: newMetrics(),
+		shared:  map[string]*sharedType{},
+		kick:    make(chan struct{}, 1),
+		ldsHash: map[string]string{},
+		pushed:  make(chan uint64, 1),
+	}
+	s.tracker = newTracker(s.metrics, o.OnEvent)
+	s.tracker.inModel = s.hasNode
+	s.mux = &cache.MuxCache{
+		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches:        map[string]cache.Cache{},
+	}
+	quiet := log.LoggerFuncs{} // go-control-plane's logs stay quiet: the tracker reports
+	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, resource.SecretType, fds.TypeURL} {
+		st := &sharedType{typeURL: t, hashes: map[string][32]byte{},
+			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(shortType(t)+"-"))}
+		s.shared[t] = st
+		s.mux.Caches[t] = st.cache
+	}
+	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
+	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
+	s.xds = serverv3.NewServer(context.Background(), s.mux, callbacks{s.tracker})
+	return s
+}
+
+// nodeID keys snapshots by the xDS node.id, the Kubernetes node name.
+type nodeID struct{}
+
+func (nodeID) ID(n *core.Node) string { return n.GetId() }
+
+// Register serves ADS (state-of-the-world and delta) and the per-type
+// discovery services on g.
+func (s *Server) Register(g *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+}
+
+// Collectors are the server's Prometheus metrics, for the caller to
+// register.
+func (s *Server) Collectors() []prometheus.Collector { return s.metrics.collectors() }
+
+// Status returns what the server knows of every node that connected.
+func (s *Server) Status() []NodeStatus { return s.tracker.status() }
+
+// Pushed delivers the model version of each completed push (the latest
+// only, when the reader is slow). Tests and benchmarks synchronise on it.
+func (s *Server) Pushed() <-chan uint64 { return s.pushed }
+
+func (s *Server) hasNode(n string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inModel[n]
+}
+
+// Update hands the server a new model version; it is pushed after the
+// debounce. It never blocks.
+func (s *Server) Update(m *model.Model) {
+	s.mu.Lock()
+	if s.pending == nil {
+		s.since = time.Now()
+	}
+	s.pending = m
+	if m.Change.Full || s.model == nil {
+		s.all = true
+	}
+	if !s.all {
+		if s.nodes == nil {
+			s.nodes = map[string]bool{}
+		}
+		for _, n := range m.Change.Nodes {
+			s.nodes[n] = true
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// SetTrustBundle serves sec (the trust bundle's validation context,
+// named envoy.RootCASecret) over SDS and pushes it at once to every
+// subscriber. Safe to call from any goroutine.
+func (s *Server) SetTrustBundle(sec *tlsv3.Secret) error {
+	if err := sec.ValidateAll(); err != nil {
+		return fmt.Errorf("trust bundle secret %s: %w", sec.GetName(), err)
+	}
+	s.sdsMu.Lock()
+	defer s.sdsMu.Unlock()
+	_, err := s.shared[resource.SecretType].apply(map[string]proto.Message{sec.GetName(): sec})
+	return err
+}
+
+// Ready reports whether a first model has been pushed.
+func (s *Server) Ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.model != nil
+}
+
+// Run pushes model versions as they come until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		}
+		// Debounce: wait for Debounce of quiet, at most DebounceMax.
+		s.mu.Lock()
+		first := s.since
+		s.mu.Unlock()
+		deadline := first.Add(s.opts.DebounceMax)
+		timer := time.NewTimer(s.opts.Debounce)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return nil
+			case <-s.kick:
+				d := min(s.opts.Debounce, time.Until(deadline))
+				if !timer.Stop() {
+					<-timer.C
+				}
+				timer.Reset(max(d, 0))
+			case <-timer.C:
+				break wait
+			}
+		}
+		s.mu.Lock()
+		m, since, all, nodes := s.pending, s.since, s.all, s.nodes
+		s.pending, s.all, s.nodes = nil, false, nil
+		s.mu.Unlock()
+		if m == nil {
+			continue
+		}
+		res := s.push(ctx, m, since, all, nodes)
+		if s.opts.OnPush != nil {
+			s.opts.OnPush(res)
+		}
+		if res.Err != nil {
+			continue
+		}
+		select {
+		case s.pushed <- m.Version:
+		default:
+			select {
+			case <-s.pushed:
+			default:
+			}
+			s.pushed <- m.Version
+		}
+	}
+}
+
+// push translates m and applies what changed to the caches: first the
+// additions and changes, in Types order, then the removals in reverse.
+func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, all bool, affected map[string]bool) PushResult {
+	start := time.Now()
+	res := PushResult{Version: m.Version, Updated: map[string]int{}}
+	s.tracker.beginPush(since)
+
+	mesh, err := envoy.BuildMesh(m)
+	if err != nil {
+		res.Err = fmt.Errorf("model version %d: %w", m.Version, err)
+		return res
+	}
+	tables := fds.Build(m)
+
+	inModel := make(map[string]bool, len(m.Nodes))
+	for _, n := range m.Nodes {
+		inModel[n.Name] = true
+	}
+	for _, w := range m.Workloads {
+		if w.Node != "" {
+			inModel[w.Node] = true
+		}
+	}
+	s.mu.Lock()
+	prevModel := s.model
+	s.inModel = inModel
+	s.mu.Unlock()
+
+	want := map[string]map[string]proto.Message{
+		resource.ClusterType:  named(mesh.Clusters, func(c proto.Message) string { return cache.GetResourceName(c) }),
+		resource.EndpointType: named(mesh.Endpoints, func(c proto.Message) string { return cache.GetResourceName(c) }),
+		resource.RouteType:    named(mesh.Routes, func(c proto.Message) string { return cache.GetResourceName(c) }),
+		fds.TypeURL:           s.flowTables(tables, m.Version),
+	}
+	var removals []func() (int, error)
+	for _, t := range []string{resource.ClusterType, resource.EndpointType} {
+		n, rm, err := s.shared[t].update(want[t])
+		res.Updated[shortType(t)] += n
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		removals = append(removals, rm)
+	}
+
+	// Listeners: the shared outbound listener and the node's inbound ones.
+	nodes := make([]string, 0, len(inModel))
+	for n := range inModel {
+		if all || affected[n] || prevModel == nil {
+			nodes = append(nodes, n)
+		}
+	}
+	slices.Sort(nodes)
+	for n := range affected { // nodes gone from the model
+		if !inModel[n] {
+			s.lds.ClearSnapshot(n)
+			delete(s.ldsHash, n)
+		}
+	}
+	if all {
+		for n := range s.ldsHash {
+			if !inModel[n] {
+				s.lds.ClearSnapshot(n)
+				delete(s.ldsHash, n)
+			}
+		}
+	}
+	outboundHash := hashOf(mesh.Outbound)
+	nix := envoy.NewNodeIndex(m)
+	for _, n := range nodes {
+		ls, err := nix.Listeners(n)
+		if err != nil {
+			res.Err = fmt.Errorf("model version %d: listeners of node %s: %w", m.Version, n, err)
+			return res
+		}
+		h := sha256.New()
+		h.Write(outboundHash[:])
+		items := []types.Resource{mesh.Outbound}
+		for _, l := range ls {
+			lh := hashOf(l)
+			h.Write(lh[:])
+			items = append(items, l)
+		}
+		version := fmt.Sprintf("LDS-%x", h.Sum(nil)[:8])
+		if s.ldsHash[n] == version {
+			continue
+		}
+		snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{resource.ListenerType: items})
+		if err != nil {
+			res.Err = fmt.Errorf("listeners of node %s: %w", n, err)
+			return res
+		}
+		if err := s.lds.SetSnapshot(ctx, n, snap); err != nil {
+			res.Err = fmt.Errorf("listeners of node %s: %w", n, err)
+			return res
+		}
+		s.ldsHash[n] = version
+		res.Nodes++
+		res.Updated["LDS"] += len(items)
+	}
+
+	for _, t := range []string{resource.RouteType, fds.TypeURL} {
+		n, rm, err := s.shared[t].update(want[t])
+		res.Updated[shortType(t)] += n
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		removals = append(removals, rm)
+	}
+	for i := len(removals) - 1; i >= 0; i-- {
+		n, err := removals[i]()
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		_ = n
+	}
+	for t, n := range res.Updated {
+		s.metrics.updates.WithLabelValues(t).Add(float64(n))
+	}
+	s.mu.Lock()
+	s.model = m
+	s.mu.Unlock()
+	res.Took = time.Since(start)
+	s.metrics.pushes.Inc()
+	s.metrics.pushDuration.Observe(res.Took.Seconds())
+	return res
+}
+
+// flowTables names the FDS resources and stamps each table with the model
+// version in which its content last changed, so that an unchanged table
+// keeps its hash (and is not pushed again).
+func (s *Server) flowTables(t *fds.Tables, version uint64) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(t.Nodes)+1)
+	next := make(map[string]flowTable, len(t.Nodes)+1)
+	stamp := func(name string, ft *fibv1.FlowTable) {
+		h := hashOf(ft) // Version is empty here
+		if prev, ok := s.tables[name]; ok && prev.hash == h {
+			ft = prev.table
+		} else {
+			ft.Version = strconv.FormatUint(version, 10)
+		}
+		next[name] = flowTable{ft, h}
+		out[name] = ft
+	}
+	stamp(fds.MeshName, t.Mesh)
+	for n, ft := range t.Nodes {
+		stamp(n, ft)
+	}
+	s.tables = next
+	return out
+}
+
+// flowTable is a pushed table and the hash of its content without the
+// version.
+type flowTable struct {
+	table *fibv1.FlowTable
+	hash  [32]byte
+}
+
+func named[T proto.Message](items []T, name func(proto.Message) string) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(items))
+	for _, it := range items {
+		out[name(it)] = it
+	}
+	return out
+}
+
+func hashOf(m proto.Message) [32]byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		// Only a message with invalid UTF-8 strings fails to marshal;
+		// hash its text instead so that it is still pushed (and the
+		// agent NACKs it, visibly).
+		return sha256.Sum256([]byte(fmt.Sprint(m)))
+	}
+	return sha256.Sum256(b)
+}
+
+// apply adds or changes resources, removing none; it returns how many
+// changed.
+func (st *sharedType) apply(items map[string]proto.Message) (int, error) {
+	changed := map[string]types.Resource{}
+	for name, it := range items {
+		h := hashOf(it)
+		if old, ok := st.hashes[name]; ok && old == h {
+			continue
+		}
+		st.hashes[name] = h
+		changed[name] = it
+	}
+	if len(changed) == 0 {
+		return 0, nil
+	}
+	if err := st.cache.UpdateResources(changed, nil); err != nil {
+		return 0, fmt.Errorf("%s: %w", shortType(st.typeURL), err)
+	}
+	return len(changed), nil
+}
+
+// update makes items the type's whole set: it applies additions and
+// changes now and returns a function that removes the rest, to be called
+// once the resources that referred to them are gone.
+func (st *sharedType) update(items map[string]proto.Message) (int, func() (int, error), error) {
+	n, err := st.apply(items)
+	if err != nil {
+		return n, nil, err
+	}
+	var gone []string
+	for name := range st.hashes {
+		if _, ok := items[name]; !ok {
+			gone = append(gone, name)
+		}
+	}
+	return n, func() (int, error) {
+		if len(gone) == 0 {
+			return 0, nil
+		}
+		for _, name := range gone {
+			delete(st.hashes, name)
+		}
+		if err := st.cache.UpdateResources(nil, gone); err != nil {
+			return 0, fmt.Errorf("%s: %w", shortType(st.typeURL), err)
+		}
+		return len(gone), nil
+	}, nil
+}
+
+// nackSafeCache keeps a NACKed listener snapshot from being sent again:
+// go-control-plane's snapshot cache answers a state-of-the-world request
+// whose version differs from the snapshot's at once, and a NACK carries
+// the last version the agent accepted, so without this the refused
+// snapshot would be resent in a loop. The agent gets the next version.
+type nackSafeCache struct {
+	cache.SnapshotCache
+	tracker *tracker
+}
+
+func (c *nackSafeCache) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
+	if req.GetErrorDetail() != nil {
+		node := req.GetNode().GetId()
+		if snap, err := c.GetSnapshot(node); err == nil {
+			v := snap.GetVersion(req.GetTypeUrl())
+			if v != "" && v == c.tracker.lastSentVersion(node, req.GetTypeUrl()) {
+				r := proto.Clone(req).(*discovery.DiscoveryRequest)
+				r.VersionInfo = v
+				req = r
+			}
+		}
+	}
+	return c.SnapshotCache.CreateWatch(req, sub, ch)
+}
+
+// callbacks feed the tracker from go-control-plane's server.
+type callbacks struct{ t *tracker }
+
+func (c callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	c.t.open(id)
+	return nil
+}
+func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.t.closed(id) }
+func (c callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	c.t.open(id)
+	return nil
+}
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.t.closed(id) }
+func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
+	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
+		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
+	}
+	c.t.request(id, req)
+	return nil
+}
+func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+	c.t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), proto.Size(resp), false)
+}
+func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
+		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
+	}
+	c.t.deltaRequest(id, req)
+	return nil
+}
+func (c callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+	c.t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), proto.Size(resp), true)
+}
+func (c callbacks) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
+	return errors.New("REST fetch is not served: use ADS")
+}
+func (c callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}

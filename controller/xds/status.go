@@ -1,0 +1,337 @@
+package xds
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
+
+// NodeStatus is what the controller knows of one node's agent: whether it
+// is connected and, per resource type, what was sent, what it accepted
+// and what it refused. fibctl config status prints it.
+type NodeStatus struct {
+	Node string `json:"node"`
+	// InModel is false for an agent whose node.id names no node of the
+	// model: it gets no per-node resources until the node appears.
+	InModel bool `json:"inModel"`
+	// Streams is the number of open xDS streams (0: disconnected).
+	Streams        int          `json:"streams"`
+	ConnectedSince time.Time    `json:"connectedSince,omitzero"`
+	Types          []TypeStatus `json:"types,omitempty"`
+	// LastConvergence is how long the last change took from being seen
+	// by the controller to being ACKed by this node.
+	LastConvergence time.Duration `json:"lastConvergenceNs,omitempty"`
+}
+
+// TypeStatus is one resource type's state on one node.
+type TypeStatus struct {
+	TypeURL string `json:"typeUrl"`
+	// Sent is the version last sent; Acked the last one accepted.
+	Sent  string `json:"sent,omitempty"`
+	Acked string `json:"acked,omitempty"`
+	// NACK, if set, is the last refusal; it is cleared by the next ACK.
+	NACK  *NACK  `json:"nack,omitempty"`
+	NACKs uint64 `json:"nacks"`
+}
+
+// Synced reports whether the node accepted the last version sent.
+func (t TypeStatus) Synced() bool { return t.NACK == nil && t.Sent != "" && t.Sent == t.Acked }
+
+// NACK is an agent's refusal of a response.
+type NACK struct {
+	Version string    `json:"version"` // the version refused
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+}
+
+// Event is reported to Options.OnEvent: the binary logs it.
+type Event struct {
+	Node    string
+	TypeURL string
+	// Kind is "connect", "disconnect", "nack" or "converged".
+	Kind    string
+	Version string
+	Reason  string        // for "nack"
+	Took    time.Duration // for "converged"
+}
+
+type typeState struct {
+	sent, acked string
+	nack        *NACK
+	nacks       uint64
+}
+
+type nodeState struct {
+	streams        int
+	connectedSince time.Time
+	types          map[string]*typeState
+	// outstanding counts responses of the current push not yet
+	// answered; pendingSince is when that push's change was seen.
+	outstanding  int
+	pendingGen   uint64
+	pendingSince time.Time
+	lastConv     time.Duration
+}
+
+// streamState is per xDS stream: the node it speaks for and, for delta
+// streams, the version behind each nonce still unanswered.
+type streamState struct {
+	node   string
+	nonces map[string]nonceInfo
+}
+
+type nonceInfo struct {
+	typeURL, version string
+}
+
+// tracker follows every stream's requests and responses (the server's
+// callbacks) to know what each node has accepted.
+type tracker struct {
+	mu      sync.Mutex
+	nodes   map[string]*nodeState
+	streams map[int64]*streamState
+	// gen and genSince are the current push: responses sent from now on
+	// belong to it.
+	gen      uint64
+	genSince time.Time
+	inModel  func(node string) bool
+	onEvent  func(Event)
+	metrics  *metrics
+}
+
+func newTracker(m *metrics, onEvent func(Event)) *tracker {
+	return &tracker{nodes: map[string]*nodeState{}, streams: map[int64]*streamState{}, metrics: m, onEvent: onEvent}
+}
+
+func (t *tracker) emit(ev Event) {
+	if t.onEvent != nil {
+		t.onEvent(ev)
+	}
+}
+
+func (t *tracker) node(name string) *nodeState {
+	n, ok := t.nodes[name]
+	if !ok {
+		n = &nodeState{types: map[string]*typeState{}}
+		t.nodes[name] = n
+	}
+	return n
+}
+
+func (n *nodeState) typ(url string) *typeState {
+	ts, ok := n.types[url]
+	if !ok {
+		ts = &typeState{}
+		n.types[url] = ts
+	}
+	return ts
+}
+
+// beginPush starts push generation gen for a change seen at since.
+func (t *tracker) beginPush(since time.Time) {
+	t.mu.Lock()
+	t.gen++
+	t.genSince = since
+	t.mu.Unlock()
+}
+
+func (t *tracker) open(stream int64) {
+	t.mu.Lock()
+	t.streams[stream] = &streamState{}
+	t.mu.Unlock()
+}
+
+func (t *tracker) closed(stream int64) {
+	t.mu.Lock()
+	st, ok := t.streams[stream]
+	delete(t.streams, stream)
+	var ev *Event
+	if ok && st.node != "" {
+		n := t.node(st.node)
+		n.streams--
+		if n.streams == 0 {
+			n.outstanding = 0
+			t.metrics.connected.Dec()
+			ev = &Event{Node: st.node, Kind: "disconnect"}
+		}
+	}
+	t.mu.Unlock()
+	if ev != nil {
+		t.emit(*ev)
+	}
+}
+
+// bind attaches a stream to the node of its first request that names one.
+// It returns the stream's node ("" while unknown). t.mu is held.
+func (t *tracker) bind(stream int64, node *core.Node) (string, *Event) {
+	st, ok := t.streams[stream]
+	if !ok {
+		st = &streamState{}
+		t.streams[stream] = st
+	}
+	if st.node == "" && node.GetId() != "" {
+		st.node = node.GetId()
+		n := t.node(st.node)
+		n.streams++
+		if n.streams == 1 {
+			n.connectedSince = time.Now()
+			t.metrics.connected.Inc()
+			return st.node, &Event{Node: st.node, Kind: "connect"}
+		}
+	}
+	return st.node, nil
+}
+
+// request handles a state-of-the-world request: an ACK or NACK of the
+// response named by its nonce, or a first request.
+func (t *tracker) request(stream int64, req *discovery.DiscoveryRequest) {
+	t.mu.Lock()
+	name, connect := t.bind(stream, req.GetNode())
+	var evs []Event
+	if connect != nil {
+		evs = append(evs, *connect)
+	}
+	if name != "" && req.GetResponseNonce() != "" {
+		refused := ""
+		if req.GetErrorDetail() != nil {
+			refused = t.streams[stream].lastSent(req.GetTypeUrl())
+		}
+		evs = append(evs, t.answer(name, req.GetTypeUrl(), req.GetVersionInfo(), refused, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)...)
+	}
+	t.mu.Unlock()
+	for _, ev := range evs {
+		t.emit(ev)
+	}
+}
+
+// lastSent is the version of the last state-of-the-world response of a
+// type on this stream.
+func (st *streamState) lastSent(typeURL string) string {
+	return st.nonces["sotw:"+typeURL].version
+}
+
+// deltaRequest handles a delta request: its nonce names the response it
+// answers, whose version the stream remembered.
+func (t *tracker) deltaRequest(stream int64, req *discovery.DeltaDiscoveryRequest) {
+	t.mu.Lock()
+	name, connect := t.bind(stream, req.GetNode())
+	var evs []Event
+	if connect != nil {
+		evs = append(evs, *connect)
+	}
+	st := t.streams[stream]
+	if ni, ok := st.nonces[req.GetResponseNonce()]; ok && name != "" {
+		delete(st.nonces, req.GetResponseNonce())
+		nack := req.GetErrorDetail() != nil
+		acked := ni.version
+		if nack {
+			acked = ""
+		}
+		evs = append(evs, t.answer(name, ni.typeURL, acked, ni.version, req.GetErrorDetail().GetMessage(), nack)...)
+	}
+	t.mu.Unlock()
+	for _, ev := range evs {
+		t.emit(ev)
+	}
+}
+
+// answer records an ACK of version acked, or a NACK of version refused.
+// t.mu is held.
+func (t *tracker) answer(node, typeURL, acked, refused, reason string, nack bool) []Event {
+	n := t.node(node)
+	ts := n.typ(typeURL)
+	var evs []Event
+	if nack {
+		ts.nack = &NACK{Version: refused, Reason: reason, At: time.Now()}
+		ts.nacks++
+		t.metrics.nacks.WithLabelValues(shortType(typeURL)).Inc()
+		evs = append(evs, Event{Node: node, TypeURL: typeURL, Kind: "nack", Version: refused, Reason: reason})
+	} else {
+		ts.acked = acked
+		ts.nack = nil
+	}
+	if n.outstanding > 0 {
+		n.outstanding--
+		if n.outstanding == 0 && n.pendingGen != 0 {
+			took := time.Since(n.pendingSince)
+			n.lastConv = took
+			n.pendingGen = 0
+			t.metrics.convergence.Observe(took.Seconds())
+			evs = append(evs, Event{Node: node, Kind: "converged", Took: took, Version: acked})
+		}
+	}
+	return evs
+}
+
+// response records a response about to be sent on a stream.
+func (t *tracker) response(stream int64, typeURL, version, nonce string, size int, delta bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.metrics.responses.WithLabelValues(shortType(typeURL)).Inc()
+	t.metrics.bytes.WithLabelValues(shortType(typeURL)).Add(float64(size))
+	st, ok := t.streams[stream]
+	if !ok {
+		st = &streamState{}
+		t.streams[stream] = st
+	}
+	if st.nonces == nil {
+		st.nonces = map[string]nonceInfo{}
+	}
+	if delta {
+		st.nonces[nonce] = nonceInfo{typeURL, version}
+	} else {
+		st.nonces["sotw:"+typeURL] = nonceInfo{typeURL, version}
+	}
+	if st.node == "" {
+		return
+	}
+	n := t.node(st.node)
+	n.typ(typeURL).sent = version
+	if t.gen != 0 && n.pendingGen != t.gen {
+		n.pendingGen = t.gen
+		n.pendingSince = t.genSince
+		n.outstanding = 0
+	}
+	n.outstanding++
+}
+
+// lastSentVersion is the version last sent to node for typeURL.
+func (t *tracker) lastSentVersion(node, typeURL string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n, ok := t.nodes[node]; ok {
+		if ts, ok := n.types[typeURL]; ok {
+			return ts.sent
+		}
+	}
+	return ""
+}
+
+// status returns every node's status, sorted by node.
+func (t *tracker) status() []NodeStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]NodeStatus, 0, len(t.nodes))
+	for name, n := range t.nodes {
+		ns := NodeStatus{Node: name, Streams: n.streams, LastConvergence: n.lastConv, InModel: t.inModel == nil || t.inModel(name)}
+		if n.streams > 0 {
+			ns.ConnectedSince = n.connectedSince
+		}
+		for url, ts := range n.types {
+			tsOut := TypeStatus{TypeURL: url, Sent: ts.sent, Acked: ts.acked, NACKs: ts.nacks}
+			if ts.nack != nil {
+				c := *ts.nack
+				tsOut.NACK = &c
+			}
+			ns.Types = append(ns.Types, tsOut)
+		}
+		slices.SortFunc(ns.Types, func(a, b TypeStatus) int { return cmp.Compare(typeOrder(a.TypeURL), typeOrder(b.TypeURL)) })
+		out = append(out, ns)
+	}
+	slices.SortFunc(out, func(a, b NodeStatus) int { return cmp.Compare(a.Node, b.Node) })
+	return out
+}

@@ -1,0 +1,185 @@
+package xds
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// StatusPath is where Handler serves the status of every node.
+const StatusPath = "/debug/config_status"
+
+// Handler serves StatusPath: Status as JSON.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.Status())
+	})
+}
+
+// State is one type's sync state on a node, as fibctl config status
+// prints it (the words istioctl proxy-status uses).
+func (t TypeStatus) State() string {
+	switch {
+	case t.NACK != nil:
+		return "NACKED"
+	case t.Sent == "":
+		return "NOT SENT"
+	case t.Sent == t.Acked:
+		return "SYNCED"
+	default:
+		return "STALE"
+	}
+}
+
+const statusUsage = `fibctl config status: what the controller has pushed to each node's
+agent, and what each agent accepted.
+
+Usage:
+  fibctl config status [--controller URL] [-o table|json|yaml] [NODE]
+
+For each node: open xDS streams, then per type (CDS EDS LDS RDS SDS FDS)
+SYNCED (the last version sent was ACKed), STALE (sent, not yet
+answered), NACKED (refused: the agent keeps its last good config; the
+reason is printed below the table) or NOT SENT; and the last change's
+convergence time (change seen by the controller → ACKed by the node).
+
+Exit status: 0 all connected nodes synced, 1 a node is stale or NACKed,
+2 bad usage or the controller cannot be reached.
+
+Flags:
+`
+
+// StatusCommand is fibctl config status; it returns the exit status.
+func StatusCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fibctl config status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, statusUsage); fs.PrintDefaults() }
+	ctl := fs.String("controller", "http://127.0.0.1:15014", "the controller's monitoring endpoint (--monitoring-listen)")
+	format := fs.String("o", "table", "output format: table, json or yaml")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *format != "table" && *format != "json" && *format != "yaml" {
+		fmt.Fprintf(stderr, "fibctl config status: -o %q: want table, json or yaml\n", *format)
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintf(stderr, "fibctl config status: at most one NODE, got %q\n", fs.Args())
+		return 2
+	}
+	url := strings.TrimSuffix(*ctl, "/") + StatusPath
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		fmt.Fprintf(stderr, "fibctl config status: %v (is fibmesh-controller running? --controller names its --monitoring-listen)\n", err)
+		return 2
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		fmt.Fprintf(stderr, "fibctl config status: %s: %s: %s\n", url, resp.Status, strings.TrimSpace(string(b)))
+		return 2
+	}
+	var all []NodeStatus
+	if err := json.NewDecoder(resp.Body).Decode(&all); err != nil {
+		fmt.Fprintf(stderr, "fibctl config status: %s: decoding the status: %v\n", url, err)
+		return 2
+	}
+	if fs.NArg() == 1 {
+		var one []NodeStatus
+		for _, ns := range all {
+			if ns.Node == fs.Arg(0) {
+				one = append(one, ns)
+			}
+		}
+		if len(one) == 0 {
+			fmt.Fprintf(stderr, "fibctl config status: node %q has never connected to this controller\n", fs.Arg(0))
+			return 1
+		}
+		all = one
+	}
+	if err := writeStatus(stdout, *format, all); err != nil {
+		fmt.Fprintln(stderr, "fibctl config status:", err)
+		return 2
+	}
+	for _, ns := range all {
+		if ns.Streams == 0 {
+			continue
+		}
+		for _, ts := range ns.Types {
+			if ts.State() != "SYNCED" {
+				return 1
+			}
+		}
+	}
+	return 0
+}
+
+func writeStatus(out io.Writer, format string, all []NodeStatus) error {
+	if all == nil {
+		all = []NodeStatus{}
+	}
+	switch format {
+	case "json":
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(all)
+	case "yaml":
+		b, err := yaml.Marshal(all)
+		if err != nil {
+			return err
+		}
+		_, err = out.Write(b)
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprint(w, "NODE\tSTREAMS")
+	for _, t := range Types {
+		fmt.Fprint(w, "\t", shortType(t))
+	}
+	fmt.Fprintln(w, "\tCONVERGED")
+	var nacks []string
+	for _, ns := range all {
+		name := ns.Node
+		if !ns.InModel {
+			name += " (not in model)"
+		}
+		fmt.Fprintf(w, "%s\t%d", name, ns.Streams)
+		for _, t := range Types {
+			st := TypeStatus{TypeURL: t}
+			for _, ts := range ns.Types {
+				if ts.TypeURL == t {
+					st = ts
+				}
+			}
+			fmt.Fprint(w, "\t", st.State())
+			if st.NACK != nil {
+				nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, shortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
+			}
+		}
+		conv := "-"
+		if ns.LastConvergence > 0 {
+			conv = ns.LastConvergence.Round(10 * time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "\t%s\n", conv)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, n := range nacks {
+		fmt.Fprintln(out, n)
+	}
+	return nil
+}

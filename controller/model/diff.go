@@ -14,7 +14,7 @@ import (
 // TestEqualCoversEveryField keeps those in step with the structs.
 func diff(prev, m *Model) Change {
 	if prev == nil {
-		ch := Change{Full: true}
+		ch := Change{Full: true, Kinds: ChangeKinds{Services: true, Workloads: true, Nodes: true, Routes: true, DestinationPolicies: true, AuthzPolicies: true}}
 		for _, s := range m.Services {
 			if !slices.Contains(ch.Services, s.Hostname) { // sorted: duplicates are adjacent
 				ch.Services = append(ch.Services, s.Hostname)
@@ -23,8 +23,10 @@ func diff(prev, m *Model) Change {
 		for _, n := range m.Nodes {
 			ch.Nodes = append(ch.Nodes, n.Name)
 		}
+		ch.LocalNodes = ch.Nodes
 		return ch
 	}
+	var kinds ChangeKinds
 	svcs := map[string]bool{}
 	nodes := map[string]bool{}
 	touch := func(s *Service) {
@@ -42,6 +44,7 @@ func diff(prev, m *Model) Change {
 		return [4]string{"k8s", "", "", s.Hostname}
 	}
 	changed(prev.Services, m.Services, serviceKey, (*Service).equal, func(o, n *Service) {
+		kinds.Services = true
 		if o != nil {
 			touch(o)
 		}
@@ -50,6 +53,7 @@ func diff(prev, m *Model) Change {
 		}
 	})
 	changed(prev.Workloads, m.Workloads, func(w *Workload) [2]string { return [2]string{w.Namespace, w.Name} }, (*Workload).equal, func(o, n *Workload) {
+		kinds.Workloads = true
 		for _, w := range []*Workload{o, n} {
 			if w != nil && w.Node != "" {
 				nodes[w.Node] = true
@@ -57,6 +61,7 @@ func diff(prev, m *Model) Change {
 		}
 	})
 	changed(prev.Nodes, m.Nodes, func(n *Node) string { return n.Name }, (*Node).equal, func(o, n *Node) {
+		kinds.Nodes = true
 		for _, x := range []*Node{o, n} {
 			if x != nil {
 				nodes[x.Name] = true
@@ -67,9 +72,8 @@ func diff(prev, m *Model) Change {
 	// Routing policy is applied where clients are, which can be any
 	// node: a changed route or destination policy changes its hosts for
 	// every node.
-	routing := false
 	changed(prev.Routes, m.Routes, func(r *Route) string { return r.Namespace + "/" + r.Name }, deepEqual[Route], func(o, n *Route) {
-		routing = true
+		kinds.Routes = true
 		for _, r := range []*Route{o, n} {
 			if r != nil {
 				for _, h := range r.Hosts {
@@ -79,28 +83,18 @@ func diff(prev, m *Model) Change {
 		}
 	})
 	changed(prev.DestinationPolicies, m.DestinationPolicies, func(d *DestinationPolicy) string { return d.Namespace + "/" + d.Name }, deepEqual[DestinationPolicy], func(o, n *DestinationPolicy) {
-		routing = true
+		kinds.DestinationPolicies = true
 		for _, d := range []*DestinationPolicy{o, n} {
 			if d != nil {
 				svcs[d.Host] = true
 			}
 		}
 	})
-	if routing {
-		for _, n := range m.Nodes {
-			nodes[n.Name] = true
-		}
-		for _, w := range m.Workloads {
-			if w.Node != "" {
-				nodes[w.Node] = true
-			}
-		}
-	}
-
 	// An authorization policy is enforced at the workloads it selects,
 	// before and after the change.
 	var nodeOf map[string]string // built on the first changed policy
 	changed(prev.AuthzPolicies, m.AuthzPolicies, func(a *AuthzPolicy) string { return a.Namespace + "/" + a.Name }, deepEqual[AuthzPolicy], func(o, n *AuthzPolicy) {
+		kinds.AuthzPolicies = true
 		if nodeOf == nil {
 			nodeOf = map[string]string{}
 			for _, ws := range [][]*Workload{prev.Workloads, m.Workloads} {
@@ -120,7 +114,18 @@ func diff(prev, m *Model) Change {
 			}
 		}
 	})
-	return Change{Services: slices.Sorted(maps.Keys(svcs)), Nodes: slices.Sorted(maps.Keys(nodes))}
+	local := slices.Sorted(maps.Keys(nodes))
+	if kinds.Routes || kinds.DestinationPolicies {
+		for _, n := range m.Nodes {
+			nodes[n.Name] = true
+		}
+		for _, w := range m.Workloads {
+			if w.Node != "" {
+				nodes[w.Node] = true
+			}
+		}
+	}
+	return Change{Services: slices.Sorted(maps.Keys(svcs)), Nodes: slices.Sorted(maps.Keys(nodes)), LocalNodes: local, Kinds: kinds}
 }
 
 // changed calls f(old, new) for each object, by key, that was added (old

@@ -208,12 +208,43 @@ type Change struct {
 	// destination policy affects every node, because routing is decided
 	// where the client runs.
 	Nodes []string `json:"nodes"`
+	// LocalNodes are Nodes without the every-node expansion that routing
+	// causes: the nodes whose own workloads, the endpoints on them, or
+	// the authorization policies enforced at them changed.
+	LocalNodes []string `json:"localNodes"`
+	// Kinds says which kinds of objects changed, for consumers that
+	// translate each kind on its own (xDS: a VirtualService edit touches
+	// route configurations only).
+	Kinds ChangeKinds `json:"kinds"`
 	// Full is true for the first version: everything is new.
 	Full bool `json:"full,omitempty"`
 }
 
+// ChangeKinds says which kinds of objects a Change touched.
+type ChangeKinds struct {
+	Services            bool `json:"services,omitempty"`  // ports, VIPs, endpoints
+	Workloads           bool `json:"workloads,omitempty"` // pods, identities, mTLS modes
+	Nodes               bool `json:"nodes,omitempty"`
+	Routes              bool `json:"routes,omitempty"`
+	DestinationPolicies bool `json:"destinationPolicies,omitempty"`
+	AuthzPolicies       bool `json:"authorizationPolicies,omitempty"`
+}
+
+// Any reports whether any kind changed.
+func (k ChangeKinds) Any() bool {
+	return k.Services || k.Workloads || k.Nodes || k.Routes || k.DestinationPolicies || k.AuthzPolicies
+}
+
+// Or is the kinds changed in k or o.
+func (k ChangeKinds) Or(o ChangeKinds) ChangeKinds {
+	return ChangeKinds{k.Services || o.Services, k.Workloads || o.Workloads, k.Nodes || o.Nodes,
+		k.Routes || o.Routes, k.DestinationPolicies || o.DestinationPolicies, k.AuthzPolicies || o.AuthzPolicies}
+}
+
 // Empty reports whether nothing changed.
-func (c Change) Empty() bool { return !c.Full && len(c.Services) == 0 && len(c.Nodes) == 0 }
+func (c Change) Empty() bool {
+	return !c.Full && len(c.Services) == 0 && len(c.Nodes) == 0 && !c.Kinds.Any()
+}
 
 // Identity returns the SPIFFE ID of a service account:
 // spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.

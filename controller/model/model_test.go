@@ -341,18 +341,22 @@ func TestChanges(t *testing.T) {
 		objs []runtime.Object
 		want Change
 	}{
-		{"first", base, Change{Full: true, Services: []string{"a.prod.svc.cluster.local"}, Nodes: []string{"node1", "node2", "node3"}}},
+		{"first", base, Change{Full: true, Services: []string{"a.prod.svc.cluster.local"}, Nodes: []string{"node1", "node2", "node3"},
+			LocalNodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{true, true, true, true, true, true}}},
 		{"same again", base, Change{}},
-		{"add a service with an endpoint on node2", with(svcB, esB), Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"}}},
-		{"add a service without endpoints", with(svcB, esB, svcC), Change{Services: []string{"c.prod.svc.cluster.local"}}},
-		{"PeerAuthentication selecting b, on node2", with(svcB, esB, svcC, policyB), Change{Nodes: []string{"node2"}}},
-		{"AuthorizationPolicy selecting b, on node2", with(svcB, esB, svcC, policyB, authzB), Change{Nodes: []string{"node2"}}},
+		{"add a service with an endpoint on node2", with(svcB, esB), Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"},
+			LocalNodes: []string{"node2"}, Kinds: ChangeKinds{Services: true}}},
+		{"add a service without endpoints", with(svcB, esB, svcC), Change{Services: []string{"c.prod.svc.cluster.local"}, Kinds: ChangeKinds{Services: true}}},
+		{"PeerAuthentication selecting b, on node2", with(svcB, esB, svcC, policyB), Change{Nodes: []string{"node2"}, LocalNodes: []string{"node2"}, Kinds: ChangeKinds{Workloads: true}}},
+		{"AuthorizationPolicy selecting b, on node2", with(svcB, esB, svcC, policyB, authzB), Change{Nodes: []string{"node2"}, LocalNodes: []string{"node2"}, Kinds: ChangeKinds{AuthzPolicies: true}}},
 		{"b's labels change: its service's endpoints too", append(with()[:3], a, b2, svcA, esA, svcB, slice("b", 8080, b2), svcC, policyB, authzB),
-			Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"}}},
-		{"b back, without the policies", with(svcB, esB, svcC), Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"}}},
-		{"a route: every node", with(svcB, esB, svcC, vs), Change{Services: []string{"a.prod.svc.cluster.local"}, Nodes: []string{"node1", "node2", "node3"}}},
-		{"a node goes", with(svcB, esB, svcC, vs)[1:], Change{Nodes: []string{"node1"}}},
-		{"a service goes", with(svcB, esB, vs)[1:], Change{Services: []string{"c.prod.svc.cluster.local"}}},
+			Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"}, LocalNodes: []string{"node2"}, Kinds: ChangeKinds{Services: true, Workloads: true}}},
+		{"b back, without the policies", with(svcB, esB, svcC), Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"},
+			LocalNodes: []string{"node2"}, Kinds: ChangeKinds{Services: true, Workloads: true, AuthzPolicies: true}}},
+		// A route changes every node's routing, but no node's own state.
+		{"a route: every node", with(svcB, esB, svcC, vs), Change{Services: []string{"a.prod.svc.cluster.local"}, Nodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{Routes: true}}},
+		{"a node goes", with(svcB, esB, svcC, vs)[1:], Change{Nodes: []string{"node1"}, LocalNodes: []string{"node1"}, Kinds: ChangeKinds{Nodes: true}}},
+		{"a service goes", with(svcB, esB, vs)[1:], Change{Services: []string{"c.prod.svc.cluster.local"}, Kinds: ChangeKinds{Services: true}}},
 	}
 	var prev *Model
 	for i, st := range steps {

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,8 +95,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	pending *model.Model
-	nodes   map[string]bool // affected nodes of the pending change; nil with all
-	all     bool
+	change  pending   // the union of the pending models' changes
 	since   time.Time // first change of the pending push was seen
 	kick    chan struct{}
 	model   *model.Model // last pushed
@@ -103,7 +103,10 @@ type Server struct {
 	// ldsHash is each node's listener set as last pushed.
 	ldsHash map[string]string
 	tables  map[string]flowTable
-	pushed  chan uint64
+	// outboundHash is the outbound listener's as last pushed: when it
+	// changes every node's listeners do.
+	outboundHash [32]byte
+	pushed       chan uint64
 	// sdsMu serialises SetTrustBundle, called from the CA's goroutine.
 	sdsMu sync.Mutex
 }
@@ -183,24 +186,42 @@ func (s *Server) hasNode(n string) bool {
 	return s.inModel[n]
 }
 
+// pending is what the models waiting for a push changed, together.
+type pending struct {
+	full     bool // everything: the first model, or a Change.Full
+	kinds    model.ChangeKinds
+	services map[string]bool // Change.Services
+	local    map[string]bool // Change.LocalNodes
+}
+
+func (p *pending) add(c model.Change) {
+	if c.Full {
+		p.full = true
+	}
+	p.kinds = p.kinds.Or(c.Kinds)
+	if p.services == nil {
+		p.services, p.local = map[string]bool{}, map[string]bool{}
+	}
+	for _, h := range c.Services {
+		p.services[h] = true
+	}
+	for _, n := range c.LocalNodes {
+		p.local[n] = true
+	}
+}
+
 // Update hands the server a new model version; it is pushed after the
-// debounce. It never blocks.
+// debounce, with the changes of every version since the last push. It
+// never blocks.
 func (s *Server) Update(m *model.Model) {
 	s.mu.Lock()
 	if s.pending == nil {
 		s.since = time.Now()
 	}
 	s.pending = m
-	if m.Change.Full || s.model == nil {
-		s.all = true
-	}
-	if !s.all {
-		if s.nodes == nil {
-			s.nodes = map[string]bool{}
-		}
-		for _, n := range m.Change.Nodes {
-			s.nodes[n] = true
-		}
+	s.change.add(m.Change)
+	if s.model == nil {
+		s.change.full = true
 	}
 	s.mu.Unlock()
 	select {
@@ -218,7 +239,7 @@ func (s *Server) SetTrustBundle(sec *tlsv3.Secret) error {
 	}
 	s.sdsMu.Lock()
 	defer s.sdsMu.Unlock()
-	_, err := s.shared[resource.SecretType].apply(map[string]proto.Message{sec.GetName(): sec})
+	_, err := s.shared[resource.SecretType].apply(map[string]proto.Message{sec.GetName(): sec}, nil)
 	return err
 }
 
@@ -260,13 +281,19 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 		s.mu.Lock()
-		m, since, all, nodes := s.pending, s.since, s.all, s.nodes
-		s.pending, s.all, s.nodes = nil, false, nil
+		m, since, change := s.pending, s.since, s.change
+		s.pending, s.change = nil, pending{}
 		s.mu.Unlock()
 		if m == nil {
 			continue
 		}
-		res := s.push(ctx, m, since, all, nodes)
+		res := s.push(ctx, m, since, change)
+		if res.Err != nil {
+			// Nothing of a failed push may be skipped by the next one.
+			s.mu.Lock()
+			s.change.full = true
+			s.mu.Unlock()
+		}
 		if s.opts.OnPush != nil {
 			s.opts.OnPush(res)
 		}
@@ -287,17 +314,25 @@ func (s *Server) Run(ctx context.Context) error {
 
 // push translates m and applies what changed to the caches: first the
 // additions and changes, in Types order, then the removals in reverse.
-func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, all bool, affected map[string]bool) PushResult {
+//
+// It translates only what ch can have changed: a VirtualService edit
+// (routes only) re-hashes the route configurations of its hosts and
+// nothing else; clusters and endpoints follow services, workloads (their
+// mTLS modes pick the upstream transport) and destination policies;
+// listeners follow services (the outbound listener, on every node), and
+// workloads and authorization policies (the inbound ones, on their
+// nodes); the flow table follows services, workloads and nodes.
+func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch pending) PushResult {
 	start := time.Now()
 	res := PushResult{Version: m.Version, Updated: map[string]int{}}
 	s.tracker.beginPush(since)
+	k, full := ch.kinds, ch.full
 
 	mesh, err := envoy.BuildMesh(m)
 	if err != nil {
 		res.Err = fmt.Errorf("model version %d: %w", m.Version, err)
 		return res
 	}
-	tables := fds.Build(m)
 
 	inModel := make(map[string]bool, len(m.Nodes))
 	for _, n := range m.Nodes {
@@ -309,50 +344,46 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, all 
 		}
 	}
 	s.mu.Lock()
-	prevModel := s.model
 	s.inModel = inModel
 	s.mu.Unlock()
 
-	want := map[string]map[string]proto.Message{
-		resource.ClusterType:  named(mesh.Clusters, func(c proto.Message) string { return cache.GetResourceName(c) }),
-		resource.EndpointType: named(mesh.Endpoints, func(c proto.Message) string { return cache.GetResourceName(c) }),
-		resource.RouteType:    named(mesh.Routes, func(c proto.Message) string { return cache.GetResourceName(c) }),
-		fds.TypeURL:           s.flowTables(tables, m.Version),
-	}
 	var removals []func() (int, error)
-	for _, t := range []string{resource.ClusterType, resource.EndpointType} {
-		n, rm, err := s.shared[t].update(want[t])
+	step := func(t string, items map[string]proto.Message, only func(name string) bool) error {
+		n, rm, err := s.shared[t].update(items, only)
 		res.Updated[shortType(t)] += n
-		if err != nil {
+		removals = append(removals, rm)
+		return err
+	}
+	if full || k.Services || k.Workloads || k.DestinationPolicies {
+		if err := step(resource.ClusterType, named(mesh.Clusters), nil); err != nil {
 			res.Err = err
 			return res
 		}
-		removals = append(removals, rm)
+		if err := step(resource.EndpointType, named(mesh.Endpoints), nil); err != nil {
+			res.Err = err
+			return res
+		}
 	}
 
 	// Listeners: the shared outbound listener and the node's inbound ones.
-	nodes := make([]string, 0, len(inModel))
+	outboundHash := hashOf(mesh.Outbound)
+	var nodes []string
 	for n := range inModel {
-		if all || affected[n] || prevModel == nil {
+		_, known := s.ldsHash[n]
+		switch {
+		case full || !known || outboundHash != s.outboundHash:
+			nodes = append(nodes, n)
+		case (k.Services || k.Workloads || k.AuthzPolicies || k.Nodes) && ch.local[n]:
 			nodes = append(nodes, n)
 		}
 	}
 	slices.Sort(nodes)
-	for n := range affected { // nodes gone from the model
+	for n := range s.ldsHash { // nodes gone from the model
 		if !inModel[n] {
 			s.lds.ClearSnapshot(n)
 			delete(s.ldsHash, n)
 		}
 	}
-	if all {
-		for n := range s.ldsHash {
-			if !inModel[n] {
-				s.lds.ClearSnapshot(n)
-				delete(s.ldsHash, n)
-			}
-		}
-	}
-	outboundHash := hashOf(mesh.Outbound)
 	nix := envoy.NewNodeIndex(m)
 	for _, n := range nodes {
 		ls, err := nix.Listeners(n)
@@ -385,15 +416,27 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, all 
 		res.Nodes++
 		res.Updated["LDS"] += len(items)
 	}
+	s.outboundHash = outboundHash
 
-	for _, t := range []string{resource.RouteType, fds.TypeURL} {
-		n, rm, err := s.shared[t].update(want[t])
-		res.Updated[shortType(t)] += n
-		if err != nil {
+	switch {
+	case full || k.Services:
+		err = step(resource.RouteType, named(mesh.Routes), nil)
+	case k.Routes || k.DestinationPolicies:
+		// Only the changed hosts' route configurations can differ.
+		err = step(resource.RouteType, named(mesh.Routes), func(name string) bool {
+			host := name[:max(0, strings.LastIndexByte(name, ':'))]
+			return ch.services[host]
+		})
+	}
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	if full || k.Services || k.Workloads || k.Nodes {
+		if err := step(fds.TypeURL, s.flowTables(fds.Build(m), m.Version), nil); err != nil {
 			res.Err = err
 			return res
 		}
-		removals = append(removals, rm)
 	}
 	for i := len(removals) - 1; i >= 0; i-- {
 		n, err := removals[i]()
@@ -446,10 +489,10 @@ type flowTable struct {
 	hash  [32]byte
 }
 
-func named[T proto.Message](items []T, name func(proto.Message) string) map[string]proto.Message {
+func named[T proto.Message](items []T) map[string]proto.Message {
 	out := make(map[string]proto.Message, len(items))
 	for _, it := range items {
-		out[name(it)] = it
+		out[cache.GetResourceName(it)] = it
 	}
 	return out
 }
@@ -466,10 +509,14 @@ func hashOf(m proto.Message) [32]byte {
 }
 
 // apply adds or changes resources, removing none; it returns how many
-// changed.
-func (st *sharedType) apply(items map[string]proto.Message) (int, error) {
+// changed. With only, resources already known whose name only rejects
+// are taken as unchanged, and not hashed.
+func (st *sharedType) apply(items map[string]proto.Message, only func(string) bool) (int, error) {
 	changed := map[string]types.Resource{}
 	for name, it := range items {
+		if _, known := st.hashes[name]; known && only != nil && !only(name) {
+			continue
+		}
 		h := hashOf(it)
 		if old, ok := st.hashes[name]; ok && old == h {
 			continue
@@ -489,8 +536,8 @@ func (st *sharedType) apply(items map[string]proto.Message) (int, error) {
 // update makes items the type's whole set: it applies additions and
 // changes now and returns a function that removes the rest, to be called
 // once the resources that referred to them are gone.
-func (st *sharedType) update(items map[string]proto.Message) (int, func() (int, error), error) {
-	n, err := st.apply(items)
+func (st *sharedType) update(items map[string]proto.Message, only func(string) bool) (int, func() (int, error), error) {
+	n, err := st.apply(items, only)
 	if err != nil {
 		return n, nil, err
 	}

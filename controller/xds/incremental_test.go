@@ -1,0 +1,144 @@
+package xds
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+
+	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/controller/model"
+)
+
+// TestIncrementalEqualsFull: after each edit of a sequence, what the
+// server holds after pushing only what the edit changed equals what a
+// fresh server holds after a full push of the same model. This is what
+// makes skipping work safe.
+func TestIncrementalEqualsFull(t *testing.T) {
+	snap, err := config.LoadDir("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(kind, ns, name string) any {
+		for _, r := range snap.Resources {
+			if r.GVK.Kind == kind && r.Namespace == ns && r.Name == name {
+				return r.Object
+			}
+		}
+		t.Fatalf("no %s %s/%s in examples", kind, ns, name)
+		return nil
+	}
+	remove := func(kind, ns, name string) {
+		for i, r := range snap.Resources {
+			if r.GVK.Kind == kind && r.Namespace == ns && r.Name == name {
+				snap.Resources = append(snap.Resources[:i], snap.Resources[i+1:]...)
+				return
+			}
+		}
+		t.Fatalf("no %s %s/%s to remove", kind, ns, name)
+	}
+	edits := []struct {
+		name string
+		do   func()
+	}{
+		{"canary weights", func() {
+			vs := find("VirtualService", "production", "reviews").(*networkingv1.VirtualService)
+			vs.Spec.Http[1].Route[0].Weight, vs.Spec.Http[1].Route[1].Weight = 70, 30
+		}},
+		{"destination rule load balancer", func() {
+			dr := find("DestinationRule", "production", "reviews").(*networkingv1.DestinationRule)
+			dr.Spec.TrafficPolicy.LoadBalancer = &networkingapi.LoadBalancerSettings{
+				LbPolicy: &networkingapi.LoadBalancerSettings_Simple{Simple: networkingapi.LoadBalancerSettings_ROUND_ROBIN}}
+		}},
+		{"ratings PERMISSIVE", func() {
+			pa := &securityv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "ratings"},
+				Spec: securityapi.PeerAuthentication{Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "ratings"}},
+					Mtls: &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE}}}
+			snap.Resources = append(snap.Resources, config.Resource{GVK: schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
+				Namespace: pa.Namespace, Name: pa.Name, Object: pa})
+		}},
+		{"ratings DISABLE (plaintext upstream)", func() {
+			pa := find("PeerAuthentication", "production", "ratings").(*securityv1.PeerAuthentication)
+			pa.Spec.Mtls.Mode = securityapi.PeerAuthentication_MutualTLS_DISABLE
+		}},
+		{"authorization policy removed", func() { remove("AuthorizationPolicy", "production", "reviews-allow-frontend") }},
+		{"a pod goes", func() { remove("Pod", "production", "reviews-v2") }},
+		{"a service port changes", func() {
+			svc := find("Service", "production", "ratings").(*corev1.Service)
+			svc.Spec.Ports[0].Port = 9091
+		}},
+		{"a route goes", func() { remove("VirtualService", "production", "reviews") }},
+	}
+
+	ctx := context.Background()
+	inc := New(Options{})
+	m, err := model.Build(snap, nil, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := inc.push(ctx, m, time.Now(), pending{full: true}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	for _, e := range edits {
+		e.do()
+		next, err := model.Build(snap, m, model.Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", e.name, err)
+		}
+		m = next
+		var ch pending
+		ch.add(m.Change)
+		if r := inc.push(ctx, m, time.Now(), ch); r.Err != nil {
+			t.Fatalf("%s: %v", e.name, r.Err)
+		}
+		fresh := New(Options{})
+		if r := fresh.push(ctx, m, time.Now(), pending{full: true}); r.Err != nil {
+			t.Fatalf("%s: fresh push: %v", e.name, r.Err)
+		}
+		for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, fdsType} {
+			got, want := held(inc, typ), held(fresh, typ)
+			if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+				t.Errorf("%s: %s after an incremental push differs from a full one (-full +incremental):\n%s", e.name, ShortType(typ), d)
+			}
+		}
+		for n := range fresh.ldsHash {
+			if inc.ldsHash[n] != fresh.ldsHash[n] {
+				t.Errorf("%s: node %s's listeners differ: incremental %s, full %s", e.name, n, inc.ldsHash[n], fresh.ldsHash[n])
+			}
+		}
+		if len(inc.ldsHash) != len(fresh.ldsHash) {
+			t.Errorf("%s: listeners for %d nodes, want %d", e.name, len(inc.ldsHash), len(fresh.ldsHash))
+		}
+	}
+}
+
+var fdsType = Types[len(Types)-1]
+
+// held is what the server's cache holds of a type, FlowTable versions
+// cleared (they say when a table last changed, which differs by design).
+func held(s *Server, typ string) map[string]proto.Message {
+	out := map[string]proto.Message{}
+	for name, r := range s.shared[typ].cache.GetResources() {
+		if ft, ok := r.(*fibv1.FlowTable); ok {
+			c := proto.Clone(ft).(*fibv1.FlowTable)
+			c.Version = ""
+			r = c
+		}
+		out[name] = r
+	}
+	return out
+}

@@ -1,0 +1,535 @@
+// Command bench-xds measures how fast one VirtualService edit reaches
+// every agent: the controller's xDS server (in a process of its own,
+// with the synthetic mesh of package xdsbench) and N simulated agents
+// (real gRPC streams over loopback, one connection each, in this
+// process). Each round edits one service's canary weights and times,
+// for every agent, the change (as the controller saw it) to the agent's
+// ACK of the new route configuration. It reports p50/p99 across agents
+// (the median round's), pushes, bytes sent, and the controller's RSS.
+//
+//	bench-xds [--agents 1000] [--services 1000] [--pods 10000] [--rounds 10] [--protocol delta|sotw]
+//
+// Last line: xds-convergence: agents=<n> p50_ms=<n> p99_ms=<n> rss_mb=<n>
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fibmesh/fibmesh/agent/xdsclient"
+	"github.com/fibmesh/fibmesh/controller/ca"
+	"github.com/fibmesh/fibmesh/controller/model"
+	"github.com/fibmesh/fibmesh/controller/xds"
+	"github.com/fibmesh/fibmesh/controller/xds/envoy"
+	"github.com/fibmesh/fibmesh/controller/xds/fds"
+	"github.com/fibmesh/fibmesh/perf/xdsbench"
+)
+
+type opts struct {
+	agents, services, pods, rounds int
+	protocol, out                  string
+	timeout                        time.Duration
+}
+
+func main() {
+	var o opts
+	fs := flag.NewFlagSet("bench-xds", flag.ContinueOnError)
+	fs.IntVar(&o.agents, "agents", 1000, "simulated agents, one per node")
+	fs.IntVar(&o.services, "services", 1000, "services (each with a VirtualService and a DestinationRule with 2 subsets)")
+	fs.IntVar(&o.pods, "pods", 10000, "pods, spread over the nodes and the services")
+	fs.IntVar(&o.rounds, "rounds", 10, "VirtualService edits to time")
+	fs.StringVar(&o.protocol, "protocol", "delta", "xDS protocol of the agents: delta or sotw")
+	fs.StringVar(&o.out, "out", "perf/out/bench-xds.json", "where the per-round samples go (JSON)")
+	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "longest wait for all agents, at start and per round")
+	role := fs.String("role", "", "internal: 'controller' runs the controller side")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if o.protocol != "delta" && o.protocol != "sotw" {
+		fmt.Fprintf(os.Stderr, "bench-xds: --protocol %q: want delta or sotw\n", o.protocol)
+		os.Exit(2)
+	}
+	var err error
+	if *role == "controller" {
+		err = controller(o, os.Stdin, os.Stdout)
+	} else {
+		err = bench(o)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-xds:", err)
+		os.Exit(1)
+	}
+}
+
+// controller is the controller side: it builds the mesh, serves xDS on
+// loopback and answers the parent's commands on in/out:
+//
+//	change S W   set service S's v1 weight to W; answers "changed T0NS BUILDNS"
+//	             and then, once pushed, "pushed PUSHNS"
+//	stats        answers one JSON line of counters and memory
+func controller(o opts, in io.Reader, out io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	mesh, err := xdsbench.New(o.services, o.pods, o.agents)
+	if err != nil {
+		return err
+	}
+	var pushErr atomic.Value
+	srv := xds.New(xds.Options{OnPush: func(r xds.PushResult) {
+		if r.Err != nil {
+			pushErr.Store(r.Err)
+		}
+	}})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(srv.Collectors()...)
+	authority, err := ca.New("cluster.local")
+	if err != nil {
+		return err
+	}
+	if err := srv.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, authority.Bundle())); err != nil {
+		return err
+	}
+	g := grpc.NewServer(grpc.MaxConcurrentStreams(16))
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go g.Serve(ln)
+	defer g.Stop()
+	go srv.Run(ctx)
+
+	start := time.Now()
+	m, err := model.Build(mesh.Snapshot, nil, model.Options{})
+	if err != nil {
+		return err
+	}
+	buildFirst := time.Since(start)
+	srv.Update(m)
+	if err := waitPushed(ctx, srv, m.Version, &pushErr); err != nil {
+		return err
+	}
+	runtime.GC()
+	fmt.Fprintf(out, "ready %s %d %d\n", ln.Addr(), buildFirst.Nanoseconds(), time.Since(start).Nanoseconds())
+
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 3 && f[0] == "change":
+			s, _ := strconv.Atoi(f[1])
+			w, _ := strconv.Atoi(f[2])
+			t0 := time.Now()
+			mesh.SetCanary(s, int32(w))
+			next, err := model.Build(mesh.Snapshot, m, model.Options{})
+			if err != nil {
+				return err
+			}
+			m = next
+			built := time.Since(t0)
+			srv.Update(m)
+			fmt.Fprintf(out, "changed %d %d\n", t0.UnixNano(), built.Nanoseconds())
+			if err := waitPushed(ctx, srv, m.Version, &pushErr); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "pushed %d\n", time.Since(t0).Nanoseconds())
+		case len(f) == 1 && f[0] == "stats":
+			if path := os.Getenv("BENCH_XDS_HEAPPROFILE"); path != "" {
+				runtime.GC()
+				hf, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				pprof.WriteHeapProfile(hf)
+				hf.Close()
+			}
+			st, err := stats(reg)
+			if err != nil {
+				return err
+			}
+			b, _ := json.Marshal(st)
+			fmt.Fprintf(out, "%s\n", b)
+		default:
+			return fmt.Errorf("controller: unknown command %q", sc.Text())
+		}
+	}
+	return sc.Err()
+}
+
+func waitPushed(ctx context.Context, srv *xds.Server, version uint64, pushErr *atomic.Value) error {
+	for {
+		select {
+		case v := <-srv.Pushed():
+			if v >= version {
+				return nil
+			}
+		case <-time.After(time.Minute):
+			if e := pushErr.Load(); e != nil {
+				return e.(error)
+			}
+			return fmt.Errorf("model version %d not pushed in a minute", version)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ctlStats is what the controller reports.
+type ctlStats struct {
+	RSSMB     float64            `json:"rss_mb"`
+	HWMMB     float64            `json:"hwm_mb"`
+	Pushes    float64            `json:"pushes"`
+	Responses map[string]float64 `json:"responses"`
+	Bytes     map[string]float64 `json:"bytes"`
+	Connected float64            `json:"connected"`
+}
+
+func stats(reg *prometheus.Registry) (ctlStats, error) {
+	st := ctlStats{Responses: map[string]float64{}, Bytes: map[string]float64{}}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "VmRSS:" || f[0] == "VmHWM:") {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			if f[0] == "VmRSS:" {
+				st.RSSMB = kb / 1024
+			} else {
+				st.HWMMB = kb / 1024
+			}
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return st, err
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			label := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" {
+					label = l.GetValue()
+				}
+			}
+			switch mf.GetName() {
+			case "fibmesh_xds_pushes_total":
+				st.Pushes = m.GetCounter().GetValue()
+			case "fibmesh_xds_responses_total":
+				st.Responses[label] = m.GetCounter().GetValue()
+			case "fibmesh_xds_response_bytes_total":
+				st.Bytes[label] = m.GetCounter().GetValue()
+			case "fibmesh_xds_connected_agents":
+				st.Connected = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return st, nil
+}
+
+// round is one edit's result.
+type round struct {
+	Round     int       `json:"round"`
+	Service   int       `json:"service"`
+	BuildMs   float64   `json:"model_build_ms"`
+	PushMs    float64   `json:"push_ms"` // change → caches updated
+	P50Ms     float64   `json:"p50_ms"`
+	P99Ms     float64   `json:"p99_ms"`
+	MaxMs     float64   `json:"max_ms"`
+	Agents    int       `json:"agents_acked"`
+	Bytes     float64   `json:"bytes_sent"`
+	Responses float64   `json:"responses_sent"`
+	Samples   []float64 `json:"-"`
+}
+
+func bench(o opts) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"--role", "controller", "--agents", strconv.Itoa(o.agents), "--services", strconv.Itoa(o.services), "--pods", strconv.Itoa(o.pods)}
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = os.Stderr
+	toCtl, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	fromCtl, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		toCtl.Close()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	lines := bufio.NewScanner(fromCtl)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	read := func(want string) ([]string, error) {
+		if !lines.Scan() {
+			return nil, fmt.Errorf("controller exited before %q: %v", want, lines.Err())
+		}
+		f := strings.Fields(lines.Text())
+		if want != "" && (len(f) == 0 || f[0] != want) {
+			return nil, fmt.Errorf("controller said %q, want %s", lines.Text(), want)
+		}
+		return f, nil
+	}
+	f, err := read("ready")
+	if err != nil {
+		return err
+	}
+	addr := f[1]
+	buildNs, _ := strconv.ParseInt(f[2], 10, 64)
+	readyNs, _ := strconv.ParseInt(f[3], 10, 64)
+	fmt.Printf("mesh: %d services, %d pods, %d nodes; first model build %.1f ms, first push done %.1f ms after start\n",
+		o.services, o.pods, o.agents, float64(buildNs)/1e6, float64(readyNs)/1e6)
+
+	ctlStatsNow := func() (ctlStats, error) {
+		fmt.Fprintln(toCtl, "stats")
+		if !lines.Scan() {
+			return ctlStats{}, fmt.Errorf("controller exited: %v", lines.Err())
+		}
+		var st ctlStats
+		err := json.Unmarshal(lines.Bytes(), &st)
+		return st, err
+	}
+
+	// Agents.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agents := make([]*agent, o.agents)
+	var wg sync.WaitGroup
+	connStart := time.Now()
+	for i := range agents {
+		a, err := startAgent(ctx, addr, xdsbench.NodeName(i), o.protocol == "delta", &wg)
+		if err != nil {
+			return err
+		}
+		agents[i] = a
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	deadline := time.After(o.timeout)
+	for _, a := range agents {
+		select {
+		case <-a.synced:
+		case <-deadline:
+			return fmt.Errorf("agents not synced in %s", o.timeout)
+		case err := <-failures:
+			return err
+		}
+	}
+	st0, err := ctlStatsNow()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("agents: %d connected (%s), all synced %.0f ms after the first dial; %.1f MB sent to sync them; controller RSS %.0f MB\n",
+		int(st0.Connected), o.protocol, float64(time.Since(connStart).Milliseconds()), sum(st0.Bytes)/1e6, st0.RSSMB)
+
+	var rounds []round
+	prev := st0
+	for r := range o.rounds {
+		svc := (r * 7919 * xdsbench.CanaryEvery) % (o.services - o.services%xdsbench.CanaryEvery)
+		route := xdsbench.RouteName(svc)
+		w := int32(80 - r%2*30) // 80/20, 50/50, ...
+		for _, a := range agents {
+			a.arm(route)
+		}
+		fmt.Fprintf(toCtl, "change %d %d\n", svc, w)
+		f, err := read("changed")
+		if err != nil {
+			return err
+		}
+		t0, _ := strconv.ParseInt(f[1], 10, 64)
+		built, _ := strconv.ParseInt(f[2], 10, 64)
+		f, err = read("pushed")
+		if err != nil {
+			return err
+		}
+		pushed, _ := strconv.ParseInt(f[1], 10, 64)
+		rd := round{Round: r + 1, Service: svc, BuildMs: float64(built) / 1e6, PushMs: float64(pushed) / 1e6}
+		deadline := time.After(o.timeout)
+		for _, a := range agents {
+			select {
+			case at := <-a.got:
+				rd.Samples = append(rd.Samples, float64(at-t0)/1e6)
+			case <-deadline:
+				return fmt.Errorf("round %d: only %d of %d agents ACKed %s in %s", r+1, len(rd.Samples), len(agents), route, o.timeout)
+			case err := <-failures:
+				return err
+			}
+		}
+		st, err := ctlStatsNow()
+		if err != nil {
+			return err
+		}
+		slices.Sort(rd.Samples)
+		rd.Agents = len(rd.Samples)
+		rd.P50Ms, rd.P99Ms, rd.MaxMs = quantile(rd.Samples, .5), quantile(rd.Samples, .99), rd.Samples[len(rd.Samples)-1]
+		rd.Bytes, rd.Responses = sum(st.Bytes)-sum(prev.Bytes), sum(st.Responses)-sum(prev.Responses)
+		prev = st
+		fmt.Printf("round %2d: %s → %d/%d: model build %5.1f ms, push %5.1f ms, ACKed by %d agents: p50 %6.1f ms, p99 %6.1f ms, max %6.1f ms; %d responses, %.0f kB\n",
+			rd.Round, route, w, 100-w, rd.BuildMs, rd.PushMs, rd.Agents, rd.P50Ms, rd.P99Ms, rd.MaxMs, int(rd.Responses), rd.Bytes/1e3)
+		rounds = append(rounds, rd)
+	}
+	st, err := ctlStatsNow()
+	if err != nil {
+		return err
+	}
+	p50s, p99s := make([]float64, 0, len(rounds)), make([]float64, 0, len(rounds))
+	for _, rd := range rounds {
+		p50s = append(p50s, rd.P50Ms)
+		p99s = append(p99s, rd.P99Ms)
+	}
+	slices.Sort(p50s)
+	slices.Sort(p99s)
+	p50, p99 := quantile(p50s, .5), quantile(p99s, .5)
+	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB (peak %.0f MB)\n",
+		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HWMMB)
+	if err := writeJSON(o, rounds, st, st0); err != nil {
+		return err
+	}
+	fmt.Printf("medians of %d rounds; samples in %s\n", len(rounds), o.out)
+	fmt.Printf("xds-convergence: agents=%d p50_ms=%.1f p99_ms=%.1f rss_mb=%.0f\n", len(agents), p50, p99, st.RSSMB)
+	return nil
+}
+
+func writeJSON(o opts, rounds []round, end, synced ctlStats) error {
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(map[string]any{
+		"agents": o.agents, "services": o.services, "pods": o.pods, "protocol": o.protocol,
+		"rounds": rounds, "controller_after_sync": synced, "controller_end": end,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(o.out, b, 0o644)
+}
+
+func sum(m map[string]float64) float64 {
+	var s float64
+	for _, v := range m {
+		s += v
+	}
+	return s
+}
+
+// quantile of sorted xs, nearest rank.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(xs))+0.5) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}
+
+// failures carries the first agent stream to fail.
+var failures = make(chan error, 1)
+
+// agent is one simulated agent: an xDS client as its node.
+type agent struct {
+	c      *xdsclient.Client
+	synced chan struct{}
+	// want is the route name the current round waits for; got receives
+	// the time (Unix ns) its ACK was sent.
+	want atomic.Value
+	got  chan int64
+}
+
+func (a *agent) arm(route string) { a.want.Store(route) }
+
+func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.WaitGroup) (*agent, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, Subscriptions: []xdsclient.Subscription{
+		{TypeURL: resource.ClusterType},
+		{TypeURL: resource.EndpointType},
+		{TypeURL: resource.ListenerType},
+		{TypeURL: resource.RouteType},
+		{TypeURL: resource.SecretType, Names: []string{envoy.RootCASecret}},
+		{TypeURL: fds.TypeURL, Names: []string{fds.MeshName, node}},
+	}})
+	a := &agent{c: c, synced: make(chan struct{}), got: make(chan int64, 1)}
+	a.want.Store("")
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer conn.Close()
+		if err := c.Run(ctx); err != nil {
+			select {
+			case failures <- fmt.Errorf("agent %s: %w", node, err):
+			default:
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		seen := map[string]bool{}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u := <-c.Updates():
+				if u.NACK != nil {
+					select {
+					case failures <- fmt.Errorf("agent %s NACKed %s: %v", node, u.TypeURL, u.NACK):
+					default:
+					}
+					continue
+				}
+				if len(seen) < len(xds.Types) {
+					seen[u.TypeURL] = true
+					if len(seen) == len(xds.Types) {
+						close(a.synced)
+					}
+				}
+				if u.TypeURL == resource.RouteType {
+					want := a.want.Load().(string)
+					if want != "" && slices.Contains(u.Changed, want) {
+						a.want.Store("")
+						a.got <- u.At.UnixNano()
+					}
+				}
+			}
+		}
+	}()
+	return a, nil
+}

@@ -52,6 +52,11 @@ type Config struct {
 	// An error NACKs the response with the error's text; the resources in
 	// force do not change.
 	Validate func(typeURL string, resources map[string]proto.Message) error
+	// NoStore keeps no resources, only their names and versions: each
+	// response is still decoded, validated (Validate sees only the
+	// resources it carried) and ACKed. For load generators that simulate
+	// many agents in one process; Resources then returns nothing.
+	NoStore bool
 }
 
 // Update is one response as the client handled it.
@@ -190,7 +195,9 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 			req.VersionInfo = c.version[resp.GetTypeUrl()]
 			req.ErrorDetail = nackStatus(err)
 		} else {
-			c.resources[resp.GetTypeUrl()] = next
+			if !c.cfg.NoStore {
+				c.resources[resp.GetTypeUrl()] = next
+			}
 			c.version[resp.GetTypeUrl()] = resp.GetVersionInfo()
 			req.VersionInfo = resp.GetVersionInfo()
 		}
@@ -214,7 +221,7 @@ var fullState = map[string]bool{
 func (c *Client) sotwNext(resp *discovery.DiscoveryResponse) (map[string]proto.Message, []string, error) {
 	c.mu.Lock()
 	var next map[string]proto.Message
-	if fullState[resp.GetTypeUrl()] {
+	if fullState[resp.GetTypeUrl()] || c.cfg.NoStore {
 		next = map[string]proto.Message{}
 	} else {
 		next = maps.Clone(c.resources[resp.GetTypeUrl()])
@@ -293,11 +300,17 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 		t := resp.GetTypeUrl()
 		u := Update{TypeURL: t, Version: resp.GetSystemVersionInfo(), Removed: resp.GetRemovedResources()}
 		c.mu.Lock()
-		next := maps.Clone(c.resources[t])
+		var next map[string]proto.Message
+		if !c.cfg.NoStore {
+			next = maps.Clone(c.resources[t])
+		}
 		versions := maps.Clone(c.versions[t])
 		c.mu.Unlock()
 		if next == nil {
-			next, versions = map[string]proto.Message{}, map[string]string{}
+			next = map[string]proto.Message{}
+		}
+		if versions == nil {
+			versions = map[string]string{}
 		}
 		var derr error
 		for _, r := range resp.GetResources() {
@@ -323,7 +336,10 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 			req.ErrorDetail = nackStatus(derr)
 		} else {
 			c.mu.Lock()
-			c.resources[t], c.versions[t], c.version[t] = next, versions, resp.GetSystemVersionInfo()
+			if !c.cfg.NoStore {
+				c.resources[t] = next
+			}
+			c.versions[t], c.version[t] = versions, resp.GetSystemVersionInfo()
 			c.mu.Unlock()
 		}
 		if err := st.Send(req); err != nil {

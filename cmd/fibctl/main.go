@@ -1,5 +1,7 @@
 // Command fibctl inspects and edits a node's XDP FIB: routes, flows,
-// mTLS policy and counters.
+// mTLS policy and counters. It also validates manifests (fibctl analyze)
+// and asks the controller what each node's agent accepted (fibctl config
+// status).
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/controller/analyze"
+	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 )
 
@@ -41,6 +44,11 @@ Commands:
                             validate a directory of Istio/Kubernetes manifests
                             (exit 0: no errors, 1: errors, 2: unusable input;
                             see docs/analyze.md; takes no --node)
+  config status [--controller URL] [-o FORMAT] [NODE]
+                            what the controller pushed to each node's agent
+                            and what each accepted, per xDS type
+                            (exit 0: synced, 1: a node stale or NACKed,
+                            2: the controller unreachable; takes no --node)
 
 fibctl reads the maps the agent pinned under --pin-dir
 (default /sys/fs/bpf/fibmesh/<node>); it needs root.
@@ -49,15 +57,14 @@ Examples:
   fibctl --node fm-node1 stats
   fibctl --node fm-node1 -o json flows
   fibctl --node fm-node2 policy set 10.200.2.11 8080 tcp STRICT
+  fibctl config status --controller http://127.0.0.1:15014
 
 Flags:
 `
 
 func main() {
-	// analyze reads manifests, not a node's FIB: it takes none of the
-	// FIB flags.
-	if len(os.Args) > 1 && os.Args[1] == "analyze" {
-		os.Exit(analyze.Command(os.Args[2:], os.Stdout, os.Stderr))
+	if code, ok := dispatch(os.Args[1:], os.Stdout, os.Stderr); ok {
+		os.Exit(code)
 	}
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -71,6 +78,43 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fibctl:", err)
 		os.Exit(1)
 	}
+}
+
+// dispatch runs the commands that read no FIB, analyze (manifests) and
+// config (the controller), and returns their exit status; ok is false for
+// every other command line, which run handles. These commands take none
+// of the FIB flags, so they are recognised before the flags are parsed.
+func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	if len(args) == 0 {
+		return 0, false
+	}
+	switch args[0] {
+	case "analyze":
+		return analyze.Command(args[1:], stdout, stderr), true
+	case "config":
+		return configCommand(args[1:], stdout, stderr), true
+	}
+	return 0, false
+}
+
+// configCommands lists config's subcommands for usage errors.
+const configCommands = "status"
+
+// configCommand is fibctl config SUBCOMMAND: it returns the exit status.
+func configCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "fibctl config: missing subcommand: want %s, e.g. fibctl config status (see fibctl --help)\n", configCommands)
+		return 2
+	}
+	switch args[0] {
+	case "status":
+		return xds.StatusCommand(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintf(stdout, "Usage:\n  fibctl config status [--controller URL] [-o table|json|yaml] [NODE]\n\nSee fibctl config status --help.\n")
+		return 0
+	}
+	fmt.Fprintf(stderr, "fibctl config: unknown subcommand %q: want %s (see fibctl --help)\n", args[0], configCommands)
+	return 2
 }
 
 type usageError struct{ msg string }

@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	istio "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
@@ -322,8 +321,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	reg.MustRegister(xs.Collectors()...)
 	reg.MustRegister(csr.Collectors()...)
 
-	g := grpc.NewServer(grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	xs.Register(g)
 	csr.Register(g)
 	xln, err := net.Listen("tcp", f.xdsListen)

@@ -95,6 +95,17 @@ func newMetrics() *metrics {
 	}
 }
 
+// zero makes every per-type series exist from the start, at 0, so that
+// rate() and alerts see the first NACK.
+func (m *metrics) zero() *metrics {
+	for _, t := range Types {
+		for _, v := range []*prometheus.CounterVec{m.updates, m.responses, m.bytes, m.nacks} {
+			v.WithLabelValues(shortType(t))
+		}
+	}
+	return m
+}
+
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.pushes, m.pushDuration, m.updates, m.responses, m.bytes, m.nacks, m.connected, m.convergence}
 }

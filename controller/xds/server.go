@@ -50,6 +50,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
@@ -109,6 +110,10 @@ type Server struct {
 	pushed       chan uint64
 	// sdsMu serialises SetTrustBundle, called from the CA's goroutine.
 	sdsMu sync.Mutex
+	// streams ends every xDS stream when Run returns, so that a graceful
+	// gRPC stop does not wait for agents to hang up.
+	streams     context.Context
+	stopStreams context.CancelFunc
 }
 
 // sharedType is one type's resources as last pushed, with their hashes.
@@ -127,7 +132,7 @@ func New(o Options) *Server {
 		o.DebounceMax = 500 * time.Millisecond
 	}
 	s := &Server{
-		opts: o, metrics: newMetrics(),
+		opts: o, metrics: newMetrics().zero(),
 		shared:  map[string]*sharedType{},
 		kick:    make(chan struct{}, 1),
 		ldsHash: map[string]string{},
@@ -149,7 +154,8 @@ func New(o Options) *Server {
 	}
 	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
 	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
-	s.xds = serverv3.NewServer(context.Background(), s.mux, callbacks{s.tracker})
+	s.streams, s.stopStreams = context.WithCancel(context.Background())
+	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker})
 	return s
 }
 
@@ -157,6 +163,17 @@ func New(o Options) *Server {
 type nodeID struct{}
 
 func (nodeID) ID(n *core.Node) string { return n.GetId() }
+
+// GRPCServerOptions are the gRPC server options for many long-lived agent
+// streams: keepalives that notice a vanished agent, and one write buffer
+// shared by all connections instead of 32 KiB held by each.
+func GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.SharedWriteBuffer(true),
+	}
+}
 
 // Register serves ADS (state-of-the-world and delta) and the per-type
 // discovery services on g.
@@ -250,8 +267,10 @@ func (s *Server) Ready() bool {
 	return s.model != nil
 }
 
-// Run pushes model versions as they come until ctx is done.
+// Run pushes model versions as they come until ctx is done; then it ends
+// every open xDS stream (agents reconnect to the next controller).
 func (s *Server) Run(ctx context.Context) error {
+	defer s.stopStreams()
 	for {
 		select {
 		case <-ctx.Done():
@@ -594,11 +613,14 @@ func (c callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
 	return nil
 }
 func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.t.closed(id) }
+
+// Delta streams are numbered apart from state-of-the-world ones, both
+// from 1: the tracker keys them by -id.
 func (c callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	c.t.open(id)
+	c.t.open(-id)
 	return nil
 }
-func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.t.closed(id) }
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.t.closed(-id) }
 func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
@@ -613,11 +635,11 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryR
 	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
 	}
-	c.t.deltaRequest(id, req)
+	c.t.deltaRequest(-id, req)
 	return nil
 }
 func (c callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	c.t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), proto.Size(resp), true)
+	c.t.response(-id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), proto.Size(resp), true)
 }
 func (c callbacks) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
 	return errors.New("REST fetch is not served: use ADS")

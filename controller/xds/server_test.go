@@ -373,12 +373,18 @@ func TestEditNACKRecover(t *testing.T) {
 // edit causes.
 func TestIncremental(t *testing.T) {
 	e := newEnv(t)
-	c1 := e.client("node1", true, nil)
-	c2 := e.client("node2", true, nil)
+	c1 := e.client("node1", true, nil)  // delta
+	c2 := e.client("node2", false, nil) // state of the world, on the same server
+
 	synced(t, c1)
 	synced(t, c2)
 	waitSynced(t, e.srv, "node1")
 	waitSynced(t, e.srv, "node2")
+	for _, ns := range e.srv.Status() {
+		if ns.Streams != 1 {
+			t.Errorf("node %s: %d streams, want 1 (delta and SotW streams mixed up?)", ns.Node, ns.Streams)
+		}
+	}
 
 	// ratings (on node2) becomes PERMISSIVE: node2's port policies and
 	// inbound listeners change; nothing of node1's does.

@@ -65,18 +65,33 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, statusUsage); fs.PrintDefaults() }
 	ctl := fs.String("controller", "http://127.0.0.1:15014", "the controller's monitoring endpoint (--monitoring-listen)")
 	format := fs.String("o", "table", "output format: table, json or yaml")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may follow NODE (fibctl config status node1 -o json): the
+	// flag package stops at the first argument, so parse again after
+	// each one, up to a "--".
+	var nodes []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
-		return 2
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			nodes = append(nodes, rest...)
+			break
+		}
+		nodes, args = append(nodes, rest[0]), rest[1:]
 	}
 	if *format != "table" && *format != "json" && *format != "yaml" {
 		fmt.Fprintf(stderr, "fibctl config status: -o %q: want table, json or yaml\n", *format)
 		return 2
 	}
-	if fs.NArg() > 1 {
-		fmt.Fprintf(stderr, "fibctl config status: at most one NODE, got %q\n", fs.Args())
+	if len(nodes) > 1 {
+		fmt.Fprintf(stderr, "fibctl config status: at most one NODE, got %q\n", nodes)
 		return 2
 	}
 	url := strings.TrimSuffix(*ctl, "/") + StatusPath
@@ -97,15 +112,15 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fibctl config status: %s: decoding the status: %v\n", url, err)
 		return 2
 	}
-	if fs.NArg() == 1 {
+	if len(nodes) == 1 {
 		var one []NodeStatus
 		for _, ns := range all {
-			if ns.Node == fs.Arg(0) {
+			if ns.Node == nodes[0] {
 				one = append(one, ns)
 			}
 		}
 		if len(one) == 0 {
-			fmt.Fprintf(stderr, "fibctl config status: node %q has never connected to this controller\n", fs.Arg(0))
+			fmt.Fprintf(stderr, "fibctl config status: node %q has never connected to this controller\n", nodes[0])
 			return 1
 		}
 		all = one

@@ -36,6 +36,7 @@ import (
 
 	networkingapi "istio.io/api/networking/v1"
 
+	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
@@ -424,8 +425,20 @@ func TestRunStops(t *testing.T) {
 	}
 }
 
-// TestRBACCoversInformers: deploy/rbac.yaml grants exactly what the
-// store's informers do, on exactly the resources they touch.
+// rbacFile is the controller's RBAC, which the tests below hold to the
+// API calls it makes.
+var rbacFile = filepath.Join("..", "..", "..", "deploy", "rbac.yaml")
+
+// caClusterCalls are the cluster-scoped calls the controller's CA makes
+// besides the store's informers: group/resource → verbs, as
+// TestRBACCoversCA sees them made.
+var caClusterCalls = map[string]map[string]bool{
+	"tokenreviews.authentication.k8s.io": {"create": true},
+}
+
+// TestRBACCoversInformers: deploy/rbac.yaml's ClusterRole grants exactly
+// what the store's informers do, on exactly the resources they touch,
+// and besides them only the CA's cluster-scoped calls (TokenReview).
 func TestRBACCoversInformers(t *testing.T) {
 	setup(t)
 	f := newFakes(t, nil, nil)
@@ -447,13 +460,14 @@ func TestRBACCoversInformers(t *testing.T) {
 		t.Errorf("informers touched %d resources, want %d: %v", len(used), watchedKinds, used)
 	}
 
-	role, binding, sa := readRBAC(t, filepath.Join("..", "..", "..", "deploy", "rbac.yaml"))
+	rb := readRBAC(t, rbacFile)
+	role := rb.clusterRole
 
 	// What the ClusterRole grants: group/resource → verbs.
 	granted := map[string]map[string]bool{}
 	for i, rule := range role.Rules {
 		if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
-			t.Errorf("rule %d: resourceNames/nonResourceURLs are not used by informers", i)
+			t.Errorf("ClusterRole rule %d: resourceNames/nonResourceURLs are not used by informers or TokenReview", i)
 		}
 		for _, g := range rule.APIGroups {
 			for _, r := range rule.Resources {
@@ -478,22 +492,101 @@ func TestRBACCoversInformers(t *testing.T) {
 			}
 		}
 	}
+	for gr, verbs := range caClusterCalls {
+		for v := range verbs {
+			if !granted[gr][v] {
+				t.Errorf("the CA calls %s %s (TokenReview node authentication), rbac.yaml's ClusterRole does not grant it", v, gr)
+			}
+		}
+	}
 	for gr, verbs := range granted {
-		if used[gr] == nil {
-			t.Errorf("rbac.yaml grants %v on %s, which no informer watches", keysOf(verbs), gr)
+		want := informerVerbs
+		switch {
+		case used[gr] != nil:
+		case caClusterCalls[gr] != nil:
+			want = caClusterCalls[gr]
+		default:
+			t.Errorf("rbac.yaml grants %v on %s, which neither an informer nor the CA uses", keysOf(verbs), gr)
 			continue
 		}
-		if diff := cmp.Diff(informerVerbs, verbs); diff != "" {
-			t.Errorf("rbac.yaml verbs on %s, want exactly list and watch (-want +got):\n%s", gr, diff)
+		if diff := cmp.Diff(want, verbs); diff != "" {
+			t.Errorf("rbac.yaml verbs on %s, want exactly %v (-want +got):\n%s", gr, keysOf(want), diff)
 		}
 	}
 
-	if binding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}) {
-		t.Errorf("ClusterRoleBinding refers to %+v, want ClusterRole %s", binding.RoleRef, role.Name)
+	if rb.clusterBinding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}) {
+		t.Errorf("ClusterRoleBinding refers to %+v, want ClusterRole %s", rb.clusterBinding.RoleRef, role.Name)
 	}
-	wantSubject := rbacv1.Subject{Kind: "ServiceAccount", Name: sa.Name, Namespace: sa.Namespace}
-	if !slices.Equal(binding.Subjects, []rbacv1.Subject{wantSubject}) {
-		t.Errorf("ClusterRoleBinding subjects = %+v, want only %+v", binding.Subjects, wantSubject)
+	if !slices.Equal(rb.clusterBinding.Subjects, []rbacv1.Subject{rb.subject()}) {
+		t.Errorf("ClusterRoleBinding subjects = %+v, want only %+v", rb.clusterBinding.Subjects, rb.subject())
+	}
+}
+
+// TestRBACCoversCA: the API calls the controller's CA makes are the ones
+// deploy/rbac.yaml grants. TokenReview's create is cluster-scoped (the
+// ClusterRole, checked with the informers above); the CA Secret of
+// --ca-secret fibmesh-system/cacerts is read with get, which the Role in
+// fibmesh-system grants on that Secret only.
+func TestRBACCoversCA(t *testing.T) {
+	const ns, secret = "fibmesh-system", "cacerts"
+	kc := kubefake.NewClientset()
+	ctx := context.Background()
+	// The fakes neither authenticate the token nor hold the Secret: the
+	// calls fail, but they are made, and recorded, all the same.
+	if _, err := ca.TokenReview(kc, []string{"fibmesh-ca"}).Authenticate(ctx, "agent-token"); err == nil {
+		t.Error("the fake TokenReview authenticated a token")
+	}
+	if _, err := ca.FromSecret(ctx, kc, ns, secret, "cluster.local"); err == nil {
+		t.Error("FromSecret succeeded without the Secret")
+	}
+	cluster := map[string]map[string]bool{}
+	type call struct{ verb, namespace, name string }
+	var secretCalls []call
+	for _, a := range kc.Actions() {
+		gr := a.GetResource().GroupResource().String()
+		switch gr {
+		case "secrets":
+			c := call{verb: a.GetVerb(), namespace: a.GetNamespace()}
+			if g, ok := a.(clienttesting.GetAction); ok {
+				c.name = g.GetName()
+			}
+			secretCalls = append(secretCalls, c)
+		default:
+			if a.GetNamespace() != "" {
+				t.Errorf("the CA calls %s %s in namespace %s: this test expects only cluster-scoped calls besides the Secret", a.GetVerb(), gr, a.GetNamespace())
+			}
+			if cluster[gr] == nil {
+				cluster[gr] = map[string]bool{}
+			}
+			cluster[gr][a.GetVerb()] = true
+		}
+	}
+	if d := cmp.Diff(caClusterCalls, cluster); d != "" {
+		t.Errorf("the CA's cluster-scoped calls differ from caClusterCalls, which TestRBACCoversInformers holds rbac.yaml to (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]call{{"get", ns, secret}}, secretCalls, cmp.AllowUnexported(call{})); d != "" {
+		t.Errorf("the CA's Secret calls (-want +got):\n%s", d)
+	}
+
+	rb := readRBAC(t, rbacFile)
+	if rb.role == nil || rb.binding == nil {
+		t.Fatalf("%s: want a Role and a RoleBinding granting get on Secret %s/%s", rbacFile, ns, secret)
+	}
+	if rb.role.Namespace != ns {
+		t.Errorf("Role %s is in namespace %q, want %s (the CA Secret's)", rb.role.Name, rb.role.Namespace, ns)
+	}
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret}, Verbs: []string{"get"}}}
+	if d := cmp.Diff(want, rb.role.Rules); d != "" {
+		t.Errorf("Role %s/%s rules: want exactly get on Secret %s (-want +got):\n%s", rb.role.Namespace, rb.role.Name, secret, d)
+	}
+	if rb.binding.Namespace != ns {
+		t.Errorf("RoleBinding %s is in namespace %q, want %s", rb.binding.Name, rb.binding.Namespace, ns)
+	}
+	if rb.binding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: rb.role.Name}) {
+		t.Errorf("RoleBinding refers to %+v, want Role %s", rb.binding.RoleRef, rb.role.Name)
+	}
+	if !slices.Equal(rb.binding.Subjects, []rbacv1.Subject{rb.subject()}) {
+		t.Errorf("RoleBinding subjects = %+v, want only %+v", rb.binding.Subjects, rb.subject())
 	}
 }
 
@@ -506,19 +599,36 @@ func keysOf(m map[string]bool) []string {
 	return k
 }
 
+// rbac is deploy/rbac.yaml: a ServiceAccount, a ClusterRole and its
+// binding, and optionally one Role and its binding.
+type rbac struct {
+	sa             *corev1.ServiceAccount
+	clusterRole    *rbacv1.ClusterRole
+	clusterBinding *rbacv1.ClusterRoleBinding
+	role           *rbacv1.Role
+	binding        *rbacv1.RoleBinding
+}
+
+// subject is the controller's ServiceAccount as a binding's subject.
+func (rb *rbac) subject() rbacv1.Subject {
+	return rbacv1.Subject{Kind: "ServiceAccount", Name: rb.sa.Name, Namespace: rb.sa.Namespace}
+}
+
 // readRBAC decodes rbac.yaml strictly; it must hold exactly one
-// ClusterRole, one ClusterRoleBinding and one ServiceAccount.
-func readRBAC(t *testing.T, file string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, *corev1.ServiceAccount) {
+// ServiceAccount, one ClusterRole and one ClusterRoleBinding, and may
+// hold one Role and one RoleBinding.
+func readRBAC(t *testing.T, file string) *rbac {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		role    *rbacv1.ClusterRole
-		binding *rbacv1.ClusterRoleBinding
-		sa      *corev1.ServiceAccount
-	)
+	var rb rbac
+	one := func(kind string, have bool) {
+		if have {
+			t.Fatalf("%s: more than one %s", file, kind)
+		}
+	}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for i := 1; ; i++ {
 		doc, err := r.Read()
@@ -538,23 +648,25 @@ func readRBAC(t *testing.T, file string) (*rbacv1.ClusterRole, *rbacv1.ClusterRo
 		var obj any
 		switch tm.Kind {
 		case "ClusterRole":
-			if role != nil {
-				t.Fatalf("%s: more than one ClusterRole", file)
-			}
-			role = &rbacv1.ClusterRole{}
-			obj = role
+			one(tm.Kind, rb.clusterRole != nil)
+			rb.clusterRole = &rbacv1.ClusterRole{}
+			obj = rb.clusterRole
 		case "ClusterRoleBinding":
-			if binding != nil {
-				t.Fatalf("%s: more than one ClusterRoleBinding", file)
-			}
-			binding = &rbacv1.ClusterRoleBinding{}
-			obj = binding
+			one(tm.Kind, rb.clusterBinding != nil)
+			rb.clusterBinding = &rbacv1.ClusterRoleBinding{}
+			obj = rb.clusterBinding
+		case "Role":
+			one(tm.Kind, rb.role != nil)
+			rb.role = &rbacv1.Role{}
+			obj = rb.role
+		case "RoleBinding":
+			one(tm.Kind, rb.binding != nil)
+			rb.binding = &rbacv1.RoleBinding{}
+			obj = rb.binding
 		case "ServiceAccount":
-			if sa != nil {
-				t.Fatalf("%s: more than one ServiceAccount", file)
-			}
-			sa = &corev1.ServiceAccount{}
-			obj = sa
+			one(tm.Kind, rb.sa != nil)
+			rb.sa = &corev1.ServiceAccount{}
+			obj = rb.sa
 		default:
 			t.Fatalf("%s document %d: unexpected kind %q", file, i, tm.Kind)
 		}
@@ -562,10 +674,13 @@ func readRBAC(t *testing.T, file string) (*rbacv1.ClusterRole, *rbacv1.ClusterRo
 			t.Fatalf("%s document %d (%s): %v", file, i, tm.Kind, err)
 		}
 	}
-	if role == nil || binding == nil || sa == nil {
+	if rb.clusterRole == nil || rb.clusterBinding == nil || rb.sa == nil {
 		t.Fatalf("%s: want a ClusterRole, a ClusterRoleBinding and a ServiceAccount", file)
 	}
-	return role, binding, sa
+	if (rb.role == nil) != (rb.binding == nil) {
+		t.Fatalf("%s: a Role needs a RoleBinding, and a RoleBinding a Role", file)
+	}
+	return &rb
 }
 
 func stripComments(doc []byte) string {

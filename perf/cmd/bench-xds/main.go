@@ -5,7 +5,10 @@
 // process). Each round edits one service's canary weights and times,
 // for every agent, the change (as the controller saw it) to the agent's
 // ACK of the new route configuration. It reports p50/p99 across agents
-// (the median round's), pushes, bytes sent, and the controller's RSS.
+// (the median over rounds), pushes, bytes sent, and the controller's
+// RSS: after the rounds, once freed memory is returned to the OS
+// (debug.FreeOSMemory), and its peak (VmHWM), reached while every agent
+// syncs at once at the start.
 //
 //	bench-xds [--agents 1000] [--services 1000] [--pods 10000] [--rounds 10] [--protocol delta|sotw]
 //
@@ -26,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -116,7 +120,7 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 	if err := srv.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, authority.Bundle())); err != nil {
 		return err
 	}
-	g := grpc.NewServer(grpc.MaxConcurrentStreams(16))
+	g := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -170,6 +174,10 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 				pprof.WriteHeapProfile(hf)
 				hf.Close()
 			}
+			// Return freed memory first, so that RSS is what the
+			// controller holds, not what a burst left mapped (VmHWM
+			// keeps the peak).
+			debug.FreeOSMemory()
 			st, err := stats(reg)
 			if err != nil {
 				return err
@@ -418,7 +426,7 @@ func bench(o opts) error {
 	slices.Sort(p50s)
 	slices.Sort(p99s)
 	p50, p99 := quantile(p50s, .5), quantile(p99s, .5)
-	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB (peak %.0f MB)\n",
+	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB after the rounds (peak %.0f MB, during the first sync)\n",
 		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HWMMB)
 	if err := writeJSON(o, rounds, st, st0); err != nil {
 		return err
@@ -479,7 +487,7 @@ func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.Wai
 	if err != nil {
 		return nil, err
 	}
-	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, Subscriptions: []xdsclient.Subscription{
+	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, NoStore: true, Subscriptions: []xdsclient.Subscription{
 		{TypeURL: resource.ClusterType},
 		{TypeURL: resource.EndpointType},
 		{TypeURL: resource.ListenerType},

@@ -77,6 +77,10 @@ Endpoints on --monitoring-listen:
   /debug/resources      the resources in force (JSON)
   /debug/model          the model in force (JSON)
   /debug/status         model version, last update, last rejection
+  /debug/ca/roots       the trust bundle; POST /debug/ca/rotate (new signing
+                        root, the old one still trusted), /debug/ca/retire
+                        (drop all but the signing root), /debug/ca/reload
+                        (re-read --ca-secret); loopback clients only
   /healthz, /readyz     readiness: a model is in force and pushed
 
 Example:
@@ -93,6 +97,7 @@ type flags struct {
 	caDir, caCert, caKey, caRoots, caSecret         string
 	bootstrapTokens, tokenAudience, agentSA         string
 	svidTTL, debounce, debounceMax                  time.Duration
+	syncConcurrency                                 int
 }
 
 func main() {
@@ -114,6 +119,7 @@ func main() {
 	fs.DurationVar(&f.svidTTL, "svid-ttl", 24*time.Hour, "default lifetime of workload certificates")
 	fs.DurationVar(&f.debounce, "push-debounce", 10*time.Millisecond, "quiet time before a push: changes within it are pushed together")
 	fs.DurationVar(&f.debounceMax, "push-debounce-max", 500*time.Millisecond, "longest a push waits under a stream of changes")
+	fs.IntVar(&f.syncConcurrency, "sync-concurrency", 64, "agents making their first (full) sync at once; more wait their turn (bounds memory when all reconnect; -1: no bound)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -163,6 +169,8 @@ func checkFlags(f flags) error {
 		return fmt.Errorf("--ca-secret %q: want NAMESPACE/NAME", f.caSecret)
 	case f.svidTTL < time.Minute:
 		return fmt.Errorf("--svid-ttl %s: want at least 1m", f.svidTTL)
+	case f.syncConcurrency == 0 || f.syncConcurrency < -1:
+		return fmt.Errorf("--sync-concurrency %d: want a positive number, or -1 for no bound", f.syncConcurrency)
 	case f.debounce <= 0 || f.debounceMax < f.debounce:
 		return fmt.Errorf("--push-debounce %s / --push-debounce-max %s: want 0 < debounce <= max", f.debounce, f.debounceMax)
 	}
@@ -264,7 +272,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	defer stop()
 
 	xs := xds.New(xds.Options{
-		Debounce: f.debounce, DebounceMax: f.debounceMax,
+		Debounce: f.debounce, DebounceMax: f.debounceMax, SyncConcurrency: f.syncConcurrency,
 		OnEvent: func(ev xds.Event) {
 			switch ev.Kind {
 			case "nack":
@@ -343,6 +351,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	mux.Handle("/", c.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET "+xds.StatusPath, xs.Handler())
+	mux.Handle("/debug/ca/", authority.AdminHandler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	go g.Serve(xln)

@@ -72,6 +72,14 @@ type Options struct {
 	// OnPush, if set, is told of each push's result (the binary logs
 	// failures). It must not block.
 	OnPush func(PushResult)
+	// SyncConcurrency bounds the agents making their first sync at once
+	// (default 64; negative: no bound). A full sync is megabytes per
+	// agent: after a controller restart every agent reconnects at once,
+	// and unbounded, their responses would all be marshalled and queued
+	// together. A slot is held until the agent has ACKed every type, or
+	// SyncTimeout (default 10s).
+	SyncConcurrency int
+	SyncTimeout     time.Duration
 }
 
 // PushResult is what one push did.
@@ -139,6 +147,16 @@ func New(o Options) *Server {
 		pushed:  make(chan uint64, 1),
 	}
 	s.tracker = newTracker(s.metrics, o.OnEvent)
+	if o.SyncConcurrency == 0 {
+		o.SyncConcurrency = 64
+	}
+	if o.SyncTimeout <= 0 {
+		o.SyncTimeout = 10 * time.Second
+	}
+	if o.SyncConcurrency > 0 {
+		s.tracker.slots = make(chan struct{}, o.SyncConcurrency)
+	}
+	s.tracker.slotTimeout = o.SyncTimeout
 	s.tracker.inModel = s.hasNode
 	s.mux = &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
@@ -155,7 +173,7 @@ func New(o Options) *Server {
 	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
 	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker})
+	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done()})
 	return s
 }
 
@@ -346,6 +364,9 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	res := PushResult{Version: m.Version, Updated: map[string]int{}}
 	s.tracker.beginPush(since)
 	k, full := ch.kinds, ch.full
+	if !full && k == (model.ChangeKinds{Routes: true}) {
+		return s.pushRoutes(m, ch, res, start)
+	}
 
 	mesh, err := envoy.BuildMesh(m)
 	if err != nil {
@@ -468,6 +489,38 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	for t, n := range res.Updated {
 		s.metrics.updates.WithLabelValues(t).Add(float64(n))
 	}
+	s.mu.Lock()
+	s.model = m
+	s.mu.Unlock()
+	res.Took = time.Since(start)
+	s.metrics.pushes.Inc()
+	s.metrics.pushDuration.Observe(res.Took.Seconds())
+	return res
+}
+
+// pushRoutes is push for a change of routes only (VirtualServices): the
+// route configurations of the changed hosts are rebuilt, nothing else.
+func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start time.Time) PushResult {
+	st := s.shared[resource.RouteType]
+	var names []string
+	for name := range st.hashes {
+		if ch.services[name[:max(0, strings.LastIndexByte(name, ':'))]] {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	rcs, err := envoy.RouteConfigs(m, names)
+	if err != nil {
+		res.Err = fmt.Errorf("model version %d: %w", m.Version, err)
+		return res
+	}
+	n, err := st.apply(named(rcs), nil)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.Updated["RDS"] = n
+	s.metrics.updates.WithLabelValues("RDS").Add(float64(n))
 	s.mu.Lock()
 	s.model = m
 	s.mu.Unlock()
@@ -606,7 +659,10 @@ func (c *nackSafeCache) CreateWatch(req *cache.Request, sub cache.Subscription, 
 }
 
 // callbacks feed the tracker from go-control-plane's server.
-type callbacks struct{ t *tracker }
+type callbacks struct {
+	t    *tracker
+	done <-chan struct{}
+}
 
 func (c callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
 	c.t.open(id)
@@ -625,6 +681,7 @@ func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) er
 	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
 	}
+	c.t.admit(id, c.done)
 	c.t.request(id, req)
 	return nil
 }
@@ -635,6 +692,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryR
 	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
 	}
+	c.t.admit(-id, c.done)
 	c.t.deltaRequest(-id, req)
 	return nil
 }

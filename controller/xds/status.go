@@ -82,6 +82,11 @@ type nodeState struct {
 type streamState struct {
 	node   string
 	nonces map[string]nonceInfo
+	// admitted: the stream has asked for its first sync; holding: it
+	// holds one of the tracker's sync slots until it has ACKed every
+	// type (or the slot times out); acked are the types it ACKed.
+	admitted, holding bool
+	acked             map[string]bool
 }
 
 type nonceInfo struct {
@@ -101,6 +106,68 @@ type tracker struct {
 	inModel  func(node string) bool
 	onEvent  func(Event)
 	metrics  *metrics
+	// slots bounds the streams making their first sync at once (nil: no
+	// bound); a slot is given back after slotTimeout at the latest.
+	slots       chan struct{}
+	slotTimeout time.Duration
+}
+
+// admit makes a stream's first request wait for a sync slot: when every
+// agent connects at once (a controller restart), each full sync
+// (megabytes per agent) is marshalled and queued only for the streams
+// holding a slot, which bounds the controller's memory. It returns at once
+// for later requests, and when done closes.
+func (t *tracker) admit(stream int64, done <-chan struct{}) {
+	t.mu.Lock()
+	st, ok := t.streams[stream]
+	if !ok {
+		st = &streamState{}
+		t.streams[stream] = st
+	}
+	if st.admitted || t.slots == nil {
+		t.mu.Unlock()
+		return
+	}
+	st.admitted = true
+	t.mu.Unlock()
+	select {
+	case t.slots <- struct{}{}:
+	case <-done:
+		return
+	}
+	t.mu.Lock()
+	if cur, ok := t.streams[stream]; ok && cur == st {
+		st.holding, st.acked = true, map[string]bool{}
+		time.AfterFunc(t.slotTimeout, func() {
+			t.mu.Lock()
+			t.releaseLocked(st)
+			t.mu.Unlock()
+		})
+	} else {
+		<-t.slots // closed while waiting
+	}
+	t.mu.Unlock()
+}
+
+// releaseLocked gives a stream's sync slot back. t.mu is held.
+func (t *tracker) releaseLocked(st *streamState) {
+	if st.holding {
+		st.holding = false
+		<-t.slots
+	}
+}
+
+// synced notes an ACK of typeURL on a stream, and gives its slot back
+// once every type is ACKed. t.mu is held.
+func (t *tracker) ackedLocked(stream int64, typeURL string) {
+	st := t.streams[stream]
+	if st == nil || !st.holding {
+		return
+	}
+	st.acked[typeURL] = true
+	if len(st.acked) >= len(Types) {
+		t.releaseLocked(st)
+	}
 }
 
 func newTracker(m *metrics, onEvent func(Event)) *tracker {
@@ -149,6 +216,9 @@ func (t *tracker) closed(stream int64) {
 	t.mu.Lock()
 	st, ok := t.streams[stream]
 	delete(t.streams, stream)
+	if ok {
+		t.releaseLocked(st)
+	}
 	var ev *Event
 	if ok && st.node != "" {
 		n := t.node(st.node)
@@ -201,6 +271,9 @@ func (t *tracker) request(stream int64, req *discovery.DiscoveryRequest) {
 			refused = t.streams[stream].lastSent(req.GetTypeUrl())
 		}
 		evs = append(evs, t.answer(name, req.GetTypeUrl(), req.GetVersionInfo(), refused, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)...)
+		if req.GetErrorDetail() == nil {
+			t.ackedLocked(stream, req.GetTypeUrl())
+		}
 	}
 	t.mu.Unlock()
 	for _, ev := range evs {
@@ -232,6 +305,9 @@ func (t *tracker) deltaRequest(stream int64, req *discovery.DeltaDiscoveryReques
 			acked = ""
 		}
 		evs = append(evs, t.answer(name, ni.typeURL, acked, ni.version, req.GetErrorDetail().GetMessage(), nack)...)
+		if !nack {
+			t.ackedLocked(stream, ni.typeURL)
+		}
 	}
 	t.mu.Unlock()
 	for _, ev := range evs {

@@ -346,3 +346,35 @@ func grpcCode(s string) (uint32, bool) {
 	}
 	return 0, false
 }
+
+// RouteConfigs builds only the named route configurations (names as
+// RouteName makes them) of m, for a change that touched routes and
+// nothing else: which host ports have a route configuration depends on
+// services only, so the names in force stay the same and BuildMesh's
+// other work can be skipped. A name whose host or port m does not serve
+// is an error (the caller's names are stale: build the whole mesh).
+func RouteConfigs(m *model.Model, names []string) ([]*routev3.RouteConfiguration, error) {
+	ix := newIndex(m)
+	b := &builder{}
+	out := make([]*routev3.RouteConfiguration, 0, len(names))
+	for _, name := range names {
+		i := strings.LastIndexByte(name, ':')
+		if i < 0 {
+			return nil, fmt.Errorf("route configuration %q: not <host>:<port>", name)
+		}
+		pn, err := strconv.ParseUint(name[i+1:], 10, 32)
+		svc := ix.byHost[name[:i]]
+		if err != nil || svc == nil || !slices.ContainsFunc(svc.Ports, func(p model.Port) bool { return uint32(p.Port) == uint32(pn) && httpFamily(p.Protocol) }) {
+			return nil, fmt.Errorf("route configuration %q: no such HTTP service port", name)
+		}
+		rc, err := b.routeConfig(ix, svc, uint32(pn))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rc)
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	return out, nil
+}

@@ -397,14 +397,7 @@ func startAgent(t *testing.T, ctx context.Context, addr, node string, delta bool
 		t.Fatal(err)
 	}
 	if subs == nil {
-		subs = []xdsclient.Subscription{
-			{TypeURL: resource.ClusterType},
-			{TypeURL: resource.EndpointType},
-			{TypeURL: resource.ListenerType},
-			{TypeURL: resource.RouteType},
-			{TypeURL: resource.SecretType, Names: []string{envoy.RootCASecret}},
-			{TypeURL: fds.TypeURL, Names: []string{fds.MeshName, node}},
-		}
+		subs = xds.AgentSubscriptions(node)
 	}
 	a := &agent{Client: xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, Subscriptions: subs}), node: node, conn: conn, done: make(chan error, 1)}
 	go func() { a.done <- a.Run(ctx) }()

@@ -53,6 +53,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
@@ -181,6 +182,21 @@ func New(o Options) *Server {
 type nodeID struct{}
 
 func (nodeID) ID(n *core.Node) string { return n.GetId() }
+
+// AgentSubscriptions are what a node's agent subscribes to: every
+// cluster, load assignment, listener and route configuration (its
+// listeners are its own node's), the trust bundle, and the shared and its
+// own flow tables.
+func AgentSubscriptions(node string) []xdsclient.Subscription {
+	return []xdsclient.Subscription{
+		{TypeURL: resource.ClusterType},
+		{TypeURL: resource.EndpointType},
+		{TypeURL: resource.ListenerType},
+		{TypeURL: resource.RouteType},
+		{TypeURL: resource.SecretType, Names: []string{envoy.RootCASecret}},
+		{TypeURL: fds.TypeURL, Names: []string{fds.MeshName, node}},
+	}
+}
 
 // GRPCServerOptions are the gRPC server options for many long-lived agent
 // streams: keepalives that notice a vanished agent, and one write buffer
@@ -486,6 +502,11 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		}
 		_ = n
 	}
+	return s.recordPush(m, res, start)
+}
+
+// recordPush records a push that succeeded.
+func (s *Server) recordPush(m *model.Model, res PushResult, start time.Time) PushResult {
 	for t, n := range res.Updated {
 		s.metrics.updates.WithLabelValues(t).Add(float64(n))
 	}
@@ -520,14 +541,7 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 		return res
 	}
 	res.Updated["RDS"] = n
-	s.metrics.updates.WithLabelValues("RDS").Add(float64(n))
-	s.mu.Lock()
-	s.model = m
-	s.mu.Unlock()
-	res.Took = time.Since(start)
-	s.metrics.pushes.Inc()
-	s.metrics.pushDuration.Observe(res.Took.Seconds())
-	return res
+	return s.recordPush(m, res, start)
 }
 
 // flowTables names the FDS resources and stamps each table with the model

@@ -120,14 +120,7 @@ func (e *env) client(node string, delta bool, validate func(string, map[string]p
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, Validate: validate, Subscriptions: []xdsclient.Subscription{
-		{TypeURL: resource.ClusterType},
-		{TypeURL: resource.EndpointType},
-		{TypeURL: resource.ListenerType},
-		{TypeURL: resource.RouteType},
-		{TypeURL: resource.SecretType, Names: []string{envoy.RootCASecret}},
-		{TypeURL: fds.TypeURL, Names: []string{fds.MeshName, node}},
-	}})
+	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, Validate: validate, Subscriptions: AgentSubscriptions(node)})
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()

@@ -49,7 +49,6 @@ import (
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
-	"github.com/fibmesh/fibmesh/controller/xds/fds"
 	"github.com/fibmesh/fibmesh/perf/xdsbench"
 )
 
@@ -143,11 +142,28 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 	runtime.GC()
 	fmt.Fprintf(out, "ready %s %d %d\n", ln.Addr(), buildFirst.Nanoseconds(), time.Since(start).Nanoseconds())
 
+	profiling := false
+	defer func() {
+		if profiling {
+			pprof.StopCPUProfile()
+		}
+	}()
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
 		case len(f) == 3 && f[0] == "change":
+			// BENCH_XDS_CPUPROFILE: profile the rounds, not the sync.
+			if path := os.Getenv("BENCH_XDS_CPUPROFILE"); path != "" && !profiling {
+				pf, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+				profiling = true
+			}
 			s, _ := strconv.Atoi(f[1])
 			w, _ := strconv.Atoi(f[2])
 			t0 := time.Now()
@@ -487,14 +503,7 @@ func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.Wai
 	if err != nil {
 		return nil, err
 	}
-	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, NoStore: true, Subscriptions: []xdsclient.Subscription{
-		{TypeURL: resource.ClusterType},
-		{TypeURL: resource.EndpointType},
-		{TypeURL: resource.ListenerType},
-		{TypeURL: resource.RouteType},
-		{TypeURL: resource.SecretType, Names: []string{envoy.RootCASecret}},
-		{TypeURL: fds.TypeURL, Names: []string{fds.MeshName, node}},
-	}})
+	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, NoStore: true, Subscriptions: xds.AgentSubscriptions(node)})
 	a := &agent{c: c, synced: make(chan struct{}), got: make(chan int64, 1)}
 	a.want.Store("")
 	wg.Add(2)

@@ -460,3 +460,51 @@ func equalU32(got []uint32, want ...uint32) bool {
 	}
 	return true
 }
+
+// TestListenerNACK: a state-of-the-world client refusing its listeners
+// (the per-node snapshot cache, not a LinearCache) is not sent the refused
+// version again; the next change's listeners arrive and are accepted.
+func TestListenerNACK(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
+			e := newEnv(t)
+			c := e.client("node1", delta, func(typeURL string, rs map[string]proto.Message) error {
+				if _, plain := rs[envoy.InboundPlaintextListener]; typeURL == resource.ListenerType && plain {
+					return errors.New("test policy: no plaintext listener on node1")
+				}
+				return nil
+			})
+			synced(t, c)
+			// frontend (node1) becomes PERMISSIVE: node1 gets a plaintext listener.
+			pa := &securityv1.PeerAuthentication{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "frontend-permissive"},
+				Spec: securityapi.PeerAuthentication{
+					Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "frontend"}},
+					Mtls:     &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE},
+				},
+			}
+			e.snap.Resources = append(e.snap.Resources, config.Resource{
+				GVK:       schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
+				Namespace: pa.Namespace, Name: pa.Name, Object: pa,
+			})
+			e.push()
+			u := await(t, c, "node1's new listeners", func(u xdsclient.Update) bool { return u.TypeURL == resource.ListenerType })
+			if u.NACK == nil {
+				t.Fatal("listeners with a plaintext listener were accepted")
+			}
+			if _, plain := c.Resources(resource.ListenerType)[envoy.InboundPlaintextListener]; plain {
+				t.Error("the refused listeners are in force")
+			}
+			nodeStatus(t, e.srv, "node1", func(ns NodeStatus) bool { return typeStatus(ns, resource.ListenerType).NACK != nil })
+
+			// Back to STRICT: the next listeners are the next change's, accepted.
+			e.snap.Resources = e.snap.Resources[:len(e.snap.Resources)-1]
+			e.push()
+			u = await(t, c, "node1's listeners after the fix", func(u xdsclient.Update) bool { return u.TypeURL == resource.ListenerType })
+			if u.NACK != nil {
+				t.Fatalf("the listeners after a NACK were refused again (%v): the refused version was resent", u.NACK)
+			}
+			waitSynced(t, e.srv, "node1")
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -210,18 +211,13 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 	}
 }
 
-// fullState are the types whose state-of-the-world responses carry every
-// resource (a resource missing from one is removed); the others carry the
-// changed resources only.
-var fullState = map[string]bool{
-	"type.googleapis.com/envoy.config.listener.v3.Listener": true,
-	"type.googleapis.com/envoy.config.cluster.v3.Cluster":   true,
-}
-
 func (c *Client) sotwNext(resp *discovery.DiscoveryResponse) (map[string]proto.Message, []string, error) {
 	c.mu.Lock()
 	var next map[string]proto.Message
-	if fullState[resp.GetTypeUrl()] || c.cfg.NoStore {
+	// Listeners and clusters come whole in every state-of-the-world
+	// response (one missing is removed); the other types carry the
+	// changed resources only.
+	if cache.ResourceRequiresFullStateInSotw(resp.GetTypeUrl()) || c.cfg.NoStore {
 		next = map[string]proto.Message{}
 	} else {
 		next = maps.Clone(c.resources[resp.GetTypeUrl()])
@@ -257,22 +253,17 @@ func decode(typeURL string, a *anypb.Any) (proto.Message, string, error) {
 	return m, name, nil
 }
 
-// ResourceName is a resource's xDS name: its name field (cluster_name for
-// a ClusterLoadAssignment); for a FlowTable, its node, or "mesh" for the
-// shared table.
+// ResourceName is a resource's xDS name: go-control-plane's (its name
+// field, cluster_name for a ClusterLoadAssignment); for a FlowTable, its
+// node, or "mesh" for the shared table.
 func ResourceName(m proto.Message) string {
-	switch r := m.(type) {
-	case interface{ GetClusterName() string }:
-		return r.GetClusterName()
-	case interface{ GetName() string }:
-		return r.GetName()
-	case *fibv1.FlowTable:
-		if r.GetNode() == "" {
+	if ft, ok := m.(*fibv1.FlowTable); ok {
+		if ft.GetNode() == "" {
 			return "mesh"
 		}
-		return r.GetNode()
+		return ft.GetNode()
 	}
-	return ""
+	return cache.GetResourceName(m)
 }
 
 func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) error {

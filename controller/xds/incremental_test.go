@@ -10,12 +10,9 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	securityapi "istio.io/api/security/v1beta1"
-	typeapi "istio.io/api/type/v1beta1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
@@ -64,13 +61,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 			dr.Spec.TrafficPolicy.LoadBalancer = &networkingapi.LoadBalancerSettings{
 				LbPolicy: &networkingapi.LoadBalancerSettings_Simple{Simple: networkingapi.LoadBalancerSettings_ROUND_ROBIN}}
 		}},
-		{"ratings PERMISSIVE", func() {
-			pa := &securityv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "ratings"},
-				Spec: securityapi.PeerAuthentication{Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "ratings"}},
-					Mtls: &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE}}}
-			snap.Resources = append(snap.Resources, config.Resource{GVK: schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
-				Namespace: pa.Namespace, Name: pa.Name, Object: pa})
-		}},
+		{"ratings PERMISSIVE", func() { addPermissive(snap, "production", "ratings") }},
 		{"ratings DISABLE (plaintext upstream)", func() {
 			pa := find("PeerAuthentication", "production", "ratings").(*securityv1.PeerAuthentication)
 			pa.Spec.Mtls.Mode = securityapi.PeerAuthentication_MutualTLS_DISABLE

@@ -33,9 +33,7 @@ func typeOrder(url string) int {
 
 // ShortType is a type URL's usual short name: CDS, EDS, LDS, RDS, SDS,
 // FDS, or the URL's last element for any other type.
-func ShortType(url string) string { return shortType(url) }
-
-func shortType(url string) string {
+func ShortType(url string) string {
 	switch url {
 	case resource.ClusterType:
 		return "CDS"
@@ -100,7 +98,7 @@ func newMetrics() *metrics {
 func (m *metrics) zero() *metrics {
 	for _, t := range Types {
 		for _, v := range []*prometheus.CounterVec{m.updates, m.responses, m.bytes, m.nacks} {
-			v.WithLabelValues(shortType(t))
+			v.WithLabelValues(ShortType(t))
 		}
 	}
 	return m

@@ -167,7 +167,7 @@ func New(o Options) *Server {
 	quiet := log.LoggerFuncs{} // go-control-plane's logs stay quiet: the tracker reports
 	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, resource.SecretType, fds.TypeURL} {
 		st := &sharedType{typeURL: t, hashes: map[string][32]byte{},
-			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(shortType(t)+"-"))}
+			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(ShortType(t)+"-"))}
 		s.shared[t] = st
 		s.mux.Caches[t] = st.cache
 	}
@@ -403,11 +403,18 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	s.inModel = inModel
 	s.mu.Unlock()
 
-	var removals []func() (int, error)
+	// Removals wait until every type is updated: a listener or route
+	// configuration never names a cluster that is already gone.
+	type removal struct {
+		st   *sharedType
+		gone []string
+	}
+	var removals []removal
 	step := func(t string, items map[string]proto.Message, only func(name string) bool) error {
-		n, rm, err := s.shared[t].update(items, only)
-		res.Updated[shortType(t)] += n
-		removals = append(removals, rm)
+		st := s.shared[t]
+		n, err := st.apply(items, only)
+		res.Updated[ShortType(t)] += n
+		removals = append(removals, removal{st, st.stale(items)})
 		return err
 	}
 	if full || k.Services || k.Workloads || k.DestinationPolicies {
@@ -440,7 +447,10 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 			delete(s.ldsHash, n)
 		}
 	}
-	nix := envoy.NewNodeIndex(m)
+	var nix *envoy.NodeIndex
+	if len(nodes) > 0 {
+		nix = envoy.NewNodeIndex(m)
+	}
 	for _, n := range nodes {
 		ls, err := nix.Listeners(n)
 		if err != nil {
@@ -479,10 +489,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		err = step(resource.RouteType, named(mesh.Routes), nil)
 	case k.Routes || k.DestinationPolicies:
 		// Only the changed hosts' route configurations can differ.
-		err = step(resource.RouteType, named(mesh.Routes), func(name string) bool {
-			host := name[:max(0, strings.LastIndexByte(name, ':'))]
-			return ch.services[host]
-		})
+		err = step(resource.RouteType, named(mesh.Routes), func(name string) bool { return ch.services[routeHost(name)] })
 	}
 	if err != nil {
 		res.Err = err
@@ -495,15 +502,18 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		}
 	}
 	for i := len(removals) - 1; i >= 0; i-- {
-		n, err := removals[i]()
-		if err != nil {
+		r := removals[i]
+		if err := r.st.remove(r.gone); err != nil {
 			res.Err = err
 			return res
 		}
-		_ = n
+		res.Updated[ShortType(r.st.typeURL)] += len(r.gone)
 	}
 	return s.recordPush(m, res, start)
 }
+
+// routeHost is the host of a route configuration named "<host>:<port>".
+func routeHost(name string) string { return name[:max(0, strings.LastIndexByte(name, ':'))] }
 
 // recordPush records a push that succeeded.
 func (s *Server) recordPush(m *model.Model, res PushResult, start time.Time) PushResult {
@@ -525,7 +535,7 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 	st := s.shared[resource.RouteType]
 	var names []string
 	for name := range st.hashes {
-		if ch.services[name[:max(0, strings.LastIndexByte(name, ':'))]] {
+		if ch.services[routeHost(name)] {
 			names = append(names, name)
 		}
 	}
@@ -614,37 +624,34 @@ func (st *sharedType) apply(items map[string]proto.Message, only func(string) bo
 		return 0, nil
 	}
 	if err := st.cache.UpdateResources(changed, nil); err != nil {
-		return 0, fmt.Errorf("%s: %w", shortType(st.typeURL), err)
+		return 0, fmt.Errorf("%s: %w", ShortType(st.typeURL), err)
 	}
 	return len(changed), nil
 }
 
-// update makes items the type's whole set: it applies additions and
-// changes now and returns a function that removes the rest, to be called
-// once the resources that referred to them are gone.
-func (st *sharedType) update(items map[string]proto.Message, only func(string) bool) (int, func() (int, error), error) {
-	n, err := st.apply(items, only)
-	if err != nil {
-		return n, nil, err
-	}
+// stale are the resources the type holds that items no longer has.
+func (st *sharedType) stale(items map[string]proto.Message) []string {
 	var gone []string
 	for name := range st.hashes {
 		if _, ok := items[name]; !ok {
 			gone = append(gone, name)
 		}
 	}
-	return n, func() (int, error) {
-		if len(gone) == 0 {
-			return 0, nil
-		}
-		for _, name := range gone {
-			delete(st.hashes, name)
-		}
-		if err := st.cache.UpdateResources(nil, gone); err != nil {
-			return 0, fmt.Errorf("%s: %w", shortType(st.typeURL), err)
-		}
-		return len(gone), nil
-	}, nil
+	return gone
+}
+
+// remove takes resources out of the type.
+func (st *sharedType) remove(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	for _, name := range names {
+		delete(st.hashes, name)
+	}
+	if err := st.cache.UpdateResources(nil, names); err != nil {
+		return fmt.Errorf("%s: %w", ShortType(st.typeURL), err)
+	}
+	return nil
 }
 
 // nackSafeCache keeps a NACKed listener snapshot from being sent again:

@@ -381,17 +381,7 @@ func TestIncremental(t *testing.T) {
 
 	// ratings (on node2) becomes PERMISSIVE: node2's port policies and
 	// inbound listeners change; nothing of node1's does.
-	pa := &securityv1.PeerAuthentication{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "ratings-permissive"},
-		Spec: securityapi.PeerAuthentication{
-			Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "ratings"}},
-			Mtls:     &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE},
-		},
-	}
-	e.snap.Resources = append(e.snap.Resources, config.Resource{
-		GVK:       schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
-		Namespace: pa.Namespace, Name: pa.Name, Object: pa,
-	})
+	addPermissive(e.snap, "production", "ratings")
 	e.push()
 	got := map[string]bool{}
 	await(t, c2, "node2's flow table and listeners", func(u xdsclient.Update) bool {
@@ -413,6 +403,22 @@ func TestIncremental(t *testing.T) {
 	if u.TypeURL != resource.RouteType {
 		t.Errorf("node1's first response after a node2-only change is %s %v, want the later RDS edit", ShortType(u.TypeURL), u.Changed)
 	}
+}
+
+// addPermissive adds a PeerAuthentication making the pods labelled
+// app=<app> in namespace PERMISSIVE, as a store would.
+func addPermissive(snap *config.Snapshot, namespace, app string) {
+	pa := &securityv1.PeerAuthentication{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: app},
+		Spec: securityapi.PeerAuthentication{
+			Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": app}},
+			Mtls:     &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE},
+		},
+	}
+	snap.Resources = append(snap.Resources, config.Resource{
+		GVK:       schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
+		Namespace: pa.Namespace, Name: pa.Name, Object: pa,
+	})
 }
 
 func nodeStatus(t *testing.T, s *Server, node string, ok func(NodeStatus) bool) NodeStatus {
@@ -476,17 +482,7 @@ func TestListenerNACK(t *testing.T) {
 			})
 			synced(t, c)
 			// frontend (node1) becomes PERMISSIVE: node1 gets a plaintext listener.
-			pa := &securityv1.PeerAuthentication{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "frontend-permissive"},
-				Spec: securityapi.PeerAuthentication{
-					Selector: &typeapi.WorkloadSelector{MatchLabels: map[string]string{"app": "frontend"}},
-					Mtls:     &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE},
-				},
-			}
-			e.snap.Resources = append(e.snap.Resources, config.Resource{
-				GVK:       schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "PeerAuthentication"},
-				Namespace: pa.Namespace, Name: pa.Name, Object: pa,
-			})
+			addPermissive(e.snap, "production", "frontend")
 			e.push()
 			u := await(t, c, "node1's new listeners", func(u xdsclient.Update) bool { return u.TypeURL == resource.ListenerType })
 			if u.NACK == nil {

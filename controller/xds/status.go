@@ -324,7 +324,7 @@ func (t *tracker) answer(node, typeURL, acked, refused, reason string, nack bool
 	if nack {
 		ts.nack = &NACK{Version: refused, Reason: reason, At: time.Now()}
 		ts.nacks++
-		t.metrics.nacks.WithLabelValues(shortType(typeURL)).Inc()
+		t.metrics.nacks.WithLabelValues(ShortType(typeURL)).Inc()
 		evs = append(evs, Event{Node: node, TypeURL: typeURL, Kind: "nack", Version: refused, Reason: reason})
 	} else {
 		ts.acked = acked
@@ -347,8 +347,8 @@ func (t *tracker) answer(node, typeURL, acked, refused, reason string, nack bool
 func (t *tracker) response(stream int64, typeURL, version, nonce string, size int, delta bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.metrics.responses.WithLabelValues(shortType(typeURL)).Inc()
-	t.metrics.bytes.WithLabelValues(shortType(typeURL)).Add(float64(size))
+	t.metrics.responses.WithLabelValues(ShortType(typeURL)).Inc()
+	t.metrics.bytes.WithLabelValues(ShortType(typeURL)).Add(float64(size))
 	st, ok := t.streams[stream]
 	if !ok {
 		st = &streamState{}

@@ -162,7 +162,7 @@ func writeStatus(out io.Writer, format string, all []NodeStatus) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprint(w, "NODE\tSTREAMS")
 	for _, t := range Types {
-		fmt.Fprint(w, "\t", shortType(t))
+		fmt.Fprint(w, "\t", ShortType(t))
 	}
 	fmt.Fprintln(w, "\tCONVERGED")
 	var nacks []string
@@ -181,7 +181,7 @@ func writeStatus(out io.Writer, format string, all []NodeStatus) error {
 			}
 			fmt.Fprint(w, "\t", st.State())
 			if st.NACK != nil {
-				nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, shortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
+				nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, ShortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
 			}
 		}
 		conv := "-"

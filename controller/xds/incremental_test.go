@@ -101,7 +101,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 			t.Fatalf("%s: fresh push: %v", e.name, r.Err)
 		}
 		for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, fdsType} {
-			got, want := held(inc, typ), held(fresh, typ)
+			got, want := heldBy(inc, typ), heldBy(fresh, typ)
 			if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
 				t.Errorf("%s: %s after an incremental push differs from a full one (-full +incremental):\n%s", e.name, ShortType(typ), d)
 			}
@@ -119,9 +119,9 @@ func TestIncrementalEqualsFull(t *testing.T) {
 
 var fdsType = Types[len(Types)-1]
 
-// held is what the server's cache holds of a type, FlowTable versions
+// heldBy is what the server's cache holds of a type, FlowTable versions
 // cleared (they say when a table last changed, which differs by design).
-func held(s *Server, typ string) map[string]proto.Message {
+func heldBy(s *Server, typ string) map[string]proto.Message {
 	out := map[string]proto.Message{}
 	for name, r := range s.shared[typ].cache.GetResources() {
 		if ft, ok := r.(*fibv1.FlowTable); ok {

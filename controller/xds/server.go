@@ -129,7 +129,13 @@ type Server struct {
 type sharedType struct {
 	typeURL string
 	cache   *cache.LinearCache
-	hashes  map[string][32]byte
+	hashes  map[string]held
+}
+
+// held is a resource as pushed and its hash.
+type held struct {
+	hash [32]byte
+	msg  proto.Message
 }
 
 // New returns a Server; Run pushes, Register serves.
@@ -166,7 +172,7 @@ func New(o Options) *Server {
 	}
 	quiet := log.LoggerFuncs{} // go-control-plane's logs stay quiet: the tracker reports
 	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, resource.SecretType, fds.TypeURL} {
-		st := &sharedType{typeURL: t, hashes: map[string][32]byte{},
+		st := &sharedType{typeURL: t, hashes: map[string]held{},
 			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(ShortType(t)+"-"))}
 		s.shared[t] = st
 		s.mux.Caches[t] = st.cache
@@ -610,14 +616,15 @@ func hashOf(m proto.Message) [32]byte {
 func (st *sharedType) apply(items map[string]proto.Message, only func(string) bool) (int, error) {
 	changed := map[string]types.Resource{}
 	for name, it := range items {
-		if _, known := st.hashes[name]; known && only != nil && !only(name) {
-			continue
+		old, known := st.hashes[name]
+		if known && (old.msg == it || only != nil && !only(name)) {
+			continue // the very message pushed before (a flow table kept), or not touched
 		}
 		h := hashOf(it)
-		if old, ok := st.hashes[name]; ok && old == h {
+		if known && old.hash == h {
 			continue
 		}
-		st.hashes[name] = h
+		st.hashes[name] = held{h, it}
 		changed[name] = it
 	}
 	if len(changed) == 0 {

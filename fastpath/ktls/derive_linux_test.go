@@ -1,0 +1,158 @@
+package ktls
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// suiteCases are the suites kTLS takes, as crypto/tls negotiates them.
+var suiteCases = []struct {
+	name    string
+	version uint16
+	suite   uint16 // TLS 1.3: forced with forceTLS13Suite
+	cipher  Cipher
+}{
+	{"TLS1.3/AES-128-GCM", tls.VersionTLS13, tls.TLS_AES_128_GCM_SHA256, CipherAESGCM128},
+	{"TLS1.3/AES-256-GCM", tls.VersionTLS13, tls.TLS_AES_256_GCM_SHA384, CipherAESGCM256},
+	{"TLS1.3/ChaCha20-Poly1305", tls.VersionTLS13, tls.TLS_CHACHA20_POLY1305_SHA256, CipherChaCha20Poly1305},
+	{"TLS1.2/AES-128-GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, CipherAESGCM128},
+	{"TLS1.2/AES-256-GCM", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, CipherAESGCM256},
+	{"TLS1.2/ChaCha20-Poly1305", tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, CipherChaCha20Poly1305},
+}
+
+// TestDerivedKeysMatchCryptoTLS proves, without kTLS, that the keys, IVs
+// and sequence numbers Offload would give the kernel are the ones
+// crypto/tls uses: after some application data each way through
+// crypto/tls (a partial read leaving plaintext in its buffer), one side
+// detaches; its peer keeps using crypto/tls; the detached side opens the
+// peer's next record and seals one back in userspace with the derived
+// keys, and crypto/tls accepts it.
+func TestDerivedKeysMatchCryptoTLS(t *testing.T) {
+	for _, tc := range suiteCases {
+		for _, side := range []string{"client", "server"} {
+			t.Run(tc.name+"/"+side, func(t *testing.T) {
+				if tc.version == tls.VersionTLS13 {
+					forceTLS13Suite(t, tc.suite)
+				}
+				ccfg, scfg := testConfigs(t, tc.version, tc.suite)
+				ln := loopbackListener(t)
+				c, s := handshakePair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, ccfg, scfg)
+				if got := c.ConnectionState().CipherSuite; got != tc.suite {
+					t.Fatalf("negotiated %s, want %s", tls.CipherSuiteName(got), tls.CipherSuiteName(tc.suite))
+				}
+				off, peer := c, s
+				if side == "server" {
+					off, peer = s, c
+				}
+				off.SetDeadline(time.Now().Add(10 * time.Second))
+				peer.SetDeadline(time.Now().Add(10 * time.Second))
+
+				// Userspace traffic before the offload: two records to
+				// the offloading side, which reads only part of the
+				// first; one record from it.
+				if _, err := peer.Write([]byte("first record")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := peer.Write([]byte("second record")); err != nil {
+					t.Fatal(err)
+				}
+				head := make([]byte, 5)
+				if _, err := io.ReadFull(off, head); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := off.Write([]byte("reply")); err != nil {
+					t.Fatal(err)
+				}
+				if got := readN(t, peer, 5); got != "reply" {
+					t.Fatalf("peer read %q", got)
+				}
+
+				tx, rx, _, _, err := off.keys()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tx.Cipher != tc.cipher || tx.Version != Version(tc.version) {
+					t.Fatalf("keys for %v %v, want %v %v", tx.Version, tx.Cipher, Version(tc.version), tc.cipher)
+				}
+				pending := off.detach()
+				if string(head)+string(pending) != "first record" {
+					t.Fatalf("read %q then handed back %q, want the rest of %q", head, pending, "first record")
+				}
+				raw := off.raw.Conn
+				if _, err := io.ReadFull(off, make([]byte, 1)); err == nil {
+					t.Fatal("crypto/tls still reads after detach")
+				}
+
+				in := newRecordAEAD(t, rx)
+				typ, pt, err := in.open(raw)
+				if err != nil {
+					t.Fatalf("open the peer's next record with the derived RX keys (seq %d): %v", rx.Seq, err)
+				}
+				if typ != recordApplicationData || string(pt) != "second record" {
+					t.Fatalf("opened type %d %q, want application data %q", typ, pt, "second record")
+				}
+				out := newRecordAEAD(t, tx)
+				if _, err := raw.Write(out.seal([]byte("sealed with derived keys"))); err != nil {
+					t.Fatal(err)
+				}
+				if got := readN(t, peer, len("sealed with derived keys")); got != "sealed with derived keys" {
+					t.Fatalf("crypto/tls read %q", got)
+				}
+				// Closing the detached crypto/tls side must not send a
+				// close_notify or close the socket the kernel would own.
+				off.Close()
+				if _, err := raw.Write(out.seal([]byte("still open"))); err != nil {
+					t.Fatalf("tls.Conn.Close closed the socket: %v", err)
+				}
+				if got := readN(t, peer, len("still open")); got != "still open" {
+					t.Fatalf("after tls.Conn.Close crypto/tls read %q", got)
+				}
+				raw.Close()
+			})
+		}
+	}
+}
+
+func readN(t *testing.T, r io.Reader, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	return string(b)
+}
+
+// TestOffloadWithoutKTLS: on a kernel without kTLS (this development
+// machine), Offload says so with ErrUnsupported and the connection keeps
+// working in userspace.
+func TestOffloadWithoutKTLS(t *testing.T) {
+	caps, err := Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caps.ULP {
+		t.Skipf("this kernel has kTLS (%v); the VM tests cover the offload", caps)
+	}
+	ccfg, scfg := testConfigs(t, tls.VersionTLS13, 0)
+	ln := loopbackListener(t)
+	c, s := handshakePair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, ccfg, scfg)
+	_, err = c.Offload()
+	var ue *UnsupportedError
+	if !asUnsupported(err, &ue) {
+		t.Fatalf("Offload = %v, want an *UnsupportedError", err)
+	}
+	t.Logf("Offload: %v", err)
+	if _, err := c.Write([]byte("still userspace")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, s, len("still userspace")); got != "still userspace" {
+		t.Fatalf("got %q", got)
+	}
+	if !bytes.Contains([]byte(caps.String()), []byte("no kTLS")) {
+		t.Errorf("Capabilities.String() = %q, want it to say no kTLS", caps)
+	}
+}

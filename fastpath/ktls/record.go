@@ -1,0 +1,224 @@
+package ktls
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// recordConn sits between crypto/tls and the TCP socket during the
+// handshake and until Offload. It never lets a Read cross a TLS record
+// boundary, so Go's buffer holds no ciphertext that the kernel would then
+// miss; and it counts the records each way and notes the ChangeCipherSpec
+// and the ServerHello's random, which Offload needs to compute the kernel's
+// starting state.
+type recordConn struct {
+	net.Conn
+	isClient bool
+
+	rmu      sync.Mutex
+	rhdr     [5]byte
+	rhdrN    int // header bytes read of the current record
+	rhdrOut  int // header bytes handed to the caller
+	rleft    int // body bytes left in the current record
+	rtyp     byte
+	rRecords uint64 // records whose header has been read
+	rCCS     uint64 // rRecords just after the last ChangeCipherSpec
+	detached bool
+
+	wmu      sync.Mutex
+	whdr     [5]byte
+	whdrN    int
+	wleft    int
+	wtyp     byte
+	wRecords uint64
+	wCCS     uint64
+	wclosed  bool
+
+	// hello collects the start of the server's first handshake messages
+	// (read on a client, written on a server) up to the random.
+	hmu   sync.Mutex
+	hello []byte
+}
+
+const helloPrefix = 4 + 2 + 32 // handshake header, legacy_version, random
+
+var errDetached = &detachedError{}
+
+// detachedError is what crypto/tls sees once the kernel owns the socket. It
+// is a temporary net.Error so crypto/tls does not latch it.
+type detachedError struct{}
+
+func (*detachedError) Error() string   { return "ktls: the socket is owned by the kernel's TLS now" }
+func (*detachedError) Timeout() bool   { return true }
+func (*detachedError) Temporary() bool { return true }
+
+func (c *recordConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.detached {
+		return 0, errDetached
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.rleft == 0 && c.rhdrOut == c.rhdrN {
+		// Start of a record: read its whole header first, then hand
+		// it out. Reading exactly 5 bytes cannot cross a boundary.
+		for c.rhdrN < 5 {
+			n, err := c.Conn.Read(c.rhdr[c.rhdrN:5])
+			c.rhdrN += n
+			if err != nil {
+				return 0, err // a partial header is kept for the retry
+			}
+		}
+		c.rtyp = c.rhdr[0]
+		c.rleft = int(c.rhdr[3])<<8 | int(c.rhdr[4])
+		c.rRecords++
+		if c.rtyp == recordChangeCipherSpec {
+			c.rCCS = c.rRecords
+		}
+		c.rhdrOut = 0
+	}
+	if c.rhdrOut < c.rhdrN {
+		n := copy(p, c.rhdr[c.rhdrOut:c.rhdrN])
+		c.rhdrOut += n
+		if c.rhdrOut == 5 {
+			c.rhdrN, c.rhdrOut = 0, 0
+		}
+		return n, nil
+	}
+	if len(p) > c.rleft {
+		p = p[:c.rleft]
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.isClient && c.rtyp == recordHandshake {
+		c.noteHello(p[:n])
+	}
+	c.rleft -= n
+	return n, err
+}
+
+func (c *recordConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wclosed {
+		return 0, errDetached
+	}
+	c.scanWrite(p)
+	return c.Conn.Write(p)
+}
+
+// scanWrite follows the record framing of what crypto/tls writes (always
+// whole records, possibly several per Write).
+func (c *recordConn) scanWrite(p []byte) {
+	for len(p) > 0 {
+		if c.wleft == 0 {
+			n := copy(c.whdr[c.whdrN:], p)
+			c.whdrN += n
+			p = p[n:]
+			if c.whdrN < 5 {
+				return
+			}
+			c.whdrN = 0
+			c.wtyp = c.whdr[0]
+			c.wleft = int(c.whdr[3])<<8 | int(c.whdr[4])
+			c.wRecords++
+			if c.wtyp == recordChangeCipherSpec {
+				c.wCCS = c.wRecords
+			}
+			continue
+		}
+		n := min(len(p), c.wleft)
+		if !c.isClient && c.wtyp == recordHandshake {
+			c.noteHello(p[:n])
+		}
+		c.wleft -= n
+		p = p[n:]
+	}
+}
+
+func (c *recordConn) noteHello(b []byte) {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if need := helloPrefix - len(c.hello); need > 0 {
+		c.hello = append(c.hello, b[:min(need, len(b))]...)
+	}
+}
+
+// serverRandom returns ServerHello.random, or an error if the handshake
+// did not start with a ServerHello from the server.
+func (c *recordConn) serverRandom() ([]byte, error) {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if len(c.hello) < helloPrefix || c.hello[0] != 2 {
+		return nil, errors.New("ktls: no ServerHello seen in the handshake")
+	}
+	return c.hello[6:helloPrefix], nil
+}
+
+// counts returns records read and written, and the counts just after each
+// direction's last ChangeCipherSpec.
+func (c *recordConn) counts() (r, rCCS, w, wCCS uint64, clean bool) {
+	c.rmu.Lock()
+	r, rCCS = c.rRecords, c.rCCS
+	clean = c.rleft == 0 && c.rhdrN == 0
+	c.rmu.Unlock()
+	c.wmu.Lock()
+	w, wCCS = c.wRecords, c.wCCS
+	clean = clean && c.wleft == 0 && c.whdrN == 0
+	c.wmu.Unlock()
+	return
+}
+
+// detach stops all further I/O through crypto/tls: reads fail with a
+// temporary error and writes (a late close_notify from tls.Conn.Close)
+// are refused, so the kernel's record sequence is never disturbed.
+func (c *recordConn) detach() {
+	c.rmu.Lock()
+	c.detached = true
+	c.rmu.Unlock()
+	c.wmu.Lock()
+	c.wclosed = true
+	c.wmu.Unlock()
+}
+
+// Close closes the socket unless the kernel owns it now (tls.Conn.Close
+// after Offload must not close the kTLS socket).
+func (c *recordConn) Close() error {
+	c.wmu.Lock()
+	owned := c.wclosed
+	c.wmu.Unlock()
+	if owned {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+func (c *recordConn) SetDeadline(t time.Time) error {
+	if c.isDetached() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *recordConn) SetReadDeadline(t time.Time) error {
+	if c.isDetached() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *recordConn) SetWriteDeadline(t time.Time) error {
+	if c.isDetached() {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *recordConn) isDetached() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.wclosed
+}

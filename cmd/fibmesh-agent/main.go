@@ -18,6 +18,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/agent"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/fastpath/ktls"
 )
 
 const usage = `fibmesh-agent: the fibmesh node daemon.
@@ -147,8 +148,23 @@ func run(log *slog.Logger, cfg agent.Config) error {
 			}
 		}
 	}()
+	logKTLS(log)
 	log.Info("ready", "node", cfg.Node, "pin_dir", cfg.PinDir)
 	err = a.Run(ctx)
 	log.Info("stopping; the XDP FIB stays attached and keeps forwarding", "pin_dir", cfg.PinDir)
 	return err
+}
+
+// logKTLS says once at start-up what the kernel offers for mTLS offload:
+// without kTLS, mesh connections stay in userspace (correct, slower).
+func logKTLS(log *slog.Logger) {
+	caps, err := ktls.Probe()
+	switch {
+	case err != nil:
+		log.Warn("kTLS probe failed; mTLS stays in userspace", "err", err)
+	case !caps.ULP:
+		log.Warn("kernel has no kTLS; mTLS stays in userspace", "kernel", caps.Kernel, "reason", caps.ULPError)
+	default:
+		log.Info("kTLS available", "ktls", caps.String())
+	}
 }

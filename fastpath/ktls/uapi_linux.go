@@ -74,6 +74,10 @@ func SetKeys(rc syscall.RawConn, dir Direction, k Keys) error {
 	} else if dir != TX {
 		return fmt.Errorf("ktls: direction %v: want TX or RX", dir)
 	}
+	return setCryptoInfo(rc, dir, opt, info, k.Version, k.Cipher)
+}
+
+func setCryptoInfo(rc syscall.RawConn, dir Direction, opt int, info []byte, v Version, c Cipher) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptString(int(fd), unix.SOL_TLS, opt, string(info))
@@ -84,8 +88,8 @@ func SetKeys(rc syscall.RawConn, dir Direction, k Keys) error {
 	case nil:
 		return nil
 	case unix.EINVAL, unix.ENOPROTOOPT, unix.EOPNOTSUPP, unix.ENOENT:
-		return &UnsupportedError{Version: k.Version, Cipher: k.Cipher, Direction: dir,
+		return &UnsupportedError{Version: v, Cipher: c, Direction: dir,
 			Reason: fmt.Sprintf("setsockopt(SOL_TLS, TLS_%v): %v", dir, serr)}
 	}
-	return fmt.Errorf("ktls: setsockopt(SOL_TLS, TLS_%v) %v %v: %w", dir, k.Version, k.Cipher, serr)
+	return fmt.Errorf("ktls: setsockopt(SOL_TLS, TLS_%v) %v %v: %w", dir, v, c, serr)
 }

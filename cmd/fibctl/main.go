@@ -1,7 +1,7 @@
 // Command fibctl inspects and edits a node's XDP FIB: routes, flows,
-// mTLS policy and counters. It also validates manifests (fibctl analyze)
-// and asks the controller what each node's agent accepted (fibctl config
-// status).
+// mTLS policy and counters. It also validates manifests (fibctl analyze),
+// asks the controller what each node's agent accepted (fibctl config
+// status), and shows the NIC profile of each interface (fibctl nic).
 package main
 
 import (
@@ -40,6 +40,12 @@ Commands:
                             set a mode (STRICT drops plaintext in XDP)
   policy delete IP PORT PROTO
   attached                  interfaces the FIB is attached to
+  nic [IFACE]               the NIC profile of IFACE (default: every interface
+                            but loopback) in the current network namespace:
+                            driver, profile and why, XDP mode and features,
+                            AF_XDP zero-copy, kTLS TX/RX offload, quirks
+                            (needs no root; takes no --node or --pin-dir;
+                            see docs/nic-profiles.md)
   analyze -f DIR [-o FORMAT]
                             validate a directory of Istio/Kubernetes manifests
                             (exit 0: no errors, 1: errors, 2: unusable input;
@@ -57,6 +63,8 @@ Examples:
   fibctl --node fm-node1 stats
   fibctl --node fm-node1 -o json flows
   fibctl --node fm-node2 policy set 10.200.2.11 8080 tcp STRICT
+  fibctl nic eth0
+  nsenter --net=/run/netns/fm-node1 fibctl -o json nic
   fibctl config status --controller http://127.0.0.1:15014
 
 Flags:
@@ -148,6 +156,21 @@ func run(args []string, out io.Writer) error {
 	var pc policyCmd
 	switch cmd {
 	case "fib", "routes", "flows", "stats", "attached":
+	case "nic":
+		// The interfaces of this namespace, not a node's FIB.
+		if *node != "" || *pinDir != "" {
+			return usageError{"nic reads the interfaces of the current network namespace: it takes no --node or --pin-dir (run it in the node's namespace: nsenter --net=/run/netns/NODE fibctl nic)"}
+		}
+		ifname, f, err := parseNIC(rest, *format)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, nicUsage)
+			fmt.Fprintln(out, "  -o string\n    \toutput format: table, json or yaml (default \"table\")")
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		return nicCommand(out, f, ifname)
 	case "policy":
 		var err error
 		if pc, err = parsePolicy(rest); err != nil {
@@ -198,7 +221,7 @@ func run(args []string, out io.Writer) error {
 }
 
 // commands lists the commands for usage errors.
-const commands = "fib, flows, stats, policy or attached"
+const commands = "fib, flows, stats, policy, attached or nic"
 
 func emit(out io.Writer, format string, v any, table func(*tabwriter.Writer)) error {
 	switch format {

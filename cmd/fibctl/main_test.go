@@ -44,12 +44,12 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want []string // substrings of the message
 	}{
-		{"no command", pd, []string{"missing command", "fib, flows, stats, policy or attached"}},
+		{"no command", pd, []string{"missing command", "fib, flows, stats, policy, attached or nic"}},
 		{"no arguments at all", nil, []string{"missing command"}},
 		{"bad -o", append([]string{"-o", "xml"}, append(pd, "stats")...), []string{`"xml"`, "table, json or yaml"}},
 		{"empty -o", append([]string{"-o", ""}, append(pd, "stats")...), []string{`""`, "table, json or yaml"}},
 		{"unknown flag", []string{"--nod", "node1", "stats"}, []string{"-nod"}},
-		{"unknown command", append(pd, "routez"), []string{`"routez"`, "fib, flows, stats, policy or attached"}},
+		{"unknown command", append(pd, "routez"), []string{`"routez"`, "fib, flows, stats, policy, attached or nic"}},
 		{"no node or pin dir", []string{"stats"}, []string{"--node NAME", "--pin-dir DIR"}},
 		{"policy unknown subcommand", append(pd, "policy", "add"), []string{`"add"`, "set or delete"}},
 		{"policy set no args", set(), []string{"policy set takes IP PORT PROTO MODE", "got 0", "policy set 10.200.2.11 8080 tcp STRICT"}},

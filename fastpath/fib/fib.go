@@ -1,6 +1,8 @@
 // Package fib loads the fibmesh XDP FIB (xdp/fib), pins its maps so they
-// outlive the agent, attaches it to interfaces, and offers a typed API over
-// its maps: Routes, Flows, Policy, Stats, TxPorts and punt slots.
+// outlive the agent, attaches it to interfaces (one copy of the program
+// per NIC profile, its load-time constants set from nic-profiles), and
+// offers a typed API over its maps: Routes, Flows, Policy, Stats, TxPorts
+// and punt slots.
 //
 // Open with a PinDir re-opens the maps an earlier agent pinned there, so
 // routes, flows, policy and counters survive a restart; Attach re-uses a
@@ -14,11 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	nicprofiles "github.com/fibmesh/fibmesh/nic-profiles"
 	xfib "github.com/fibmesh/fibmesh/xdp/fib"
 )
 
@@ -34,6 +38,10 @@ type Options struct {
 	MaxFlows uint32
 	// MaxRoutes overrides the route table size (default 65536).
 	MaxRoutes uint32
+	// NIC sets the load-time constants of the program Program returns
+	// (default: the generic profile, no frame limit). Attach loads a
+	// copy per NIC profile in use.
+	NIC NIC
 }
 
 // FIB is a loaded XDP FIB program with its maps.
@@ -41,6 +49,10 @@ type FIB struct {
 	objs   xfib.FibObjects
 	pinDir string
 	links  []link.Link
+	spec   *ebpf.CollectionSpec // nil for OpenPinned
+
+	mu    sync.Mutex
+	progs map[NIC]*ebpf.Program // by constants; objs.FibForward among them
 
 	Routes  *Routes
 	Flows   *Flows
@@ -77,7 +89,8 @@ func CheckBPFFS(dir string) error {
 	}
 }
 
-// Spec returns the FIB's collection spec with the sizes from opts.
+// Spec returns the FIB's collection spec with the sizes and load-time
+// constants from opts.
 func Spec(opts Options) (*ebpf.CollectionSpec, error) {
 	spec, err := xfib.LoadFib()
 	if err != nil {
@@ -93,6 +106,9 @@ func Spec(opts Options) (*ebpf.CollectionSpec, error) {
 		for _, m := range spec.Maps {
 			m.Pinning = ebpf.PinNone
 		}
+	}
+	if err := setNIC(spec, opts.NIC); err != nil {
+		return nil, err
 	}
 	return spec, nil
 }
@@ -116,7 +132,7 @@ func Open(opts Options) (*FIB, error) {
 		}
 		copts.Maps.PinPath = opts.PinDir
 	}
-	f := &FIB{pinDir: opts.PinDir}
+	f := &FIB{pinDir: opts.PinDir, spec: spec}
 	if err := spec.LoadAndAssign(&f.objs, &copts); err != nil {
 		if errors.Is(err, ebpf.ErrMapIncompatible) {
 			return nil, fmt.Errorf("load FIB: a map pinned in %s does not match this program (%w); remove the directory (`fibmesh-agent --cleanup`) and restart", opts.PinDir, err)
@@ -127,11 +143,14 @@ func Open(opts Options) (*FIB, error) {
 		}
 		return nil, fmt.Errorf("load FIB: %w", err)
 	}
+	f.progs = map[NIC]*ebpf.Program{opts.NIC: f.objs.FibForward}
 	f.wire()
 	return f, nil
 }
 
-// Program returns the loaded XDP program (for tests: prog.Run).
+// Program returns the loaded XDP program with the constants of
+// Options.NIC (for tests: prog.Run). ProgramFor returns the copies
+// Attach uses.
 func (f *FIB) Program() *ebpf.Program { return f.objs.FibForward }
 
 // PinDir returns the pin directory ("" when not pinned).
@@ -145,6 +164,14 @@ func (f *FIB) Close() error {
 		errs = append(errs, l.Close())
 	}
 	f.links = nil
+	f.mu.Lock()
+	for n, p := range f.progs {
+		if p != f.objs.FibForward {
+			errs = append(errs, p.Close())
+		}
+		delete(f.progs, n)
+	}
+	f.mu.Unlock()
 	errs = append(errs, f.objs.Close())
 	return errors.Join(errs...)
 }
@@ -163,15 +190,31 @@ func linkPin(pinDir, ifname string) string {
 }
 
 // Attach attaches the FIB program to an interface of the calling thread's
-// network namespace: in driver mode, falling back to generic mode where
-// the driver has no XDP support. The interface is added to tx_ports so
-// routes may redirect to it. With a pin directory, the XDP link is pinned
-// and an earlier agent's pinned link is updated in place (no gap in
-// forwarding).
+// network namespace, specialised for the interface's NIC profile: it
+// detects the profile (nicprofiles.Detect) and calls AttachNIC with
+// NICFor's constants.
 func (f *FIB) Attach(ifname string) (AttachMode, error) {
+	d, err := nicprofiles.Detect(ifname)
+	if err != nil {
+		return "", fmt.Errorf("attach XDP to %s: %w", ifname, err)
+	}
+	return f.AttachNIC(ifname, NICFor(d))
+}
+
+// AttachNIC attaches the copy of the FIB program specialised for nic
+// (ProgramFor) to an interface of the calling thread's network namespace:
+// in driver mode, falling back to generic mode where the driver has no
+// XDP support. The interface is added to tx_ports so routes may redirect
+// to it. With a pin directory, the XDP link is pinned and an earlier
+// agent's pinned link is updated in place (no gap in forwarding).
+func (f *FIB) AttachNIC(ifname string, nic NIC) (AttachMode, error) {
 	iface, err := netInterface(ifname)
 	if err != nil {
 		return "", err
+	}
+	prog, err := f.ProgramFor(nic)
+	if err != nil {
+		return "", fmt.Errorf("attach XDP to %s: %w", ifname, err)
 	}
 	if err := f.TxPorts.Add(iface); err != nil {
 		return "", err
@@ -180,7 +223,7 @@ func (f *FIB) Attach(ifname string) (AttachMode, error) {
 		if l, err := link.LoadPinnedLink(linkPin(f.pinDir, ifname), nil); err == nil {
 			info, ierr := l.Info()
 			if ierr == nil && info.XDP() != nil && int(info.XDP().Ifindex) == iface {
-				if uerr := l.Update(f.objs.FibForward); uerr == nil {
+				if uerr := l.Update(prog); uerr == nil {
 					f.links = append(f.links, l)
 					return attachedMode(iface), nil
 				}
@@ -191,11 +234,11 @@ func (f *FIB) Attach(ifname string) (AttachMode, error) {
 		}
 	}
 	mode := AttachDriver
-	l, err := link.AttachXDP(link.XDPOptions{Program: f.objs.FibForward, Interface: iface, Flags: link.XDPDriverMode})
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: iface, Flags: link.XDPDriverMode})
 	if err != nil {
 		mode = AttachGeneric
 		var gerr error
-		l, gerr = link.AttachXDP(link.XDPOptions{Program: f.objs.FibForward, Interface: iface, Flags: link.XDPGenericMode})
+		l, gerr = link.AttachXDP(link.XDPOptions{Program: prog, Interface: iface, Flags: link.XDPGenericMode})
 		if gerr != nil {
 			return "", fmt.Errorf("attach XDP to %s: driver mode: %v; generic mode: %w", ifname, err, gerr)
 		}

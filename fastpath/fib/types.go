@@ -202,6 +202,7 @@ const (
 	ReasonDropPuntNoSocket = Reason(xfib.FibStatReasonSTAT_DROP_PUNT_NO_SOCKET)
 	ReasonPassNoTxPort     = Reason(xfib.FibStatReasonSTAT_PASS_NO_TX_PORT)
 	ReasonDropTinyFragment = Reason(xfib.FibStatReasonSTAT_DROP_TINY_FRAGMENT)
+	ReasonPassFrameTooBig  = Reason(xfib.FibStatReasonSTAT_PASS_FRAME_TOO_BIG)
 	NumReasons             = int(xfib.FibStatReasonSTAT_REASON_LEN)
 )
 
@@ -223,6 +224,7 @@ var reasonNames = [...]string{
 	ReasonDropPuntNoSocket: "drop_punt_no_socket",
 	ReasonPassNoTxPort:     "pass_no_tx_port",
 	ReasonDropTinyFragment: "drop_tiny_fragment",
+	ReasonPassFrameTooBig:  "pass_frame_too_big",
 }
 
 func (r Reason) String() string {

@@ -77,6 +77,26 @@ const (
 	FibNexthopFlagsNH_F_PUNT_NEW FibNexthopFlags = 1
 )
 
+type FibNicFlags uint32
+
+const (
+	FibNicFlagsNIC_F_XDP_FRAGS FibNicFlags = 1
+)
+
+type FibNicProfile uint32
+
+const (
+	FibNicProfileNIC_PROFILE_GENERIC    FibNicProfile = 0
+	FibNicProfileNIC_PROFILE_MLX5CORE   FibNicProfile = 1
+	FibNicProfileNIC_PROFILE_ICE        FibNicProfile = 2
+	FibNicProfileNIC_PROFILE_I40E       FibNicProfile = 3
+	FibNicProfileNIC_PROFILE_IXGBE      FibNicProfile = 4
+	FibNicProfileNIC_PROFILE_BNXT_EN    FibNicProfile = 5
+	FibNicProfileNIC_PROFILE_VIRTIO_NET FibNicProfile = 6
+	FibNicProfileNIC_PROFILE_VETH       FibNicProfile = 7
+	FibNicProfileNIC_PROFILE_LEN        FibNicProfile = 8
+)
+
 type FibPolicyKey struct {
 	_     structs.HostLayout
 	Addr  uint32
@@ -116,7 +136,8 @@ const (
 	FibStatReasonSTAT_DROP_PUNT_NO_SOCKET FibStatReason = 13
 	FibStatReasonSTAT_PASS_NO_TX_PORT     FibStatReason = 14
 	FibStatReasonSTAT_DROP_TINY_FRAGMENT  FibStatReason = 15
-	FibStatReasonSTAT_REASON_LEN          FibStatReason = 16
+	FibStatReasonSTAT_PASS_FRAME_TOO_BIG  FibStatReason = 16
+	FibStatReasonSTAT_REASON_LEN          FibStatReason = 17
 )
 
 type FibStatVal struct {
@@ -137,9 +158,14 @@ const (
 	FibMapTxPorts            = "tx_ports"
 	FibMapXsks               = "xsks"
 	FibProgFibForward        = "fib_forward"
+	FibVarCfgMaxFrameLen     = "cfg_max_frame_len"
+	FibVarCfgNicFlags        = "cfg_nic_flags"
+	FibVarCfgNicProfile      = "cfg_nic_profile"
 	FibVarUnusedFlowAction   = "unused_flow_action"
 	FibVarUnusedMtlsMode     = "unused_mtls_mode"
 	FibVarUnusedNexthopFlags = "unused_nexthop_flags"
+	FibVarUnusedNicFlags     = "unused_nic_flags"
+	FibVarUnusedNicProfile   = "unused_nic_profile"
 	FibVarUnusedStatReason   = "unused_stat_reason"
 )
 
@@ -205,9 +231,14 @@ type FibMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FibVariableSpecs struct {
+	CfgMaxFrameLen     *ebpf.VariableSpec `ebpf:"cfg_max_frame_len"`
+	CfgNicFlags        *ebpf.VariableSpec `ebpf:"cfg_nic_flags"`
+	CfgNicProfile      *ebpf.VariableSpec `ebpf:"cfg_nic_profile"`
 	UnusedFlowAction   *ebpf.VariableSpec `ebpf:"unused_flow_action"`
 	UnusedMtlsMode     *ebpf.VariableSpec `ebpf:"unused_mtls_mode"`
 	UnusedNexthopFlags *ebpf.VariableSpec `ebpf:"unused_nexthop_flags"`
+	UnusedNicFlags     *ebpf.VariableSpec `ebpf:"unused_nic_flags"`
+	UnusedNicProfile   *ebpf.VariableSpec `ebpf:"unused_nic_profile"`
 	UnusedStatReason   *ebpf.VariableSpec `ebpf:"unused_stat_reason"`
 }
 
@@ -256,9 +287,14 @@ func (m *FibMaps) Close() error {
 //
 // It can be passed to LoadFibObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FibVariables struct {
+	CfgMaxFrameLen     *ebpf.Variable `ebpf:"cfg_max_frame_len"`
+	CfgNicFlags        *ebpf.Variable `ebpf:"cfg_nic_flags"`
+	CfgNicProfile      *ebpf.Variable `ebpf:"cfg_nic_profile"`
 	UnusedFlowAction   *ebpf.Variable `ebpf:"unused_flow_action"`
 	UnusedMtlsMode     *ebpf.Variable `ebpf:"unused_mtls_mode"`
 	UnusedNexthopFlags *ebpf.Variable `ebpf:"unused_nexthop_flags"`
+	UnusedNicFlags     *ebpf.Variable `ebpf:"unused_nic_flags"`
+	UnusedNicProfile   *ebpf.Variable `ebpf:"unused_nic_profile"`
 	UnusedStatReason   *ebpf.Variable `ebpf:"unused_stat_reason"`
 }
 

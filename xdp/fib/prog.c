@@ -13,8 +13,13 @@
  *              tx_ports devmap straight to the target device.
  *
  * Anything the FIB does not handle (non-IPv4, IPv6, malformed, fragments,
- * route misses, TTL expiry) passes to the host stack unmodified. Every
- * outcome has a counter in stats. */
+ * route misses, TTL expiry, frames too big to forward in XDP) passes to
+ * the host stack unmodified. Every outcome has a counter in stats.
+ *
+ * The loader (fastpath/fib) loads one copy of the program per NIC profile
+ * in use, with the load-time constants below set from the interface's
+ * profile (nic-profiles/, `fibctl nic`); the verifier sees their values
+ * and drops the code a profile does not use. */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -32,6 +37,18 @@ const enum flow_action *unused_flow_action __attribute__((unused));
 const enum mtls_mode *unused_mtls_mode __attribute__((unused));
 const enum nexthop_flags *unused_nexthop_flags __attribute__((unused));
 const enum stat_reason *unused_stat_reason __attribute__((unused));
+const enum nic_profile *unused_nic_profile __attribute__((unused));
+const enum nic_flags *unused_nic_flags __attribute__((unused));
+
+/* Load-time constants (.rodata), set by the loader before load. The
+ * defaults are the generic profile with no frame limit: what tests and
+ * tools that load the program without an interface get. */
+volatile const __u32 cfg_nic_profile = NIC_PROFILE_GENERIC; /* enum nic_profile */
+volatile const __u32 cfg_nic_flags = 0;                      /* enum nic_flags */
+/* The largest frame the FIB forwards in XDP, 0 for no limit: the
+ * interface's MTU + 14 (Ethernet) + 4 (VLAN), as the kernel counts a
+ * redirect target's limit (xdp_ok_fwd_dev). See STAT_PASS_FRAME_TOO_BIG. */
+volatile const __u32 cfg_max_frame_len = 0;
 
 static __always_inline void count(__u32 reason, __u32 len)
 {
@@ -79,7 +96,24 @@ int fib_forward(struct xdp_md *ctx)
 
 	int res = parse_packet(data, data_end, &p);
 
+	if (cfg_nic_flags & NIC_F_XDP_FRAGS) {
+		/* Only a frags-aware program sees multi-buffer frames; the
+		 * headers the FIB rewrites are in the first buffer, but the
+		 * parser checks lengths against it alone, so a frame that
+		 * continues in more buffers goes to the stack. */
+		__u32 whole = bpf_xdp_get_buff_len(ctx);
+
+		if (whole != p.len) {
+			count(STAT_RX, whole);
+			count(STAT_PASS_FRAME_TOO_BIG, whole);
+			return XDP_PASS;
+		}
+	}
 	count(STAT_RX, p.len);
+	if (cfg_max_frame_len && p.len > cfg_max_frame_len) {
+		count(STAT_PASS_FRAME_TOO_BIG, p.len);
+		return XDP_PASS;
+	}
 	switch (res) {
 	case PARSE_OK:
 		break;

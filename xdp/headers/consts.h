@@ -83,5 +83,38 @@ enum stat_reason {
 	 * "tiny fragment"): passing it would let the stack reassemble a
 	 * datagram whose port the policy never saw, so it is dropped. */
 	STAT_DROP_TINY_FRAGMENT,
+	/* Frames the FIB does not rewrite in XDP: longer than the load-time
+	 * constant cfg_max_frame_len (the interface's MTU plus Ethernet and
+	 * VLAN headers), or, in a frags-aware program, spread over several
+	 * buffers. In native mode they are rare (jumbo frames on a
+	 * multi-buffer NIC); in generic mode they are GRO aggregates. The
+	 * kernel drops a redirected frame longer than the target's MTU
+	 * (xdp_ok_fwd_dev: -EMSGSIZE), so they go to the stack, which
+	 * segments or fragments them. */
+	STAT_PASS_FRAME_TOO_BIG,
 	STAT_REASON_LEN,
+};
+
+/* NIC profiles (nic-profiles/<name>.yaml): the value of the load-time
+ * constant cfg_nic_profile. The order is nicprofiles.Names: append
+ * before NIC_PROFILE_LEN, never reorder (fastpath/fib tests check each
+ * profile's id against NIC_PROFILE_<NAME>). */
+enum nic_profile {
+	NIC_PROFILE_GENERIC = 0,
+	NIC_PROFILE_MLX5_CORE,
+	NIC_PROFILE_ICE,
+	NIC_PROFILE_I40E,
+	NIC_PROFILE_IXGBE,
+	NIC_PROFILE_BNXT_EN,
+	NIC_PROFILE_VIRTIO_NET,
+	NIC_PROFILE_VETH,
+	NIC_PROFILE_LEN,
+};
+
+/* Bits of the load-time constant cfg_nic_flags. */
+enum nic_flags {
+	/* The program is loaded frags-aware (BPF_F_XDP_HAS_FRAGS) because
+	 * the interface's MTU needs multi-buffer XDP: a frame may span
+	 * several buffers, so its length comes from bpf_xdp_get_buff_len. */
+	NIC_F_XDP_FRAGS = 1 << 0,
 };

@@ -18,6 +18,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/punt"
+	nicprofiles "github.com/fibmesh/fibmesh/nic-profiles"
 )
 
 // Config configures an Agent.
@@ -137,7 +138,12 @@ func (a *Agent) attach(dev string) error {
 	if a.attached[dev] {
 		return nil
 	}
-	mode, err := a.fib.Attach(dev)
+	d, err := nicprofiles.Detect(dev)
+	if err != nil {
+		return fmt.Errorf("attach XDP to %s: %w", dev, err)
+	}
+	nic := fib.NICFor(d)
+	mode, err := a.fib.AttachNIC(dev, nic)
 	if err != nil {
 		return err
 	}
@@ -149,7 +155,8 @@ func (a *Agent) attach(dev string) error {
 		return fmt.Errorf("punt socket on %s: %w", dev, err)
 	}
 	a.attached[dev] = true
-	a.log.Info("XDP FIB attached", "interface", dev, "mode", string(mode))
+	a.log.Info("XDP FIB attached", "interface", dev, "mode", string(mode),
+		"nic_profile", d.Profile.Name, "nic_reason", d.Reason, "bpf_constants", nic.String())
 	return nil
 }
 

@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-xds clean deps deps-bpf deps-proto fmt vet help
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-xds clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -44,6 +44,20 @@ vet:
 test: deps fmt vet check-generate ## run every test (root: BPF, lab and integration tests)
 	@hack/bpffs.sh
 	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# make vmtest: packages, -test.run filter, more test binary flags, more
+# hack/vmtest flags (-timeout, -smp, -keep, ...). Empty VMTEST_PKGS means
+# hack/vmtest's default list.
+VMTEST_PKGS  ?=
+VMTEST_RUN   ?=
+VMTEST_ARGS  ?=
+VMTEST_FLAGS ?=
+
+vmtest: ## kernel tests (kTLS, sockmap) in a qemu VM on Debian's stock kernel; VMTEST_PKGS, VMTEST_RUN (installs qemu-system-x86, busybox-static)
+	@hack/deps.sh vmtest
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/vmtest ./hack/vmtest
+	VMTEST_PKGS='$(VMTEST_PKGS)' VMTEST_RUN='$(VMTEST_RUN)' VMTEST_ARGS='$(VMTEST_ARGS)' GO='$(GO)' $(BIN)/vmtest $(VMTEST_FLAGS)
 
 unit: ## tests that need no root (root-only tests skip)
 	$(GO) test -count=1 $(PKGS)

@@ -3,6 +3,7 @@
 #   hack/deps.sh runtime   iproute2, ethtool, ping, nsenter (tests, lab, demo)
 #   hack/deps.sh bpf       clang, llvm, libbpf-dev, bpftool (make generate)
 #   hack/deps.sh proto     protoc (make generate)
+#   hack/deps.sh vmtest    qemu-system-x86, busybox-static, apt-get/dpkg-deb (make vmtest)
 set -euo pipefail
 
 need=()
@@ -22,8 +23,19 @@ bpf)
 	[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 	command -v bpftool >/dev/null || need+=(bpftool)
 	;;
+vmtest)
+	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+	# The dynamic busybox package would find no libc in the initramfs.
+	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
+	command -v dpkg-deb >/dev/null || need+=(dpkg)
+	command -v xz >/dev/null || need+=(xz-utils) # kernels with .ko.xz modules
+	if ! command -v apt-get >/dev/null; then
+		echo "deps: make vmtest boots Debian's kernel package and needs apt-get (Debian/Ubuntu)" >&2
+		exit 1
+	fi
+	;;
 *)
-	echo "usage: $0 runtime|bpf|proto" >&2
+	echo "usage: $0 runtime|bpf|proto|vmtest" >&2
 	exit 2
 	;;
 esac

@@ -7,9 +7,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/fibmesh/fibmesh/internal/netnstest"
 )
 
 // needKTLS skips without kTLS, except inside `make vmtest`, where a
@@ -159,24 +163,90 @@ func transfer(t *testing.T, a, b closeWriter, n int64) {
 	t.Logf("%d MB each way in %v (%.1f MB/s each way), close_notify both ways", n>>20, el.Round(time.Millisecond), float64(n)/el.Seconds()/1e6)
 }
 
-// TestTransfer: for every suite, kTLS on both sides, bulk data each way
-// with equal checksums, close_notify ending each direction.
+// TestTransfer: for every suite, two peers in two network namespaces
+// over a veth, kTLS on both sides, bulk data each way with equal
+// checksums and close_notify ending each direction; a capture on the veth
+// proves the wire carried well-formed TLS records and none of the
+// plaintext.
 func TestTransfer(t *testing.T) {
 	needKTLS(t)
 	for _, tc := range suiteCases {
 		t.Run(tc.name, func(t *testing.T) {
-			ln := loopbackListener(t)
-			kc, ks := offloadPair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, tc.version, tc.suite)
+			n := int64(bulkSize)
+			if tc.version == tls.VersionTLS12 && tc.cipher != CipherAESGCM128 {
+				n = 8 << 20 // TLS 1.2 matters for NIC offload, which is AES-128-GCM only
+			}
+			pair := netnstest.NewPair(t)
+			const port = 8443
+			ln := pair.B.Listen(t, port)
+			type wire struct {
+				records *netnstest.TLSRecordChecker
+				plain   *netnstest.PlaintextScanner
+			}
+			wires := map[netip.AddrPort]*wire{}
+			var mu sync.Mutex
+			capture := pair.A.Capture(t, netnstest.CaptureConfig{MaxBytes: -1, Port: port,
+				Sink: func(src, dst netip.AddrPort) io.Writer {
+					seed := uint64(1) // client to server
+					if src.Port() == port {
+						seed = 2
+					}
+					sc, err := netnstest.NewPlaintextScanner(plaintext(seed, n), 0, 0)
+					if err != nil {
+						t.Error(err)
+						return nil
+					}
+					w := &wire{records: &netnstest.TLSRecordChecker{}, plain: sc}
+					mu.Lock()
+					wires[src] = w
+					mu.Unlock()
+					return io.MultiWriter(w.records, w.plain)
+				}})
+			kc, ks := offloadPair(t, ln, func() (net.Conn, error) {
+				return pair.A.Dial(t, pair.B.AddrPort(port)), nil
+			}, tc.version, tc.suite)
 			if kc.State().Cipher != tc.cipher || kc.State().Version != Version(tc.version) {
 				t.Fatalf("state %+v, want %v %v", kc.State(), Version(tc.version), tc.cipher)
 			}
-			n := int64(bulkSize)
-			if tc.version == tls.VersionTLS12 && tc.cipher != CipherAESGCM128 {
-				n = 8 << 20 // the NIC-offload suite gets the full run
-			}
 			transfer(t, kc, ks, n)
+			res, err := capture.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(res.Streams) != 2 {
+				t.Fatalf("captured %d directions, want 2", len(res.Streams))
+			}
+			for _, st := range res.Streams {
+				w := wires[st.Src]
+				if w == nil {
+					t.Fatalf("no sink for %v", st.Src)
+				}
+				if err := st.Complete(); err != nil {
+					t.Errorf("%v→%v: capture incomplete (%d frames dropped): %v", st.Src, st.Dst, res.Dropped, err)
+				}
+				if err := errors.Join(w.records.Err(), w.records.Close()); err != nil {
+					t.Errorf("%v→%v: the wire is not a sequence of TLS records: %v", st.Src, st.Dst, err)
+				}
+				if m, found := w.plain.Found(); found {
+					t.Errorf("%v→%v: plaintext on the wire: bytes %d.. of the data at stream offset %d", st.Src, st.Dst, m.PlaintextOffset, m.StreamOffset)
+				}
+				if st.Len < n {
+					t.Errorf("%v→%v: %d bytes on the wire, less than the %d sent", st.Src, st.Dst, st.Len, n)
+				}
+				t.Logf("%v→%v: %d bytes on the wire in %d TLS records (%d application_data), %d plaintext windows sampled, none found",
+					st.Src, st.Dst, st.Len, w.records.Records(), w.records.Count(netnstest.RecordApplicationData), w.plain.Samples())
+			}
 		})
 	}
+}
+
+// plaintext is what stream(w, seed, n) sends.
+func plaintext(seed uint64, n int64) []byte {
+	b := make([]byte, n)
+	rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}).Read(b)
+	return b
 }
 
 // TestInteropCryptoTLS: the kernel's records and crypto/tls's agree: kTLS
@@ -368,4 +438,3 @@ func TestUnsupported(t *testing.T) {
 		}
 	}
 }
-

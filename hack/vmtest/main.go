@@ -1,0 +1,250 @@
+// Command vmtest runs fibmesh's kernel-dependent tests (kTLS, sockmap
+// with kTLS) in a VM on Debian's stock kernel, for machines whose own
+// kernel lacks them. `make vmtest` runs it; see docs/vmtest.md.
+//
+// It fetches the kernel image package that linux-image-amd64 depends on
+// (apt-get download, unpacked into a cache, never installed), builds each
+// package's tests as a static binary (CGO_ENABLED=0 go test -c), packs
+// them with a static busybox, an /init script and the kernel modules the
+// tests need (veth, tls, the kTLS AEADs) into an initramfs, boots it under
+// qemu-system-x86_64 with TCG, and copies the VM's console to stdout.
+//
+// Exit status: 0 every test binary passed; 1 a test binary failed (or did
+// not build); 2 bad usage; 3 the VM gave no result (no qemu, kernel panic,
+// timeout) or the harness failed.
+//
+// Usage:
+//
+//	go run ./hack/vmtest [flags]
+//
+// Flags default from the environment: VMTEST_PKGS (packages, space
+// separated), VMTEST_RUN (-test.run regexp), VMTEST_ARGS (more test
+// binary flags, space separated).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// defaultPkgs are the packages whose tests need the VM's kernel.
+const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice"
+
+type options struct {
+	pkgs        []string
+	run         string
+	args        []string
+	timeout     time.Duration
+	testTimeout time.Duration
+	smp         int
+	mem         string
+	cacheDir    string
+	kernelDir   string
+	busybox     string
+	qemu        string
+	modules     []string
+	appendArgs  string
+	keep        bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && strings.TrimSpace(v) != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags(argv []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cache, _ := os.UserCacheDir() // ${XDG_CACHE_HOME:-$HOME/.cache}
+	pkgs := fs.String("pkgs", envOr("VMTEST_PKGS", defaultPkgs), "packages whose tests run in the VM, space separated (env VMTEST_PKGS); missing ones are skipped with a note")
+	o := &options{}
+	fs.StringVar(&o.run, "run", os.Getenv("VMTEST_RUN"), "only tests matching this regexp (-test.run; env VMTEST_RUN)")
+	args := fs.String("args", os.Getenv("VMTEST_ARGS"), "more test binary flags, space separated, e.g. \"-test.short\" (env VMTEST_ARGS)")
+	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "the whole VM run: boot, every test binary, power off")
+	fs.DurationVar(&o.testTimeout, "test-timeout", 10*time.Minute, "each test binary's -test.timeout")
+	fs.IntVar(&o.smp, "smp", 2, "virtual CPUs (multi-threaded TCG with more than one)")
+	fs.StringVar(&o.mem, "mem", "2G", "guest memory (qemu -m)")
+	fs.StringVar(&o.cacheDir, "cache", filepath.Join(cache, "fibmesh", "vmtest"), "where the downloaded kernel is kept")
+	fs.StringVar(&o.kernelDir, "kernel-dir", os.Getenv("VMTEST_KERNEL_DIR"), "an already extracted linux-image package to boot instead of fetching one (env VMTEST_KERNEL_DIR)")
+	fs.StringVar(&o.busybox, "busybox", "busybox", "static busybox (Debian: busybox-static)")
+	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "qemu binary")
+	mods := fs.String("modules", "", "more kernel modules to load in the VM, space separated")
+	fs.StringVar(&o.appendArgs, "append", "", "more kernel command line")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (test binaries, initramfs) and print its path")
+	if err := fs.Parse(argv); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (packages go in -pkgs)", fs.Args())
+	}
+	o.pkgs = strings.Fields(*pkgs)
+	o.args = strings.Fields(*args)
+	o.modules = append(append([]string(nil), defaultModules...), strings.Fields(*mods)...)
+	if len(o.pkgs) == 0 {
+		return nil, errors.New("no packages (-pkgs)")
+	}
+	if o.smp < 1 {
+		return nil, fmt.Errorf("-smp %d: want at least 1", o.smp)
+	}
+	if o.testTimeout >= o.timeout {
+		return nil, fmt.Errorf("-test-timeout %v must be shorter than -timeout %v", o.testTimeout, o.timeout)
+	}
+	return o, nil
+}
+
+func run(argv []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(argv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "vmtest:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "vmtest: "+format+"\n", a...) }
+	rc, err := vmtest(ctx, o, stdout, logf)
+	if err != nil {
+		logf("%v", err)
+	}
+	return rc
+}
+
+// vmtest does the run and returns the exit status.
+func vmtest(ctx context.Context, o *options, stdout io.Writer, logf func(string, ...any)) (int, error) {
+	t0 := time.Now()
+	qemu, err := exec.LookPath(o.qemu)
+	if err != nil {
+		return 3, fmt.Errorf("%s not found: install qemu-system-x86 (hack/deps.sh vmtest): %w", o.qemu, err)
+	}
+	bb, err := exec.LookPath(o.busybox)
+	if err != nil {
+		return 3, fmt.Errorf("busybox not found: install busybox-static (hack/deps.sh vmtest): %w", err)
+	}
+	applets, err := staticBusybox(ctx, bb)
+	if err != nil {
+		return 3, err
+	}
+
+	var k *kernel
+	if o.kernelDir != "" {
+		k, err = openKernel(o.kernelDir)
+	} else {
+		k, err = fetchKernel(ctx, o.cacheDir, logf)
+	}
+	if err != nil {
+		return 3, err
+	}
+	idx, err := newModuleIndex(k.ModDir)
+	if err != nil {
+		return 3, err
+	}
+	mods, notes, err := idx.closure(ctx, o.modules)
+	if err != nil {
+		return 3, err
+	}
+	for _, n := range notes {
+		logf("%s", n)
+	}
+
+	work, err := os.MkdirTemp("", "fibmesh-vmtest-")
+	if err != nil {
+		return 3, fmt.Errorf("work directory: %w", err)
+	}
+	if o.keep {
+		logf("work directory: %s", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	tests, failedBuilds, err := buildTests(ctx, o.pkgs, work, logf)
+	if err != nil {
+		return 3, err
+	}
+	if len(tests) == 0 {
+		logf("no test binaries to run (packages: %s)", strings.Join(o.pkgs, " "))
+		if failedBuilds > 0 {
+			return 1, nil
+		}
+		return 0, nil
+	}
+
+	nonce := make([]byte, 8)
+	if _, err := rand.Read(nonce); err != nil {
+		return 3, fmt.Errorf("nonce: %w", err)
+	}
+	var testArgs strings.Builder
+	if o.run != "" {
+		testArgs.WriteString(" " + shellQuote("-test.run="+o.run))
+	}
+	for _, a := range o.args {
+		testArgs.WriteString(" " + shellQuote(a))
+	}
+	var roots []string
+	for _, m := range o.modules {
+		if !idx.builtin[normModName(m)] {
+			roots = append(roots, normModName(m))
+		}
+	}
+	initScript, err := renderInit(initConfig{
+		Release:     k.Release,
+		Nonce:       hex.EncodeToString(nonce),
+		Modules:     strings.Join(roots, " "),
+		TestTimeout: o.testTimeout.String(),
+		TestArgs:    testArgs.String(),
+		Tests:       tests,
+	})
+	if err != nil {
+		return 3, err
+	}
+	rd := &initramfs{Busybox: bb, Applets: applets, Kernel: k, Modules: mods, Init: initScript, Tests: tests}
+	initrd := filepath.Join(work, "initramfs.cpio")
+	size, err := rd.write(initrd)
+	if err != nil {
+		return 3, err
+	}
+	logf("initramfs: %.1f MiB (%d test binaries, %d modules), built in %v", float64(size)/(1<<20), len(tests), len(mods), time.Since(t0).Round(100*time.Millisecond))
+	logf("booting %s under qemu TCG (-smp %d, -m %s, timeout %v)", k.Release, o.smp, o.mem, o.timeout)
+
+	res, err := runVM(ctx, vmConfig{
+		Qemu: qemu, Kernel: k.Vmlinuz, Initrd: initrd, SMP: o.smp, Memory: o.mem,
+		Append: o.appendArgs, Nonce: hex.EncodeToString(nonce), Timeout: o.timeout, Console: stdout,
+	})
+	if res != nil {
+		boot := "no /init start seen"
+		if res.Boot > 0 {
+			boot = fmt.Sprintf("%v to /init (guest uptime %ss)", res.Boot.Round(100*time.Millisecond), res.GuestUp)
+		}
+		logf("boot: %s; VM run %v; whole vmtest %v", boot, res.Total.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
+	}
+	if err != nil {
+		if res != nil && len(res.LastSeen) > 0 {
+			err = fmt.Errorf("%w; last console lines:\n\t%s", err, strings.Join(res.LastSeen, "\n\t"))
+		}
+		return 3, err
+	}
+	if res.RC != 0 || failedBuilds > 0 {
+		logf("FAIL (tests status %d, %d packages failed to build)", res.RC, failedBuilds)
+		return 1, nil
+	}
+	logf("PASS")
+	return 0, nil
+}

@@ -1,0 +1,27 @@
+// Package netnstest holds test helpers for real traffic between two
+// network namespaces, in pure Go (netlink, setns, AF_PACKET), so they work
+// where there is no iproute2 or tcpdump: on a development machine as root,
+// and inside make vmtest's VM.
+//
+// NewPair builds two fresh namespaces joined by a veth pair; Peer.Do,
+// Listen and Dial open sockets in them. Peer.Capture records the TCP
+// traffic on a peer's veth and reassembles each direction's payload.
+// ParseTLSRecords, TLSRecordChecker and PlaintextScanner then prove what
+// the wire carried: TLS records only, and none of a known plaintext.
+package netnstest
+
+import (
+	"os"
+	"testing"
+)
+
+// SkipMessage is the reason NeedRoot gives when it skips a test.
+const SkipMessage = "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+
+// NeedRoot skips the test with SkipMessage unless it runs as root.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip(SkipMessage)
+	}
+}

@@ -1,0 +1,219 @@
+package netnstest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// nsHandle is an open network namespace.
+type nsHandle struct {
+	name string
+	h    netns.NsHandle
+}
+
+// do runs fn on a locked OS thread switched into the namespace. If the
+// thread cannot be switched back it stays locked, so the runtime ends it
+// with the goroutine instead of reusing a thread in the wrong namespace.
+func (n *nsHandle) do(fn func() error) error {
+	if !n.h.IsOpen() {
+		return fmt.Errorf("namespace %s: closed", n.name)
+	}
+	type result struct {
+		err      error
+		panicked bool
+		panic    any
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("current network namespace: %w", err)}
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.h); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("enter namespace %s: %w", n.name, err)}
+			return
+		}
+		var r result
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					r.panicked, r.panic = true, v
+				}
+			}()
+			r.err = fn()
+		}()
+		if err := netns.Set(orig); err != nil {
+			r.err = fmt.Errorf("leave namespace %s: %w (fn returned %v)", n.name, err, r.err)
+			done <- r // stay locked: see above
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- r
+	}()
+	r := <-done
+	if r.panicked {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+// newNamespaces creates n network namespaces and returns their handles,
+// leaving every thread in the namespace it was in.
+func newNamespaces(n int) ([]netns.NsHandle, error) {
+	type result struct {
+		hs  []netns.NsHandle
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		var r result
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("current network namespace: %w", err)}
+			return
+		}
+		defer orig.Close()
+		for range n {
+			h, err := netns.New() // unshare(CLONE_NEWNET): this thread moves in
+			if err != nil {
+				r.err = fmt.Errorf("new network namespace: %w", err)
+				break
+			}
+			r.hs = append(r.hs, h)
+			if err := netns.Set(orig); err != nil {
+				r.err = fmt.Errorf("back to the original namespace: %w", err)
+				done <- r // stay locked
+				return
+			}
+		}
+		runtime.UnlockOSThread()
+		done <- r
+	}()
+	r := <-done
+	if r.err != nil {
+		for _, h := range r.hs {
+			h.Close()
+		}
+		return nil, r.err
+	}
+	return r.hs, nil
+}
+
+func newPair(cfg pairConfig) (_ *Pair, err error) {
+	addrA, addrB, err := cfg.addrs()
+	if err != nil {
+		return nil, err
+	}
+	hs, err := newNamespaces(2)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pair{
+		A: &Peer{Name: "a", Addr: addrA.Addr(), Prefix: addrA, Iface: IfaceA, ns: nsHandle{name: "a", h: hs[0]}},
+		B: &Peer{Name: "b", Addr: addrB.Addr(), Prefix: addrB, Iface: IfaceB, ns: nsHandle{name: "b", h: hs[1]}},
+	}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	// Created from here, both ends go straight into their namespaces:
+	// the names never meet any in ours or another pair's.
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = IfaceA
+	attrs.MTU = cfg.mtu
+	attrs.Namespace = netlink.NsFd(int(hs[0]))
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: IfaceB, PeerNamespace: netlink.NsFd(int(hs[1]))}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("add veth %s/%s (is veth.ko available?): %w", IfaceA, IfaceB, err)
+	}
+	for _, peer := range []*Peer{p.A, p.B} {
+		if err := peer.setup(cfg.mtu); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// setup brings lo and the veth end up and gives it its address.
+func (p *Peer) setup(mtu int) error {
+	h, err := netlink.NewHandleAt(p.ns.h, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink in namespace %s: %w", p.Name, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("namespace %s: lo: %w", p.Name, err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("namespace %s: lo up: %w", p.Name, err)
+	}
+	link, err := h.LinkByName(p.Iface)
+	if err != nil {
+		return fmt.Errorf("namespace %s: %s: %w", p.Name, p.Iface, err)
+	}
+	if mtu > 0 && link.Attrs().MTU != mtu {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("namespace %s: %s mtu %d: %w", p.Name, p.Iface, mtu, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("namespace %s: %s up: %w", p.Name, p.Iface, err)
+	}
+	addr := &netlink.Addr{IPNet: prefixIPNet(p.Prefix)}
+	if p.Addr.Is6() {
+		addr.Flags = unix.IFA_F_NODAD // usable at once, not tentative
+	}
+	if err := h.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("namespace %s: address %v on %s: %w", p.Name, p.Prefix, p.Iface, err)
+	}
+	p.Index = link.Attrs().Index
+	p.MAC = link.Attrs().HardwareAddr
+	return nil
+}
+
+// close deletes the veth and closes both namespaces' handles; the kernel
+// frees each namespace once its last socket is closed too.
+func (p *Pair) close() error {
+	var errs []error
+	if p.A.ns.h.IsOpen() {
+		if h, err := netlink.NewHandleAt(p.A.ns.h, unix.NETLINK_ROUTE); err != nil {
+			errs = append(errs, fmt.Errorf("netlink in namespace a: %w", err))
+		} else {
+			if link, err := h.LinkByName(IfaceA); err == nil {
+				if err := h.LinkDel(link); err != nil {
+					errs = append(errs, fmt.Errorf("delete %s: %w", IfaceA, err))
+				}
+			}
+			h.Close()
+		}
+	}
+	for _, peer := range []*Peer{p.A, p.B} {
+		if peer.ns.h.IsOpen() {
+			if err := peer.ns.h.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close namespace %s: %w", peer.Name, err))
+			}
+			peer.ns.h = netns.None()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func prefixIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

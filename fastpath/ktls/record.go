@@ -19,9 +19,10 @@ type recordConn struct {
 
 	rmu      sync.Mutex
 	rhdr     [5]byte
-	rhdrN    int // header bytes read of the current record
-	rhdrOut  int // header bytes handed to the caller
-	rleft    int // body bytes left in the current record
+	inRecord bool // a header has been read and its record is not done
+	rhdrN    int  // header bytes read of the next or current record
+	rhdrOut  int  // header bytes handed to the caller
+	rleft    int  // body bytes left in the current record
 	rtyp     byte
 	rRecords uint64 // records whose header has been read
 	rCCS     uint64 // rRecords just after the last ChangeCipherSpec
@@ -63,29 +64,31 @@ func (c *recordConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if c.rleft == 0 && c.rhdrOut == c.rhdrN {
-		// Start of a record: read its whole header first, then hand
-		// it out. Reading exactly 5 bytes cannot cross a boundary.
+	if !c.inRecord {
+		// Between records: read the whole 5-byte header first (it cannot
+		// cross a boundary), then hand it out. A partial header is kept
+		// across an error (a deadline) for the retry.
 		for c.rhdrN < 5 {
 			n, err := c.Conn.Read(c.rhdr[c.rhdrN:5])
 			c.rhdrN += n
-			if err != nil {
-				return 0, err // a partial header is kept for the retry
+			if err != nil && c.rhdrN < 5 {
+				return 0, err
 			}
 		}
+		c.inRecord = true
 		c.rtyp = c.rhdr[0]
 		c.rleft = int(c.rhdr[3])<<8 | int(c.rhdr[4])
+		c.rhdrOut = 0
 		c.rRecords++
 		if c.rtyp == recordChangeCipherSpec {
 			c.rCCS = c.rRecords
 		}
-		c.rhdrOut = 0
 	}
-	if c.rhdrOut < c.rhdrN {
-		n := copy(p, c.rhdr[c.rhdrOut:c.rhdrN])
+	if c.rhdrOut < 5 {
+		n := copy(p, c.rhdr[c.rhdrOut:5])
 		c.rhdrOut += n
-		if c.rhdrOut == 5 {
-			c.rhdrN, c.rhdrOut = 0, 0
+		if c.rhdrOut == 5 && c.rleft == 0 {
+			c.endRecord()
 		}
 		return n, nil
 	}
@@ -97,7 +100,15 @@ func (c *recordConn) Read(p []byte) (int, error) {
 		c.noteHello(p[:n])
 	}
 	c.rleft -= n
+	if c.rleft == 0 {
+		c.endRecord()
+	}
 	return n, err
+}
+
+func (c *recordConn) endRecord() {
+	c.inRecord = false
+	c.rhdrN = 0
 }
 
 func (c *recordConn) Write(p []byte) (int, error) {
@@ -163,7 +174,7 @@ func (c *recordConn) serverRandom() ([]byte, error) {
 func (c *recordConn) counts() (r, rCCS, w, wCCS uint64, clean bool) {
 	c.rmu.Lock()
 	r, rCCS = c.rRecords, c.rCCS
-	clean = c.rleft == 0 && c.rhdrN == 0
+	clean = !c.inRecord && c.rhdrN == 0
 	c.rmu.Unlock()
 	c.wmu.Lock()
 	w, wCCS = c.wRecords, c.wCCS

@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-xds clean deps deps-bpf deps-proto fmt vet help vmtest
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-xds bench-ktls bench-splice clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -76,6 +76,14 @@ bench-fib: deps build ## cross-node 64-byte UDP packet rate: XDP FIB vs kernel f
 bench-xds: ## one VirtualService edit reaching 1,000 simulated agents (1,000 services, 10,000 pods): convergence p50/p99, bytes, RSS
 	$(GO) build -o $(BIN)/bench-xds ./perf/cmd/bench-xds
 	$(BIN)/bench-xds $(BENCH_XDS_FLAGS)
+
+bench-ktls: ## bulk transfer over veth: kTLS + kernel byte path vs crypto/tls relayed in userspace vs plaintext (in the VM where this kernel lacks kTLS)
+	@hack/bench-ktls.sh
+
+bench-splice: ## byte path engines side by side (splice, sockmap, userspace copy): throughput and CPU per GiB; kTLS rows in the VM
+	@hack/bpffs.sh
+	$(GO) test -run '^$$' -bench Engines -benchtime 1024x ./fastpath/splice/
+	$(MAKE) --no-print-directory vmtest VMTEST_PKGS=./fastpath/splice VMTEST_RUN='^$$' VMTEST_ARGS='-test.bench=Engines/ktls -test.benchtime=64x'
 
 clean: ## remove build output (not the lab: see demo-down)
 	rm -rf $(BIN) perf/out

@@ -40,7 +40,7 @@ import (
 )
 
 // defaultPkgs are the packages whose tests need the VM's kernel.
-const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice"
+const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice ./perf/ktlsbench"
 
 type options struct {
 	pkgs        []string

@@ -1,0 +1,176 @@
+package ktlsbench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/big"
+	"net/url"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/fastpath/splice"
+	"github.com/fibmesh/fibmesh/internal/netnstest"
+)
+
+var (
+	benchFlag = flag.Bool("ktls-bench", false, "run the kTLS benchmark (make bench-ktls)")
+	bytesFlag = flag.Int64("ktls-bench-bytes", 64<<20, "bytes per round")
+	roundFlag = flag.Int("ktls-bench-rounds", 3, "rounds of each mode")
+)
+
+// TestBenchKTLS is `make bench-ktls`: rounds of every mode, interleaved,
+// over one veth pair; a table of medians, a JSON line with every sample,
+// and last the summary line.
+func TestBenchKTLS(t *testing.T) {
+	if !*benchFlag {
+		t.Skip("the benchmark runs with -ktls-bench (make bench-ktls)")
+	}
+	caps, err := ktls.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !caps.ULP {
+		t.Fatalf("no kTLS on this kernel (%s): run make bench-ktls, which uses the VM", caps.ULPError)
+	}
+	where := "host"
+	if os.Getenv("FIBMESH_VMTEST") == "1" {
+		where = "vm-tcg"
+	}
+	pair := netnstest.NewPair(t)
+	ccfg, scfg := mtlsConfigs(t)
+	cfg := Config{A: pair.A.Do, B: pair.B.Do, AddrB: pair.B.Addr, Bytes: *bytesFlag, Client: ccfg, Server: scfg}
+	modes := []Mode{KTLS, Userspace, Plain}
+	sm, err := splice.OpenSockmap(splice.SockmapOptions{})
+	if err == nil {
+		if err = sm.SelfTest(); err == nil {
+			cfg.Sockmap = sm
+			modes = append(modes, KTLSSockmap)
+		} else {
+			sm.Close()
+		}
+	}
+	if cfg.Sockmap == nil {
+		t.Logf("sockmap byte path not measured: %v", err)
+	} else {
+		defer sm.Close()
+	}
+	t.Logf("%v; %d MB per round, %d rounds per mode, %s", caps, cfg.Bytes>>20, *roundFlag, where)
+
+	var all []Sample
+	for r := range *roundFlag {
+		for _, m := range modes {
+			s, err := Round(context.Background(), cfg, m)
+			if err != nil {
+				t.Fatalf("round %d: %v", r+1, err)
+			}
+			fmt.Printf("round %d %-12s %7.3f Gbit/s  %7.2f CPU-s/GB (machine)  %7.2f CPU-s/GB (process)  %.2f s\n",
+				r+1, m, s.Gbps(), s.CPUPerGB(), s.ProcessCPUPerGB(), s.Seconds)
+			all = append(all, s)
+		}
+	}
+	med := map[Mode]Sample{}
+	fmt.Printf("\nmedians of %d rounds; CPU-s/GB: machine = /proc/stat busy time of all CPUs, process = getrusage\n", *roundFlag)
+	fmt.Printf("%-12s %10s %10s %16s %16s %10s\n", "mode", "Gbit/s", "vs plain", "CPU-s/GB machine", "CPU-s/GB process", "where")
+	for _, m := range modes {
+		med[m] = median(all, m)
+	}
+	for _, m := range modes {
+		fmt.Printf("%-12s %10.3f %9.2fx %16.2f %16.2f %10s\n", m, med[m].Gbps(), med[m].Gbps()/med[Plain].Gbps(), med[m].CPUPerGB(), med[m].ProcessCPUPerGB(), where)
+	}
+	js, _ := json.Marshal(map[string]any{"where": where, "kernel": caps.Kernel, "bytes": cfg.Bytes, "samples": all})
+	fmt.Printf("ktls-json: %s\n", js)
+	fmt.Printf("ktls: ktls_gbps=%.3f userspace_gbps=%.3f plain_gbps=%.3f where=%s\n",
+		med[KTLS].Gbps(), med[Userspace].Gbps(), med[Plain].Gbps(), where)
+}
+
+// median returns the sample with mode m of median throughput, with its
+// CPU per GB figures replaced by the mode's medians of each.
+func median(all []Sample, m Mode) Sample {
+	var ss []Sample
+	for _, s := range all {
+		if s.Mode == m {
+			ss = append(ss, s)
+		}
+	}
+	slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(a.Gbps(), b.Gbps()) })
+	out := ss[len(ss)/2]
+	slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(a.CPUPerGB(), b.CPUPerGB()) })
+	out.CPUSeconds = ss[len(ss)/2].CPUPerGB() * float64(out.Bytes) / 1e9
+	slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(a.ProcessCPUPerGB(), b.ProcessCPUPerGB()) })
+	out.ProcessCPU = ss[len(ss)/2].ProcessCPUPerGB() * float64(out.Bytes) / 1e9
+	return out
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// TestRoundSmall runs every mode once with a few MB, as a test: on a host
+// without kTLS only the modes that need none.
+func TestRoundSmall(t *testing.T) {
+	pair := netnstest.NewPair(t)
+	ccfg, scfg := mtlsConfigs(t)
+	cfg := Config{A: pair.A.Do, B: pair.B.Do, AddrB: pair.B.Addr, Bytes: 4 << 20, Client: ccfg, Server: scfg}
+	modes := []Mode{Plain, Userspace}
+	if caps, err := ktls.Probe(); err == nil && caps.ULP {
+		modes = append(modes, KTLS)
+	} else {
+		t.Logf("no kTLS here: the ktls mode runs in make vmtest")
+	}
+	for _, m := range modes {
+		s, err := Round(context.Background(), cfg, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Seconds <= 0 || s.CPUSeconds < 0 {
+			t.Errorf("%s: bad sample %+v", m, s)
+		}
+		t.Logf("%s: %.3f Gbit/s, %.2f CPU-s/GB", m, s.Gbps(), s.CPUPerGB())
+	}
+}
+
+// mtlsConfigs is a mesh-like mTLS pair: one CA, SPIFFE SVIDs, TLS 1.3.
+func mtlsConfigs(t testing.TB) (client, server *tls.Config) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	leaf := func(sa string) tls.Certificate {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		u, _ := url.Parse("spiffe://cluster.local/ns/bench/sa/" + sa)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			URIs: []*url.URL{u}, DNSNames: []string{"bench.mesh"}, KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	}
+	client = &tls.Config{Certificates: []tls.Certificate{leaf("client")}, RootCAs: pool, ServerName: "bench.mesh", MinVersion: tls.VersionTLS13}
+	server = &tls.Config{Certificates: []tls.Certificate{leaf("server")}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	return client, server
+}

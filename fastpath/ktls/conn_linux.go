@@ -35,7 +35,8 @@ type Conn struct {
 
 	wmu      sync.Mutex // orders control records and re-keys with writes
 	txSecret []byte
-	sentEOF  bool
+	sentEOF  bool   // close_notify or a fatal alert sent: no more writes
+	sentWhat string // which of the two, for Write's error
 }
 
 // ConnState describes an offloaded connection.
@@ -54,12 +55,10 @@ type ConnState struct {
 // which derives the keys from a handshake; NewConn is for tests, probes
 // and callers that negotiate keys themselves.
 //
-// On an *UnsupportedError from the ULP or the first direction the socket
-// is unchanged; any later error leaves it unusable, and NewConn closes it.
+// If the ULP cannot be set (an *UnsupportedError) the socket is unchanged.
+// Any later error closes it: a socket with one direction installed cannot
+// go on in userspace.
 func NewConn(tcp *net.TCPConn, tx, rx Keys, txSecret, rxSecret []byte) (*Conn, error) {
-	if tx.Version != rx.Version || tx.Cipher != rx.Cipher {
-		return nil, fmt.Errorf("ktls: TX is %v %v but RX is %v %v", tx.Version, tx.Cipher, rx.Version, rx.Cipher)
-	}
 	rc, err := tcp.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("ktls: %w", err)
@@ -67,16 +66,23 @@ func NewConn(tcp *net.TCPConn, tx, rx Keys, txSecret, rxSecret []byte) (*Conn, e
 	if err := EnableULP(rc); err != nil {
 		return nil, err
 	}
-	// With the ULP set but no keys yet the socket still passes bytes in
-	// the clear, so a failure here leaves it usable only in theory: a
-	// caller that falls back would send plaintext through a socket the
-	// kernel now treats as TLS. Close it rather than risk that.
-	if err := SetKeys(rc, TX, tx); err != nil {
+	kc, err := install(tcp, rc, tx, rx, txSecret, rxSecret)
+	if err != nil {
 		tcp.Close()
 		return nil, err
 	}
+	return kc, nil
+}
+
+// install sets both directions' keys on a socket that has the tls ULP.
+func install(tcp *net.TCPConn, rc syscall.RawConn, tx, rx Keys, txSecret, rxSecret []byte) (*Conn, error) {
+	if tx.Version != rx.Version || tx.Cipher != rx.Cipher {
+		return nil, fmt.Errorf("ktls: TX is %v %v but RX is %v %v", tx.Version, tx.Cipher, rx.Version, rx.Cipher)
+	}
+	if err := SetKeys(rc, TX, tx); err != nil {
+		return nil, err
+	}
 	if err := SetKeys(rc, RX, rx); err != nil {
-		tcp.Close()
 		return nil, err
 	}
 	s, _ := suiteForCipher(tx.Cipher)
@@ -232,7 +238,9 @@ func (c *Conn) control(typ byte, b []byte) error {
 		if b[1] == alertCloseNotify {
 			return io.EOF
 		}
-		if b[0] == 1 && b[1] == 90 { // warning user_canceled: a close_notify follows
+		if b[0] == 1 && (b[1] == 90 || c.state.Version == VersionTLS12) {
+			// Warning user_canceled announces a close_notify; TLS 1.2
+			// warnings are not fatal (crypto/tls ignores them too).
 			return nil
 		}
 		return &AlertError{Level: b[0], Description: b[1]}
@@ -269,9 +277,13 @@ func (c *Conn) control(typ byte, b []byte) error {
 
 // peerKeyUpdate applies a peer's KeyUpdate (RFC 8446, section 4.6.3).
 func (c *Conn) peerKeyUpdate(body []byte) error {
-	if c.state.Version != VersionTLS13 || len(body) != 1 || body[0] > 1 {
+	switch {
+	case c.state.Version != VersionTLS13:
 		c.sendAlert(alertUnexpectedMessage)
-		return fmt.Errorf("ktls: malformed KeyUpdate")
+		return fmt.Errorf("ktls: KeyUpdate on a %v connection (TLS 1.3 only)", c.state.Version)
+	case len(body) != 1 || body[0] > 1:
+		c.sendAlert(alertUnexpectedMessage)
+		return fmt.Errorf("ktls: malformed KeyUpdate: body %x, want one byte 0 or 1", body)
 	}
 	if c.rxSecret == nil {
 		c.sendAlert(alertInternalError)
@@ -316,12 +328,15 @@ func (c *Conn) updateTX(requestPeer bool) error {
 }
 
 // UpdateKeys starts a TLS 1.3 KeyUpdate: it sends the KeyUpdate (asking the
-// peer to update too if requestPeer) and re-keys TX. Check
-// Capabilities.Rekey first: where the kernel cannot re-key, the KeyUpdate
-// has already been sent and the connection is closed.
+// peer to update too if requestPeer) and re-keys TX. Where the kernel
+// cannot re-key (Capabilities.Rekey false) it returns ErrKeyUpdate and
+// sends nothing.
 func (c *Conn) UpdateKeys(requestPeer bool) error {
 	if c.state.Version != VersionTLS13 {
 		return fmt.Errorf("ktls: KeyUpdate is TLS 1.3 only")
+	}
+	if caps, err := Probe(); err != nil || !caps.Rekey {
+		return fmt.Errorf("ktls: %w: this kernel cannot re-key kTLS (Linux 6.14+ can); nothing was sent", ErrKeyUpdate)
 	}
 	return c.updateTX(requestPeer)
 }
@@ -347,13 +362,14 @@ func (c *Conn) sendRecord(typ byte, data []byte) error {
 
 // sendAlert sends a fatal alert, best effort: the connection is failing.
 func (c *Conn) sendAlert(desc byte) {
+	// The deadline first: a Write stuck on a full socket holds wmu.
+	c.tcp.SetWriteDeadline(time.Now().Add(time.Second))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.sentEOF {
 		return
 	}
-	c.sentEOF = true
-	c.tcp.SetWriteDeadline(time.Now().Add(time.Second))
+	c.sentEOF, c.sentWhat = true, "a fatal "+alertName(desc)+" alert"
 	c.sendRecord(recordAlert, []byte{2, desc})
 }
 
@@ -362,7 +378,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.sentEOF {
-		return 0, fmt.Errorf("ktls: write after close_notify: %w", net.ErrClosed)
+		return 0, fmt.Errorf("ktls: write after %s was sent: %w", c.sentWhat, net.ErrClosed)
 	}
 	return c.tcp.Write(p)
 }
@@ -381,7 +397,7 @@ func (c *Conn) closeNotify() error {
 	if c.sentEOF {
 		return nil
 	}
-	c.sentEOF = true
+	c.sentEOF, c.sentWhat = true, "close_notify"
 	if err := c.sendRecord(recordAlert, []byte{1, alertCloseNotify}); err != nil {
 		return fmt.Errorf("ktls: send close_notify: %w", err)
 	}

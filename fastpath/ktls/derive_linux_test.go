@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // suiteCases are the suites kTLS takes, as crypto/tls negotiates them.
@@ -44,77 +46,87 @@ func TestDerivedKeysMatchCryptoTLS(t *testing.T) {
 				if got := c.ConnectionState().CipherSuite; got != tc.suite {
 					t.Fatalf("negotiated %s, want %s", tls.CipherSuiteName(got), tls.CipherSuiteName(tc.suite))
 				}
-				off, peer := c, s
-				if side == "server" {
-					off, peer = s, c
-				}
-				off.SetDeadline(time.Now().Add(10 * time.Second))
-				peer.SetDeadline(time.Now().Add(10 * time.Second))
-
-				// Userspace traffic before the offload: two records to
-				// the offloading side, which reads only part of the
-				// first; one record from it.
-				if _, err := peer.Write([]byte("first record")); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := peer.Write([]byte("second record")); err != nil {
-					t.Fatal(err)
-				}
-				head := make([]byte, 5)
-				if _, err := io.ReadFull(off, head); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := off.Write([]byte("reply")); err != nil {
-					t.Fatal(err)
-				}
-				if got := readN(t, peer, 5); got != "reply" {
-					t.Fatalf("peer read %q", got)
-				}
-
-				tx, rx, _, _, err := off.keys()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if tx.Cipher != tc.cipher || tx.Version != Version(tc.version) {
-					t.Fatalf("keys for %v %v, want %v %v", tx.Version, tx.Cipher, Version(tc.version), tc.cipher)
-				}
-				pending := off.detach()
-				if string(head)+string(pending) != "first record" {
-					t.Fatalf("read %q then handed back %q, want the rest of %q", head, pending, "first record")
-				}
-				raw := off.raw.Conn
-				if _, err := io.ReadFull(off, make([]byte, 1)); err == nil {
-					t.Fatal("crypto/tls still reads after detach")
-				}
-
-				in := newRecordAEAD(t, rx)
-				typ, pt, err := in.open(raw)
-				if err != nil {
-					t.Fatalf("open the peer's next record with the derived RX keys (seq %d): %v", rx.Seq, err)
-				}
-				if typ != recordApplicationData || string(pt) != "second record" {
-					t.Fatalf("opened type %d %q, want application data %q", typ, pt, "second record")
-				}
-				out := newRecordAEAD(t, tx)
-				if _, err := raw.Write(out.seal([]byte("sealed with derived keys"))); err != nil {
-					t.Fatal(err)
-				}
-				if got := readN(t, peer, len("sealed with derived keys")); got != "sealed with derived keys" {
-					t.Fatalf("crypto/tls read %q", got)
-				}
-				// Closing the detached crypto/tls side must not send a
-				// close_notify or close the socket the kernel would own.
-				off.Close()
-				if _, err := raw.Write(out.seal([]byte("still open"))); err != nil {
-					t.Fatalf("tls.Conn.Close closed the socket: %v", err)
-				}
-				if got := readN(t, peer, len("still open")); got != "still open" {
-					t.Fatalf("after tls.Conn.Close crypto/tls read %q", got)
-				}
-				raw.Close()
+				checkDerived(t, c, s, side, tc.cipher, Version(tc.version))
 			})
 		}
 	}
+}
+
+// checkDerived runs the cross-check of TestDerivedKeysMatchCryptoTLS on a
+// handshaken pair, offloading (in userspace) the given side.
+func checkDerived(t *testing.T, c, s *TLSConn, side string, cipher Cipher, version Version) {
+	t.Helper()
+	off, peer := c, s
+	if side == "server" {
+		off, peer = s, c
+	}
+	off.SetDeadline(time.Now().Add(10 * time.Second))
+	peer.SetDeadline(time.Now().Add(10 * time.Second))
+
+	// Userspace traffic before the offload: two records to
+	// the offloading side, which reads only part of the
+	// first; one record from it.
+	if _, err := peer.Write([]byte("first record")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Write([]byte("second record")); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 5)
+	if _, err := io.ReadFull(off, head); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := off.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, peer, 5); got != "reply" {
+		t.Fatalf("peer read %q", got)
+	}
+
+	tx, rx, _, _, err := off.keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx.Cipher != cipher || tx.Version != version {
+		t.Fatalf("keys for %v %v, want %v %v", tx.Version, tx.Cipher, version, cipher)
+	}
+	pending, eof, err := off.detach()
+	if err != nil || eof {
+		t.Fatalf("detach: eof %v, %v", eof, err)
+	}
+	if string(head)+string(pending) != "first record" {
+		t.Fatalf("read %q then handed back %q, want the rest of %q", head, pending, "first record")
+	}
+	raw := off.raw.Conn
+	if _, err := io.ReadFull(off, make([]byte, 1)); err == nil {
+		t.Fatal("crypto/tls still reads after detach")
+	}
+
+	in := newRecordAEAD(t, rx)
+	typ, pt, err := in.open(raw)
+	if err != nil {
+		t.Fatalf("open the peer's next record with the derived RX keys (seq %d): %v", rx.Seq, err)
+	}
+	if typ != recordApplicationData || string(pt) != "second record" {
+		t.Fatalf("opened type %d %q, want application data %q", typ, pt, "second record")
+	}
+	out := newRecordAEAD(t, tx)
+	if _, err := raw.Write(out.seal([]byte("sealed with derived keys"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := readN(t, peer, len("sealed with derived keys")); got != "sealed with derived keys" {
+		t.Fatalf("crypto/tls read %q", got)
+	}
+	// Closing the detached crypto/tls side must not send a
+	// close_notify or close the socket the kernel would own.
+	off.Close()
+	if _, err := raw.Write(out.seal([]byte("still open"))); err != nil {
+		t.Fatalf("tls.Conn.Close closed the socket: %v", err)
+	}
+	if got := readN(t, peer, len("still open")); got != "still open" {
+		t.Fatalf("after tls.Conn.Close crypto/tls read %q", got)
+	}
+	raw.Close()
 }
 
 func readN(t *testing.T, r io.Reader, n int) string {
@@ -154,5 +166,61 @@ func TestOffloadWithoutKTLS(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(caps.String()), []byte("no kTLS")) {
 		t.Errorf("Capabilities.String() = %q, want it to say no kTLS", caps)
+	}
+}
+
+// TestGetConfigForClient: a server whose config comes from
+// GetConfigForClient (session tickets on, no key log) still gets the key
+// log and no tickets, so its derived keys are right.
+func TestGetConfigForClient(t *testing.T) {
+	ccfg, scfg := testConfigs(t, tls.VersionTLS13, 0)
+	inner := scfg.Clone()
+	inner.SessionTicketsDisabled = false
+	outer := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return inner, nil }}
+	ccfg.ClientSessionCache = tls.NewLRUClientSessionCache(4) // would accept a ticket
+	ln := loopbackListener(t)
+	c, s := handshakePair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, ccfg, outer)
+	checkDerived(t, c, s, "server", CipherAESGCM128, VersionTLS13)
+}
+
+// TestStuckWriteBreaks: a write through the TLSConn blocked on a peer
+// that does not read is broken by a deadline set while it blocks: the
+// record reader must not hold a lock across the write (crypto/tls also
+// breaks a stuck write, on Close or a cancelled handshake, that way).
+func TestStuckWriteBreaks(t *testing.T) {
+	ccfg, scfg := testConfigs(t, tls.VersionTLS13, 0)
+	ln := loopbackListener(t)
+	c, _ := handshakePair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, ccfg, scfg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Write(make([]byte, 64<<20)) // far more than the socket buffers hold
+		done <- err
+	}()
+	// Wait (polling the kernel's send queue) until the write has filled
+	// the socket and blocks.
+	rc, _ := c.raw.Conn.(*net.TCPConn).SyscallConn()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var outq int
+		rc.Control(func(fd uintptr) { outq, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if outq > 256<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the send queue never filled (%d bytes)", outq)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	set := make(chan error, 1)
+	go func() { set <- c.SetWriteDeadline(time.Now()) }()
+	select {
+	case err := <-set:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SetWriteDeadline blocked behind a stuck Write")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a 64 MB write to a peer that does not read succeeded")
 	}
 }

@@ -51,10 +51,27 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, client bool) 
 	rc := &recordConn{Conn: raw, isClient: client}
 	var tc *tls.Conn
 	if client {
-		cfg.ClientSessionCache = nil // a resumed session is fine for keys, but keep it simple: no tickets either way
+		// A renegotiation would move the TLS 1.2 keys and the CCS count
+		// after the first handshake's key log line.
+		cfg.Renegotiation = tls.RenegotiateNever
 		tc = tls.Client(rc, cfg)
 	} else {
 		cfg.SessionTicketsDisabled = true
+		if get := cfg.GetConfigForClient; get != nil {
+			// crypto/tls swaps in the config this returns: impose the
+			// same two settings on it, or the key log would be empty
+			// and a ticket could move the sequence numbers.
+			cfg.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+				c, err := get(chi)
+				if err != nil || c == nil {
+					return c, err
+				}
+				c = c.Clone()
+				c.SessionTicketsDisabled = true
+				c.KeyLogWriter = &keyLog{next: c.KeyLogWriter, into: kl}
+				return c, nil
+			}
+		}
 		tc = tls.Server(rc, cfg)
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -76,7 +93,7 @@ func (c *TLSConn) keys() (tx, rx Keys, txSecret, rxSecret []byte, err error) {
 	}
 	r, rCCS, w, wCCS, clean := c.raw.counts()
 	if !clean {
-		return tx, rx, nil, nil, errors.New("ktls: a record is half read or half written: Offload must not run concurrently with Read or Write")
+		return tx, rx, nil, nil, errors.New("ktls: a record is half read or half written (a Read or Write through the tls.Conn failed or timed out mid-record, or runs concurrently with Offload): the connection cannot be offloaded")
 	}
 	switch st.Version {
 	case tls.VersionTLS13:
@@ -134,51 +151,83 @@ func (c *TLSConn) Offload() (*Conn, error) {
 	}
 	caps, err := Probe()
 	if err != nil {
-		return nil, err
+		return nil, &UnsupportedError{Version: tx.Version, Cipher: tx.Cipher, Reason: err.Error()}
 	}
 	for _, d := range []Direction{TX, RX} {
 		if err := caps.Supports(tx.Version, tx.Cipher, d); err != nil {
 			return nil, err
 		}
 	}
-	pending := c.detach()
-	kc, err := NewConn(tcp, tx, rx, txSecret, rxSecret)
+	rc, err := tcp.SyscallConn()
 	if err != nil {
+		return nil, fmt.Errorf("ktls: %w", err)
+	}
+	// The ULP alone changes nothing on the wire (without keys the socket
+	// passes bytes as before), so on failure the TLSConn stays usable.
+	if err := EnableULP(rc); err != nil {
 		return nil, err
 	}
+	pending, eof, perr := c.detach()
+	if perr != nil {
+		tcp.Close()
+		return nil, fmt.Errorf("ktls: the connection had already failed in crypto/tls (socket closed): %w", perr)
+	}
+	kc, err := install(tcp, rc, tx, rx, txSecret, rxSecret)
+	if err != nil {
+		// Detached: crypto/tls cannot go on, and a half-installed
+		// socket must not carry anything. Not ErrUnsupported: there is
+		// nothing to fall back to.
+		tcp.Close()
+		return nil, fmt.Errorf("ktls: install %v %v after the probe accepted it (socket closed): %v", tx.Version, tx.Cipher, err)
+	}
 	kc.pending = pending
+	if eof {
+		kc.rerr = io.EOF
+	}
 	return kc, nil
 }
 
 // detach stops crypto/tls from touching the socket again and takes back
 // what it decrypted that the caller has not read: with the socket
 // detached, tls.Conn.Read returns buffered plaintext and then a temporary
-// error instead of reading.
-func (c *TLSConn) detach() []byte {
+// error instead of reading. An error crypto/tls had already latched is
+// returned, except io.EOF (the peer's close_notify was read), which the
+// kTLS Conn keeps returning.
+func (c *TLSConn) detach() (pending []byte, eof bool, err error) {
 	c.offloaded = true
 	c.raw.detach()
-	var pending []byte
 	buf := make([]byte, 16<<10)
 	for {
 		n, err := c.Conn.Read(buf)
 		pending = append(pending, buf[:n]...)
-		if err != nil || n == 0 {
-			return pending
+		switch {
+		case err == nil && n > 0:
+			continue
+		case err == nil || errors.Is(err, errDetached):
+			return pending, false, nil
+		case errors.Is(err, io.EOF):
+			return pending, true, nil
 		}
+		return pending, false, err
 	}
 }
 
 // keyLog keeps the key log lines of one connection (NSS key log format).
 type keyLog struct {
 	next io.Writer
+	into *keyLog // where lines go instead (a GetConfigForClient config's log)
 	mu   sync.Mutex
 	buf  bytes.Buffer
 }
 
 func (k *keyLog) Write(p []byte) (int, error) {
-	k.mu.Lock()
-	k.buf.Write(p)
-	k.mu.Unlock()
+	dst := k
+	if k.into != nil {
+		dst = k.into
+	}
+	dst.mu.Lock()
+	dst.buf.Write(p)
+	dst.mu.Unlock()
 	if k.next != nil {
 		return k.next.Write(p)
 	}

@@ -5,6 +5,7 @@ package ktls
 import (
 	"net"
 	"runtime"
+	"syscall"
 )
 
 var errNotLinux = &UnsupportedError{Reason: "kTLS is Linux only, this is " + runtime.GOOS}
@@ -13,10 +14,18 @@ var errNotLinux = &UnsupportedError{Reason: "kTLS is Linux only, this is " + run
 type Conn struct {
 	net.Conn
 	pending []byte
+	rerr    error
 }
 
 // NewConn fails: kTLS is Linux only.
 func NewConn(tcp *net.TCPConn, tx, rx Keys, txSecret, rxSecret []byte) (*Conn, error) {
+	return nil, errNotLinux
+}
+
+// EnableULP fails: kTLS is Linux only.
+func EnableULP(rc syscall.RawConn) error { return errNotLinux }
+
+func install(tcp *net.TCPConn, rc syscall.RawConn, tx, rx Keys, txSecret, rxSecret []byte) (*Conn, error) {
 	return nil, errNotLinux
 }
 

@@ -17,15 +17,25 @@ import (
 )
 
 var (
-	probeOnce sync.Once
+	probeMu   sync.Mutex
 	probeCaps *Capabilities
-	probeErr  error
 )
 
-// Probe returns the kernel's capabilities, probed once per process.
+// Probe returns the kernel's capabilities, probed once per process. A
+// failed probe (no loopback, out of file descriptors) is not remembered:
+// the next call tries again.
 func Probe() (*Capabilities, error) {
-	probeOnce.Do(func() { probeCaps, probeErr = ProbeNow() })
-	return probeCaps, probeErr
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	if probeCaps != nil {
+		return probeCaps, nil
+	}
+	caps, err := ProbeNow()
+	if err != nil {
+		return nil, err
+	}
+	probeCaps = caps
+	return caps, nil
 }
 
 // ProbeNow probes the kernel again. It needs a working loopback interface

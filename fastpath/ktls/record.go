@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +27,12 @@ type recordConn struct {
 	rtyp     byte
 	rRecords uint64 // records whose header has been read
 	rCCS     uint64 // rRecords just after the last ChangeCipherSpec
-	detached bool
+
+	// detached is set once the kernel owns the socket: reads fail with
+	// errDetached, writes are refused, Close and deadlines are no-ops.
+	// Atomic, so a deadline or Close can always get through while a
+	// Write blocks (crypto/tls breaks a stuck write by closing).
+	detached atomic.Bool
 
 	wmu      sync.Mutex
 	whdr     [5]byte
@@ -35,7 +41,6 @@ type recordConn struct {
 	wtyp     byte
 	wRecords uint64
 	wCCS     uint64
-	wclosed  bool
 
 	// hello collects the start of the server's first handshake messages
 	// (read on a client, written on a server) up to the random.
@@ -58,7 +63,7 @@ func (*detachedError) Temporary() bool { return true }
 func (c *recordConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.detached {
+	if c.detached.Load() {
 		return 0, errDetached
 	}
 	if len(p) == 0 {
@@ -111,14 +116,18 @@ func (c *recordConn) endRecord() {
 	c.rhdrN = 0
 }
 
+// Write passes p on and then accounts for what was sent: a write cut short
+// (a deadline) leaves a half-written record, which Offload refuses.
+// crypto/tls serialises its writes, so only the accounting is locked.
 func (c *recordConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.wclosed {
+	if c.detached.Load() {
 		return 0, errDetached
 	}
-	c.scanWrite(p)
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.wmu.Lock()
+	c.scanWrite(p[:n])
+	c.wmu.Unlock()
+	return n, err
 }
 
 // scanWrite follows the record framing of what crypto/tls writes (always
@@ -186,50 +195,34 @@ func (c *recordConn) counts() (r, rCCS, w, wCCS uint64, clean bool) {
 // detach stops all further I/O through crypto/tls: reads fail with a
 // temporary error and writes (a late close_notify from tls.Conn.Close)
 // are refused, so the kernel's record sequence is never disturbed.
-func (c *recordConn) detach() {
-	c.rmu.Lock()
-	c.detached = true
-	c.rmu.Unlock()
-	c.wmu.Lock()
-	c.wclosed = true
-	c.wmu.Unlock()
-}
+func (c *recordConn) detach() { c.detached.Store(true) }
 
 // Close closes the socket unless the kernel owns it now (tls.Conn.Close
 // after Offload must not close the kTLS socket).
 func (c *recordConn) Close() error {
-	c.wmu.Lock()
-	owned := c.wclosed
-	c.wmu.Unlock()
-	if owned {
+	if c.detached.Load() {
 		return nil
 	}
 	return c.Conn.Close()
 }
 
 func (c *recordConn) SetDeadline(t time.Time) error {
-	if c.isDetached() {
+	if c.detached.Load() {
 		return nil
 	}
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *recordConn) SetReadDeadline(t time.Time) error {
-	if c.isDetached() {
+	if c.detached.Load() {
 		return nil
 	}
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *recordConn) SetWriteDeadline(t time.Time) error {
-	if c.isDetached() {
+	if c.detached.Load() {
 		return nil
 	}
 	return c.Conn.SetWriteDeadline(t)
-}
-
-func (c *recordConn) isDetached() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.wclosed
 }

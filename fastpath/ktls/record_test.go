@@ -165,3 +165,24 @@ func TestRecordConnWrites(t *testing.T) {
 		t.Errorf("Close after detach closed the socket: %v", err)
 	}
 }
+
+// shortConn accepts only the first n bytes of a Write, then fails (a
+// deadline).
+type shortConn struct {
+	net.Conn
+	n int
+}
+
+func (s *shortConn) Write(p []byte) (int, error) { return min(s.n, len(p)), errTimeout }
+
+// TestShortWriteUnclean: a record only partly sent is not counted as sent,
+// so Offload refuses a connection whose wire has a torn record.
+func TestShortWriteUnclean(t *testing.T) {
+	rc := &recordConn{Conn: &shortConn{n: 7}}
+	if n, err := rc.Write(record(recordApplicationData, "0123456789")); n != 7 || err == nil {
+		t.Fatalf("Write = %d, %v; want 7 and the error", n, err)
+	}
+	if _, _, w, _, clean := rc.counts(); w != 1 || clean {
+		t.Errorf("after a short write: records %d, clean %v; want 1, false", w, clean)
+	}
+}

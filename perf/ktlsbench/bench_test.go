@@ -66,9 +66,15 @@ func TestBenchKTLS(t *testing.T) {
 	}
 	t.Logf("%v; %d MB per round, %d rounds per mode, %s", caps, cfg.Bytes>>20, *roundFlag, where)
 
+	if *roundFlag < 1 {
+		t.Fatalf("-ktls-bench-rounds=%d: want at least 1", *roundFlag)
+	}
 	var all []Sample
 	for r := range *roundFlag {
-		for _, m := range modes {
+		// Rotate the order so no mode always runs first (cold caches)
+		// or last.
+		order := append(append([]Mode{}, modes[r%len(modes):]...), modes[:r%len(modes)]...)
+		for _, m := range order {
 			s, err := Round(context.Background(), cfg, m)
 			if err != nil {
 				t.Fatalf("round %d: %v", r+1, err)

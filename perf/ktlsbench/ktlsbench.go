@@ -72,7 +72,7 @@ type Sample struct {
 	Bytes   int64   `json:"bytes"`
 	Seconds float64 `json:"seconds"`
 	// CPUSeconds is the machine's busy CPU time during the round (all
-	// CPUs, user+system+irq+softirq), ProcessCPU this process's share
+	// CPUs, user+nice+system+irq+softirq), ProcessCPU this process's
 	// (getrusage).
 	CPUSeconds float64 `json:"cpu_seconds"`
 	ProcessCPU float64 `json:"process_cpu_seconds"`
@@ -114,6 +114,7 @@ func Round(ctx context.Context, cfg Config, m Mode) (Sample, error) {
 
 	var agents sync.WaitGroup
 	agentErr := make(chan error, 4)
+	ready := make(chan struct{}, 2) // each agent, once its path carries bytes
 	target := appAddr
 	if m != Plain {
 		agentLn, err := listenIn(cfg.B, netip.AddrPortFrom(cfg.AddrB, agentPort))
@@ -130,11 +131,11 @@ func Round(ctx context.Context, cfg Config, m Mode) (Sample, error) {
 		agents.Add(2)
 		go func() {
 			defer agents.Done()
-			agentErr <- serverAgent(ctx, cfg, m, agentLn, appAddr)
+			agentErr <- serverAgent(ctx, cfg, m, agentLn, appAddr, ready)
 		}()
 		go func() {
 			defer agents.Done()
-			agentErr <- clientAgent(ctx, cfg, m, entryLn, netip.AddrPortFrom(cfg.AddrB, agentPort))
+			agentErr <- clientAgent(ctx, cfg, m, entryLn, netip.AddrPortFrom(cfg.AddrB, agentPort), ready)
 		}()
 		target = entry
 	}
@@ -159,6 +160,20 @@ func Round(ctx context.Context, cfg Config, m Mode) (Sample, error) {
 	defer conn.Close()
 	buf := make([]byte, 1<<20)
 	rand.Read(buf)
+	// The clock starts once both agents have handshaken and joined (or
+	// started relaying): what is measured is the bulk, not the set-up,
+	// which only the mesh modes pay.
+	if m != Plain {
+		for range 2 {
+			select {
+			case <-ready:
+			case err := <-agentErr:
+				return s, fmt.Errorf("%s: an agent failed before the transfer: %w", m, err)
+			case <-ctx.Done():
+				return s, fmt.Errorf("%s: agents not ready: %w", m, ctx.Err())
+			}
+		}
+	}
 
 	cpu0, err := busyCPU()
 	if err != nil {
@@ -207,7 +222,7 @@ func Round(ctx context.Context, cfg Config, m Mode) (Sample, error) {
 }
 
 // serverAgent terminates one mTLS connection and carries it to the app.
-func serverAgent(ctx context.Context, cfg Config, m Mode, ln net.Listener, app netip.AddrPort) error {
+func serverAgent(ctx context.Context, cfg Config, m Mode, ln net.Listener, app netip.AddrPort, ready chan<- struct{}) error {
 	raw, err := ln.Accept()
 	if err != nil {
 		return fmt.Errorf("%s: server agent accept: %w", m, err)
@@ -217,11 +232,11 @@ func serverAgent(ctx context.Context, cfg Config, m Mode, ln net.Listener, app n
 		raw.Close()
 		return err
 	}
-	return carry(ctx, cfg, m, raw.(*net.TCPConn), up, false)
+	return carry(ctx, cfg, m, raw.(*net.TCPConn), up, false, ready)
 }
 
 // clientAgent takes one captured connection and carries it over mTLS.
-func clientAgent(ctx context.Context, cfg Config, m Mode, ln net.Listener, peer netip.AddrPort) error {
+func clientAgent(ctx context.Context, cfg Config, m Mode, ln net.Listener, peer netip.AddrPort, ready chan<- struct{}) error {
 	c, err := ln.Accept()
 	if err != nil {
 		return fmt.Errorf("%s: client agent accept: %w", m, err)
@@ -231,12 +246,12 @@ func clientAgent(ctx context.Context, cfg Config, m Mode, ln net.Listener, peer 
 		c.Close()
 		return err
 	}
-	return carry(ctx, cfg, m, raw, c.(*net.TCPConn), true)
+	return carry(ctx, cfg, m, raw, c.(*net.TCPConn), true, ready)
 }
 
 // carry handshakes on raw and moves bytes between it and plain until both
-// directions end.
-func carry(ctx context.Context, cfg Config, m Mode, raw, plain *net.TCPConn, client bool) error {
+// directions end; it signals ready once the bytes can flow.
+func carry(ctx context.Context, cfg Config, m Mode, raw, plain *net.TCPConn, client bool, ready chan<- struct{}) error {
 	side := "server"
 	if client {
 		side = "client"
@@ -257,6 +272,7 @@ func carry(ctx context.Context, cfg Config, m Mode, raw, plain *net.TCPConn, cli
 	}
 	switch m {
 	case Userspace:
+		ready <- struct{}{}
 		return relay(tc, plain)
 	case KTLS, KTLSSockmap:
 		opts := splice.Options{} // the default engine
@@ -281,6 +297,7 @@ func carry(ctx context.Context, cfg Config, m Mode, raw, plain *net.TCPConn, cli
 		if err != nil {
 			return fmt.Errorf("%s: %s agent join: %w", m, side, err)
 		}
+		ready <- struct{}{}
 		if err := pair.Wait(); err != nil {
 			return fmt.Errorf("%s: %s agent byte path: %w", m, side, err)
 		}
@@ -331,7 +348,7 @@ func dialIn(ns Netns, to netip.AddrPort) (*net.TCPConn, error) {
 }
 
 // busyCPU is the machine's busy CPU seconds so far (/proc/stat, all CPUs:
-// user, nice, system, irq, softirq, steal).
+// user, nice, system, irq, softirq; not idle, iowait or steal).
 func busyCPU() (float64, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -343,7 +360,7 @@ func busyCPU() (float64, error) {
 		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
 	var busy uint64
-	for i, v := range f[1:9] {
+	for i, v := range f[1:8] {
 		if i == 3 || i == 4 { // idle, iowait
 			continue
 		}

@@ -4,21 +4,17 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
 	_ "unsafe" // go:linkname, to pick the TLS 1.3 suite
+
+	"github.com/fibmesh/fibmesh/internal/testpki"
 )
 
 // crypto/tls offers no way to choose a TLS 1.3 cipher suite; these lists
@@ -49,32 +45,9 @@ func forceTLS13Suite(t testing.TB, id uint16) {
 // and, for TLS 1.2, suite.
 func testConfigs(t testing.TB, v uint16, suite uint16) (client, server *tls.Config) {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	leaf := func(id string) tls.Certificate {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		u, _ := url.Parse("spiffe://cluster.local/ns/default/sa/" + id)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			URIs: []*url.URL{u}, DNSNames: []string{"ktls.test"}, KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
-	}
-	client = &tls.Config{Certificates: []tls.Certificate{leaf("client")}, RootCAs: pool, ServerName: "ktls.test",
-		MinVersion: v, MaxVersion: v}
-	server = &tls.Config{Certificates: []tls.Certificate{leaf("server")}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
-		MinVersion: v, MaxVersion: v}
+	client, server = testpki.MTLS(t, "default", "ktls.test")
+	client.MinVersion, client.MaxVersion = v, v
+	server.MinVersion, server.MaxVersion = v, v
 	if v == tls.VersionTLS12 && suite != 0 {
 		client.CipherSuites = []uint16{suite}
 		server.CipherSuites = []uint16{suite}

@@ -2,24 +2,18 @@ package ktlsbench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math/big"
-	"net/url"
 	"os"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/fastpath/splice"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/testpki"
 )
 
 var (
@@ -153,30 +147,7 @@ func TestRoundSmall(t *testing.T) {
 
 // mtlsConfigs is a mesh-like mTLS pair: one CA, SPIFFE SVIDs, TLS 1.3.
 func mtlsConfigs(t testing.TB) (client, server *tls.Config) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	leaf := func(sa string) tls.Certificate {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		u, _ := url.Parse("spiffe://cluster.local/ns/bench/sa/" + sa)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			URIs: []*url.URL{u}, DNSNames: []string{"bench.mesh"}, KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
-	}
-	client = &tls.Config{Certificates: []tls.Certificate{leaf("client")}, RootCAs: pool, ServerName: "bench.mesh", MinVersion: tls.VersionTLS13}
-	server = &tls.Config{Certificates: []tls.Certificate{leaf("server")}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	client, server = testpki.MTLS(t, "bench", "bench.mesh")
+	client.MinVersion, server.MinVersion = tls.VersionTLS13, tls.VersionTLS13
 	return client, server
 }

@@ -29,7 +29,14 @@ func InNetns(netns string, fn func() error) error {
 		return fmt.Errorf("open network namespace %q: %w", netns, err)
 	}
 	defer target.Close()
+	return InNetnsFD(int(target.Fd()), netns, fn)
+}
 
+// InNetnsFD is InNetns for a namespace given by an open file descriptor
+// (a /proc/PID/ns/net or /run/netns file, or a vishvananda/netns handle);
+// name is only for error messages. The caller keeps fd open until it
+// returns.
+func InNetnsFD(fd int, name string, fn func() error) error {
 	type result struct {
 		err      error
 		panicked bool
@@ -45,9 +52,9 @@ func InNetns(netns string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("enter network namespace %q: %w", netns, err)}
+			done <- result{err: fmt.Errorf("enter network namespace %q: %w", name, err)}
 			return
 		}
 		var r result
@@ -61,7 +68,7 @@ func InNetns(netns string, fn func() error) error {
 		}()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 			// Stay locked: the runtime ends this thread with the goroutine.
-			r.err = fmt.Errorf("restore network namespace after %q: %w (fn returned %v)", netns, err, r.err)
+			r.err = fmt.Errorf("restore network namespace after %q: %w (fn returned %v)", name, err, r.err)
 			done <- r
 			return
 		}

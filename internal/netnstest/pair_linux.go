@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 
+	"github.com/fibmesh/fibmesh/lab"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -18,55 +19,13 @@ type nsHandle struct {
 	h    netns.NsHandle
 }
 
-// do runs fn on a locked OS thread switched into the namespace. If the
-// thread cannot be switched back it stays locked, so the runtime ends it
-// with the goroutine instead of reusing a thread in the wrong namespace.
+// do runs fn on a locked OS thread switched into the namespace
+// (lab.InNetnsFD: the thread is switched back, or ended if it cannot be).
 func (n *nsHandle) do(fn func() error) error {
 	if !n.h.IsOpen() {
 		return fmt.Errorf("namespace %s: closed", n.name)
 	}
-	type result struct {
-		err      error
-		panicked bool
-		panic    any
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("current network namespace: %w", err)}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.h); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("enter namespace %s: %w", n.name, err)}
-			return
-		}
-		var r result
-		func() {
-			defer func() {
-				if v := recover(); v != nil {
-					r.panicked, r.panic = true, v
-				}
-			}()
-			r.err = fn()
-		}()
-		if err := netns.Set(orig); err != nil {
-			r.err = fmt.Errorf("leave namespace %s: %w (fn returned %v)", n.name, err, r.err)
-			done <- r // stay locked: see above
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- r
-	}()
-	r := <-done
-	if r.panicked {
-		panic(r.panic)
-	}
-	return r.err
+	return lab.InNetnsFD(int(n.h), n.name, fn)
 }
 
 // newNamespaces creates n network namespaces and returns their handles,

@@ -1,6 +1,7 @@
 package ktls
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -101,11 +102,11 @@ func install(tcp *net.TCPConn, rc syscall.RawConn, tx, rx Keys, txSecret, rxSecr
 func suiteForCipher(c Cipher) (suite, bool) {
 	switch c {
 	case CipherAESGCM128:
-		return suiteOf(0x1301)
+		return suiteOf(tls.TLS_AES_128_GCM_SHA256)
 	case CipherAESGCM256:
-		return suiteOf(0x1302)
+		return suiteOf(tls.TLS_AES_256_GCM_SHA384)
 	case CipherChaCha20Poly1305:
-		return suiteOf(0x1303)
+		return suiteOf(tls.TLS_CHACHA20_POLY1305_SHA256)
 	}
 	return suite{}, false
 }

@@ -3,6 +3,7 @@ package ktls
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -154,7 +155,7 @@ func TestOffloadWithoutKTLS(t *testing.T) {
 	c, s := handshakePair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, ccfg, scfg)
 	_, err = c.Offload()
 	var ue *UnsupportedError
-	if !asUnsupported(err, &ue) {
+	if !errors.As(err, &ue) {
 		t.Fatalf("Offload = %v, want an *UnsupportedError", err)
 	}
 	t.Logf("Offload: %v", err)

@@ -2,10 +2,6 @@ package ktls
 
 func cryptoInfoForTest(k Keys) ([]byte, error) { return cryptoInfo(k) }
 
-func asUnsupported(err error, target **UnsupportedError) bool {
-	return errorsAs(err, target)
-}
-
 // setRawCipherForTest installs a cipher this package does not know (to see
 // the kernel refuse one) with AES-128-GCM's struct layout.
 func setRawCipherForTest(c *Conn, dir Direction, cipher Cipher) error {

@@ -8,12 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/vmcheck"
 )
 
 // needKTLS skips without kTLS, except inside `make vmtest`, where a
@@ -25,7 +25,7 @@ func needKTLS(t *testing.T) *Capabilities {
 		t.Fatal(err)
 	}
 	if !caps.ULP {
-		if os.Getenv("FIBMESH_VMTEST") == "1" {
+		if vmcheck.InVM() {
 			t.Fatalf("inside the VM kTLS must work: %v", caps)
 		}
 		t.Skipf("needs kTLS (%s): run `make vmtest`", caps.ULPError)

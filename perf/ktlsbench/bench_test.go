@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"slices"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/fibmesh/fibmesh/fastpath/splice"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/testpki"
+	"github.com/fibmesh/fibmesh/internal/vmcheck"
 )
 
 var (
@@ -29,6 +29,9 @@ func TestBenchKTLS(t *testing.T) {
 	if !*benchFlag {
 		t.Skip("the benchmark runs with -ktls-bench (make bench-ktls)")
 	}
+	if *roundFlag < 1 {
+		t.Fatalf("-ktls-bench-rounds=%d: want at least 1", *roundFlag)
+	}
 	caps, err := ktls.Probe()
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +40,7 @@ func TestBenchKTLS(t *testing.T) {
 		t.Fatalf("no kTLS on this kernel (%s): run make bench-ktls, which uses the VM", caps.ULPError)
 	}
 	where := "host"
-	if os.Getenv("FIBMESH_VMTEST") == "1" {
+	if vmcheck.InVM() {
 		where = "vm-tcg"
 	}
 	pair := netnstest.NewPair(t)
@@ -60,9 +63,6 @@ func TestBenchKTLS(t *testing.T) {
 	}
 	t.Logf("%v; %d MB per round, %d rounds per mode, %s", caps, cfg.Bytes>>20, *roundFlag, where)
 
-	if *roundFlag < 1 {
-		t.Fatalf("-ktls-bench-rounds=%d: want at least 1", *roundFlag)
-	}
 	var all []Sample
 	for r := range *roundFlag {
 		// Rotate the order so no mode always runs first (cold caches)
@@ -93,8 +93,9 @@ func TestBenchKTLS(t *testing.T) {
 		med[KTLS].Gbps(), med[Userspace].Gbps(), med[Plain].Gbps(), where)
 }
 
-// median returns the sample with mode m of median throughput, with its
-// CPU per GB figures replaced by the mode's medians of each.
+// median returns the sample with mode m of median throughput, its CPU
+// figures replaced by the mode's median of each (every round moves the same
+// bytes, so CPU seconds order as CPU per GB does).
 func median(all []Sample, m Mode) Sample {
 	var ss []Sample
 	for _, s := range all {
@@ -102,12 +103,13 @@ func median(all []Sample, m Mode) Sample {
 			ss = append(ss, s)
 		}
 	}
-	slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(a.Gbps(), b.Gbps()) })
-	out := ss[len(ss)/2]
-	slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(a.CPUPerGB(), b.CPUPerGB()) })
-	out.CPUSeconds = ss[len(ss)/2].CPUPerGB() * float64(out.Bytes) / 1e9
-	slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(a.ProcessCPUPerGB(), b.ProcessCPUPerGB()) })
-	out.ProcessCPU = ss[len(ss)/2].ProcessCPUPerGB() * float64(out.Bytes) / 1e9
+	mid := func(key func(Sample) float64) Sample {
+		slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(key(a), key(b)) })
+		return ss[len(ss)/2]
+	}
+	out := mid(Sample.Gbps)
+	out.CPUSeconds = mid(func(s Sample) float64 { return s.CPUSeconds }).CPUSeconds
+	out.ProcessCPU = mid(func(s Sample) float64 { return s.ProcessCPU }).ProcessCPU
 	return out
 }
 

@@ -41,21 +41,23 @@ func Detect(ifname string) (*Detection, error) {
 }
 
 // DetectAll runs Detect on every interface of the calling thread's
-// network namespace except loopback, in ifindex order.
+// network namespace except loopback, in ifindex order, with one interface
+// listing and one generic netlink socket for all of them.
 func DetectAll() ([]*Detection, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	c, dialErr := genetlink.Dial(nil)
+	if dialErr == nil {
+		defer c.Close()
 	}
 	var out []*Detection
 	for _, ifi := range ifs {
 		if ifi.Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		d, err := Detect(ifi.Name)
-		if errors.Is(err, errNoInterface) {
-			continue // gone since the listing
-		}
+		d, err := Choose(readFacts(c, dialErr, ifi))
 		if err != nil {
 			return nil, err
 		}
@@ -77,20 +79,26 @@ func ReadFacts(ifname string) (Facts, error) {
 	if err != nil {
 		return Facts{}, fmt.Errorf("interface %s: %w (%w)", ifname, errNoInterface, err)
 	}
+	c, dialErr := genetlink.Dial(nil)
+	if dialErr == nil {
+		defer c.Close()
+	}
+	return readFacts(c, dialErr, *ifi), nil
+}
+
+// readFacts is ReadFacts for a listed interface over a generic netlink
+// socket c (nil, with dialErr, when none could be opened).
+func readFacts(c *genetlink.Conn, dialErr error, ifi net.Interface) Facts {
 	f := Facts{Interface: ifi.Name, Ifindex: ifi.Index, MTU: ifi.MTU}
 	if drv, err := driverName(ifi.Name); err != nil {
 		f.DriverError = fmt.Sprintf("ETHTOOL_GDRVINFO: %v", err)
 	} else {
 		f.Driver = drv
 	}
-
-	c, err := genetlink.Dial(nil)
-	if err != nil {
-		f.Missing = append(f.Missing, fmt.Sprintf("generic netlink socket: %v: features and XDP features not measured", err))
-		return f, nil
+	if dialErr != nil {
+		f.Missing = append(f.Missing, fmt.Sprintf("generic netlink socket: %v: features and XDP features not measured", dialErr))
+		return f
 	}
-	defer c.Close()
-
 	if feats, err := ethtoolFeatures(c, ifi.Index); err != nil {
 		f.Missing = append(f.Missing, fmt.Sprintf("netdev features not measured (%v)", err))
 	} else {
@@ -101,7 +109,7 @@ func ReadFacts(ifname string) (Facts, error) {
 	} else {
 		f.XDP = x
 	}
-	return f, nil
+	return f
 }
 
 // driverName asks ETHTOOL_GDRVINFO (the ioctl behind `ethtool -i`).

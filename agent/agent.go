@@ -18,7 +18,6 @@ import (
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/punt"
-	nicprofiles "github.com/fibmesh/fibmesh/nic-profiles"
 )
 
 // Config configures an Agent.
@@ -138,12 +137,7 @@ func (a *Agent) attach(dev string) error {
 	if a.attached[dev] {
 		return nil
 	}
-	d, err := nicprofiles.Detect(dev)
-	if err != nil {
-		return fmt.Errorf("attach XDP to %s: %w", dev, err)
-	}
-	nic := fib.NICFor(d)
-	mode, err := a.fib.AttachNIC(dev, nic)
+	mode, d, err := a.fib.Attach(dev)
 	if err != nil {
 		return err
 	}
@@ -156,7 +150,7 @@ func (a *Agent) attach(dev string) error {
 	}
 	a.attached[dev] = true
 	a.log.Info("XDP FIB attached", "interface", dev, "mode", string(mode),
-		"nic_profile", d.Profile.Name, "nic_reason", d.Reason, "bpf_constants", nic.String())
+		"nic_profile", d.Profile.Name, "nic_reason", d.Reason, "bpf_constants", fib.NICFor(d).String())
 	return nil
 }
 

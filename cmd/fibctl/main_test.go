@@ -465,7 +465,7 @@ func TestAttached(t *testing.T) {
 			attached <- fmt.Errorf("unshare network namespace: %w", err)
 			return
 		}
-		_, err := f.Attach("lo")
+		_, _, err := f.Attach("lo")
 		attached <- err
 		<-release
 	}()

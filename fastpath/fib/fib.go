@@ -192,13 +192,14 @@ func linkPin(pinDir, ifname string) string {
 // Attach attaches the FIB program to an interface of the calling thread's
 // network namespace, specialised for the interface's NIC profile: it
 // detects the profile (nicprofiles.Detect) and calls AttachNIC with
-// NICFor's constants.
-func (f *FIB) Attach(ifname string) (AttachMode, error) {
+// NICFor's constants. It returns the detection, for the caller to report.
+func (f *FIB) Attach(ifname string) (AttachMode, *nicprofiles.Detection, error) {
 	d, err := nicprofiles.Detect(ifname)
 	if err != nil {
-		return "", fmt.Errorf("attach XDP to %s: %w", ifname, err)
+		return "", nil, fmt.Errorf("attach XDP to %s: %w", ifname, err)
 	}
-	return f.AttachNIC(ifname, NICFor(d))
+	mode, err := f.AttachNIC(ifname, NICFor(d))
+	return mode, d, err
 }
 
 // AttachNIC attaches the copy of the FIB program specialised for nic

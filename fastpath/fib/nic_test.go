@@ -266,7 +266,7 @@ func TestAttachUsesProfile(t *testing.T) {
 			{"fa0", NIC{Profile: veth, MaxFrame: 1518}},
 			{"fa1", NIC{Profile: veth, Frags: true, MaxFrame: 9018}},
 		} {
-			mode, err := f.Attach(tc.ifname)
+			mode, _, err := f.Attach(tc.ifname)
 			if err != nil {
 				t.Fatalf("Attach(%s): %v", tc.ifname, err)
 			}

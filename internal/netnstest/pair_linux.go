@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/vishvananda/netlink"
@@ -29,47 +28,33 @@ func (n *nsHandle) do(fn func() error) error {
 }
 
 // newNamespaces creates n network namespaces and returns their handles,
-// leaving every thread in the namespace it was in.
+// leaving every thread in the namespace it was in: netns.New moves its
+// thread into the namespace it creates, so it runs under lab.InNetnsFD,
+// which switches that thread back afterwards.
 func newNamespaces(n int) ([]netns.NsHandle, error) {
-	type result struct {
-		hs  []netns.NsHandle
-		err error
+	cur, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("current network namespace: %w", err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		var r result
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("current network namespace: %w", err)}
-			return
-		}
-		defer orig.Close()
+	defer cur.Close()
+	var hs []netns.NsHandle
+	err = lab.InNetnsFD(int(cur), "current", func() error {
 		for range n {
-			h, err := netns.New() // unshare(CLONE_NEWNET): this thread moves in
+			h, err := netns.New() // unshare(CLONE_NEWNET)
 			if err != nil {
-				r.err = fmt.Errorf("new network namespace: %w", err)
-				break
+				return fmt.Errorf("new network namespace: %w", err)
 			}
-			r.hs = append(r.hs, h)
-			if err := netns.Set(orig); err != nil {
-				r.err = fmt.Errorf("back to the original namespace: %w", err)
-				done <- r // stay locked
-				return
-			}
+			hs = append(hs, h)
 		}
-		runtime.UnlockOSThread()
-		done <- r
-	}()
-	r := <-done
-	if r.err != nil {
-		for _, h := range r.hs {
+		return nil
+	})
+	if err != nil {
+		for _, h := range hs {
 			h.Close()
 		}
-		return nil, r.err
+		return nil, err
 	}
-	return r.hs, nil
+	return hs, nil
 }
 
 func newPair(cfg pairConfig) (_ *Pair, err error) {

@@ -94,26 +94,23 @@ int fib_forward(struct xdp_md *ctx)
 	struct nexthop *nh;
 	__u32 oif;
 
-	int res = parse_packet(data, data_end, &p);
+	/* The frame's length first: a frame the FIB will not forward is
+	 * passed up without being parsed. Only a frags-aware program sees
+	 * multi-buffer frames; the headers the FIB rewrites are in the first
+	 * buffer, but the parser checks lengths against it alone, so a frame
+	 * that continues in more buffers goes to the stack too. */
+	__u32 first = data_end - data;
+	__u32 len = first;
 
-	if (cfg_nic_flags & NIC_F_XDP_FRAGS) {
-		/* Only a frags-aware program sees multi-buffer frames; the
-		 * headers the FIB rewrites are in the first buffer, but the
-		 * parser checks lengths against it alone, so a frame that
-		 * continues in more buffers goes to the stack. */
-		__u32 whole = bpf_xdp_get_buff_len(ctx);
-
-		if (whole != p.len) {
-			count(STAT_RX, whole);
-			count(STAT_PASS_FRAME_TOO_BIG, whole);
-			return XDP_PASS;
-		}
-	}
-	count(STAT_RX, p.len);
-	if (cfg_max_frame_len && p.len > cfg_max_frame_len) {
-		count(STAT_PASS_FRAME_TOO_BIG, p.len);
+	if (cfg_nic_flags & NIC_F_XDP_FRAGS)
+		len = bpf_xdp_get_buff_len(ctx);
+	count(STAT_RX, len);
+	if (len != first || (cfg_max_frame_len && len > cfg_max_frame_len)) {
+		count(STAT_PASS_FRAME_TOO_BIG, len);
 		return XDP_PASS;
 	}
+	int res = parse_packet(data, data_end, &p);
+
 	switch (res) {
 	case PARSE_OK:
 		break;

@@ -66,7 +66,12 @@ func ProbeNow() (*Capabilities, error) {
 	caps.AvailableULPs = availableULPs()
 	caps.Stat = tlsStat()
 	if err != nil {
+		// The reason alone: Supports wraps it in an *UnsupportedError
+		// naming the suite, which would otherwise say "unsupported" twice.
 		caps.ULPError = err.Error()
+		if ue := (*UnsupportedError)(nil); errors.As(err, &ue) {
+			caps.ULPError = ue.Reason
+		}
 		for _, v := range []Version{VersionTLS13, VersionTLS12} {
 			for _, c := range Ciphers {
 				caps.Suites = append(caps.Suites, SuiteSupport{Version: v, Cipher: c, Reason: caps.ULPError})

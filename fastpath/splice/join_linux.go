@@ -3,7 +3,9 @@ package splice
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"sync/atomic"
 )
 
 // Join joins plain, the application's socket, and tls, the kTLS socket of
@@ -48,4 +50,12 @@ func Join(plain *net.TCPConn, tls Offloaded, opts Options) (*Pair, error) {
 		plain.Close()
 	}
 	return p, err
+}
+
+// writeCounted writes b to w and adds what it wrote to c, also on error.
+// The error is w's, for the caller to wrap.
+func writeCounted(w io.Writer, b []byte, c *atomic.Uint64) error {
+	n, err := w.Write(b)
+	c.Add(uint64(n))
+	return err
 }

@@ -54,8 +54,8 @@ func (p *pipe) close() {
 // spliceEngine is ModeSplice's state for one pair.
 type spliceEngine struct {
 	p       *Pair
-	plainRC syscall.RawConn
-	pipes   [2]*pipe // by Direction
+	pipes   [2]*pipe      // by Direction
+	dirs    [2]*spliceDir // by Direction
 	moved   [2]atomic.Uint64
 	pending []byte // opts.PlainPending
 }
@@ -73,7 +73,7 @@ func joinSplice(plain *net.TCPConn, tls Offloaded, opts Options) (*Pair, error) 
 	if size <= 0 {
 		size = DefaultPipeSize
 	}
-	e := &spliceEngine{plainRC: plainRC, pending: opts.PlainPending}
+	e := &spliceEngine{pending: opts.PlainPending}
 	for i := range e.pipes {
 		pp, err := newPipe(size)
 		if err != nil {
@@ -82,6 +82,8 @@ func joinSplice(plain *net.TCPConn, tls Offloaded, opts Options) (*Pair, error) 
 		}
 		e.pipes[i] = pp
 	}
+	e.dirs[PlainToTLS] = newSpliceDir(plainRC, tlsRC, e.pipes[PlainToTLS], false, &e.moved[PlainToTLS])
+	e.dirs[TLSToPlain] = newSpliceDir(tlsRC, plainRC, e.pipes[TLSToPlain], true, &e.moved[TLSToPlain])
 	p := newPair(ModeSplice, plain, tls, tlsRC)
 	e.p = p
 	p.counters = func() Counters {
@@ -106,15 +108,13 @@ func (e *spliceEngine) release() error {
 func (e *spliceEngine) plainToTLS() error {
 	p := e.p
 	if len(e.pending) > 0 {
-		n, err := p.tls.Write(e.pending)
-		e.moved[PlainToTLS].Add(uint64(n))
-		if err != nil {
+		if err := writeCounted(p.tls, e.pending, &e.moved[PlainToTLS]); err != nil {
 			return fmt.Errorf("write pending plaintext: %w", err)
 		}
 	}
-	pp := e.pipes[PlainToTLS]
+	d := e.dirs[PlainToTLS]
 	for {
-		n, err := fill(e.plainRC, pp, false)
+		n, err := d.fill()
 		if err != nil {
 			return err
 		}
@@ -133,12 +133,12 @@ func (e *spliceEngine) plainToTLS() error {
 		// more queued. Otherwise a message that happens to end at a
 		// pipe boundary would wait in an open record for the next one.
 		more := 0
-		if n == pp.size {
-			if q, err := inq(e.plainRC); err == nil && q > 0 {
+		if n == d.pp.size {
+			if q, err := d.inq(); err == nil && q > 0 {
 				more = unix.SPLICE_F_MORE
 			}
 		}
-		if err := drain(pp, p.tlsRC, n, more, &e.moved[PlainToTLS]); err != nil {
+		if err := d.drain(n, more); err != nil {
 			return err
 		}
 	}
@@ -149,23 +149,21 @@ func (e *spliceEngine) plainToTLS() error {
 func (e *spliceEngine) tlsToPlain() error {
 	p := e.p
 	if pend := p.tls.Pending(); len(pend) > 0 {
-		n, err := p.plain.Write(pend)
-		e.moved[TLSToPlain].Add(uint64(n))
-		if err != nil {
+		if err := writeCounted(p.plain, pend, &e.moved[TLSToPlain]); err != nil {
 			return fmt.Errorf("write pending plaintext: %w", err)
 		}
 	}
-	pp := e.pipes[TLSToPlain]
+	d := e.dirs[TLSToPlain]
 	var buf []byte
 	for {
-		n, err := fill(p.tlsRC, pp, true)
+		n, err := d.fill()
 		if err != nil && !errors.Is(err, unix.EINVAL) {
 			return err
 		}
 		if n > 0 {
 			// No SPLICE_F_MORE: whether the peer has sent more is
 			// unknown until kTLS has a whole record.
-			if err := drain(pp, e.plainRC, n, 0, &e.moved[TLSToPlain]); err != nil {
+			if err := d.drain(n, 0); err != nil {
 				return err
 			}
 			continue
@@ -181,9 +179,7 @@ func (e *spliceEngine) tlsToPlain() error {
 		}
 		m, rerr := p.tls.Read(buf)
 		if m > 0 {
-			w, err := p.plain.Write(buf[:m])
-			e.moved[TLSToPlain].Add(uint64(w))
-			if err != nil {
+			if err := writeCounted(p.plain, buf[:m], &e.moved[TLSToPlain]); err != nil {
 				return err
 			}
 		}
@@ -202,6 +198,41 @@ func (e *spliceEngine) tlsToPlain() error {
 	}
 }
 
+// spliceDir is one direction's splice state, built once in joinSplice: the
+// callbacks handed to RawConn.Read, Write and Control are bound here once
+// and keep their results in the struct, so that fill, drain and inq
+// allocate nothing per chunk.
+type spliceDir struct {
+	src, dst syscall.RawConn
+	pp       *pipe
+	records  bool // src is a kTLS socket (see fill)
+	moved    *atomic.Uint64
+
+	// fill's state and results.
+	total int
+	serr  error
+
+	// drain's state and results.
+	n, more int
+	m       int64
+	derr    error
+
+	// inq's results.
+	q    int
+	qerr error
+
+	fillFn, drainFn func(fd uintptr) bool
+	inqFn           func(fd uintptr)
+}
+
+func newSpliceDir(src, dst syscall.RawConn, pp *pipe, records bool, moved *atomic.Uint64) *spliceDir {
+	d := &spliceDir{src: src, dst: dst, pp: pp, records: records, moved: moved}
+	d.fillFn = d.fillOnce
+	d.drainFn = d.drainOnce
+	d.inqFn = d.inqOnce
+	return d
+}
+
 // fill splices what src has (up to the pipe's size) into the empty pipe,
 // waiting in the netpoller until src is readable. 0 means EOF.
 //
@@ -210,70 +241,77 @@ func (e *spliceEngine) tlsToPlain() error {
 // until the pipe is full, so that one drain moves many records. It stops
 // early at what needs the caller (EOF, a control record, an error) and
 // leaves that for the next fill, after the bytes before it are drained.
-func fill(src syscall.RawConn, pp *pipe, records bool) (int, error) {
-	var total int
-	var serr error
-	err := src.Read(func(fd uintptr) bool {
-		for total < pp.size {
-			n, err := unix.Splice(int(fd), nil, pp.w, nil, pp.size-total, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				// Nothing yet: wait for src (the pipe is empty, so
-				// it cannot be the pipe). Some: drain it first
-				// (src has no more ready, or the pipe ran out of
-				// buffers).
-				return total > 0
-			case err != nil:
-				if total == 0 {
-					serr = err
-				}
-				return true
-			case n == 0:
-				return true
-			}
-			total += int(n)
-			if !records {
-				return true
-			}
-		}
-		return true
-	})
+func (d *spliceDir) fill() (int, error) {
+	d.total, d.serr = 0, nil
+	err := d.src.Read(d.fillFn)
 	if err != nil {
 		return 0, err
 	}
-	if serr != nil {
-		return 0, os.NewSyscallError("splice from socket", serr)
+	if d.serr != nil {
+		return 0, os.NewSyscallError("splice from socket", d.serr)
 	}
-	return total, nil
+	return d.total, nil
+}
+
+// fillOnce is fill's RawConn.Read callback.
+func (d *spliceDir) fillOnce(fd uintptr) bool {
+	pp := d.pp
+	for d.total < pp.size {
+		n, err := unix.Splice(int(fd), nil, pp.w, nil, pp.size-d.total, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			// Nothing yet: wait for src (the pipe is empty, so
+			// it cannot be the pipe). Some: drain it first
+			// (src has no more ready, or the pipe ran out of
+			// buffers).
+			return d.total > 0
+		case err != nil:
+			if d.total == 0 {
+				d.serr = err
+			}
+			return true
+		case n == 0:
+			return true
+		}
+		d.total += int(n)
+		if !d.records {
+			return true
+		}
+	}
+	return true
 }
 
 // drain splices the n bytes in the pipe into dst, waiting in the netpoller
 // while dst is full, and counts them.
-func drain(pp *pipe, dst syscall.RawConn, n, more int, moved *atomic.Uint64) error {
+func (d *spliceDir) drain(n, more int) error {
+	d.more = more
 	for n > 0 {
-		var m int64
-		var serr error
-		err := dst.Write(func(fd uintptr) bool {
-			for {
-				m, serr = unix.Splice(pp.r, nil, int(fd), nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK|more)
-				if serr != unix.EINTR {
-					return serr != unix.EAGAIN
-				}
-			}
-		})
+		d.n, d.m, d.derr = n, 0, nil
+		err := d.dst.Write(d.drainFn)
 		if err != nil {
 			return err
 		}
-		if serr != nil {
-			return os.NewSyscallError("splice to socket", serr)
+		if d.derr != nil {
+			return os.NewSyscallError("splice to socket", d.derr)
 		}
+		m := d.m
 		if m == 0 {
 			return fmt.Errorf("splice to socket: no progress with %d bytes in the pipe: %w", n, io.ErrNoProgress)
 		}
-		moved.Add(uint64(m))
+		d.moved.Add(uint64(m))
 		n -= int(m)
 	}
 	return nil
+}
+
+// drainOnce is drain's RawConn.Write callback.
+func (d *spliceDir) drainOnce(fd uintptr) bool {
+	for {
+		d.m, d.derr = unix.Splice(d.pp.r, nil, int(fd), nil, d.n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK|d.more)
+		if d.derr != unix.EINTR {
+			return d.derr != unix.EAGAIN
+		}
+	}
 }

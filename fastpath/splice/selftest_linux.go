@@ -179,8 +179,12 @@ func (s *Sockmap) selfTest(toPlain, toTLS int) error {
 	var inKernel error
 	if redirected.TLSToPlain < uint64(bulk) {
 		short := fmt.Errorf("the verdict redirected %d bytes of the far end's records, less than the %d bytes in its records of 4 KiB and more: the rest went through userspace (intact)", redirected.TLSToPlain, bulk)
-		if n := statDelta(s, stats0, "pass_tls_tail"); n > 0 {
-			inKernel = limit("in-kernel", fmt.Errorf("%w; the kernel's bpf_skb_change_tail refused to cut %d records to their plaintext (it makes no skb longer than SKB_MAX_ALLOC, about 16 KB, so no full 16 KiB record, nor shorter than the header offsets kTLS copies, a few hundred bytes), and %d records after them followed through userspace to keep the order", short, n, statDelta(s, stats0, "pass_hold")))
+		stats1, err := s.Stats()
+		if err != nil {
+			stats1 = nil // no deltas
+		}
+		if n := statDelta(stats0, stats1, "pass_tls_tail"); n > 0 {
+			inKernel = limit("in-kernel", fmt.Errorf("%w; the kernel's bpf_skb_change_tail refused to cut %d records to their plaintext (it makes no skb longer than SKB_MAX_ALLOC, about 16 KB, so no full 16 KiB record, nor shorter than the header offsets kTLS copies, a few hundred bytes), and %d records after them followed through userspace to keep the order", short, n, statDelta(stats0, stats1, "pass_hold")))
 		} else {
 			inKernel = fail("in-kernel", short)
 		}
@@ -214,13 +218,9 @@ func (s *Sockmap) selfTest(toPlain, toTLS int) error {
 	return inKernel
 }
 
-// statDelta is how many messages the verdict counted under reason since
-// before.
-func statDelta(s *Sockmap, before []Stat, reason string) uint64 {
-	after, err := s.Stats()
-	if err != nil {
-		return 0
-	}
+// statDelta is how many messages the verdict counted under reason between
+// the Stats readings before and after.
+func statDelta(before, after []Stat, reason string) uint64 {
 	for i := range after {
 		if after[i].Reason == reason && i < len(before) {
 			return after[i].Msgs - before[i].Msgs
@@ -236,19 +236,15 @@ func wrapStep(step, what string, err error) error {
 	return &UnprovenError{Step: step, Err: fmt.Errorf("%s: %w", what, err)}
 }
 
-// probeKTLS checks that the kernel takes the tls ULP on a TCP socket.
+// probeKTLS checks that the kernel takes the tls ULP on a TCP socket, as
+// ktls.Probe found it (once per process). A kernel without it is an
+// *ktls.UnsupportedError, which matches ktls.ErrUnsupported.
 func probeKTLS() error {
-	a, b, err := tcpPair()
-	if err != nil {
-		return err
+	caps, err := ktls.Probe()
+	if err == nil && !caps.ULP {
+		err = caps.Supports(ktls.VersionTLS13, ktls.CipherAESGCM128, ktls.TX)
 	}
-	defer a.Close()
-	defer b.Close()
-	rc, err := a.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return ktls.EnableULP(rc)
+	return err
 }
 
 // tcpPair returns both ends of a loopback TCP connection.

@@ -370,9 +370,7 @@ func (s *Sockmap) join(plain *net.TCPConn, tls Offloaded, opts Options) (*Pair, 
 	// the kTLS side's pending plaintext (no verdict runs on that socket
 	// until the reader below calls recvmsg) ...
 	if pend := tls.Pending(); len(pend) > 0 {
-		n, err := plain.Write(pend)
-		e.userBytes[TLSToPlain].Add(uint64(n))
-		if err != nil {
+		if err := writeCounted(plain, pend, &e.userBytes[TLSToPlain]); err != nil {
 			return fail(fmt.Errorf("splice: write pending plaintext: %w", err))
 		}
 	}
@@ -388,9 +386,7 @@ func (s *Sockmap) join(plain *net.TCPConn, tls Offloaded, opts Options) (*Pair, 
 		if len(b) == 0 {
 			continue
 		}
-		n, err := tls.Write(b)
-		e.userBytes[PlainToTLS].Add(uint64(n))
-		if err != nil {
+		if err := writeCounted(tls, b, &e.userBytes[PlainToTLS]); err != nil {
 			return fail(fmt.Errorf("splice: write pending plaintext: %w", err))
 		}
 	}
@@ -493,9 +489,9 @@ func (e *sockmapEngine) stop() {
 
 // release removes the pair's entries. The sockets left the sockhash when
 // they were closed; deleting them again is for a socket someone else still
-// holds open.
+// holds open. The last reading of the counters is Pair.finish's, taken
+// just before.
 func (e *sockmapEngine) release() error {
-	e.counters() // the last reading
 	var errs []error
 	for _, ck := range []uint64{e.plainCk, e.tlsCk} {
 		if err := e.s.objs.Socks.Delete(ck); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -524,9 +520,7 @@ func (e *sockmapEngine) readTLS() error {
 			if err := e.waitPlainWritten(); err != nil {
 				return err
 			}
-			w, err := p.plain.Write(buf[:n])
-			e.userBytes[TLSToPlain].Add(uint64(w))
-			if err != nil {
+			if err := writeCounted(p.plain, buf[:n], &e.userBytes[TLSToPlain]); err != nil {
 				return err
 			}
 			// A full buffer may have cut a record short, its rest

@@ -59,15 +59,23 @@ func setRcvlowat(rc syscall.RawConn, v int) error {
 // half of tcp_rmem[2] (or of a locked SO_RCVBUF).
 const maxRcvlowat = math.MaxInt32
 
-// inq is the number of bytes readable from a plain TCP socket (SIOCINQ).
-func inq(rc syscall.RawConn) (int, error) {
-	var v int
-	err := control(rc, func(fd int) error {
-		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
-		v = n
-		return os.NewSyscallError("ioctl SIOCINQ", err)
-	})
-	return v, err
+// inq is the number of bytes readable from the direction's source, a plain
+// TCP socket (SIOCINQ).
+func (d *spliceDir) inq() (int, error) {
+	d.q, d.qerr = 0, nil
+	if err := d.src.Control(d.inqFn); err != nil {
+		return 0, err
+	}
+	return d.q, d.qerr
+}
+
+// inqOnce is inq's RawConn.Control callback.
+func (d *spliceDir) inqOnce(fd uintptr) {
+	n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	d.q = n
+	if err != nil {
+		d.qerr = os.NewSyscallError("ioctl SIOCINQ", err)
+	}
 }
 
 // tcpWritten counts the bytes written into the socket's TCP stream so far,

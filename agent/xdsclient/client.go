@@ -30,14 +30,12 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
 
-// Subscription is one resource type and the names wanted; no names means
-// every resource of the type (a wildcard subscription).
-type Subscription struct {
-	TypeURL string
-	Names   []string
-}
+// Subscription is one resource type and the names wanted (the
+// agent↔controller contract's type, api/xds).
+type Subscription = xdsapi.Subscription
 
 // Config configures a Client.
 type Config struct {

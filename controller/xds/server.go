@@ -53,8 +53,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
 	"github.com/fibmesh/fibmesh/controller/xds/fds"
@@ -189,20 +189,9 @@ type nodeID struct{}
 
 func (nodeID) ID(n *core.Node) string { return n.GetId() }
 
-// AgentSubscriptions are what a node's agent subscribes to: every
-// cluster, load assignment, listener and route configuration (its
-// listeners are its own node's), the trust bundle, and the shared and its
-// own flow tables.
-func AgentSubscriptions(node string) []xdsclient.Subscription {
-	return []xdsclient.Subscription{
-		{TypeURL: resource.ClusterType},
-		{TypeURL: resource.EndpointType},
-		{TypeURL: resource.ListenerType},
-		{TypeURL: resource.RouteType},
-		{TypeURL: resource.SecretType, Names: []string{envoy.RootCASecret}},
-		{TypeURL: fds.TypeURL, Names: []string{fds.MeshName, node}},
-	}
-}
+// AgentSubscriptions are what a node's agent subscribes to (the
+// contract's xdsapi.AgentSubscriptions).
+func AgentSubscriptions(node string) []xdsapi.Subscription { return xdsapi.AgentSubscriptions(node) }
 
 // GRPCServerOptions are the gRPC server options for many long-lived agent
 // streams: keepalives that notice a vanished agent, and one write buffer

@@ -9,6 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
 
 // Listener names and the ports they listen on (see ARCHITECTURE.md,
@@ -41,22 +43,15 @@ const (
 	OutboundPassthroughCluster = "outbound-passthrough"
 )
 
-// SDS secret names.
+// SDS secret names: the agent↔controller contract in api/xds.
 const (
-	// RootCASecret is the validation context: the mesh's trust bundle.
-	RootCASecret = "ROOTCA"
-	// ClientSecret is the secret mesh-wide clusters present as their
-	// client certificate. It means "the SVID of the calling workload":
-	// clusters are shared by every pod, so they cannot name one; the
-	// agent maps it to WorkloadSecret of the pod that opened the
-	// connection.
-	ClientSecret = "default"
+	RootCASecret = xdsapi.RootCASecret
+	ClientSecret = xdsapi.ClientSecret
 )
 
 // WorkloadSecret returns the name of the SDS secret holding the SVID of
-// a workload identity: the SPIFFE ID itself, which is unambiguous on a
-// node agent serving many pods.
-func WorkloadSecret(identity string) string { return identity }
+// a workload identity (xdsapi.WorkloadSecret).
+func WorkloadSecret(identity string) string { return xdsapi.WorkloadSecret(identity) }
 
 // ClusterName returns Istio's outbound cluster name for a service port,
 // or for one subset of it: outbound|<port>|<subset>|<host> (subset empty

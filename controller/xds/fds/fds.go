@@ -26,14 +26,15 @@ import (
 	"strings"
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
-// TypeURL is FDS's xDS resource type.
-const TypeURL = "type.googleapis.com/fibmesh.fib.v1.FlowTable"
+// TypeURL is FDS's xDS resource type (the contract lives in api/xds).
+const TypeURL = xdsapi.FlowTableType
 
 // MeshName is the name of the FlowTable every node shares.
-const MeshName = "mesh"
+const MeshName = xdsapi.MeshTable
 
 // Tables is the flow table of one model version.
 type Tables struct {

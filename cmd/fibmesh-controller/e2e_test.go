@@ -1,7 +1,7 @@
 package main
 
 // End-to-end tests of the fibmesh-controller binary, run the way users run
-// it: built with go build, started as a subprocess on examples/, and
+// it: built with go build, started as a subprocess on controller/testdata/cluster/, and
 // spoken to over its xDS and monitoring ports by real clients (the
 // agent's xdsclient, ca.Rotator, the fibctl binary). They need no root
 // and no cluster.
@@ -570,7 +570,7 @@ func metrics(t *testing.T, body []byte) map[string]float64 {
 	return out
 }
 
-// TestController runs the binary on a copy of examples/ with bootstrap
+// TestController runs the binary on a copy of controller/testdata/cluster/ with bootstrap
 // tokens and a generated CA, and checks what users see: agents of two
 // nodes (delta and state-of-the-world) get every type; an edit of a file
 // reaches them; a broken edit is rejected and visible in /debug/analyze
@@ -581,7 +581,7 @@ func TestController(t *testing.T) {
 	bin, fibctl := binaries(t)
 	root := t.TempDir()
 	cfg := filepath.Join(root, "config")
-	copyDir(t, "../../examples", cfg)
+	copyDir(t, "../../controller/testdata/cluster", cfg)
 	tokens := filepath.Join(root, "tokens")
 	if err := os.WriteFile(tokens, []byte("node1 tok-node1\nnode2 tok-node2\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -599,7 +599,7 @@ func TestController(t *testing.T) {
 	node1.synced(t, xds.Types...)
 	node2.synced(t, xds.Types...)
 
-	// node1's flow table lists its pods (examples/03-pods.yaml).
+	// node1's flow table lists its pods (controller/testdata/cluster/03-pods.yaml).
 	local, ok := node1.Resources(fds.TypeURL)["node1"].(*fibv1.FlowTable)
 	if !ok {
 		t.Fatalf("node1 has no flow table named node1: %v", node1.Resources(fds.TypeURL))

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	istio "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
@@ -56,12 +58,17 @@ builds the mesh's model, and pushes it to every node's agent over xDS:
 A change that does not decode is rejected with its file, document, kind,
 name and field, and the last good input stays in force.
 
-On --xds-listen (gRPC, default :15010):
+On --xds-tls-listen (gRPC over TLS, default :15012; what agents use) and
+--xds-listen (plaintext, default 127.0.0.1:15010, for local debugging):
   ADS, state-of-the-world and delta: LDS RDS CDS EDS (Envoy v3), SDS (the
   trust bundle) and FDS (fibmesh.fib.v1.FlowTable), per node.id = node
   name; see docs/xds.md
   fibmesh.ca.v1.CertificateService: SVIDs for the pods on the caller's
   node; see docs/ca.md
+The TLS port's serving certificate comes from the mesh CA itself, for the
+Service's DNS names (fibmesh-controller.fibmesh-system.svc...) and every
+--xds-tls-san; agents verify it against the CA's root. Agents send their
+token only over TLS.
 
 The CA: --ca-cert/--ca-key files, or --ca-secret NAMESPACE/NAME (Istio's
 cacerts layout), or else a root generated on first start and kept in
@@ -84,7 +91,7 @@ Endpoints on --monitoring-listen:
   /healthz, /readyz     readiness: a model is in force and pushed
 
 Example:
-  fibmesh-controller --config-dir examples/ --ca-dir /tmp/fibmesh-ca \
+  fibmesh-controller --config-dir /run/fibmesh/lab/cluster --ca-dir /tmp/fibmesh-ca \
       --bootstrap-tokens /run/fibmesh/lab/tokens
   fibctl config status
 
@@ -96,7 +103,9 @@ type flags struct {
 	dir, kubeconfig, listen, xdsListen, trustDomain string
 	caDir, caCert, caKey, caRoots, caSecret         string
 	bootstrapTokens, tokenAudience, agentSA         string
-	svidTTL, debounce, debounceMax                  time.Duration
+	xdsTLSListen                                    string
+	xdsTLSSANs                                      []string
+	svidTTL, debounce, debounceMax, configDebounce  time.Duration
 	syncConcurrency                                 int
 }
 
@@ -107,7 +116,18 @@ func main() {
 	fs.StringVar(&f.dir, "config-dir", "", "directory of YAML to read and watch")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to read")
 	fs.StringVar(&f.listen, "monitoring-listen", ":15014", "address of the metrics, debug and health endpoints")
-	fs.StringVar(&f.xdsListen, "xds-listen", ":15010", "address of the gRPC server: ADS and the CA")
+	fs.StringVar(&f.xdsListen, "xds-listen", "127.0.0.1:15010", "address of the plaintext gRPC server (ADS and the CA) for local debugging; empty: none")
+	fs.StringVar(&f.xdsTLSListen, "xds-tls-listen", ":15012", "address of the gRPC server over TLS (ADS and the CA): what agents use; empty: none")
+	fs.Func("xds-tls-san", "extra DNS name or IP address in the TLS serving certificate (repeatable, comma-separated), e.g. the address agents dial", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				return errors.New("empty name")
+			}
+			f.xdsTLSSANs = append(f.xdsTLSSANs, s)
+		}
+		return nil
+	})
+	fs.DurationVar(&f.configDebounce, "config-debounce", file.DefaultDebounce, "with --config-dir: quiet time after a file change before the directory is re-read (covers an editor's save sequence)")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
 	fs.StringVar(&f.caDir, "ca-dir", "/var/lib/fibmesh/ca", "directory holding the generated root CA (created on first start)")
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA certificate to sign with (with --ca-key)")
@@ -146,7 +166,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(h)
-	st, kc, err := openStore(f.dir, f.kubeconfig)
+	st, kc, err := openStore(f.dir, f.kubeconfig, f.configDebounce)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err)
 		os.Exit(2)
@@ -171,13 +191,17 @@ func checkFlags(f flags) error {
 		return fmt.Errorf("--svid-ttl %s: want at least 1m", f.svidTTL)
 	case f.syncConcurrency == 0 || f.syncConcurrency < -1:
 		return fmt.Errorf("--sync-concurrency %d: want a positive number, or -1 for no bound", f.syncConcurrency)
+	case f.xdsListen == "" && f.xdsTLSListen == "":
+		return errors.New("--xds-listen and --xds-tls-listen are both empty: agents could not connect")
+	case f.configDebounce <= 0:
+		return fmt.Errorf("--config-debounce %s: want a positive duration", f.configDebounce)
 	case f.debounce <= 0 || f.debounceMax < f.debounce:
 		return fmt.Errorf("--push-debounce %s / --push-debounce-max %s: want 0 < debounce <= max", f.debounce, f.debounceMax)
 	}
 	return nil
 }
 
-func openStore(dir, kubeconfig string) (store.Store, kubernetes.Interface, error) {
+func openStore(dir, kubeconfig string, debounce time.Duration) (store.Store, kubernetes.Interface, error) {
 	switch {
 	case dir != "" && kubeconfig != "":
 		return nil, nil, errors.New("--config-dir and --kubeconfig are exclusive: pick one source")
@@ -185,7 +209,7 @@ func openStore(dir, kubeconfig string) (store.Store, kubernetes.Interface, error
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			return nil, nil, fmt.Errorf("--config-dir %s: not a readable directory", dir)
 		}
-		return file.New(dir, file.Options{}), nil, nil
+		return file.New(dir, file.Options{Debounce: debounce}), nil, nil
 	}
 	var cfg *rest.Config
 	var err error
@@ -329,16 +353,41 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	reg.MustRegister(xs.Collectors()...)
 	reg.MustRegister(csr.Collectors()...)
 
-	g := grpc.NewServer(xds.GRPCServerOptions()...)
-	xs.Register(g)
-	csr.Register(g)
-	xln, err := net.Listen("tcp", f.xdsListen)
-	if err != nil {
-		return fmt.Errorf("xds listener: %w", err)
+	serve := func(g *grpc.Server) { xs.Register(g); csr.Register(g) }
+	var servers []*grpc.Server
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	if f.xdsTLSListen != "" {
+		cert, err := ca.NewServingCert(authority, append(append([]string{}, ca.ServingNames...), f.xdsTLSSANs...), 0)
+		if err != nil {
+			return fmt.Errorf("xds TLS serving certificate: %w", err)
+		}
+		creds := credentials.NewTLS(&tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12})
+		g := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(creds))...)
+		serve(g)
+		l, err := net.Listen("tcp", f.xdsTLSListen)
+		if err != nil {
+			return fmt.Errorf("xds TLS listener: %w", err)
+		}
+		servers, listeners = append(servers, g), append(listeners, l)
+	}
+	if f.xdsListen != "" {
+		g := grpc.NewServer(xds.GRPCServerOptions()...)
+		serve(g)
+		l, err := net.Listen("tcp", f.xdsListen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("xds listener: %w", err)
+		}
+		servers, listeners = append(servers, g), append(listeners, l)
 	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
-		xln.Close()
+		closeAll()
 		return fmt.Errorf("monitoring listener: %w", err)
 	}
 	c.AddReadyCheck("xds", func() error {
@@ -353,19 +402,43 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	mux.Handle("GET "+xds.StatusPath, xs.Handler())
 	mux.Handle("/debug/ca/", authority.AdminHandler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	go g.Serve(xln)
+	serveErr := make(chan error, len(servers)+1)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("monitoring server: %w", err)
+		}
+	}()
+	for i, g := range servers {
+		go func() {
+			if err := g.Serve(listeners[i]); err != nil {
+				serveErr <- fmt.Errorf("xds server on %s: %w", listeners[i].Addr(), err)
+			}
+		}()
+	}
 	pushDone := make(chan struct{})
 	go func() { xs.Run(ctx); close(pushDone) }()
-	log.Info("serving", "xds", xln.Addr().String(), "monitoring", ln.Addr().String())
+	addrs := make([]string, len(listeners))
+	for i, l := range listeners {
+		addrs[i] = l.Addr().String()
+	}
+	log.Info("serving", "xds", strings.Join(addrs, ","), "xds_tls", f.xdsTLSListen, "monitoring", ln.Addr().String())
 
-	err = c.Run(ctx, st)
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(ctx, st) }()
+	select {
+	case err = <-runErr:
+	case err = <-serveErr:
+		stop()
+		<-runErr
+	}
 	stop()
 	<-pushDone
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	go func() { <-shutdown.Done(); g.Stop() }()
-	g.GracefulStop()
+	for _, g := range servers {
+		go func() { <-shutdown.Done(); g.Stop() }()
+		g.GracefulStop()
+	}
 	srv.Shutdown(shutdown)
 	return err
 }

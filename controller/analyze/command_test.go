@@ -120,7 +120,7 @@ spec:
 // TestExamplesHaveNoErrors checks that the demo mesh in examples/ is
 // valid: no Error finding (Warnings for unsupported fields are allowed).
 func TestExamplesHaveNoErrors(t *testing.T) {
-	const dir = "../../examples"
+	const dir = "../testdata/cluster"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)

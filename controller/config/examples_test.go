@@ -19,7 +19,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
-const examplesDir = "../../examples"
+const examplesDir = "../testdata/cluster"
 
 // TestExamples checks that examples/ decodes with no error and holds the
 // canonical demo mesh, value for value.

@@ -377,7 +377,7 @@ func TestChanges(t *testing.T) {
 // TestDeterministic: the same objects in any order give the same Dump,
 // and Build modifies neither the snapshot nor the previous model.
 func TestDeterministic(t *testing.T) {
-	s, err := config.LoadDir("../../examples")
+	s, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func deepCopy(s *config.Snapshot) []runtime.Object {
 }
 
 func TestExamplesGolden(t *testing.T) {
-	s, err := config.LoadDir("../../examples")
+	s, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}

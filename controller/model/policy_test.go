@@ -17,7 +17,7 @@ import (
 // The canonical examples, as the model sees them.
 func examplesModel(t *testing.T) *Model {
 	t.Helper()
-	s, err := config.LoadDir("../../examples")
+	s, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestAuthorizationPolicies(t *testing.T) {
 }
 
 func TestRouteChangeAffectsEveryNode(t *testing.T) {
-	s, err := config.LoadDir("../../examples")
+	s, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}

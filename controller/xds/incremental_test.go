@@ -26,7 +26,7 @@ import (
 // fresh server holds after a full push of the same model. This is what
 // makes skipping work safe.
 func TestIncrementalEqualsFull(t *testing.T) {
-	snap, err := config.LoadDir("../../examples")
+	snap, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}

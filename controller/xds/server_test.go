@@ -46,7 +46,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	snap, err := config.LoadDir("../../examples")
+	snap, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}

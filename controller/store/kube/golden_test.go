@@ -19,7 +19,7 @@ import (
 // file holds (controller/model/testdata/examples.golden.json).
 func TestExamplesModelMatchesGolden(t *testing.T) {
 	setup(t)
-	files, err := filepath.Glob(filepath.Join("..", "..", "..", "examples", "*.yaml"))
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "cluster", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("examples: %v (%d files)", err, len(files))
 	}

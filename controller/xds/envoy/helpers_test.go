@@ -17,7 +17,7 @@ import (
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
-const examplesDir = "../../../examples"
+const examplesDir = "../../testdata/cluster"
 
 // loadModel builds the model of examples/ plus extra YAML documents
 // (file name → content), as the file store would.

@@ -588,7 +588,7 @@ func TestController(t *testing.T) {
 	}
 	caDir := filepath.Join(root, "ca")
 	args := []string{"--config-dir", cfg, "--ca-dir", caDir, "--bootstrap-tokens", tokens,
-		"--xds-listen", "127.0.0.1:0", "--monitoring-listen", "127.0.0.1:0"}
+		"--xds-listen", "127.0.0.1:0", "--xds-tls-listen", "127.0.0.1:0", "--monitoring-listen", "127.0.0.1:0"}
 	p := startController(t, bin, args...)
 	p.waitReady(t)
 
@@ -838,7 +838,7 @@ func TestFlagErrors(t *testing.T) {
 			defer cancel()
 			// Listening addresses that would fail: the command line must
 			// be refused before the controller gets that far.
-			args := append([]string{"--ca-dir", filepath.Join(dir, "ca"), "--xds-listen", "256.0.0.1:1", "--monitoring-listen", "256.0.0.1:1"}, tt.args...)
+			args := append([]string{"--ca-dir", filepath.Join(dir, "ca"), "--xds-listen", "256.0.0.1:1", "--xds-tls-listen", "256.0.0.1:1", "--monitoring-listen", "256.0.0.1:1"}, tt.args...)
 			cmd := exec.CommandContext(ctx, bin, args...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

@@ -417,11 +417,15 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	}
 	pushDone := make(chan struct{})
 	go func() { xs.Run(ctx); close(pushDone) }()
-	addrs := make([]string, len(listeners))
+	var xdsAddr, tlsAddr string
 	for i, l := range listeners {
-		addrs[i] = l.Addr().String()
+		if i == 0 && f.xdsTLSListen != "" {
+			tlsAddr = l.Addr().String()
+		} else {
+			xdsAddr = l.Addr().String()
+		}
 	}
-	log.Info("serving", "xds", strings.Join(addrs, ","), "xds_tls", f.xdsTLSListen, "monitoring", ln.Addr().String())
+	log.Info("serving", "xds", xdsAddr, "xds_tls", tlsAddr, "monitoring", ln.Addr().String())
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx, st) }()

@@ -458,6 +458,18 @@ func (c *CA) Issue(csr *x509.CertificateRequest, spiffeID string, ttl time.Durat
 	case ttl > c.cfg.maxTTL:
 		ttl = c.cfg.maxTTL
 	}
+	tmpl := &x509.Certificate{
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{id.URL()},
+	}
+	return c.sign(tmpl, csr.PublicKey, ttl, "SVID for "+spiffeID)
+}
+
+// sign fills tmpl's serial number, validity (ttl from a minute before
+// now, within the signing root's) and basic constraints (CA:false), and
+// signs pub with the current root. what names the certificate in errors.
+func (c *CA) sign(tmpl *x509.Certificate, pub crypto.PublicKey, ttl time.Duration, what string) (*Issued, error) {
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
@@ -469,7 +481,7 @@ func (c *CA) Issue(csr *x509.CertificateRequest, spiffeID string, ttl time.Durat
 
 	now := c.cfg.now()
 	if !now.Before(signer.NotAfter) {
-		return nil, fmt.Errorf("ca: issue %s: %w (at %s): rotate the root", spiffeID, ErrRootExpired, signer.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("ca: issue %s: %w (at %s): rotate the root", what, ErrRootExpired, signer.NotAfter.UTC().Format(time.RFC3339))
 	}
 	notBefore, notAfter := now.Add(-ClockSkew), now.Add(ttl)
 	if notBefore.Before(signer.NotBefore) {
@@ -478,23 +490,17 @@ func (c *CA) Issue(csr *x509.CertificateRequest, spiffeID string, ttl time.Durat
 	if notAfter.After(signer.NotAfter) {
 		notAfter = signer.NotAfter
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		// BasicConstraints CA:false, as the X509-SVID spec asks.
-		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{id.URL()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, csr.PublicKey, key)
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
+	// BasicConstraints CA:false, as the X509-SVID spec asks.
+	tmpl.BasicConstraintsValid = true
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, pub, key)
 	if err != nil {
-		return nil, fmt.Errorf("ca: sign SVID for %s: %w", spiffeID, err)
+		return nil, fmt.Errorf("ca: sign %s: %w", what, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("ca: parse SVID for %s: %w", spiffeID, err)
+		return nil, fmt.Errorf("ca: parse %s: %w", what, err)
 	}
 	chain := []*x509.Certificate{leaf}
 	if !selfSigned(signer) {

@@ -6,7 +6,7 @@
 // each node's table:
 //
 //   - "mesh" (MeshName): what is the same for every node: the route to
-//     each node's pod CIDRs (and to pods outside them) via that node's
+//     each node's pod CIDRs and a host route to each pod, via its node's
 //     InternalIP, the L4 service VIPs with their weighted backends, and
 //     the identity ids. An agent skips the routes to its own node.
 //   - "<node>" (the Kubernetes node name, the xDS node.id): that node's
@@ -89,11 +89,15 @@ func Build(m *model.Model) *Tables {
 	return t
 }
 
-// routes are every node's pod CIDRs via its InternalIP, then /32 routes
-// to pods whose IP lies outside their node's CIDRs.
+// routes are every node's pod CIDRs via its InternalIP, then a /32 host
+// route to every pod with an IP via its node's InternalIP, inside its
+// node's CIDRs or not. The host routes make the FIB know which remote
+// addresses are live pods (a packet to an address no pod holds is left to
+// the kernel rather than sent across the fabric), and a pod added or
+// removed is visible in every node's FIB; the CIDR routes stay for
+// packets to pods whose IP the controller has not seen yet.
 func routes(m *model.Model) []*fibv1.Route {
 	var out []*fibv1.Route
-	cidrs := map[string][]netip.Prefix{}
 	nextHop := map[string]string{}
 	for _, n := range m.Nodes {
 		if n.InternalIP == "" {
@@ -105,7 +109,6 @@ func routes(m *model.Model) []*fibv1.Route {
 			if err != nil {
 				continue // validated by the model; analyze reports bad CIDRs
 			}
-			cidrs[n.Name] = append(cidrs[n.Name], p.Masked())
 			out = append(out, &fibv1.Route{Prefix: p.Masked().String(), NextHop: n.InternalIP, Node: n.Name})
 		}
 	}
@@ -116,9 +119,6 @@ func routes(m *model.Model) []*fibv1.Route {
 		}
 		a, err := netip.ParseAddr(w.IP)
 		if err != nil || !a.Is4() {
-			continue
-		}
-		if slices.ContainsFunc(cidrs[w.Node], func(p netip.Prefix) bool { return p.Contains(a) }) {
 			continue
 		}
 		out = append(out, &fibv1.Route{Prefix: netip.PrefixFrom(a, 32).String(), NextHop: hop, Node: w.Node})

@@ -48,6 +48,7 @@ func TestBuild(t *testing.T) {
 	wantMesh := &fibv1.FlowTable{
 		Routes: []*fibv1.Route{
 			{Prefix: "10.200.1.0/24", NextHop: "10.100.0.1", Node: "node1"},
+			{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1"},
 			{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2"},
 			{Prefix: "10.201.0.5/32", NextHop: "10.100.0.2", Node: "node2"},
 		},

@@ -283,6 +283,12 @@ func authenticator(f flags, kc kubernetes.Interface) (ca.Authenticator, string, 
 	return refuseAll{}, "none (give --bootstrap-tokens FILE): every CSR is refused", nil
 }
 
+// firstVersion numbers the first model from the clock (milliseconds since
+// 1970), so that a restarted controller's versions follow those of the one
+// before it: agents and fibctl config status see versions move forward
+// (as long as the controller averaged under 1,000 model updates a second).
+func firstVersion() uint64 { return uint64(time.Now().UnixMilli()) }
+
 // refuseAll authenticates nobody: without a token source, no agent can be
 // told from an impostor.
 type refuseAll struct{}
@@ -314,7 +320,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 		},
 	})
 	var c *controller.Controller
-	c = controller.New(model.Options{TrustDomain: f.trustDomain}, func(ev controller.Event) {
+	c = controller.New(model.Options{TrustDomain: f.trustDomain, FirstVersion: firstVersion()}, func(ev controller.Event) {
 		if ev.Rejected != nil {
 			log.Warn("config rejected; the last good input stays in force", "version", ev.Version, "err", ev.Rejected)
 			return

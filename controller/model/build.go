@@ -29,7 +29,8 @@ type inputs struct {
 }
 
 // Build makes the model of s. prev, the model in force (nil for the
-// first), only numbers the new one (prev.Version+1, else 1) and is
+// first), only numbers the new one (prev.Version+1, else
+// Options.FirstVersion) and is
 // compared with it for Change; it is not modified. Build never modifies
 // the snapshot and shares no memory with it. The error, wrapping
 // ErrUnusable, is for input that makes a model impossible (see
@@ -59,7 +60,7 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 	})
 	slices.SortFunc(m.AuthzPolicies, func(a, b *AuthzPolicy) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) })
 
-	m.Version = 1
+	m.Version = max(o.FirstVersion, 1)
 	if prev != nil {
 		m.Version = prev.Version + 1
 	}

@@ -38,6 +38,11 @@ type Options struct {
 	// DomainSuffix is the cluster's DNS suffix of Service hostnames
 	// (<name>.<namespace>.svc.<suffix>); default "cluster.local".
 	DomainSuffix string
+	// FirstVersion numbers the first model (default 1); later ones count
+	// up from it. A controller sets it from the clock at start-up, so
+	// that versions keep moving forward across its restarts and agents
+	// (and fibctl config status) never see the version go back.
+	FirstVersion uint64
 }
 
 func (o Options) withDefaults() Options {

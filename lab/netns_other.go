@@ -12,9 +12,3 @@ import (
 func InNetns(netns string, fn func() error) error {
 	return fmt.Errorf("network namespace %q: not supported on %s", netns, runtime.GOOS)
 }
-
-// InNetnsFD is InNetns for a namespace given by a file descriptor: Linux
-// only.
-func InNetnsFD(fd int, name string, fn func() error) error {
-	return fmt.Errorf("network namespace %q: not supported on %s", name, runtime.GOOS)
-}

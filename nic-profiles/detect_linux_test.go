@@ -4,9 +4,7 @@ package nicprofiles
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -15,7 +13,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"github.com/fibmesh/fibmesh/internal/netnstest"
 )
 
 func needRoot(t testing.TB) {
@@ -23,31 +22,6 @@ func needRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_NET_ADMIN)")
 	}
-}
-
-// inNetns runs fn on a thread inside a fresh network namespace, which is
-// deleted (with its devices) when fn returns.
-func inNetns(t *testing.T, fn func()) {
-	t.Helper()
-	needRoot(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get netns: %v", err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // moves this thread into it
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	defer ns.Close()
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(fmt.Sprintf("restore netns: %v", err)) // the thread is unusable
-		}
-	}()
-	fn()
 }
 
 // addVeth creates a veth pair (both ends up) in the current namespace.
@@ -102,7 +76,7 @@ func TestDetectLoopback(t *testing.T) {
 // end and sees the other become a redirect target (the quirk
 // redirect-needs-peer-xdp-or-gro, measured).
 func TestDetectVeth(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.InNew(t, func() {
 		addVeth(t, "np0", "np1", 1500)
 		d, err := Detect("np0")
 		if err != nil {
@@ -174,7 +148,7 @@ func TestDetectVeth(t *testing.T) {
 // TestDetectVethJumbo: a veth whose MTU is above the single-buffer XDP
 // limit needs multi-buffer XDP, and the reason says so.
 func TestDetectVethJumbo(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.InNew(t, func() {
 		addVeth(t, "nj0", "nj1", 9000)
 		d, err := Detect("nj0")
 		if err != nil {
@@ -191,7 +165,7 @@ func TestDetectVethJumbo(t *testing.T) {
 
 // TestDetectAll lists every interface but loopback, in ifindex order.
 func TestDetectAll(t *testing.T) {
-	inNetns(t, func() {
+	netnstest.InNew(t, func() {
 		addVeth(t, "na0", "na1", 1500)
 		addVeth(t, "nb0", "nb1", 1500)
 		ds, err := DetectAll()

@@ -5,15 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fibmesh/fibmesh/internal/netnstest"
 )
 
 // TestNICUsageErrors: mistakes on a nic command line are usage errors
@@ -92,27 +92,14 @@ func TestNICLoopback(t *testing.T) {
 	}
 }
 
-// TestNICVeth runs fibctl nic in a network namespace with a veth pair:
+// TestNICVeth runs fibctl nic in a new network namespace with a veth pair:
 // the table lists both ends (not lo), and JSON/YAML carry every field.
 func TestNICVeth(t *testing.T) {
 	needRoot(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	defer ns.Close()
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err)
-		}
-	}()
+	netnstest.InNew(t, func() { testNICVeth(t) })
+}
+
+func testNICVeth(t *testing.T) {
 	la := netlink.NewLinkAttrs()
 	la.Name = "fn0"
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "fn1"}); err != nil {

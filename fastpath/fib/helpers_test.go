@@ -3,18 +3,18 @@ package fib
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/internal/netns"
+	"github.com/fibmesh/fibmesh/internal/netnstest"
 )
 
 // needRoot skips tests that load BPF programs, create maps or touch
@@ -261,7 +261,7 @@ func deltaDiff(want, got []Counter) string {
 // namespace keeps them off the host. It is deleted on cleanup, and with
 // it the devices (the kernel then drops them from every devmap).
 type testNetns struct {
-	ns      netns.NsHandle
+	ns      *os.File
 	ifindex map[string]int
 }
 
@@ -270,66 +270,41 @@ type testNetns struct {
 func newTestNetns(t testing.TB, numQueues int, names ...string) *testNetns {
 	t.Helper()
 	needRoot(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get netns: %v", err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // also moves this thread into it
+	ns, err := netns.New()
 	if err != nil {
 		t.Fatalf("new netns: %v", err)
 	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(fmt.Sprintf("restore netns: %v", err)) // the thread is unusable
-		}
-	}()
 	t.Cleanup(func() { ns.Close() })
 	tn := &testNetns{ns: ns, ifindex: map[string]int{}}
-	for _, n := range names {
-		la := netlink.NewLinkAttrs()
-		la.Name = n
-		la.NumRxQueues = numQueues
-		la.NumTxQueues = numQueues
-		// Veth, not dummy: test kernels may lack CONFIG_DUMMY.
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: n + "p"}); err != nil {
-			t.Fatalf("add veth %s: %v", n, err)
+	tn.do(t, func() {
+		for _, n := range names {
+			la := netlink.NewLinkAttrs()
+			la.Name = n
+			la.NumRxQueues = numQueues
+			la.NumTxQueues = numQueues
+			// Veth, not dummy: test kernels may lack CONFIG_DUMMY.
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: n + "p"}); err != nil {
+				t.Fatalf("add veth %s: %v", n, err)
+			}
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				t.Fatalf("veth %s: %v", n, err)
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				t.Fatalf("set %s up: %v", n, err)
+			}
+			tn.ifindex[n] = l.Attrs().Index
 		}
-		l, err := netlink.LinkByName(n)
-		if err != nil {
-			t.Fatalf("veth %s: %v", n, err)
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			t.Fatalf("set %s up: %v", n, err)
-		}
-		tn.ifindex[n] = l.Attrs().Index
-	}
+	})
 	return tn
 }
 
-// do runs fn on a thread inside the namespace. Device lookups by ifindex
-// (devmap updates, a test run's ingress device) happen in the caller's
-// namespace.
+// do runs fn on a thread inside the namespace (netnstest.Do: t.Fatal
+// inside fn stops the test). Device lookups by ifindex (devmap updates,
+// a test run's ingress device) happen in the caller's namespace.
 func (tn *testNetns) do(t testing.TB, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get netns: %v", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(tn.ns); err != nil {
-		t.Fatalf("enter netns: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(fmt.Sprintf("restore netns: %v", err))
-		}
-	}()
-	fn()
+	netnstest.Do(t, tn.ns, fn)
 }
 
 // isErrno reports whether err is the errno e.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +17,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/internal/netnstest"
 )
 
 func needRoot(tb testing.TB) {
@@ -50,7 +51,8 @@ func (e *vethEnv) ip(tb testing.TB, args ...string) {
 
 // withVeth creates a namespace "fm-tx-<pid>-<n>" with veth a<->b (up, MTU
 // 1500, GRO on both so XDP_REDIRECT into them delivers), deleted in
-// Cleanup, and calls fn on a locked OS thread switched into it. Sockets,
+// Cleanup, and calls fn on a locked OS thread switched into it
+// (netnstest.Do; t.Fatal inside fn stops the test). Sockets,
 // maps and links made in fn stay in the namespace after fn returns; fn
 // must not hand netns-sensitive work (ifindex look-ups, attaching) to
 // other goroutines.
@@ -75,39 +77,21 @@ func withVeth(tb testing.TB, fn func(e *vethEnv)) {
 		e.ip(tb, "link", "set", "dev", dev, "mtu", "1500", "up")
 	}
 
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+	ns, err := os.Open("/run/netns/" + e.ns)
 	if err != nil {
-		runtime.UnlockOSThread()
 		tb.Fatal(err)
 	}
-	defer self.Close()
-	target, err := os.Open("/run/netns/" + e.ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		tb.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		tb.Fatalf("setns %s: %v", e.ns, err)
-	}
-	// Deferred so that it also runs on t.Fatal (runtime.Goexit). If the
-	// thread cannot go back, it stays locked and dies with the goroutine.
-	defer func() {
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			tb.Errorf("setns back: %v", err)
-			return
+	defer ns.Close()
+	netnstest.Do(tb, ns, func() {
+		var err error
+		if e.a, err = net.InterfaceByName("a"); err != nil {
+			tb.Fatal(err)
 		}
-		runtime.UnlockOSThread()
-	}()
-	if e.a, err = net.InterfaceByName("a"); err != nil {
-		tb.Fatal(err)
-	}
-	if e.b, err = net.InterfaceByName("b"); err != nil {
-		tb.Fatal(err)
-	}
-	fn(e)
+		if e.b, err = net.InterfaceByName("b"); err != nil {
+			tb.Fatal(err)
+		}
+		fn(e)
+	})
 }
 
 // attachRedirect attaches, in driver mode, the equivalent of

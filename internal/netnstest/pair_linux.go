@@ -6,10 +6,11 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/fibmesh/fibmesh/lab"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	nsenter "github.com/fibmesh/fibmesh/internal/netns"
 )
 
 // nsHandle is an open network namespace.
@@ -19,17 +20,18 @@ type nsHandle struct {
 }
 
 // do runs fn on a locked OS thread switched into the namespace
-// (lab.InNetnsFD: the thread is switched back, or ended if it cannot be).
+// (internal/netns.Do: the thread is switched back, or ended if it cannot
+// be).
 func (n *nsHandle) do(fn func() error) error {
 	if !n.h.IsOpen() {
 		return fmt.Errorf("namespace %s: closed", n.name)
 	}
-	return lab.InNetnsFD(int(n.h), n.name, fn)
+	return nsenter.Do(int(n.h), n.name, fn)
 }
 
 // newNamespaces creates n network namespaces and returns their handles,
 // leaving every thread in the namespace it was in: netns.New moves its
-// thread into the namespace it creates, so it runs under lab.InNetnsFD,
+// thread into the namespace it creates, so it runs under nsenter.Do,
 // which switches that thread back afterwards.
 func newNamespaces(n int) ([]netns.NsHandle, error) {
 	cur, err := netns.Get()
@@ -38,7 +40,7 @@ func newNamespaces(n int) ([]netns.NsHandle, error) {
 	}
 	defer cur.Close()
 	var hs []netns.NsHandle
-	err = lab.InNetnsFD(int(cur), "current", func() error {
+	err = nsenter.Do(int(cur), "current", func() error {
 		for range n {
 			h, err := netns.New() // unshare(CLONE_NEWNET)
 			if err != nil {

@@ -1,7 +1,18 @@
-package ca
+// Package svid keeps the X.509 SVIDs of a node's workloads fresh: for
+// each pod an ECDSA P-256 key generated on the node (it never leaves it),
+// a CSR to the controller's CertificateService (fibmesh.ca.v1), and a
+// re-issue with a new key after half of each SVID's lifetime, so the new
+// certificate is in place long before the old one expires. The node
+// authenticates with a bearer token, sent only over TLS (Credentials).
+//
+// It is the agent's half of the CA: the controller's half (signing,
+// node authentication) is controller/ca, and the two share only
+// api/ca/v1.
+package svid
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -73,8 +84,11 @@ const (
 type RotatorConfig struct {
 	// Client is the controller's CertificateService.
 	Client cav1.CertificateServiceClient
-	// Token authenticates the node. The connection should use TLS: the
-	// token is a bearer credential.
+	// Token authenticates the node: each request carries it as
+	// "authorization: Bearer" metadata. Nil when the connection already
+	// sends it (Credentials as grpc.WithPerRPCCredentials, which the agent
+	// uses): sending it twice is refused by the CA. The connection must
+	// use TLS: the token is a bearer credential.
 	Token TokenSource
 	// Namespace and Pod name the workload.
 	Namespace, Pod string
@@ -108,8 +122,6 @@ func NewRotator(cfg RotatorConfig) (*Rotator, error) {
 	switch {
 	case cfg.Client == nil:
 		return nil, errors.New("rotator: Client is required")
-	case cfg.Token == nil:
-		return nil, errors.New("rotator: Token is required")
 	case cfg.Namespace == "" || cfg.Pod == "":
 		return nil, errors.New("rotator: Namespace and Pod are required")
 	case cfg.TTL < 0 || (cfg.TTL > 0 && cfg.TTL < time.Second):
@@ -191,11 +203,14 @@ func (r *Rotator) Fetch(ctx context.Context) (*SVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rotator: create CSR: %w", err)
 	}
-	tok, err := r.cfg.Token(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("rotator: %w", err)
+	if r.cfg.Token != nil {
+		tok, err := r.cfg.Token(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("rotator: %w", err)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 	}
-	resp, err := r.cfg.Client.CreateCertificate(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok), &cav1.CertificateRequest{
+	resp, err := r.cfg.Client.CreateCertificate(ctx, &cav1.CertificateRequest{
 		Namespace:  r.cfg.Namespace,
 		Pod:        r.cfg.Pod,
 		Csr:        csr,
@@ -205,14 +220,17 @@ func (r *Rotator) Fetch(ctx context.Context) (*SVID, error) {
 		return nil, fmt.Errorf("rotator: SVID for %s/%s: %w", r.cfg.Namespace, r.cfg.Pod, err)
 	}
 	received := time.Now()
-	svid, err := parseResponse(resp, key, received)
+	svid, err := ParseResponse(resp, key, received)
 	if err != nil {
 		return nil, fmt.Errorf("rotator: SVID for %s/%s: %w", r.cfg.Namespace, r.cfg.Pod, err)
 	}
 	return svid, nil
 }
 
-func parseResponse(resp *cav1.CertificateResponse, key *ecdsa.PrivateKey, received time.Time) (*SVID, error) {
+// ParseResponse checks a CA's answer to a CSR made with key: the leaf
+// holds key's public half, carries a SPIFFE ID, and verifies against the
+// trust bundle that came with it at received. It returns the SVID.
+func ParseResponse(resp *cav1.CertificateResponse, key *ecdsa.PrivateKey, received time.Time) (*SVID, error) {
 	parse := func(what string, ders [][]byte) ([]*x509.Certificate, error) {
 		if len(ders) == 0 {
 			return nil, fmt.Errorf("response has no %s", what)
@@ -293,4 +311,9 @@ func (r *Rotator) cert() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("rotator %s/%s: %w", r.cfg.Namespace, r.cfg.Pod, ErrNoSVID)
 	}
 	return s.Certificate, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
 }

@@ -1,12 +1,16 @@
-package ca
+package svid
 
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
@@ -23,7 +27,7 @@ func waitSVID(t *testing.T, r *Rotator, timeout time.Duration) *SVID {
 }
 
 func TestRotatorRenewsBeforeExpiry(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := startServer(t)
 	r, err := NewRotator(RotatorConfig{Client: ts.client, Token: StaticToken("tok-1"), Namespace: "production", Pod: "reviews-v1-x", TTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +62,8 @@ func TestRotatorRenewsBeforeExpiry(t *testing.T) {
 	if first.Certificate.PrivateKey == second.Certificate.PrivateKey {
 		t.Error("re-issued with the same key, want a new key each time")
 	}
-	if _, err := verify(second.Chain, second.Roots, second.IssuedAt); err != nil {
+	b := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("cluster.local"), second.Roots)
+	if _, _, err := x509svid.Verify(second.Chain, b, x509svid.WithTime(second.IssuedAt)); err != nil {
 		t.Error(err)
 	}
 	if cur, err := r.GetCertificate(nil); err != nil || cur.Leaf.NotAfter.Before(second.NotAfter) {
@@ -69,9 +74,8 @@ func TestRotatorRenewsBeforeExpiry(t *testing.T) {
 func TestRotatorRetries(t *testing.T) {
 	// The pod is not in the model at first (it has just been created),
 	// then appears.
-	var m atomic.Pointer[model.Model]
-	m.Store(&model.Model{})
-	ts := startServer(t, ModelLookup(m.Load))
+	ts := startServer(t)
+	ts.model.Store(&model.Model{})
 	r, err := NewRotator(RotatorConfig{Client: ts.client, Token: StaticToken("tok-1"), Namespace: "production", Pod: "reviews-v1-x", MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -82,13 +86,13 @@ func TestRotatorRetries(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	deadline := time.Now().Add(10 * time.Second)
-	for ts.counts()[ReasonUnknownWorkload] < 2 {
+	for ts.refused(ca.ReasonUnknownWorkload) < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("the rotator did not retry")
 		}
 		time.Sleep(5 * time.Millisecond) // polling a counter, not standing in for synchronisation
 	}
-	m.Store(testModel)
+	ts.model.Store(testModel)
 	s := waitSVID(t, r, 10*time.Second)
 	if s.ID.String() != "spiffe://cluster.local/ns/production/sa/reviews" {
 		t.Errorf("SVID for %s", s.ID)
@@ -99,14 +103,13 @@ func TestRotatorRetries(t *testing.T) {
 }
 
 func TestNewRotatorChecks(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := startServer(t)
 	base := RotatorConfig{Client: ts.client, Token: StaticToken("t"), Namespace: "a", Pod: "b"}
 	for _, tt := range []struct {
 		name string
 		edit func(*RotatorConfig)
 	}{
 		{"no client", func(c *RotatorConfig) { c.Client = nil }},
-		{"no token", func(c *RotatorConfig) { c.Token = nil }},
 		{"no pod", func(c *RotatorConfig) { c.Pod = "" }},
 		{"sub-second ttl", func(c *RotatorConfig) { c.TTL = time.Millisecond }},
 		{"fraction 1", func(c *RotatorConfig) { c.RenewFraction = 1 }},

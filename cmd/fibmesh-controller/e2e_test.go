@@ -3,7 +3,7 @@ package main
 // End-to-end tests of the fibmesh-controller binary, run the way users run
 // it: built with go build, started as a subprocess on controller/testdata/cluster/, and
 // spoken to over its xDS and monitoring ports by real clients (the
-// agent's xdsclient, ca.Rotator, the fibctl binary). They need no root
+// agent's xdsclient, agent/svid's Rotator, the fibctl binary). They need no root
 // and no cluster.
 
 import (
@@ -42,6 +42,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/fibmesh/fibmesh/agent/svid"
 	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	cav1 "github.com/fibmesh/fibmesh/api/ca/v1"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
@@ -722,8 +723,8 @@ func TestController(t *testing.T) {
 		}
 		defer conn.Close()
 		client := cav1.NewCertificateServiceClient(conn)
-		fetch := func(token, ns, pod string) (*ca.SVID, error) {
-			r, err := ca.NewRotator(ca.RotatorConfig{Client: client, Token: ca.StaticToken(token), Namespace: ns, Pod: pod})
+		fetch := func(token, ns, pod string) (*svid.SVID, error) {
+			r, err := svid.NewRotator(svid.RotatorConfig{Client: client, Token: svid.StaticToken(token), Namespace: ns, Pod: pod})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fibmesh/fibmesh/agent/svid"
 	cav1 "github.com/fibmesh/fibmesh/api/ca/v1"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
@@ -147,22 +148,22 @@ func TestServer(t *testing.T) {
 			if err != nil {
 				return
 			}
-			svid, err := parseResponse(resp, key, time.Now())
+			got, err := svid.ParseResponse(resp, key, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, identity, _ := ModelLookup(func() *model.Model { return testModel })(tt.ns, tt.pod)
-			if svid.ID.String() != identity {
-				t.Errorf("SVID for %s, want %s", svid.ID, identity)
+			if got.ID.String() != identity {
+				t.Errorf("SVID for %s, want %s", got.ID, identity)
 			}
-			if want := svid.Chain[0].NotAfter.Unix(); resp.NotAfterUnix != want {
+			if want := got.Chain[0].NotAfter.Unix(); resp.NotAfterUnix != want {
 				t.Errorf("not_after_unix %d, want %d", resp.NotAfterUnix, want)
 			}
 		})
 	}
 }
 
-// The agent's client (Rotator.Fetch) against the real server.
+// The agent's client (agent/svid Rotator.Fetch) against the real server.
 func TestServerWithRotatorClient(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -177,12 +178,12 @@ func TestServerWithRotatorClient(t *testing.T) {
 		{"wrong token", "nope", "reviews-v1-x", codes.Unauthenticated, ReasonUnauthenticated},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := NewRotator(RotatorConfig{Client: ts.client, Token: StaticToken(tt.token), Namespace: "production", Pod: tt.pod})
+			r, err := svid.NewRotator(svid.RotatorConfig{Client: ts.client, Token: svid.StaticToken(tt.token), Namespace: "production", Pod: tt.pod})
 			if err != nil {
 				t.Fatal(err)
 			}
 			before := ts.counts()
-			svid, err := r.Fetch(ctx)
+			got, err := r.Fetch(ctx)
 			if got := status.Code(unwrapStatus(err)); got != tt.wantCode {
 				t.Fatalf("Fetch: %v, want code %v", err, tt.wantCode)
 			}
@@ -192,7 +193,7 @@ func TestServerWithRotatorClient(t *testing.T) {
 			if err != nil {
 				return
 			}
-			id, err := verify(svid.Chain, ts.ca.Bundle(), time.Now())
+			id, err := verify(got.Chain, ts.ca.Bundle(), time.Now())
 			if err != nil || id.String() != "spiffe://cluster.local/ns/production/sa/reviews" {
 				t.Errorf("x509svid.Verify: %s, %v; want spiffe://cluster.local/ns/production/sa/reviews", id, err)
 			}

@@ -1,0 +1,86 @@
+package reconcile
+
+import (
+	"strings"
+	"testing"
+
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+)
+
+func TestCompileRefuses(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		edit func(map[string]*fibv1.FlowTable)
+		want string
+	}{
+		{"bad prefix", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[1].Prefix = "10.200.2/24" },
+			`flow table "mesh": routes[1].prefix "10.200.2/24": want a CIDR`},
+		{"host bits", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[1].Prefix = "10.200.2.1/24" },
+			`flow table "mesh": routes[1].prefix "10.200.2.1/24": host bits set: want 10.200.2.0/24`},
+		{"bad next hop", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[1].NextHop = "node2" },
+			`flow table "mesh": routes[1].next_hop "node2": want the node's InternalIP`},
+		{"v6 next hop for v4", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[1].NextHop = "fd00::2" },
+			`routes[1].next_hop "fd00::2": an IPv4 prefix needs an IPv4 next hop`},
+		{"pod ip", func(m map[string]*fibv1.FlowTable) { m["node1"].LocalPods[0].Ip = "pod-a" },
+			`flow table "node1": local_pods[0] (default/a).ip "pod-a": want the pod's IPv4 address`},
+		{"pod without name", func(m map[string]*fibv1.FlowTable) { m["node1"].LocalPods[0].Name = "" },
+			`flow table "node1": local_pods[0] (default/): namespace and name are required`},
+		{"unknown mode", func(m map[string]*fibv1.FlowTable) { m["node1"].PortPolicies[0].Mode = 9 },
+			`flow table "node1": port_policies[0].mode 9: want PERMISSIVE, STRICT or DISABLE`},
+		{"unspecified mode", func(m map[string]*fibv1.FlowTable) { m["node1"].PortPolicies[0].Mode = 0 },
+			`port_policies[0].mode MTLS_MODE_UNSPECIFIED: want PERMISSIVE, STRICT or DISABLE`},
+		{"port 0", func(m map[string]*fibv1.FlowTable) { m["node1"].PortPolicies[0].Port = 0 },
+			`port_policies[0].port 0: want 1-65535`},
+		{"protocol", func(m map[string]*fibv1.FlowTable) { m["node1"].PortPolicies[0].Protocol = 0 },
+			`port_policies[0].protocol PROTOCOL_UNSPECIFIED: want TCP or UDP`},
+		{"policy ip", func(m map[string]*fibv1.FlowTable) { m["node1"].PortPolicies[0].Ip = "x" },
+			`port_policies[0].ip "x"`},
+		{"other node's table", func(m map[string]*fibv1.FlowTable) { m["node2"] = &fibv1.FlowTable{Node: "node2"} },
+			`flow table "node2": not a table of node node1`},
+		{"vip", func(m map[string]*fibv1.FlowTable) {
+			m["mesh"].Services = []*fibv1.ServiceVIP{{Hostname: "a.default.svc.cluster.local", Vip: "10.96.0.300", Port: 80}}
+		}, `flow table "mesh": services[0] (a.default.svc.cluster.local).vip "10.96.0.300"`},
+		{"identity 0", func(m map[string]*fibv1.FlowTable) { m["mesh"].Identities[0].Id = 0 },
+			`flow table "mesh": identities[0].id: 0 is reserved`},
+		{"duplicate pod ip", func(m map[string]*fibv1.FlowTable) {
+			m["node1"].LocalPods = append(m["node1"].LocalPods, &fibv1.LocalPod{Namespace: "default", Name: "b", Ip: "10.200.1.11"})
+		}, `local_pods[1] (default/b).ip 10.200.1.11: also the ip of local pod default/a`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := tables()
+			tt.edit(tb)
+			_, err := Compile("node1", tb)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Compile: %v\nwant an error containing %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompileSkips(t *testing.T) {
+	tb := tables()
+	tb["mesh"].Routes = append(tb["mesh"].Routes,
+		&fibv1.Route{Prefix: "fd00:200:2::/64", NextHop: "fd00::2", Node: "node2"}, // IPv6: the kernel's
+		&fibv1.Route{Prefix: "10.200.2.0/24", NextHop: "10.100.0.9", Node: "node9"}, // duplicate: the first wins
+	)
+	d, err := Compile("node1", tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Routes) != 3 {
+		t.Errorf("routes %v, want node2's /24 and /32 and the local pod", d.Routes)
+	}
+	if in := d.Routes[pfx("10.200.2.0/24")]; in.Node != "node2" {
+		t.Errorf("duplicate prefix: %+v won, want node2's", in)
+	}
+	if in := d.Routes[pfx("10.200.1.11/32")]; !in.Local() {
+		t.Errorf("own pod's /32: %+v, want the local route (the mesh's own-node routes are skipped)", in)
+	}
+	if _, ok := d.Routes[pfx("10.200.1.0/24")]; ok {
+		t.Error("own pod CIDR routed")
+	}
+	// Only the mesh table yet: still valid (the node has no pods).
+	if _, err := Compile("node1", map[string]*fibv1.FlowTable{"mesh": tb["mesh"]}); err != nil {
+		t.Error(err)
+	}
+}

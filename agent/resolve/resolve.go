@@ -1,0 +1,139 @@
+// Package resolve finds the next hops of a node's routes in the kernel of
+// the calling network namespace, with netlink: the host-side interface
+// that reaches a local pod (the kernel's route to the pod's IP), and the
+// MAC addresses of a next hop (the interface's own and the neighbour
+// table's entry). Watch reports link and neighbour changes, so that what
+// could not be resolved is retried as soon as it can be.
+package resolve
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/fastpath/fib"
+)
+
+// Netlink resolves next hops in the calling thread's network namespace.
+// It implements the agent's reconcile.Resolver.
+type Netlink struct{}
+
+// Pod returns the interface the kernel routes ip out of (a local pod's
+// host-side veth) and the next hop to the pod: that interface's MAC as the
+// source and the pod's MAC from the neighbour table as the destination.
+func (Netlink) Pod(ip netip.Addr) (string, fib.NextHop, error) {
+	rs, err := netlink.RouteGet(ip.AsSlice())
+	if err != nil {
+		return "", fib.NextHop{}, fmt.Errorf("route to pod %s: %w", ip, err)
+	}
+	if len(rs) == 0 || rs[0].LinkIndex <= 0 {
+		return "", fib.NextHop{}, fmt.Errorf("route to pod %s: the kernel has none (is the pod's veth up, with a /32 route to it?)", ip)
+	}
+	if rs[0].Gw != nil {
+		return "", fib.NextHop{}, fmt.Errorf("route to pod %s: the kernel routes it via %s, not straight to a veth: is the pod on this node?", ip, rs[0].Gw)
+	}
+	link, err := netlink.LinkByIndex(rs[0].LinkIndex)
+	if err != nil {
+		return "", fib.NextHop{}, fmt.Errorf("route to pod %s: interface %d: %w", ip, rs[0].LinkIndex, err)
+	}
+	a := link.Attrs()
+	dmac, err := neighbour(a.Index, a.Name, ip)
+	if err != nil {
+		return a.Name, fib.NextHop{}, fmt.Errorf("pod %s on %s: %w", ip, a.Name, err)
+	}
+	return a.Name, fib.NextHop{Ifindex: a.Index, SrcMAC: a.HardwareAddr, DstMAC: dmac}, nil
+}
+
+// Remote returns the next hop out of nic towards the neighbour via.
+func (Netlink) Remote(nic string, via netip.Addr) (fib.NextHop, error) {
+	link, err := netlink.LinkByName(nic)
+	if err != nil {
+		return fib.NextHop{}, fmt.Errorf("interface %s: %w", nic, err)
+	}
+	a := link.Attrs()
+	dmac, err := neighbour(a.Index, a.Name, via)
+	if err != nil {
+		return fib.NextHop{}, fmt.Errorf("next hop %s on %s: %w", via, nic, err)
+	}
+	return fib.NextHop{Ifindex: a.Index, SrcMAC: a.HardwareAddr, DstMAC: dmac}, nil
+}
+
+// neighbour returns ip's MAC from the neighbour table of ifindex. Where
+// there is no usable entry it asks the kernel to resolve one (as if a
+// packet were waiting: NTF_USE), so that a later attempt finds it, and
+// returns an error.
+func neighbour(ifindex int, ifname string, ip netip.Addr) (net.HardwareAddr, error) {
+	neighs, err := netlink.NeighList(ifindex, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	for _, n := range neighs {
+		a, ok := netip.AddrFromSlice(n.IP)
+		if !ok || a.Unmap() != ip {
+			continue
+		}
+		if n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 && len(n.HardwareAddr) == 6 {
+			return n.HardwareAddr, nil
+		}
+		probe(ifindex, ip)
+		return nil, fmt.Errorf("neighbour %s is not resolved yet (state %s); retrying", ip, neighState(n.State))
+	}
+	probe(ifindex, ip)
+	return nil, fmt.Errorf("no neighbour entry for %s yet (asked the kernel to resolve it; it must answer ARP on %s, or have a static entry: ip neigh add %s lladdr MAC dev %s)", ip, ifname, ip, ifname)
+}
+
+// probe asks the kernel to resolve ip on ifindex, best effort.
+func probe(ifindex int, ip netip.Addr) {
+	_ = netlink.NeighSet(&netlink.Neigh{LinkIndex: ifindex, Family: netlink.FAMILY_V4, IP: ip.AsSlice(), Flags: unix.NTF_USE})
+}
+
+func neighState(s int) string {
+	switch {
+	case s&netlink.NUD_FAILED != 0:
+		return "FAILED"
+	case s&netlink.NUD_INCOMPLETE != 0:
+		return "INCOMPLETE"
+	}
+	return fmt.Sprintf("0x%x", s)
+}
+
+// Watch calls changed on every link or neighbour update of the calling
+// thread's network namespace until ctx is done. changed must not block
+// (a Reconciler's Kick). It returns once both subscriptions are open.
+func Watch(ctx context.Context, changed func()) error {
+	links := make(chan netlink.LinkUpdate, 64)
+	neighs := make(chan netlink.NeighUpdate, 256)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribe(links, done); err != nil {
+		close(done)
+		return fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	if err := netlink.NeighSubscribe(neighs, done); err != nil {
+		close(done)
+		return fmt.Errorf("subscribe to neighbour updates: %w", err)
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-links:
+				if !ok {
+					return
+				}
+				changed()
+			case _, ok := <-neighs:
+				if !ok {
+					return
+				}
+				changed()
+			}
+		}
+	}()
+	return nil
+}

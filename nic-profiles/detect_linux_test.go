@@ -4,7 +4,6 @@ package nicprofiles
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
@@ -16,13 +15,6 @@ import (
 
 	"github.com/fibmesh/fibmesh/internal/netnstest"
 )
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN)")
-	}
-}
 
 // addVeth creates a veth pair (both ends up) in the current namespace.
 func addVeth(t *testing.T, name, peer string, mtu int) {

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // TestUsageErrors checks that every mistake on the command line is a
@@ -103,13 +104,6 @@ func TestHelp(t *testing.T) {
 
 // --- Root tests: a FIB pinned on bpffs, read and edited through run. ---
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN)")
-	}
-}
-
 // ensureBPFFS mounts bpffs at /sys/fs/bpf unless it is there already.
 func ensureBPFFS(t testing.TB) {
 	t.Helper()
@@ -129,7 +123,7 @@ func ensureBPFFS(t testing.TB) {
 // root (fm-tc-<random>), removed with fib.Remove when the test ends.
 func testPinDir(t testing.TB) string {
 	t.Helper()
-	needRoot(t)
+	testenv.NeedRoot(t)
 	ensureBPFFS(t)
 	dir := filepath.Join(fib.DefaultPinRoot, fmt.Sprintf("fm-tc-%08x", rand.Uint32()))
 	t.Cleanup(func() {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // TestNICUsageErrors: mistakes on a nic command line are usage errors
@@ -95,7 +96,7 @@ func TestNICLoopback(t *testing.T) {
 // TestNICVeth runs fibctl nic in a new network namespace with a veth pair:
 // the table lists both ends (not lo), and JSON/YAML carry every field.
 func TestNICVeth(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	netnstest.InNew(t, func() { testNICVeth(t) })
 }
 

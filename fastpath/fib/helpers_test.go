@@ -15,21 +15,13 @@ import (
 
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
-
-// needRoot skips tests that load BPF programs, create maps or touch
-// network namespaces.
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN)")
-	}
-}
 
 // openTestFIB loads an unpinned FIB that is closed when the test ends.
 func openTestFIB(t testing.TB) *FIB {
 	t.Helper()
-	needRoot(t)
+	testenv.NeedRoot(t)
 	f, err := Open(Options{MaxFlows: 4096})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -269,7 +261,7 @@ type testNetns struct {
 // NAMEp), each with numQueues rx queues.
 func newTestNetns(t testing.TB, numQueues int, names ...string) *testNetns {
 	t.Helper()
-	needRoot(t)
+	testenv.NeedRoot(t)
 	ns, err := netns.New()
 	if err != nil {
 		t.Fatalf("new netns: %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	xfib "github.com/fibmesh/fibmesh/xdp/fib"
 )
 
@@ -365,7 +366,7 @@ func randomPinDir(t *testing.T) string {
 }
 
 func TestPinning(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	ensureBPFFS(t)
 	dir := randomPinDir(t)
 
@@ -423,7 +424,7 @@ func TestPinning(t *testing.T) {
 }
 
 func TestOpenPinnedMissing(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	ensureBPFFS(t)
 	dir := randomPinDir(t)
 	if _, err := OpenPinned(dir); err == nil || !strings.Contains(err.Error(), "no FIB pinned in "+dir) {
@@ -432,7 +433,7 @@ func TestOpenPinnedMissing(t *testing.T) {
 }
 
 func TestCheckBPFFS(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatalf("mount tmpfs: %v", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	nicprofiles "github.com/fibmesh/fibmesh/nic-profiles"
 	xfib "github.com/fibmesh/fibmesh/xdp/fib"
 )
@@ -93,7 +94,7 @@ func TestNICFor(t *testing.T) {
 // TestProgramForReadBack loads the FIB with several profiles' constants
 // and reads them back from the kernel (the programs' .rodata maps).
 func TestProgramForReadBack(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	f, err := Open(Options{MaxFlows: 1024, NIC: NIC{Profile: 3, MaxFrame: 1518}})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,8 @@ package splice
 
 import (
 	"testing"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // BenchmarkEngines moves b.N MiB each way between endpoints in a child
@@ -22,7 +24,7 @@ func BenchmarkEngines(b *testing.B) {
 		}
 		for _, eng := range []engine{{name: "splice", mode: ModeSplice}, {name: "sockmap", mode: ModeSockmap}, copyEngine} {
 			b.Run(wire+"/"+eng.name, func(b *testing.B) {
-				needRoot(b)
+				testenv.NeedRoot(b)
 				if withKTLS {
 					needKTLS(b)
 					if eng.mode == ModeSockmap {

@@ -8,7 +8,6 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,16 +16,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
 )
-
-// needRoot skips tests that load BPF programs.
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN)")
-	}
-}
 
 // noLeaks fails the test if it leaves goroutines behind. Register it
 // first so that it runs after every other cleanup.
@@ -77,7 +69,7 @@ var testSockmap struct {
 // It is never closed (its maps go with the process).
 func sharedSockmap(t testing.TB) *Sockmap {
 	t.Helper()
-	needRoot(t)
+	testenv.NeedRoot(t)
 	testSockmap.once.Do(func() { testSockmap.sm, testSockmap.err = OpenSockmap(SockmapOptions{MaxSockets: 1024}) })
 	if testSockmap.err != nil {
 		t.Fatalf("OpenSockmap: %v", testSockmap.err)

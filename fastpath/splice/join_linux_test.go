@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // TestJoinMovesBytes pushes 64 MiB each way at once through a joined pair,
@@ -21,7 +23,7 @@ func TestJoinMovesBytes(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			noLeaks(t)
 			if mode == ModeSockmap {
-				needRoot(t)
+				testenv.NeedRoot(t)
 			}
 			r := newRig(t, setup{mode: mode})
 			type result struct {
@@ -64,7 +66,7 @@ func TestHalfClose(t *testing.T) {
 			t.Run(mode.String()+"/"+first+"-first", func(t *testing.T) {
 				noLeaks(t)
 				if mode == ModeSockmap {
-					needRoot(t)
+					testenv.NeedRoot(t)
 				}
 				r := newRig(t, setup{mode: mode})
 				a, b := r.app, r.far
@@ -112,7 +114,7 @@ func TestPeerReset(t *testing.T) {
 			t.Run(mode.String()+"/"+who, func(t *testing.T) {
 				noLeaks(t)
 				if mode == ModeSockmap {
-					needRoot(t)
+					testenv.NeedRoot(t)
 				}
 				r := newRig(t, setup{mode: mode})
 				resetter, other := r.app, r.far
@@ -156,7 +158,7 @@ func TestClose(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			noLeaks(t)
 			if mode == ModeSockmap {
-				needRoot(t)
+				testenv.NeedRoot(t)
 			}
 			r := newRig(t, setup{mode: mode})
 			if _, err := r.app.Write([]byte("x")); err != nil {
@@ -207,7 +209,7 @@ func TestPendingFirst(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			noLeaks(t)
 			if mode == ModeSockmap {
-				needRoot(t)
+				testenv.NeedRoot(t)
 			}
 			queuedApp := bytes.Repeat([]byte("q"), 300<<10)
 			queuedFar := bytes.Repeat([]byte("Q"), 16<<10) // within the receive window

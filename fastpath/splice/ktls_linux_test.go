@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // These tests need kTLS: they skip on the development host and run in the
@@ -252,7 +253,7 @@ func TestKTLSSelfTest(t *testing.T) {
 // of the wire connection: the payload crosses kTLS in the kernel and never
 // the joining process.
 func TestKTLSNoUserspaceCopy(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	needKTLS(t)
 	n := min(ktlsBytes(), 64<<20)
 	const slack = 256 << 10

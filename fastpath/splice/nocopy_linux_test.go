@@ -2,6 +2,8 @@ package splice
 
 import (
 	"testing"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // TestNoUserspaceCopy checks that no engine moves the payload through the
@@ -11,7 +13,7 @@ import (
 // control: it must show at least the bytes moved, or the measurement
 // proves nothing.
 func TestNoUserspaceCopy(t *testing.T) {
-	needRoot(t)
+	testenv.NeedRoot(t)
 	const n = 64 << 20
 	const slack = 256 << 10 // Go runtime wakeups, /proc reads
 	for _, c := range []struct {

@@ -19,14 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
-
-func needRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (CAP_BPF, CAP_NET_ADMIN)")
-	}
-}
 
 // vethEnv is a throwaway network namespace holding a veth pair a<->b.
 type vethEnv struct {
@@ -58,7 +52,7 @@ func (e *vethEnv) ip(tb testing.TB, args ...string) {
 // other goroutines.
 func withVeth(tb testing.TB, fn func(e *vethEnv)) {
 	tb.Helper()
-	needRoot(tb)
+	testenv.NeedRoot(tb)
 	e := &vethEnv{ns: fmt.Sprintf("fm-tx-%d-%d", os.Getpid(), nsSeq.Add(1))}
 	run(tb, "ip", "netns", "add", e.ns)
 	tb.Cleanup(func() {
@@ -425,7 +419,7 @@ func TestOptionsValidation(t *testing.T) {
 	// Failures after the socket exists (valid options, kernel says no)
 	// must close it and unmap everything too.
 	t.Run("kernel rejects", func(t *testing.T) {
-		needRoot(t)
+		testenv.NeedRoot(t)
 		for _, tc := range []struct {
 			name    string
 			ifindex int

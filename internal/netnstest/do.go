@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/fibmesh/fibmesh/internal/netns"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // Do runs fn inside the network namespace held open by ns, on a locked OS
@@ -31,7 +32,7 @@ func Do(t testing.TB, ns *os.File, fn func()) {
 // fn made there. It skips the test unless it runs as root.
 func InNew(t testing.TB, fn func()) {
 	t.Helper()
-	NeedRoot(t)
+	testenv.NeedRoot(t)
 	ns, err := netns.New()
 	if err != nil {
 		t.Fatalf("netnstest: %v", err)

@@ -9,19 +9,3 @@
 // ParseTLSRecords, TLSRecordChecker and PlaintextScanner then prove what
 // the wire carried: TLS records only, and none of a known plaintext.
 package netnstest
-
-import (
-	"os"
-	"testing"
-)
-
-// SkipMessage is the reason NeedRoot gives when it skips a test.
-const SkipMessage = "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-
-// NeedRoot skips the test with SkipMessage unless it runs as root.
-func NeedRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip(SkipMessage)
-	}
-}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // Pair defaults.
@@ -78,7 +80,7 @@ func (c *pairConfig) addrs() (a, b netip.Prefix, err error) {
 // built.
 func NewPair(t testing.TB, opts ...Option) *Pair {
 	t.Helper()
-	NeedRoot(t)
+	testenv.NeedRoot(t)
 	cfg := pairConfig{subnet: DefaultSubnet}
 	for _, o := range opts {
 		o(&cfg)

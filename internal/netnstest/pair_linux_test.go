@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 func TestPairNamespaces(t *testing.T) {
@@ -380,7 +382,7 @@ func TestCaptureStopWithoutTraffic(t *testing.T) {
 }
 
 func TestDoAfterCleanup(t *testing.T) {
-	NeedRoot(t)
+	testenv.NeedRoot(t)
 	var peer *Peer
 	t.Run("pair", func(t *testing.T) { peer = NewPair(t).A })
 	if peer == nil {

@@ -4,25 +4,25 @@ package labtest
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 )
 
 // SkipMessage is the reason NeedRoot gives when it skips a test.
-const SkipMessage = "needs root (CAP_BPF, CAP_NET_ADMIN)"
+const SkipMessage = testenv.RootSkipMessage
 
 // upTimeout bounds how long Up may take to build a lab.
 const upTimeout = 2 * time.Minute
 
 // NeedRoot skips the test with SkipMessage unless it runs as root.
+//
+// Deprecated: call internal/testenv.NeedRoot, the one copy.
 func NeedRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip(SkipMessage)
-	}
+	testenv.NeedRoot(t)
 }
 
 // Up brings up the lab cfg describes (skipping the test unless it runs as
@@ -33,7 +33,7 @@ func NeedRoot(t testing.TB) {
 // namespaces. A failure to bring the lab up fails the test at once.
 func Up(t testing.TB, cfg lab.Config) *lab.Lab {
 	t.Helper()
-	NeedRoot(t)
+	testenv.NeedRoot(t)
 	if cfg.StateDir == "" {
 		cfg.StateDir = t.TempDir()
 	}

@@ -3,16 +3,15 @@
 package splice
 
 import (
-	"os"
 	"testing"
 	"unsafe"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // TestLoad checks that the running kernel's verifier accepts the program.
 func TestLoad(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN)")
-	}
+	testenv.NeedRoot(t)
 	var objs SpliceObjects
 	if err := LoadSpliceObjects(&objs, nil); err != nil {
 		t.Fatalf("load: %v", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/fibmesh/fibmesh/internal/checksum"
 	xfib "github.com/fibmesh/fibmesh/xdp/fib"
 )
 
@@ -121,7 +122,7 @@ func checkForwarded(t *testing.T, in, out []byte) {
 	if !bytes.Equal(oip[:8], ip[:8]) || oip[9] != ip[9] || !bytes.Equal(oip[12:], ip[12:]) {
 		t.Fatalf("forwarding changed more than TTL and checksum:\n in %x\nout %x", in, out)
 	}
-	if ipv4Checksum(ip[:ihl]) == binary.BigEndian.Uint16(ip[10:]) && ipv4Checksum(oip[:ihl]) != binary.BigEndian.Uint16(oip[10:]) {
-		t.Fatalf("valid checksum %#04x became invalid %#04x (want %#04x)", binary.BigEndian.Uint16(ip[10:]), binary.BigEndian.Uint16(oip[10:]), ipv4Checksum(oip[:ihl]))
+	if checksum.IPv4Header(ip[:ihl]) == binary.BigEndian.Uint16(ip[10:]) && checksum.IPv4Header(oip[:ihl]) != binary.BigEndian.Uint16(oip[10:]) {
+		t.Fatalf("valid checksum %#04x became invalid %#04x (want %#04x)", binary.BigEndian.Uint16(ip[10:]), binary.BigEndian.Uint16(oip[10:]), checksum.IPv4Header(oip[:ihl]))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/fibmesh/fibmesh/internal/checksum"
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/testenv"
@@ -139,25 +140,11 @@ func (h ip4) packet(payload []byte) []byte {
 // frame returns the IPv4 datagram in an Ethernet frame.
 func (h ip4) frame(payload []byte) []byte { return ether(etherTypeIPv4, h.packet(payload)) }
 
-// ipv4Checksum computes the RFC 791 header checksum from scratch over hdr
-// (whose checksum field is skipped), independently of the BPF program's
-// incremental update.
-func ipv4Checksum(hdr []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(hdr); i += 2 {
-		if i == 10 {
-			continue
-		}
-		sum += uint32(binary.BigEndian.Uint16(hdr[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
+// setIPv4Checksum fills in hdr's header checksum, computed from scratch
+// (checksum.IPv4Header), independently of the BPF program's incremental
+// update.
 func setIPv4Checksum(hdr []byte) {
-	binary.BigEndian.PutUint16(hdr[10:12], ipv4Checksum(hdr))
+	binary.BigEndian.PutUint16(hdr[10:12], checksum.IPv4Header(hdr))
 }
 
 func tcpHdr(sport, dport uint16) []byte {

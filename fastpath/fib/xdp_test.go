@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/fibmesh/fibmesh/internal/checksum"
 	xfib "github.com/fibmesh/fibmesh/xdp/fib"
 )
 
@@ -350,8 +351,8 @@ func TestXDP(t *testing.T) {
 				// The recomputed checksum must verify: a header summed
 				// with its checksum is 0xffff.
 				ip := out[14:]
-				if ihl := int(ip[0]&0xf) * 4; ipv4Checksum(ip[:ihl]) != binary.BigEndian.Uint16(ip[10:]) {
-					t.Errorf("output IPv4 checksum %#04x, want %#04x", binary.BigEndian.Uint16(ip[10:]), ipv4Checksum(ip[:ihl]))
+				if ihl := int(ip[0]&0xf) * 4; checksum.IPv4Header(ip[:ihl]) != binary.BigEndian.Uint16(ip[10:]) {
+					t.Errorf("output IPv4 checksum %#04x, want %#04x", binary.BigEndian.Uint16(ip[10:]), checksum.IPv4Header(ip[:ihl]))
 				}
 			}
 			if d := cmp.Diff(want, out); d != "" {

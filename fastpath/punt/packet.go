@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/checksum"
 )
 
 // ErrNotIPv4 is returned by ParseFrame for frames that are not IPv4.
@@ -90,21 +91,6 @@ func Forward(frame []byte, nh fib.NextHop) error {
 	ip[8]--
 	ihl := int(ip[0]&0x0f) * 4
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:12], Checksum(ip[:ihl]))
+	binary.BigEndian.PutUint16(ip[10:12], checksum.Internet(ip[:ihl]))
 	return nil
-}
-
-// Checksum is the Internet checksum (RFC 1071) of b.
-func Checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }

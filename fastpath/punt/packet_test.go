@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/checksum"
 )
 
 // frame builds Ethernet/IPv4 + l4 bytes with a correct header checksum.
@@ -25,7 +26,7 @@ func frame(proto byte, ttl byte, l4 []byte) []byte {
 	ip[8], ip[9] = ttl, proto
 	copy(ip[12:], []byte{10, 200, 1, 11})
 	copy(ip[16:], []byte{10, 200, 2, 12})
-	binary.BigEndian.PutUint16(ip[10:], Checksum(ip))
+	binary.BigEndian.PutUint16(ip[10:], checksum.Internet(ip))
 	copy(f[34:], l4)
 	return f
 }
@@ -108,7 +109,7 @@ func TestForward(t *testing.T) {
 	if f[14+8] != 63 {
 		t.Errorf("TTL %d; want 63", f[14+8])
 	}
-	if Checksum(f[14:34]) != 0 {
+	if checksum.Internet(f[14:34]) != 0 {
 		t.Errorf("IPv4 header checksum does not verify")
 	}
 	if !cmp.Equal(f[34:], orig[34:]) {
@@ -144,7 +145,7 @@ func FuzzParseFrame(f *testing.F) {
 			t.Fatalf("parsed key with non-IPv4 addresses: %v", k)
 		}
 		c := append([]byte(nil), b...)
-		if Forward(c, nh) == nil && Checksum(c[14:14+int(c[14]&0xf)*4]) != 0 {
+		if Forward(c, nh) == nil && checksum.Internet(c[14:14+int(c[14]&0xf)*4]) != 0 {
 			t.Fatalf("forwarded frame's header checksum does not verify")
 		}
 	})

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+
+	"github.com/fibmesh/fibmesh/internal/checksum"
 )
 
 // udpFrame builds an Ethernet/IPv4/UDP frame of exactly size bytes
@@ -22,21 +24,10 @@ func udpFrame(size int, dst, src net.HardwareAddr, sip, dip netip.Addr, sport, d
 	s, d := sip.As4(), dip.As4()
 	copy(ip[12:16], s[:])
 	copy(ip[16:20], d[:])
-	binary.BigEndian.PutUint16(ip[10:12], checksum(ip))
+	binary.BigEndian.PutUint16(ip[10:12], checksum.Internet(ip))
 	udp := f[34:]
 	binary.BigEndian.PutUint16(udp[0:2], sport)
 	binary.BigEndian.PutUint16(udp[2:4], dport)
 	binary.BigEndian.PutUint16(udp[4:6], uint16(size-34))
 	return f
-}
-
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }

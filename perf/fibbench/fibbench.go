@@ -24,11 +24,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/fibmesh/fibmesh/agent"
+	"github.com/fibmesh/fibmesh/internal/quantile"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/perf/xdpgen"
 )
@@ -144,6 +144,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	return rep, nil
 }
 
+// median returns the median packet rate of the samples of mode (0 for
+// none).
 func median(ss []Sample, mode string) float64 {
 	var v []float64
 	for _, s := range ss {
@@ -151,14 +153,7 @@ func median(ss []Sample, mode string) float64 {
 			v = append(v, s.PPS)
 		}
 	}
-	if len(v) == 0 {
-		return 0
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	return quantile.Median(v)
 }
 
 type bench struct {

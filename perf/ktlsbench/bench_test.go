@@ -1,6 +1,7 @@
 package ktlsbench
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/fastpath/splice"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/quantile"
 	"github.com/fibmesh/fibmesh/internal/testpki"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
 )
@@ -104,23 +106,13 @@ func median(all []Sample, m Mode) Sample {
 		}
 	}
 	mid := func(key func(Sample) float64) Sample {
-		slices.SortFunc(ss, func(a, b Sample) int { return cmpFloat(key(a), key(b)) })
-		return ss[len(ss)/2]
+		slices.SortFunc(ss, func(a, b Sample) int { return cmp.Compare(key(a), key(b)) })
+		return ss[quantile.Rank(len(ss), 0.5)]
 	}
 	out := mid(Sample.Gbps)
 	out.CPUSeconds = mid(func(s Sample) float64 { return s.CPUSeconds }).CPUSeconds
 	out.ProcessCPU = mid(func(s Sample) float64 { return s.ProcessCPU }).ProcessCPU
 	return out
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TestRoundSmall runs every mode once with a few MB, as a test: on a host

@@ -49,6 +49,7 @@ import (
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
+	"github.com/fibmesh/fibmesh/internal/quantile"
 	"github.com/fibmesh/fibmesh/perf/xdsbench"
 )
 
@@ -423,7 +424,7 @@ func bench(o opts) error {
 		}
 		slices.Sort(rd.Samples)
 		rd.Agents = len(rd.Samples)
-		rd.P50Ms, rd.P99Ms, rd.MaxMs = quantile(rd.Samples, .5), quantile(rd.Samples, .99), rd.Samples[len(rd.Samples)-1]
+		rd.P50Ms, rd.P99Ms, rd.MaxMs = quantile.Sorted(rd.Samples, .5), quantile.Sorted(rd.Samples, .99), rd.Samples[len(rd.Samples)-1]
 		rd.Bytes, rd.Responses = sum(st.Bytes)-sum(prev.Bytes), sum(st.Responses)-sum(prev.Responses)
 		prev = st
 		fmt.Printf("round %2d: %s → %d/%d: model build %5.1f ms, push %5.1f ms, ACKed by %d agents: p50 %6.1f ms, p99 %6.1f ms, max %6.1f ms; %d responses, %.0f kB\n",
@@ -441,7 +442,7 @@ func bench(o opts) error {
 	}
 	slices.Sort(p50s)
 	slices.Sort(p99s)
-	p50, p99 := quantile(p50s, .5), quantile(p99s, .5)
+	p50, p99 := quantile.Sorted(p50s, .5), quantile.Sorted(p99s, .5)
 	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB after the rounds (peak %.0f MB, during the first sync)\n",
 		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HWMMB)
 	if err := writeJSON(o, rounds, st, st0); err != nil {
@@ -472,15 +473,6 @@ func sum(m map[string]float64) float64 {
 		s += v
 	}
 	return s
-}
-
-// quantile of sorted xs, nearest rank.
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	i := int(q*float64(len(xs))+0.5) - 1
-	return xs[max(0, min(i, len(xs)-1))]
 }
 
 // failures carries the first agent stream to fail.

@@ -1,71 +1,179 @@
-// Package agent is the fibmesh node daemon: it loads the XDP FIB on the
-// node's NIC and on the host side of every local pod's veth, computes and
-// resolves the node's routes, keeps the FIB's maps in step with them, and
-// serves the packets the FIB punts.
+// Package agent is the fibmesh node daemon, driven by the controller: it
+// holds one TLS connection to the controller (xDS and the CA on 15012),
+// subscribes over delta ADS to what a node needs (api/xds
+// AgentSubscriptions: clusters, endpoints, listeners, routes, the trust
+// bundle and its flow tables), turns the flow tables into the XDP FIB
+// (agent/reconcile, writing only differences), keeps an SVID per
+// enrolled pod (agent/svid), enrols pods handed over on its unix socket
+// (agent/enrolment), and serves its admin API (agent/admin) and
+// Prometheus metrics.
 //
-// Until the controller serves FDS, routes come from a Kubernetes-shaped
-// cluster state file (Node and Pod objects, as `fibmesh-lab up` writes).
+// The FIB's program and maps are pinned: they keep forwarding while the
+// controller is unreachable or the agent restarts, and a restarted agent
+// starts from what the maps hold rather than from an empty table.
 package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
-	"slices"
+	"os"
 	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/fibmesh/fibmesh/agent/admin"
+	"github.com/fibmesh/fibmesh/agent/enrolment"
+	"github.com/fibmesh/fibmesh/agent/reconcile"
+	"github.com/fibmesh/fibmesh/agent/resolve"
+	"github.com/fibmesh/fibmesh/agent/svid"
+	"github.com/fibmesh/fibmesh/agent/xdsclient"
+	cav1 "github.com/fibmesh/fibmesh/api/ca/v1"
+	"github.com/fibmesh/fibmesh/api/enrol"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/punt"
 )
 
+// Defaults.
+const (
+	DefaultAdminListen   = "127.0.0.1:15000"
+	DefaultMetricsListen = ":15090"
+	// DefaultReconnectBase and DefaultReconnectCap bound the wait before
+	// reconnecting to the controller: exponential from the base, capped,
+	// with full jitter (a uniform draw below the bound), so that a
+	// thousand agents that lost the same controller do not come back in
+	// step.
+	DefaultReconnectBase = 100 * time.Millisecond
+	DefaultReconnectCap  = 30 * time.Second
+)
+
 // Config configures an Agent.
 type Config struct {
-	// Node is this node's name in the cluster state.
+	// Node is this node's name: the xDS node.id and its flow table.
 	Node string
-	// ClusterState is the path of the Node/Pod YAML.
-	ClusterState string
 	// NIC is the node's fabric interface.
 	NIC string
-	// PinDir is the bpffs directory of this node's FIB.
+	// PinDir is the bpffs directory of this node's FIB; empty pins
+	// nothing (the FIB goes with the agent: tests, benchmarks).
 	PinDir string
+	// Controller is the controller's xDS + CA address (host:port, TLS).
+	Controller string
+	// ControllerCA is the PEM file of the roots the controller's serving
+	// certificate must chain to; ControllerServerName the name it must
+	// carry (default: the host part of Controller).
+	ControllerCA         string
+	ControllerServerName string
+	// TokenFile holds the node's bearer token; it is re-read for every
+	// request (a projected ServiceAccount token rotates).
+	TokenFile string
+	// RunDir holds the enrolment socket and state (api/enrol.SocketPath).
+	RunDir string
+	// AdminListen and MetricsListen are the admin API's and the
+	// Prometheus endpoint's addresses ("" for the defaults; "-" for
+	// none).
+	AdminListen, MetricsListen string
 	// Punt lists destinations whose new flows need the agent's decision.
 	Punt []netip.Prefix
 	// Decide decides punted flows; nil allows every flow (and logs it).
 	Decide punt.DecideFunc
 	// MaxFlows overrides the flow table size.
 	MaxFlows uint32
-	Log      *slog.Logger
+	// SVIDTTL is the SVID lifetime asked of the CA (0: the CA's default).
+	SVIDTTL time.Duration
+	// ReconnectBase and ReconnectCap: see DefaultReconnectBase.
+	ReconnectBase, ReconnectCap time.Duration
+	// EnrolTimeout bounds an enrolment (default 30s).
+	EnrolTimeout time.Duration
+	Log          *slog.Logger
 }
 
-// Agent runs one node's fast path.
+// Agent runs one node.
 type Agent struct {
 	cfg    Config
 	log    *slog.Logger
 	fib    *fib.FIB
 	punter *punt.Punter
+	rec    *reconcile.Reconciler
+	conn   *grpc.ClientConn
+	xds    *xdsclient.Client
+	svids  *svid.Manager
+	enrol  *enrolment.Server
+	reg    *prometheus.Registry
+	m      *metrics
 
-	mu       sync.Mutex
-	attached map[string]bool
+	mu         sync.Mutex
+	attached   map[string]int // interface -> ifindex, as attached by this agent
+	tablesSeen chan struct{}  // closed (and replaced) at each flow table applied
+	bundle     []*x509.Certificate
+	conn_      connState
+	// connectedOnce: the current stream has had a response.
+	connectedOnce bool
+	types         map[string]*typeState
+	ready         bool
 }
 
-// New opens (or re-opens, after a restart) the node's FIB.
+// typeState is what the agent knows of one xDS type beyond the client's
+// resources.
+type typeState struct {
+	updated time.Time
+	nack    *admin.UpdateFailure
+}
+
+// New opens (or re-opens, after a restart) the node's FIB and reads back
+// what its maps hold, prepares the connection to the controller (it is
+// made by Run), and listens on the enrolment socket. Nothing is written
+// to the FIB until the controller's first flow table is applied.
 func New(cfg Config) (*Agent, error) {
-	if cfg.Node == "" {
+	switch {
+	case cfg.Node == "":
 		return nil, errors.New("agent: node name is required")
-	}
-	if cfg.NIC == "" {
+	case cfg.NIC == "":
 		return nil, errors.New("agent: NIC is required")
+	case cfg.Controller == "":
+		return nil, errors.New("agent: the controller's address is required")
+	case cfg.ControllerCA == "":
+		return nil, errors.New("agent: the controller's CA file is required (the agent talks to the controller over TLS only)")
+	case cfg.TokenFile == "":
+		return nil, errors.New("agent: the node's token file is required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	f, err := fib.Open(fib.Options{PinDir: cfg.PinDir, MaxFlows: cfg.MaxFlows})
+	if cfg.AdminListen == "" {
+		cfg.AdminListen = DefaultAdminListen
+	}
+	if cfg.MetricsListen == "" {
+		cfg.MetricsListen = DefaultMetricsListen
+	}
+	if cfg.ReconnectBase <= 0 {
+		cfg.ReconnectBase = DefaultReconnectBase
+	}
+	if cfg.ReconnectCap <= 0 {
+		cfg.ReconnectCap = DefaultReconnectCap
+	}
+	conn, err := dial(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, attached: map[string]bool{}}
+	f, err := fib.Open(fib.Options{PinDir: cfg.PinDir, MaxFlows: cfg.MaxFlows})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, conn: conn, attached: map[string]int{},
+		tablesSeen: make(chan struct{}), types: map[string]*typeState{}}
 	decide := cfg.Decide
 	if decide == nil {
 		decide = func(p punt.Packet) punt.Verdict {
@@ -74,92 +182,192 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a.punter = punt.New(f, decide)
+	a.rec, err = reconcile.New(reconcile.Config{
+		Node: cfg.Node, NIC: cfg.NIC, Punt: cfg.Punt,
+		Dataplane: reconcile.FIB(f, a.attach), Resolver: resolve.Netlink{},
+	})
+	if err != nil {
+		a.closeFIB()
+		return nil, err
+	}
+	a.svids, err = svid.NewManager(svid.ManagerConfig{
+		Client: cav1.NewCertificateServiceClient(conn), TTL: cfg.SVIDTTL,
+		OnChange: func(ns, pod string, s *svid.SVID) {
+			a.log.Info("SVID issued", "pod", ns+"/"+pod, "spiffe_id", s.ID.String(), "serial", s.Chain[0].SerialNumber.String(), "not_after", s.NotAfter)
+		},
+	})
+	if err != nil {
+		a.closeFIB()
+		return nil, err
+	}
+	a.xds = xdsclient.New(conn, xdsclient.Config{Node: cfg.Node, Delta: true,
+		Subscriptions: xdsapi.AgentSubscriptions(cfg.Node), Validate: a.validate})
+	a.enrol, err = enrolment.Listen(enrolment.Config{
+		Socket: enrol.SocketPath(cfg.RunDir, cfg.Node), Enrol: a.enrolPod, Forget: a.svids.Remove, Timeout: cfg.EnrolTimeout,
+	})
+	if err != nil {
+		a.closeFIB()
+		return nil, err
+	}
+	a.m = newMetrics(a)
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(a.m.collectors()...)
 	return a, nil
+}
+
+// dial prepares the controller connection: TLS verified against the
+// controller's CA, and the node token on every call, never in clear.
+func dial(cfg Config) (*grpc.ClientConn, error) {
+	pem, err := os.ReadFile(cfg.ControllerCA)
+	if err != nil {
+		return nil, fmt.Errorf("agent: controller CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("agent: controller CA %s: no PEM certificate in it", cfg.ControllerCA)
+	}
+	name := cfg.ControllerServerName
+	if name == "" {
+		host, _, err := net.SplitHostPort(cfg.Controller)
+		if err != nil {
+			return nil, fmt.Errorf("agent: controller address %q: want HOST:PORT (e.g. 10.100.0.254:15012): %w", cfg.Controller, err)
+		}
+		name = host
+	}
+	if _, err := os.Stat(cfg.TokenFile); err != nil {
+		return nil, fmt.Errorf("agent: token file: %w", err)
+	}
+	tc := &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}
+	conn, err := grpc.NewClient(cfg.Controller,
+		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithPerRPCCredentials(svid.Credentials(svid.TokenFromFile(cfg.TokenFile))),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("agent: controller %s: %w", cfg.Controller, err)
+	}
+	return conn, nil
 }
 
 // FIB returns the agent's FIB.
 func (a *Agent) FIB() *fib.FIB { return a.fib }
 
-// Punter returns the agent's punt server.
-func (a *Agent) Punter() *punt.Punter { return a.punter }
+// Reconciler returns the agent's reconciler.
+func (a *Agent) Reconciler() *reconcile.Reconciler { return a.rec }
 
-// Sync reads the cluster state, attaches the FIB to the NIC and to every
-// local pod's veth, and makes the route table match. Routes that cannot
-// be resolved are reported in the returned error (joined) and left to the
-// kernel; the others are installed.
-func (a *Agent) Sync() error {
-	c, err := LoadCluster(a.cfg.ClusterState)
-	if err != nil {
-		return err
-	}
-	intents, err := c.Routes(a.cfg.Node, a.cfg.NIC)
-	if err != nil {
-		return err
-	}
-	devs := []string{a.cfg.NIC}
-	for _, ri := range intents {
-		if ri.Pod != "" {
-			devs = append(devs, ri.Dev)
-		}
-	}
-	var errs []error
-	for _, d := range devs {
-		if err := a.attach(d); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	var routes []fib.Route
-	for _, ri := range intents {
-		rt, err := Resolve(ri)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		rt.NextHop.PuntNew = a.punts(ri.Prefix)
-		routes = append(routes, rt)
-	}
-	if err := a.fib.Routes.Replace(routes); err != nil {
-		errs = append(errs, err)
-	}
-	a.log.Info("routes synced", "node", a.cfg.Node, "routes", len(routes), "interfaces", len(devs), "errors", len(errs))
-	return errors.Join(errs...)
-}
+// XDS returns the agent's xDS client: what it accepted, for the slow
+// path.
+func (a *Agent) XDS() *xdsclient.Client { return a.xds }
 
-func (a *Agent) punts(p netip.Prefix) bool {
-	return slices.ContainsFunc(a.cfg.Punt, func(q netip.Prefix) bool {
-		return q.Bits() <= p.Bits() && q.Contains(p.Addr())
-	})
-}
+// SVIDs returns the agent's SVID manager.
+func (a *Agent) SVIDs() *svid.Manager { return a.svids }
 
+// Enrolment returns the agent's enrolment server.
+func (a *Agent) Enrolment() *enrolment.Server { return a.enrol }
+
+// Registry returns the agent's Prometheus registry.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+// attach attaches the FIB to dev and opens its punt socket: the
+// reconciler's Dataplane.Attach.
 func (a *Agent) attach(dev string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.attached[dev] {
-		return nil
-	}
 	mode, d, err := a.fib.Attach(dev)
 	if err != nil {
 		return err
 	}
-	ifindex, err := ifindexOf(dev)
+	iface, err := net.InterfaceByName(dev)
 	if err != nil {
-		return err
+		return fmt.Errorf("interface %s: %w", dev, err)
 	}
-	if err := a.punter.AddInterface(ifindex); err != nil {
+	if err := a.punter.AddInterface(iface.Index); err != nil {
 		return fmt.Errorf("punt socket on %s: %w", dev, err)
 	}
-	a.attached[dev] = true
-	a.log.Info("XDP FIB attached", "interface", dev, "mode", string(mode),
+	a.mu.Lock()
+	a.attached[dev] = iface.Index
+	a.mu.Unlock()
+	a.log.Info("XDP FIB attached", "interface", dev, "ifindex", iface.Index, "mode", string(mode),
 		"nic_profile", d.Profile.Name, "nic_reason", d.Reason, "bpf_constants", fib.NICFor(d).String())
 	return nil
 }
 
-// Run serves punts until ctx is done. The FIB keeps forwarding after Run
-// returns and after the process exits: its program and maps are pinned.
+// Run serves until ctx is done: the controller connection (reconnecting
+// with backoff), the reconciler's retries, netlink watches, punts, the
+// enrolment socket, the admin API and metrics. The FIB keeps forwarding
+// after Run returns and after the process exits.
 func (a *Agent) Run(ctx context.Context) error {
-	return a.punter.Run(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var servers []*http.Server
+	serve := func(what, addr string, h http.Handler) error {
+		if addr == "-" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		a.log.Info("serving", "what", what, "addr", ln.Addr().String())
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("server failed", "what", what, "err", err)
+				cancel()
+			}
+		}()
+		return nil
+	}
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	if err := serve("admin API", a.cfg.AdminListen, admin.Handler(a)); err != nil {
+		return err
+	}
+	if err := serve("metrics", a.cfg.MetricsListen, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})); err != nil {
+		return err
+	}
+	if err := resolve.Watch(ctx, a.rec.Kick); err != nil {
+		a.log.Warn("no netlink watch: unresolved next hops are retried on a timer only", "err", err)
+	}
+	if err := a.enrol.Restore(ctx); err != nil {
+		a.log.Warn("some enrolled pods were not restored", "err", err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	run("reconciler", a.rec.Run)
+	run("punt", a.punter.Run)
+	run("enrolment", a.enrol.Serve)
+	run("controller", a.runController)
+	<-ctx.Done()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
 }
 
-// Close closes the punt sockets and releases the agent's file
-// descriptors; pinned state stays (and without pins, the FIB goes away).
-func (a *Agent) Close() error { return errors.Join(a.punter.Close(), a.fib.Close()) }
+func (a *Agent) closeFIB() {
+	a.conn.Close()
+	a.fib.Close()
+}
+
+// Close releases the agent's sockets and file descriptors; pinned state
+// stays (and without pins, the FIB goes away).
+func (a *Agent) Close() error {
+	a.svids.Close()
+	return errors.Join(a.punter.Close(), a.conn.Close(), a.fib.Close())
+}

@@ -1,6 +1,8 @@
-// Command fibmesh-agent is the fibmesh node daemon. It loads the XDP FIB
-// on the node's NIC and on every local pod's veth, programs the node's
-// routes, and serves the packets the FIB punts for a decision.
+// Command fibmesh-agent is the fibmesh node daemon, driven by the
+// controller over TLS: it turns the node's flow tables (FDS) into the XDP
+// FIB on the node's NIC and every local pod's veth, obtains the SVIDs of
+// enrolled pods, serves the packets the FIB punts for a decision, and
+// serves its admin API and metrics (package agent).
 package main
 
 import (
@@ -17,30 +19,46 @@ import (
 	"syscall"
 
 	"github.com/fibmesh/fibmesh/agent"
+	"github.com/fibmesh/fibmesh/api/enrol"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
 )
 
-const usage = `fibmesh-agent: the fibmesh node daemon.
+const usage = `fibmesh-agent: the fibmesh node daemon, driven by the controller.
 
-It attaches the XDP FIB to the node's NIC and to the host side of every
-local pod's veth, installs the node's routes (local pods via their veth,
-other nodes' pod CIDRs via those nodes), and answers punted packets: the
-first packet of a flow to a --punt destination goes to the agent, which
-decides, installs a flow entry and re-injects the packet.
+It connects to the controller over TLS (--controller, verified against
+--controller-ca, authenticated with the node token in --token-file),
+subscribes over delta ADS to its node's flow tables (FDS), the trust
+bundle (SDS ROOTCA) and the Envoy resources (CDS/EDS/LDS/RDS), and turns
+the flow tables into the XDP FIB: the FIB is attached to the node's NIC
+and to the host side of every local pod's veth; routes to local pods go
+to their veths, routes to other nodes' pods to those nodes via the NIC
+(next-hop MACs from the kernel's neighbour table), per-port mTLS modes
+into the policy map. Only differences are written. A flow table it
+cannot apply is refused (NACK) and the last good one stays.
+
+Pods are enrolled on the unix socket <run-dir>/<node>/enrol.sock (api/enrol):
+the agent holds the pod's network namespace open and obtains its SVID
+(key generated here, CSR to the controller's CA, renewed at half-life).
 
 The FIB's program, links and maps are pinned in --pin-dir: they keep
-forwarding while the agent is stopped or restarting. Use --cleanup to
-remove them.
+forwarding while the controller is unreachable and while the agent
+restarts; a restarted agent starts from what the maps hold. Use --cleanup
+to remove them.
+
+Endpoints: the admin API on --admin-listen (/config_dump, /pods, /fib,
+/healthz, /readyz: 200 once the first flow table is applied) and
+Prometheus metrics on --metrics-listen (/metrics, fibmesh_agent_*).
+Wait for readiness with /readyz, not by reading the log.
 
 Run it in the node's network namespace. In the lab:
 
-  fibmesh-lab exec node1 -- fibmesh-agent --node node1
+  nsenter --net=/run/netns/fm-node1 fibmesh-agent --node node1 \
+    --controller 10.100.0.254:15012 --controller-ca ca/root-cert.pem --token-file node1.token
 
 (not 'ip netns exec', which remounts /sys and hides /sys/fs/bpf).
 
-Signals: SIGHUP re-reads the cluster state; SIGINT/SIGTERM stop the agent
-(the FIB stays).
+Signals: SIGINT/SIGTERM stop the agent (the FIB stays).
 
 Flags:
 `
@@ -75,10 +93,19 @@ func main() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	node := fs.String("node", "", "this node's name in the cluster state (required)")
-	state := fs.String("cluster-state", "/run/fibmesh/lab/cluster.yaml", "Kubernetes-shaped Node/Pod YAML the routes are computed from")
-	nic := fs.String("nic", "eth0", "the node's fabric interface")
-	pinDir := fs.String("pin-dir", "", "bpffs directory for the FIB (default "+fib.DefaultPinRoot+"/<node>)")
+	var cfg agent.Config
+	fs.StringVar(&cfg.Node, "node", "", "this node's name: the xDS node id and its flow table (required)")
+	fs.StringVar(&cfg.NIC, "nic", "eth0", "the node's fabric interface")
+	fs.StringVar(&cfg.Controller, "controller", "", "the controller's xDS and CA address over TLS, HOST:PORT (port 15012; required)")
+	fs.StringVar(&cfg.ControllerCA, "controller-ca", "", "PEM file of the root(s) the controller's certificate must chain to (required)")
+	fs.StringVar(&cfg.ControllerServerName, "controller-server-name", "", "name the controller's certificate must carry (default: the host of --controller)")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the node's bearer token (a bootstrap token, or a projected ServiceAccount token); re-read for every request (required)")
+	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs directory for the FIB (default "+fib.DefaultPinRoot+"/<node>)")
+	fs.StringVar(&cfg.RunDir, "run-dir", enrol.DefaultRunDir, "directory of the enrolment socket and state: <run-dir>/<node>/enrol.sock")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", agent.DefaultAdminListen, "admin API address (/config_dump, /pods, /fib, /healthz, /readyz); - for none")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", agent.DefaultMetricsListen, "Prometheus metrics address (/metrics); - for none")
+	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", 0, "SVID lifetime to ask the CA for (default: the CA's, 24h); renewed at half of it")
+	fs.DurationVar(&cfg.ReconnectCap, "reconnect-max", agent.DefaultReconnectCap, "longest wait between attempts to reach the controller (exponential backoff from 100ms, full jitter)")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -104,25 +131,29 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(h)
-	if *node == "" {
-		fmt.Fprintln(os.Stderr, "fibmesh-agent: --node is required (the node's name in the cluster state)")
+	if cfg.Node == "" {
+		fmt.Fprintln(os.Stderr, "fibmesh-agent: --node is required (this node's name, as the controller knows it)")
 		os.Exit(2)
 	}
-	if *pinDir == "" {
-		*pinDir = filepath.Join(fib.DefaultPinRoot, *node)
+	if cfg.PinDir == "" {
+		cfg.PinDir = filepath.Join(fib.DefaultPinRoot, cfg.Node)
 	}
 	if *cleanup {
-		if err := fib.Remove(*pinDir); err != nil {
+		if err := fib.Remove(cfg.PinDir); err != nil {
 			log.Error("cleanup failed", "err", err)
 			os.Exit(1)
 		}
-		log.Info("FIB removed", "pin_dir", *pinDir)
+		log.Info("FIB removed", "pin_dir", cfg.PinDir)
 		return
 	}
-	if err := run(log, agent.Config{
-		Node: *node, ClusterState: *state, NIC: *nic, PinDir: *pinDir,
-		Punt: punts, MaxFlows: uint32(*maxFlows), Log: log,
-	}); err != nil {
+	for _, f := range []struct{ name, val string }{{"--controller", cfg.Controller}, {"--controller-ca", cfg.ControllerCA}, {"--token-file", cfg.TokenFile}} {
+		if f.val == "" {
+			fmt.Fprintf(os.Stderr, "fibmesh-agent: %s is required (see --help)\n", f.name)
+			os.Exit(2)
+		}
+	}
+	cfg.Punt, cfg.MaxFlows, cfg.Log = punts, uint32(*maxFlows), log
+	if err := run(log, cfg); err != nil {
 		log.Error("agent failed", "err", err)
 		os.Exit(1)
 	}
@@ -134,22 +165,11 @@ func run(log *slog.Logger, cfg agent.Config) error {
 		return err
 	}
 	defer a.Close()
-	if err := a.Sync(); err != nil {
-		log.Warn("sync incomplete", "err", err)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for range hup {
-			if err := a.Sync(); err != nil {
-				log.Warn("sync incomplete", "err", err)
-			}
-		}
-	}()
 	logKTLS(log)
-	log.Info("ready", "node", cfg.Node, "pin_dir", cfg.PinDir)
+	log.Info("started; ready once the first flow table is applied (GET /readyz)", "node", cfg.Node, "pin_dir", cfg.PinDir,
+		"controller", cfg.Controller, "admin", cfg.AdminListen, "metrics", cfg.MetricsListen)
 	err = a.Run(ctx)
 	log.Info("stopping; the XDP FIB stays attached and keeps forwarding", "pin_dir", cfg.PinDir)
 	return err

@@ -23,11 +23,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/fibmesh/fibmesh/agent"
+	"github.com/fibmesh/fibmesh/agent/reconcile"
+	"github.com/fibmesh/fibmesh/agent/resolve"
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
+	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/internal/quantile"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/perf/xdpgen"
@@ -118,7 +121,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 	defer l.Down()
 
-	b := &bench{o: o, lab: l, state: filepath.Join(stateDir, "cluster.yaml")}
+	b := &bench{o: o, lab: l}
 	if err := b.setup(); err != nil {
 		return Report{}, err
 	}
@@ -159,7 +162,6 @@ func median(ss []Sample, mode string) float64 {
 type bench struct {
 	o     Options
 	lab   *lab.Lab
-	state string
 	gen   *xdpgen.Generator
 	sink  *sinkProg
 	nodes []*lab.Node
@@ -211,41 +213,73 @@ func (b *bench) close() {
 	}
 }
 
-// startFIB loads the FIB on both nodes, as the agent does, without pins:
-// closing the agents detaches it.
-func (b *bench) startFIB() ([]*agent.Agent, error) {
-	var agents []*agent.Agent
+// startFIB loads the FIB on both nodes and programs it as the agent does
+// (agent/reconcile from the nodes' flow tables, next hops resolved with
+// netlink), without pins and without a controller: closing the FIBs
+// detaches them.
+func (b *bench) startFIB() ([]*fib.FIB, error) {
+	var fibs []*fib.FIB
 	for _, n := range b.nodes {
 		err := lab.InNetns(n.Netns, func() error {
-			a, err := agent.New(agent.Config{Node: n.Name, ClusterState: b.state, NIC: n.NIC, MaxFlows: 1024})
+			f, err := fib.Open(fib.Options{MaxFlows: 1024})
 			if err != nil {
 				return err
 			}
-			agents = append(agents, a)
-			return a.Sync()
+			fibs = append(fibs, f)
+			attach := func(dev string) error { _, _, err := f.Attach(dev); return err }
+			rec, err := reconcile.New(reconcile.Config{Node: n.Name, NIC: n.NIC, Dataplane: reconcile.FIB(f, attach), Resolver: resolve.Netlink{}})
+			if err != nil {
+				return err
+			}
+			if err := rec.Apply(Tables(b.lab, n.Name)); err != nil {
+				return err
+			}
+			if p := rec.Status().Pending; len(p) > 0 {
+				return fmt.Errorf("not programmed: %v", p)
+			}
+			return nil
 		})
 		if err != nil {
-			stopFIB(agents)
+			stopFIB(fibs)
 			return nil, fmt.Errorf("FIB on %s: %w", n.Name, err)
 		}
 	}
-	return agents, nil
+	return fibs, nil
 }
 
-func stopFIB(agents []*agent.Agent) {
-	for _, a := range agents {
-		a.Close()
+func stopFIB(fibs []*fib.FIB) {
+	for _, f := range fibs {
+		f.Close()
 	}
+}
+
+// Tables returns the flow tables the controller would serve node of a
+// numbered lab (by xDS resource name): the mesh table routes each node's
+// pod CIDR and each pod's /32 via the node's IP; the node's own table
+// lists its pods.
+func Tables(l *lab.Lab, node string) map[string]*fibv1.FlowTable {
+	mesh := &fibv1.FlowTable{Version: "lab"}
+	own := &fibv1.FlowTable{Node: node, Version: "lab"}
+	for _, n := range l.Nodes {
+		mesh.Routes = append(mesh.Routes, &fibv1.Route{Prefix: n.PodCIDR.String(), NextHop: n.IP.String(), Node: n.Name})
+		for _, p := range n.Pods {
+			mesh.Routes = append(mesh.Routes, &fibv1.Route{Prefix: p.IP.String() + "/32", NextHop: n.IP.String(), Node: n.Name})
+			if n.Name == node {
+				own.LocalPods = append(own.LocalPods, &fibv1.LocalPod{Namespace: p.Namespace, Name: p.Name, Ip: p.IP.String()})
+			}
+		}
+	}
+	return map[string]*fibv1.FlowTable{xdsapi.MeshTable: mesh, node: own}
 }
 
 func (b *bench) round(ctx context.Context, mode string) (Sample, error) {
 	s := Sample{Mode: mode}
 	if mode == "xdp" {
-		agents, err := b.startFIB()
+		fibs, err := b.startFIB()
 		if err != nil {
 			return s, err
 		}
-		defer stopFIB(agents)
+		defer stopFIB(fibs)
 	}
 	gctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -1,0 +1,200 @@
+// Package admin is the agent's admin API, served on 127.0.0.1:15000 in
+// the node's network namespace (fibctl config dump and fibctl certs read
+// it):
+//
+//	GET /config_dump[?type=FDS]  what the agent accepted from the controller, per xDS type (Envoy-style)
+//	GET /pods                    enrolled pods: netns, identity, SVID serial and expiry
+//	GET /fib                     the FIB: routes, policies, attached interfaces, pending, counters
+//	GET /healthz                 200 while the process serves
+//	GET /readyz                  200 once the first flow table is applied, 503 with the reason before
+//
+// The response types are exported: they are the API's schema, and
+// fibctl decodes them.
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// ConfigDump is /config_dump: one entry per subscribed xDS type.
+type ConfigDump struct {
+	Configs []TypeConfig `json:"configs"`
+}
+
+// TypeConfig is what the agent holds of one xDS type.
+type TypeConfig struct {
+	// Type is the short name (CDS, EDS, LDS, RDS, SDS, FDS) and TypeURL
+	// the xDS type URL.
+	Type    string `json:"type"`
+	TypeURL string `json:"type_url"`
+	// VersionInfo is the last version accepted ("" before the first);
+	// LastUpdated when it was.
+	VersionInfo string     `json:"version_info"`
+	LastUpdated *time.Time `json:"last_updated,omitempty"`
+	// Resources in force, sorted by name.
+	Resources []Resource `json:"resources"`
+	// ErrorState is the last refused version of this type, if it was
+	// refused after the last accepted one (the last good config stays).
+	ErrorState *UpdateFailure `json:"error_state,omitempty"`
+}
+
+// Resource is one xDS resource in force.
+type Resource struct {
+	Name string `json:"name"`
+	// Resource is the message as protojson, with its "@type".
+	Resource json.RawMessage `json:"resource"`
+}
+
+// UpdateFailure is a NACKed response.
+type UpdateFailure struct {
+	VersionInfo string    `json:"version_info"`
+	Details     string    `json:"details"`
+	At          time.Time `json:"last_update_attempt"`
+}
+
+// PodInfo is one enrolled pod (/pods).
+type PodInfo struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	IP        string    `json:"ip,omitempty"`
+	Netns     string    `json:"netns"`
+	Enrolled  time.Time `json:"enrolled"`
+	// Identity is the pod's SPIFFE ID; SVID its certificate, nil before
+	// the first was issued.
+	Identity string    `json:"identity,omitempty"`
+	SVID     *SVIDInfo `json:"svid,omitempty"`
+	// Error is why the pod has no (fresh) SVID, when that is the case.
+	Error string `json:"error,omitempty"`
+}
+
+// SVIDInfo describes a certificate.
+type SVIDInfo struct {
+	SpiffeID  string    `json:"spiffeID"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	IssuedAt  time.Time `json:"issuedAt"`
+}
+
+// FIB is /fib: the node's FIB as the agent keeps it.
+type FIB struct {
+	// Versions of the flow tables applied, by table name.
+	Versions map[string]string `json:"versions"`
+	Routes   []Route           `json:"routes"`
+	Policies []Policy          `json:"policies"`
+	// Attached maps each interface the FIB is attached to by this agent
+	// to its ifindex.
+	Attached map[string]int `json:"attached"`
+	// Pending maps what is not programmed yet to why (it is retried).
+	Pending map[string]string `json:"pending,omitempty"`
+	// Flows is the number of flow entries in use.
+	Flows int `json:"flows"`
+	// Counters are the data path's counters by reason, summed over CPUs.
+	Counters map[string]Counter `json:"counters"`
+	// Writes counts the map entries written since the agent started.
+	Writes Writes `json:"writes"`
+}
+
+// Route is one FIB route.
+type Route struct {
+	Prefix  string `json:"prefix"`
+	Ifindex int    `json:"ifindex"`
+	SrcMAC  string `json:"srcMAC"`
+	DstMAC  string `json:"dstMAC"`
+	PuntNew bool   `json:"puntNew,omitempty"`
+}
+
+// Policy is one port's mTLS mode.
+type Policy struct {
+	Addr  string `json:"addr"`
+	Port  uint16 `json:"port"`
+	Proto string `json:"proto"`
+	Mode  string `json:"mode"`
+}
+
+// Counter is a packet and byte count.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Writes counts map writes by map and kind.
+type Writes struct {
+	RoutePuts     uint64 `json:"routePuts"`
+	RouteDeletes  uint64 `json:"routeDeletes"`
+	PolicyPuts    uint64 `json:"policyPuts"`
+	PolicyDeletes uint64 `json:"policyDeletes"`
+}
+
+// Source is what the admin API shows: the agent.
+type Source interface {
+	ConfigDump() ConfigDump
+	Pods() []PodInfo
+	FIBSummary() (FIB, error)
+	// Ready says whether the agent is ready, and if not, why.
+	Ready() (bool, string)
+}
+
+// Handler serves the admin API of src.
+func Handler(src Source) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
+		d := src.ConfigDump()
+		if t := r.URL.Query().Get("type"); t != "" {
+			var kept []TypeConfig
+			for _, c := range d.Configs {
+				if strings.EqualFold(c.Type, t) || c.TypeURL == t {
+					kept = append(kept, c)
+				}
+			}
+			if kept == nil {
+				var names []string
+				for _, c := range d.Configs {
+					names = append(names, c.Type)
+				}
+				http.Error(w, fmt.Sprintf("type %q: not subscribed: want one of %s or a type URL", t, strings.Join(names, ", ")), http.StatusNotFound)
+				return
+			}
+			d.Configs = kept
+		}
+		writeJSON(w, d)
+	})
+	mux.HandleFunc("GET /pods", func(w http.ResponseWriter, r *http.Request) {
+		p := src.Pods()
+		if p == nil {
+			p = []PodInfo{}
+		}
+		writeJSON(w, p)
+	})
+	mux.HandleFunc("GET /fib", func(w http.ResponseWriter, r *http.Request) {
+		f, err := src.FIBSummary()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, f)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := src.Ready()
+		if !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	_ = e.Encode(v)
+}

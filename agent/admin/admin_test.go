@@ -1,0 +1,81 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+type fakeSource struct {
+	ready  bool
+	why    string
+	fibErr error
+}
+
+func (f *fakeSource) ConfigDump() ConfigDump {
+	return ConfigDump{Configs: []TypeConfig{
+		{Type: "CDS", TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", VersionInfo: "cds-3"},
+		{Type: "FDS", TypeURL: "type.googleapis.com/fibmesh.fib.v1.FlowTable", VersionInfo: "fds-7",
+			Resources:  []Resource{{Name: "mesh", Resource: json.RawMessage(`{"@type":"type.googleapis.com/fibmesh.fib.v1.FlowTable"}`)}},
+			ErrorState: &UpdateFailure{VersionInfo: "fds-8", Details: `flow table "mesh": routes[0].prefix "x"`}},
+	}}
+}
+func (f *fakeSource) Pods() []PodInfo { return nil }
+func (f *fakeSource) FIBSummary() (FIB, error) {
+	return FIB{Routes: []Route{{Prefix: "10.200.2.0/24", Ifindex: 2}}}, f.fibErr
+}
+func (f *fakeSource) Ready() (bool, string) { return f.ready, f.why }
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(b)
+}
+
+func TestHandler(t *testing.T) {
+	src := &fakeSource{why: "no flow table from the controller yet (controller 10.100.0.254:15012: connecting)"}
+	h := Handler(src)
+	for _, tt := range []struct {
+		path     string
+		code     int
+		contains string
+	}{
+		{"/healthz", 200, "ok"},
+		{"/readyz", 503, "not ready: no flow table from the controller yet"},
+		{"/config_dump", 200, `"version_info": "cds-3"`},
+		{"/config_dump?type=fds", 200, `"details": "flow table \"mesh\": routes[0].prefix \"x\""`},
+		{"/config_dump?type=XDS", 404, `type "XDS": not subscribed: want one of CDS, FDS`},
+		{"/pods", 200, "[]"},
+		{"/fib", 200, `"prefix": "10.200.2.0/24"`},
+		{"/nope", 404, ""},
+	} {
+		code, body := get(t, h, tt.path)
+		if code != tt.code || !strings.Contains(body, tt.contains) {
+			t.Errorf("GET %s: %d %q, want %d containing %q", tt.path, code, body, tt.code, tt.contains)
+		}
+	}
+	_, body := get(t, h, "/config_dump?type=FDS")
+	var d ConfigDump
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{d.Configs[0].Type}; !cmp.Equal(got, []string{"FDS"}) || len(d.Configs) != 1 {
+		t.Errorf("filtered dump: %+v", d)
+	}
+	src.ready = true
+	if code, _ := get(t, h, "/readyz"); code != 200 {
+		t.Errorf("/readyz when ready: %d", code)
+	}
+	src.fibErr = errors.New("read routes: boom")
+	if code, body := get(t, h, "/fib"); code != 500 || !strings.Contains(body, "boom") {
+		t.Errorf("/fib error: %d %q", code, body)
+	}
+}

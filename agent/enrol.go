@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fibmesh/fibmesh/agent/enrolment"
+)
+
+// enrolPod is the enrolment server's Enrol: it waits until the pod is in
+// the node's flow table, starts its SVID rotation and waits for the
+// first SVID.
+func (a *Agent) enrolPod(ctx context.Context, namespace, name string) (enrolment.Result, error) {
+	key := namespace + "/" + name
+	for {
+		a.mu.Lock()
+		seen := a.tablesSeen
+		ready := a.ready
+		a.mu.Unlock()
+		if ready {
+			if _, ok := a.rec.Desired().Pods[key]; ok {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if !ready {
+				return enrolment.Result{}, fmt.Errorf("no flow table from the controller yet (%s): try again once the agent is ready (/readyz)", a.connSummary())
+			}
+			return enrolment.Result{}, fmt.Errorf("not in node %s's flow table: the controller does not place it on this node (check the pod's nodeName and status.podIP)", a.cfg.Node)
+		case <-seen:
+		}
+	}
+	if err := a.svids.Ensure(namespace, name); err != nil {
+		return enrolment.Result{}, err
+	}
+	s, err := a.svids.Wait(ctx, namespace, name)
+	if err != nil {
+		if !a.enrol.Enrolled(namespace, name) { // a re-enrolment keeps rotating
+			a.svids.Remove(namespace, name)
+		}
+		return enrolment.Result{}, fmt.Errorf("no SVID: %w", err)
+	}
+	a.log.Info("pod enrolled", "pod", key, "spiffe_id", s.ID.String(), "svid_not_after", s.NotAfter)
+	return enrolment.Result{Identity: s.ID.String(), Expiry: s.NotAfter}, nil
+}
+
+func (a *Agent) connSummary() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := "controller " + a.cfg.Controller + ": " + a.conn_.state
+	if a.conn_.err != "" {
+		s += " (" + a.conn_.err + ")"
+	}
+	return s
+}

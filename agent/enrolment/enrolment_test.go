@@ -1,0 +1,159 @@
+package enrolment
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/fibmesh/fibmesh/api/enrol"
+)
+
+// fakeAgent enrols the pods in known, as the agent would once they are in
+// its flow table with an SVID.
+type fakeAgent struct {
+	mu     sync.Mutex
+	known  map[string]bool
+	forgot []string
+	calls  int
+}
+
+func (a *fakeAgent) enrol(ctx context.Context, ns, name string) (Result, error) {
+	a.mu.Lock()
+	a.calls++
+	ok := a.known[ns+"/"+name]
+	a.mu.Unlock()
+	if !ok {
+		<-ctx.Done()
+		return Result{}, errors.New("not in node1's flow table: is it scheduled on this node?")
+	}
+	return Result{Identity: "spiffe://cluster.local/ns/" + ns + "/sa/default", Expiry: time.Unix(2000000000, 0)}, nil
+}
+
+func (a *fakeAgent) forget(ns, name string) {
+	a.mu.Lock()
+	a.forgot = append(a.forgot, ns+"/"+name)
+	a.mu.Unlock()
+}
+
+func serve(t *testing.T, dir string, a *fakeAgent) (*Server, func()) {
+	t.Helper()
+	s, err := Listen(Config{Socket: enrol.SocketPath(dir, "node1"), Enrol: a.enrol, Forget: a.forget, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	return s, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+}
+
+func TestEnrolmentSocket(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	sock := enrol.SocketPath(dir, "node1")
+	// A stale socket file from a dead agent is replaced.
+	os.MkdirAll(filepath.Dir(sock), 0o700)
+	os.WriteFile(sock, nil, 0o644)
+	a := &fakeAgent{known: map[string]bool{"default/a": true}}
+	s, stop := serve(t, dir, a)
+	defer stop()
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %s: %v %v, want a socket with mode 0600", sock, fi.Mode(), err)
+	}
+	ctx := context.Background()
+	netnsFile := filepath.Join(t.TempDir(), "not-a-netns")
+	os.WriteFile(netnsFile, nil, 0o600)
+
+	for _, tt := range []struct {
+		name    string
+		req     enrol.Request
+		wantErr string
+	}{
+		{"enrolled", enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: "/proc/self/ns/net"}, ""},
+		{"netns missing", enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: "/run/netns/does-not-exist"}, "no such file"},
+		{"netns relative", enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: "fm-node1-pod1"}, "want an absolute path"},
+		{"netns not a namespace", enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: netnsFile}, "is not a namespace"},
+		{"not a network namespace", enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: "/proc/self/ns/uts"}, "is not a network namespace"},
+		{"not scheduled here", enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "b", Netns: "/proc/self/ns/net"}, "not in node1's flow table"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := enrol.Call(ctx, sock, tt.req)
+			if tt.wantErr == "" {
+				if err != nil || resp.Identity != "spiffe://cluster.local/ns/default/sa/default" || resp.SVIDExpiry.IsZero() {
+					t.Fatalf("Call: %+v, %v", resp, err)
+				}
+				return
+			}
+			if !errors.Is(err, enrol.ErrRefused) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Call: %v, want a refusal saying %q", err, tt.wantErr)
+			}
+		})
+	}
+	if !s.Enrolled("default", "a") || s.Enrolled("default", "b") || s.Netns("default", "a") == nil {
+		t.Errorf("enrolled: %+v", s.Pods())
+	}
+	// The state file names the pod and its netns.
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(sock), StateFileName))
+	if err != nil || !strings.Contains(string(b), `"netns": "/proc/self/ns/net"`) {
+		t.Errorf("state file: %s, %v", b, err)
+	}
+	if _, err := enrol.Call(ctx, sock, enrol.Request{Op: enrol.OpRemove, Namespace: "default", Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Enrolled("default", "a") || len(a.forgot) != 1 {
+		t.Errorf("after remove: pods %+v, forgot %v", s.Pods(), a.forgot)
+	}
+}
+
+func TestRestore(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	a := &fakeAgent{known: map[string]bool{"default/a": true}}
+	_, stop := serve(t, dir, a)
+	sock := enrol.SocketPath(dir, "node1")
+	if _, err := enrol.Call(context.Background(), sock, enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: "/proc/self/ns/net"}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	// A state file also naming a pod whose netns is gone.
+	state := filepath.Join(filepath.Dir(sock), StateFileName)
+	b, _ := os.ReadFile(state)
+	b = []byte(strings.Replace(string(b), `"pods": [`, `"pods": [{"namespace": "default", "name": "gone", "netns": "/run/netns/fm-gone-xyz"},`, 1))
+	os.WriteFile(state, b, 0o600)
+
+	s, stop2 := serve(t, dir, a)
+	defer stop2()
+	err := s.Restore(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "pod default/gone") {
+		t.Errorf("Restore: %v, want the gone pod reported", err)
+	}
+	if !s.Enrolled("default", "a") || s.Enrolled("default", "gone") {
+		t.Errorf("restored %+v", s.Pods())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		n := a.calls
+		a.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("restored pod not enrolled again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-xds bench-ktls bench-splice clean deps deps-bpf deps-proto fmt vet help vmtest
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-fds bench-xds bench-ktls bench-splice clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -72,6 +72,10 @@ demo-down: ## stop the demo's agents and remove the lab
 bench-fib: deps build ## cross-node 64-byte UDP packet rate: XDP FIB vs kernel forwarding
 	@hack/bpffs.sh
 	$(GO) run ./perf/cmd/bench-fib --bin $(BIN)
+
+bench-fds: deps build ## FDS propagation in the lab: a Pod written to the manifest dir -> its route in the remote node's XDP FIB, p50/p99 over 50 rounds
+	@hack/bpffs.sh
+	$(GO) run ./perf/cmd/bench-fds --bin $(BIN) $(BENCH_FDS_FLAGS)
 
 bench-xds: ## one VirtualService edit reaching 1,000 simulated agents (1,000 services, 10,000 pods): convergence p50/p99, bytes, RSS
 	$(GO) build -o $(BIN)/bench-xds ./perf/cmd/bench-xds

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -59,10 +61,19 @@ func cleanup(prefix, stateDir string) error {
 	if err != nil {
 		return fmt.Errorf("list network namespaces: %w", err)
 	}
+	var ours []string
 	for _, ns := range parseNetnsList(out) {
-		if !strings.HasPrefix(ns, prefix) {
-			continue
+		if strings.HasPrefix(ns, prefix) {
+			ours = append(ours, ns)
 		}
+	}
+	// Processes still in the namespaces (containers, agents, the
+	// controller of a lab whose daemon is gone) would keep them alive
+	// after their names are deleted.
+	if err := killNetnsProcs(ctx, ours); err != nil {
+		errs = append(errs, err)
+	}
+	for _, ns := range ours {
 		if err := ip(ctx, "netns", "del", ns); err != nil && NetnsExists(ns) {
 			errs = append(errs, err)
 		}
@@ -94,6 +105,53 @@ func cleanup(prefix, stateDir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// procsGrace is how long killNetnsProcs waits after SIGTERM before
+// SIGKILL.
+const procsGrace = 5 * time.Second
+
+// killNetnsProcs stops every process whose network namespace is one of
+// the named ones ("ip netns pids"): SIGTERM, then SIGKILL for those
+// still there after procsGrace.
+func killNetnsProcs(ctx context.Context, names []string) error {
+	var pids []int
+	for _, ns := range names {
+		out, err := run(ctx, "ip", "netns", "pids", ns)
+		if err != nil {
+			continue // gone already
+		}
+		for _, f := range strings.Fields(out) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(procsGrace)
+	for _, pid := range pids {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // polling a pid that is not our child: no wait(2) for it
+		}
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return nil
+}
+
+// alive says whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	return i >= 0 && len(f) > 0 && f[0] != "Z"
 }
 
 // parseNetnsList returns the names in "ip netns list" output, whose lines

@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"strings"
 )
 
 // Fixed names and addresses of the topology.
@@ -51,10 +52,13 @@ const (
 // ErrNotFound is wrapped by the errors of the Lab lookup methods.
 var ErrNotFound = errors.New("not found in lab")
 
-// Lab is a cluster built by Up or read back by Load.
+// Lab is a cluster built by Up or UpNodes, or read back by Load.
 type Lab struct {
 	// Config is the configuration the lab was built with, defaults applied.
 	Config Config
+	// Manifests is the directory of manifests the lab runs (fibmesh-lab up
+	// -f DIR), empty for the numbered layout.
+	Manifests string
 	// FabricNetns is the namespace holding the bridge that joins the nodes.
 	FabricNetns string
 	// Nodes are the nodes in index order (node1 first).
@@ -64,10 +68,11 @@ type Lab struct {
 // Node is one node of the lab: a network namespace with a NIC on the fabric
 // and one veth per pod.
 type Node struct {
-	Name    string           // "node<i>"
+	Name    string           // "node<i>", or the name of a kind: Node
+	Index   int              // i: names the fabric port n<i> and the MAC
 	Netns   string           // Prefix + "node<i>"
 	NIC     string           // fabric-facing interface in Netns, "eth0"
-	IP      netip.Addr       // 10.100.0.<i>, on NIC with a /24
+	IP      netip.Addr       // 10.100.0.<i> (or the Node's InternalIP), on NIC with a /24
 	MAC     net.HardwareAddr // MAC of NIC, 02:66:6d:00:<i>:00
 	PodCIDR netip.Prefix     // 10.200.<i>.0/24
 	Pods    []*Pod           // the node's pods in index order
@@ -76,15 +81,16 @@ type Node struct {
 // Pod is one pod of the lab: a network namespace with one interface whose
 // veth peer sits in the node's namespace.
 type Pod struct {
-	Name      string           // "node<i>-pod<j>"
-	Namespace string           // Kubernetes namespace, "default"
-	Node      string           // name of the node the pod runs on
-	Netns     string           // Prefix + Name
-	HostVeth  string           // host side of the pod's veth, in the node's Netns: "p<j>"
-	IfName    string           // interface inside the pod, "eth0"
-	IP        netip.Addr       // 10.200.<i>.<10+j>, on IfName with a /32
-	MAC       net.HardwareAddr // MAC of IfName, 02:66:6d:<i>:<j>:02
-	HostMAC   net.HardwareAddr // MAC of HostVeth, 02:66:6d:<i>:<j>:01
+	Name      string            // "node<i>-pod<j>", or the manifest's pod name
+	Namespace string            // Kubernetes namespace, "default" in the numbered layout
+	Labels    map[string]string // app=<Name> in the numbered layout
+	Node      string            // name of the node the pod runs on
+	Netns     string            // Prefix + Name
+	HostVeth  string            // host side of the pod's veth, in the node's Netns: "p<j>"
+	IfName    string            // interface inside the pod, "eth0"
+	IP        netip.Addr        // 10.200.<i>.<10+j>, on IfName with a /32
+	MAC       net.HardwareAddr  // MAC of IfName, 02:66:6d:<i>:<j>:02
+	HostMAC   net.HardwareAddr  // MAC of HostVeth, 02:66:6d:<i>:<j>:01
 }
 
 // plan computes the lab that cfg describes without touching the system.
@@ -93,6 +99,7 @@ func plan(cfg Config) *Lab {
 	l := &Lab{Config: cfg, FabricNetns: cfg.Prefix + "fabric"}
 	for i := 1; i <= cfg.Nodes; i++ {
 		n := &Node{
+			Index:   i,
 			Name:    fmt.Sprintf("node%d", i),
 			Netns:   fmt.Sprintf("%snode%d", cfg.Prefix, i),
 			NIC:     NodeNIC,
@@ -105,6 +112,7 @@ func plan(cfg Config) *Lab {
 			n.Pods = append(n.Pods, &Pod{
 				Name:      name,
 				Namespace: PodNamespace,
+				Labels:    map[string]string{"app": name},
 				Node:      n.Name,
 				Netns:     cfg.Prefix + name,
 				HostVeth:  fmt.Sprintf("p%d", j),
@@ -130,17 +138,38 @@ func (l *Lab) Node(name string) (*Node, error) {
 	return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
 }
 
-// Pod returns the pod with the given name ("node1-pod2"). The error wraps
-// ErrNotFound if there is none.
-func (l *Lab) Pod(name string) (*Pod, error) {
+// ErrAmbiguous is wrapped by the error of Pod when a bare name matches
+// pods in several Kubernetes namespaces.
+var ErrAmbiguous = errors.New("ambiguous")
+
+// Pod returns the pod that ref names: "NAMESPACE/NAME", or "NAME" when
+// exactly one pod has that name ("node1-pod2" in the numbered layout).
+// The error wraps ErrNotFound if there is none and ErrAmbiguous if a bare
+// name is in several namespaces (it lists them).
+func (l *Lab) Pod(ref string) (*Pod, error) {
+	ns, name, qualified := strings.Cut(ref, "/")
+	if !qualified {
+		ns, name = "", ref
+	}
+	var found []*Pod
 	for _, n := range l.Nodes {
 		for _, p := range n.Pods {
-			if p.Name == name {
-				return p, nil
+			if p.Name == name && (!qualified || p.Namespace == ns) {
+				found = append(found, p)
 			}
 		}
 	}
-	return nil, fmt.Errorf("pod %q: %w", name, ErrNotFound)
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, fmt.Errorf("pod %q: %w", ref, ErrNotFound)
+	}
+	var refs []string
+	for _, p := range found {
+		refs = append(refs, p.Namespace+"/"+p.Name)
+	}
+	return nil, fmt.Errorf("pod %q: %w: it is %s; write NAMESPACE/NAME", ref, ErrAmbiguous, strings.Join(refs, " and "))
 }
 
 // Pods returns every pod of the lab, node by node, in index order.
@@ -153,7 +182,7 @@ func (l *Lab) Pods() []*Pod {
 }
 
 // Netns returns the network namespace of the node or pod with the given
-// name, or of the fabric for "fabric". The error wraps ErrNotFound if no
+// name (a pod as Pod takes it), or of the fabric for "fabric". The error wraps ErrNotFound if no
 // such name exists.
 func (l *Lab) Netns(name string) (string, error) {
 	if name == "fabric" {
@@ -162,8 +191,12 @@ func (l *Lab) Netns(name string) (string, error) {
 	if n, err := l.Node(name); err == nil {
 		return n.Netns, nil
 	}
-	if p, err := l.Pod(name); err == nil {
+	p, err := l.Pod(name)
+	if err == nil {
 		return p.Netns, nil
+	}
+	if errors.Is(err, ErrAmbiguous) {
+		return "", err
 	}
 	return "", fmt.Errorf("no node, pod or fabric named %q: %w", name, ErrNotFound)
 }

@@ -20,6 +20,7 @@ const (
 	AnnotationNICMAC      = "fibmesh.io/nic-mac"         // Node: MAC of that interface
 	AnnotationLabPrefix   = "fibmesh.io/lab-prefix"      // Node: Config.Prefix of the lab
 	AnnotationLabFabric   = "fibmesh.io/lab-fabric"      // Node: the fabric namespace
+	AnnotationManifests   = "fibmesh.io/lab-manifests"   // Node: the directory a manifest lab runs
 	AnnotationHostVeth    = "fibmesh.io/host-veth"       // Pod: host side of the veth, in the node
 	AnnotationHostVethMAC = "fibmesh.io/host-veth-mac"   // Pod: MAC of the host side
 	AnnotationMAC         = "fibmesh.io/mac"             // Pod: MAC of the pod's interface
@@ -98,6 +99,11 @@ type podIP struct {
 // StatePath returns the path of the lab's state file.
 func (l *Lab) StatePath() string { return filepath.Join(l.Config.StateDir, StateFile) }
 
+// WriteState writes l as cluster.yaml in its state directory, atomically:
+// Up does, and the lab's kubelet does whenever the pods of a manifest lab
+// change, so that Load (exec, status) sees them.
+func WriteState(l *Lab) error { return writeState(l) }
+
 // writeState writes l as cluster.yaml in its state directory, atomically.
 func writeState(l *Lab) error {
 	data, err := marshalState(l)
@@ -129,6 +135,35 @@ func writeState(l *Lab) error {
 	return nil
 }
 
+// NodeAnnotations returns the fibmesh.io annotations that describe n in
+// the lab l: its network namespace, NIC and MAC, the lab's prefix and
+// fabric namespace, and (manifest labs) the directory it runs.
+func NodeAnnotations(l *Lab, n *Node) map[string]string {
+	a := map[string]string{
+		AnnotationNetns:     n.Netns,
+		AnnotationNIC:       n.NIC,
+		AnnotationNICMAC:    n.MAC.String(),
+		AnnotationLabPrefix: l.Config.Prefix,
+		AnnotationLabFabric: l.FabricNetns,
+	}
+	if l.Manifests != "" {
+		a[AnnotationManifests] = l.Manifests
+	}
+	return a
+}
+
+// PodAnnotations returns the fibmesh.io annotations that describe p: its
+// network namespace, interface and MAC, and the host side of its veth.
+func PodAnnotations(p *Pod) map[string]string {
+	return map[string]string{
+		AnnotationNetns:       p.Netns,
+		AnnotationHostVeth:    p.HostVeth,
+		AnnotationHostVethMAC: p.HostMAC.String(),
+		AnnotationMAC:         p.MAC.String(),
+		AnnotationIfName:      p.IfName,
+	}
+}
+
 // marshalState renders l as multi-document YAML: every Node, then every Pod.
 func marshalState(l *Lab) ([]byte, error) {
 	var docs []any
@@ -136,15 +171,9 @@ func marshalState(l *Lab) ([]byte, error) {
 		docs = append(docs, k8sNode{
 			typeMeta: typeMeta{APIVersion: "v1", Kind: "Node"},
 			Metadata: objectMeta{
-				Name:   n.Name,
-				Labels: map[string]string{LabelHostname: n.Name},
-				Annotations: map[string]string{
-					AnnotationNetns:     n.Netns,
-					AnnotationNIC:       n.NIC,
-					AnnotationNICMAC:    n.MAC.String(),
-					AnnotationLabPrefix: l.Config.Prefix,
-					AnnotationLabFabric: l.FabricNetns,
-				},
+				Name:        n.Name,
+				Labels:      map[string]string{LabelHostname: n.Name},
+				Annotations: NodeAnnotations(l, n),
 			},
 			Spec:   nodeSpec{PodCIDR: n.PodCIDR.String(), PodCIDRs: []string{n.PodCIDR.String()}},
 			Status: nodeStatus{Addresses: []nodeAddress{{Type: "InternalIP", Address: n.IP.String()}}},
@@ -154,16 +183,10 @@ func marshalState(l *Lab) ([]byte, error) {
 		docs = append(docs, k8sPod{
 			typeMeta: typeMeta{APIVersion: "v1", Kind: "Pod"},
 			Metadata: objectMeta{
-				Name:      p.Name,
-				Namespace: p.Namespace,
-				Labels:    map[string]string{"app": p.Name},
-				Annotations: map[string]string{
-					AnnotationNetns:       p.Netns,
-					AnnotationHostVeth:    p.HostVeth,
-					AnnotationHostVethMAC: p.HostMAC.String(),
-					AnnotationMAC:         p.MAC.String(),
-					AnnotationIfName:      p.IfName,
-				},
+				Name:        p.Name,
+				Namespace:   p.Namespace,
+				Labels:      p.Labels,
+				Annotations: PodAnnotations(p),
 			},
 			Spec: podSpec{NodeName: p.Node, Containers: []container{{Name: "app", Image: placeholderImage}}},
 			Status: podStatus{
@@ -265,6 +288,10 @@ func parseState(data []byte, stateDir string) (*Lab, error) {
 		return nil, errors.New("no Node objects")
 	}
 	l.Config.Nodes = len(l.Nodes)
+	if l.Manifests != "" {
+		// A manifest lab runs whatever pods its manifests say.
+		return l, nil
+	}
 	l.Config.PodsPerNode = len(l.Nodes[0].Pods)
 	for _, n := range l.Nodes {
 		if len(n.Pods) != l.Config.PodsPerNode {
@@ -292,15 +319,16 @@ func (l *Lab) addNode(kn *k8sNode) error {
 		return fmt.Errorf("annotation %s must be set", AnnotationLabFabric)
 	}
 	if len(l.Nodes) == 0 {
-		l.Config.Prefix, l.FabricNetns = prefix, fabric
+		l.Config.Prefix, l.FabricNetns, l.Manifests = prefix, fabric, a[AnnotationManifests]
 	} else if prefix != l.Config.Prefix || fabric != l.FabricNetns {
 		return fmt.Errorf("annotations %s=%q %s=%q differ from the first node's %q %q",
 			AnnotationLabPrefix, prefix, AnnotationLabFabric, fabric, l.Config.Prefix, l.FabricNetns)
 	}
 	var err error
-	if n.MAC, err = net.ParseMAC(a[AnnotationNICMAC]); err != nil {
-		return fmt.Errorf("annotation %s: %w", AnnotationNICMAC, err)
+	if n.MAC, err = net.ParseMAC(a[AnnotationNICMAC]); err != nil || len(n.MAC) != 6 {
+		return fmt.Errorf("annotation %s: %q is not a MAC address", AnnotationNICMAC, a[AnnotationNICMAC])
 	}
+	n.Index = int(n.MAC[4]) // 02:66:6d:00:<i>:00
 	if n.PodCIDR, err = netip.ParsePrefix(kn.Spec.PodCIDR); err != nil {
 		return fmt.Errorf("spec.podCIDR: %w", err)
 	}
@@ -323,6 +351,7 @@ func (l *Lab) addPod(kp *k8sPod) error {
 	p := &Pod{
 		Name:      kp.Metadata.Name,
 		Namespace: kp.Metadata.Namespace,
+		Labels:    kp.Metadata.Labels,
 		Node:      kp.Spec.NodeName,
 		Netns:     a[AnnotationNetns],
 		HostVeth:  a[AnnotationHostVeth],
@@ -332,7 +361,7 @@ func (l *Lab) addPod(kp *k8sPod) error {
 		return fmt.Errorf("metadata.name, metadata.namespace, annotations %s, %s and %s must be set",
 			AnnotationNetns, AnnotationHostVeth, AnnotationIfName)
 	}
-	if _, err := l.Pod(p.Name); err == nil {
+	if _, err := l.Pod(p.Namespace + "/" + p.Name); err == nil {
 		return errors.New("duplicate pod name")
 	}
 	n, err := l.Node(p.Node)

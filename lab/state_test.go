@@ -26,16 +26,16 @@ func TestPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Node{
-		Name: "node2", Netns: "fm-node2", NIC: "eth0",
+		Name: "node2", Index: 2, Netns: "fm-node2", NIC: "eth0",
 		IP:      netip.MustParseAddr("10.100.0.2"),
 		MAC:     mustMAC("02:66:6d:00:02:00"),
 		PodCIDR: netip.MustParsePrefix("10.200.2.0/24"),
 		Pods: []*Pod{{
-			Name: "node2-pod1", Namespace: "default", Node: "node2", Netns: "fm-node2-pod1",
+			Name: "node2-pod1", Namespace: "default", Labels: map[string]string{"app": "node2-pod1"}, Node: "node2", Netns: "fm-node2-pod1",
 			HostVeth: "p1", IfName: "eth0", IP: netip.MustParseAddr("10.200.2.11"),
 			MAC: mustMAC("02:66:6d:02:01:02"), HostMAC: mustMAC("02:66:6d:02:01:01"),
 		}, {
-			Name: "node2-pod2", Namespace: "default", Node: "node2", Netns: "fm-node2-pod2",
+			Name: "node2-pod2", Namespace: "default", Labels: map[string]string{"app": "node2-pod2"}, Node: "node2", Netns: "fm-node2-pod2",
 			HostVeth: "p2", IfName: "eth0", IP: netip.MustParseAddr("10.200.2.12"),
 			MAC: mustMAC("02:66:6d:02:02:02"), HostMAC: mustMAC("02:66:6d:02:02:01"),
 		}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 )
 
@@ -60,12 +61,19 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := ipn(ctx, l.FabricNetns, "link", "set", Bridge, "up"); err != nil {
 		return fmt.Errorf("fabric: %w", err)
 	}
-	for i, n := range l.Nodes {
-		if err := l.buildNode(ctx, n, i+1); err != nil {
+	if l.Manifests != "" {
+		// The controller of a manifest lab (fibmesh-lab up --mesh) runs
+		// in the fabric namespace, on the bridge's own address.
+		if err := ipn(ctx, l.FabricNetns, "addr", "add", FabricControllerIP+"/24", "dev", Bridge); err != nil {
+			return fmt.Errorf("fabric: %w", err)
+		}
+	}
+	for _, n := range l.Nodes {
+		if err := l.buildNode(ctx, n); err != nil {
 			return fmt.Errorf("%s: %w", n.Name, err)
 		}
 		for _, p := range n.Pods {
-			if err := buildPod(ctx, n, p); err != nil {
+			if err := BuildPod(ctx, n, p); err != nil {
 				return fmt.Errorf("%s: %w", p.Name, err)
 			}
 		}
@@ -93,14 +101,14 @@ func setOffloads(ctx context.Context, netns, dev string) error {
 
 // buildNode creates the node namespace and its fabric veth: eth0 inside
 // the node, n<i> on the fabric bridge.
-func (l *Lab) buildNode(ctx context.Context, n *Node, i int) error {
+func (l *Lab) buildNode(ctx context.Context, n *Node) error {
 	if err := addNetns(ctx, n.Netns); err != nil {
 		return err
 	}
 	if err := inNS(ctx, n.Netns, "sysctl", append([]string{"-q", "-w"}, nodeSysctls...)...); err != nil {
 		return err
 	}
-	port := "n" + strconv.Itoa(i)
+	port := "n" + strconv.Itoa(n.Index)
 	mtu := strconv.Itoa(NodeMTU)
 	steps := [][]string{
 		{"-n", l.FabricNetns, "link", "add", port, "mtu", mtu, "type", "veth", "peer", "name", n.NIC, "netns", n.Netns},
@@ -113,15 +121,28 @@ func (l *Lab) buildNode(ctx context.Context, n *Node, i int) error {
 			return err
 		}
 	}
+	if !fabricNet.Contains(n.IP) {
+		// A Node whose InternalIP is off the fabric's subnet still
+		// reaches the controller on the bridge, and it reaches the node.
+		if err := ipn(ctx, n.Netns, "route", "add", FabricControllerIP, "dev", n.NIC); err != nil {
+			return err
+		}
+		if err := ipn(ctx, l.FabricNetns, "route", "add", n.IP.String(), "dev", Bridge); err != nil {
+			return err
+		}
+	}
 	if err := setOffloads(ctx, l.FabricNetns, port); err != nil {
 		return err
 	}
 	return setOffloads(ctx, n.Netns, n.NIC)
 }
 
-// buildPod creates the pod namespace, its veth pair to the node, and the
-// routes and static neighbours on both sides.
-func buildPod(ctx context.Context, n *Node, p *Pod) error {
+// BuildPod creates the pod namespace, its veth pair to the node n, and
+// the routes and static neighbours on both sides: in the pod, a default
+// route via 169.254.1.1 that resolves statically to the host veth's MAC;
+// in the node, a /32 route to the pod's IP on the host veth with a static
+// neighbour. On failure it leaves what it built; RemovePod takes it away.
+func BuildPod(ctx context.Context, n *Node, p *Pod) error {
 	if err := addNetns(ctx, p.Netns); err != nil {
 		return err
 	}
@@ -156,12 +177,41 @@ func (l *Lab) routeNode(ctx context.Context, n *Node) error {
 		if k == n {
 			continue
 		}
-		if err := ipn(ctx, n.Netns, "route", "add", k.PodCIDR.String(), "via", k.IP.String(), "dev", n.NIC); err != nil {
+		route := []string{"route", "add", k.PodCIDR.String(), "via", k.IP.String(), "dev", n.NIC}
+		if !sameSubnet(n.IP, k.IP) {
+			route = append(route, "onlink")
+		}
+		if err := ipn(ctx, n.Netns, route...); err != nil {
 			return err
 		}
 		if err := ipn(ctx, n.Netns, "neigh", "replace", k.IP.String(), "lladdr", k.MAC.String(), "dev", n.NIC, "nud", "permanent"); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// FabricControllerIP is the fabric bridge's own address in a manifest
+// lab, where fibmesh-lab up --mesh runs the controller.
+const FabricControllerIP = "10.100.0.254"
+
+// fabricNet is the subnet of the fabric: node i is 10.100.0.i.
+var fabricNet = netip.MustParsePrefix("10.100.0.0/24")
+
+func sameSubnet(a, b netip.Addr) bool {
+	p, _ := a.Prefix(24)
+	return p.Contains(b)
+}
+
+// RemovePod deletes the pod's network namespace, and with it the veth
+// pair and the node's route to the pod. It is idempotent: a pod that is
+// already gone is not an error.
+func RemovePod(ctx context.Context, p *Pod) error {
+	if !NetnsExists(p.Netns) {
+		return nil
+	}
+	if err := ip(ctx, "netns", "del", p.Netns); err != nil && NetnsExists(p.Netns) {
+		return fmt.Errorf("remove pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	return nil
 }

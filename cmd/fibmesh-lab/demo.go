@@ -6,27 +6,29 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 
-	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/demo"
 )
 
-// flagBin is the demo's --bin.
-var flagBin string
-
 func init() {
 	commands["demo"] = &command{
-		summary: "bring the lab up, start the agents, show traffic crossing nodes in XDP",
-		usage: `fibmesh-lab demo [--bin DIR] [--nodes N] [--pods M] [--prefix P] [--state-dir DIR]
+		summary: "the mesh demo: run examples/ with the controller and agents, and show what they do",
+		usage: `fibmesh-lab demo [-f DIR] [--bin DIR] [--prefix P] [--state-dir DIR]
 
-Builds the lab as "up" does, starts fibmesh-agent (from --bin) in every
-node, sends ICMP, TCP and UDP between pods on different nodes and prints,
-per node, how many packets XDP redirected and how many the kernel
-forwarded. The lab and the agents stay up; "fibmesh-lab down" stops the
-agents and removes the lab.
+Copies DIR (default examples/) to STATE_DIR/manifests and brings the lab
+up on the copy with the mesh (up -f STATE_DIR/manifests --mesh): the
+examples' pods running the echo app, fibmesh-controller in the fabric
+namespace, fibmesh-agent in every node. Then it shows the routes each
+agent got from the controller (fibctl fib), removes a Pod from the copy
+and shows both nodes' FIBs follow, and sends traffic from a pod on one
+node to a pod on the other through the XDP FIB (redirect counters up,
+the kernel's forwarding counters flat). The lab stays up; "fibmesh-lab
+down" (make demo-down) removes it.
 
 Example:
-  make build && sudo bin/fibmesh-lab demo --bin bin`,
+  make build && sudo bin/fibmesh-lab demo`,
 		run: runDemo,
 	}
 }
@@ -35,9 +37,13 @@ func runDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("demo: unexpected arguments %q", args)}
 	}
-	cfg := lab.Config{Nodes: flagNodes, PodsPerNode: flagPods, Prefix: flagPrefix, StateDir: flagStateDir}
-	if err := cfg.Validate(); err != nil {
-		return usageError{fmt.Errorf("demo: %w", err)}
+	self, err := os.Executable()
+	if err != nil {
+		return err
 	}
-	return demo.Run(ctx, demo.Options{BinDir: flagBin, Lab: cfg, Out: stdout})
+	bin := flagBin
+	if bin == "" {
+		bin = filepath.Dir(self)
+	}
+	return demo.Run(ctx, demo.Options{BinDir: bin, Manifests: flagFile, Prefix: flagPrefix, StateDir: flagStateDir, Self: self, Out: stdout})
 }

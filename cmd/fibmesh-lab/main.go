@@ -18,35 +18,49 @@ import (
 	"time"
 
 	"github.com/fibmesh/fibmesh/lab"
-	"github.com/fibmesh/fibmesh/lab/demo"
+	"github.com/fibmesh/fibmesh/lab/kubelet"
 )
 
 const usage = `fibmesh-lab: a fibmesh test bed made of network namespaces on this machine.
 
-It builds a small cluster: a fabric bridge, N nodes (each a network
-namespace with a NIC on the fabric and kernel forwarding on), and M pods
-per node (each a namespace wired to its node with a veth pair). Pods on
-different nodes reach each other through the nodes. The cluster is
-described as Kubernetes Node and Pod objects in STATE_DIR/cluster.yaml.
+It builds a small cluster: a fabric bridge, nodes (each a network
+namespace with a NIC on the fabric and kernel forwarding on) and pods
+(each a namespace wired to its node with a veth pair). Pods on different
+nodes reach each other through the nodes.
+
+With -f DIR it runs a directory of ordinary Kubernetes manifests (Pods,
+Deployments, ReplicaSets, Services, and Istio's kinds): a tiny kubelet,
+running in the background, schedules the pods, gives them IPs, runs their
+containers' commands as processes in their namespaces, reports the cluster
+as an apiserver would in STATE_DIR/cluster/, and follows DIR as it
+changes. With --mesh it also runs fibmesh-controller and one
+fibmesh-agent per node. Without -f it builds numbered pods (node1-pod1,
+...) and runs nothing in them.
 
 Usage:
   fibmesh-lab COMMAND [FLAGS] [ARGS]
 
 Commands:
-  up       build the lab (removing leftovers first) and print it
-  down     remove the lab: namespaces, pinned BPF state, state file
-  status   print the lab from its state file, marking missing namespaces
-  exec     run a command inside a node's or pod's network namespace
-  demo     up, then start the agents and show traffic crossing nodes in XDP
+  up       build the lab (removing leftovers first): -f DIR [--mesh], or numbered pods
+  down     stop everything the lab runs and remove it
+  status   nodes, pods (IP, phase, restarts), controller and agents
+  logs     a container's log: logs POD [-c NAME] [-f]
+  exec     run a command inside a pod's, node's or the fabric's network namespace
+  app      the built-in demo app: app echo --port P
+  demo     the mesh demo: up -f examples/ --mesh, then a walk-through
+  kubelet  the background daemon "up -f" starts (not for direct use)
 
 Examples:
+  sudo fibmesh-lab up -f examples/ --mesh
+  sudo fibmesh-lab status
+  sudo fibmesh-lab exec production/frontend-7c9d5b6f4-x2b4q -- curl -s reviews-ip:9080
   sudo fibmesh-lab up --nodes 2 --pods 2
   sudo fibmesh-lab exec node1-pod1 -- ping -c1 10.200.2.12
   sudo fibmesh-lab down
 
 Run "fibmesh-lab COMMAND --help" for a command's flags. Every command
 needs root. Exit status: 0 done, 1 failed, 2 bad usage; exec exits with
-the command's status.
+the command's status. "app" does not need root.
 `
 
 // usageError is a mistake on the command line: exit status 2.
@@ -87,13 +101,27 @@ type command struct {
 var commands = map[string]*command{
 	"up": {
 		summary: "build the lab and print its nodes and pods",
-		usage: `fibmesh-lab up [--nodes N] [--pods M] [--prefix P] [--state-dir DIR]
+		usage: `fibmesh-lab up -f DIR [--mesh] [--bin DIR] [--nodes N] [--prefix P] [--state-dir DIR]
+  fibmesh-lab up [--nodes N] [--pods M] [--prefix P] [--state-dir DIR]
 
 Removes whatever a previous lab with the same prefix left behind, builds a
-fresh one, writes DIR/cluster.yaml and prints a table of nodes and pods.
-On failure it removes what it built and names the command that failed.
+fresh one and prints it. On failure it removes what it built and names
+the command that failed.
 
-Example:
+With -f DIR: nodes are DIR's kind: Node objects, or node1..nodeN and any
+spec.nodeName the pods use; pods are DIR's Pods and the pods of its
+Deployments and ReplicaSets. A background kubelet (fibmesh-lab kubelet,
+pid in STATE_DIR/kubelet.pid) runs them and follows DIR; up returns once
+every pod runs (and, with --mesh, the controller and every agent are
+ready). Objects DIR gets wrong are reported with file and field and left
+out; the rest runs. The controller's view of the cluster is written to
+STATE_DIR/cluster/ (fibmesh-controller --config-dir reads it).
+
+Without -f: N nodes with M numbered pods each, state in
+STATE_DIR/cluster.yaml.
+
+Examples:
+  sudo fibmesh-lab up -f examples/ --mesh
   sudo fibmesh-lab up --nodes 3 --pods 2`,
 		run: runUp,
 	},
@@ -101,7 +129,9 @@ Example:
 		summary: "remove the lab",
 		usage: `fibmesh-lab down [--prefix P] [--state-dir DIR]
 
-Stops the agents "demo" started, then deletes every network namespace
+Stops the lab's kubelet (and with it every container, the controller and
+the agents), then kills whatever still runs in the lab's namespaces and
+deletes every network namespace
 whose name starts with P, links in the root namespace starting with P,
 pinned BPF state under /sys/fs/bpf/fibmesh/P*, and the state file. Works
 without a state file (for example after a crash) and when nothing is
@@ -113,12 +143,15 @@ Example:
 		run: runDown,
 	},
 	"status": {
-		summary: "print the lab from its state file",
+		summary: "print the lab's nodes, pods, controller and agents",
 		usage: `fibmesh-lab status [--state-dir DIR]
 
-Prints the nodes and pods recorded in DIR/cluster.yaml and whether each
-network namespace still exists. Exits 1 if no lab is up or a namespace
-is missing.
+Prints the nodes and pods and whether each network namespace still
+exists. For a lab of manifests (up -f) it asks the lab's kubelet: pods
+with namespace, node, IP, phase, readiness and restarts, pods that no node
+can take, objects of the directory left out, and with --mesh the
+controller and the agents (ready or not) and each pod's enrolment. Exits
+1 if no lab is up, a namespace is missing or the kubelet does not answer.
 
 Example:
   sudo fibmesh-lab status`,
@@ -128,8 +161,9 @@ Example:
 		summary: "run a command in a node's or pod's network namespace",
 		usage: `fibmesh-lab exec [--state-dir DIR] NAME -- COMMAND [ARGS...]
 
-Runs COMMAND inside the network namespace of NAME: a node ("node1"), a pod
-("node1-pod2") or "fabric". Only the network namespace changes (nsenter
+Runs COMMAND inside the network namespace of NAME: a pod (NAMESPACE/NAME,
+or NAME where only one namespace has it, "node1-pod2" in the numbered
+layout), a node ("node1") or "fabric". Only the network namespace changes (nsenter
 --net), so /sys/fs/bpf stays visible. Standard input, output and error are
 passed through, and fibmesh-lab exits with COMMAND's status.
 
@@ -154,7 +188,7 @@ func run(args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	}
 	cmd, ok := commands[name]
 	if !ok {
-		return usageError{fmt.Errorf("unknown command %q (want up, down, status, exec or demo; see fibmesh-lab --help)", name)}
+		return usageError{fmt.Errorf("unknown command %q (want up, down, status, logs, exec, app or demo; see fibmesh-lab --help)", name)}
 	}
 	fs := newFlagSet(name, cmd)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -165,7 +199,7 @@ func run(args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 		}
 		return usageError{fmt.Errorf("%s: %w (see fibmesh-lab %s --help)", name, err, name)}
 	}
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 && name != "app" {
 		return errors.New("fibmesh-lab must run as root: it creates network namespaces and veths (CAP_SYS_ADMIN, CAP_NET_ADMIN); try sudo")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -175,10 +209,17 @@ func run(args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 
 // flags shared by the subcommands; each registers the ones it uses.
 var (
-	flagNodes    int
-	flagPods     int
-	flagPrefix   string
-	flagStateDir string
+	flagNodes     int
+	flagPods      int
+	flagPrefix    string
+	flagStateDir  string
+	flagFile      string
+	flagMesh      bool
+	flagBin       string
+	flagBackoff   time.Duration
+	flagTimeout   time.Duration
+	flagContainer string
+	flagFollow    bool
 )
 
 // newFlagSet returns the flag set of a subcommand. It prints nothing
@@ -196,18 +237,29 @@ func newFlagSet(name string, cmd *command) *flag.FlagSet {
 	}
 	switch name {
 	case "demo":
-		fs.StringVar(&flagBin, "bin", "bin", "`DIR` holding fibmesh-agent and fibctl")
-		fallthrough
+		fs.StringVar(&flagBin, "bin", "", "`DIR` holding fibmesh-controller, fibmesh-agent and fibctl (default: beside fibmesh-lab)")
+		fs.StringVar(&flagFile, "f", "examples", "`DIR` of manifests; the demo runs on a copy in STATE_DIR/manifests")
+		prefix()
+		stateDir()
 	case "up":
-		fs.IntVar(&flagNodes, "nodes", lab.DefaultNodes, "number of nodes, 1..9")
-		fs.IntVar(&flagPods, "pods", lab.DefaultPodsPerNode, "number of pods per node, 1..9")
+		fs.IntVar(&flagNodes, "nodes", lab.DefaultNodes, "number of nodes, 1..9 (with -f: node1..nodeN where DIR has no kind: Node)")
+		fs.IntVar(&flagPods, "pods", lab.DefaultPodsPerNode, "number of pods per node, 1..9 (without -f)")
+		fs.StringVar(&flagFile, "f", "", "`DIR` of Kubernetes manifests to run (Pods, Deployments, ReplicaSets, Services, Istio kinds)")
+		fs.BoolVar(&flagMesh, "mesh", false, "with -f: also run fibmesh-controller and one fibmesh-agent per node")
+		fs.StringVar(&flagBin, "bin", "", "`DIR` holding fibmesh-controller and fibmesh-agent (default: beside fibmesh-lab)")
+		fs.DurationVar(&flagBackoff, "backoff-base", kubelet.DefaultBackoffBase, "with -f: first restart back-off of a failing container (kubelet's 10s), doubling to 5m")
+		fs.DurationVar(&flagTimeout, "timeout", 3*time.Minute, "how long up waits for the lab to be ready")
 		prefix()
 		stateDir()
 	case "down":
 		prefix()
 		stateDir()
-	case "status", "exec":
+	case "status", "exec", "kubelet":
 		stateDir()
+	case "logs":
+		stateDir()
+		fs.StringVar(&flagContainer, "c", "", "`NAME` of the container (default: the pod's only, or first, container)")
+		fs.BoolVar(&flagFollow, "f", false, "keep printing what is appended")
 	}
 	return fs
 }
@@ -231,6 +283,12 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Write
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("up: unexpected arguments %q", args)}
 	}
+	if flagFile != "" {
+		return upManifests(ctx, stdout, log)
+	}
+	if flagMesh {
+		return usageError{errors.New("up: --mesh needs -f DIR (the manifests the controller and agents run)")}
+	}
 	cfg := lab.Config{Nodes: flagNodes, PodsPerNode: flagPods, Prefix: flagPrefix, StateDir: flagStateDir}
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("up: %w", err)}
@@ -253,9 +311,10 @@ func runDown(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 		return usageError{fmt.Errorf("down: %w", err)}
 	}
 	var errs []error
-	// Agents the demo left running go first: they run inside the lab.
-	if err := demo.StopAgents(flagStateDir); err != nil {
-		errs = append(errs, fmt.Errorf("stop demo agents: %w", err))
+	// What runs inside the lab goes first: the kubelet of a lab of
+	// manifests stops its containers, controller and agents.
+	if err := kubelet.Stop(flagStateDir, 2*time.Minute); err != nil {
+		errs = append(errs, fmt.Errorf("stop the lab's kubelet: %w", err))
 	}
 	// The state in --state-dir goes too when its lab falls under --prefix.
 	if l, err := lab.Load(flagStateDir); err == nil && strings.HasPrefix(l.Config.Prefix, flagPrefix) {
@@ -264,6 +323,9 @@ func runDown(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wri
 		}
 	}
 	if err := lab.Cleanup(flagPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := kubelet.RemoveState(flagStateDir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -280,6 +342,9 @@ func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.W
 	l, err := lab.Load(flagStateDir)
 	if err != nil {
 		return err
+	}
+	if l.Manifests != "" {
+		return manifestStatus(ctx, stdout, l)
 	}
 	if err := printTable(stdout, l, true); err != nil {
 		return err

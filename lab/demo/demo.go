@@ -1,116 +1,159 @@
-// Package demo runs the fibmesh demo on the lab: it brings the lab up,
-// starts fibmesh-agent in every node as a background process, sends ICMP,
-// TCP and UDP between pods on different nodes, and shows from the FIB's
-// counters that the packets crossed the nodes in XDP. The lab and the
-// agents stay up until StopAgents and lab.Cleanup (fibmesh-lab down).
+// Package demo is the walk-through of make demo: it runs a copy of a
+// manifest directory (examples/) on the lab with the mesh
+// (kubelet.Up with Mesh: the examples' pods, fibmesh-controller,
+// fibmesh-agent per node), then shows the routes each agent got from the
+// controller, an edit of the copy (a Pod removed) reaching both nodes'
+// FIBs, and HTTP and TCP between pods on different nodes crossing both
+// nodes in the XDP FIB. The lab stays up until fibmesh-lab down.
 package demo
 
 import (
-	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/lab"
+	"github.com/fibmesh/fibmesh/lab/echo"
+	"github.com/fibmesh/fibmesh/lab/kubelet"
 )
 
 // Options configure Run.
 type Options struct {
-	BinDir string     // where fibmesh-agent and fibctl are (default "bin")
-	Lab    lab.Config // the lab to build (defaults: 2 nodes x 2 pods)
-	Out    io.Writer
+	BinDir    string // fibmesh-controller, fibmesh-agent, fibctl
+	Manifests string // the directory to copy (default "examples")
+	Prefix    string // network namespace prefix (default lab.DefaultPrefix)
+	StateDir  string // default lab.DefaultStateDir
+	Self      string // the fibmesh-lab binary
+	Out       io.Writer
 }
 
-func agentFiles(stateDir, node string) (pid, log string) {
-	return filepath.Join(stateDir, "agent-"+node+".pid"), filepath.Join(stateDir, "agent-"+node+".log")
-}
+// The pods the walk-through uses, from examples/: the client Pod (no
+// Service selects it, so no mTLS policy covers its port: plain TCP is
+// allowed to it until W2 2/8 brings mTLS) and the file it is in.
+const (
+	clientPod  = "production/client"
+	clientFile = "04-client.yaml"
+	clientPort = 8080
+)
 
-// PinDir is where the demo's agent for node pins its FIB.
-func PinDir(n *lab.Node) string { return filepath.Join(fib.DefaultPinRoot, n.Netns) }
-
-// Run runs the demo. It leaves the lab and the agents running.
+// Run runs the demo. It leaves the lab running.
 func Run(ctx context.Context, o Options) error {
-	if o.BinDir == "" {
-		o.BinDir = "bin"
+	if o.Manifests == "" {
+		o.Manifests = "examples"
+	}
+	if o.Prefix == "" {
+		o.Prefix = lab.DefaultPrefix
+	}
+	if o.StateDir == "" {
+		o.StateDir = lab.DefaultStateDir
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	o.Lab = o.Lab.WithDefaults()
-	agentBin, err := filepath.Abs(filepath.Join(o.BinDir, "fibmesh-agent"))
-	if err != nil {
+	var err error
+	if o.StateDir, err = filepath.Abs(o.StateDir); err != nil {
 		return err
 	}
-	if _, err := os.Stat(agentBin); err != nil {
-		return fmt.Errorf("%s: %w (run `make build` first)", agentBin, err)
+	if o.BinDir, err = filepath.Abs(o.BinDir); err != nil {
+		return err
 	}
-	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "==> "+format+"\n", args...) }
+	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "\n==> "+format+"\n", args...) }
 
-	if err := StopAgents(o.Lab.StateDir); err != nil {
+	copyDir := filepath.Join(o.StateDir, kubelet.ManifestsDir)
+	say("copying %s to %s: the lab runs the copy, which the demo edits", o.Manifests, copyDir)
+	if err := kubelet.Stop(o.StateDir, 2*time.Minute); err != nil {
 		return err
 	}
-	say("building the lab: %d nodes x %d pods in network namespaces %s*", o.Lab.Nodes, o.Lab.PodsPerNode, o.Lab.Prefix)
-	l, err := lab.Up(ctx, o.Lab)
+	if err := copyManifests(o.Manifests, copyDir); err != nil {
+		return err
+	}
+	say("fibmesh-lab up -f %s --mesh: nodes, pods running the echo app, the controller, an agent per node", copyDir)
+	uctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	st, err := kubelet.Up(uctx, kubelet.Options{StateDir: o.StateDir, Dir: copyDir, Prefix: o.Prefix, Mesh: true,
+		BinDir: o.BinDir, Self: o.Self}, 2)
 	if err != nil {
 		return err
 	}
-	for _, n := range l.Nodes {
-		fmt.Fprintf(o.Out, "    %s (netns %s) %s, pod CIDR %s\n", n.Name, n.Netns, n.IP, n.PodCIDR)
-		for _, p := range n.Pods {
-			fmt.Fprintf(o.Out, "      %-12s %s\n", p.Name, p.IP)
-		}
+	fmt.Fprintf(o.Out, "    up and ready in %s\n", time.Since(start).Round(time.Millisecond))
+	l, err := lab.Load(o.StateDir)
+	if err != nil {
+		return err
 	}
+	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "    POD\tNODE\tIP\tPHASE\tENROLMENT")
+	for _, p := range st.Pods {
+		fmt.Fprintf(w, "    %s/%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Node, p.IP, p.Phase, p.Enrolment)
+	}
+	for _, p := range st.Processes {
+		fmt.Fprintf(w, "    %s\t%s\t\t%s\tready=%v\n", p.Name, strings.TrimPrefix(p.Name, "agent-"), p.State, p.Ready)
+	}
+	w.Flush()
+
+	say("the routes each agent got from the controller (FDS -> the node's XDP FIB)")
 	for _, n := range l.Nodes {
-		// Pins from an earlier run belong to a lab that no longer
-		// exists: start clean.
-		if err := fib.Remove(PinDir(n)); err != nil {
-			return err
-		}
-		say("starting fibmesh-agent on %s (pins in %s, log in %s)", n.Name, PinDir(n), func() string { _, lg := agentFiles(o.Lab.StateDir, n.Name); return lg }())
-		if err := startAgent(ctx, l, n, agentBin); err != nil {
-			return err
+		fmt.Fprintf(o.Out, "    $ fibctl --node %s fib\n", n.Netns)
+		out, err := exec.CommandContext(ctx, filepath.Join(o.BinDir, "fibctl"), "--node", n.Netns, "fib").CombinedOutput()
+		fmt.Fprint(o.Out, indent(string(out), "    "))
+		if err != nil {
+			return fmt.Errorf("fibctl --node %s fib: %w", n.Netns, err)
 		}
 	}
 
-	a, b := l.Nodes[0].Pods[0], l.Nodes[len(l.Nodes)-1].Pods[len(l.Nodes[len(l.Nodes)-1].Pods)-1]
-	before, err := snapshot(l)
+	client, err := l.Pod(clientPod)
+	if err != nil {
+		return fmt.Errorf("%w: the demo needs Pod %s (examples/%s)", err, clientPod, clientFile)
+	}
+	var from *lab.Pod
+	for _, p := range l.Pods() {
+		if p.Node != client.Node {
+			from = p
+			break
+		}
+	}
+	if from == nil {
+		return errors.New("every pod runs on the client's node: the demo needs two nodes")
+	}
+	before, err := snapshot(l, o.Prefix)
 	if err != nil {
 		return err
 	}
-	say("ICMP: ping -c 5 %s -> %s", a.Name, b.Name)
-	out, err := l.Command(ctx, a.Netns, "ping", "-c", "5", "-i", "0.2", "-W", "2", b.IP.String()).CombinedOutput()
-	fmt.Fprint(o.Out, indent(string(out)))
-	if err != nil {
-		return fmt.Errorf("ping: %w", err)
+	say("HTTP from %s/%s (%s, %s) to %s:%d (%s, %s), 20 requests", from.Namespace, from.Name, from.Node, from.IP, client.IP, clientPort, client.Name, client.Node)
+	httpc := kubelet.NetnsHTTPClient(from.Netns, 5*time.Second)
+	var rep echo.Reply
+	for i := range 20 {
+		if err := getJSON(ctx, httpc, fmt.Sprintf("http://%s/demo?n=%d", netip.AddrPortFrom(client.IP, clientPort), i), &rep); err != nil {
+			return fmt.Errorf("HTTP to the client pod: %w", err)
+		}
 	}
-	say("TCP: %s sends 1 MiB to %s:8080 and reads it back", a.Name, b.Name)
-	if err := tcpEcho(a, b, 8080, 1<<20); err != nil {
+	b, _ := json.MarshalIndent(struct {
+		Service, Pod, Namespace, Node, Peer, Proto, Path string
+	}{rep.Service, rep.Pod, rep.Namespace, rep.Node, rep.Peer, rep.Proto, rep.Path}, "    ", "  ")
+	fmt.Fprintf(o.Out, "    the echo app answered (last reply):\n    %s\n", b)
+	say("TCP: 1 MiB from %s to %s:%d, echoed back by the app", from.Name, client.Name, clientPort)
+	if err := tcpEcho(from, client, clientPort, 1<<20); err != nil {
 		return fmt.Errorf("tcp: %w", err)
 	}
-	say("UDP: %s sends 1000 datagrams to %s:5353", a.Name, b.Name)
-	got, err := udpBurst(a, b, 5353, 1000)
-	if err != nil {
-		return fmt.Errorf("udp: %w", err)
-	}
-	fmt.Fprintf(o.Out, "    %d of 1000 datagrams arrived\n", got)
-	after, err := snapshot(l)
+	after, err := snapshot(l, o.Prefix)
 	if err != nil {
 		return err
 	}
-
 	say("what the nodes did with those packets")
-	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	w = tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "    NODE\tXDP REDIRECTED\tXDP PASSED TO STACK\tKERNEL FORWARDED")
 	for i, n := range l.Nodes {
 		d := func(r fib.Reason) uint64 { return after[i].fib[r].Packets - before[i].fib[r].Packets }
@@ -119,116 +162,124 @@ func Run(ctx context.Context, o Options) error {
 	}
 	w.Flush()
 	fmt.Fprintln(o.Out, "    (kernel forwarded = the node's IP ForwDatagrams: 0 means every pod packet crossed the node in XDP)")
+
+	prefix := netip.PrefixFrom(client.IP, 32)
+	say("edit: remove %s (Pod %s) from %s; the kubelet, the controller and both agents follow", clientFile, clientPod, copyDir)
+	for _, n := range l.Nodes {
+		has, err := hasRoute(o.Prefix, n, prefix)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.Out, "    before: %s has a route to %s: %v\n", n.Name, prefix, has)
+	}
+	t0 := time.Now()
+	if err := os.Remove(filepath.Join(copyDir, clientFile)); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			has, err := hasRoute(o.Prefix, n, prefix)
+			if err != nil {
+				return err
+			}
+			if !has {
+				fmt.Fprintf(o.Out, "    %s: route to %s gone %s after the file was removed\n", n.Name, prefix, time.Since(t0).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s still routes %s 30s after the edit", n.Name, prefix)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+
 	say("the lab stays up. Look around:")
+	bin := o.BinDir
 	fmt.Fprintf(o.Out, `    %[1]s/fibmesh-lab status
-    %[1]s/fibmesh-lab exec %[2]s -- ping -c 3 %[3]s
-    %[1]s/fibctl --node %[4]s stats
+    %[1]s/fibmesh-lab logs %[2]s/%[3]s
+    %[1]s/fibmesh-lab exec %[2]s/%[3]s -- ip addr
     %[1]s/fibctl --node %[4]s fib
-    %[1]s/fibctl --node %[5]s policy set %[3]s 8080 tcp STRICT   # plaintext to that port is now dropped in XDP
+    %[1]s/fibctl --node %[4]s stats
+    %[1]s/fibmesh-lab exec fabric -- %[1]s/fibctl config status --controller http://%[5]s
+    edit %[6]s/*.yaml: the lab, the controller and the agents follow
     make demo-down
-`, o.BinDir, a.Name, b.IP, l.Nodes[0].Netns, l.Nodes[len(l.Nodes)-1].Netns)
+`, bin, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir)
 	return nil
 }
 
-func indent(s string) string {
+// copyManifests replaces dst with a copy of the YAML files of src.
+func copyManifests(src, dst string) error {
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		if ext := filepath.Ext(p); ext != ".yaml" && ext != ".yml" && ext != ".json" {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+}
+
+func indent(s, pre string) string {
 	var b strings.Builder
 	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
-		b.WriteString("    " + l + "\n")
+		b.WriteString(pre + l + "\n")
 	}
 	return b.String()
 }
 
-// startAgent starts fibmesh-agent in n's netns as a background process
-// (its own session, output to a log file) and waits until it is ready.
-func startAgent(ctx context.Context, l *lab.Lab, n *lab.Node, bin string) error {
-	pidFile, logFile := agentFiles(l.Config.StateDir, n.Name)
-	logf, err := os.Create(logFile)
+func getJSON(ctx context.Context, c interface {
+	Do(*http.Request) (*http.Response, error)
+}, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := l.Command(context.Background(), n.Netns, bin,
-		"--node", n.Name, "--cluster-state", filepath.Join(l.Config.StateDir, lab.StateFile),
-		"--nic", n.NIC, "--pin-dir", PinDir(n))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start agent on %s: %w", n.Name, err)
-	}
-	pid := cmd.Process.Pid
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	req.Header.Set("X-Request-Id", "fibmesh-demo")
+	resp, err := c.Do(req)
+	if err != nil {
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	// The agent logs "msg=ready" once its FIB is attached and routed; the
-	// log file is all there is to watch.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(logFile)
-		if strings.Contains(string(b), "msg=ready") {
-			return nil
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("agent on %s exited (%v):\n%s", n.Name, err, b)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("agent on %s not ready after 30s; log:\n%s", n.Name, b)
-		}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// StopAgents stops the agents the demo started (SIGTERM, then SIGKILL
-// after 10 s) and removes their pid files. Their FIBs stay pinned until
-// lab.Cleanup removes them.
-func StopAgents(stateDir string) error {
-	pids, _ := filepath.Glob(filepath.Join(stateDir, "agent-*.pid"))
-	var errs []error
-	for _, f := range pids {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || pid <= 1 {
-			os.Remove(f)
-			continue
-		}
-		if isAgent(pid) {
-			syscall.Kill(pid, syscall.SIGTERM)
-			deadline := time.Now().Add(10 * time.Second)
-			for isAgent(pid) && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if isAgent(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// isAgent says whether pid is a live fibmesh-agent (not a zombie, not a
-// recycled pid).
-func isAgent(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// hasRoute says whether node n's pinned FIB routes exactly prefix.
+func hasRoute(labPrefix string, n *lab.Node, prefix netip.Prefix) (bool, error) {
+	f, err := fib.OpenPinned(kubelet.AgentPinDir(labPrefix, n.Name))
 	if err != nil {
-		return false
+		return false, err
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || !strings.Contains(s[:i], "fibmesh-agent") {
-		return false
+	defer f.Close()
+	routes, err := f.Routes.List()
+	if err != nil {
+		return false, err
 	}
-	f := strings.Fields(s[i+1:])
-	return len(f) > 0 && f[0] != "Z"
+	for _, r := range routes {
+		if r.Prefix == prefix {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 type nodeSnap struct {
@@ -236,10 +287,10 @@ type nodeSnap struct {
 	fwd uint64
 }
 
-func snapshot(l *lab.Lab) ([]nodeSnap, error) {
+func snapshot(l *lab.Lab, labPrefix string) ([]nodeSnap, error) {
 	out := make([]nodeSnap, len(l.Nodes))
 	for i, n := range l.Nodes {
-		f, err := fib.OpenPinned(PinDir(n))
+		f, err := fib.OpenPinned(kubelet.AgentPinDir(labPrefix, n.Name))
 		if err != nil {
 			return nil, err
 		}
@@ -257,23 +308,9 @@ func snapshot(l *lab.Lab) ([]nodeSnap, error) {
 	return out, nil
 }
 
+// tcpEcho sends size bytes from pod a to the echo app of pod b and reads
+// them back.
 func tcpEcho(a, b *lab.Pod, port, size int) error {
-	var ln net.Listener
-	if err := lab.InNetns(b.Netns, func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(b.IP, uint16(port)).String())
-		return err
-	}); err != nil {
-		return err
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
 	var c net.Conn
 	if err := lab.InNetns(a.Netns, func() (err error) {
 		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(b.IP, uint16(port)).String(), 5*time.Second)
@@ -285,7 +322,7 @@ func tcpEcho(a, b *lab.Pod, port, size int) error {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	payload := make([]byte, size)
 	for i := range payload {
-		payload[i] = byte(i * 7)
+		payload[i] = byte(i*7) | 0x80 // never an HTTP method: the app echoes
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -293,7 +330,7 @@ func tcpEcho(a, b *lab.Pod, port, size int) error {
 		errc <- err
 	}()
 	got := make([]byte, size)
-	if _, err := io.ReadFull(bufio.NewReader(c), got); err != nil {
+	if _, err := io.ReadFull(c, got); err != nil {
 		return err
 	}
 	if err := <-errc; err != nil {
@@ -303,39 +340,4 @@ func tcpEcho(a, b *lab.Pod, port, size int) error {
 		return errors.New("echoed bytes differ from the bytes sent")
 	}
 	return nil
-}
-
-func udpBurst(a, b *lab.Pod, port, n int) (int, error) {
-	var rx *net.UDPConn
-	if err := lab.InNetns(b.Netns, func() (err error) {
-		rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: b.IP.AsSlice(), Port: port})
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	defer rx.Close()
-	rx.SetReadBuffer(4 << 20)
-	var tx *net.UDPConn
-	if err := lab.InNetns(a.Netns, func() (err error) {
-		tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: b.IP.AsSlice(), Port: port})
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	defer tx.Close()
-	for i := range n {
-		if _, err := fmt.Fprintf(tx, "datagram %d", i); err != nil {
-			return 0, err
-		}
-	}
-	buf := make([]byte, 64)
-	got := 0
-	for got < n {
-		rx.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if _, err := rx.Read(buf); err != nil {
-			break
-		}
-		got++
-	}
-	return got, nil
 }

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fibmesh/fibmesh/lab"
+	"github.com/fibmesh/fibmesh/lab/echo"
+	"github.com/fibmesh/fibmesh/lab/kubelet"
+)
+
+func init() {
+	commands["kubelet"] = &command{
+		summary: "the lab's background kubelet (started by up -f; not for direct use)",
+		usage: `fibmesh-lab kubelet [--state-dir DIR]
+
+Runs the manifests of the lab in DIR (DIR/lab.json, written by up -f)
+until SIGTERM, then stops every container and process it started. up -f
+starts it detached; down stops it. Its status is on DIR/kubelet.sock
+(/readyz, /status).`,
+		run: runKubelet,
+	}
+	commands["logs"] = &command{
+		summary: "print a container's log",
+		usage: `fibmesh-lab logs [--state-dir DIR] [-c NAME] [-f] POD
+
+Prints the log (standard output and error) of a container of POD
+(NAMESPACE/NAME, or NAME where only one namespace has it). -c picks the
+container when the pod has several; -f keeps printing what is appended
+until interrupted.
+
+Example:
+  sudo fibmesh-lab logs -f production/reviews-v1-6d5c9b7f8-k2x4p`,
+		run: runLogs,
+	}
+	commands["app"] = &command{
+		summary: "run a built-in demo app",
+		usage: `fibmesh-lab app echo [--port P] [--name SERVICE] [--version V] [--addr IP]
+
+echo listens on one TCP port and answers HTTP/1.1, HTTP/2 over cleartext
+(h2c: prior knowledge or Upgrade) and raw TCP: the first bytes decide (an
+HTTP method or the HTTP/2 preface: HTTP; anything else is echoed back).
+HTTP requests get JSON: service, version, pod, namespace, node, the peer
+address and every request header. Pod, namespace and node come from the
+environment (POD_NAME, POD_NAMESPACE, NODE_NAME: set them with the
+Downward API), service and version from the flags or SERVICE_NAME and
+SERVICE_VERSION. Needs no root.
+
+Example (a container of a Pod):
+  command: ["fibmesh-lab", "app", "echo", "--port", "9080", "--name", "reviews", "--version", "v1"]`,
+		run: runApp,
+	}
+}
+
+// appFlags are app echo's.
+var (
+	flagPort    int
+	flagName    string
+	flagVersion string
+	flagAddr    string
+)
+
+func upManifests(ctx context.Context, stdout io.Writer, log *slog.Logger) error {
+	dir, err := filepath.Abs(flagFile)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return usageError{fmt.Errorf("up: -f %s: not a directory of manifests", flagFile)}
+	}
+	if err := (lab.Config{Nodes: 1, PodsPerNode: 1, Prefix: flagPrefix, StateDir: flagStateDir}).Validate(); err != nil {
+		return usageError{fmt.Errorf("up: %w", err)}
+	}
+	if flagNodes < 1 {
+		return usageError{fmt.Errorf("up: --nodes %d: want 1 or more", flagNodes)}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	bin := flagBin
+	if bin == "" {
+		bin = filepath.Dir(self)
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return err
+	}
+	if flagMesh {
+		for _, b := range []string{"fibmesh-controller", "fibmesh-agent"} {
+			if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+				return fmt.Errorf("up --mesh: %w (build the binaries with make build, or point --bin at them)", err)
+			}
+		}
+	}
+	stateDir, err := filepath.Abs(flagStateDir)
+	if err != nil {
+		return err
+	}
+	o := kubelet.Options{StateDir: stateDir, Dir: dir, Prefix: flagPrefix, Mesh: flagMesh, BinDir: bin,
+		BackoffBase: flagBackoff, Self: self}
+	ctx, cancel := context.WithTimeout(ctx, flagTimeout)
+	defer cancel()
+	start := time.Now()
+	st, err := kubelet.Up(ctx, o, flagNodes)
+	if err != nil {
+		return err
+	}
+	for _, e := range st.Errors {
+		log.Warn("left out", "err", e)
+	}
+	log.Info("lab up", "dir", dir, "pods", len(st.Pods), "mesh", flagMesh, "prefix", flagPrefix,
+		"state", stateDir, "took", time.Since(start).Round(time.Millisecond))
+	l, err := lab.Load(stateDir)
+	if err != nil {
+		return err
+	}
+	return printStatus(stdout, l, st)
+}
+
+func manifestStatus(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+	st, err := kubelet.Get(ctx, l.Config.StateDir)
+	if err != nil {
+		printTable(stdout, l, true)
+		return fmt.Errorf("%w (bring the lab up again with fibmesh-lab up -f %s)", err, l.Manifests)
+	}
+	if err := printStatus(stdout, l, st); err != nil {
+		return err
+	}
+	var missing []string
+	for _, ns := range l.Namespaces() {
+		if !lab.NetnsExists(ns) {
+			missing = append(missing, ns)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("network namespaces missing: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// printStatus writes a lab of manifests: nodes, pods, mesh processes,
+// pending pods and the objects left out.
+func printStatus(w io.Writer, l *lab.Lab, st *kubelet.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "manifests: %s (read %d times); ready: %v\n\n", st.Dir, st.Reloads, st.Ready)
+	fmt.Fprintln(tw, "NODE\tNETNS\tIP\tPOD CIDR\tPODS")
+	for _, n := range l.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", n.Name, n.Netns, n.IP, n.PodCIDR, len(n.Pods))
+	}
+	fmt.Fprintln(tw)
+	header := "POD\tNODE\tIP\tPHASE\tREADY\tRESTARTS\tNETNS"
+	if st.Mesh {
+		header += "\tENROLMENT"
+	}
+	fmt.Fprintln(tw, header)
+	for _, p := range st.Pods {
+		ready := 0
+		for _, c := range p.Containers {
+			if c.State == kubelet.StateRunning || c.Reason == "NoCommand" {
+				ready++
+			}
+		}
+		line := fmt.Sprintf("%s/%s\t%s\t%s\t%s\t%d/%d\t%d\t%s", p.Namespace, p.Name, p.Node, p.IP, p.Phase, ready, len(p.Containers), p.Restarts, p.Netns)
+		if st.Mesh {
+			line += "\t" + p.Enrolment
+		}
+		fmt.Fprintln(tw, line)
+		for _, c := range p.Containers {
+			if c.State != kubelet.StateRunning {
+				fmt.Fprintf(tw, "  container %s\t%s %s\t%s\n", c.Name, c.State, c.Reason, c.Message)
+			}
+		}
+		if p.Error != "" {
+			fmt.Fprintf(tw, "  network\t%s\n", p.Error)
+		}
+	}
+	if len(st.Processes) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "PROCESS\tSTATE\tREADY\tRESTARTS\tPID\tLOG")
+		for _, p := range st.Processes {
+			state := p.State
+			if p.Reason != "" {
+				state += " " + p.Reason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%s\n", p.Name, state, p.Ready, p.Restarts, p.PID, p.Log)
+		}
+	}
+	for _, p := range st.Pending {
+		fmt.Fprintf(tw, "\npending %s/%s: %s", p.Namespace, p.Name, p.Reason)
+	}
+	if len(st.Pending) > 0 {
+		fmt.Fprintln(tw)
+	}
+	if len(st.Errors) > 0 {
+		fmt.Fprintln(tw, "\nleft out of the manifests:")
+		for _, e := range st.Errors {
+			fmt.Fprintf(tw, "  %s\n", e)
+		}
+	}
+	if !st.Ready && len(st.NotReady) > 0 {
+		fmt.Fprintf(tw, "\nnot ready: %s\n", strings.Join(st.NotReady, "; "))
+	}
+	return tw.Flush()
+}
+
+func runKubelet(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("kubelet: unexpected arguments %q", args)}
+	}
+	// SIGINT from a terminal the daemon no longer has is not for it;
+	// SIGTERM (down) is.
+	signal.Ignore(syscall.SIGHUP)
+	return kubelet.Run(ctx, flagStateDir, log)
+}
+
+func runLogs(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) != 1 {
+		return usageError{errors.New("logs: want one POD (NAMESPACE/NAME or NAME)")}
+	}
+	l, err := lab.Load(flagStateDir)
+	if err != nil {
+		return err
+	}
+	p, err := l.Pod(args[0])
+	if err != nil {
+		return usageError{fmt.Errorf("logs: %w", err)}
+	}
+	names, err := containerLogs(flagStateDir, p)
+	if err != nil {
+		return err
+	}
+	name := flagContainer
+	switch {
+	case name == "" && len(names) == 0:
+		return fmt.Errorf("logs %s/%s: no container logs (is it a pod of a lab of manifests, up -f?)", p.Namespace, p.Name)
+	case name == "":
+		name = names[0]
+	}
+	path := kubelet.ContainerLog(flagStateDir, p.Namespace, p.Name, name)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("logs %s/%s -c %s: %w (containers: %s)", p.Namespace, p.Name, name, err, strings.Join(names, ", "))
+	}
+	defer f.Close()
+	if _, err := io.Copy(stdout, f); err != nil {
+		return err
+	}
+	for flagFollow {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond): // tail -f polls too
+		}
+		if _, err := io.Copy(stdout, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// containerLogs lists the container log names of a pod, in the pod's
+// container order where cluster.yaml has none: by file name.
+func containerLogs(stateDir string, p *lab.Pod) ([]string, error) {
+	ents, err := os.ReadDir(kubelet.PodLogDir(stateDir, p.Namespace, p.Name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".log"); ok {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+func runApp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) < 1 || args[0] != "echo" {
+		return usageError{errors.New("app: want echo (fibmesh-lab app echo --port P)")}
+	}
+	efs := flag.NewFlagSet("fibmesh-lab app echo", flag.ContinueOnError)
+	efs.SetOutput(io.Discard)
+	efs.IntVar(&flagPort, "port", 8080, "TCP `PORT` to listen on")
+	efs.StringVar(&flagAddr, "addr", "", "`IP` to listen on (default: every address)")
+	efs.StringVar(&flagName, "name", os.Getenv("SERVICE_NAME"), "`SERVICE` name to report (default $SERVICE_NAME)")
+	efs.StringVar(&flagVersion, "version", os.Getenv("SERVICE_VERSION"), "`VERSION` to report (default $SERVICE_VERSION)")
+	if err := efs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			efs.SetOutput(stdout)
+			efs.PrintDefaults()
+			return err
+		}
+		return usageError{fmt.Errorf("app echo: %w", err)}
+	}
+	if efs.NArg() > 0 {
+		return usageError{fmt.Errorf("app echo: unexpected arguments %q", efs.Args())}
+	}
+	if flagPort < 1 || flagPort > 65535 {
+		return usageError{fmt.Errorf("app echo: --port %d: want 1..65535", flagPort)}
+	}
+	info := echo.Info{Service: flagName, Version: flagVersion, Pod: cmp.Or(os.Getenv("POD_NAME"), os.Getenv("HOSTNAME")),
+		Namespace: os.Getenv("POD_NAMESPACE"), Node: os.Getenv("NODE_NAME")}
+	ln, err := net.Listen("tcp", net.JoinHostPort(flagAddr, strconv.Itoa(flagPort)))
+	if err != nil {
+		return fmt.Errorf("app echo: %w", err)
+	}
+	log.Info("echo listening", "addr", ln.Addr().String(), "service", info.Service, "version", info.Version,
+		"pod", info.Pod, "namespace", info.Namespace, "node", info.Node)
+	return echo.New(info).Serve(ctx, ln)
+}
+
+

@@ -1,12 +1,9 @@
 package config
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"regexp"
 	"slices"
@@ -22,9 +19,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 )
 
 // ErrUnusable is wrapped by LoadDir's error when its input cannot be used
@@ -88,46 +85,24 @@ var (
 // are errors.
 func DecodeFile(file string, data []byte) (res, skipped []Resource, err error) {
 	var errs []error
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for doc := 1; ; doc++ {
-		raw, rerr := r.Read()
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
-		src := Source{File: file, Doc: doc}
-		if rerr != nil {
-			errs = append(errs, &DecodeError{Source: src, Err: fmt.Errorf("not valid YAML: %w", rerr)})
-			break
-		}
-		if blank(raw) {
-			continue
-		}
-		rs, sk, derr := decodeDoc(src, raw)
+	docs, rerr := yamldoc.Split(data)
+	for _, d := range docs {
+		rs, sk, derr := decodeDoc(Source{File: file, Doc: d.N}, d.Raw)
 		res = append(res, rs...)
 		skipped = append(skipped, sk...)
 		if derr != nil {
 			errs = append(errs, derr)
 		}
 	}
+	if re, ok := errors.AsType[*yamldoc.ReadError](rerr); ok {
+		errs = append(errs, &DecodeError{Source: Source{File: file, Doc: re.N}, Err: fmt.Errorf("not valid YAML: %w", re.Err)})
+	}
 	return res, skipped, errors.Join(errs...)
 }
 
-// blank says whether a document holds nothing but comments, document
-// markers and white space.
-func blank(b []byte) bool {
-	for l := range strings.SplitSeq(string(b), "\n") {
-		l = strings.TrimSpace(l)
-		if l != "" && !strings.HasPrefix(l, "#") && l != "---" && l != "..." {
-			return false
-		}
-	}
-	return true
-}
-
 func decodeDoc(src Source, raw []byte) (res, skipped []Resource, err error) {
-	js, err := yaml.YAMLToJSONStrict(raw)
-	if err != nil {
-		yerr := cleanYAMLErr(err)
+	js, yerr := yamldoc.ToJSON(raw)
+	if yerr != nil {
 		// YAML that is only strict-invalid (a duplicate key) still tells
 		// which object it is.
 		if loose, lerr := yaml.YAMLToJSON(raw); lerr == nil {
@@ -141,22 +116,6 @@ func decodeDoc(src Source, raw []byte) (res, skipped []Resource, err error) {
 		return nil, nil, nil // a document with only a null: as empty
 	}
 	return decodeJSON(src, js)
-}
-
-var dupKey = regexp.MustCompile(`(?m)^\s*line (\d+): key ("[^"]*") already set in map$`)
-
-// cleanYAMLErr turns sigs.k8s.io/yaml's error text into one line per
-// problem ("yaml: line 5: duplicate key "name"").
-func cleanYAMLErr(err error) error {
-	s := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
-	if m := dupKey.FindAllStringSubmatch(s, -1); m != nil {
-		lines := make([]string, len(m))
-		for i, x := range m {
-			lines[i] = fmt.Sprintf("yaml: line %s: duplicate key %s", x[1], x[2])
-		}
-		return errors.New(strings.Join(lines, "; "))
-	}
-	return errors.New(s)
 }
 
 // header is what every object has, read leniently so that an error
@@ -337,41 +296,17 @@ type fieldErr struct {
 
 // strictJSON decodes Kubernetes objects as the API server does:
 // case-sensitively, rejecting unknown and duplicate fields
-// (sigs.k8s.io/json, which sigs.k8s.io/yaml's UnmarshalStrict would not
-// make case-sensitive).
+// (yamldoc.UnmarshalJSONStrict; sigs.k8s.io/yaml's UnmarshalStrict
+// would match field names case-insensitively).
 func strictJSON(js []byte, obj any) *fieldErr {
-	strict, err := sigsjson.UnmarshalStrict(js, obj)
-	if err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return &fieldErr{field: te.Field, err: fmt.Errorf("wrong type: got %s, want %s", te.Value, te.Type)}
-		}
-		return &fieldErr{err: errors.New(strings.TrimPrefix(err.Error(), "json: "))}
+	err := yamldoc.UnmarshalJSONStrict(js, obj)
+	if err == nil {
+		return nil
 	}
-	if len(strict) > 0 {
-		return &fieldErr{field: strictField(strict[0]), err: errors.New(strictMsg(strict[0]))}
+	if fe, ok := errors.AsType[*yamldoc.FieldError](err); ok {
+		return &fieldErr{field: fe.Field, err: fe.Err}
 	}
-	return nil
-}
-
-// strictField pulls the field path out of `unknown field "spec.foo"`.
-func strictField(err error) string {
-	s := err.Error()
-	if i := strings.Index(s, `"`); i >= 0 {
-		if j := strings.Index(s[i+1:], `"`); j >= 0 {
-			return s[i+1 : i+1+j]
-		}
-	}
-	return ""
-}
-
-// strictMsg is "unknown field" or "duplicate field": the path is in Field.
-func strictMsg(err error) string {
-	s := err.Error()
-	if i := strings.Index(s, ` "`); i >= 0 {
-		return s[:i]
-	}
-	return s
+	return &fieldErr{err: err}
 }
 
 // decodeSpec decodes an Istio spec with protojson, strictly, and on error

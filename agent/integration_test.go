@@ -3,9 +3,11 @@ package agent_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,13 +20,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fibmesh/fibmesh/agent/admin"
+	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/labtest"
 )
 
 // The integration tests run the real fibmesh-agent binary in the nodes of
-// a lab and send real traffic between pods on different nodes.
+// a lab, driven by a controller served in the test process (on the
+// fabric's bridge, over TLS), and send real traffic between pods on
+// different nodes.
 
 const prefix = "fm-ti-"
 
@@ -57,6 +63,7 @@ type agentProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *logBuf
+	node *lab.Node
 }
 
 type logBuf struct {
@@ -73,12 +80,14 @@ func (l *logBuf) String() string {
 
 func pinDir(n *lab.Node) string { return filepath.Join(fib.DefaultPinRoot, n.Netns) }
 
-// startAgent runs fibmesh-agent in node's netns and returns once it logs
-// "ready" (or fails the test if it exits first).
-func startAgent(t *testing.T, l *lab.Lab, n *lab.Node, extra ...string) *agentProc {
+// launchAgent runs fibmesh-agent in node's netns against the test's
+// controller, with node's token, and returns at once.
+func launchAgent(t *testing.T, e *env, n *lab.Node, extra ...string) *agentProc {
 	t.Helper()
-	args := append([]string{"--node", n.Name, "--cluster-state", filepath.Join(l.Config.StateDir, lab.StateFile), "--nic", n.NIC, "--pin-dir", pinDir(n)}, extra...)
-	cmd := l.Command(context.Background(), n.Netns, agentBin, args...)
+	args := append([]string{"--node", n.Name, "--nic", n.NIC, "--pin-dir", pinDir(n),
+		"--controller", e.ctl.addr, "--controller-ca", e.ctl.rootFile, "--token-file", e.ctl.tokenFile[n.Name],
+		"--run-dir", e.runDir, "--reconnect-max", "1s"}, extra...)
+	cmd := e.lab.Command(context.Background(), n.Netns, agentBin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -86,29 +95,16 @@ func startAgent(t *testing.T, l *lab.Lab, n *lab.Node, extra ...string) *agentPr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start agent on %s: %v", n.Name, err)
 	}
-	p := &agentProc{cmd: cmd, done: make(chan struct{}), log: &logBuf{}}
-	ready := make(chan struct{})
+	p := &agentProc{cmd: cmd, done: make(chan struct{}), log: &logBuf{}, node: n}
 	go func() {
 		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
 		for sc.Scan() {
 			p.log.add(sc.Text())
-			if strings.Contains(sc.Text(), "msg=ready") {
-				once.Do(func() { close(ready) })
-			}
 		}
 		io.Copy(io.Discard, stderr)
 		cmd.Wait()
 		close(p.done)
 	}()
-	select {
-	case <-ready:
-	case <-p.done:
-		t.Fatalf("agent on %s exited before ready:\n%s", n.Name, p.log)
-	case <-time.After(30 * time.Second):
-		p.kill()
-		t.Fatalf("agent on %s not ready after 30s:\n%s", n.Name, p.log)
-	}
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -116,6 +112,65 @@ func startAgent(t *testing.T, l *lab.Lab, n *lab.Node, extra ...string) *agentPr
 		}
 	})
 	return p
+}
+
+// startAgent launches an agent and waits until its /readyz says ready
+// (the first flow table applied), failing the test if it exits first.
+func startAgent(t *testing.T, e *env, n *lab.Node, extra ...string) *agentProc {
+	t.Helper()
+	p := launchAgent(t, e, n, extra...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := adminGet(n, "/readyz")
+		if err == nil && code == 200 {
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("agent on %s exited before ready:\n%s", n.Name, p.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			t.Fatalf("agent on %s not ready after 30s (/readyz: %d %q %v):\n%s", n.Name, code, body, err, p.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// adminGet GETs path from the admin API of the agent in n's netns
+// (127.0.0.1:15000 there): the socket is made in that netns.
+func adminGet(n *lab.Node, path string) (int, string, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := lab.InNetns(n.Netns, func() (err error) {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	resp, err := c.Get("http://127.0.0.1:15000" + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// adminJSON decodes the admin API's answer to path into v.
+func adminJSON(t *testing.T, n *lab.Node, path string, v any) {
+	t.Helper()
+	code, body, err := adminGet(n, path)
+	if err != nil || code != 200 {
+		t.Fatalf("GET %s on %s: %d %v\n%s", path, n.Name, code, err, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("GET %s on %s: %v\n%s", path, n.Name, err, body)
+	}
 }
 
 func (p *agentProc) stop() {
@@ -179,6 +234,8 @@ func (s snapshot) delta(before snapshot, node int, r fib.Reason) uint64 {
 
 type env struct {
 	lab        *lab.Lab
+	ctl        *controller
+	runDir     string
 	nodes      [2]*lab.Node
 	podA, podB *lab.Pod // node1-pod1, node2-pod2
 	agents     [2]*agentProc
@@ -192,7 +249,7 @@ func setupPerNode(t *testing.T, node1Args, node2Args []string) *env {
 	t.Helper()
 	labtest.NeedRoot(t)
 	l := labtest.Up(t, lab.Config{Nodes: 2, PodsPerNode: 2, Prefix: prefix, StateDir: t.TempDir()})
-	e := &env{lab: l}
+	e := &env{lab: l, runDir: t.TempDir()}
 	var err error
 	for i, name := range []string{"node1", "node2"} {
 		if e.nodes[i], err = l.Node(name); err != nil {
@@ -206,8 +263,9 @@ func setupPerNode(t *testing.T, node1Args, node2Args []string) *env {
 	if e.podB, err = l.Pod("node2-pod2"); err != nil {
 		t.Fatal(err)
 	}
-	e.agents[0] = startAgent(t, l, e.nodes[0], node1Args...)
-	e.agents[1] = startAgent(t, l, e.nodes[1], node2Args...)
+	e.ctl = startController(t, l)
+	e.agents[0] = startAgent(t, e, e.nodes[0], node1Args...)
+	e.agents[1] = startAgent(t, e, e.nodes[1], node2Args...)
 	return e
 }
 
@@ -374,23 +432,32 @@ func dialTCP(p *lab.Pod, addr string, timeout time.Duration) (net.Conn, error) {
 	return c, err
 }
 
-func setPolicy(t *testing.T, n *lab.Node, e fib.PolicyEntry) {
+// hasPolicy reports whether n's FIB holds e.
+func hasPolicy(t *testing.T, n *lab.Node, e fib.PolicyEntry) bool {
 	t.Helper()
 	f, err := fib.OpenPinned(pinDir(n))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Policy.Put(e); err != nil {
+	ps, err := f.Policy.List()
+	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range ps {
+		if p == e {
+			return true
+		}
+	}
+	return false
 }
 
 func TestStrictPortDropsPlaintext(t *testing.T) {
 	e := setup(t)
+	const port = 7100
 	var ln net.Listener
 	inPod(t, e.podB, func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(e.podB.IP, 0).String())
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(e.podB.IP, port).String())
 		return err
 	})
 	defer ln.Close()
@@ -403,7 +470,6 @@ func TestStrictPortDropsPlaintext(t *testing.T) {
 			c.Close()
 		}
 	}()
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	addr := ln.Addr().String()
 
 	// Reachable before the policy.
@@ -413,9 +479,20 @@ func TestStrictPortDropsPlaintext(t *testing.T) {
 	}
 	c.Close()
 
-	// STRICT on pod B's port, programmed on pod B's node (where the
-	// controller puts a pod's policy).
-	setPolicy(t, e.nodes[1], fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: port, Proto: fib.ProtoTCP}, Mode: fib.ModeStrict})
+	// STRICT on pod B's TCP port and UDP port 7000 (a UDP service it
+	// backs), from the controller: programmed by pod B's node's agent.
+	e.ctl.update(t, func(m *model.Model) {
+		workload(m, e.podB.Name).PortModes = map[uint32]model.Mode{port: model.ModeStrict, 7000: model.ModeStrict}
+		m.Services = append(m.Services, &model.Service{
+			Hostname: "udp-echo.default.svc.cluster.local", Namespace: "default", Name: "udp-echo", VIPs: []string{"10.96.0.10"},
+			Ports: []model.Port{{Name: "udp", Port: 7000, Protocol: model.ProtocolUDP}},
+			Endpoints: []*model.Endpoint{{Address: e.podB.IP.String(), Ready: true, Node: e.podB.Node, Workload: e.podB.Namespace + "/" + e.podB.Name,
+				Identity: workload(m, e.podB.Name).Identity}},
+		})
+	})
+	strictTCP := fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: port, Proto: fib.ProtoTCP}, Mode: fib.ModeStrict}
+	strictUDP := fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: 7000, Proto: fib.ProtoUDP}, Mode: fib.ModeStrict}
+	waitFor(t, func() bool { return hasPolicy(t, e.nodes[1], strictTCP) && hasPolicy(t, e.nodes[1], strictUDP) })
 	before := snap(t, e.nodes)
 	if c, err := dialTCP(e.podA, addr, 1500*time.Millisecond); err == nil {
 		c.Close()
@@ -436,7 +513,6 @@ func TestStrictPortDropsPlaintext(t *testing.T) {
 		return err
 	})
 	defer rx.Close()
-	setPolicy(t, e.nodes[1], fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: 7000, Proto: fib.ProtoUDP}, Mode: fib.ModeStrict})
 	before = snap(t, e.nodes)
 	var tx *net.UDPConn
 	inPod(t, e.podA, func() (err error) {
@@ -612,7 +688,7 @@ func TestAgentRestartKeepsTCPConnection(t *testing.T) {
 	if d := down.delta(before, 0, fib.ReasonRedirect); d < 200 {
 		t.Errorf("node1 redirected only %d packets while its agent was down", d)
 	}
-	e.agents[0] = startAgent(t, e.lab, e.nodes[0])
+	e.agents[0] = startAgent(t, e, e.nodes[0])
 	alive("after restart")
 	after := snap(t, e.nodes)
 	if d := after.fwd[0] - before.fwd[0]; d != 0 {
@@ -623,7 +699,11 @@ func TestAgentRestartKeepsTCPConnection(t *testing.T) {
 	if echoErr != nil {
 		t.Fatal(echoErr)
 	}
-	if !strings.Contains(e.agents[0].log.String(), "msg=ready") {
-		t.Error("restarted agent never became ready")
+	// It re-read its pinned FIB: the controller's tables were already
+	// programmed, so it wrote nothing.
+	var f admin.FIB
+	adminJSON(t, e.nodes[0], "/fib", &f)
+	if f.Writes != (admin.Writes{}) {
+		t.Errorf("restarted agent wrote %+v to a FIB that already held its tables; want nothing", f.Writes)
 	}
 }

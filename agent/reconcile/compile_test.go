@@ -60,7 +60,7 @@ func TestCompileRefuses(t *testing.T) {
 func TestCompileSkips(t *testing.T) {
 	tb := tables()
 	tb["mesh"].Routes = append(tb["mesh"].Routes,
-		&fibv1.Route{Prefix: "fd00:200:2::/64", NextHop: "fd00::2", Node: "node2"}, // IPv6: the kernel's
+		&fibv1.Route{Prefix: "fd00:200:2::/64", NextHop: "fd00::2", Node: "node2"},  // IPv6: the kernel's
 		&fibv1.Route{Prefix: "10.200.2.0/24", NextHop: "10.100.0.9", Node: "node9"}, // duplicate: the first wins
 	)
 	d, err := Compile("node1", tb)

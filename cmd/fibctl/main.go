@@ -5,7 +5,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,15 +14,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/sys/unix"
-	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/controller/analyze"
 	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/output"
 )
 
 const usage = `fibctl: inspect a node's fibmesh XDP FIB.
@@ -137,15 +135,16 @@ func run(args []string, out io.Writer) error {
 	}
 	node := fs.String("node", "", "node whose FIB to read (its pin directory is "+fib.DefaultPinRoot+"/NODE)")
 	pinDir := fs.String("pin-dir", "", "the FIB's bpffs pin directory (overrides --node)")
-	format := fs.String("o", "table", "output format: table, json or yaml")
+	formatName := fs.String("o", string(output.Table), output.FlagUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err.Error()}
 	}
-	if *format != "table" && *format != "json" && *format != "yaml" {
-		return usageError{fmt.Sprintf("-o %q: want table, json or yaml", *format)}
+	format, err := output.Parse(*formatName)
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	if fs.NArg() == 0 {
 		return usageError{"missing command: want " + commands}
@@ -161,7 +160,7 @@ func run(args []string, out io.Writer) error {
 		if *node != "" || *pinDir != "" {
 			return usageError{"nic reads the interfaces of the current network namespace: it takes no --node or --pin-dir (run it in the node's namespace: nsenter --net=/run/netns/NODE fibctl nic)"}
 		}
-		ifname, f, err := parseNIC(rest, *format)
+		ifname, f, err := parseNIC(rest, format)
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(out, nicUsage)
 			fmt.Fprintln(out, "  -o string\n    \toutput format: table, json or yaml (default \"table\")")
@@ -202,45 +201,26 @@ func run(args []string, out io.Writer) error {
 		if ifs == nil {
 			ifs = []string{} // JSON [] like the other lists, not null
 		}
-		return emit(out, *format, ifs, func(w *tabwriter.Writer) {
+		return output.Write(out, format, ifs, func(w io.Writer) {
 			fmt.Fprintln(w, "INTERFACE")
 			for _, i := range ifs {
 				fmt.Fprintln(w, i)
 			}
 		})
 	case "fib", "routes":
-		return showRoutes(out, *format, f)
+		return showRoutes(out, format, f)
 	case "flows":
-		return showFlows(out, *format, f)
+		return showFlows(out, format, f)
 	case "stats":
-		return showStats(out, *format, f)
+		return showStats(out, format, f)
 	case "policy":
-		return policy(out, *format, f, pc)
+		return policy(out, format, f, pc)
 	}
 	panic("unreachable: command " + cmd + " was checked above")
 }
 
 // commands lists the commands for usage errors.
 const commands = "fib, flows, stats, policy, attached or nic"
-
-func emit(out io.Writer, format string, v any, table func(*tabwriter.Writer)) error {
-	switch format {
-	case "json":
-		e := json.NewEncoder(out)
-		e.SetIndent("", "  ")
-		return e.Encode(v)
-	case "yaml":
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(b)
-		return err
-	}
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	table(w)
-	return w.Flush()
-}
 
 type routeOut struct {
 	Prefix  string `json:"prefix"`
@@ -251,7 +231,7 @@ type routeOut struct {
 	PuntNew bool   `json:"puntNew"`
 }
 
-func showRoutes(out io.Writer, format string, f *fib.FIB) error {
+func showRoutes(out io.Writer, format output.Format, f *fib.FIB) error {
 	rs, err := f.Routes.List()
 	if err != nil {
 		return err
@@ -260,7 +240,7 @@ func showRoutes(out io.Writer, format string, f *fib.FIB) error {
 	for i, r := range rs {
 		rows[i] = routeOut{Prefix: r.Prefix.String(), Ifindex: r.NextHop.Ifindex, SrcMAC: r.NextHop.SrcMAC.String(), DstMAC: r.NextHop.DstMAC.String(), PuntNew: r.NextHop.PuntNew}
 	}
-	return emit(out, format, rows, func(w *tabwriter.Writer) {
+	return output.Write(out, format, rows, func(w io.Writer) {
 		fmt.Fprintln(w, "PREFIX\tIFINDEX\tSRC MAC\tDST MAC\tFLAGS")
 		for _, r := range rows {
 			flags := "-"
@@ -284,7 +264,7 @@ type flowOut struct {
 	IdleMs  int64  `json:"idleMs"`
 }
 
-func showFlows(out io.Writer, format string, f *fib.FIB) error {
+func showFlows(out io.Writer, format output.Format, f *fib.FIB) error {
 	fl, err := f.Flows.List()
 	if err != nil {
 		return err
@@ -302,7 +282,7 @@ func showFlows(out io.Writer, format string, f *fib.FIB) error {
 			SrcID: e.Flow.SrcID, DstID: e.Flow.DstID, Packets: e.Flow.Packets, Bytes: e.Flow.Bytes, IdleMs: idle,
 		}
 	}
-	return emit(out, format, rows, func(w *tabwriter.Writer) {
+	return output.Write(out, format, rows, func(w io.Writer) {
 		fmt.Fprintln(w, "PROTO\tSOURCE\tDESTINATION\tACTION\tPACKETS\tBYTES\tIDLE")
 		for _, r := range rows {
 			idle := "never"
@@ -326,7 +306,7 @@ type statOut struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
-func showStats(out io.Writer, format string, f *fib.FIB) error {
+func showStats(out io.Writer, format output.Format, f *fib.FIB) error {
 	cs, err := f.Stats.Read()
 	if err != nil {
 		return err
@@ -335,7 +315,7 @@ func showStats(out io.Writer, format string, f *fib.FIB) error {
 	for i, c := range cs {
 		rows[i] = statOut{Reason: fib.Reason(i).String(), Packets: c.Packets, Bytes: c.Bytes}
 	}
-	return emit(out, format, rows, func(w *tabwriter.Writer) {
+	return output.Write(out, format, rows, func(w io.Writer) {
 		fmt.Fprintln(w, "REASON\tPACKETS\tBYTES")
 		for _, r := range rows {
 			fmt.Fprintf(w, "%s\t%d\t%d\n", r.Reason, r.Packets, r.Bytes)
@@ -389,7 +369,7 @@ func parsePolicy(args []string) (policyCmd, error) {
 	return policyCmd{}, usageError{fmt.Sprintf("policy: unknown subcommand %q: want set or delete", args[0])}
 }
 
-func policy(out io.Writer, format string, f *fib.FIB, pc policyCmd) error {
+func policy(out io.Writer, format output.Format, f *fib.FIB, pc policyCmd) error {
 	switch pc.verb {
 	case "set":
 		return f.Policy.Put(fib.PolicyEntry{Key: pc.key, Mode: pc.mode})
@@ -404,7 +384,7 @@ func policy(out io.Writer, format string, f *fib.FIB, pc policyCmd) error {
 	for i, p := range ps {
 		rows[i] = policyOut{Proto: p.Key.Proto.String(), Addr: p.Key.Addr.String(), Port: p.Key.Port, Mode: p.Mode.String()}
 	}
-	return emit(out, format, rows, func(w *tabwriter.Writer) {
+	return output.Write(out, format, rows, func(w io.Writer) {
 		fmt.Fprintln(w, "PROTO\tADDRESS\tPORT\tMODE")
 		for _, r := range rows {
 			fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", r.Proto, r.Addr, r.Port, r.Mode)

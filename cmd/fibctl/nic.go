@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/output"
 	nicprofiles "github.com/fibmesh/fibmesh/nic-profiles"
 )
 
@@ -30,18 +30,18 @@ Flags:
 
 // parseNIC checks a nic command line: [-o FORMAT] [IFACE]. format is the
 // -o given before the command; one after it wins.
-func parseNIC(args []string, format string) (ifname, outFormat string, err error) {
+func parseNIC(args []string, format output.Format) (ifname string, outFormat output.Format, err error) {
 	fs := flag.NewFlagSet("fibctl nic", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	o := fs.String("o", format, "output format: table, json or yaml")
+	o := fs.String("o", string(format), output.FlagUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", "", err
 		}
 		return "", "", usageError{"nic: " + err.Error()}
 	}
-	if *o != "table" && *o != "json" && *o != "yaml" {
-		return "", "", usageError{fmt.Sprintf("nic: -o %q: want table, json or yaml", *o)}
+	if outFormat, err = output.Parse(*o); err != nil {
+		return "", "", usageError{"nic: " + err.Error()}
 	}
 	switch fs.NArg() {
 	case 0:
@@ -50,7 +50,7 @@ func parseNIC(args []string, format string) (ifname, outFormat string, err error
 	default:
 		return "", "", usageError{fmt.Sprintf("nic takes at most one IFACE, got %d: %q", fs.NArg(), fs.Args())}
 	}
-	return ifname, *o, nil
+	return ifname, outFormat, nil
 }
 
 // nicOut is one interface in `fibctl nic` JSON and YAML: the field names
@@ -132,7 +132,7 @@ func yesNo(b bool) string {
 }
 
 // nicCommand runs `fibctl nic`: detect, then print.
-func nicCommand(out io.Writer, format, ifname string) error {
+func nicCommand(out io.Writer, format output.Format, ifname string) error {
 	var ds []*nicprofiles.Detection
 	if ifname != "" {
 		d, err := nicprofiles.Detect(ifname)
@@ -150,7 +150,7 @@ func nicCommand(out io.Writer, format, ifname string) error {
 	for i, d := range ds {
 		rows[i] = nicRow(d)
 	}
-	return emit(out, format, rows, func(w *tabwriter.Writer) {
+	return output.Write(out, format, rows, func(w io.Writer) {
 		fmt.Fprintln(w, "INTERFACE\tDRIVER\tPROFILE\tXDP\tXDP FEATURES\tAF_XDP ZC\tKTLS TX\tKTLS RX\tACTIVE QUIRKS")
 		for _, r := range rows {
 			drv := r.Driver

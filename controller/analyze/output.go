@@ -1,18 +1,15 @@
 package analyze
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"text/tabwriter"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/internal/output"
 )
 
 // Formats Write accepts.
-var Formats = []string{"table", "json", "yaml"}
+var Formats = []string{string(output.Table), string(output.JSON), string(output.YAML)}
 
 // Write writes findings to w as "table" (columns LEVEL CODE KIND
 // NAMESPACE NAME MESSAGE, "-" for an empty cell), "json" (an array of
@@ -23,35 +20,24 @@ func Write(w io.Writer, format string, fs []Finding) error {
 	if fs == nil {
 		fs = []Finding{}
 	}
-	switch format {
-	case "table", "":
+	f := output.Format(format)
+	if format == "" {
+		f = output.Table
+	}
+	if err := output.Write(w, f, fs, func(tw io.Writer) {
 		if len(fs) == 0 {
-			_, err := fmt.Fprintln(w, "No findings.")
-			return err
+			fmt.Fprintln(tw, "No findings.")
+			return
 		}
-		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "LEVEL\tCODE\tKIND\tNAMESPACE\tNAME\tMESSAGE")
 		for _, f := range fs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
 				f.Level, f.Code, dash(f.Kind), dash(f.Namespace), dash(f.Name), f.Message)
 		}
-		return tw.Flush()
-	case "json":
-		b, err := json.MarshalIndent(fs, "", "  ")
-		if err != nil {
-			return fmt.Errorf("encode findings as json: %w", err)
-		}
-		_, err = w.Write(append(b, '\n'))
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(fs)
-		if err != nil {
-			return fmt.Errorf("encode findings as yaml: %w", err)
-		}
-		_, err = w.Write(b)
-		return err
+	}); err != nil {
+		return fmt.Errorf("findings: %w", err)
 	}
-	return fmt.Errorf("unknown output format %q (want table, json or yaml)", format)
+	return nil
 }
 
 func dash(s string) string {

@@ -8,10 +8,9 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	"sigs.k8s.io/yaml"
+	"github.com/fibmesh/fibmesh/internal/output"
 )
 
 // StatusPath is where Handler serves the status of every node.
@@ -64,7 +63,7 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, statusUsage); fs.PrintDefaults() }
 	ctl := fs.String("controller", "http://127.0.0.1:15014", "the controller's monitoring endpoint (--monitoring-listen)")
-	format := fs.String("o", "table", "output format: table, json or yaml")
+	formatName := fs.String("o", string(output.Table), output.FlagUsage)
 	// Flags may follow NODE (fibctl config status node1 -o json): the
 	// flag package stops at the first argument, so parse again after
 	// each one, up to a "--".
@@ -86,8 +85,9 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		nodes, args = append(nodes, rest[0]), rest[1:]
 	}
-	if *format != "table" && *format != "json" && *format != "yaml" {
-		fmt.Fprintf(stderr, "fibctl config status: -o %q: want table, json or yaml\n", *format)
+	format, err := output.Parse(*formatName)
+	if err != nil {
+		fmt.Fprintf(stderr, "fibctl config status: %v\n", err)
 		return 2
 	}
 	if len(nodes) > 1 {
@@ -125,7 +125,7 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		all = one
 	}
-	if err := writeStatus(stdout, *format, all); err != nil {
+	if err := writeStatus(stdout, format, all); err != nil {
 		fmt.Fprintln(stderr, "fibctl config status:", err)
 		return 2
 	}
@@ -142,59 +142,44 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func writeStatus(out io.Writer, format string, all []NodeStatus) error {
+func writeStatus(out io.Writer, format output.Format, all []NodeStatus) error {
 	if all == nil {
 		all = []NodeStatus{}
 	}
-	switch format {
-	case "json":
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(all)
-	case "yaml":
-		b, err := yaml.Marshal(all)
-		if err != nil {
-			return err
-		}
-		_, err = out.Write(b)
-		return err
-	}
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprint(w, "NODE\tSTREAMS")
-	for _, t := range Types {
-		fmt.Fprint(w, "\t", ShortType(t))
-	}
-	fmt.Fprintln(w, "\tCONVERGED")
-	var nacks []string
-	for _, ns := range all {
-		name := ns.Node
-		if !ns.InModel {
-			name += " (not in model)"
-		}
-		fmt.Fprintf(w, "%s\t%d", name, ns.Streams)
+	return output.Write(out, format, all, func(w io.Writer) {
+		fmt.Fprint(w, "NODE\tSTREAMS")
 		for _, t := range Types {
-			st := TypeStatus{TypeURL: t}
-			for _, ts := range ns.Types {
-				if ts.TypeURL == t {
-					st = ts
+			fmt.Fprint(w, "\t", ShortType(t))
+		}
+		fmt.Fprintln(w, "\tCONVERGED")
+		var nacks []string
+		for _, ns := range all {
+			name := ns.Node
+			if !ns.InModel {
+				name += " (not in model)"
+			}
+			fmt.Fprintf(w, "%s\t%d", name, ns.Streams)
+			for _, t := range Types {
+				st := TypeStatus{TypeURL: t}
+				for _, ts := range ns.Types {
+					if ts.TypeURL == t {
+						st = ts
+					}
+				}
+				fmt.Fprint(w, "\t", st.State())
+				if st.NACK != nil {
+					nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, ShortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
 				}
 			}
-			fmt.Fprint(w, "\t", st.State())
-			if st.NACK != nil {
-				nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, ShortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
+			conv := "-"
+			if ns.LastConvergence > 0 {
+				conv = ns.LastConvergence.Round(10 * time.Microsecond).String()
 			}
+			fmt.Fprintf(w, "\t%s\n", conv)
 		}
-		conv := "-"
-		if ns.LastConvergence > 0 {
-			conv = ns.LastConvergence.Round(10 * time.Microsecond).String()
+		// Below the table: lines without tabs are not aligned.
+		for _, n := range nacks {
+			fmt.Fprintln(w, n)
 		}
-		fmt.Fprintf(w, "\t%s\n", conv)
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	for _, n := range nacks {
-		fmt.Fprintln(out, n)
-	}
-	return nil
+	})
 }

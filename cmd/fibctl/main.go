@@ -18,8 +18,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fibmesh/fibmesh/controller/analyze"
-	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/internal/output"
 )
@@ -96,7 +94,7 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	}
 	switch args[0] {
 	case "analyze":
-		return analyze.Command(args[1:], stdout, stderr), true
+		return analyzeCommand(args[1:], stdout, stderr), true
 	case "config":
 		return configCommand(args[1:], stdout, stderr), true
 	}
@@ -114,7 +112,7 @@ func configCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "status":
-		return xds.StatusCommand(args[1:], stdout, stderr)
+		return configStatus(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintf(stdout, "Usage:\n  fibctl config status [--controller URL] [-o table|json|yaml] [NODE]\n\nSee fibctl config status --help.\n")
 		return 0

@@ -2,6 +2,8 @@ package xds
 
 import (
 	"cmp"
+	"encoding/json"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -410,4 +412,30 @@ func (t *tracker) status() []NodeStatus {
 	}
 	slices.SortFunc(out, func(a, b NodeStatus) int { return cmp.Compare(a.Node, b.Node) })
 	return out
+}
+
+// StatusPath is where Handler serves the status of every node.
+const StatusPath = "/debug/config_status"
+
+// Handler serves StatusPath: Status as JSON.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.Status())
+	})
+}
+
+// State is one type's sync state on a node, as fibctl config status
+// prints it (the words istioctl proxy-status uses).
+func (t TypeStatus) State() string {
+	switch {
+	case t.NACK != nil:
+		return "NACKED"
+	case t.Sent == "":
+		return "NOT SENT"
+	case t.Sent == t.Acked:
+		return "SYNCED"
+	default:
+		return "STALE"
+	}
 }

@@ -1,4 +1,4 @@
-package xds
+package main
 
 import (
 	"encoding/json"
@@ -10,36 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/internal/output"
 )
 
-// StatusPath is where Handler serves the status of every node.
-const StatusPath = "/debug/config_status"
-
-// Handler serves StatusPath: Status as JSON.
-func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(s.Status())
-	})
-}
-
-// State is one type's sync state on a node, as fibctl config status
-// prints it (the words istioctl proxy-status uses).
-func (t TypeStatus) State() string {
-	switch {
-	case t.NACK != nil:
-		return "NACKED"
-	case t.Sent == "":
-		return "NOT SENT"
-	case t.Sent == t.Acked:
-		return "SYNCED"
-	default:
-		return "STALE"
-	}
-}
-
-const statusUsage = `fibctl config status: what the controller has pushed to each node's
+const configStatusUsage = `fibctl config status: what the controller has pushed to each node's
 agent, and what each agent accepted.
 
 Usage:
@@ -57,11 +32,13 @@ Exit status: 0 all connected nodes synced, 1 a node is stale or NACKed,
 Flags:
 `
 
-// StatusCommand is fibctl config status; it returns the exit status.
-func StatusCommand(args []string, stdout, stderr io.Writer) int {
+// configStatus is fibctl config status: it asks the controller's
+// monitoring endpoint for every node's status, prints it and returns the
+// exit status.
+func configStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fibctl config status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, statusUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, configStatusUsage); fs.PrintDefaults() }
 	ctl := fs.String("controller", "http://127.0.0.1:15014", "the controller's monitoring endpoint (--monitoring-listen)")
 	formatName := fs.String("o", string(output.Table), output.FlagUsage)
 	// Flags may follow NODE (fibctl config status node1 -o json): the
@@ -94,7 +71,7 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fibctl config status: at most one NODE, got %q\n", nodes)
 		return 2
 	}
-	url := strings.TrimSuffix(*ctl, "/") + StatusPath
+	url := strings.TrimSuffix(*ctl, "/") + xds.StatusPath
 	client := &http.Client{Timeout: 10 * time.Second}
 	resp, err := client.Get(url)
 	if err != nil {
@@ -107,13 +84,13 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fibctl config status: %s: %s: %s\n", url, resp.Status, strings.TrimSpace(string(b)))
 		return 2
 	}
-	var all []NodeStatus
+	var all []xds.NodeStatus
 	if err := json.NewDecoder(resp.Body).Decode(&all); err != nil {
 		fmt.Fprintf(stderr, "fibctl config status: %s: decoding the status: %v\n", url, err)
 		return 2
 	}
 	if len(nodes) == 1 {
-		var one []NodeStatus
+		var one []xds.NodeStatus
 		for _, ns := range all {
 			if ns.Node == nodes[0] {
 				one = append(one, ns)
@@ -142,14 +119,16 @@ func StatusCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func writeStatus(out io.Writer, format output.Format, all []NodeStatus) error {
+// writeStatus prints every node's status: per type its State, and each
+// NACK's reason below the table.
+func writeStatus(out io.Writer, format output.Format, all []xds.NodeStatus) error {
 	if all == nil {
-		all = []NodeStatus{}
+		all = []xds.NodeStatus{}
 	}
 	return output.Write(out, format, all, func(w io.Writer) {
 		fmt.Fprint(w, "NODE\tSTREAMS")
-		for _, t := range Types {
-			fmt.Fprint(w, "\t", ShortType(t))
+		for _, t := range xds.Types {
+			fmt.Fprint(w, "\t", xds.ShortType(t))
 		}
 		fmt.Fprintln(w, "\tCONVERGED")
 		var nacks []string
@@ -159,8 +138,8 @@ func writeStatus(out io.Writer, format output.Format, all []NodeStatus) error {
 				name += " (not in model)"
 			}
 			fmt.Fprintf(w, "%s\t%d", name, ns.Streams)
-			for _, t := range Types {
-				st := TypeStatus{TypeURL: t}
+			for _, t := range xds.Types {
+				st := xds.TypeStatus{TypeURL: t}
 				for _, ts := range ns.Types {
 					if ts.TypeURL == t {
 						st = ts
@@ -168,7 +147,7 @@ func writeStatus(out io.Writer, format output.Format, all []NodeStatus) error {
 				}
 				fmt.Fprint(w, "\t", st.State())
 				if st.NACK != nil {
-					nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, ShortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
+					nacks = append(nacks, fmt.Sprintf("%s %s: version %s NACKed at %s: %s", ns.Node, xds.ShortType(t), st.NACK.Version, st.NACK.At.Format(time.RFC3339), st.NACK.Reason))
 				}
 			}
 			conv := "-"

@@ -1,4 +1,4 @@
-package analyze
+package main
 
 import (
 	"bytes"
@@ -9,31 +9,56 @@ import (
 	"strings"
 	"testing"
 
-	"istio.io/api/networking/v1alpha3"
-
 	"github.com/fibmesh/fibmesh/controller/config"
 )
 
-func readDoc(t *testing.T) string {
+const (
+	reviewsService = `apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080, targetPort: 9080, protocol: TCP}]
+`
+	reviewsRoute = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+`
+	// reviewsBadWeights splits reviews' traffic 60/60 (FM0001).
+	reviewsBadWeights = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews}, weight: 60}
+    - {destination: {host: reviews}, weight: 60}
+`
+)
+
+// snapOf decodes YAML documents into a snapshot, as config.LoadDir would.
+func snapOf(t *testing.T, docs ...string) *config.Snapshot {
 	t.Helper()
-	b, err := os.ReadFile("../../docs/analyze.md")
+	res, _, err := config.DecodeFile("test.yaml", []byte(strings.Join(docs, "---\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return &config.Snapshot{Resources: res}
 }
 
-// TestRunExitCodes covers flag handling and exit codes with a fake loader,
-// independent of config.LoadDir.
-func TestRunExitCodes(t *testing.T) {
-	good := func(string) (*config.Snapshot, error) { return snap(reviews), nil }
-	badWeights := func(string) (*config.Snapshot, error) {
-		return snap(reviews, vs("default", "r", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{{
-			Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "", 60), dest("reviews", "", 60)},
-		}}})), nil
-	}
+// TestAnalyzeExitCodes covers flag handling and exit codes with a fake
+// loader, independent of config.LoadDir.
+func TestAnalyzeExitCodes(t *testing.T) {
+	good := func(string) (*config.Snapshot, error) { return snapOf(t, reviewsService), nil }
+	badWeights := func(string) (*config.Snapshot, error) { return snapOf(t, reviewsService, reviewsBadWeights), nil }
 	decodeErr := func(string) (*config.Snapshot, error) {
-		return snap(reviews), errors.Join(&config.DecodeError{Source: config.Source{File: "x.yaml", Doc: 1}, Err: errors.New("broken")})
+		return snapOf(t, reviewsService), errors.Join(&config.DecodeError{Source: config.Source{File: "x.yaml", Doc: 1}, Err: errors.New("broken")})
 	}
 	unusable := func(string) (*config.Snapshot, error) {
 		return nil, errors.Join(&config.DecodeError{Source: config.Source{File: "/nope"}, Err: fmt.Errorf("open /nope: %w", config.ErrUnusable)})
@@ -60,18 +85,18 @@ func TestRunExitCodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			code := run(tc.args, &out, &errOut, tc.load)
+			code := runAnalyze(tc.args, &out, &errOut, tc.load)
 			if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.errOut) {
-				t.Errorf("run(%q) = %d\nstdout: %s\nstderr: %s\nwant %d, stdout containing %q, stderr containing %q",
+				t.Errorf("runAnalyze(%q) = %d\nstdout: %s\nstderr: %s\nwant %d, stdout containing %q, stderr containing %q",
 					tc.args, code, out.String(), errOut.String(), tc.code, tc.out, tc.errOut)
 			}
 		})
 	}
 }
 
-// TestCommandDirs runs Command, with the real config.LoadDir, over
-// temporary directories.
-func TestCommandDirs(t *testing.T) {
+// TestAnalyzeDirs runs fibctl analyze, through main's dispatch and with
+// the real config.LoadDir, over temporary directories.
+func TestAnalyzeDirs(t *testing.T) {
 	write := func(t *testing.T, files map[string]string) string {
 		dir := t.TempDir()
 		for name, body := range files {
@@ -88,61 +113,21 @@ spec:
   selector: {app: reviews}
   ports: [{name: http, port: 9080}]
 `
-	const route = `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {host: reviews}
-`
 	for _, tc := range []struct {
 		name string
 		dir  string
 		code int
 	}{
-		{"clean", write(t, map[string]string{"mesh.yaml": service + "---\n" + route}), 0},
-		{"unknown host", write(t, map[string]string{"mesh.yaml": route}), 1},
+		{"clean", write(t, map[string]string{"mesh.yaml": service + "---\n" + reviewsRoute}), 0},
+		{"unknown host", write(t, map[string]string{"mesh.yaml": reviewsRoute}), 1},
 		{"broken document", write(t, map[string]string{"mesh.yaml": service, "bad.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {bogus: 1}\n"}), 1},
 		{"missing path", filepath.Join(t.TempDir(), "missing"), 2},
 		{"nothing is YAML", write(t, map[string]string{"notes.txt": "hello"}), 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			if code := Command([]string{"-f", tc.dir}, &out, &errOut); code != tc.code {
-				t.Errorf("Command -f %s = %d, want %d\nstdout: %s\nstderr: %s", tc.dir, code, tc.code, out.String(), errOut.String())
+			if code, stdout, stderr := fibctlMain("analyze", "-f", tc.dir); code != tc.code {
+				t.Errorf("fibctl analyze -f %s = %d, want %d\nstdout: %s\nstderr: %s", tc.dir, code, tc.code, stdout, stderr)
 			}
 		})
-	}
-}
-
-// TestExamplesHaveNoErrors checks that the demo mesh in examples/ is
-// valid: no Error finding (Warnings for unsupported fields are allowed).
-func TestExamplesHaveNoErrors(t *testing.T) {
-	const dir = "../testdata/cluster"
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hasYAML := false
-	for _, e := range ents {
-		ext := filepath.Ext(e.Name())
-		hasYAML = hasYAML || e.IsDir() || ext == ".yaml" || ext == ".yml"
-	}
-	if !hasYAML {
-		t.Skipf("%s has no manifests yet (they arrive with issue 3's examples); nothing to check", dir)
-	}
-	s, err := config.LoadDir(dir)
-	fs := append(FromDecodeErrors(err), Analyze(s)...)
-	if err != nil && len(fs) == 0 {
-		t.Fatalf("LoadDir(%s): %v", dir, err)
-	}
-	for _, f := range fs {
-		if f.Level == Error {
-			t.Errorf("%s", f)
-		} else {
-			t.Logf("%s", f)
-		}
 	}
 }

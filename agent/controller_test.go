@@ -187,15 +187,20 @@ func (c *controller) start(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	runCtx, stopRun := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var wg sync.WaitGroup
 		wg.Add(2)
-		go func() { defer wg.Done(); srv.Run(ctx) }()
+		go func() { defer wg.Done(); srv.Run(runCtx) }()
 		go func() { defer wg.Done(); g.Serve(ln) }()
 		<-ctx.Done()
+		// The connections go first (a controller that is gone), then the
+		// push loop: stopping the loop first would end the streams while
+		// the listener still accepts the agents' reconnects.
 		g.Stop()
+		stopRun()
 		wg.Wait()
 	}()
 	c.mu.Lock()

@@ -39,6 +39,9 @@ func (a *Agent) enrolPod(ctx context.Context, namespace, name string) (enrolment
 		if !a.enrol.Enrolled(namespace, name) { // a re-enrolment keeps rotating
 			a.svids.Remove(namespace, name)
 		}
+		if class, hint := failureClass(err); class == "refused" {
+			a.log.Warn("the controller's CA refused the node", "pod", key, "hint", hint, "err", err)
+		}
 		return enrolment.Result{}, fmt.Errorf("no SVID: %w", err)
 	}
 	a.log.Info("pod enrolled", "pod", key, "spiffe_id", s.ID.String(), "svid_not_after", s.NotAfter)

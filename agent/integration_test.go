@@ -139,8 +139,13 @@ func startAgent(t *testing.T, e *env, n *lab.Node, extra ...string) *agentProc {
 }
 
 // adminGet GETs path from the admin API of the agent in n's netns
-// (127.0.0.1:15000 there): the socket is made in that netns.
+// (127.0.0.1:15000 there).
 func adminGet(n *lab.Node, path string) (int, string, error) {
+	return nsGet(n, "http://127.0.0.1:15000"+path)
+}
+
+// nsGet GETs url with a socket made in n's netns.
+func nsGet(n *lab.Node, url string) (int, string, error) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
@@ -152,7 +157,7 @@ func adminGet(n *lab.Node, path string) (int, string, error) {
 			return c, err
 		},
 	}}
-	resp, err := c.Get("http://127.0.0.1:15000" + path)
+	resp, err := c.Get(url)
 	if err != nil {
 		return 0, "", err
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fibmesh/fibmesh/agent"
 	"github.com/fibmesh/fibmesh/api/enrol"
@@ -106,6 +107,7 @@ func main() {
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", agent.DefaultMetricsListen, "Prometheus metrics address (/metrics); - for none")
 	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", 0, "SVID lifetime to ask the CA for (default: the CA's, 24h); renewed at half of it")
 	fs.DurationVar(&cfg.ReconnectCap, "reconnect-max", agent.DefaultReconnectCap, "longest wait between attempts to reach the controller (exponential backoff from 100ms, full jitter)")
+	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")
 	logFormat := fs.String("log-format", "text", "log format: text or json")

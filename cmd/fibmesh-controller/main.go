@@ -301,7 +301,9 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	epoch := firstVersion()
 	xs := xds.New(xds.Options{
+		Epoch:    epoch,
 		Debounce: f.debounce, DebounceMax: f.debounceMax, SyncConcurrency: f.syncConcurrency,
 		OnEvent: func(ev xds.Event) {
 			switch ev.Kind {
@@ -320,7 +322,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 		},
 	})
 	var c *controller.Controller
-	c = controller.New(model.Options{TrustDomain: f.trustDomain, FirstVersion: firstVersion()}, func(ev controller.Event) {
+	c = controller.New(model.Options{TrustDomain: f.trustDomain, FirstVersion: epoch}, func(ev controller.Event) {
 		if ev.Rejected != nil {
 			log.Warn("config rejected; the last good input stays in force", "version", ev.Version, "err", ev.Rejected)
 			return

@@ -81,6 +81,12 @@ type Options struct {
 	// SyncTimeout (default 10s).
 	SyncConcurrency int
 	SyncTimeout     time.Duration
+	// Epoch, if set, is part of every shared type's version
+	// ("FDS-<epoch>.<n>" instead of "FDS-<n>"). The controller sets it
+	// from the clock at start-up: go-control-plane's caches count from 0
+	// in each process, and without an epoch a restarted controller's
+	// versions would go back.
+	Epoch uint64
 }
 
 // PushResult is what one push did.
@@ -173,7 +179,7 @@ func New(o Options) *Server {
 	quiet := log.LoggerFuncs{} // go-control-plane's logs stay quiet: the tracker reports
 	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, resource.SecretType, fds.TypeURL} {
 		st := &sharedType{typeURL: t, hashes: map[string]held{},
-			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(ShortType(t)+"-"))}
+			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(versionPrefix(t, o.Epoch)))}
 		s.shared[t] = st
 		s.mux.Caches[t] = st.cache
 	}
@@ -182,6 +188,14 @@ func New(o Options) *Server {
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done()})
 	return s
+}
+
+// versionPrefix starts the versions of a shared type's cache.
+func versionPrefix(typeURL string, epoch uint64) string {
+	if epoch == 0 {
+		return ShortType(typeURL) + "-"
+	}
+	return ShortType(typeURL) + "-" + strconv.FormatUint(epoch, 10) + "."
 }
 
 // nodeID keys snapshots by the xDS node.id, the Kubernetes node name.

@@ -1,0 +1,9 @@
+// Package e2e runs the mesh as a user runs it: the binaries of make
+// build, a lab built from a directory of ordinary manifests with its
+// controller and one agent per node (fibmesh-lab up -f DIR --mesh), real
+// processes in network namespaces, and checks what the issue of the
+// "mesh comes alive" wave asks end to end: the FIBs equal the
+// controller's flow tables, edits propagate, the data path survives the
+// controller and the agents going away, and identities stay on their
+// node. Its tests need root and skip without it.
+package e2e

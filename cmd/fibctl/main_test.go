@@ -104,27 +104,11 @@ func TestHelp(t *testing.T) {
 
 // --- Root tests: a FIB pinned on bpffs, read and edited through run. ---
 
-// ensureBPFFS mounts bpffs at /sys/fs/bpf unless it is there already.
-func ensureBPFFS(t testing.TB) {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/bpf", &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return
-	}
-	if err := os.MkdirAll("/sys/fs/bpf", 0o700); err != nil {
-		t.Fatalf("create /sys/fs/bpf: %v", err)
-	}
-	if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
-		t.Fatalf("mount -t bpf bpf /sys/fs/bpf: %v", err)
-	}
-}
-
 // testPinDir returns a fresh pin directory name under the agents' pin
 // root (fm-tc-<random>), removed with fib.Remove when the test ends.
 func testPinDir(t testing.TB) string {
 	t.Helper()
-	testenv.NeedRoot(t)
-	ensureBPFFS(t)
+	testenv.NeedBPFFS(t)
 	dir := filepath.Join(fib.DefaultPinRoot, fmt.Sprintf("fm-tc-%08x", rand.Uint32()))
 	t.Cleanup(func() {
 		if err := fib.Remove(dir); err != nil {

@@ -336,19 +336,6 @@ func TestTxPorts(t *testing.T) {
 	}
 }
 
-// ensureBPFFS mounts bpffs at /sys/fs/bpf if nothing is mounted there.
-// It stays mounted: agents and tools on this host expect it.
-func ensureBPFFS(t *testing.T) {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/bpf", &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return
-	}
-	if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("cannot mount bpffs at /sys/fs/bpf: %v", err)
-	}
-}
-
 func randomPinDir(t *testing.T) string {
 	t.Helper()
 	b := make([]byte, 6)
@@ -366,8 +353,7 @@ func randomPinDir(t *testing.T) string {
 }
 
 func TestPinning(t *testing.T) {
-	testenv.NeedRoot(t)
-	ensureBPFFS(t)
+	testenv.NeedBPFFS(t)
 	dir := randomPinDir(t)
 
 	routes := []Route{route("10.0.0.0/8", 2, false), route("10.1.0.7/32", 3, true)}
@@ -424,8 +410,7 @@ func TestPinning(t *testing.T) {
 }
 
 func TestOpenPinnedMissing(t *testing.T) {
-	testenv.NeedRoot(t)
-	ensureBPFFS(t)
+	testenv.NeedBPFFS(t)
 	dir := randomPinDir(t)
 	if _, err := OpenPinned(dir); err == nil || !strings.Contains(err.Error(), "no FIB pinned in "+dir) {
 		t.Errorf("OpenPinned(empty dir) = %v, want 'no FIB pinned'", err)
@@ -453,7 +438,7 @@ func TestCheckBPFFS(t *testing.T) {
 			t.Errorf("Open(PinDir: %s) = %v, want ErrNotBPFFS", d, err)
 		}
 	}
-	ensureBPFFS(t)
+	testenv.NeedBPFFS(t)
 	if err := CheckBPFFS(filepath.Join(DefaultPinRoot, "fm-tu-not-created")); err != nil {
 		t.Errorf("CheckBPFFS(under bpffs) = %v", err)
 	}

@@ -167,10 +167,11 @@ func printStatus(w io.Writer, l *lab.Lab, st *kubelet.Status) error {
 		header += "\tENROLMENT"
 	}
 	fmt.Fprintln(tw, header)
+	var details []string
 	for _, p := range st.Pods {
 		ready := 0
 		for _, c := range p.Containers {
-			if c.State == kubelet.StateRunning || c.Reason == "NoCommand" {
+			if (c.State == kubelet.StateRunning && (!c.Probed || c.Ready)) || c.Reason == "NoCommand" {
 				ready++
 			}
 		}
@@ -181,12 +182,18 @@ func printStatus(w io.Writer, l *lab.Lab, st *kubelet.Status) error {
 		fmt.Fprintln(tw, line)
 		for _, c := range p.Containers {
 			if c.State != kubelet.StateRunning {
-				fmt.Fprintf(tw, "  container %s\t%s %s\t%s\n", c.Name, c.State, c.Reason, c.Message)
+				details = append(details, fmt.Sprintf("%s/%s container %s: %s %s: %s", p.Namespace, p.Name, c.Name, c.State, c.Reason, c.Message))
 			}
 		}
 		if p.Error != "" {
-			fmt.Fprintf(tw, "  network\t%s\n", p.Error)
+			details = append(details, fmt.Sprintf("%s/%s network: %s", p.Namespace, p.Name, p.Error))
 		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range details {
+		fmt.Fprintln(w, "  "+d)
 	}
 	if len(st.Processes) > 0 {
 		fmt.Fprintln(tw)
@@ -325,5 +332,3 @@ func runApp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writ
 		"pod", info.Pod, "namespace", info.Namespace, "node", info.Node)
 	return echo.New(info).Serve(ctx, ln)
 }
-
-

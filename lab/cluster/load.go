@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -196,6 +197,10 @@ func decodeStrict(r config.Resource, raw []byte, obj any) error {
 	}
 	strict, err := sigsjson.UnmarshalStrict(js, obj)
 	if err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return de(te.Field, fmt.Errorf("wrong type: got %s, want %s", te.Value, te.Type))
+		}
 		return de("", errors.New(strings.TrimPrefix(err.Error(), "json: ")))
 	}
 	if len(strict) > 0 {

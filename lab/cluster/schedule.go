@@ -242,6 +242,18 @@ func Schedule(m *Manifests, nodes []NodePlan, alloc *Allocations) *Scheduled {
 		keep[k] = PodAllocation{Node: n.Name, IP: ip.String()}
 		load[n.Name]++
 	}
+	// Pods with an IP of their own, then pods pinned to a node, go first:
+	// the others can go anywhere.
+	rank := func(p *corev1.Pod) int {
+		switch {
+		case explicit[PodKey(p)].IsValid():
+			return 0
+		case p.Spec.NodeName != "":
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(fresh, func(a, b *corev1.Pod) int { return cmp.Compare(rank(a), rank(b)) })
 	for _, p := range fresh {
 		k := PodKey(p)
 		ip, has := explicit[k]

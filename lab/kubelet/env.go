@@ -10,12 +10,14 @@ import (
 )
 
 // containerEnv returns the environment of container c of pod p (p has its
-// node and IP): PATH and HOME of the daemon, HOSTNAME as the pod's name,
+// node and IP): PATH (binDir, where fibmesh-lab is, first: the examples'
+// containers run "fibmesh-lab app echo" as the image would have it on its
+// PATH) and HOME of the daemon, HOSTNAME as the pod's name,
 // then the container's env in order, with $(VAR) references to earlier
 // variables expanded and valueFrom.fieldRef resolved as the Downward API
 // does. It says which field is wrong when an env entry cannot be
 // resolved (a configMapKeyRef, an unknown fieldPath).
-func containerEnv(p *corev1.Pod, c *corev1.Container) ([]string, error) {
+func containerEnv(p *corev1.Pod, c *corev1.Container, binDir string) ([]string, error) {
 	vars := map[string]string{}
 	var order []string
 	set := func(k, v string) {
@@ -27,6 +29,9 @@ func containerEnv(p *corev1.Pod, c *corev1.Container) ([]string, error) {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	if binDir != "" {
+		path = binDir + ":" + path
 	}
 	set("PATH", path)
 	set("HOME", "/root")

@@ -35,8 +35,14 @@ type ProcStatus struct {
 	Restarts int       `json:"restarts"`
 	Started  time.Time `json:"started,omitzero"`
 	Log      string    `json:"log,omitempty"`
-	// Ready is set for mesh processes once their /readyz answers 200.
+	// Ready is, for a container with a readiness probe and for the
+	// mesh's processes, what the last probe decided (mesh: /readyz
+	// answers 200).
 	Ready bool `json:"ready,omitempty"`
+	// Probed says the container has a readiness probe; Decided that it
+	// has made a decision since the container last started.
+	Probed  bool `json:"probed,omitempty"`
+	Decided bool `json:"decided,omitempty"`
 }
 
 // procSpec is what to run.
@@ -195,6 +201,9 @@ func (p *proc) once(ctx context.Context) (int, error) {
 	p.mu.Unlock()
 	p.set(func(s *ProcStatus) {
 		s.State, s.Reason, s.Message, s.PID, s.Started = StateRunning, "", "", cmd.Process.Pid, time.Now()
+		if s.Probed {
+			s.Ready, s.Decided = false, false
+		}
 	})
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

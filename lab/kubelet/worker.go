@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -159,7 +160,7 @@ func (w *podWorker) startContainers(ctx context.Context, wg *sync.WaitGroup, pod
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		logPath := ContainerLog(w.d.o.StateDir, pod.Namespace, pod.Name, c.Name)
-		env, err := containerEnv(pod, c)
+		env, err := containerEnv(pod, c, filepath.Dir(w.d.o.Self))
 		if err != nil {
 			noCmd[c.Name] = ProcStatus{Name: c.Name, State: StateWaiting, Reason: "CreateContainerConfigError", Message: err.Error(), Log: logPath}
 			continue
@@ -170,10 +171,28 @@ func (w *podWorker) startContainers(ctx context.Context, wg *sync.WaitGroup, pod
 				Message: "no command: the lab ignores images and runs a container's command and args; add command to run something (the pod's network is up)"}
 			continue
 		}
-		procs = append(procs, newProc(procSpec{
+		pr := newProc(procSpec{
 			name: c.Name, netns: w.labPod.Netns, argv: args, env: env, dir: c.WorkingDir,
 			log: logPath, policy: policy, grace: grace,
-		}, w.d.backoff(), w.d.statusChanged))
+		}, w.d.backoff(), w.d.statusChanged)
+		prober, why := newProber(c, w.labPod.Netns, w.labPod.IP)
+		if why != "" {
+			w.d.log.Warn("probe", "pod", w.key, "container", c.Name, "err", why)
+		}
+		if prober != nil {
+			pr.st.Probed = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				prober.run(ctx, func() bool { return pr.status().State == StateRunning }, func(ready bool, msg string) {
+					pr.set(func(s *ProcStatus) { s.Ready, s.Decided = ready, true })
+					if msg != "" {
+						w.d.log.Info("readiness", "pod", w.key, "container", c.Name, "msg", msg)
+					}
+				})
+			}()
+		}
+		procs = append(procs, pr)
 	}
 	w.set(func() { w.procs, w.noCmd, w.started = procs, noCmd, true })
 	for _, p := range procs {
@@ -273,7 +292,14 @@ func (w *podWorker) status() PodStatus {
 	if w.stopping {
 		s.Phase = "Terminating"
 	}
+	// Started: the network is up, the containers were started, and
+	// those with a readiness probe running have a first answer.
 	s.Started = w.netnsUp && w.started
+	for _, c := range s.Containers {
+		if c.Probed && c.State == StateRunning && !c.Decided {
+			s.Started = false
+		}
+	}
 	return s
 }
 
@@ -292,7 +318,11 @@ func phase(cs []ProcStatus) (string, bool) {
 				failed++
 			}
 			ready = false
-		case c.State == StateRunning, c.Reason == "NoCommand", c.Reason == "ContainerCreating":
+		case c.State == StateRunning:
+			if c.Probed && !c.Ready {
+				ready = false
+			}
+		case c.Reason == "NoCommand", c.Reason == "ContainerCreating":
 		default:
 			ready = false
 		}

@@ -48,7 +48,7 @@ import (
 
 // Defaults.
 const (
-	DefaultAdminListen   = "127.0.0.1:15000"
+	DefaultAdminListen   = admin.DefaultListen
 	DefaultMetricsListen = ":15090"
 	// DefaultReconnectBase and DefaultReconnectCap bound the wait before
 	// reconnecting to the controller: exponential from the base, capped,

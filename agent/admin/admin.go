@@ -20,6 +20,10 @@ import (
 	"time"
 )
 
+// DefaultListen is the admin API's address: localhost of the node's
+// network namespace.
+const DefaultListen = "127.0.0.1:15000"
+
 // ConfigDump is /config_dump: one entry per subscribed xDS type.
 type ConfigDump struct {
 	Configs []TypeConfig `json:"configs"`

@@ -51,6 +51,13 @@ Commands:
                             and what each accepted, per xDS type
                             (exit 0: synced, 1: a node stale or NACKed,
                             2: the controller unreachable; takes no --node)
+  config dump [--node NETNS] [-o FORMAT] [TYPE]
+                            the xDS config (CDS EDS LDS RDS SDS FDS) a node's
+                            agent accepted, and its last NACK, from the
+                            agent's admin API (127.0.0.1:15000 in NETNS)
+  certs [--node NETNS] [-o FORMAT]
+                            the SVIDs of the pods enrolled on a node's agent:
+                            identity, serial, expiry (admin API)
 
 fibctl reads the maps the agent pinned under --pin-dir
 (default /sys/fs/bpf/fibmesh/<node>); it needs root.
@@ -97,12 +104,14 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		return analyzeCommand(args[1:], stdout, stderr), true
 	case "config":
 		return configCommand(args[1:], stdout, stderr), true
+	case "certs": // dump.go
+		return certsCommand(args[1:], stdout, stderr), true
 	}
 	return 0, false
 }
 
 // configCommands lists config's subcommands for usage errors.
-const configCommands = "status"
+const configCommands = "status or dump"
 
 // configCommand is fibctl config SUBCOMMAND: it returns the exit status.
 func configCommand(args []string, stdout, stderr io.Writer) int {
@@ -113,8 +122,10 @@ func configCommand(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "status":
 		return configStatus(args[1:], stdout, stderr)
+	case "dump": // dump.go
+		return configDump(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintf(stdout, "Usage:\n  fibctl config status [--controller URL] [-o table|json|yaml] [NODE]\n\nSee fibctl config status --help.\n")
+		fmt.Fprintf(stdout, "Usage:\n  fibctl config status [--controller URL] [-o table|json|yaml] [NODE]\n  fibctl config dump [--node NETNS] [-o table|json|yaml] [TYPE]\n\nSee fibctl config status --help, fibctl config dump --help.\n")
 		return 0
 	}
 	fmt.Fprintf(stderr, "fibctl config: unknown subcommand %q: want %s (see fibctl --help)\n", args[0], configCommands)

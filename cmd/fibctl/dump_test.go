@@ -45,7 +45,7 @@ func (fakeAgent) Pods() []admin.PodInfo {
 }
 
 func (fakeAgent) FIBSummary() (admin.FIB, error) { return admin.FIB{}, nil }
-func (fakeAgent) Ready() (bool, string)           { return true, "" }
+func (fakeAgent) Ready() (bool, string)          { return true, "" }
 
 func TestConfigDumpAndCerts(t *testing.T) {
 	srv := httptest.NewServer(admin.Handler(fakeAgent{}))
@@ -90,8 +90,12 @@ func TestConfigDumpAndCerts(t *testing.T) {
 	}
 }
 
-func dumpCmd(args []string, stdout, stderr *bytes.Buffer) int  { return configDump(args, stdout, stderr) }
-func certsCmd(args []string, stdout, stderr *bytes.Buffer) int { return certsCommand(args, stdout, stderr) }
+func dumpCmd(args []string, stdout, stderr *bytes.Buffer) int {
+	return configDump(args, stdout, stderr)
+}
+func certsCmd(args []string, stdout, stderr *bytes.Buffer) int {
+	return certsCommand(args, stdout, stderr)
+}
 
 // The dispatch hook: fibctl config dump and fibctl certs reach dump.go.
 func TestDispatchDumpAndCerts(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"github.com/fibmesh/fibmesh/api/enrol"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/logflag"
 )
 
 const usage = `fibmesh-agent: the fibmesh node daemon, driven by the controller.
@@ -110,7 +111,7 @@ func main() {
 	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logflag.Register(fs)
 	var punts prefixList
 	fs.Var(&punts, "punt", "destination CIDR whose new flows are punted to the agent for a decision (repeatable, comma-separated)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -123,16 +124,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fibmesh-agent: unexpected argument %q (see --help)\n", fs.Arg(0))
 		os.Exit(2)
 	}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
-	switch *logFormat {
-	case "text":
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, nil)
-	default:
-		fmt.Fprintf(os.Stderr, "fibmesh-agent: --log-format %q: want text or json\n", *logFormat)
+	log, err := logFormat.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fibmesh-agent: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(h)
 	if cfg.Node == "" {
 		fmt.Fprintln(os.Stderr, "fibmesh-agent: --node is required (this node's name, as the controller knows it)")
 		os.Exit(2)

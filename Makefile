@@ -62,11 +62,11 @@ vmtest: ## kernel tests (kTLS, sockmap) in a qemu VM on Debian's stock kernel; V
 unit: ## tests that need no root (root-only tests skip)
 	$(GO) test -count=1 $(PKGS)
 
-demo: deps build ## bring the lab up, run the agents, show traffic crossing nodes through the XDP FIB
+demo: deps build ## run examples/ in the lab with the controller and an agent per node; show FIB routes, an edit reaching them, traffic crossing nodes in XDP
 	@hack/bpffs.sh
-	$(BIN)/fibmesh-lab demo --bin $(BIN)
+	$(BIN)/fibmesh-lab demo -f examples --bin $(BIN)
 
-demo-down: ## stop the demo's agents and remove the lab
+demo-down: ## stop everything the demo runs (kubelet, pods, controller, agents) and remove the lab
 	@if [ -x $(BIN)/fibmesh-lab ]; then $(BIN)/fibmesh-lab down; else $(GO) run ./cmd/fibmesh-lab down; fi
 
 bench-fib: deps build ## cross-node 64-byte UDP packet rate: XDP FIB vs kernel forwarding

@@ -199,16 +199,23 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	say("the lab stays up. Look around:")
-	bin := o.BinDir
-	fmt.Fprintf(o.Out, `    %[1]s/fibmesh-lab status
-    %[1]s/fibmesh-lab logs %[2]s/%[3]s
-    %[1]s/fibmesh-lab exec %[2]s/%[3]s -- ip addr
+	flags := ""
+	if o.StateDir != lab.DefaultStateDir {
+		flags = " --state-dir " + o.StateDir
+	}
+	down := "make demo-down"
+	if o.Prefix != lab.DefaultPrefix || flags != "" {
+		down = fmt.Sprintf("%s/fibmesh-lab down --prefix %s%s", o.BinDir, o.Prefix, flags)
+	}
+	fmt.Fprintf(o.Out, `    %[1]s/fibmesh-lab status%[7]s
+    %[1]s/fibmesh-lab logs%[7]s %[2]s/%[3]s
+    %[1]s/fibmesh-lab exec%[7]s %[2]s/%[3]s -- ip addr
     %[1]s/fibctl --node %[4]s fib
     %[1]s/fibctl --node %[4]s stats
-    %[1]s/fibmesh-lab exec fabric -- %[1]s/fibctl config status --controller http://%[5]s
+    %[1]s/fibmesh-lab exec%[7]s fabric -- %[1]s/fibctl config status --controller http://%[5]s
     edit %[6]s/*.yaml: the lab, the controller and the agents follow
-    make demo-down
-`, bin, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir)
+    %[8]s
+`, o.BinDir, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir, flags, down)
 	return nil
 }
 

@@ -58,9 +58,11 @@ type PodStatus struct {
 	Ready      bool         `json:"ready"`
 	Restarts   int          `json:"restarts"`
 	Containers []ProcStatus `json:"containers"`
-	// Started is true once the network is up and the containers were
-	// started.
-	Started bool `json:"started"`
+	// Started is true once the network is up, the containers were
+	// started, their readiness probes passed (or had 20 s), and (Mesh)
+	// the pod is enrolled; else Waiting says what it waits for.
+	Started bool   `json:"started"`
+	Waiting string `json:"waiting,omitempty"`
 	// Enrolment is what the node's agent answered (Mesh).
 	Enrolment string `json:"enrolment,omitempty"`
 	// Error is the last failure to build the pod's network.
@@ -375,7 +377,7 @@ func (d *daemon) status() *Status {
 	}
 	for _, p := range st.Pods {
 		if !p.Started && p.Phase != "Terminating" {
-			st.NotReady = append(st.NotReady, fmt.Sprintf("pod %s/%s is not started", p.Namespace, p.Name))
+			st.NotReady = append(st.NotReady, fmt.Sprintf("pod %s/%s waits for %s", p.Namespace, p.Name, p.Waiting))
 		}
 	}
 	if d.o.Mesh {

@@ -1,6 +1,7 @@
 package kubelet
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,11 @@ import (
 	"github.com/fibmesh/fibmesh/api/enrol"
 	"github.com/fibmesh/fibmesh/lab"
 )
+
+// probeSettle is how long a container with a readiness probe may stay
+// not ready before the lab stops waiting for it (up returns; status
+// shows it not ready).
+const probeSettle = 20 * time.Second
 
 // defaultGrace is the pod's terminationGracePeriodSeconds when it sets
 // none, as in Kubernetes.
@@ -292,13 +299,24 @@ func (w *podWorker) status() PodStatus {
 	if w.stopping {
 		s.Phase = "Terminating"
 	}
-	// Started: the network is up, the containers were started, and
-	// those with a readiness probe running have a first answer.
+	// Started: the network is up, the containers were started, those
+	// with a readiness probe are ready (or have had probeSettle to get
+	// there: a pod that never gets ready must not hold up the lab), and
+	// (Mesh) the pod is enrolled with its node's agent.
 	s.Started = w.netnsUp && w.started
+	switch {
+	case !w.netnsUp:
+		s.Waiting = "its network"
+	case !w.started:
+		s.Waiting = "its containers"
+	}
 	for _, c := range s.Containers {
-		if c.Probed && c.State == StateRunning && !c.Decided {
-			s.Started = false
+		if c.Probed && c.State == StateRunning && !c.Ready && time.Since(c.Started) < probeSettle {
+			s.Started, s.Waiting = false, "the readiness probe of "+c.Name
 		}
+	}
+	if s.Started && w.d.o.Mesh && !strings.HasPrefix(w.enrolled, "enrolled") {
+		s.Started, s.Waiting = false, "enrolment ("+cmp.Or(w.enrolled, "not tried yet")+")"
 	}
 	return s
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fibmesh/fibmesh/internal/loopback"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
 )
@@ -362,7 +363,7 @@ func TestKeyUpdate(t *testing.T) {
 func TestWrongKeyFails(t *testing.T) {
 	needKTLS(t)
 	ln := loopbackListener(t)
-	a, b, err := tcpPair(ln)
+	a, b, err := loopback.Pair(ln)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +414,7 @@ func TestUnsupported(t *testing.T) {
 	// kernels use a cipher number nobody has.
 	for _, cipher := range []Cipher{57, 99} {
 		for _, d := range []Direction{TX, RX} {
-			a, b, err := tcpPair(ln)
+			a, b, err := loopback.Pair(ln)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/internal/loopback"
 )
 
 var (
@@ -55,7 +57,7 @@ func ProbeNow() (*Capabilities, error) {
 	defer ln.Close()
 
 	// The ULP alone first: it tells "no kTLS at all" from "no such cipher".
-	a, b, err := tcpPair(ln)
+	a, b, err := loopback.Pair(ln)
 	if err != nil {
 		return nil, fmt.Errorf("ktls: probe: %w", err)
 	}
@@ -93,30 +95,6 @@ func ProbeNow() (*Capabilities, error) {
 	return caps, nil
 }
 
-func tcpPair(ln net.Listener) (*net.TCPConn, *net.TCPConn, error) {
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		ln.Close() // unblocks Accept
-		<-ch
-		return nil, nil, fmt.Errorf("connect over loopback: %w", err)
-	}
-	r := <-ch
-	if r.err != nil {
-		a.Close()
-		return nil, nil, fmt.Errorf("accept over loopback: %w", r.err)
-	}
-	return a.(*net.TCPConn), r.c.(*net.TCPConn), nil
-}
-
 func randomKeys(v Version, c Cipher) Keys {
 	k := Keys{Version: v, Cipher: c, Key: make([]byte, c.keyLen()), IV: make([]byte, 12)}
 	rand.Read(k.Key)
@@ -128,7 +106,7 @@ func randomKeys(v Version, c Cipher) Keys {
 // each way. An error is for the probe itself (loopback broken).
 func probeSuite(ln net.Listener, v Version, c Cipher) (SuiteSupport, error) {
 	s := SuiteSupport{Version: v, Cipher: c}
-	a, b, err := tcpPair(ln)
+	a, b, err := loopback.Pair(ln)
 	if err != nil {
 		return s, err
 	}
@@ -200,7 +178,7 @@ func roundTrip(a, b *net.TCPConn) error {
 
 // probeRekey reports whether a second TLS_TX is accepted.
 func probeRekey(ln net.Listener) bool {
-	a, b, err := tcpPair(ln)
+	a, b, err := loopback.Pair(ln)
 	if err != nil {
 		return false
 	}

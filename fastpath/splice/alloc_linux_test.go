@@ -4,18 +4,20 @@ import (
 	"io"
 	"sync/atomic"
 	"testing"
+
+	"github.com/fibmesh/fibmesh/internal/loopback"
 )
 
 // TestSpliceDirNoAllocs checks that ModeSplice's per-chunk work (fill,
 // inq, drain) allocates nothing, over plain loopback sockets.
 func TestSpliceDirNoAllocs(t *testing.T) {
-	in, src, err := tcpPair()
+	in, src, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer in.Close()
 	defer src.Close()
-	dst, out, err := tcpPair()
+	dst, out, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}

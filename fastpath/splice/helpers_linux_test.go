@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/loopback"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
 )
@@ -96,11 +97,11 @@ type setup struct {
 
 func newRig(t *testing.T, s setup) *rig {
 	t.Helper()
-	app, plain, err := tcpPair()
+	app, plain, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsEnd, far, err := tcpPair()
+	tlsEnd, far, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}

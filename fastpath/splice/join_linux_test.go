@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/fibmesh/fibmesh/internal/loopback"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
@@ -252,7 +253,7 @@ func head(b []byte) []byte { return b[:min(len(b), 16)] }
 // TestJoinErrors is the table of joins that must be refused.
 func TestJoinErrors(t *testing.T) {
 	noLeaks(t)
-	a, b, err := tcpPair()
+	a, b, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/loopback"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
@@ -40,11 +41,11 @@ func newKTLSRig(t *testing.T, mode Mode) *ktlsRig {
 	if mode == ModeSockmap {
 		needSockmapKTLS(t, false)
 	}
-	app, plain, err := tcpPair()
+	app, plain, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	wire, farTCP, err := tcpPair()
+	wire, farTCP, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/loopback"
 )
 
 // TestKernelSockhashKTLSOrder pins what the design rests on: a socket
@@ -19,7 +20,7 @@ func TestKernelSockhashKTLSOrder(t *testing.T) {
 	needKTLS(t)
 	sm := sharedSockmap(t)
 
-	a, b, err := tcpPair()
+	a, b, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestKernelSockhashKTLSOrder(t *testing.T) {
 		sm.objs.Socks.Delete(ck)
 	}
 
-	c, d, err := tcpPair()
+	c, d, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"net"
 	"time"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/loopback"
 )
 
 // selfTestTimeout bounds the whole self-test: a kernel that loses bytes
@@ -51,12 +51,12 @@ func (s *Sockmap) selfTest(toPlain, toTLS int) error {
 		return limit("ktls", fmt.Errorf("kTLS is unavailable on this kernel, so there is no sockmap-with-kTLS path to prove: %w", err))
 	}
 	deadline := time.Now().Add(selfTestTimeout)
-	appC, appS, err := tcpPair()
+	appC, appS, err := loopback.TCPPair()
 	if err != nil {
 		return fail("sockets", err)
 	}
 	defer appC.Close()
-	wireS, wireC, err := tcpPair()
+	wireS, wireC, err := loopback.TCPPair()
 	if err != nil {
 		appS.Close()
 		return fail("sockets", err)
@@ -245,36 +245,6 @@ func probeKTLS() error {
 		err = caps.Supports(ktls.VersionTLS13, ktls.CipherAESGCM128, ktls.TX)
 	}
 	return err
-}
-
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair() (*net.TCPConn, *net.TCPConn, error) {
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer ln.Close()
-	type res struct {
-		c   *net.TCPConn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		ch <- res{c, err}
-	}()
-	d, err := net.DialTCP("tcp4", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		ln.Close()
-		<-ch
-		return nil, nil, err
-	}
-	r := <-ch
-	if r.err != nil {
-		d.Close()
-		return nil, nil, r.err
-	}
-	return d, r.c, nil
 }
 
 func randomKeys() ktls.Keys {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/loopback"
 	xsplice "github.com/fibmesh/fibmesh/xdp/splice"
 )
 
@@ -41,12 +42,12 @@ func TestStatNames(t *testing.T) {
 func TestSockmapRace(t *testing.T) {
 	noLeaks(t)
 	sm := sharedSockmap(t)
-	app, plain, err := tcpPair()
+	app, plain, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer app.Close()
-	tlsEnd, far, err := tcpPair()
+	tlsEnd, far, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestSockmapRace(t *testing.T) {
 func TestPrepareAbort(t *testing.T) {
 	noLeaks(t)
 	sm := sharedSockmap(t)
-	a, b, err := tcpPair()
+	a, b, err := loopback.TCPPair()
 	if err != nil {
 		t.Fatal(err)
 	}

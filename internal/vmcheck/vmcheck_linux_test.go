@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/internal/loopback"
 )
 
 // Kernel uapi constants from include/uapi/linux/tls.h (x/sys/unix has
@@ -69,25 +71,16 @@ func vmOnly(t *testing.T) {
 	}
 }
 
-// tcpPair returns both ends of a connected loopback TCP connection.
+// tcpPair returns both ends of a connected loopback TCP connection,
+// closed when the test ends.
 func tcpPair(t *testing.T) (client, server *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	c, s, err := loopback.TCPPair()
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		c.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
+	return c, s
 }
 
 // setsockopt runs setsockopt(fd, level, opt, val) on conn's socket.

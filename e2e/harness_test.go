@@ -23,9 +23,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	xdsapi "github.com/fibmesh/fibmesh/api/xds"
-	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/internal/testenv"

@@ -485,4 +485,3 @@ func fdsVersion(t *testing.T, l *meshLab) [2]uint64 {
 }
 
 func before(a, b [2]uint64) bool { return a[0] < b[0] || a[0] == b[0] && a[1] < b[1] }
-

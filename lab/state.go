@@ -8,9 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 )
 
 // Annotation keys written on the Node and Pod objects of cluster.yaml.
@@ -229,36 +230,16 @@ func Load(stateDir string) (*Lab, error) {
 	return l, nil
 }
 
-// splitDocuments splits multi-document YAML on "---" lines, dropping
-// documents that hold only comments or blank lines.
-func splitDocuments(data []byte) [][]byte {
-	var docs [][]byte
-	var cur bytes.Buffer
-	flush := func() {
-		for _, line := range strings.Split(cur.String(), "\n") {
-			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
-				docs = append(docs, bytes.Clone(cur.Bytes()))
-				break
-			}
-		}
-		cur.Reset()
-	}
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		if strings.TrimRight(line, " \t\r\n") == "---" {
-			flush()
-			continue
-		}
-		cur.WriteString(line)
-	}
-	flush()
-	return docs
-}
-
 // parseState turns cluster.yaml back into a Lab. Unknown fields are
 // rejected.
 func parseState(data []byte, stateDir string) (*Lab, error) {
 	l := &Lab{Config: Config{StateDir: stateDir}}
-	for i, doc := range splitDocuments(data) {
+	docs, err := yamldoc.Split(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range docs {
+		i, doc := d.N-1, d.Raw
 		var tm typeMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			return nil, fmt.Errorf("document %d: %w", i+1, err)
@@ -266,7 +247,7 @@ func parseState(data []byte, stateDir string) (*Lab, error) {
 		switch {
 		case tm.APIVersion == "v1" && tm.Kind == "Node":
 			var kn k8sNode
-			if err := yaml.UnmarshalStrict(doc, &kn); err != nil {
+			if err := yamldoc.UnmarshalStrict(doc, &kn); err != nil {
 				return nil, fmt.Errorf("document %d (Node): %w", i+1, err)
 			}
 			if err := l.addNode(&kn); err != nil {
@@ -274,7 +255,7 @@ func parseState(data []byte, stateDir string) (*Lab, error) {
 			}
 		case tm.APIVersion == "v1" && tm.Kind == "Pod":
 			var kp k8sPod
-			if err := yaml.UnmarshalStrict(doc, &kp); err != nil {
+			if err := yamldoc.UnmarshalStrict(doc, &kp); err != nil {
 				return nil, fmt.Errorf("document %d (Pod): %w", i+1, err)
 			}
 			if err := l.addPod(&kp); err != nil {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"errors"
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 	"net"
 	"net/netip"
 	"os"
@@ -94,7 +95,7 @@ func TestStateKubernetesShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := splitDocuments(data)
+	docs := rawDocs(t, data)
 	if len(docs) != 4 {
 		t.Fatalf("%d documents, want 4 (2 nodes, 2 pods):\n%s", len(docs), data)
 	}
@@ -168,7 +169,7 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"no state", "", "no lab is up", ErrNoLab},
 		{"empty", "# nothing\n", "no Node objects", nil},
-		{"unknown field", strings.Replace(string(good), "podCIDR:", "podCIDRR: x\n  podCIDR:", 1), `unknown field "podCIDRR"`, nil},
+		{"unknown field", strings.Replace(string(good), "podCIDR:", "podCIDRR: x\n  podCIDR:", 1), "field spec.podCIDRR: unknown field", nil},
 		{"foreign kind", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n", `kind "Service", want v1 Node or v1 Pod`, nil},
 		{"bad mac", strings.Replace(string(good), "02:66:6d:00:01:00", "zz", 1), "fibmesh.io/nic-mac", nil},
 		{"pod without node", strings.Replace(string(good), "nodeName: node1", "nodeName: node7", 1), `spec.nodeName: node "node7"`, nil},
@@ -202,13 +203,13 @@ func TestStateDecodesAsCoreV1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := splitDocuments(data)
+	docs := rawDocs(t, data)
 	if len(docs) != 6 {
 		t.Fatalf("%d documents, want 6", len(docs))
 	}
 	for i, doc := range docs[:2] {
 		var n corev1.Node
-		if err := yaml.UnmarshalStrict(doc, &n); err != nil {
+		if err := yamldoc.UnmarshalStrict(doc, &n); err != nil {
 			t.Fatalf("document %d as corev1.Node: %v", i+1, err)
 		}
 		if n.Kind != "Node" || n.Spec.PodCIDR == "" || len(n.Status.Addresses) != 1 || n.Status.Addresses[0].Type != corev1.NodeInternalIP {
@@ -217,11 +218,24 @@ func TestStateDecodesAsCoreV1(t *testing.T) {
 	}
 	for i, doc := range docs[2:] {
 		var p corev1.Pod
-		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+		if err := yamldoc.UnmarshalStrict(doc, &p); err != nil {
 			t.Fatalf("document %d as corev1.Pod: %v", i+3, err)
 		}
 		if p.Kind != "Pod" || p.Spec.NodeName == "" || p.Status.Phase != corev1.PodRunning || len(p.Spec.Containers) != 1 || p.Status.PodIP == "" {
 			t.Errorf("document %d: unexpected Pod %+v", i+3, p)
 		}
 	}
+}
+
+func rawDocs(t *testing.T, data []byte) [][]byte {
+	t.Helper()
+	docs, err := yamldoc.Split(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, d := range docs {
+		out = append(out, d.Raw)
+	}
+	return out
 }

@@ -1,9 +1,7 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,11 +10,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 )
 
 // Manifests is what a directory of manifests says, after decoding and
@@ -135,31 +132,25 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-// docCache holds the documents of the files read so far, split the way
-// config.DecodeFile splits them, so that document n of a Source is the
-// document config numbered n.
-type docCache map[string][][]byte
+// docCache holds the documents of the files read so far, by number, split
+// as config.DecodeFile splits them (yamldoc.Split), so that document n of
+// a Source is the document config numbered n.
+type docCache map[string]map[int][]byte
 
 func (c docCache) raw(src config.Source) []byte {
 	docs, ok := c[src.File]
 	if !ok {
-		data, err := os.ReadFile(src.File)
-		if err == nil {
-			r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-			for {
-				d, err := r.Read()
-				if err != nil {
-					break // io.EOF, or a broken tail config reported already
-				}
-				docs = append(docs, d)
+		if data, err := os.ReadFile(src.File); err == nil {
+			// A tail that cannot be read was reported by config.
+			split, _ := yamldoc.Split(data)
+			docs = map[int][]byte{}
+			for _, d := range split {
+				docs[d.N] = d.Raw
 			}
 		}
 		c[src.File] = docs
 	}
-	if src.Doc < 1 || src.Doc > len(docs) {
-		return nil
-	}
-	return docs[src.Doc-1]
+	return docs[src.Doc]
 }
 
 // doc returns r as the user wrote it.
@@ -181,8 +172,9 @@ func (c docCache) doc(r config.Resource) Doc {
 	return d
 }
 
-// decodeStrict decodes one document into obj as the apiserver would:
-// case-sensitive, unknown and duplicate fields rejected. The error is a
+// decodeStrict decodes one document into obj as the apiserver would
+// (yamldoc.UnmarshalStrict: case-sensitive, unknown and duplicate fields
+// rejected). The error is a
 // *config.DecodeError naming the field.
 func decodeStrict(r config.Resource, raw []byte, obj any) error {
 	de := func(field string, err error) error {
@@ -191,28 +183,11 @@ func decodeStrict(r config.Resource, raw []byte, obj any) error {
 	if raw == nil {
 		return de("", errors.New("document not found (the file changed while it was read; it is read again on the next change)"))
 	}
-	js, err := yaml.YAMLToJSONStrict(raw)
-	if err != nil {
+	if err := yamldoc.UnmarshalStrict(raw, obj); err != nil {
+		if fe, ok := errors.AsType[*yamldoc.FieldError](err); ok {
+			return de(fe.Field, fe.Err)
+		}
 		return de("", err)
-	}
-	strict, err := sigsjson.UnmarshalStrict(js, obj)
-	if err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return de(te.Field, fmt.Errorf("wrong type: got %s, want %s", te.Value, te.Type))
-		}
-		return de("", errors.New(strings.TrimPrefix(err.Error(), "json: ")))
-	}
-	if len(strict) > 0 {
-		s := strict[0].Error()
-		field := ""
-		if i := strings.Index(s, `"`); i >= 0 {
-			if j := strings.LastIndex(s, `"`); j > i {
-				field = s[i+1 : j]
-				s = strings.TrimSpace(s[:i])
-			}
-		}
-		return de(field, errors.New(s))
 	}
 	return nil
 }

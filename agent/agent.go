@@ -259,6 +259,14 @@ func (a *Agent) Reconciler() *reconcile.Reconciler { return a.rec }
 // path.
 func (a *Agent) XDS() *xdsclient.Client { return a.xds }
 
+// TrustBundle returns the mesh's trust bundle as last received over SDS
+// (ROOTCA); nil before the first. It must not be modified.
+func (a *Agent) TrustBundle() []*x509.Certificate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bundle
+}
+
 // SVIDs returns the agent's SVID manager.
 func (a *Agent) SVIDs() *svid.Manager { return a.svids }
 

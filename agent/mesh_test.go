@@ -131,6 +131,10 @@ func TestFIBEqualsTables(t *testing.T) {
 	if len(dump.Configs) != 1 || dump.Configs[0].VersionInfo == "" || len(dump.Configs[0].Resources) != 2 {
 		t.Errorf("config_dump FDS: %+v", dump)
 	}
+	adminJSON(t, e.nodes[0], "/config_dump?type=SDS", &dump)
+	if len(dump.Configs) != 1 || len(dump.Configs[0].Resources) != 1 || dump.Configs[0].Resources[0].Name != xdsapi.RootCASecret {
+		t.Errorf("config_dump SDS: %+v, want the trust bundle", dump)
+	}
 }
 
 // A table the agent cannot apply is NACKed with the reason, the last
@@ -365,6 +369,21 @@ func TestStartupWithoutController(t *testing.T) {
 			}
 		})
 	}
+	// A wrong token: the controller's xDS serves any agent (it holds no
+	// secrets), its CA does not: enrolment is refused, saying why.
+	t.Run("wrong token", func(t *testing.T) {
+		tok := filepath.Join(t.TempDir(), "token")
+		writeFile(t, tok, "not-a-token\n")
+		p := startAgent(t, e, e.nodes[0], "--token-file", tok, "--enrol-timeout", "2s")
+		pod, _ := e.lab.Pod("node1-pod1")
+		_, err := enrol.Call(context.Background(), enrol.SocketPath(e.runDir, "node1"),
+			enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: pod.Name, Netns: lab.NetnsPath(pod.Netns)})
+		if err == nil || !strings.Contains(err.Error(), "Unauthenticated") {
+			t.Errorf("enrol with a wrong token: %v", err)
+		}
+		waitFor(t, func() bool { return strings.Contains(p.log.String(), "the controller's CA refused the node") })
+		p.stop()
+	})
 	// The FIB kept forwarding throughout on what it had.
 	udpExchange(t, e.podA, e.podB, 5500, 10)
 }

@@ -117,7 +117,7 @@ type Agent struct {
 	attached   map[string]int // interface -> ifindex, as attached by this agent
 	tablesSeen chan struct{}  // closed (and replaced) at each flow table applied
 	bundle     []*x509.Certificate
-	conn_      connState
+	ctl        connState
 	// connectedOnce: the current stream has had a response.
 	connectedOnce bool
 	types         map[string]*typeState
@@ -187,7 +187,7 @@ func New(cfg Config) (*Agent, error) {
 		Dataplane: reconcile.FIB(f, a.attach), Resolver: resolve.Netlink{},
 	})
 	if err != nil {
-		a.closeFIB()
+		a.closeEarly()
 		return nil, err
 	}
 	a.svids, err = svid.NewManager(svid.ManagerConfig{
@@ -197,7 +197,7 @@ func New(cfg Config) (*Agent, error) {
 		},
 	})
 	if err != nil {
-		a.closeFIB()
+		a.closeEarly()
 		return nil, err
 	}
 	a.xds = xdsclient.New(conn, xdsclient.Config{Node: cfg.Node, Delta: true,
@@ -206,7 +206,7 @@ func New(cfg Config) (*Agent, error) {
 		Socket: enrol.SocketPath(cfg.RunDir, cfg.Node), Enrol: a.enrolPod, Forget: a.svids.Remove, Timeout: cfg.EnrolTimeout,
 	})
 	if err != nil {
-		a.closeFIB()
+		a.closeEarly()
 		return nil, err
 	}
 	a.m = newMetrics(a)
@@ -368,7 +368,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
-func (a *Agent) closeFIB() {
+func (a *Agent) closeEarly() {
 	a.conn.Close()
 	a.fib.Close()
 }

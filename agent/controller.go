@@ -129,7 +129,7 @@ func failureClass(err error) (class, hint string) {
 
 func (a *Agent) setConn(state string, err error) {
 	a.mu.Lock()
-	prev := a.conn_
+	prev := a.ctl
 	next := connState{state: state, since: time.Now()}
 	var hint string
 	if err != nil {
@@ -142,7 +142,7 @@ func (a *Agent) setConn(state string, err error) {
 	if prev.state == state {
 		next.since = prev.since
 	}
-	a.conn_ = next
+	a.ctl = next
 	a.mu.Unlock()
 	a.m.setConnected(state == stateConnected)
 	switch state {

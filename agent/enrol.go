@@ -51,9 +51,9 @@ func (a *Agent) enrolPod(ctx context.Context, namespace, name string) (enrolment
 func (a *Agent) connSummary() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := "controller " + a.cfg.Controller + ": " + a.conn_.state
-	if a.conn_.err != "" {
-		s += " (" + a.conn_.err + ")"
+	s := "controller " + a.cfg.Controller + ": " + a.ctl.state
+	if a.ctl.err != "" {
+		s += " (" + a.ctl.err + ")"
 	}
 	return s
 }

@@ -114,8 +114,7 @@ type Agent struct {
 	m      *metrics
 
 	mu         sync.Mutex
-	attached   map[string]int // interface -> ifindex, as attached by this agent
-	tablesSeen chan struct{}  // closed (and replaced) at each flow table applied
+	tablesSeen chan struct{} // closed (and replaced) at each flow table applied
 	bundle     []*x509.Certificate
 	ctl        connState
 	// connectedOnce: the current stream has had a response.
@@ -172,7 +171,7 @@ func New(cfg Config) (*Agent, error) {
 		conn.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, conn: conn, attached: map[string]int{},
+	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, conn: conn,
 		tablesSeen: make(chan struct{}), types: map[string]*typeState{}}
 	decide := cfg.Decide
 	if decide == nil {
@@ -290,9 +289,6 @@ func (a *Agent) attach(dev string) error {
 	if err := a.punter.AddInterface(iface.Index); err != nil {
 		return fmt.Errorf("punt socket on %s: %w", dev, err)
 	}
-	a.mu.Lock()
-	a.attached[dev] = iface.Index
-	a.mu.Unlock()
 	a.log.Info("XDP FIB attached", "interface", dev, "ifindex", iface.Index, "mode", string(mode),
 		"nic_profile", d.Profile.Name, "nic_reason", d.Reason, "bpf_constants", fib.NICFor(d).String())
 	return nil

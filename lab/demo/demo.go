@@ -172,30 +172,25 @@ func Run(ctx context.Context, o Options) error {
 		}
 		fmt.Fprintf(o.Out, "    before: %s has a route to %s: %v\n", n.Name, prefix, has)
 	}
-	t0 := time.Now()
-	if err := os.Remove(filepath.Join(copyDir, clientFile)); err != nil {
+	clientPath := filepath.Join(copyDir, clientFile)
+	saved, err := os.ReadFile(clientPath)
+	if err != nil {
 		return err
 	}
-	for _, n := range l.Nodes {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			has, err := hasRoute(o.Prefix, n, prefix)
-			if err != nil {
-				return err
-			}
-			if !has {
-				fmt.Fprintf(o.Out, "    %s: route to %s gone %s after the file was removed\n", n.Name, prefix, time.Since(t0).Round(time.Millisecond))
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s still routes %s 30s after the edit", n.Name, prefix)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Millisecond):
-			}
-		}
+	t0 := time.Now()
+	if err := os.Remove(clientPath); err != nil {
+		return err
+	}
+	if err := waitRoute(ctx, o, l, prefix, false, t0); err != nil {
+		return err
+	}
+	say("edit: put %s back; the pod comes back with its IP (the lab keeps allocations)", clientFile)
+	t0 = time.Now()
+	if err := os.WriteFile(clientPath, saved, 0o644); err != nil {
+		return err
+	}
+	if err := waitRoute(ctx, o, l, prefix, true, t0); err != nil {
+		return err
 	}
 
 	say("the lab stays up. Look around:")
@@ -216,6 +211,37 @@ func Run(ctx context.Context, o Options) error {
     edit %[6]s/*.yaml: the lab, the controller and the agents follow
     %[8]s
 `, o.BinDir, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir, flags, down)
+	return nil
+}
+
+// waitRoute polls every node's FIB until its route to prefix is there
+// (want) or gone, and says how long after t0 that happened.
+func waitRoute(ctx context.Context, o Options, l *lab.Lab, prefix netip.Prefix, want bool, t0 time.Time) error {
+	what := "gone"
+	if want {
+		what = "back"
+	}
+	for _, n := range l.Nodes {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			has, err := hasRoute(o.Prefix, n, prefix)
+			if err != nil {
+				return err
+			}
+			if has == want {
+				fmt.Fprintf(o.Out, "    %s: route to %s %s %s after the edit\n", n.Name, prefix, what, time.Since(t0).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: route to %s not %s 30s after the edit", n.Name, prefix, what)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
 	return nil
 }
 

@@ -22,8 +22,8 @@ const testPrefix = "fm-dt-"
 // TestRun runs the demo with the real binaries on a lab of its own and
 // checks what it claims: every pod enrolled, both nodes' FIBs hold the
 // routes, the traffic crossed both nodes in XDP (redirects up, kernel
-// forwarding flat), and the edit removed the client's route from both
-// FIBs.
+// forwarding flat), and the edits removed the client's route from both
+// FIBs and put it back.
 func TestRun(t *testing.T) {
 	labtest.NeedRoot(t)
 	bin, stateDir := t.TempDir(), t.TempDir()
@@ -65,6 +65,8 @@ func TestRun(t *testing.T) {
 		`"Service": "client"`,
 		"node1: route to 10.200.1.11/32 gone",
 		"node2: route to 10.200.1.11/32 gone",
+		"node1: route to 10.200.1.11/32 back",
+		"node2: route to 10.200.1.11/32 back",
 	} {
 		if !strings.Contains(o, want) {
 			t.Errorf("the output does not say %q", want)
@@ -90,12 +92,12 @@ func TestRun(t *testing.T) {
 	if rows != 2 {
 		t.Errorf("counter table has %d node rows, want 2", rows)
 	}
-	// The lab stays up, with the client gone.
+	// The lab stays up, the client back.
 	st, err := kubelet.Get(ctx, stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Pods) != 4 || !st.Ready {
-		t.Errorf("after the demo: %d pods, ready %v (%v); want the 4 of the Deployments, ready", len(st.Pods), st.Ready, st.NotReady)
+	if len(st.Pods) != 5 || !st.Ready {
+		t.Errorf("after the demo: %d pods, ready %v (%v); want the examples' 5, ready", len(st.Pods), st.Ready, st.NotReady)
 	}
 }

@@ -260,22 +260,25 @@ func (d *daemon) reconcile(ctx context.Context, reload bool) {
 	}
 
 	// The pods' phase and readiness, from the workers that run them.
+	// A pod not started yet is ready unless a readiness probe has to say
+	// so first (one flip, false to true, rather than true, false, true).
 	for _, p := range s.Pods {
+		ready := !hasProbe(p)
 		w := d.workers[cluster.PodKey(p)]
-		if w == nil || w.isStopping() || w.node.Name != p.Spec.NodeName || w.labPod.IP.String() != p.Status.PodIP {
-			continue
+		if w != nil && !w.isStopping() && w.node.Name == p.Spec.NodeName && w.labPod.IP.String() == p.Status.PodIP {
+			st := w.status()
+			p.Status.Phase = corev1.PodPhase(st.Phase)
+			ready = st.Ready
 		}
-		st := w.status()
-		p.Status.Phase = corev1.PodPhase(st.Phase)
 		for i := range p.Status.Conditions {
-			if p.Status.Conditions[i].Type == corev1.PodReady && !st.Ready {
+			if p.Status.Conditions[i].Type == corev1.PodReady && !ready {
 				p.Status.Conditions[i].Status = corev1.ConditionFalse
 			}
 		}
 		if p.Annotations == nil {
 			p.Annotations = map[string]string{}
 		}
-		p.Annotations[lab.AnnotationNetns] = w.labPod.Netns
+		p.Annotations[lab.AnnotationNetns] = lab.PodNetns(d.o.Prefix, p.Namespace, p.Name)
 	}
 	view := &cluster.View{
 		Pods:           append(slices.Clone(s.Pods), s.Pending...),
@@ -291,7 +294,7 @@ func (d *daemon) reconcile(ctx context.Context, reload bool) {
 		var n int
 		n, err = cluster.WriteDir(filepath.Join(d.o.StateDir, ClusterDir), files)
 		if n > 0 {
-			d.log.Debug("cluster view written", "files_changed", n)
+			d.log.Info("cluster view written", "files_changed", n, "reload", reload)
 		}
 	}
 	if err != nil {
@@ -494,4 +497,14 @@ func watchTree(w *fsnotify.Watcher, root string) error {
 func mustAddr(s string) netip.Addr {
 	a, _ := netip.ParseAddr(s)
 	return a
+}
+
+// hasProbe says whether a container of p has a readiness probe.
+func hasProbe(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		if c.ReadinessProbe != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -136,6 +136,8 @@ func TestPhase(t *testing.T) {
 		{[]ProcStatus{run, noCmd}, "Running", true},
 		{[]ProcStatus{run, crash}, "Running", false},
 		{[]ProcStatus{run, probing}, "Running", false},
+		{[]ProcStatus{run, {State: StateWaiting, Reason: "ContainerCreating", Probed: true}}, "Running", false},
+		{[]ProcStatus{run, {State: StateWaiting, Reason: "ContainerCreating"}}, "Running", true},
 		{[]ProcStatus{run, probed}, "Running", true},
 		{[]ProcStatus{run, ok}, "Running", false},
 		{[]ProcStatus{ok, ok}, "Succeeded", false},

@@ -290,7 +290,7 @@ func (w *podWorker) status() PodStatus {
 	for _, c := range w.pod.Spec.Containers {
 		st, ok := byName[c.Name]
 		if !ok || !w.started {
-			st = ProcStatus{Name: c.Name, State: StateWaiting, Reason: "ContainerCreating"}
+			st = ProcStatus{Name: c.Name, State: StateWaiting, Reason: "ContainerCreating", Probed: c.ReadinessProbe != nil}
 		}
 		s.Containers = append(s.Containers, st)
 		s.Restarts += st.Restarts
@@ -340,7 +340,11 @@ func phase(cs []ProcStatus) (string, bool) {
 			if c.Probed && !c.Ready {
 				ready = false
 			}
-		case c.Reason == "NoCommand", c.Reason == "ContainerCreating":
+		case c.Reason == "ContainerCreating":
+			if c.Probed {
+				ready = false
+			}
+		case c.Reason == "NoCommand":
 		default:
 			ready = false
 		}

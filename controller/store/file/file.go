@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -93,6 +94,29 @@ func New(dir string, opts Options) *Store {
 		opts: opts,
 		pub:  store.NewPublisher(),
 	}
+}
+
+// Open is New for a dir that must be a directory now: it returns an
+// error naming dir, as "DIR: not a readable directory: ...", when it is
+// missing, unreadable or not a directory. (New accepts a dir that appears
+// later: Run keeps looking for it.)
+func Open(dir string, opts Options) (*Store, error) {
+	fi, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: not a readable directory: %w", dir, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("%s: not a readable directory: it is a file", dir)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable directory: %w", dir, err)
+	}
+	defer f.Close()
+	if _, err := f.ReadDir(1); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: not a readable directory: %w", dir, err)
+	}
+	return New(dir, opts), nil
 }
 
 // Updates implements store.Store.

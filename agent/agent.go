@@ -183,7 +183,7 @@ func New(cfg Config) (*Agent, error) {
 	a.punter = punt.New(f, decide)
 	a.rec, err = reconcile.New(reconcile.Config{
 		Node: cfg.Node, NIC: cfg.NIC, Punt: cfg.Punt,
-		Dataplane: reconcile.FIB(f, a.attach), Resolver: resolve.Netlink{},
+		Dataplane: reconcile.FIB(f, a.attach), Resolver: &resolve.Netlink{},
 	})
 	if err != nil {
 		a.closeEarly()

@@ -62,23 +62,33 @@ func neigh(t *testing.T, l netlink.Link, ip, mac string) {
 func TestNetlinkResolver(t *testing.T) {
 	netnstest.InNew(t, func() {
 		nic, veth := node(t)
-		dev, nh, err := resolve.Netlink{}.Pod(netip.MustParseAddr("10.200.1.11"))
+		res := &resolve.Netlink{}
+		dev, nh, err := res.Pod(netip.MustParseAddr("10.200.1.11"))
 		if err != nil || dev != "p1" || nh.Ifindex != veth.Attrs().Index || nh.SrcMAC.String() != veth.Attrs().HardwareAddr.String() || nh.DstMAC.String() != "02:00:00:01:01:02" {
 			t.Errorf("Pod: %s %v %v", dev, nh, err)
 		}
-		if _, _, err := (resolve.Netlink{}).Pod(netip.MustParseAddr("10.200.1.99")); err == nil {
+		if _, _, err := res.Pod(netip.MustParseAddr("10.200.1.99")); err == nil {
 			t.Error("Pod of an IP routed nowhere: no error")
 		}
 		via := netip.MustParseAddr("10.100.0.2")
-		if _, err := (resolve.Netlink{}).Remote("nic0", via); err == nil || !strings.Contains(err.Error(), "10.100.0.2") {
+		if _, err := res.Remote("nic0", via); err == nil || !strings.Contains(err.Error(), "10.100.0.2") {
 			t.Errorf("Remote without a neighbour: %v", err)
 		}
+		// The failed lookup asked the kernel to resolve the neighbour.
+		ns, _ := netlink.NeighList(nic.Attrs().Index, netlink.FAMILY_V4)
+		if len(ns) != 1 || !ns[0].IP.Equal(net.ParseIP("10.100.0.2")) {
+			t.Errorf("neighbours after a failed lookup: %v, want an entry being resolved for 10.100.0.2", ns)
+		}
 		neigh(t, nic, "10.100.0.2", "02:00:00:00:02:00")
-		nh, err = resolve.Netlink{}.Remote("nic0", via)
+		if _, err := res.Remote("nic0", via); err == nil {
+			t.Error("the neighbour table was read again before Refresh")
+		}
+		res.Refresh()
+		nh, err = res.Remote("nic0", via)
 		if err != nil || nh.Ifindex != nic.Attrs().Index || nh.DstMAC.String() != "02:00:00:00:02:00" {
 			t.Errorf("Remote: %v %v", nh, err)
 		}
-		if _, err := (resolve.Netlink{}).Remote("nope0", via); err == nil {
+		if _, err := res.Remote("nope0", via); err == nil {
 			t.Error("Remote on a missing interface: no error")
 		}
 		// Watch reports a neighbour change.
@@ -116,7 +126,7 @@ func TestApplyToRealFIB(t *testing.T) {
 		}
 		defer f.Close()
 		attach := func(dev string) error { _, _, err := f.Attach(dev); return err }
-		r, err := reconcile.New(reconcile.Config{Node: "node1", NIC: "nic0", Dataplane: reconcile.FIB(f, attach), Resolver: resolve.Netlink{},
+		r, err := reconcile.New(reconcile.Config{Node: "node1", NIC: "nic0", Dataplane: reconcile.FIB(f, attach), Resolver: &resolve.Netlink{},
 			MinRetry: time.Hour}) // only the watch may retry
 		if err != nil {
 			t.Fatal(err)

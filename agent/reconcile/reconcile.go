@@ -47,7 +47,9 @@ type Dataplane interface {
 	Attach(ifname string) error
 }
 
-// Resolver finds next hops in the kernel.
+// Resolver finds next hops in the kernel. A Resolver that caches kernel
+// state may also have a Refresh() method: it is called at the start of
+// each sync, so that one sync reads the kernel once.
 type Resolver interface {
 	// Pod returns the interface of this node that reaches a local pod's
 	// IP (its host-side veth) and the next hop to it.
@@ -228,6 +230,9 @@ func (r *Reconciler) syncLocked() {
 	d := r.desired
 	if d == nil {
 		return
+	}
+	if rf, ok := r.cfg.Resolver.(interface{ Refresh() }); ok {
+		rf.Refresh()
 	}
 	pending := map[string]string{}
 	if err := r.attachLocked(r.cfg.NIC, 0); err != nil {

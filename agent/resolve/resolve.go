@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,13 +20,44 @@ import (
 )
 
 // Netlink resolves next hops in the calling thread's network namespace.
-// It implements the agent's reconcile.Resolver.
-type Netlink struct{}
+// It implements the agent's reconcile.Resolver. It reads each interface's
+// neighbour table once between calls to Refresh (which the reconciler
+// makes at the start of each sync), not once per route: with a thousand
+// nodes, one sync would otherwise list a thousand entries a thousand
+// times. The zero value is ready to use; it is safe for concurrent use.
+type Netlink struct {
+	mu     sync.Mutex
+	neighs map[int][]netlink.Neigh // ifindex -> its IPv4 neighbours
+}
+
+// Refresh forgets the neighbour tables read so far.
+func (n *Netlink) Refresh() {
+	n.mu.Lock()
+	n.neighs = nil
+	n.mu.Unlock()
+}
+
+func (n *Netlink) neighbours(ifindex int) ([]netlink.Neigh, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ns, ok := n.neighs[ifindex]; ok {
+		return ns, nil
+	}
+	ns, err := netlink.NeighList(ifindex, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	if n.neighs == nil {
+		n.neighs = map[int][]netlink.Neigh{}
+	}
+	n.neighs[ifindex] = ns
+	return ns, nil
+}
 
 // Pod returns the interface the kernel routes ip out of (a local pod's
 // host-side veth) and the next hop to the pod: that interface's MAC as the
 // source and the pod's MAC from the neighbour table as the destination.
-func (Netlink) Pod(ip netip.Addr) (string, fib.NextHop, error) {
+func (n *Netlink) Pod(ip netip.Addr) (string, fib.NextHop, error) {
 	rs, err := netlink.RouteGet(ip.AsSlice())
 	if err != nil {
 		return "", fib.NextHop{}, fmt.Errorf("route to pod %s: %w", ip, err)
@@ -41,7 +73,7 @@ func (Netlink) Pod(ip netip.Addr) (string, fib.NextHop, error) {
 		return "", fib.NextHop{}, fmt.Errorf("route to pod %s: interface %d: %w", ip, rs[0].LinkIndex, err)
 	}
 	a := link.Attrs()
-	dmac, err := neighbour(a.Index, a.Name, ip)
+	dmac, err := n.neighbour(a.Index, a.Name, ip)
 	if err != nil {
 		return a.Name, fib.NextHop{}, fmt.Errorf("pod %s on %s: %w", ip, a.Name, err)
 	}
@@ -49,13 +81,13 @@ func (Netlink) Pod(ip netip.Addr) (string, fib.NextHop, error) {
 }
 
 // Remote returns the next hop out of nic towards the neighbour via.
-func (Netlink) Remote(nic string, via netip.Addr) (fib.NextHop, error) {
+func (n *Netlink) Remote(nic string, via netip.Addr) (fib.NextHop, error) {
 	link, err := netlink.LinkByName(nic)
 	if err != nil {
 		return fib.NextHop{}, fmt.Errorf("interface %s: %w", nic, err)
 	}
 	a := link.Attrs()
-	dmac, err := neighbour(a.Index, a.Name, via)
+	dmac, err := n.neighbour(a.Index, a.Name, via)
 	if err != nil {
 		return fib.NextHop{}, fmt.Errorf("next hop %s on %s: %w", via, nic, err)
 	}
@@ -63,32 +95,36 @@ func (Netlink) Remote(nic string, via netip.Addr) (fib.NextHop, error) {
 }
 
 // neighbour returns ip's MAC from the neighbour table of ifindex. Where
-// there is no usable entry it asks the kernel to resolve one (as if a
-// packet were waiting: NTF_USE), so that a later attempt finds it, and
-// returns an error.
-func neighbour(ifindex int, ifname string, ip netip.Addr) (net.HardwareAddr, error) {
-	neighs, err := netlink.NeighList(ifindex, netlink.FAMILY_V4)
+// there is no entry it asks the kernel to resolve one (probe), so that a
+// later attempt finds it, and returns an error; so it does for an entry
+// not resolved (yet).
+func (n *Netlink) neighbour(ifindex int, ifname string, ip netip.Addr) (net.HardwareAddr, error) {
+	neighs, err := n.neighbours(ifindex)
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
+		return nil, err
 	}
-	for _, n := range neighs {
-		a, ok := netip.AddrFromSlice(n.IP)
+	for _, e := range neighs {
+		a, ok := netip.AddrFromSlice(e.IP)
 		if !ok || a.Unmap() != ip {
 			continue
 		}
-		if n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 && len(n.HardwareAddr) == 6 {
-			return n.HardwareAddr, nil
+		if e.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 && len(e.HardwareAddr) == 6 {
+			return e.HardwareAddr, nil
 		}
-		probe(ifindex, ip)
-		return nil, fmt.Errorf("neighbour %s is not resolved yet (state %s); retrying", ip, neighState(n.State))
+		// The kernel is resolving it already, or will on the next packet.
+		return nil, fmt.Errorf("neighbour %s is not resolved yet (state %s); retrying", ip, neighState(e.State))
 	}
 	probe(ifindex, ip)
 	return nil, fmt.Errorf("no neighbour entry for %s yet (asked the kernel to resolve it; it must answer ARP on %s, or have a static entry: ip neigh add %s lladdr MAC dev %s)", ip, ifname, ip, ifname)
 }
 
-// probe asks the kernel to resolve ip on ifindex, best effort.
+// probe asks the kernel to resolve ip on ifindex, best effort: an entry
+// created with NTF_USE starts resolution as if a packet were waiting. It
+// is an add (NLM_F_EXCL), never a replace: a replace with NTF_USE turns
+// a static entry made meanwhile into an INCOMPLETE one (measured on
+// 6.18), while an add of an existing entry fails and changes nothing.
 func probe(ifindex int, ip netip.Addr) {
-	_ = netlink.NeighSet(&netlink.Neigh{LinkIndex: ifindex, Family: netlink.FAMILY_V4, IP: ip.AsSlice(), Flags: unix.NTF_USE})
+	_ = netlink.NeighAdd(&netlink.Neigh{LinkIndex: ifindex, Family: netlink.FAMILY_V4, IP: ip.AsSlice(), Flags: unix.NTF_USE})
 }
 
 func neighState(s int) string {

@@ -227,7 +227,7 @@ func (b *bench) startFIB() ([]*fib.FIB, error) {
 			}
 			fibs = append(fibs, f)
 			attach := func(dev string) error { _, _, err := f.Attach(dev); return err }
-			rec, err := reconcile.New(reconcile.Config{Node: n.Name, NIC: n.NIC, Dataplane: reconcile.FIB(f, attach), Resolver: resolve.Netlink{}})
+			rec, err := reconcile.New(reconcile.Config{Node: n.Name, NIC: n.NIC, Dataplane: reconcile.FIB(f, attach), Resolver: &resolve.Netlink{}})
 			if err != nil {
 				return err
 			}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/controller/xds"
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 )
 
 // fibctlMain runs a command line that main dispatches before parsing the
@@ -172,7 +172,7 @@ func TestConfigStatus(t *testing.T) {
 			if format == "json" {
 				err = json.Unmarshal([]byte(stdout), &got)
 			} else {
-				err = yaml.UnmarshalStrict([]byte(stdout), &got)
+				err = yamldoc.UnmarshalStrict([]byte(stdout), &got)
 			}
 			if err != nil {
 				t.Fatalf("-o %s: %v in\n%s", format, err, stdout)

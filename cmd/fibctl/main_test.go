@@ -13,17 +13,17 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/netns"
+	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
@@ -434,23 +434,18 @@ func TestAttached(t *testing.T) {
 		}
 	}
 
-	// Attach to lo of a network namespace of this test, on a thread that
-	// stays in it until the test ends (and then dies with the namespace).
-	attached, release := make(chan error), make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			attached <- fmt.Errorf("unshare network namespace: %w", err)
-			return
-		}
-		_, _, err := f.Attach("lo")
-		attached <- err
-		<-release
-	}()
-	if err := <-attached; err != nil {
-		t.Fatalf("attach to lo in a new network namespace: %v", err)
+	// Attach to lo of a network namespace of this test, which lives until
+	// the test ends (its handle is closed then).
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { close(release) })
+	t.Cleanup(func() { ns.Close() })
+	netnstest.Do(t, ns, func() {
+		if _, _, err := f.Attach("lo"); err != nil {
+			t.Fatalf("attach to lo in a new network namespace: %v", err)
+		}
+	})
 
 	if got, want := fibctl(t, "--pin-dir", dir, "attached"), "INTERFACE\nlo\n"; got != want {
 		t.Errorf("fibctl attached = %q, want %q", got, want)

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 )
 
 var sample = []Finding{
@@ -51,7 +52,7 @@ func TestWriteJSONYAMLRoundTrip(t *testing.T) {
 			if format == "json" {
 				err = json.Unmarshal(b.Bytes(), &got)
 			} else {
-				err = yaml.UnmarshalStrict(b.Bytes(), &got)
+				err = yamldoc.UnmarshalStrict(b.Bytes(), &got)
 			}
 			if err != nil {
 				t.Fatalf("decode %s: %v\n%s", format, err, b.String())

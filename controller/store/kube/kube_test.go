@@ -1,16 +1,12 @@
 package kube_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apimachinery/pkg/watch"
 	clientfeatures "k8s.io/client-go/features"
 	clientfeaturestesting "k8s.io/client-go/features/testing"
@@ -40,6 +35,7 @@ import (
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
+	"github.com/fibmesh/fibmesh/internal/yamldoc"
 )
 
 // timeout bounds every wait for an Update; generous, since -race and a
@@ -183,15 +179,12 @@ func decodeFixture(t *testing.T, file string) (kubeObjs, istioObjs []runtime.Obj
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	docs, err := yamldoc.Split(data)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	for _, d := range docs {
+		doc := d.Raw
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			t.Fatal(err)
@@ -226,7 +219,7 @@ func decodeFixture(t *testing.T, file string) (kubeObjs, istioObjs []runtime.Obj
 		default:
 			t.Fatalf("%s: kind %s not in the test's table", file, tm.Kind)
 		}
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		if err := yamldoc.UnmarshalStrict(doc, obj); err != nil {
 			t.Fatalf("%s: %s: %v", file, tm.Kind, err)
 		}
 		if istio {
@@ -629,18 +622,12 @@ func readRBAC(t *testing.T, file string) *rbac {
 			t.Fatalf("%s: more than one %s", file, kind)
 		}
 	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for i := 1; ; i++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.TrimSpace(stripComments(doc)) == "" {
-			continue
-		}
+	docs, err := yamldoc.Split(data)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	for _, d := range docs {
+		i, doc := d.N, d.Raw
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			t.Fatalf("%s document %d: %v", file, i, err)
@@ -670,7 +657,7 @@ func readRBAC(t *testing.T, file string) *rbac {
 		default:
 			t.Fatalf("%s document %d: unexpected kind %q", file, i, tm.Kind)
 		}
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		if err := yamldoc.UnmarshalStrict(doc, obj); err != nil {
 			t.Fatalf("%s document %d (%s): %v", file, i, tm.Kind, err)
 		}
 	}
@@ -681,15 +668,4 @@ func readRBAC(t *testing.T, file string) *rbac {
 		t.Fatalf("%s: a Role needs a RoleBinding, and a RoleBinding a Role", file)
 	}
 	return &rb
-}
-
-func stripComments(doc []byte) string {
-	var b strings.Builder
-	for line := range strings.SplitSeq(string(doc), "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
-			b.WriteString(line)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
 }

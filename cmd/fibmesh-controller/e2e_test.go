@@ -54,8 +54,8 @@ import (
 
 // wait bounds every wait on the controller: generous, since -race and a
 // loaded machine slow it down. Nothing sleeps in place of an event: the
-// tests wait on the controller's log, on the clients' updates, or poll
-// the controller's endpoints.
+// tests wait on the clients' updates, or poll the controller's endpoints
+// (/healthz, /readyz, /debug/...), never on its log.
 const wait = 10 * time.Second
 
 func TestMain(m *testing.M) {
@@ -130,44 +130,25 @@ func goTool() string {
 // controllerProc is a running fibmesh-controller.
 type controllerProc struct {
 	cmd      *exec.Cmd
-	xds, mon string // addresses from its "serving" log line
+	xds, mon string // its --xds-listen and --monitoring-listen addresses
 	log      *logLines
 	exited   chan struct{}
 	exitErr  error
 }
 
-// logLines collects a process's stderr, line by line, for tests to wait
-// on.
+// logLines collects a process's stderr, line by line, to show when a
+// test fails.
 type logLines struct {
-	mu      sync.Mutex
-	lines   []string
-	changed chan struct{} // closed and replaced on each line, and at EOF
-	eof     bool
+	mu    sync.Mutex
+	lines []string
 }
 
-func newLogLines() *logLines { return &logLines{changed: make(chan struct{})} }
+func newLogLines() *logLines { return &logLines{} }
 
 func (l *logLines) add(line string) {
 	l.mu.Lock()
 	l.lines = append(l.lines, line)
-	close(l.changed)
-	l.changed = make(chan struct{})
 	l.mu.Unlock()
-}
-
-func (l *logLines) close() {
-	l.mu.Lock()
-	l.eof = true
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
-}
-
-// len is the number of lines so far: a mark to wait for lines after.
-func (l *logLines) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.lines)
 }
 
 func (l *logLines) String() string {
@@ -176,63 +157,28 @@ func (l *logLines) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-// waitFor returns the first line at index from or later whose msg is msg,
-// as key → value, failing the test after wait or at EOF.
-func (l *logLines) waitFor(t *testing.T, from int, msg string) map[string]string {
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, for a listen flag: the test then knows where the controller
+// listens without reading its log.
+func freeAddr(t *testing.T) string {
 	t.Helper()
-	timeout := time.After(wait)
-	for i := from; ; {
-		l.mu.Lock()
-		for ; i < len(l.lines); i++ {
-			if kv := parseLogLine(l.lines[i]); kv["msg"] == msg {
-				l.mu.Unlock()
-				return kv
-			}
-		}
-		eof, changed := l.eof, l.changed
-		l.mu.Unlock()
-		if eof {
-			t.Fatalf("the controller exited without logging %q; its log:\n%s", msg, l)
-		}
-		select {
-		case <-changed:
-		case <-timeout:
-			t.Fatalf("the controller did not log %q in %s; its log:\n%s", msg, wait, l)
-		}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
-// parseLogLine splits a log/slog text line into its key=value pairs.
-func parseLogLine(line string) map[string]string {
-	kv := map[string]string{}
-	for s := strings.TrimSpace(line); s != ""; s = strings.TrimLeft(s, " ") {
-		k, rest, ok := strings.Cut(s, "=")
-		if !ok {
-			break
-		}
-		var v string
-		if strings.HasPrefix(rest, `"`) {
-			q, err := strconv.QuotedPrefix(rest)
-			if err != nil {
-				break
-			}
-			v, _ = strconv.Unquote(q)
-			rest = rest[len(q):]
-		} else {
-			v, rest, _ = strings.Cut(rest, " ")
-		}
-		kv[k] = v
-		s = rest
-	}
-	return kv
-}
-
-// startController starts the binary with args and waits until it logs
-// the addresses it serves on; it is killed when the test ends unless it
-// has exited.
+// startController starts the binary with args and listen addresses of
+// its own (--xds-listen, --xds-tls-listen, --monitoring-listen on
+// loopback), and waits until its monitoring endpoint answers /healthz;
+// it is killed when the test ends unless it has exited.
 func startController(t *testing.T, bin string, args ...string) *controllerProc {
 	t.Helper()
-	p := &controllerProc{cmd: exec.Command(bin, args...), log: newLogLines(), exited: make(chan struct{})}
+	p := &controllerProc{xds: freeAddr(t), mon: freeAddr(t), log: newLogLines(), exited: make(chan struct{})}
+	args = append(args, "--xds-listen", p.xds, "--xds-tls-listen", freeAddr(t), "--monitoring-listen", p.mon)
+	p.cmd = exec.Command(bin, args...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +192,6 @@ func startController(t *testing.T, bin string, args ...string) *controllerProc {
 		for sc.Scan() {
 			p.log.add(sc.Text())
 		}
-		p.log.close()
 		p.exitErr = p.cmd.Wait() // after the pipe is drained, as Wait requires
 		close(p.exited)
 	}()
@@ -261,17 +206,15 @@ func startController(t *testing.T, bin string, args ...string) *controllerProc {
 			t.Logf("controller log:\n%s", p.log)
 		}
 	})
-	kv := p.log.waitFor(t, 0, "serving")
-	for _, a := range []struct {
-		key  string
-		addr *string
-	}{{"xds", &p.xds}, {"monitoring", &p.mon}} {
-		host, port, err := net.SplitHostPort(kv[a.key])
-		if err != nil || host == "" || port == "0" {
-			t.Fatalf("the serving log line's %s=%q is not an address to connect to (%v): %v", a.key, kv[a.key], err, kv)
+	poll(t, "GET /healthz = 200", func() (bool, string) {
+		select {
+		case <-p.exited:
+			t.Fatalf("the controller exited (%v) before serving; its log:\n%s", p.exitErr, p.log)
+		default:
 		}
-		*a.addr = kv[a.key]
-	}
+		code, b, err := p.get("/healthz")
+		return err == nil && code == http.StatusOK, fmt.Sprintf("%d %v %s", code, err, b)
+	})
 	return p
 }
 
@@ -588,8 +531,7 @@ func TestController(t *testing.T) {
 		t.Fatal(err)
 	}
 	caDir := filepath.Join(root, "ca")
-	args := []string{"--config-dir", cfg, "--ca-dir", caDir, "--bootstrap-tokens", tokens,
-		"--xds-listen", "127.0.0.1:0", "--xds-tls-listen", "127.0.0.1:0", "--monitoring-listen", "127.0.0.1:0"}
+	args := []string{"--config-dir", cfg, "--ca-dir", caDir, "--bootstrap-tokens", tokens}
 	p := startController(t, bin, args...)
 	p.waitReady(t)
 
@@ -630,12 +572,15 @@ func TestController(t *testing.T) {
 
 		// A broken edit is rejected: IST0106 in /debug/analyze, nothing
 		// pushed, both agents keep the last good routes.
-		mark := p.log.len()
 		editFile(t, vs, "weight: 70", "wieght: 70")
-		rej := p.log.waitFor(t, mark, "config rejected; the last good input stays in force")
-		if !strings.Contains(rej["err"], "wieght") {
-			t.Errorf("the rejection does not name the unknown field wieght: %v", rej)
-		}
+		poll(t, "/debug/status reports the rejection, naming the unknown field wieght", func() (bool, string) {
+			b := p.mustGet(t, "/debug/status")
+			var st struct{ Rejected string }
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatalf("/debug/status: %v: %s", err, b)
+			}
+			return strings.Contains(st.Rejected, "wieght"), string(b)
+		})
 		poll(t, "/debug/analyze reports IST0106 for the unknown field", func() (bool, string) {
 			b := p.mustGet(t, "/debug/analyze")
 			var fs []struct{ Code, Message string }

@@ -239,3 +239,53 @@ func rawDocs(t *testing.T, data []byte) [][]byte {
 	}
 	return out
 }
+
+// TestPodRef: pods are found by NAMESPACE/NAME, or by NAME where only one
+// namespace has it.
+func TestPodRef(t *testing.T) {
+	l := plan(Config{Nodes: 2, PodsPerNode: 1, Prefix: "fm-", StateDir: "/s"})
+	n1, n2 := l.Nodes[0], l.Nodes[1]
+	n1.Pods = append(n1.Pods, NewPod("fm-", n1, "ns1", "web", netip.MustParseAddr("10.200.1.20"), nil))
+	n2.Pods = append(n2.Pods, NewPod("fm-", n2, "ns2", "web", netip.MustParseAddr("10.200.2.20"), nil))
+	n2.Pods = append(n2.Pods, NewPod("fm-", n2, "ns2", "db", netip.MustParseAddr("10.200.2.21"), nil))
+	tests := []struct {
+		ref     string
+		want    string // namespace/name
+		wantErr error
+	}{
+		{"node1-pod1", "default/node1-pod1", nil},
+		{"default/node2-pod1", "default/node2-pod1", nil},
+		{"db", "ns2/db", nil},
+		{"ns1/web", "ns1/web", nil},
+		{"ns2/web", "ns2/web", nil},
+		{"web", "", ErrAmbiguous},
+		{"ns3/web", "", ErrNotFound},
+		{"nope", "", ErrNotFound},
+	}
+	for _, tt := range tests {
+		p, err := l.Pod(tt.ref)
+		if tt.wantErr != nil {
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("Pod(%q): %v, want %v", tt.ref, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || p.Namespace+"/"+p.Name != tt.want {
+			t.Errorf("Pod(%q) = %v, %v; want %s", tt.ref, p, err, tt.want)
+		}
+	}
+	if ns, err := l.Netns("ns1/web"); err != nil || ns != PodNetns("fm-", "ns1", "web") {
+		t.Errorf("Netns(ns1/web) = %q, %v", ns, err)
+	}
+	if _, err := l.Netns("web"); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("Netns(web): %v, want ambiguous", err)
+	}
+	// Names: short, distinct across namespaces, veths within IFNAMSIZ.
+	a, b := PodNetns("fm-", "ns1", "web"), PodNetns("fm-", "ns2", "web")
+	if a == b || !strings.HasPrefix(a, "fm-web-") || len(PodNetns("fm-", "ns", strings.Repeat("x", 63))) > len("fm-")+16+7 {
+		t.Errorf("pod netns names %q %q", a, b)
+	}
+	if v := HostVethName("ns1", "web"); len(v) != 15 || v == HostVethName("ns2", "web") {
+		t.Errorf("host veth %q: want 15 characters, distinct", v)
+	}
+}

@@ -293,6 +293,11 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Write
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("up: %w", err)}
 	}
+	// A lab of manifests in the same state directory goes first: its
+	// kubelet would rebuild its pods in the new lab.
+	if err := kubelet.Stop(flagStateDir, 2*time.Minute); err != nil {
+		return err
+	}
 	start := time.Now()
 	l, err := lab.Up(ctx, cfg)
 	if err != nil {

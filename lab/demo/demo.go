@@ -192,6 +192,26 @@ func Run(ctx context.Context, o Options) error {
 	if err := waitRoute(ctx, o, l, prefix, true, t0); err != nil {
 		return err
 	}
+	// The route comes first (the controller learns of the pod before its
+	// network is built); the pod runs, and is enrolled, a little later.
+	for {
+		st, err := kubelet.Get(ctx, o.StateDir)
+		if err != nil {
+			return err
+		}
+		if st.Ready {
+			fmt.Fprintf(o.Out, "    %s running and enrolled %s after the edit\n", clientPod, time.Since(t0).Round(time.Millisecond))
+			break
+		}
+		if time.Since(t0) > time.Minute {
+			return fmt.Errorf("the lab is not ready a minute after the edit: %s", strings.Join(st.NotReady, "; "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 
 	say("the lab stays up. Look around:")
 	flags := ""

@@ -224,13 +224,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(o.Out, `    %[1]s/fibmesh-lab status%[7]s
     %[1]s/fibmesh-lab logs%[7]s %[2]s/%[3]s
+    %[1]s/fibmesh-lab exec%[7]s %[2]s/%[3]s -- curl -s %[9]s/hello   # HTTP to the client pod, across nodes
     %[1]s/fibmesh-lab exec%[7]s %[2]s/%[3]s -- ip addr
     %[1]s/fibctl --node %[4]s fib
     %[1]s/fibctl --node %[4]s stats
     %[1]s/fibmesh-lab exec%[7]s fabric -- %[1]s/fibctl config status --controller http://%[5]s
     edit %[6]s/*.yaml: the lab, the controller and the agents follow
     %[8]s
-`, o.BinDir, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir, flags, down)
+`, o.BinDir, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir, flags, down,
+		netip.AddrPortFrom(client.IP, clientPort))
+	fmt.Fprintln(o.Out, "    (plaintext to the Services' ports is dropped in XDP: examples/ makes the mesh STRICT mTLS, which the agents' data path brings next)")
 	return nil
 }
 

@@ -648,6 +648,11 @@ func TestRenderExamples(t *testing.T) {
 	if d := cmp.Diff(want, count); d != "" {
 		t.Errorf("objects in the view (-want +got):\n%s", d)
 	}
+	// README.md and docs/lab.md show commands with this pod's name:
+	// change them with the frontend's template.
+	if _, ok := files["pod_production_frontend-59bb89777b-64b87.yaml"]; !ok {
+		t.Errorf("no pod production/frontend-59bb89777b-64b87, which README.md and docs/lab.md name")
+	}
 	// A pod goes: its file goes, the others stay untouched.
 	delete(files, "pod_production_client.yaml")
 	if n, err := WriteDir(dir, files); err != nil || n != 1 {

@@ -68,7 +68,9 @@ On --xds-tls-listen (gRPC over TLS, default :15012; what agents use) and
 The TLS port's serving certificate comes from the mesh CA itself, for the
 Service's DNS names (fibmesh-controller.fibmesh-system.svc...) and every
 --xds-tls-san; agents verify it against the CA's root. Agents send their
-token only over TLS.
+token only over TLS; on the TLS port every xDS stream must carry one and
+gets only its own node's config (the plaintext port, for debugging on
+localhost, asks for none).
 
 The CA: --ca-cert/--ca-key files, or --ca-secret NAMESPACE/NAME (Istio's
 cacerts layout), or else a root generated on first start and kept in
@@ -375,7 +377,10 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			return fmt.Errorf("xds TLS serving certificate: %w", err)
 		}
 		creds := credentials.NewTLS(&tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12})
-		g := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(creds))...)
+		// Agents authenticate every xDS stream with their node token, and
+		// get only their own node's config.
+		nodeAuth := xds.RequireNode(func(ctx context.Context) (string, error) { return ca.AuthenticateNode(ctx, auth) })
+		g := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(creds), grpc.ChainStreamInterceptor(nodeAuth))...)
 		serve(g)
 		l, err := net.Listen("tcp", f.xdsTLSListen)
 		if err != nil {

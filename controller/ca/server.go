@@ -92,16 +92,13 @@ func (s *Server) CreateCertificate(ctx context.Context, req *cav1.CertificateReq
 }
 
 func (s *Server) create(ctx context.Context, req *cav1.CertificateRequest) (*cav1.CertificateResponse, string, error) {
-	token, err := bearerToken(ctx)
+	node, err := AuthenticateNode(ctx, s.auth)
 	if err != nil {
-		return nil, ReasonUnauthenticated, status.Error(codes.Unauthenticated, err.Error())
-	}
-	node, err := s.auth.Authenticate(ctx, token)
-	switch {
-	case errors.Is(err, ErrInvalidToken):
-		return nil, ReasonUnauthenticated, status.Errorf(codes.Unauthenticated, "authenticate node: %v", err)
-	case err != nil:
-		return nil, ReasonInternal, status.Errorf(codes.Unavailable, "authenticate node: %v", err)
+		reason := ReasonUnauthenticated
+		if status.Code(err) != codes.Unauthenticated {
+			reason = ReasonInternal
+		}
+		return nil, reason, err
 	}
 
 	if req.GetNamespace() == "" || req.GetPod() == "" {
@@ -146,6 +143,25 @@ func (s *Server) create(ctx context.Context, req *cav1.CertificateRequest) (*cav
 		resp.TrustBundle = append(resp.TrustBundle, r.Raw)
 	}
 	return resp, "", nil
+}
+
+// AuthenticateNode returns the node a gRPC call's bearer token
+// ("authorization: Bearer <token>") was issued to. Its errors are gRPC
+// statuses: Unauthenticated for a missing or refused token, Unavailable
+// when the token could not be checked.
+func AuthenticateNode(ctx context.Context, auth Authenticator) (string, error) {
+	token, err := bearerToken(ctx)
+	if err != nil {
+		return "", status.Error(codes.Unauthenticated, err.Error())
+	}
+	node, err := auth.Authenticate(ctx, token)
+	switch {
+	case errors.Is(err, ErrInvalidToken):
+		return "", status.Errorf(codes.Unauthenticated, "authenticate node: %v", err)
+	case err != nil:
+		return "", status.Errorf(codes.Unavailable, "authenticate node: %v", err)
+	}
+	return node, nil
 }
 
 // bearerToken returns the token of the "authorization: Bearer <token>"

@@ -186,7 +186,7 @@ func New(o Options) *Server {
 	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
 	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done()})
+	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done(), &sync.Map{}})
 	return s
 }
 
@@ -693,24 +693,42 @@ func (c *nackSafeCache) CreateWatch(req *cache.Request, sub cache.Subscription, 
 type callbacks struct {
 	t    *tracker
 	done <-chan struct{}
+	// auth maps stream ids (delta: -id) to the node the stream
+	// authenticated as (RequireNode).
+	auth *sync.Map
 }
 
-func (c callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
+func (c callbacks) opened(ctx context.Context, id int64) {
+	if n := authenticatedNode(ctx); n != "" {
+		c.auth.Store(id, n)
+	}
 	c.t.open(id)
+}
+
+func (c callbacks) closed(id int64) {
+	c.auth.Delete(id)
+	c.t.closed(id)
+}
+
+func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	c.opened(ctx, id)
 	return nil
 }
-func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.t.closed(id) }
+func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.closed(id) }
 
 // Delta streams are numbered apart from state-of-the-world ones, both
 // from 1: the tracker keys them by -id.
-func (c callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	c.t.open(-id)
+func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	c.opened(ctx, -id)
 	return nil
 }
-func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.t.closed(-id) }
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.closed(-id) }
 func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
+	}
+	if err := c.checkNode(id, req.GetNode().GetId()); err != nil {
+		return err
 	}
 	c.t.admit(id, c.done)
 	c.t.request(id, req)
@@ -722,6 +740,9 @@ func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.Di
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
 	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
+	}
+	if err := c.checkNode(-id, req.GetNode().GetId()); err != nil {
+		return err
 	}
 	c.t.admit(-id, c.done)
 	c.t.deltaRequest(-id, req)

@@ -44,7 +44,7 @@ type env struct {
 	ctx  context.Context
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...grpc.ServerOption) *env {
 	t.Helper()
 	snap, err := config.LoadDir("../testdata/cluster")
 	if err != nil {
@@ -60,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	if err := e.srv.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, authority.Bundle())); err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	e.srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,73 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/fibmesh/fibmesh/agent/xdsclient"
+)
+
+func TestRequireNode(t *testing.T) {
+	tokens := map[string]string{"tok-node1": "node1", "tok-node2": "node2"}
+	auth := RequireNode(func(ctx context.Context) (string, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		v := md.Get("authorization")
+		if len(v) != 1 {
+			return "", status.Error(codes.Unauthenticated, "no token")
+		}
+		node, ok := tokens[strings.TrimPrefix(v[0], "Bearer ")]
+		if !ok {
+			return "", status.Error(codes.Unauthenticated, "unknown token")
+		}
+		return node, nil
+	})
+	e := newEnv(t, grpc.ChainStreamInterceptor(auth))
+	tests := []struct {
+		name, token, node string
+		delta             bool
+		want              codes.Code // codes.OK: the stream is served
+	}{
+		{"own node, delta", "tok-node1", "node1", true, codes.OK},
+		{"own node, state of the world", "tok-node2", "node2", false, codes.OK},
+		{"another node's config, delta", "tok-node1", "node2", true, codes.PermissionDenied},
+		{"another node's config, state of the world", "tok-node1", "node2", false, codes.PermissionDenied},
+		{"no token", "", "node1", true, codes.Unauthenticated},
+		{"unknown token", "tok-nobody", "node1", false, codes.Unauthenticated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c := xdsclient.New(conn, xdsclient.Config{Node: tt.node, Delta: tt.delta, Subscriptions: AgentSubscriptions(tt.node)})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tt.token != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tt.token)
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			if tt.want == codes.OK {
+				await(t, c, "a flow table", func(u xdsclient.Update) bool { return u.TypeURL == AgentSubscriptions(tt.node)[5].TypeURL })
+				cancel()
+				<-done
+				return
+			}
+			err = <-done
+			if got := status.Code(errors.Unwrap(err)); got != tt.want && status.Code(err) != tt.want {
+				t.Errorf("stream ended with %v (code %v), want %v", err, got, tt.want)
+			}
+		})
+	}
+}

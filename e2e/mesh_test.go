@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"net/netip"
 	"slices"
 	"sort"
@@ -20,6 +23,7 @@ import (
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/lab"
+	"github.com/fibmesh/fibmesh/lab/kubelet"
 )
 
 // shop is a small application as a team would write it: no node names on
@@ -485,3 +489,65 @@ func fdsVersion(t *testing.T, l *meshLab) [2]uint64 {
 }
 
 func before(a, b [2]uint64) bool { return a[0] < b[0] || a[0] == b[0] && a[1] < b[1] }
+
+// TestWrongToken starts an agent whose token the controller refuses: it
+// says so in its log and keeps retrying (no crash, no restarts, not
+// ready), the FIB keeps forwarding, and once the token file is fixed it
+// connects without a restart (the file is re-read for every attempt).
+func TestWrongToken(t *testing.T) {
+	l := upMesh(t, "fm-e2t-", shop, "--backoff-base", "1s")
+	tokenFile := filepath.Join(l.state, "token-node1")
+	good, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("not-the-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := dialFromPod(t, l, "left", "right", 9000)
+	agent := l.process(t, "agent-node1")
+	if err := syscall.Kill(agent.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var restarted kubelet.ProcStatus
+	eventually(t, 20*time.Second, "the lab restarted node1's agent", func() error {
+		restarted = l.process(t, "agent-node1")
+		if restarted.PID == agent.PID || restarted.State != "Running" {
+			return fmt.Errorf("agent-node1: %s pid %d", restarted.State, restarted.PID)
+		}
+		return nil
+	})
+	logFile := filepath.Join(l.state, "agent-node1.log")
+	eventually(t, 10*time.Second, "the agent's log says the controller refused its token", func() error {
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(b, []byte("reason=refused")) || !bytes.Contains(b, []byte("--token-file")) {
+			return errors.New("no line with reason=refused and the --token-file hint yet")
+		}
+		return nil
+	})
+	c := kubelet.NetnsHTTPClient(l.nodeNetns("node1"), time.Second)
+	resp, err := c.Get("http://" + kubelet.AgentAdmin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with a refused token: %s %s, want 503", resp.Status, body)
+	}
+	for i := range 20 {
+		if err := f.roundTrip(i); err != nil {
+			t.Fatalf("cross-node TCP while node1's agent cannot reach the controller: %v", err)
+		}
+	}
+	if err := os.WriteFile(tokenFile, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.agentReady(t, "node1", 60*time.Second)
+	if p := l.process(t, "agent-node1"); p.PID != restarted.PID {
+		t.Errorf("the agent restarted (pid %d → %d): a refused token must be retried, not crash the agent", restarted.PID, p.PID)
+	}
+}

@@ -181,8 +181,8 @@ func (m *mesh) isReady(p *proc) bool {
 	return m.ready[p]
 }
 
-// probe asks url (in netns) for readiness every 100 ms until ctx is done
-// and records the answer.
+// probe asks url (in netns) for readiness until ctx is done and records
+// the answer: every 100 ms while not ready, every second once ready.
 func (m *mesh) probe(ctx context.Context, p *proc, netns, url string) {
 	c := NetnsHTTPClient(netns, time.Second)
 	defer c.CloseIdleConnections()
@@ -202,10 +202,14 @@ func (m *mesh) probe(ctx context.Context, p *proc, netns, url string) {
 		if changed {
 			m.d.statusChanged()
 		}
+		wait := 100 * time.Millisecond
+		if ok {
+			wait = time.Second
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }

@@ -428,6 +428,10 @@ func (d *daemon) watch(ctx context.Context, w *fsnotify.Watcher) {
 	deadline := time.NewTimer(time.Hour)
 	deadline.Stop()
 	pending := false
+	// A directory removed (or renamed away) loses its watch: look for it
+	// again every second, as controller/store/file does.
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 	fire := func() {
 		pending = false
 		quiet.Stop()
@@ -464,6 +468,12 @@ func (d *daemon) watch(ctx context.Context, w *fsnotify.Watcher) {
 			fire()
 		case <-deadline.C:
 			fire()
+		case <-retry.C:
+			if !slices.Contains(w.WatchList(), d.o.Dir) {
+				if err := watchTree(w, d.o.Dir); err == nil {
+					fire()
+				}
+			}
 		}
 	}
 }

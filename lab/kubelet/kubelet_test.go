@@ -306,10 +306,14 @@ func TestDirectoryChanges(t *testing.T) {
 		view := filepath.Join(o.StateDir, ClusterDir, "pod_ns2_extra.yaml")
 		t0 := time.Now()
 		writeFile(t, path, podYAML("ns2", "extra", "node2", "exec sleep 1000"))
-		poll(t, "the pod in the controller's view", 10*time.Second, func() bool {
-			_, err := os.Stat(view)
-			return err == nil
-		})
+		for deadline := t0.Add(10 * time.Second); ; time.Sleep(200 * time.Microsecond) {
+			if _, err := os.Stat(view); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the pod is not in the controller's view 10s after its file was written")
+			}
+		}
 		// What the lab adds to the propagation budget (file write to
 		// route in a remote FIB, 100 ms p99): the rest is the
 		// controller's and the agent's.
@@ -326,10 +330,14 @@ func TestDirectoryChanges(t *testing.T) {
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, "the pod out of the controller's view", 10*time.Second, func() bool {
-			_, err := os.Stat(view)
-			return errors.Is(err, os.ErrNotExist)
-		})
+		for deadline := t0.Add(10 * time.Second); ; time.Sleep(200 * time.Microsecond) {
+			if _, err := os.Stat(view); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the pod is still in the controller's view 10s after its file was removed")
+			}
+		}
 		t.Logf("pod file removed -> pod out of the controller's view: %s", time.Since(t0).Round(time.Microsecond))
 		poll(t, "extra pod gone", 60*time.Second, func() bool {
 			return findPod(status(t, o), "ns2", "extra") == nil && !lab.NetnsExists(p.Netns)
@@ -392,6 +400,27 @@ func TestDirectoryChanges(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "ns1/steady") || !strings.Contains(string(out), "left out") {
 			t.Errorf("fibmesh-lab status: %v\n%s", err, out)
 		}
+	})
+
+	t.Run("directory gone and back", func(t *testing.T) {
+		away := dir + ".away"
+		if err := os.Rename(dir, away); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, "the missing directory reported", 10*time.Second, func() bool {
+			st := status(t, o)
+			return len(st.Errors) == 1 && strings.Contains(st.Errors[0], "read manifests")
+		})
+		if p := findPod(status(t, o), "ns1", "steady"); p == nil || p.Restarts != 0 || !p.Ready {
+			t.Errorf("steady pod while the directory is gone: %+v, want it running on", p)
+		}
+		if err := os.Rename(away, dir); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, "the directory read again", 10*time.Second, func() bool {
+			st := status(t, o)
+			return len(st.Errors) > 0 && !strings.Contains(strings.Join(st.Errors, "\n"), "read manifests")
+		})
 	})
 
 	t.Run("daemon restart keeps IPs", func(t *testing.T) {

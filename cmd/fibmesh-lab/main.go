@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fibmesh/fibmesh/internal/output"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/kubelet"
 )
@@ -144,7 +145,7 @@ Example:
 	},
 	"status": {
 		summary: "print the lab's nodes, pods, controller and agents",
-		usage: `fibmesh-lab status [--state-dir DIR]
+		usage: `fibmesh-lab status [--state-dir DIR] [-o table|json|yaml]
 
 Prints the nodes and pods and whether each network namespace still
 exists. For a lab of manifests (up -f) it asks the lab's kubelet: pods
@@ -220,6 +221,7 @@ var (
 	flagTimeout   time.Duration
 	flagContainer string
 	flagFollow    bool
+	flagOutput    string
 )
 
 // newFlagSet returns the flag set of a subcommand. It prints nothing
@@ -254,7 +256,10 @@ func newFlagSet(name string, cmd *command) *flag.FlagSet {
 	case "down":
 		prefix()
 		stateDir()
-	case "status", "exec", "kubelet":
+	case "status":
+		stateDir()
+		fs.StringVar(&flagOutput, "o", string(output.Table), "with -f labs: "+output.FlagUsage)
+	case "exec", "kubelet":
 		stateDir()
 	case "logs":
 		stateDir()

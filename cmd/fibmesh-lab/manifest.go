@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/fibmesh/fibmesh/internal/output"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/echo"
 	"github.com/fibmesh/fibmesh/lab/kubelet"
@@ -131,13 +132,40 @@ func upManifests(ctx context.Context, stdout io.Writer, log *slog.Logger) error 
 	return printStatus(stdout, l, st)
 }
 
+// statusView is status -o json|yaml: the lab's nodes and what its
+// kubelet says.
+type statusView struct {
+	Nodes []nodeView `json:"nodes"`
+	*kubelet.Status
+}
+
+type nodeView struct {
+	Name    string `json:"name"`
+	Netns   string `json:"netns"`
+	IP      string `json:"ip"`
+	PodCIDR string `json:"podCIDR"`
+}
+
 func manifestStatus(ctx context.Context, stdout io.Writer, l *lab.Lab) error {
+	format, err := output.Parse(flagOutput)
+	if err != nil {
+		return usageError{fmt.Errorf("status: %w", err)}
+	}
 	st, err := kubelet.Get(ctx, l.Config.StateDir)
 	if err != nil {
 		printTable(stdout, l, true)
 		return fmt.Errorf("%w (bring the lab up again with fibmesh-lab up -f %s)", err, l.Manifests)
 	}
-	if err := printStatus(stdout, l, st); err != nil {
+	if format == output.Table {
+		err = printStatus(stdout, l, st)
+	} else {
+		v := statusView{Nodes: []nodeView{}, Status: st}
+		for _, n := range l.Nodes {
+			v.Nodes = append(v.Nodes, nodeView{Name: n.Name, Netns: n.Netns, IP: n.IP.String(), PodCIDR: n.PodCIDR.String()})
+		}
+		err = output.Write(stdout, format, v, nil)
+	}
+	if err != nil {
 		return err
 	}
 	var missing []string

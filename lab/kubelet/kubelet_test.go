@@ -400,6 +400,14 @@ func TestDirectoryChanges(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "ns1/steady") || !strings.Contains(string(out), "left out") {
 			t.Errorf("fibmesh-lab status: %v\n%s", err, out)
 		}
+		out, err = exec.Command(fibmeshLab, "status", "--state-dir", o.StateDir, "-o", "json").Output()
+		var sv struct {
+			Nodes []struct{ Name string }
+			Pods  []PodStatus
+		}
+		if err != nil || json.Unmarshal(out, &sv) != nil || len(sv.Nodes) != 2 || len(sv.Pods) < 3 {
+			t.Errorf("fibmesh-lab status -o json: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("directory gone and back", func(t *testing.T) {

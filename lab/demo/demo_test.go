@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/kubelet"
-	"github.com/fibmesh/fibmesh/lab/labtest"
 )
 
 const testPrefix = "fm-dt-"
@@ -25,7 +25,7 @@ const testPrefix = "fm-dt-"
 // forwarding flat), and the edits removed the client's route from both
 // FIBs and put it back.
 func TestRun(t *testing.T) {
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	bin, stateDir := t.TempDir(), t.TempDir()
 	out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/fibmesh/fibmesh/cmd/fibmesh-lab",
 		"github.com/fibmesh/fibmesh/cmd/fibmesh-controller", "github.com/fibmesh/fibmesh/cmd/fibmesh-agent",

@@ -18,9 +18,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/echo"
-	"github.com/fibmesh/fibmesh/lab/labtest"
 )
 
 // testPrefix is this package's network namespace prefix.
@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 // removal.
 func upLab(t *testing.T, dir string) (Options, *Status) {
 	t.Helper()
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	o := Options{StateDir: t.TempDir(), Dir: dir, Prefix: testPrefix, Self: fibmeshLab, BackoffBase: 100 * time.Millisecond}
 	t.Cleanup(func() {
 		if err := Stop(o.StateDir, time.Minute); err != nil {

@@ -85,7 +85,9 @@ func cleanup(prefix, stateDir string) error {
 	}
 	for _, link := range parseLinkList(out) {
 		if strings.HasPrefix(link, prefix) {
-			if err := ip(ctx, "link", "del", link); err != nil {
+			// A veth whose peer was in a namespace deleted above may
+			// go away on its own meanwhile: gone is what we want.
+			if err := ip(ctx, "link", "del", link); err != nil && linkExists(ctx, link) {
 				errs = append(errs, err)
 			}
 		}
@@ -140,6 +142,11 @@ func killNetnsProcs(ctx context.Context, names []string) error {
 		}
 	}
 	return nil
+}
+
+// linkExists says whether the root namespace has a link called name.
+func linkExists(ctx context.Context, name string) bool {
+	return ip(ctx, "link", "show", "dev", name) == nil
 }
 
 // alive says whether pid exists and is not a zombie.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what fibmesh needs on Debian/Ubuntu, only if it is missing.
-#   hack/deps.sh runtime   iproute2, ethtool, ping, nsenter (tests, lab, demo)
+#   hack/deps.sh runtime   iproute2, ethtool, ping, nsenter, curl (tests, lab, demo)
 #   hack/deps.sh bpf       clang, llvm, libbpf-dev, bpftool (make generate)
 #   hack/deps.sh proto     protoc (make generate)
 #   hack/deps.sh vmtest    qemu-system-x86, busybox-static, apt-get/dpkg-deb (make vmtest)
@@ -13,6 +13,7 @@ runtime)
 	command -v ethtool >/dev/null || need+=(ethtool)
 	command -v ping >/dev/null || need+=(iputils-ping)
 	command -v nsenter >/dev/null || need+=(util-linux)
+	command -v curl >/dev/null || need+=(curl) # the demo's hints curl from pod to pod
 	;;
 proto)
 	command -v protoc >/dev/null || need+=(protobuf-compiler)

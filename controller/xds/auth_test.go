@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +70,52 @@ func TestRequireNode(t *testing.T) {
 				t.Errorf("stream ended with %v (code %v), want %v", err, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestFirstPush(t *testing.T) {
+	e := newEnv(t) // pushes the first model
+	select {
+	case <-e.srv.FirstPush():
+	default:
+		t.Fatal("FirstPush not closed after the first push")
+	}
+	if s := New(Options{}); s.FirstPush() == nil {
+		t.Fatal("nil FirstPush channel")
+	} else {
+		select {
+		case <-s.FirstPush():
+			t.Fatal("FirstPush closed before any push")
+		default:
+		}
+	}
+}
+
+// A client that connects before the first push is refused (Unavailable),
+// not answered from the empty caches: a reconnecting delta client naming
+// the resources it holds would be told they were removed.
+func TestStreamsWaitForFirstPush(t *testing.T) {
+	s := New(Options{Debounce: time.Millisecond})
+	g := grpc.NewServer()
+	s.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(ln)
+	defer g.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, delta := range []bool{true, false} {
+		c := xdsclient.New(conn, xdsclient.Config{Node: "node1", Delta: delta, Subscriptions: AgentSubscriptions("node1")})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Run(ctx)
+		cancel()
+		if status.Code(errors.Unwrap(err)) != codes.Unavailable && status.Code(err) != codes.Unavailable {
+			t.Errorf("delta=%v: a stream before the first push ended with %v, want Unavailable", delta, err)
+		}
 	}
 }

@@ -50,7 +50,9 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
@@ -121,8 +123,10 @@ type Server struct {
 	tables  map[string]flowTable
 	// outboundHash is the outbound listener's as last pushed: when it
 	// changes every node's listeners do.
-	outboundHash [32]byte
-	pushed       chan uint64
+	outboundHash  [32]byte
+	pushed        chan uint64
+	firstPush     chan struct{} // closed by the first push
+	firstPushOnce sync.Once
 	// sdsMu serialises SetTrustBundle, called from the CA's goroutine.
 	sdsMu sync.Mutex
 	// streams ends every xDS stream when Run returns, so that a graceful
@@ -154,10 +158,11 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		opts: o, metrics: newMetrics().zero(),
-		shared:  map[string]*sharedType{},
-		kick:    make(chan struct{}, 1),
-		ldsHash: map[string]string{},
-		pushed:  make(chan uint64, 1),
+		shared:    map[string]*sharedType{},
+		kick:      make(chan struct{}, 1),
+		ldsHash:   map[string]string{},
+		pushed:    make(chan uint64, 1),
+		firstPush: make(chan struct{}),
 	}
 	s.tracker = newTracker(s.metrics, o.OnEvent)
 	if o.SyncConcurrency == 0 {
@@ -186,7 +191,7 @@ func New(o Options) *Server {
 	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
 	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done(), &sync.Map{}})
+	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done(), &sync.Map{}, s.firstPush})
 	return s
 }
 
@@ -235,6 +240,10 @@ func (s *Server) Collectors() []prometheus.Collector { return s.metrics.collecto
 
 // Status returns what the server knows of every node that connected.
 func (s *Server) Status() []NodeStatus { return s.tracker.status() }
+
+// FirstPush is closed once the first model has been pushed to the caches;
+// streams opened before are refused with Unavailable.
+func (s *Server) FirstPush() <-chan struct{} { return s.firstPush }
 
 // Pushed delivers the model version of each completed push (the latest
 // only, when the reader is slow). Tests and benchmarks synchronise on it.
@@ -362,6 +371,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if res.Err != nil {
 			continue
 		}
+		s.firstPushOnce.Do(func() { close(s.firstPush) })
 		select {
 		case s.pushed <- m.Version:
 		default:
@@ -696,13 +706,25 @@ type callbacks struct {
 	// auth maps stream ids (delta: -id) to the node the stream
 	// authenticated as (RequireNode).
 	auth *sync.Map
+	// firstPush is Server.FirstPush.
+	firstPush <-chan struct{}
 }
 
-func (c callbacks) opened(ctx context.Context, id int64) {
+// opened records a new stream. Until the first model is pushed, streams
+// are refused: the caches are empty, and a reconnecting delta client that
+// names the resources it holds would be told they were removed (its FIB
+// would drop them until the first push added them back).
+func (c callbacks) opened(ctx context.Context, id int64) error {
+	select {
+	case <-c.firstPush:
+	default:
+		return status.Error(codes.Unavailable, "the controller is starting: no model is pushed yet; retry")
+	}
 	if n := authenticatedNode(ctx); n != "" {
 		c.auth.Store(id, n)
 	}
 	c.t.open(id)
+	return nil
 }
 
 func (c callbacks) closed(id int64) {
@@ -711,16 +733,14 @@ func (c callbacks) closed(id int64) {
 }
 
 func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.opened(ctx, id)
-	return nil
+	return c.opened(ctx, id)
 }
 func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.closed(id) }
 
 // Delta streams are numbered apart from state-of-the-world ones, both
 // from 1: the tracker keys them by -id.
 func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.opened(ctx, -id)
-	return nil
+	return c.opened(ctx, -id)
 }
 func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.closed(-id) }
 func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {

@@ -51,25 +51,6 @@ func Backoff(base, cap time.Duration, n int) time.Duration {
 	return rand.N(bound)
 }
 
-// shortType names an xDS type as people do (CDS, ..., FDS).
-func shortType(t string) string {
-	switch t {
-	case resource.ClusterType:
-		return "CDS"
-	case resource.EndpointType:
-		return "EDS"
-	case resource.ListenerType:
-		return "LDS"
-	case resource.RouteType:
-		return "RDS"
-	case resource.SecretType:
-		return "SDS"
-	case xdsapi.FlowTableType:
-		return "FDS"
-	}
-	return t
-}
-
 // runController keeps the xDS stream up until ctx is done: each failure
 // is followed by a wait (Backoff) and a new stream; the resources in
 // force, and the FIB, stay as they are meanwhile.
@@ -187,7 +168,7 @@ func (a *Agent) consumeUpdates(ctx context.Context) {
 				converged = true
 				versions := []any{"controller", a.cfg.Controller}
 				for _, s := range subs {
-					versions = append(versions, strings.ToLower(shortType(s.TypeURL)), a.xds.Version(s.TypeURL))
+					versions = append(versions, strings.ToLower(xdsapi.ShortType(s.TypeURL)), a.xds.Version(s.TypeURL))
 				}
 				a.log.Info("converged", versions...)
 			}
@@ -214,7 +195,7 @@ func (a *Agent) consumeUpdates(ctx context.Context) {
 			seen[u.TypeURL] = true
 			a.m.update(u)
 			if u.NACK != nil {
-				a.log.Warn("config refused (NACK); the last good config stays", "type", shortType(u.TypeURL), "version", u.Version, "reason", u.NACK.Error())
+				a.log.Warn("config refused (NACK); the last good config stays", "type", xdsapi.ShortType(u.TypeURL), "version", u.Version, "reason", u.NACK.Error())
 			}
 			quiet.Reset(200 * time.Millisecond)
 		}
@@ -315,7 +296,7 @@ func (a *Agent) tablesApplied() {
 func (a *Agent) versions() map[string]string {
 	out := map[string]string{}
 	for _, s := range xdsapi.AgentSubscriptions(a.cfg.Node) {
-		out[shortType(s.TypeURL)] = a.xds.Version(s.TypeURL)
+		out[xdsapi.ShortType(s.TypeURL)] = a.xds.Version(s.TypeURL)
 	}
 	return out
 }

@@ -35,7 +35,7 @@ func newMetrics(a *Agent) *metrics {
 	}
 	for _, s := range xdsapi.AgentSubscriptions(a.cfg.Node) {
 		for _, r := range []string{"ack", "nack"} {
-			m.updates.WithLabelValues(shortType(s.TypeURL), r) // export zeros
+			m.updates.WithLabelValues(xdsapi.ShortType(s.TypeURL), r) // export zeros
 		}
 	}
 	return m
@@ -54,7 +54,7 @@ func (m *metrics) setConnected(up bool) {
 }
 
 func (m *metrics) update(u xdsclient.Update) {
-	t := shortType(u.TypeURL)
+	t := xdsapi.ShortType(u.TypeURL)
 	if u.NACK != nil {
 		m.updates.WithLabelValues(t, "nack").Inc()
 		m.versions.DeletePartialMatch(prometheus.Labels{"type": t, "state": "nack"})

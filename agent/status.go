@@ -23,7 +23,7 @@ var _ admin.Source = (*Agent)(nil)
 func (a *Agent) ConfigDump() admin.ConfigDump {
 	var d admin.ConfigDump
 	for _, s := range xdsapi.AgentSubscriptions(a.cfg.Node) {
-		tc := admin.TypeConfig{Type: shortType(s.TypeURL), TypeURL: s.TypeURL, VersionInfo: a.xds.Version(s.TypeURL), Resources: []admin.Resource{}}
+		tc := admin.TypeConfig{Type: xdsapi.ShortType(s.TypeURL), TypeURL: s.TypeURL, VersionInfo: a.xds.Version(s.TypeURL), Resources: []admin.Resource{}}
 		a.mu.Lock()
 		if ts := a.types[s.TypeURL]; ts != nil {
 			if !ts.updated.IsZero() {

@@ -5,6 +5,8 @@
 package xds
 
 import (
+	"strings"
+
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
@@ -53,4 +55,24 @@ func AgentSubscriptions(node string) []Subscription {
 		{TypeURL: resource.SecretType, Names: []string{RootCASecret}},
 		{TypeURL: FlowTableType, Names: []string{MeshTable, node}},
 	}
+}
+
+// ShortType is a type URL's usual short name: CDS, EDS, LDS, RDS, SDS,
+// FDS, or the URL's last element for any other type.
+func ShortType(url string) string {
+	switch url {
+	case resource.ClusterType:
+		return "CDS"
+	case resource.EndpointType:
+		return "EDS"
+	case resource.ListenerType:
+		return "LDS"
+	case resource.RouteType:
+		return "RDS"
+	case resource.SecretType:
+		return "SDS"
+	case FlowTableType:
+		return "FDS"
+	}
+	return url[strings.LastIndexByte(url, '/')+1:]
 }

@@ -1,13 +1,13 @@
 package xds
 
 import (
-	"strings"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/fibmesh/fibmesh/controller/xds/fds"
+
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
 
 // Types are the resource types the server serves, in the order a push
@@ -31,25 +31,8 @@ func typeOrder(url string) int {
 	return len(Types)
 }
 
-// ShortType is a type URL's usual short name: CDS, EDS, LDS, RDS, SDS,
-// FDS, or the URL's last element for any other type.
-func ShortType(url string) string {
-	switch url {
-	case resource.ClusterType:
-		return "CDS"
-	case resource.EndpointType:
-		return "EDS"
-	case resource.ListenerType:
-		return "LDS"
-	case resource.RouteType:
-		return "RDS"
-	case resource.SecretType:
-		return "SDS"
-	case fds.TypeURL:
-		return "FDS"
-	}
-	return url[strings.LastIndexByte(url, '/')+1:]
-}
+// ShortType is a type URL's usual short name (xdsapi.ShortType).
+func ShortType(url string) string { return xdsapi.ShortType(url) }
 
 // metrics are the server's Prometheus metrics.
 type metrics struct {

@@ -802,3 +802,46 @@ func TestFlagErrors(t *testing.T) {
 		t.Errorf("a refused command line created the CA directory (stat: %v)", err)
 	}
 }
+
+// TestServeErrors: a server that cannot serve stops the controller with
+// exit status 1 and a log line that names it, instead of running on
+// without it.
+func TestServeErrors(t *testing.T) {
+	bin, _ := binaries(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	copyDir(t, "../../controller/testdata/cluster", cfg)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		name string
+		flag string
+		want string
+	}{
+		{"monitoring", "--monitoring-listen", "monitoring listener"},
+		{"xds", "--xds-listen", "xds listener"},
+		{"xds TLS", "--xds-tls-listen", "xds TLS listener"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			args := []string{"--config-dir", cfg, "--ca-dir", filepath.Join(dir, "ca"),
+				"--xds-listen", freeAddr(t), "--xds-tls-listen", freeAddr(t), "--monitoring-listen", freeAddr(t),
+				tc.flag, busy.Addr().String()} // the last one wins
+			cmd := exec.CommandContext(ctx, bin, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("with %s on a busy port: %v, want exit status 1; stderr:\n%s", tc.flag, err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "controller failed") || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("with %s on a busy port, stderr\n%s\nwant a \"controller failed\" line naming the %s", tc.flag, stderr.String(), tc.want)
+			}
+		})
+	}
+}

@@ -28,10 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	istio "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fibmesh/fibmesh/controller"
 	"github.com/fibmesh/fibmesh/controller/ca"
@@ -41,6 +38,7 @@ import (
 	"github.com/fibmesh/fibmesh/controller/store/kube"
 	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
+	"github.com/fibmesh/fibmesh/internal/logflag"
 )
 
 const usage = `fibmesh-controller: the fibmesh control plane.
@@ -142,7 +140,7 @@ func main() {
 	fs.DurationVar(&f.debounce, "push-debounce", 10*time.Millisecond, "quiet time before a push: changes within it are pushed together")
 	fs.DurationVar(&f.debounceMax, "push-debounce-max", 500*time.Millisecond, "longest a push waits under a stream of changes")
 	fs.IntVar(&f.syncConcurrency, "sync-concurrency", 64, "agents making their first (full) sync at once; more wait their turn (bounds memory when all reconnect; -1: no bound)")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logFormat := logflag.Register(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -153,22 +151,16 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fibmesh-controller: unexpected argument %q (see --help)\n", fs.Arg(0))
 		os.Exit(2)
 	}
-	var h slog.Handler
-	switch *logFormat {
-	case "text":
-		h = slog.NewTextHandler(os.Stderr, nil)
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, nil)
-	default:
-		fmt.Fprintf(os.Stderr, "fibmesh-controller: --log-format %q: want text or json\n", *logFormat)
+	log, err := logFormat.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err)
 		os.Exit(2)
 	}
 	if err := checkFlags(f); err != nil {
 		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err, "(see --help)")
 		os.Exit(2)
 	}
-	log := slog.New(h)
-	st, kc, err := openStore(f.dir, f.kubeconfig, f.configDebounce)
+	st, kc, err := openStore(f)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fibmesh-controller:", err)
 		os.Exit(2)
@@ -203,86 +195,28 @@ func checkFlags(f flags) error {
 	return nil
 }
 
-func openStore(dir, kubeconfig string, debounce time.Duration) (store.Store, kubernetes.Interface, error) {
+// openStore opens the config source the flags name: --config-dir (the
+// file store) or a cluster (the kube store, with the client the CA and
+// TokenReview use too; nil for a directory).
+func openStore(f flags) (store.Store, kubernetes.Interface, error) {
 	switch {
-	case dir != "" && kubeconfig != "":
+	case f.dir != "" && f.kubeconfig != "":
 		return nil, nil, errors.New("--config-dir and --kubeconfig are exclusive: pick one source")
-	case dir != "":
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, nil, fmt.Errorf("--config-dir %s: not a readable directory", dir)
+	case f.dir != "":
+		st, err := file.Open(f.dir, file.Options{Debounce: f.configDebounce})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--config-dir %w", err)
 		}
-		return file.New(dir, file.Options{Debounce: debounce}), nil, nil
+		return st, nil, nil
 	}
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
+	c, err := kube.Connect(f.kubeconfig)
+	if errors.Is(err, kube.ErrNoCluster) {
 		return nil, nil, errors.New("no config source: give --config-dir DIR (a directory of YAML) or --kubeconfig PATH")
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes config: %w", err)
+		return nil, nil, err
 	}
-	kc, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	ic, err := istio.NewForConfig(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("istio client: %w", err)
-	}
-	return kube.New(kc, ic, kube.Options{}), kc, nil
-}
-
-// openCA loads or creates the CA from the flags' source.
-func openCA(ctx context.Context, f flags, kc kubernetes.Interface) (*ca.CA, string, error) {
-	opts := []ca.Option{ca.WithDefaultTTL(f.svidTTL)}
-	switch {
-	case f.caCert != "":
-		cert, err := os.ReadFile(f.caCert)
-		if err != nil {
-			return nil, "", fmt.Errorf("--ca-cert: %w", err)
-		}
-		key, err := os.ReadFile(f.caKey)
-		if err != nil {
-			return nil, "", fmt.Errorf("--ca-key: %w", err)
-		}
-		var roots []byte
-		if f.caRoots != "" {
-			if roots, err = os.ReadFile(f.caRoots); err != nil {
-				return nil, "", fmt.Errorf("--ca-roots: %w", err)
-			}
-		}
-		c, err := ca.Load(f.trustDomain, cert, key, roots, opts...)
-		return c, "files " + f.caCert + ", " + f.caKey, err
-	case f.caSecret != "":
-		if kc == nil {
-			return nil, "", errors.New("--ca-secret needs a cluster: give --kubeconfig, or run in a pod")
-		}
-		ns, name, _ := strings.Cut(f.caSecret, "/")
-		c, err := ca.FromSecret(ctx, kc, ns, name, f.trustDomain, opts...)
-		return c, "secret " + f.caSecret, err
-	}
-	c, err := ca.LoadOrCreate(f.caDir, f.trustDomain, opts...)
-	return c, "directory " + f.caDir, err
-}
-
-// authenticator is how agents prove their node: the lab's token file, or
-// TokenReview in a cluster.
-func authenticator(f flags, kc kubernetes.Interface) (ca.Authenticator, string, error) {
-	if f.bootstrapTokens != "" {
-		a, err := ca.TokenFile(f.bootstrapTokens)
-		if err != nil {
-			return nil, "", fmt.Errorf("--bootstrap-tokens: %w", err)
-		}
-		return a, "bootstrap tokens " + f.bootstrapTokens, nil
-	}
-	if kc != nil {
-		return ca.TokenReview(kc, []string{f.tokenAudience}), "TokenReview (audience " + f.tokenAudience + ")", nil
-	}
-	return refuseAll{}, "none (give --bootstrap-tokens FILE): every CSR is refused", nil
+	return kube.New(c.Kube, c.Istio, kube.Options{}), c.Kube, nil
 }
 
 // firstVersion numbers the first model from the clock (milliseconds since
@@ -290,14 +224,6 @@ func authenticator(f flags, kc kubernetes.Interface) (ca.Authenticator, string, 
 // before it: agents and fibctl config status see versions move forward
 // (as long as the controller averaged under 1,000 model updates a second).
 func firstVersion() uint64 { return uint64(time.Now().UnixMilli()) }
-
-// refuseAll authenticates nobody: without a token source, no agent can be
-// told from an impostor.
-type refuseAll struct{}
-
-func (refuseAll) Authenticate(context.Context, string) (string, error) {
-	return "", fmt.Errorf("%w: the controller has no way to authenticate agents (start it with --bootstrap-tokens FILE, or in a cluster)", ca.ErrInvalidToken)
-}
 
 func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -339,11 +265,12 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 		log.Info("model updated", args...)
 	})
 
-	authority, from, err := openCA(ctx, f, kc)
+	src := ca.Source{Dir: f.caDir, CertFile: f.caCert, KeyFile: f.caKey, RootsFile: f.caRoots, Secret: f.caSecret}
+	authority, err := ca.Open(ctx, src, f.trustDomain, kc, ca.WithDefaultTTL(f.svidTTL))
 	if err != nil {
-		return fmt.Errorf("CA: %w", err)
+		return err
 	}
-	log.Info("CA ready", "source", from, "root_expires", authority.Root().NotAfter, "roots", len(authority.Bundle()))
+	log.Info("CA ready", "source", src.String(), "root_expires", authority.Root().NotAfter, "roots", len(authority.Bundle()))
 	publish := func(roots []*x509.Certificate) {
 		if err := xs.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, roots)); err != nil {
 			log.Error("trust bundle not pushed", "err", err)
@@ -351,9 +278,9 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	}
 	publish(authority.Bundle())
 	defer authority.OnBundleChange(publish)()
-	auth, how, err := authenticator(f, kc)
+	auth, how, err := ca.NewAuthenticator(f.bootstrapTokens, kc, []string{f.tokenAudience})
 	if err != nil {
-		return err
+		return fmt.Errorf("--bootstrap-tokens: %w", err)
 	}
 	log.Info("agents authenticate with", "how", how)
 	csr := ca.NewServer(authority, auth, ca.ModelLookup(c.Model))
@@ -446,7 +373,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	case err = <-runErr:
 	case err = <-serveErr:
 		stop()
-		<-runErr
+		err = errors.Join(err, <-runErr)
 	}
 	stop()
 	<-pushDone
@@ -456,6 +383,16 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 		go func() { <-shutdown.Done(); g.Stop() }()
 		g.GracefulStop()
 	}
-	srv.Shutdown(shutdown)
-	return err
+	if serr := srv.Shutdown(shutdown); serr != nil {
+		log.Warn("monitoring server did not shut down cleanly", "err", serr)
+	}
+	// A server that failed while the others were stopping.
+	for {
+		select {
+		case serr := <-serveErr:
+			err = errors.Join(err, serr)
+		default:
+			return err
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"sync"
 	"time"
@@ -154,6 +155,19 @@ func (c *Client) node() *core.Node {
 	return &core.Node{Id: c.cfg.Node, UserAgentName: "fibmesh-agent"}
 }
 
+// sendErr is the error of a failed Send: gRPC returns io.EOF from Send
+// when the server has ended the stream, and the server's status (say,
+// Unauthenticated) only from the next receive.
+func sendErr(st grpc.ClientStream, m any, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := st.RecvMsg(m); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
+}
+
 func nackStatus(err error) *status.Status {
 	return &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 }
@@ -169,7 +183,7 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 			req.Node = c.node()
 		}
 		if err := st.Send(req); err != nil {
-			return fmt.Errorf("xds request %s: %w", sub.TypeURL, err)
+			return fmt.Errorf("xds request %s: %w", sub.TypeURL, sendErr(st, new(discovery.DiscoveryResponse), err))
 		}
 	}
 	names := map[string][]string{}
@@ -202,7 +216,7 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 		}
 		c.mu.Unlock()
 		if err := st.Send(req); err != nil {
-			return fmt.Errorf("xds ack %s: %w", resp.GetTypeUrl(), err)
+			return fmt.Errorf("xds ack %s: %w", resp.GetTypeUrl(), sendErr(st, new(discovery.DiscoveryResponse), err))
 		}
 		u.At = time.Now()
 		c.publish(u)
@@ -278,7 +292,7 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 			req.Node = c.node()
 		}
 		if err := st.Send(req); err != nil {
-			return fmt.Errorf("xds delta request %s: %w", sub.TypeURL, err)
+			return fmt.Errorf("xds delta request %s: %w", sub.TypeURL, sendErr(st, new(discovery.DeltaDiscoveryResponse), err))
 		}
 	}
 	for {
@@ -332,7 +346,7 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 			c.mu.Unlock()
 		}
 		if err := st.Send(req); err != nil {
-			return fmt.Errorf("xds delta ack %s: %w", t, err)
+			return fmt.Errorf("xds delta ack %s: %w", t, sendErr(st, new(discovery.DeltaDiscoveryResponse), err))
 		}
 		u.At = time.Now()
 		c.publish(u)

@@ -23,6 +23,7 @@ import (
 	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/labtest"
 )
@@ -38,7 +39,7 @@ var agentBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		if os.Geteuid() != 0 {
+		if !testenv.IsRoot() {
 			return m.Run() // the tests skip themselves
 		}
 		dir, err := os.MkdirTemp("", "fibmesh-it-")
@@ -48,9 +49,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		agentBin = filepath.Join(dir, "fibmesh-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/fibmesh/fibmesh/cmd/fibmesh-agent").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build fibmesh-agent: %v\n%s", err, out)
+		if err := testenv.BuildCommands(dir, "cmd/fibmesh-agent"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		return m.Run()
@@ -252,7 +252,7 @@ func setup(t *testing.T, agentArgs ...string) *env {
 
 func setupPerNode(t *testing.T, node1Args, node2Args []string) *env {
 	t.Helper()
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	l := labtest.Up(t, lab.Config{Nodes: 2, PodsPerNode: 2, Prefix: prefix, StateDir: t.TempDir()})
 	e := &env{lab: l, runDir: t.TempDir()}
 	var err error
@@ -558,7 +558,7 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func TestPuntDecidesAndReinjects(t *testing.T) {
 	// node1's agent punts new flows to node2's pod CIDR.
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	e := setupPerNode(t, []string{"--punt", "10.200.2.0/24"}, nil)
 	before := snap(t, e.nodes)
 	// The first datagram is punted; once it has arrived the agent has

@@ -45,9 +45,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(d)
-		cmd := exec.Command("go", "build", "-o", d+"/", "../cmd/fibmesh-lab", "../cmd/fibmesh-controller", "../cmd/fibmesh-agent", "../cmd/fibctl")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
+		if err := testenv.BuildCommands(d, "cmd/fibmesh-lab", "cmd/fibmesh-controller", "cmd/fibmesh-agent", "cmd/fibctl"); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: build the binaries:", err)
 			return 1
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/labtest"
 )
@@ -174,7 +175,7 @@ func TestLab(t *testing.T) {
 }
 
 func TestDownRemovesEverything(t *testing.T) {
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	l, err := lab.Up(context.Background(), lab.Config{Nodes: 1, PodsPerNode: 1, Prefix: prefix, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +195,7 @@ func TestDownRemovesEverything(t *testing.T) {
 }
 
 func TestUpCleansLeftovers(t *testing.T) {
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	// A crashed run: a stale namespace with the prefix, and one of its
 	// links stranded in the root namespace.
 	stale := prefix + "stale"
@@ -231,7 +232,7 @@ func TestUpCleansLeftovers(t *testing.T) {
 }
 
 func TestUpFailureTearsDown(t *testing.T) {
-	labtest.NeedRoot(t)
+	testenv.NeedRoot(t)
 	// A context that is already cancelled makes the first command fail.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

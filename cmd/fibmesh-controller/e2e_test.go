@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +49,7 @@ import (
 	"github.com/fibmesh/fibmesh/controller/xds"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
 	"github.com/fibmesh/fibmesh/controller/xds/fds"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // wait bounds every wait on the controller: generous, since -race and a
@@ -85,15 +85,7 @@ func binaries(t *testing.T) (controller, fibctl string) {
 		if bins.err != nil {
 			return
 		}
-		args := []string{"build"}
-		if raceEnabled() {
-			args = append(args, "-race")
-		}
-		args = append(args, "-o", bins.dir+string(filepath.Separator), ".", "../fibctl")
-		cmd := exec.Command(goTool(), args...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			bins.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		if bins.err = testenv.BuildCommands(bins.dir, "cmd/fibmesh-controller", "cmd/fibctl"); bins.err != nil {
 			return
 		}
 		bins.controller = filepath.Join(bins.dir, "fibmesh-controller")
@@ -103,28 +95,6 @@ func binaries(t *testing.T) (controller, fibctl string) {
 		t.Fatal(bins.err)
 	}
 	return bins.controller, bins.ctl
-}
-
-// raceEnabled reports whether this test binary was built with -race, so
-// that the controller under test is too.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 }
 
 // controllerProc is a running fibmesh-controller.

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,11 +26,8 @@ const testPrefix = "fm-dt-"
 func TestRun(t *testing.T) {
 	testenv.NeedRoot(t)
 	bin, stateDir := t.TempDir(), t.TempDir()
-	out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/fibmesh/fibmesh/cmd/fibmesh-lab",
-		"github.com/fibmesh/fibmesh/cmd/fibmesh-controller", "github.com/fibmesh/fibmesh/cmd/fibmesh-agent",
-		"github.com/fibmesh/fibmesh/cmd/fibctl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := testenv.BuildCommands(bin, "cmd/fibmesh-lab", "cmd/fibmesh-controller", "cmd/fibmesh-agent", "cmd/fibctl"); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := kubelet.Stop(stateDir, time.Minute); err != nil {
@@ -53,7 +49,7 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var buf bytes.Buffer
-	err = Run(ctx, Options{BinDir: bin, Manifests: "../../examples", Prefix: testPrefix, StateDir: stateDir,
+	err := Run(ctx, Options{BinDir: bin, Manifests: "../../examples", Prefix: testPrefix, StateDir: stateDir,
 		Self: filepath.Join(bin, "fibmesh-lab"), Out: &buf})
 	t.Logf("demo output:\n%s", buf.String())
 	if err != nil {

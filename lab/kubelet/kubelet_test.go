@@ -32,7 +32,7 @@ var fibmeshLab string
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		if os.Geteuid() == 0 {
+		if testenv.IsRoot() {
 			dir, err := os.MkdirTemp("", "fibmesh-lab-bin-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
@@ -40,9 +40,8 @@ func TestMain(m *testing.M) {
 			}
 			defer os.RemoveAll(dir)
 			fibmeshLab = filepath.Join(dir, "fibmesh-lab")
-			out, err := exec.Command("go", "build", "-o", fibmeshLab, "github.com/fibmesh/fibmesh/cmd/fibmesh-lab").CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "go build fibmesh-lab: %v\n%s", err, out)
+			if err := testenv.BuildCommands(dir, "cmd/fibmesh-lab"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
 		}

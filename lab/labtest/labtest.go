@@ -1,5 +1,5 @@
-// Package labtest holds test helpers for code that runs on a lab: skipping
-// when not root, and bringing a lab up for the length of one test.
+// Package labtest brings a lab up for the length of one test (skipping
+// the test when not root, through internal/testenv).
 package labtest
 
 import (
@@ -11,19 +11,8 @@ import (
 	"github.com/fibmesh/fibmesh/lab"
 )
 
-// SkipMessage is the reason NeedRoot gives when it skips a test.
-const SkipMessage = testenv.RootSkipMessage
-
 // upTimeout bounds how long Up may take to build a lab.
 const upTimeout = 2 * time.Minute
-
-// NeedRoot skips the test with SkipMessage unless it runs as root.
-//
-// Deprecated: call internal/testenv.NeedRoot, the one copy.
-func NeedRoot(t testing.TB) {
-	t.Helper()
-	testenv.NeedRoot(t)
-}
 
 // Up brings up the lab cfg describes (skipping the test unless it runs as
 // root) and registers its Down with t.Cleanup. An empty cfg.StateDir is

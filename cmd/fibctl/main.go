@@ -99,6 +99,7 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	if len(args) == 0 {
 		return 0, false
 	}
+	args = globalFlagsLast(args)
 	switch args[0] {
 	case "analyze":
 		return analyzeCommand(args[1:], stdout, stderr), true
@@ -108,6 +109,36 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		return certsCommand(args[1:], stdout, stderr), true
 	}
 	return 0, false
+}
+
+// globalFlagsLast rewrites "fibctl --node N [-o F] certs ..." and
+// "fibctl --node N [-o F] config dump ..." (the global flags' place for
+// the FIB commands) as "fibctl certs --node N [-o F] ...": those commands
+// read the agent's admin API and take the flags themselves. Any other
+// command line is returned as it is.
+func globalFlagsLast(args []string) []string {
+	fs := flag.NewFlagSet("fibctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	node := fs.String("node", "", "")
+	format := fs.String("o", "", "")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 || (*node == "" && *format == "") {
+		return args
+	}
+	var flags []string
+	if *node != "" {
+		flags = append(flags, "--node", *node)
+	}
+	if *format != "" {
+		flags = append(flags, "-o", *format)
+	}
+	rest := fs.Args()
+	switch {
+	case rest[0] == "certs":
+		return append(append([]string{"certs"}, flags...), rest[1:]...)
+	case rest[0] == "config" && len(rest) > 1 && rest[1] == "dump":
+		return append(append([]string{"config", "dump"}, flags...), rest[2:]...)
+	}
+	return args
 }
 
 // configCommands lists config's subcommands for usage errors.

@@ -554,3 +554,20 @@ func TestNoFIB(t *testing.T) {
 		t.Errorf("fibctl created %s (stat: %v); it must only read", dir, err)
 	}
 }
+
+func TestGlobalFlagsLast(t *testing.T) {
+	tests := []struct{ in, want []string }{
+		{[]string{"--node", "fm-node1", "certs"}, []string{"certs", "--node", "fm-node1"}},
+		{[]string{"--node", "fm-node1", "-o", "json", "certs"}, []string{"certs", "--node", "fm-node1", "-o", "json"}},
+		{[]string{"--node=fm-node2", "config", "dump", "FDS"}, []string{"config", "dump", "--node", "fm-node2", "FDS"}},
+		{[]string{"--node", "fm-node1", "fib"}, []string{"--node", "fm-node1", "fib"}},
+		{[]string{"--node", "fm-node1", "config", "status"}, []string{"--node", "fm-node1", "config", "status"}},
+		{[]string{"certs", "--node", "fm-node1"}, []string{"certs", "--node", "fm-node1"}},
+		{[]string{"--pin-dir", "/x", "certs"}, []string{"--pin-dir", "/x", "certs"}},
+	}
+	for _, tt := range tests {
+		if got := globalFlagsLast(tt.in); !slices.Equal(got, tt.want) {
+			t.Errorf("globalFlagsLast(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -208,9 +208,15 @@ func classify(b []byte) (k kind, more bool) {
 }
 
 // sniff reads the first bytes of c (keeping them in br) until classify
-// decides, the peer stops sending for sniffTimeout, or it closes.
+// decides, the peer stops sending for sniffTimeout after its first byte,
+// or it closes. The wait for the first byte has no deadline: a client may
+// connect long before it sends (a pool, a slow start), and an HTTP
+// request that came late must not be echoed back as raw bytes.
 func sniff(c net.Conn, br *bufio.Reader) kind {
 	defer c.SetReadDeadline(time.Time{})
+	if _, err := br.Peek(1); err != nil {
+		return kindRaw
+	}
 	deadline := time.Now().Add(sniffTimeout)
 	for n := 1; ; n = br.Buffered() + 1 {
 		c.SetReadDeadline(deadline)

@@ -242,3 +242,28 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// A client that connects and sends its HTTP request only later (a pool, a
+// slow start) gets an HTTP answer, not its request echoed: the sniff
+// waits for the first byte without a deadline.
+func TestLateHTTPRequest(t *testing.T) {
+	addr := start(t)
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The scenario itself: nothing sent for longer than the sniff window.
+	time.Sleep(2 * sniffTimeout)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Errorf("first line %q, want an HTTP/1.1 200 response", line)
+	}
+}

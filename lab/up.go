@@ -203,12 +203,18 @@ func sameSubnet(a, b netip.Addr) bool {
 	return p.Contains(b)
 }
 
-// RemovePod deletes the pod's network namespace, and with it the veth
-// pair and the node's route to the pod. It is idempotent: a pod that is
+// RemovePod kills what still runs in the pod's network namespace and
+// deletes it, and with it the veth pair and the node's route to the pod. It is idempotent: a pod that is
 // already gone is not an error.
 func RemovePod(ctx context.Context, p *Pod) error {
 	if !NetnsExists(p.Netns) {
 		return nil
+	}
+	// A process left in the namespace (one that daemonized out of its
+	// container's group) would keep it, its veth and the node's route to
+	// the pod alive after the name is gone.
+	if err := killNetnsProcs(ctx, []string{p.Netns}); err != nil {
+		return fmt.Errorf("remove pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	if err := ip(ctx, "netns", "del", p.Netns); err != nil && NetnsExists(p.Netns) {
 		return fmt.Errorf("remove pod %s/%s: %w", p.Namespace, p.Name, err)

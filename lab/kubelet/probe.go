@@ -25,6 +25,8 @@ type prober struct {
 	c     *corev1.Container
 	netns string
 	ip    netip.Addr
+	// started returns when the container last started (zero before).
+	started func() time.Time
 }
 
 // newProber returns nil when the container has no readiness probe the
@@ -37,7 +39,7 @@ func newProber(c *corev1.Container, netns string, ip netip.Addr) (*prober, strin
 	if p.TCPSocket == nil && p.HTTPGet == nil {
 		return nil, "readinessProbe: the lab runs tcpSocket and httpGet probes only; this container counts as ready while it runs"
 	}
-	return &prober{probe: p, c: c, netns: netns, ip: ip}, ""
+	return &prober{probe: p, c: c, netns: netns, ip: ip, started: func() time.Time { return time.Time{} }}, ""
 }
 
 func seconds(v int32, def int32) time.Duration {
@@ -128,7 +130,15 @@ func (pr *prober) run(ctx context.Context, running func() bool, set func(ready b
 	}
 	oks, fails := 0, 0
 	period := seconds(pr.probe.PeriodSeconds, 10)
+	var started time.Time
 	for {
+		// A restarted container starts not ready (proc sets Ready false):
+		// count its probes from zero, or oks, already past okNeed, would
+		// never equal it again and the pod would stay not ready. A
+		// restart is often too quick for a probe to see it not running.
+		if s := pr.started(); !s.Equal(started) {
+			started, oks, fails = s, 0, 0
+		}
 		if running() {
 			if err := pr.once(ctx); err != nil {
 				oks, fails = 0, fails+1

@@ -207,10 +207,15 @@ func (p *proc) once(ctx context.Context) (int, error) {
 	})
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	pgid := cmd.Process.Pid
 	select {
 	case err = <-exited:
+		// A container is its main process: what it left behind in its
+		// group (sh -c "helper & server") goes with it, as when kubelet
+		// restarts a container, so a restart does not find the port
+		// held or pile up orphans.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	case <-ctx.Done():
-		pgid := cmd.Process.Pid
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		t := time.NewTimer(p.spec.grace)
 		select {

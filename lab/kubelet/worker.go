@@ -188,6 +188,7 @@ func (w *podWorker) startContainers(ctx context.Context, wg *sync.WaitGroup, pod
 		}
 		if prober != nil {
 			pr.st.Probed = true
+			prober.started = func() time.Time { return pr.status().Started }
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

@@ -154,12 +154,15 @@ func Run(ctx context.Context, stateDir string, log *slog.Logger) error {
 	log.Info("kubelet starting", "dir", o.Dir, "nodes", len(l.Nodes), "mesh", o.Mesh)
 	d.reconcile(podsCtx, true)
 	if o.Mesh {
-		d.mu.Lock()
-		d.mesh = d.newMesh()
-		d.mu.Unlock()
-		if err := d.mesh.start(podsCtx); err != nil {
+		// Published once start has set its processes up: /status reads
+		// them from other goroutines.
+		m := d.newMesh()
+		if err := m.start(podsCtx); err != nil {
 			log.Error("mesh", "err", err)
 		}
+		d.mu.Lock()
+		d.mesh = m
+		d.mu.Unlock()
 	}
 loop:
 	for {

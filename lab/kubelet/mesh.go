@@ -142,7 +142,9 @@ func (m *mesh) start(ctx context.Context) error {
 		m.probe(ctx, m.controller, d.lab.FabricNetns, "http://"+ControllerMonitoring+"/readyz")
 	}()
 
+	m.wg.Add(1)
 	go func() {
+		defer m.wg.Done()
 		// Agents need the controller's root certificate, written once
 		// it is ready.
 		for !m.isReady(m.controller) {
@@ -153,6 +155,9 @@ func (m *mesh) start(ctx context.Context) error {
 			}
 		}
 		for _, n := range d.lab.Nodes {
+			if ctx.Err() != nil {
+				return // stopping: start no agent after m.wait
+			}
 			args := []string{m.bin("fibmesh-agent"), "--node", n.Name, "--nic", n.NIC,
 				"--controller", ControllerXDS, "--controller-ca", filepath.Join(sd, CADir, "root-cert.pem"),
 				"--token-file", filepath.Join(sd, "token-"+n.Name), "--pin-dir", AgentPinDir(d.o.Prefix, n.Name)}

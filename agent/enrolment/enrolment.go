@@ -86,6 +86,9 @@ type Server struct {
 	pods map[string]*Pod
 	ln   net.Listener
 	wg   sync.WaitGroup
+	// saveMu orders state file writes: concurrent enrolments each save,
+	// and the last snapshot taken must be the last one renamed in place.
+	saveMu sync.Mutex
 }
 
 // Listen creates the socket's directory (0700), removes a stale socket
@@ -284,8 +287,11 @@ func (s *Server) Enrolled(namespace, name string) bool {
 	return ok
 }
 
-// save writes the state file (atomically: a temporary file renamed).
+// save writes the state file atomically (a temporary file of its own,
+// synced, renamed in place), one save at a time.
 func (s *Server) save() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	pods := s.Pods()
 	b, err := json.MarshalIndent(struct {
 		Pods []Pod `json:"pods"`
@@ -293,12 +299,23 @@ func (s *Server) save() error {
 	if err != nil {
 		return fmt.Errorf("enrolment state: %w", err)
 	}
-	tmp := s.state + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(s.state), ".pods-*.json")
+	if err != nil {
 		return fmt.Errorf("enrolment state: %w", err)
 	}
-	if err := os.Rename(tmp, s.state); err != nil {
-		return fmt.Errorf("enrolment state: %w", err)
+	defer os.Remove(f.Name()) // no-op after the rename
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), s.state)
+	}
+	if err != nil {
+		return fmt.Errorf("enrolment state %s: %w", s.state, err)
 	}
 	return nil
 }

@@ -102,7 +102,7 @@ func (s *ServingCert) get() (*tls.Certificate, error) {
 	}
 	is, err := s.ca.IssueServing(key.Public(), s.sans, s.ttl)
 	if err != nil {
-		if s.cert != nil { // keep serving the old one until it expires
+		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) { // keep serving the old one until it expires
 			return s.cert, nil
 		}
 		return nil, err

@@ -162,10 +162,16 @@ func sendErr(st grpc.ClientStream, m any, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
 	}
-	if rerr := st.RecvMsg(m); rerr != nil && !errors.Is(rerr, io.EOF) {
-		return rerr
+	for { // responses still queued come first, then the status
+		rerr := st.RecvMsg(m)
+		if rerr == nil {
+			continue
+		}
+		if !errors.Is(rerr, io.EOF) {
+			return rerr
+		}
+		return err
 	}
-	return err
 }
 
 func nackStatus(err error) *status.Status {

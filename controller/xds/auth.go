@@ -6,6 +6,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/fibmesh/fibmesh/controller/xds/fds"
 )
 
 // authNodeKey carries the node a stream authenticated as.
@@ -49,4 +51,39 @@ func (c callbacks) checkNode(id int64, node string) error {
 		return nil
 	}
 	return status.Errorf(codes.PermissionDenied, "this stream authenticated as node %q asks for node %q's config: an agent gets only its own node's", v, node)
+}
+
+// checkFlowTables refuses an authenticated stream's FDS subscription to
+// any flow table but the shared one and its own node's: a wildcard (no
+// names, or "*") or another node's name. The flow tables live in one
+// shared cache, so the node check alone would not keep them apart.
+func (c callbacks) checkFlowTables(id int64, typeURL string, names []string, wildcard bool) error {
+	v, ok := c.auth.Load(id)
+	if !ok || typeURL != fds.TypeURL {
+		return nil
+	}
+	node := v.(string)
+	if wildcard {
+		return status.Errorf(codes.PermissionDenied, "node %q subscribes to every flow table: subscribe by name to %q and %q", node, fds.MeshName, node)
+	}
+	for _, n := range names {
+		if n != fds.MeshName && n != node {
+			return status.Errorf(codes.PermissionDenied, "node %q asks for flow table %q: an agent gets only %q and its own node's", node, n, fds.MeshName)
+		}
+	}
+	return nil
+}
+
+// firstFlowTableRequest reports whether this is an authenticated delta
+// stream's first FDS request (a first request without names is a
+// wildcard subscription; later ones without names are ACKs).
+func (c callbacks) firstFlowTableRequest(id int64, typeURL string) bool {
+	if typeURL != fds.TypeURL {
+		return false
+	}
+	if _, ok := c.auth.Load(id); !ok {
+		return false
+	}
+	_, seen := c.seen.LoadOrStore(id, true)
+	return !seen
 }

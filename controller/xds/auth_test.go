@@ -32,17 +32,24 @@ func TestRequireNode(t *testing.T) {
 		return node, nil
 	})
 	e := newEnv(t, grpc.ChainStreamInterceptor(auth))
+	type flowTables []string // FDS names subscribed; nil: the agent's own
 	tests := []struct {
 		name, token, node string
 		delta             bool
+		fds               flowTables
 		want              codes.Code // codes.OK: the stream is served
 	}{
-		{"own node, delta", "tok-node1", "node1", true, codes.OK},
-		{"own node, state of the world", "tok-node2", "node2", false, codes.OK},
-		{"another node's config, delta", "tok-node1", "node2", true, codes.PermissionDenied},
-		{"another node's config, state of the world", "tok-node1", "node2", false, codes.PermissionDenied},
-		{"no token", "", "node1", true, codes.Unauthenticated},
-		{"unknown token", "tok-nobody", "node1", false, codes.Unauthenticated},
+		{"own node, delta", "tok-node1", "node1", true, nil, codes.OK},
+		{"own node, state of the world", "tok-node2", "node2", false, nil, codes.OK},
+		{"another node's config, delta", "tok-node1", "node2", true, nil, codes.PermissionDenied},
+		{"another node's config, state of the world", "tok-node1", "node2", false, nil, codes.PermissionDenied},
+		{"another node's flow table, delta", "tok-node1", "node1", true, flowTables{"mesh", "node2"}, codes.PermissionDenied},
+		{"another node's flow table, state of the world", "tok-node1", "node1", false, flowTables{"node2"}, codes.PermissionDenied},
+		{"every flow table, delta", "tok-node1", "node1", true, flowTables{}, codes.PermissionDenied},
+		{"every flow table, state of the world", "tok-node1", "node1", false, flowTables{}, codes.PermissionDenied},
+		{"flow tables by *", "tok-node1", "node1", true, flowTables{"*"}, codes.PermissionDenied},
+		{"no token", "", "node1", true, nil, codes.Unauthenticated},
+		{"unknown token", "tok-nobody", "node1", false, nil, codes.Unauthenticated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,7 +58,11 @@ func TestRequireNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			c := xdsclient.New(conn, xdsclient.Config{Node: tt.node, Delta: tt.delta, Subscriptions: AgentSubscriptions(tt.node)})
+			subs := AgentSubscriptions(tt.node)
+			if tt.fds != nil {
+				subs[5].Names = tt.fds
+			}
+			c := xdsclient.New(conn, xdsclient.Config{Node: tt.node, Delta: tt.delta, Subscriptions: subs})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if tt.token != "" {

@@ -191,7 +191,7 @@ func New(o Options) *Server {
 	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
 	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done(), &sync.Map{}, s.firstPush})
+	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done(), &sync.Map{}, s.firstPush, &sync.Map{}})
 	return s
 }
 
@@ -708,6 +708,8 @@ type callbacks struct {
 	auth *sync.Map
 	// firstPush is Server.FirstPush.
 	firstPush <-chan struct{}
+	// seen holds the authenticated delta streams that sent an FDS request.
+	seen *sync.Map
 }
 
 // opened records a new stream. Until the first model is pushed, streams
@@ -729,6 +731,7 @@ func (c callbacks) opened(ctx context.Context, id int64) error {
 
 func (c callbacks) closed(id int64) {
 	c.auth.Delete(id)
+	c.seen.Delete(id)
 	c.t.closed(id)
 }
 
@@ -750,6 +753,10 @@ func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) er
 	if err := c.checkNode(id, req.GetNode().GetId()); err != nil {
 		return err
 	}
+	names := req.GetResourceNames()
+	if err := c.checkFlowTables(id, req.GetTypeUrl(), names, len(names) == 0 || slices.Contains(names, "*")); err != nil {
+		return err
+	}
 	c.t.admit(id, c.done)
 	c.t.request(id, req)
 	return nil
@@ -762,6 +769,12 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryR
 		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
 	}
 	if err := c.checkNode(-id, req.GetNode().GetId()); err != nil {
+		return err
+	}
+	sub := req.GetResourceNamesSubscribe()
+	first := c.firstFlowTableRequest(-id, req.GetTypeUrl()) // marks the stream's FDS as seen
+	wildcard := slices.Contains(sub, "*") || len(sub) == 0 && first
+	if err := c.checkFlowTables(-id, req.GetTypeUrl(), sub, wildcard); err != nil {
 		return err
 	}
 	c.t.admit(-id, c.done)

@@ -95,7 +95,7 @@ func TestNetlinkResolver(t *testing.T) {
 		var changes atomic.Int32
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		if err := resolve.Watch(ctx, func() { changes.Add(1) }); err != nil {
+		if err := resolve.Watch(ctx, func() { changes.Add(1) }, nil); err != nil {
 			t.Fatal(err)
 		}
 		neigh(t, nic, "10.100.0.3", "02:00:00:00:03:00")
@@ -148,7 +148,7 @@ func TestApplyToRealFIB(t *testing.T) {
 		// namespace too (the agent's whole process is in it).
 		go func() { done <- netns.Do(int(ns.Fd()), "node", func() error { return r.Run(ctx) }) }()
 		defer func() { cancel(); <-done }()
-		if err := resolve.Watch(ctx, r.Kick); err != nil {
+		if err := resolve.Watch(ctx, r.Kick, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := r.Apply(tables); err != nil {

@@ -74,6 +74,11 @@ type Config struct {
 	// MinRetry and MaxRetry bound the backoff between attempts to resolve
 	// what is unresolved (default 100ms and 5s).
 	MinRetry, MaxRetry time.Duration
+	// Resync is how often Run re-resolves everything even when nothing is
+	// pending and no netlink event came (default 1 minute): a safety net
+	// for a lost event (a neighbour's new MAC). It writes only what
+	// differs, so an idle node writes nothing.
+	Resync time.Duration
 }
 
 // Writes counts map entries written since the Reconciler started.
@@ -128,6 +133,9 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.MaxRetry = 5 * time.Second
 	}
 	cfg.MaxRetry = max(cfg.MaxRetry, cfg.MinRetry)
+	if cfg.Resync <= 0 {
+		cfg.Resync = time.Minute
+	}
 	r := &Reconciler{
 		cfg: cfg, kick: make(chan struct{}, 1),
 		routes: map[netip.Prefix]fib.Route{}, policies: map[fib.PolicyKey]fib.Mode{},
@@ -192,13 +200,15 @@ func (r *Reconciler) Kick() {
 	}
 }
 
-// Run re-syncs on Kick and, while something is pending, on a backoff
-// timer (MinRetry doubling to MaxRetry), until ctx is done.
+// Run re-syncs on Kick, while something is pending on a backoff timer
+// (MinRetry doubling to MaxRetry), and every Resync, until ctx is done.
 func (r *Reconciler) Run(ctx context.Context) error {
 	backoff := r.cfg.MinRetry
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	resync := time.NewTicker(r.cfg.Resync)
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -207,6 +217,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			backoff = r.cfg.MinRetry
 		case <-timer.C:
 			backoff = min(2*backoff, r.cfg.MaxRetry)
+		case <-resync.C:
 		}
 		r.mu.Lock()
 		r.syncLocked()

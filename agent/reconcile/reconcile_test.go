@@ -436,3 +436,30 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// With nothing pending and no kick (a lost netlink event), the periodic
+// resync still picks up a next hop's new MAC.
+func TestResyncCatchesLostEvents(t *testing.T) {
+	dp, res := newFakeDP(), newFakeRes()
+	resolvable(res)
+	r, err := New(Config{Node: "node1", NIC: "eth0", Dataplane: dp, Resolver: res, Resync: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(tables()); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Status().Pending) != 0 {
+		t.Fatalf("pending: %v", r.Status().Pending)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	res.set(func(r *fakeRes) { r.neighs[netip.MustParseAddr("10.100.0.2")] = mac(0x33) })
+	waitFor(t, func() bool {
+		dp.mu.Lock()
+		defer dp.mu.Unlock()
+		return dp.routes[pfx("10.200.2.0/24")].NextHop.DstMAC.String() == mac(0x33).String()
+	})
+}

@@ -8,10 +8,12 @@ package resolve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -140,36 +142,82 @@ func neighState(s int) string {
 // Watch calls changed on every link or neighbour update of the calling
 // thread's network namespace until ctx is done. changed must not block
 // (a Reconciler's Kick). It returns once both subscriptions are open.
-func Watch(ctx context.Context, changed func()) error {
+//
+// The kernel drops netlink events when a listener falls behind (ENOBUFS),
+// and the library then closes the subscription: Watch calls lost with the
+// reason, calls changed (what was missed must be re-read), and subscribes
+// again after a backoff (100 ms doubling to 5 s), so that a changed MAC or
+// ifindex is never left unnoticed until the next flow table. lost may be
+// nil.
+func Watch(ctx context.Context, changed func(), lost func(error)) error {
+	links, neighs, done, err := subscribe()
+	if err != nil {
+		return err
+	}
+	go func() {
+		backoff := 100 * time.Millisecond
+		for {
+			err := watch(ctx, links, neighs, changed)
+			close(done)
+			if ctx.Err() != nil {
+				return
+			}
+			if lost != nil {
+				lost(err)
+			}
+			changed()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				if links, neighs, done, err = subscribe(); err == nil {
+					break
+				}
+				if lost != nil {
+					lost(err)
+				}
+			}
+			changed() // what changed while unsubscribed
+		}
+	}()
+	return nil
+}
+
+func subscribe() (chan netlink.LinkUpdate, chan netlink.NeighUpdate, chan struct{}, error) {
 	links := make(chan netlink.LinkUpdate, 64)
 	neighs := make(chan netlink.NeighUpdate, 256)
 	done := make(chan struct{})
 	if err := netlink.LinkSubscribe(links, done); err != nil {
 		close(done)
-		return fmt.Errorf("subscribe to link updates: %w", err)
+		return nil, nil, nil, fmt.Errorf("subscribe to link updates: %w", err)
 	}
 	if err := netlink.NeighSubscribe(neighs, done); err != nil {
 		close(done)
-		return fmt.Errorf("subscribe to neighbour updates: %w", err)
+		return nil, nil, nil, fmt.Errorf("subscribe to neighbour updates: %w", err)
 	}
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-links:
-				if !ok {
-					return
-				}
-				changed()
-			case _, ok := <-neighs:
-				if !ok {
-					return
-				}
-				changed()
+	return links, neighs, done, nil
+}
+
+// watch forwards updates to changed until ctx is done (nil) or a
+// subscription ends (the error says which).
+func watch(ctx context.Context, links chan netlink.LinkUpdate, neighs chan netlink.NeighUpdate, changed func()) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-links:
+			if !ok {
+				return errors.New("the kernel ended the link update subscription (events lost)")
 			}
+			changed()
+		case _, ok := <-neighs:
+			if !ok {
+				return errors.New("the kernel ended the neighbour update subscription (events lost)")
+			}
+			changed()
 		}
-	}()
-	return nil
+	}
 }

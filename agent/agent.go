@@ -341,7 +341,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := serve("metrics", a.cfg.MetricsListen, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})); err != nil {
 		return err
 	}
-	lost := func(err error) { a.log.Warn("netlink watch lost; re-reading links and neighbours and subscribing again", "err", err) }
+	lost := func(err error) {
+		a.log.Warn("netlink watch lost; re-reading links and neighbours and subscribing again", "err", err)
+	}
 	if err := resolve.Watch(ctx, a.rec.Kick, lost); err != nil {
 		a.log.Warn("no netlink watch: unresolved next hops are retried on a timer only", "err", err)
 	}

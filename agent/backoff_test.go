@@ -39,6 +39,7 @@ func TestFailureClass(t *testing.T) {
 		want string
 	}{
 		{statusErr(16, "invalid token"), "refused"},
+		{statusErr(16, "transport: per-RPC creds failed due to error: no node token to send: read token file: open /x: no such file or directory"), "token-file"},
 		{statusErr(14, "connection error: desc = \"transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority\""), "tls"},
 		{statusErr(14, "connection error: desc = \"transport: Error while dialing: dial tcp 10.100.0.254:15012: connect: connection refused\""), "unreachable"},
 	} {

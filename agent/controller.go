@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fibmesh/fibmesh/agent/admin"
+	"github.com/fibmesh/fibmesh/agent/svid"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
@@ -98,6 +99,9 @@ func failureClass(err error) (class, hint string) {
 		code = st.GRPCStatus().Code()
 	}
 	switch {
+	case strings.Contains(err.Error(), svid.ErrNoToken.Error()):
+		// Nothing was sent: the credentials could not read the token.
+		return "token-file", "the node's token could not be read: check that --token-file exists, is readable and is not empty"
 	case code == codes.Unauthenticated || code == codes.PermissionDenied:
 		return "refused", "the controller refused the node's token: check --token-file (and the controller's bootstrap tokens)"
 	case strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "x509") || strings.Contains(err.Error(), "tls:"):

@@ -39,8 +39,11 @@ func (a *Agent) enrolPod(ctx context.Context, namespace, name string) (enrolment
 		if !a.enrol.Enrolled(namespace, name) { // a re-enrolment keeps rotating
 			a.svids.Remove(namespace, name)
 		}
-		if class, hint := failureClass(err); class == "refused" {
+		switch class, hint := failureClass(err); class {
+		case "refused":
 			a.log.Warn("the controller's CA refused the node", "pod", key, "hint", hint, "err", err)
+		case "token-file":
+			a.log.Warn("no SVID: the node's token could not be read", "pod", key, "hint", hint, "err", err)
 		}
 		return enrolment.Result{}, fmt.Errorf("no SVID: %w", err)
 	}

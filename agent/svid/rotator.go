@@ -49,7 +49,7 @@ func TokenFromFile(path string) TokenSource {
 	return func(context.Context) (string, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return "", fmt.Errorf("read token: %w", err)
+			return "", fmt.Errorf("read token file: %w", err)
 		}
 		t := strings.TrimSpace(string(b))
 		if t == "" {

@@ -84,6 +84,9 @@ type Server struct {
 
 	mu   sync.Mutex
 	pods map[string]*Pod
+	// removals counts OpRemove per pod: an add that was still waiting
+	// when its pod was removed must not put it back.
+	removals map[string]uint64
 	ln   net.Listener
 	wg   sync.WaitGroup
 	// saveMu orders state file writes: concurrent enrolments each save,
@@ -230,6 +233,10 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 		s.mu.Lock()
 		p, ok := s.pods[key]
 		delete(s.pods, key)
+		if s.removals == nil {
+			s.removals = map[string]uint64{}
+		}
+		s.removals[key]++
 		s.mu.Unlock()
 		if ok {
 			p.fd.Close()
@@ -242,6 +249,9 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 		}
 		return enrol.Response{OK: true}
 	}
+	s.mu.Lock()
+	gen := s.removals[key]
+	s.mu.Unlock()
 	fd, err := openNetns(req.Netns)
 	if err != nil {
 		return enrol.Response{Error: fmt.Sprintf("pod %s: %v", key, err)}
@@ -255,6 +265,14 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 	}
 	p := &Pod{Namespace: req.Namespace, Name: req.Name, Netns: req.Netns, Enrolled: time.Now(), Identity: res.Identity, fd: fd}
 	s.mu.Lock()
+	if s.removals[key] != gen { // removed while this add waited
+		s.mu.Unlock()
+		fd.Close()
+		if s.cfg.Forget != nil {
+			s.cfg.Forget(req.Namespace, req.Name)
+		}
+		return enrol.Response{Error: fmt.Sprintf("pod %s: removed while it was being enrolled", key)}
+	}
 	old := s.pods[key]
 	s.pods[key] = p
 	s.mu.Unlock()

@@ -157,3 +157,49 @@ func TestRestore(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// An add still waiting for the pod's SVID when the pod is removed does
+// not put it back.
+func TestRemoveDuringAdd(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var forgot []string
+	var mu sync.Mutex
+	s, err := Listen(Config{
+		Socket: enrol.SocketPath(filepath.Join(t.TempDir(), "run"), "node1"),
+		Enrol: func(ctx context.Context, ns, name string) (Result, error) {
+			close(started)
+			<-release
+			return Result{Identity: "spiffe://cluster.local/ns/default/sa/default"}, nil
+		},
+		Forget:  func(ns, name string) { mu.Lock(); forgot = append(forgot, ns+"/"+name); mu.Unlock() },
+		Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	added := make(chan enrol.Response, 1)
+	go func() {
+		added <- s.Do(context.Background(), enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "a", Netns: "/proc/self/ns/net"})
+	}()
+	<-started
+	if r := s.Do(context.Background(), enrol.Request{Op: enrol.OpRemove, Namespace: "default", Name: "a"}); !r.OK {
+		t.Fatalf("remove: %+v", r)
+	}
+	close(release)
+	if r := <-added; r.OK || !strings.Contains(r.Error, "removed while it was being enrolled") {
+		t.Errorf("the add that raced the removal answered %+v", r)
+	}
+	if s.Enrolled("default", "a") {
+		t.Error("the removed pod is enrolled again")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(forgot) != 2 {
+		t.Errorf("forgot %v, want the pod forgotten by the removal and by the add that lost", forgot)
+	}
+}

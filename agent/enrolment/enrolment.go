@@ -87,8 +87,8 @@ type Server struct {
 	// removals counts OpRemove per pod: an add that was still waiting
 	// when its pod was removed must not put it back.
 	removals map[string]uint64
-	ln   net.Listener
-	wg   sync.WaitGroup
+	ln       net.Listener
+	wg       sync.WaitGroup
 	// saveMu orders state file writes: concurrent enrolments each save,
 	// and the last snapshot taken must be the last one renamed in place.
 	saveMu sync.Mutex

@@ -35,27 +35,11 @@ import (
 
 const prefix = "fm-ti-"
 
-var agentBin string
+// binDir holds the fibmesh-agent binary TestMain builds.
+var binDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if !testenv.IsRoot() {
-			return m.Run() // the tests skip themselves
-		}
-		dir, err := os.MkdirTemp("", "fibmesh-it-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		agentBin = filepath.Join(dir, "fibmesh-agent")
-		if err := testenv.BuildCommands(dir, "cmd/fibmesh-agent"); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testenv.MainWithCommands(m, &binDir, "cmd/fibmesh-agent"))
 }
 
 // agentProc is a running fibmesh-agent.
@@ -87,7 +71,7 @@ func launchAgent(t *testing.T, e *env, n *lab.Node, extra ...string) *agentProc 
 	args := append([]string{"--node", n.Name, "--nic", n.NIC, "--pin-dir", pinDir(n),
 		"--controller", e.ctl.addr, "--controller-ca", e.ctl.rootFile, "--token-file", e.ctl.tokenFile[n.Name],
 		"--run-dir", e.runDir, "--reconnect-max", "1s"}, extra...)
-	cmd := e.lab.Command(context.Background(), n.Netns, agentBin, args...)
+	cmd := e.lab.Command(context.Background(), n.Netns, filepath.Join(binDir, "fibmesh-agent"), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -497,7 +481,7 @@ func TestStrictPortDropsPlaintext(t *testing.T) {
 	})
 	strictTCP := fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: port, Proto: fib.ProtoTCP}, Mode: fib.ModeStrict}
 	strictUDP := fib.PolicyEntry{Key: fib.PolicyKey{Addr: e.podB.IP, Port: 7000, Proto: fib.ProtoUDP}, Mode: fib.ModeStrict}
-	waitFor(t, func() bool { return hasPolicy(t, e.nodes[1], strictTCP) && hasPolicy(t, e.nodes[1], strictUDP) })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return hasPolicy(t, e.nodes[1], strictTCP) && hasPolicy(t, e.nodes[1], strictUDP) })
 	before := snap(t, e.nodes)
 	if c, err := dialTCP(e.podA, addr, 1500*time.Millisecond); err == nil {
 		c.Close()
@@ -530,7 +514,7 @@ func TestStrictPortDropsPlaintext(t *testing.T) {
 	}
 	// The sender's datagrams have left pod A once node1 has redirected
 	// them; node2 must have dropped exactly those.
-	waitFor(t, func() bool { return snap(t, e.nodes).delta(before, 1, fib.ReasonDropStrict) >= 10 })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return snap(t, e.nodes).delta(before, 1, fib.ReasonDropStrict) >= 10 })
 	if d := snap(t, e.nodes).delta(before, 1, fib.ReasonDropStrict); d != 10 {
 		t.Errorf("node2 drop_strict_plaintext rose by %d; want 10", d)
 	}
@@ -541,19 +525,6 @@ func TestStrictPortDropsPlaintext(t *testing.T) {
 
 	// Other ports of the same pod are untouched.
 	udpExchange(t, e.podA, e.podB, 7001, 10)
-}
-
-// waitFor polls cond (counters are read from maps, there is nothing to
-// block on) until it holds or 5 s pass.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestPuntDecidesAndReinjects(t *testing.T) {
@@ -577,7 +548,7 @@ func TestPuntDecidesAndReinjects(t *testing.T) {
 	}
 	// The agent logs its decision before it installs the flow; the log
 	// reaches us through a pipe.
-	waitFor(t, func() bool { return strings.Contains(e.agents[0].log.String(), "punt decision") })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return strings.Contains(e.agents[0].log.String(), "punt decision") })
 	f, err := fib.OpenPinned(pinDir(e.nodes[0]))
 	if err != nil {
 		t.Fatal(err)
@@ -613,7 +584,7 @@ func TestPuntDecidesAndReinjects(t *testing.T) {
 	for range 5 {
 		tx.Write([]byte("no agent"))
 	}
-	waitFor(t, func() bool { return snap(t, e.nodes).delta(before, 0, fib.ReasonDropPuntNoSocket) >= 5 })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return snap(t, e.nodes).delta(before, 0, fib.ReasonDropPuntNoSocket) >= 5 })
 	after = snap(t, e.nodes)
 	if d := after.fwd[0] - before.fwd[0]; d != 0 {
 		t.Errorf("node1 kernel forwarded %d packets with its agent down; want 0", d)
@@ -677,7 +648,7 @@ func TestAgentRestartKeepsTCPConnection(t *testing.T) {
 	alive := func(what string) {
 		t.Helper()
 		n := progress()
-		waitFor(t, func() bool { return progress() >= n+100 })
+		testenv.Until(t, 5*time.Second, "condition", func() bool { return progress() >= n+100 })
 		mu.Lock()
 		defer mu.Unlock()
 		if echoErr != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 )
 
@@ -117,10 +118,10 @@ func TestFIBEqualsTables(t *testing.T) {
 			ServiceAccount: "extra", Identity: "spiffe://cluster.local/ns/default/sa/extra"})
 	})
 	want := wantRoutes(e.lab, e.nodes[0], fmt.Sprintf("10.201.0.5/32 %s %s", e.nodes[0].NIC, e.nodes[1].MAC))
-	waitFor(t, func() bool { return cmp.Equal(want, fibRoutes(t, e.nodes[0])) })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return cmp.Equal(want, fibRoutes(t, e.nodes[0])) })
 	t.Logf("pod added: in node1's FIB %s after the model update", time.Since(start).Round(time.Millisecond))
 	e.ctl.update(t, nil)
-	waitFor(t, func() bool { return cmp.Equal(wantRoutes(e.lab, e.nodes[0]), fibRoutes(t, e.nodes[0])) })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return cmp.Equal(wantRoutes(e.lab, e.nodes[0]), fibRoutes(t, e.nodes[0])) })
 	after := writes(t, e.nodes[0])
 	if d := (admin.Writes{RoutePuts: after.RoutePuts - before.RoutePuts, RouteDeletes: after.RouteDeletes - before.RouteDeletes}); d != (admin.Writes{RoutePuts: 1, RouteDeletes: 1}) {
 		t.Errorf("node1 map writes for one pod added and removed: %+v, want one put and one delete", d)
@@ -145,7 +146,7 @@ func TestBadFlowTableIsNACKed(t *testing.T) {
 	before := writes(t, e.nodes[0])
 	e.ctl.update(t, func(m *model.Model) { workload(m, "node1-pod2").IP = "10.200.1.999" })
 	var nack string
-	waitFor(t, func() bool {
+	testenv.Until(t, 5*time.Second, "condition", func() bool {
 		st := e.ctl.status("node1")
 		for _, ts := range st.Types {
 			if ts.TypeURL == xdsapi.FlowTableType && ts.NACK != nil {
@@ -177,7 +178,7 @@ func TestBadFlowTableIsNACKed(t *testing.T) {
 	}
 	// Fixed: accepted again.
 	e.ctl.update(t, nil)
-	waitFor(t, func() bool {
+	testenv.Until(t, 5*time.Second, "condition", func() bool {
 		for _, ts := range e.ctl.status("node1").Types {
 			if ts.TypeURL == xdsapi.FlowTableType {
 				return ts.NACK == nil && ts.Synced()
@@ -195,7 +196,7 @@ func TestControllerRestart(t *testing.T) {
 	routes := fibRoutes(t, e.nodes[0])
 	e.ctl.stop()
 	for _, a := range e.agents {
-		waitFor(t, func() bool { return strings.Contains(a.log.String(), "controller connection failed") })
+		testenv.Until(t, 5*time.Second, "condition", func() bool { return strings.Contains(a.log.String(), "controller connection failed") })
 	}
 	s0 := snap(t, e.nodes)
 	udpExchange(t, e.podA, e.podB, 5400, 100)
@@ -215,7 +216,7 @@ func TestControllerRestart(t *testing.T) {
 	}
 	e.ctl.start(t)
 	for i, a := range e.agents {
-		waitFor(t, func() bool { return strings.Contains(a.log.String()[logged[i]:], "msg=converged") })
+		testenv.Until(t, 5*time.Second, "condition", func() bool { return strings.Contains(a.log.String()[logged[i]:], "msg=converged") })
 	}
 	if d := cmp.Diff(routes, fibRoutes(t, e.nodes[0])); d != "" {
 		t.Errorf("routes changed across the controller restart:\n%s", d)
@@ -316,7 +317,7 @@ func TestEnrolmentAndSVIDs(t *testing.T) {
 	// A restarted agent knows its enrolled pods again.
 	e.agents[0].stop()
 	e.agents[0] = startAgent(t, e, e.nodes[0], "--svid-ttl", "4s")
-	waitFor(t, func() bool {
+	testenv.Until(t, 5*time.Second, "condition", func() bool {
 		var pods []admin.PodInfo
 		adminJSON(t, e.nodes[0], "/pods", &pods)
 		return len(pods) == 1 && pods[0].SVID != nil
@@ -352,7 +353,7 @@ func TestStartupWithoutController(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := launchAgent(t, e, e.nodes[0], tt.args...)
-			waitFor(t, func() bool { return strings.Contains(p.log.String(), tt.log) })
+			testenv.Until(t, 5*time.Second, "condition", func() bool { return strings.Contains(p.log.String(), tt.log) })
 			// Retrying: still running, not ready, the reason given.
 			code, body, err := adminGet(e.nodes[0], "/readyz")
 			if err != nil || code != 503 || !strings.Contains(body, "controller "+lab.FabricControllerIP) {
@@ -381,7 +382,7 @@ func TestStartupWithoutController(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "Unauthenticated") {
 			t.Errorf("enrol with a wrong token: %v", err)
 		}
-		waitFor(t, func() bool { return strings.Contains(p.log.String(), "the controller's CA refused the node") })
+		testenv.Until(t, 5*time.Second, "condition", func() bool { return strings.Contains(p.log.String(), "the controller's CA refused the node") })
 		p.stop()
 	})
 	// The FIB kept forwarding throughout on what it had.

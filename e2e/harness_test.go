@@ -35,24 +35,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if !testenv.IsRoot() {
-			return m.Run() // every test skips
-		}
-		d, err := os.MkdirTemp("", "fibmesh-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(d)
-		if err := testenv.BuildCommands(d, "cmd/fibmesh-lab", "cmd/fibmesh-controller", "cmd/fibmesh-agent", "cmd/fibctl"); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e: build the binaries:", err)
-			return 1
-		}
-		binDir = d
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testenv.MainWithCommands(m, &binDir, "cmd/fibmesh-lab", "cmd/fibmesh-controller", "cmd/fibmesh-agent", "cmd/fibctl"))
 }
 
 // meshLab is a lab with its mesh, run through the fibmesh-lab binary.
@@ -211,7 +194,7 @@ func (l *meshLab) agentMetric(t *testing.T, node, name string) float64 {
 func (l *meshLab) agentReady(t *testing.T, node string, timeout time.Duration) {
 	t.Helper()
 	c := kubelet.NetnsHTTPClient(l.nodeNetns(node), time.Second)
-	eventually(t, timeout, node+"'s agent ready", func() error {
+	testenv.Eventually(t, timeout, node+"'s agent ready", func() error {
 		resp, err := c.Get("http://" + kubelet.AgentAdmin + "/readyz")
 		if err != nil {
 			return err
@@ -292,23 +275,6 @@ func (l *meshLab) tables(t *testing.T, nodes ...string) map[string]*fibv1.FlowTa
 			t.Fatalf("flow tables %v: got %d of them before the deadline", names, len(got))
 		case <-c.Updates():
 		}
-	}
-}
-
-// eventually polls cond every 2 ms until it returns nil or timeout
-// passes, and fails the test with cond's last error.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 

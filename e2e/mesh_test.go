@@ -22,6 +22,7 @@ import (
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/kubelet"
 )
@@ -261,7 +262,7 @@ func TestMesh(t *testing.T) {
 	// converged waits until each node's FIB equals the controller's tables.
 	converged := func(t *testing.T) {
 		t.Helper()
-		eventually(t, 10*time.Second, "FIBs equal the controller's flow tables", func() error {
+		testenv.Eventually(t, 10*time.Second, "FIBs equal the controller's flow tables", func() error {
 			tables := l.tables(t, nodes...)
 			for _, n := range nodes {
 				if d := diffFIB(expected(t, l, n, tables), actual(t, l, fibs[n], n)); d != "" {
@@ -300,7 +301,7 @@ func TestMesh(t *testing.T) {
 		l.write(t, "extra.yaml", extraPod("extra", "node2"))
 		start := time.Now()
 		var ip netip.Addr
-		took := eventually(t, 10*time.Second, "the new pod's route in node1's FIB", func() error {
+		took := testenv.Eventually(t, 10*time.Second, "the new pod's route in node1's FIB", func() error {
 			for _, p := range l.status(t).Pods {
 				if p.Name == "extra" && p.IP != "" {
 					ip = netip.MustParseAddr(p.IP)
@@ -323,7 +324,7 @@ func TestMesh(t *testing.T) {
 		}
 
 		l.remove(t, "extra.yaml")
-		eventually(t, 10*time.Second, "the removed pod's route gone from node1's FIB", func() error {
+		testenv.Eventually(t, 10*time.Second, "the removed pod's route gone from node1's FIB", func() error {
 			rs, err := fibs["node1"].Routes.List()
 			if err != nil {
 				return err
@@ -357,14 +358,14 @@ func TestMesh(t *testing.T) {
 		// Traffic flows while the controller is gone, restarting (the
 		// lab restarts it) and while the agents reconnect.
 		stop := f.keepPinging()
-		eventually(t, 20*time.Second, "the lab restarted the controller", func() error {
+		testenv.Eventually(t, 20*time.Second, "the lab restarted the controller", func() error {
 			if p := l.process(t, "controller"); p.PID == ctrl.PID || p.State != "Running" {
 				return fmt.Errorf("controller: %s pid %d", p.State, p.PID)
 			}
 			return nil
 		})
 		// Agents reconnect and converge; the version moves forward.
-		eventually(t, 30*time.Second, "agents reconnected to the new controller, FDS acked", func() error {
+		testenv.Eventually(t, 30*time.Second, "agents reconnected to the new controller, FDS acked", func() error {
 			st, err := l.tryControllerStatus()
 			if err != nil {
 				return err
@@ -432,7 +433,7 @@ func TestMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		stop := f.keepPinging()
-		eventually(t, 20*time.Second, "the lab restarted node1's agent", func() error {
+		testenv.Eventually(t, 20*time.Second, "the lab restarted node1's agent", func() error {
 			if p := l.process(t, "agent-node1"); p.PID == agent.PID || p.State != "Running" {
 				return fmt.Errorf("agent-node1: %s pid %d", p.State, p.PID)
 			}
@@ -510,7 +511,7 @@ func TestWrongToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	var restarted kubelet.ProcStatus
-	eventually(t, 20*time.Second, "the lab restarted node1's agent", func() error {
+	testenv.Eventually(t, 20*time.Second, "the lab restarted node1's agent", func() error {
 		restarted = l.process(t, "agent-node1")
 		if restarted.PID == agent.PID || restarted.State != "Running" {
 			return fmt.Errorf("agent-node1: %s pid %d", restarted.State, restarted.PID)
@@ -518,7 +519,7 @@ func TestWrongToken(t *testing.T) {
 		return nil
 	})
 	logFile := filepath.Join(l.state, "agent-node1.log")
-	eventually(t, 10*time.Second, "the agent's log says the controller refused its token", func() error {
+	testenv.Eventually(t, 10*time.Second, "the agent's log says the controller refused its token", func() error {
 		b, err := os.ReadFile(logFile)
 		if err != nil {
 			return err

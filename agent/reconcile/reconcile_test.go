@@ -16,6 +16,7 @@ import (
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 )
 
 // fakeDP is a Dataplane over Go maps that records every write.
@@ -308,16 +309,16 @@ func TestUnresolvedIsRetried(t *testing.T) {
 	// The neighbour resolves; the backoff timer (no kick) installs it.
 	calls := func() int { res.mu.Lock(); defer res.mu.Unlock(); return res.calls }
 	before := calls()
-	waitFor(t, func() bool { return calls() >= before+2 }) // retried at least twice
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return calls() >= before+2 }) // retried at least twice
 	res.set(func(r *fakeRes) { r.neighs[netip.MustParseAddr("10.100.0.2")] = mac(0x22) })
-	waitFor(t, func() bool { return len(r.Status().Pending) == 0 })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return len(r.Status().Pending) == 0 })
 	if got := len(dp.routes); got != 3 {
 		t.Errorf("%d routes after the neighbour resolved, want 3", got)
 	}
 	// Nothing pending: the timer stops, no more resolving.
 	n := calls()
 	r.Kick()
-	waitFor(t, func() bool { return calls() > n })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return calls() > n })
 	n = calls()
 	time.Sleep(100 * time.Millisecond) // 5x MaxRetry: would have retried
 	if calls() != n {
@@ -419,21 +420,9 @@ func TestMapWriteFailureIsRetried(t *testing.T) {
 	dp.mu.Lock()
 	dp.failPut = nil
 	dp.mu.Unlock()
-	waitFor(t, func() bool { return len(r.Status().Pending) == 0 })
+	testenv.Until(t, 5*time.Second, "condition", func() bool { return len(r.Status().Pending) == 0 })
 	if len(dp.routes) != 3 {
 		t.Errorf("%d routes, want 3", len(dp.routes))
-	}
-}
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -457,7 +446,7 @@ func TestResyncCatchesLostEvents(t *testing.T) {
 	go func() { done <- r.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	res.set(func(r *fakeRes) { r.neighs[netip.MustParseAddr("10.100.0.2")] = mac(0x33) })
-	waitFor(t, func() bool {
+	testenv.Until(t, 5*time.Second, "condition", func() bool {
 		dp.mu.Lock()
 		defer dp.mu.Unlock()
 		return dp.routes[pfx("10.200.2.0/24")].NextHop.DstMAC.String() == mac(0x33).String()

@@ -229,21 +229,17 @@ func (p *controllerProc) mustGet(t *testing.T, path string) []byte {
 	return b
 }
 
-// poll calls ok every 10ms until it returns true, failing after wait: for
-// state of the controller process that it announces no other way.
+// poll calls ok until it returns true, failing after wait (with the last
+// state ok reported): for state of the controller process that it
+// announces no other way.
 func poll(t *testing.T, what string, ok func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		done, last := ok()
-		if done {
-			return
+	testenv.Eventually(t, wait, what, func() error {
+		if done, last := ok(); !done {
+			return fmt.Errorf("last: %s", last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s; last: %s", what, wait, last)
-		}
-		time.Sleep(10 * time.Millisecond) // polling an external process, not standing in for an event
-	}
+		return nil
+	})
 }
 
 func (p *controllerProc) waitReady(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"testing"
 )
 
 // Module is this repository's module path; BuildCommands takes the
@@ -55,4 +56,27 @@ func GoTool() string {
 		return p
 	}
 	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+}
+
+// MainWithCommands is a TestMain body for tests that run the module's
+// binaries: as root it builds cmds (BuildCommands) into a temporary
+// directory, stores its path in *dir, runs the tests and removes it;
+// without root the tests run (and skip themselves) with *dir empty. It
+// returns the exit code for os.Exit.
+func MainWithCommands(m *testing.M, dir *string, cmds ...string) int {
+	if !IsRoot() {
+		return m.Run()
+	}
+	d, err := os.MkdirTemp("", "fibmesh-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(d)
+	if err := BuildCommands(d, cmds...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*dir = d
+	return m.Run()
 }

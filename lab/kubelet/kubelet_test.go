@@ -26,28 +26,15 @@ import (
 // testPrefix is this package's network namespace prefix.
 const testPrefix = "fm-kt-"
 
-// fibmeshLab is the fibmesh-lab binary the tests build: the daemon is its
-// "kubelet" command and the examples' containers run its "app echo".
-var fibmeshLab string
+// binDir holds the fibmesh-lab binary the tests build (fibmeshLab): the
+// daemon is its "kubelet" command and the examples' containers run its
+// "app echo".
+var binDir string
+
+func fibmeshLab() string { return filepath.Join(binDir, "fibmesh-lab") }
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		if testenv.IsRoot() {
-			dir, err := os.MkdirTemp("", "fibmesh-lab-bin-")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			fibmeshLab = filepath.Join(dir, "fibmesh-lab")
-			if err := testenv.BuildCommands(dir, "cmd/fibmesh-lab"); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	os.Exit(testenv.MainWithCommands(m, &binDir, "cmd/fibmesh-lab"))
 }
 
 // upLab brings a lab up on dir with a fast back-off and registers its
@@ -55,7 +42,7 @@ func TestMain(m *testing.M) {
 func upLab(t *testing.T, dir string) (Options, *Status) {
 	t.Helper()
 	testenv.NeedRoot(t)
-	o := Options{StateDir: t.TempDir(), Dir: dir, Prefix: testPrefix, Self: fibmeshLab, BackoffBase: 100 * time.Millisecond}
+	o := Options{StateDir: t.TempDir(), Dir: dir, Prefix: testPrefix, Self: fibmeshLab(), BackoffBase: 100 * time.Millisecond}
 	t.Cleanup(func() {
 		if err := Stop(o.StateDir, time.Minute); err != nil {
 			t.Errorf("Stop: %v", err)
@@ -215,18 +202,6 @@ spec:
 `, name, ns, node, cmd)
 }
 
-// poll calls cond until it returns true or the deadline passes.
-func poll(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func status(t *testing.T, o Options) *Status {
 	t.Helper()
 	st, err := Get(context.Background(), o.StateDir)
@@ -274,7 +249,7 @@ func TestDirectoryChanges(t *testing.T) {
 	t.Run("restart with back-off", func(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "crash.yaml"), podYAML("ns1", "crasher", "node2", "echo started at $(MY_IP); exit 3"))
 		var p *PodStatus
-		poll(t, "crasher restarted twice", 30*time.Second, func() bool {
+		testenv.Until(t, 30*time.Second, "crasher restarted twice", func() bool {
 			p = findPod(status(t, o), "ns1", "crasher")
 			return p != nil && p.Restarts >= 2
 		})
@@ -283,7 +258,7 @@ func TestDirectoryChanges(t *testing.T) {
 		}
 		// Between runs it waits in back-off (the first restart is
 		// immediate, as kubelet does; then base, doubling), not ready.
-		poll(t, "crasher in back-off", 10*time.Second, func() bool {
+		testenv.Until(t, 10*time.Second, "crasher in back-off", func() bool {
 			p := findPod(status(t, o), "ns1", "crasher")
 			c := p.Containers[0]
 			return c.Reason == "CrashLoopBackOff" && strings.Contains(c.Message, "back-off") && !p.Ready
@@ -294,7 +269,7 @@ func TestDirectoryChanges(t *testing.T) {
 		}
 		// Never: exits once, stays terminated.
 		writeFile(t, filepath.Join(dir, "once.yaml"), podYAML("ns1", "once", "node1", "exit 0")+"  restartPolicy: Never\n")
-		poll(t, "Never pod succeeded", 20*time.Second, func() bool {
+		testenv.Until(t, 20*time.Second, "Never pod succeeded", func() bool {
 			p := findPod(status(t, o), "ns1", "once")
 			return p != nil && p.Phase == "Succeeded" && p.Restarts == 0
 		})
@@ -318,7 +293,7 @@ func TestDirectoryChanges(t *testing.T) {
 		// controller's and the agent's.
 		t.Logf("pod file written -> pod (with its IP) in the controller's view: %s", time.Since(t0).Round(time.Microsecond))
 		var p *PodStatus
-		poll(t, "extra pod running", 20*time.Second, func() bool {
+		testenv.Until(t, 20*time.Second, "extra pod running", func() bool {
 			p = findPod(status(t, o), "ns2", "extra")
 			return p != nil && p.Started && p.Containers[0].State == StateRunning
 		})
@@ -338,7 +313,7 @@ func TestDirectoryChanges(t *testing.T) {
 			}
 		}
 		t.Logf("pod file removed -> pod out of the controller's view: %s", time.Since(t0).Round(time.Microsecond))
-		poll(t, "extra pod gone", 60*time.Second, func() bool {
+		testenv.Until(t, 60*time.Second, "extra pod gone", func() bool {
 			return findPod(status(t, o), "ns2", "extra") == nil && !lab.NetnsExists(p.Netns)
 		})
 		if _, err := os.Stat(view); !errors.Is(err, os.ErrNotExist) {
@@ -350,7 +325,7 @@ func TestDirectoryChanges(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "broken.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers: [{name: c, comand: [x]}]\n---\n"+
 			podYAML("ns1", "sibling", "node1", "exec sleep 1000"))
 		var st *Status
-		poll(t, "the error reported and the sibling running", 20*time.Second, func() bool {
+		testenv.Until(t, 20*time.Second, "the error reported and the sibling running", func() bool {
 			st = status(t, o)
 			p := findPod(st, "ns1", "sibling")
 			return len(st.Errors) > 0 && p != nil && p.Started
@@ -365,7 +340,7 @@ func TestDirectoryChanges(t *testing.T) {
 
 	t.Run("names", func(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "dup.yaml"), podYAML("ns1", "dup", "node1", "exec sleep 1000")+"---\n"+podYAML("ns2", "dup", "node2", "exec sleep 1000"))
-		poll(t, "both dup pods", 20*time.Second, func() bool {
+		testenv.Until(t, 20*time.Second, "both dup pods", func() bool {
 			st := status(t, o)
 			a, b := findPod(st, "ns1", "dup"), findPod(st, "ns2", "dup")
 			return a != nil && b != nil && a.Started && b.Started
@@ -383,23 +358,23 @@ func TestDirectoryChanges(t *testing.T) {
 			}
 		}
 		// The CLI takes the same names.
-		out, err := exec.Command(fibmeshLab, "exec", "--state-dir", o.StateDir, "ns2/dup", "--", "ip", "-4", "-o", "addr", "show", "eth0").CombinedOutput()
+		out, err := exec.Command(fibmeshLab(), "exec", "--state-dir", o.StateDir, "ns2/dup", "--", "ip", "-4", "-o", "addr", "show", "eth0").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "10.200.2.") {
 			t.Errorf("fibmesh-lab exec ns2/dup: %v\n%s", err, out)
 		}
-		out, err = exec.Command(fibmeshLab, "exec", "--state-dir", o.StateDir, "dup", "--", "true").CombinedOutput()
+		out, err = exec.Command(fibmeshLab(), "exec", "--state-dir", o.StateDir, "dup", "--", "true").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "ambiguous") {
 			t.Errorf("fibmesh-lab exec dup: %v\n%s; want it refused as ambiguous", err, out)
 		}
-		out, err = exec.Command(fibmeshLab, "logs", "--state-dir", o.StateDir, "steady").CombinedOutput()
+		out, err = exec.Command(fibmeshLab(), "logs", "--state-dir", o.StateDir, "steady").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "echo listening") {
 			t.Errorf("fibmesh-lab logs steady: %v\n%s", err, out)
 		}
-		out, err = exec.Command(fibmeshLab, "status", "--state-dir", o.StateDir).CombinedOutput()
+		out, err = exec.Command(fibmeshLab(), "status", "--state-dir", o.StateDir).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "ns1/steady") || !strings.Contains(string(out), "left out") {
 			t.Errorf("fibmesh-lab status: %v\n%s", err, out)
 		}
-		out, err = exec.Command(fibmeshLab, "status", "--state-dir", o.StateDir, "-o", "json").Output()
+		out, err = exec.Command(fibmeshLab(), "status", "--state-dir", o.StateDir, "-o", "json").Output()
 		var sv struct {
 			Nodes []struct{ Name string }
 			Pods  []PodStatus
@@ -414,7 +389,7 @@ func TestDirectoryChanges(t *testing.T) {
 		if err := os.Rename(dir, away); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, "the missing directory reported", 10*time.Second, func() bool {
+		testenv.Until(t, 10*time.Second, "the missing directory reported", func() bool {
 			st := status(t, o)
 			return len(st.Errors) == 1 && strings.Contains(st.Errors[0], "read manifests")
 		})
@@ -424,7 +399,7 @@ func TestDirectoryChanges(t *testing.T) {
 		if err := os.Rename(away, dir); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, "the directory read again", 10*time.Second, func() bool {
+		testenv.Until(t, 10*time.Second, "the directory read again", func() bool {
 			st := status(t, o)
 			return len(st.Errors) > 0 && !strings.Contains(strings.Join(st.Errors, "\n"), "read manifests")
 		})

@@ -178,8 +178,11 @@ func (r *Reconciler) Apply(tables map[string]*fibv1.FlowTable) error {
 	r.mu.Lock()
 	r.desired = d
 	r.syncLocked()
+	pending := len(r.pending) > 0
 	r.mu.Unlock()
-	r.Kick() // let Run re-arm its retry timer for what is pending
+	if pending {
+		r.Kick() // let Run re-arm its retry timer for what is pending
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ package netnstest
 import (
 	"errors"
 	"runtime"
+	"testing"
 )
 
 var errUnsupported = errors.New("netnstest: network namespaces need Linux, not " + runtime.GOOS)
@@ -25,3 +26,9 @@ func startCapture(*Peer, CaptureConfig) (*Capture, error) { return nil, errUnsup
 
 // Stop ends the capture.
 func (c *Capture) Stop() (*CaptureResult, error) { return nil, errUnsupported }
+
+// Existing needs Linux.
+func Existing(t testing.TB, nsPath, iface string) *Peer {
+	t.Skip("netnstest: network namespaces need Linux")
+	return nil
+}

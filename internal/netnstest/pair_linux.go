@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -162,4 +163,37 @@ func (p *Pair) close() error {
 
 func prefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// Existing returns a Peer for an interface that already exists in the
+// network namespace at nsPath (/run/netns/NAME): a lab's fabric, a pod's
+// veth. Its Capture, Dial, Listen and Do work as on a Pair's peers; the
+// namespace and the interface are left as they are when the test ends.
+func Existing(t testing.TB, nsPath, iface string) *Peer {
+	t.Helper()
+	h, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		t.Fatalf("netnstest: namespace %s: %v", nsPath, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	p := &Peer{Name: nsPath, Iface: iface, ns: nsHandle{name: nsPath, h: h}}
+	err = p.Do(func() error {
+		l, err := netlink.LinkByName(iface)
+		if err != nil {
+			return fmt.Errorf("link %s: %w", iface, err)
+		}
+		p.Index, p.MAC = l.Attrs().Index, l.Attrs().HardwareAddr
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err == nil && len(addrs) > 0 {
+			if a, ok := netip.AddrFromSlice(addrs[0].IP.To4()); ok {
+				ones, _ := addrs[0].Mask.Size()
+				p.Addr, p.Prefix = a, netip.PrefixFrom(a, ones)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("netnstest: %s in %s: %v", iface, nsPath, err)
+	}
+	return p
 }

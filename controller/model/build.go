@@ -21,11 +21,13 @@ type inputs struct {
 	slices   []*discoveryv1.EndpointSlice
 	pods     []*corev1.Pod
 	nodes    []*corev1.Node
-	pas      []*securityv1.PeerAuthentication
-	vss      []*networkingv1.VirtualService
-	drs      []*networkingv1.DestinationRule
-	ses      []*networkingv1.ServiceEntry
-	aps      []*securityv1.AuthorizationPolicy
+	// namespaces are read for their labels only (CaptureOff).
+	namespaces []*corev1.Namespace
+	pas        []*securityv1.PeerAuthentication
+	vss        []*networkingv1.VirtualService
+	drs        []*networkingv1.DestinationRule
+	ses        []*networkingv1.ServiceEntry
+	aps        []*securityv1.AuthorizationPolicy
 }
 
 // Build makes the model of s. prev, the model in force (nil for the
@@ -42,7 +44,7 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{TrustDomain: o.TrustDomain}
-	m.Workloads, m.MeshMTLS, m.NamespaceMTLS = buildWorkloads(in, o)
+	m.Workloads, m.MeshMTLS, m.NamespaceMTLS, m.NamespacesOutsideMesh = buildWorkloads(in, o)
 	m.Nodes = buildNodes(in.nodes)
 	m.Services = buildServices(in, m.Workloads, o)
 	for _, vs := range in.vss {
@@ -73,9 +75,20 @@ func byNSName(ans, an, bns, bn string) int {
 }
 
 // buildWorkloads makes the workloads, sorted by namespace and name, with
-// their identities and mTLS modes, and the mesh and namespace modes.
-func buildWorkloads(in *inputs, o Options) ([]*Workload, Mode, map[string]Mode) {
+// their identities and mTLS modes, and the mesh and namespace modes, and
+// the namespaces outside the mesh. A pod outside the mesh (CaptureOff)
+// has no identity and every port DISABLE.
+func buildWorkloads(in *inputs, o Options) ([]*Workload, Mode, map[string]Mode, []string) {
 	pa := indexPeerAuthn(in.pas)
+	nsLabels := make(map[string]map[string]string, len(in.namespaces))
+	var outside []string
+	for _, ns := range in.namespaces {
+		nsLabels[ns.Name] = ns.Labels
+		if _, off := CaptureOff(nil, nil, ns.Labels); off {
+			outside = append(outside, ns.Name)
+		}
+	}
+	slices.Sort(outside)
 	ws := make([]*Workload, 0, len(in.pods))
 	for _, p := range in.pods {
 		sa := cmp.Or(p.Spec.ServiceAccountName, p.Spec.DeprecatedServiceAccount, "default")
@@ -83,11 +96,15 @@ func buildWorkloads(in *inputs, o Options) ([]*Workload, Mode, map[string]Mode) 
 			Namespace: p.Namespace, Name: p.Name, IP: p.Status.PodIP, Node: p.Spec.NodeName,
 			Labels: maps.Clone(p.Labels), ServiceAccount: sa, Identity: Identity(o.TrustDomain, p.Namespace, sa),
 		}
-		pa.resolve(w)
+		if why, off := CaptureOff(p.Labels, p.Annotations, nsLabels[p.Namespace]); off {
+			w.Identity, w.DefaultMode, w.OutsideMesh, w.OutsideMeshBy = "", ModeDisable, true, why
+		} else {
+			pa.resolve(w)
+		}
 		ws = append(ws, w)
 	}
 	slices.SortFunc(ws, func(a, b *Workload) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) })
-	return ws, pa.meshMode(), pa.namespaceModes()
+	return ws, pa.meshMode(), pa.namespaceModes(), outside
 }
 
 // buildNodes makes the nodes, sorted by name.

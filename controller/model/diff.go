@@ -14,7 +14,7 @@ import (
 // TestEqualCoversEveryField keeps those in step with the structs.
 func diff(prev, m *Model) Change {
 	if prev == nil {
-		ch := Change{Full: true, Kinds: ChangeKinds{Services: true, Workloads: true, Nodes: true, Routes: true, DestinationPolicies: true, AuthzPolicies: true}}
+		ch := Change{Full: true, Kinds: ChangeKinds{Services: true, Workloads: true, Nodes: true, Routes: true, L4Routes: true, DestinationPolicies: true, AuthzPolicies: true}}
 		for _, s := range m.Services {
 			if !slices.Contains(ch.Services, s.Hostname) { // sorted: duplicates are adjacent
 				ch.Services = append(ch.Services, s.Hostname)
@@ -60,6 +60,10 @@ func diff(prev, m *Model) Change {
 			}
 		}
 	})
+	if !slices.Equal(prev.NamespacesOutsideMesh, m.NamespacesOutsideMesh) {
+		// The mode of endpoints without a known pod in those namespaces.
+		kinds.Workloads = true
+	}
 	changed(prev.Nodes, m.Nodes, func(n *Node) string { return n.Name }, (*Node).equal, func(o, n *Node) {
 		kinds.Nodes = true
 		for _, x := range []*Node{o, n} {
@@ -72,12 +76,35 @@ func diff(prev, m *Model) Change {
 	// Routing policy is applied where clients are, which can be any
 	// node: a changed route or destination policy changes its hosts for
 	// every node.
+	// A changed route with tcp or tls rules, or one for a host that some
+	// route gives such rules (it may take precedence over, or give it
+	// back to, that route), changes the outbound listener.
+	var l4Hosts map[string]bool // built on the first changed route
 	changed(prev.Routes, m.Routes, func(r *Route) string { return r.Namespace + "/" + r.Name }, deepEqual[Route], func(o, n *Route) {
 		kinds.Routes = true
+		if l4Hosts == nil {
+			l4Hosts = map[string]bool{}
+			for _, rs := range [][]*Route{prev.Routes, m.Routes} {
+				for _, r := range rs {
+					if r.HasL4() {
+						for _, h := range r.Hosts {
+							l4Hosts[h] = true
+						}
+					}
+				}
+			}
+		}
 		for _, r := range []*Route{o, n} {
-			if r != nil {
-				for _, h := range r.Hosts {
-					svcs[h] = true
+			if r == nil {
+				continue
+			}
+			if r.HasL4() {
+				kinds.L4Routes = true
+			}
+			for _, h := range r.Hosts {
+				svcs[h] = true
+				if l4Hosts[h] {
+					kinds.L4Routes = true
 				}
 			}
 		}
@@ -173,7 +200,8 @@ func (e *Endpoint) equal(o *Endpoint) bool {
 func (w *Workload) equal(o *Workload) bool {
 	return w.Namespace == o.Namespace && w.Name == o.Name && w.IP == o.IP && w.Node == o.Node &&
 		maps.Equal(w.Labels, o.Labels) && w.ServiceAccount == o.ServiceAccount && w.Identity == o.Identity &&
-		w.DefaultMode == o.DefaultMode && maps.Equal(w.PortModes, o.PortModes)
+		w.DefaultMode == o.DefaultMode && maps.Equal(w.PortModes, o.PortModes) &&
+		w.OutsideMesh == o.OutsideMesh && w.OutsideMeshBy == o.OutsideMeshBy
 }
 
 // equal reports whether two nodes are the same in every field.

@@ -83,6 +83,9 @@ type Model struct {
 	// NamespaceMTLS is the mode of each namespace that has a
 	// namespace-wide PeerAuthentication, after inheritance from the mesh.
 	NamespaceMTLS map[string]Mode `json:"namespaceMtls,omitempty"`
+	// NamespacesOutsideMesh are the namespaces whose labels take every
+	// pod in them out of the mesh (CaptureOff), sorted.
+	NamespacesOutsideMesh []string `json:"namespacesOutsideMesh,omitempty"`
 	// Change says what differs from the previous version. It is not part
 	// of Dump: the same inputs give the same Dump whatever came before.
 	Change Change `json:"-"`
@@ -177,11 +180,20 @@ type Workload struct {
 	Node           string            `json:"node,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
 	ServiceAccount string            `json:"serviceAccount"`
-	Identity       string            `json:"identity"` // spiffe://<td>/ns/<ns>/sa/<sa>
+	// Identity is spiffe://<td>/ns/<ns>/sa/<sa>; empty for a workload
+	// outside the mesh, which gets no SVID.
+	Identity string `json:"identity"`
 	// DefaultMode is the mTLS mode of every port of the workload but
 	// those in PortModes, where a port-level setting differs.
 	DefaultMode Mode            `json:"mtls"`
 	PortModes   map[uint32]Mode `json:"portMtls,omitempty"`
+	// OutsideMesh is true for a pod that is not captured (CaptureOff:
+	// a label on it or its namespace says so); OutsideMeshBy is that
+	// label. Such a workload has no Identity, DefaultMode DISABLE and no
+	// PortModes, whatever PeerAuthentications say: clients reach it in
+	// plaintext and nothing listens for it.
+	OutsideMesh   bool   `json:"outsideMesh,omitempty"`
+	OutsideMeshBy string `json:"outsideMeshBy,omitempty"`
 }
 
 // MTLSMode returns the mTLS mode of one of the workload's ports.
@@ -227,23 +239,29 @@ type Change struct {
 
 // ChangeKinds says which kinds of objects a Change touched.
 type ChangeKinds struct {
-	Services            bool `json:"services,omitempty"`  // ports, VIPs, endpoints
-	Workloads           bool `json:"workloads,omitempty"` // pods, identities, mTLS modes
-	Nodes               bool `json:"nodes,omitempty"`
-	Routes              bool `json:"routes,omitempty"`
+	Services  bool `json:"services,omitempty"`  // ports, VIPs, endpoints
+	Workloads bool `json:"workloads,omitempty"` // pods, identities, mTLS modes
+	Nodes     bool `json:"nodes,omitempty"`
+	Routes    bool `json:"routes,omitempty"`
+	// L4Routes: tcp or tls rules changed, or which route is in force
+	// for a host that has some: the outbound listener carries those
+	// rules, so it changes with them, on every node (Routes is set too).
+	// (The workloads their sourceLabels select are Workloads changes.)
+	L4Routes            bool `json:"l4Routes,omitempty"`
 	DestinationPolicies bool `json:"destinationPolicies,omitempty"`
 	AuthzPolicies       bool `json:"authorizationPolicies,omitempty"`
 }
 
 // Any reports whether any kind changed.
 func (k ChangeKinds) Any() bool {
-	return k.Services || k.Workloads || k.Nodes || k.Routes || k.DestinationPolicies || k.AuthzPolicies
+	return k.Services || k.Workloads || k.Nodes || k.Routes || k.L4Routes || k.DestinationPolicies || k.AuthzPolicies
 }
 
 // Or is the kinds changed in k or o.
 func (k ChangeKinds) Or(o ChangeKinds) ChangeKinds {
-	return ChangeKinds{k.Services || o.Services, k.Workloads || o.Workloads, k.Nodes || o.Nodes,
-		k.Routes || o.Routes, k.DestinationPolicies || o.DestinationPolicies, k.AuthzPolicies || o.AuthzPolicies}
+	return ChangeKinds{Services: k.Services || o.Services, Workloads: k.Workloads || o.Workloads, Nodes: k.Nodes || o.Nodes,
+		Routes: k.Routes || o.Routes, L4Routes: k.L4Routes || o.L4Routes,
+		DestinationPolicies: k.DestinationPolicies || o.DestinationPolicies, AuthzPolicies: k.AuthzPolicies || o.AuthzPolicies}
 }
 
 // Empty reports whether nothing changed.
@@ -271,13 +289,17 @@ func (m *Model) Workload(key string) *Workload {
 
 // MTLSMode returns the mTLS mode of a port of workload "namespace/name".
 // For a workload the model does not know (a pod not yet seen) it is the
-// mode of its namespace, else the mesh's: what such a pod gets until a
-// workload-selecting policy says otherwise.
+// mode of its namespace (DISABLE for a namespace outside the mesh), else
+// the mesh's: what such a pod gets until a workload-selecting policy
+// says otherwise.
 func (m *Model) MTLSMode(workload string, port uint32) Mode {
 	if w := m.Workload(workload); w != nil {
 		return w.MTLSMode(port)
 	}
 	ns, _, _ := strings.Cut(workload, "/")
+	if _, out := slices.BinarySearch(m.NamespacesOutsideMesh, ns); out {
+		return ModeDisable
+	}
 	if mode, ok := m.NamespaceMTLS[ns]; ok {
 		return mode
 	}

@@ -342,7 +342,7 @@ func TestChanges(t *testing.T) {
 		want Change
 	}{
 		{"first", base, Change{Full: true, Services: []string{"a.prod.svc.cluster.local"}, Nodes: []string{"node1", "node2", "node3"},
-			LocalNodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{true, true, true, true, true, true}}},
+			LocalNodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{Services: true, Workloads: true, Nodes: true, Routes: true, L4Routes: true, DestinationPolicies: true, AuthzPolicies: true}}},
 		{"same again", base, Change{}},
 		{"add a service with an endpoint on node2", with(svcB, esB), Change{Services: []string{"b.prod.svc.cluster.local"}, Nodes: []string{"node2"},
 			LocalNodes: []string{"node2"}, Kinds: ChangeKinds{Services: true}}},

@@ -24,6 +24,61 @@ type Route struct {
 	Hosts []string `json:"hosts"`
 	// HTTP are the rules in order: the first whose matches hold decides.
 	HTTP []HTTPRoute `json:"http"`
+	// TCP are the opaque TCP rules and TLS the TLS passthrough rules
+	// (matched on the SNI of the TLS the application originates), each
+	// in order: the first whose matches hold decides.
+	TCP []L4Route `json:"tcp,omitempty"`
+	TLS []L4Route `json:"tls,omitempty"`
+}
+
+// HasL4 reports whether the route has tcp or tls rules, which the
+// outbound listener carries (HTTP rules live in route configurations).
+func (r *Route) HasL4() bool { return len(r.TCP) > 0 || len(r.TLS) > 0 }
+
+// L4Route is one tcp or tls rule of a Route.
+type L4Route struct {
+	// Matches: the rule applies when any holds; with none, always.
+	Matches []L4Match `json:"matches,omitempty"`
+	// Destinations share the connections by Weight.
+	Destinations []Destination `json:"destinations"`
+}
+
+// L4Match is one match of a tcp or tls rule: every condition set must
+// hold.
+type L4Match struct {
+	// SNIHosts (tls rules only) are the server names the ClientHello may
+	// carry, fully qualified as Route.Hosts; "*.example.com" wildcards as
+	// written.
+	SNIHosts []string `json:"sniHosts,omitempty"`
+	// DestinationSubnets: the original destination IP is in one (a bare
+	// IP is a host prefix).
+	DestinationSubnets []string `json:"destinationSubnets,omitempty"`
+	// Port is the service port the connection is for; 0 for any.
+	Port uint32 `json:"port,omitempty"`
+	// SourceLabels and SourceNamespace select the client workloads the
+	// match applies to (every label, and that namespace).
+	SourceLabels    map[string]string `json:"sourceLabels,omitempty"`
+	SourceNamespace string            `json:"sourceNamespace,omitempty"`
+}
+
+// SelectsSources reports whether the match applies to some client
+// workloads only.
+func (m *L4Match) SelectsSources() bool {
+	return len(m.SourceLabels) > 0 || m.SourceNamespace != ""
+}
+
+// SelectsSource reports whether the match applies to client workload w
+// (every match without source conditions does).
+func (m *L4Match) SelectsSource(w *Workload) bool {
+	if m.SourceNamespace != "" && w.Namespace != m.SourceNamespace {
+		return false
+	}
+	for k, v := range m.SourceLabels {
+		if got, ok := w.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // HTTPRoute is one rule of a Route.
@@ -292,7 +347,48 @@ func buildRoute(vs *networkingv1.VirtualService, suffix string) *Route {
 		}
 		r.HTTP = append(r.HTTP, hr)
 	}
+	for _, t := range vs.Spec.GetTcp() {
+		lr := L4Route{Destinations: l4Destinations(t.GetRoute(), vs.Namespace, suffix)}
+		for _, m := range t.GetMatch() {
+			lr.Matches = append(lr.Matches, L4Match{
+				DestinationSubnets: slices.Clone(m.GetDestinationSubnets()), Port: m.GetPort(),
+				SourceLabels: maps.Clone(m.GetSourceLabels()), SourceNamespace: m.GetSourceNamespace(),
+			})
+		}
+		r.TCP = append(r.TCP, lr)
+	}
+	for _, t := range vs.Spec.GetTls() {
+		lr := L4Route{Destinations: l4Destinations(t.GetRoute(), vs.Namespace, suffix)}
+		for _, m := range t.GetMatch() {
+			lm := L4Match{
+				DestinationSubnets: slices.Clone(m.GetDestinationSubnets()), Port: m.GetPort(),
+				SourceLabels: maps.Clone(m.GetSourceLabels()), SourceNamespace: m.GetSourceNamespace(),
+			}
+			for _, h := range m.GetSniHosts() {
+				lm.SNIHosts = append(lm.SNIHosts, fqdn(h, vs.Namespace, suffix))
+			}
+			lr.Matches = append(lr.Matches, lm)
+		}
+		r.TLS = append(r.TLS, lr)
+	}
 	return r
+}
+
+// l4Destinations converts a tcp or tls rule's destinations, as HTTP
+// ones: a sole destination without a weight gets 100.
+func l4Destinations(rds []*networkingv1alpha3.RouteDestination, ns, suffix string) []Destination {
+	out := make([]Destination, 0, len(rds))
+	for _, d := range rds {
+		w := d.GetWeight()
+		if w == 0 && len(rds) == 1 {
+			w = 100
+		}
+		out = append(out, Destination{
+			Host: fqdn(d.GetDestination().GetHost(), ns, suffix), Subset: d.GetDestination().GetSubset(),
+			Port: d.GetDestination().GetPort().GetNumber(), Weight: w,
+		})
+	}
+	return out
 }
 
 // buildDestinationPolicy converts a DestinationRule.

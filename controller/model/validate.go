@@ -73,6 +73,7 @@ func validate(s *config.Snapshot, o Options) (*inputs, error) {
 			kind, isNil, namespaced = "Namespace", obj == nil, false
 			if !isNil {
 				meta = &obj.ObjectMeta
+				in.namespaces = append(in.namespaces, obj)
 			}
 		case *corev1.ServiceAccount:
 			kind, isNil = "ServiceAccount", obj == nil

@@ -300,10 +300,15 @@ func (x *LocalPod) GetIdentityId() uint32 {
 
 // Route sends packets for prefix to the node whose InternalIP is next_hop.
 type Route struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	NextHop       string                 `protobuf:"bytes,2,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
-	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Prefix  string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	NextHop string                 `protobuf:"bytes,2,opt,name=next_hop,json=nextHop,proto3" json:"next_hop,omitempty"`
+	Node    string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// identity_id is set on a pod's host route (/32, /128) when the pod is
+	// in the mesh: the identity (see identities) its agent presents, so a
+	// peer called by its IP is reached over mTLS and verified. 0 for
+	// prefixes and for pods outside the mesh (plaintext).
+	IdentityId    uint32 `protobuf:"varint,4,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +362,13 @@ func (x *Route) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *Route) GetIdentityId() uint32 {
+	if x != nil {
+		return x.IdentityId
+	}
+	return 0
 }
 
 // ServiceVIP is a virtual IP and port served by backends.
@@ -657,11 +669,13 @@ const file_fib_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x1f\n" +
 	"\videntity_id\x18\x04 \x01(\rR\n" +
-	"identityId\"N\n" +
+	"identityId\"o\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x02 \x01(\tR\anextHop\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\tR\x04node\"\xb9\x01\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1f\n" +
+	"\videntity_id\x18\x04 \x01(\rR\n" +
+	"identityId\"\xb9\x01\n" +
 	"\n" +
 	"ServiceVIP\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x10\n" +

@@ -46,6 +46,10 @@ type Desired struct {
 	Pods map[string]Pod
 	// Identities maps the tables' identity ids to SPIFFE IDs.
 	Identities map[uint32]string
+	// MeshPods maps the IP of every pod in the mesh, on any node, to its
+	// SPIFFE ID (from the mesh table's host routes): the slow path reaches
+	// a pod called by its IP over mTLS and verifies it.
+	MeshPods map[netip.Addr]string
 	// Versions are the tables' version fields, by table name.
 	Versions map[string]string
 }
@@ -67,6 +71,7 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 		Policies:   map[fib.PolicyKey]fib.Mode{},
 		Pods:       map[string]Pod{},
 		Identities: map[uint32]string{},
+		MeshPods:   map[netip.Addr]string{},
 		Versions:   map[string]string{},
 	}
 	names := make([]string, 0, len(tables))
@@ -103,6 +108,16 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 			via, err := netip.ParseAddr(r.GetNextHop())
 			if err != nil {
 				return nil, fmt.Errorf("%s.next_hop %q: want the node's InternalIP: %w", where, r.GetNextHop(), err)
+			}
+			if id := r.GetIdentityId(); id != 0 {
+				spiffeID, ok := d.Identities[id]
+				switch {
+				case !p.IsSingleIP():
+					return nil, fmt.Errorf("%s.identity_id %d: only a pod's host route (/32, /128) has an identity, not %s", where, id, p)
+				case !ok:
+					return nil, fmt.Errorf("%s.identity_id %d: not in the tables' identities", where, id)
+				}
+				d.MeshPods[p.Addr()] = spiffeID
 			}
 			if !p.Addr().Is4() {
 				continue // the FIB routes IPv4

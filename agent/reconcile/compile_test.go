@@ -1,6 +1,8 @@
 package reconcile
 
 import (
+	"maps"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -42,6 +44,10 @@ func TestCompileRefuses(t *testing.T) {
 		}, `flow table "mesh": services[0] (a.default.svc.cluster.local).vip "10.96.0.300"`},
 		{"identity 0", func(m map[string]*fibv1.FlowTable) { m["mesh"].Identities[0].Id = 0 },
 			`flow table "mesh": identities[0].id: 0 is reserved`},
+		{"identity on a CIDR", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[1].IdentityId = 7 },
+			`flow table "mesh": routes[1].identity_id 7: only a pod's host route (/32, /128) has an identity, not 10.200.2.0/24`},
+		{"unknown identity", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[2].IdentityId = 8 },
+			`flow table "mesh": routes[2].identity_id 8: not in the tables' identities`},
 		{"duplicate pod ip", func(m map[string]*fibv1.FlowTable) {
 			m["node1"].LocalPods = append(m["node1"].LocalPods, &fibv1.LocalPod{Namespace: "default", Name: "b", Ip: "10.200.1.11"})
 		}, `local_pods[1] (default/b).ip 10.200.1.11: also the ip of local pod default/a`},
@@ -82,5 +88,23 @@ func TestCompileSkips(t *testing.T) {
 	// Only the mesh table yet: still valid (the node has no pods).
 	if _, err := Compile("node1", map[string]*fibv1.FlowTable{"mesh": tb["mesh"]}); err != nil {
 		t.Error(err)
+	}
+}
+
+// A mesh pod's host route names its identity: on any node, this one too.
+func TestCompileMeshPods(t *testing.T) {
+	tb := tables()
+	tb["mesh"].Routes[2].IdentityId = 7 // node2's pod
+	tb["mesh"].Routes[3].IdentityId = 7 // this node's pod
+	d, err := Compile("node1", tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Addr]string{
+		netip.MustParseAddr("10.200.2.11"): "spiffe://cluster.local/ns/default/sa/a",
+		netip.MustParseAddr("10.200.1.11"): "spiffe://cluster.local/ns/default/sa/a",
+	}
+	if !maps.Equal(d.MeshPods, want) {
+		t.Errorf("MeshPods %v, want %v", d.MeshPods, want)
 	}
 }

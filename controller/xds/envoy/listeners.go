@@ -23,12 +23,14 @@ import (
 // outboundListener is the capture listener: one filter chain per
 // service VIP and port, matched on the original destination. HTTP-family
 // ports go to the HTTP connection manager with the port's routes over
-// RDS; the others to tcp_proxy. Services without a VIP (headless
-// Services, ServiceEntries without addresses) have no chain: their
-// traffic, like any destination the mesh does not know, takes the
+// RDS; the others to tcp_proxy, with more chains where the host's
+// VirtualService has tcp or tls rules for the port (l4Chains). Services
+// without a VIP (headless Services, ServiceEntries without addresses)
+// have no chain but those of their tls rules (matched on port and SNI):
+// their traffic, like any destination the mesh does not know, takes the
 // default chain to OutboundPassthroughCluster. It returns the HTTP
 // ports that got a chain, whose routes RDS must serve.
-func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort) {
+func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort, error) {
 	httpFilters := []*hcmv3.HttpFilter{
 		{Name: wkFault, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(&faultv3.HTTPFault{})}},
 		b.routerFilter(),
@@ -48,6 +50,8 @@ func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort)
 		port uint32
 	}
 	seen := map[vipPort]bool{}
+	seenSNI := map[string]bool{} // "<port>|<server name>" of chains without a VIP
+	var sniPorts []uint32        // ports with chains matching on SNI
 	var served []hostPort
 	for _, svc := range ix.services {
 		for _, p := range svc.Ports {
@@ -55,39 +59,68 @@ func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort)
 				continue
 			}
 			pn, chained := uint32(p.Port), false
+			if len(svc.VIPs) == 0 && !httpFamily(p.Protocol) {
+				// Only tls rules make chains without a VIP; the first
+				// service by hostname keeps a port and server name.
+				fcs, sni, err := b.l4Chains(ix, svc, p, netip.Addr{})
+				if err != nil {
+					return nil, nil, err
+				}
+				key := func(fc *listenerv3.FilterChain) string { return port(pn) + "|" + fc.FilterChainMatch.ServerNames[0] }
+				for _, fc := range fcs {
+					if !seenSNI[key(fc)] {
+						l.FilterChains = append(l.FilterChains, fc)
+					}
+				}
+				for _, fc := range fcs {
+					seenSNI[key(fc)] = true
+				}
+				if sni {
+					sniPorts = append(sniPorts, pn)
+				}
+			}
 			for _, v := range svc.VIPs {
 				vip, err := netip.ParseAddr(v)
 				if err != nil || seen[vipPort{vip, pn}] {
 					continue // analyze reports bad and shared VIPs; the first service keeps its chain
 				}
 				seen[vipPort{vip, pn}], chained = true, true
-				fc := &listenerv3.FilterChain{
+				if !httpFamily(p.Protocol) {
+					fcs, sni, err := b.l4Chains(ix, svc, p, vip)
+					if err != nil {
+						return nil, nil, err
+					}
+					l.FilterChains = append(l.FilterChains, fcs...)
+					if sni {
+						sniPorts = append(sniPorts, pn)
+					}
+					continue
+				}
+				l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 					Name: vip.String() + "_" + port(pn),
 					FilterChainMatch: &listenerv3.FilterChainMatch{
-						PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: vip.String(), PrefixLen: wrapperspb.UInt32(uint32(vip.BitLen()))}},
+						PrefixRanges:    []*corev3.CidrRange{hostRange(vip)},
 						DestinationPort: wrapperspb.UInt32(pn),
 					},
-				}
-				if httpFamily(p.Protocol) {
-					fc.Filters = []*listenerv3.Filter{b.hcm(&hcmv3.HttpConnectionManager{
+					Filters: []*listenerv3.Filter{b.hcm(&hcmv3.HttpConnectionManager{
 						StatPrefix: "outbound_" + vip.String() + "_" + port(pn),
 						RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 							ConfigSource: ads(), RouteConfigName: RouteName(svc.Hostname, pn),
 						}},
 						HttpFilters: httpFilters,
-					})}
-				} else {
-					c := ClusterName(svc.Hostname, pn, "")
-					fc.Filters = []*listenerv3.Filter{b.tcpProxy(c, c)}
-				}
-				l.FilterChains = append(l.FilterChains, fc)
+					})},
+				})
 			}
 			if chained && httpFamily(p.Protocol) {
 				served = append(served, hostPort{svc.Hostname, pn})
 			}
 		}
 	}
-	return l, served
+	if len(sniPorts) > 0 {
+		slices.Sort(sniPorts)
+		l.ListenerFilters = append(l.ListenerFilters, b.tlsInspector(slices.Compact(sniPorts)))
+	}
+	return l, served, nil
 }
 
 func (b *builder) originalDst() []*listenerv3.ListenerFilter {
@@ -127,7 +160,10 @@ func (b *builder) tcpProxy(stat, cluster string) *listenerv3.Filter {
 // sets a mode for, and every other port, by the workload's default mode,
 // as TCP. A listener with no chains is left out: a node without
 // workloads gets none, and one whose workloads are all STRICT gets no
-// plaintext listener. Workloads without an IP are skipped.
+// plaintext listener. Workloads without an IP are skipped, and so are
+// workloads outside the mesh (model.Workload.OutsideMesh): nothing is
+// captured for them, so no agent listens for them; clients reach them in
+// plaintext (their ports are DISABLE).
 func NodeListeners(m *model.Model, node string) ([]*listenerv3.Listener, error) {
 	return NewNodeIndex(m).Listeners(node)
 }
@@ -161,8 +197,8 @@ func (ix *NodeIndex) Listeners(node string) ([]*listenerv3.Listener, error) {
 	plain := &listenerv3.Listener{Name: InboundPlaintextListener, Address: socketAddress("0.0.0.0", InboundPlaintextPort),
 		TrafficDirection: corev3.TrafficDirection_INBOUND, ListenerFilters: b.originalDst()}
 	for _, w := range ix.byNode[node] {
-		if w.IP == "" {
-			continue
+		if w.IP == "" || w.OutsideMesh {
+			continue // no agent listens for a workload outside the mesh
 		}
 		key := w.Namespace + "/" + w.Name
 		sp := ix.ports[key]

@@ -18,6 +18,8 @@
 package envoy
 
 import (
+	"net/netip"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -59,7 +61,9 @@ func BuildMesh(m *model.Model) (*Mesh, error) {
 		return nil, err
 	}
 	var served []hostPort
-	out.Outbound, served = b.outboundListener(ix)
+	if out.Outbound, served, err = b.outboundListener(ix); err != nil {
+		return nil, err
+	}
 	if out.Routes, err = b.routes(ix, served); err != nil {
 		return nil, err
 	}
@@ -81,6 +85,8 @@ type index struct {
 	byHost   map[string]*model.Service
 	routes   map[string]*model.Route
 	policies map[string]*model.DestinationPolicy
+	// sources caches the client IPs each tcp/tls match selects.
+	sources map[*model.L4Match][]netip.Addr
 }
 
 func newIndex(m *model.Model) *index {

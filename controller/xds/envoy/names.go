@@ -75,6 +75,7 @@ const (
 	wkFault         = "envoy.filters.http.fault"
 	wkRouter        = "envoy.filters.http.router"
 	wkOriginalDst   = "envoy.filters.listener.original_dst"
+	wkTLSInspector  = "envoy.filters.listener.tls_inspector"
 	wkTLS           = "envoy.transport_sockets.tls"
 	wkRawBuffer     = "envoy.transport_sockets.raw_buffer"
 	wkHTTPProtocol  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -13,6 +13,9 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
@@ -48,6 +51,16 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		}
 		t.Fatalf("no %s %s/%s to remove", kind, ns, name)
 	}
+	add := func(group, kind string, obj interface {
+		runtime.Object
+		GetNamespace() string
+		GetName() string
+	}) {
+		snap.Resources = append(snap.Resources, config.Resource{
+			GVK:       schema.GroupVersionKind{Group: group, Version: "v1", Kind: kind},
+			Namespace: obj.GetNamespace(), Name: obj.GetName(), Object: obj,
+		})
+	}
 	edits := []struct {
 		name string
 		do   func()
@@ -73,6 +86,61 @@ func TestIncrementalEqualsFull(t *testing.T) {
 			svc.Spec.Ports[0].Port = 9091
 		}},
 		{"a route goes", func() { remove("VirtualService", "production", "reviews") }},
+		{"a pod leaves the mesh (pod label)", func() {
+			find("Pod", "production", "reviews-v1").(*corev1.Pod).Labels[model.LabelCapture] = model.CaptureDisabled
+		}},
+		{"the pod is back in the mesh", func() {
+			delete(find("Pod", "production", "reviews-v1").(*corev1.Pod).Labels, model.LabelCapture)
+		}},
+		{"a namespace leaves the mesh (namespace label)", func() {
+			find("Namespace", "", "production").(*corev1.Namespace).Labels[model.LabelDataplaneMode] = model.DataplaneModeNone
+		}},
+		{"the namespace is back in the mesh", func() {
+			delete(find("Namespace", "", "production").(*corev1.Namespace).Labels, model.LabelDataplaneMode)
+		}},
+		{"a TCP service", func() {
+			add("", "Service", &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "db"}, Spec: corev1.ServiceSpec{
+				ClusterIP: "10.96.0.20", Ports: []corev1.ServicePort{{Name: "tcp-postgres", Port: 5432, Protocol: corev1.ProtocolTCP}}}})
+		}},
+		{"a tcp route (sourceLabels, weights)", func() {
+			vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "db"}}
+			vs.Spec.Hosts = []string{"db"}
+			vs.Spec.Tcp = []*networkingapi.TCPRoute{{
+				Match: []*networkingapi.L4MatchAttributes{{SourceLabels: map[string]string{"app": "frontend"}}},
+				Route: []*networkingapi.RouteDestination{{Destination: &networkingapi.Destination{Host: "db", Subset: "replica"}}},
+			}, {
+				Route: []*networkingapi.RouteDestination{{Destination: &networkingapi.Destination{Host: "db", Subset: "v1"}, Weight: 90},
+					{Destination: &networkingapi.Destination{Host: "db", Subset: "v2"}, Weight: 10}},
+			}}
+			add("networking.istio.io", "VirtualService", vs)
+		}},
+		{"tcp route weights", func() {
+			vs := find("VirtualService", "production", "db").(*networkingv1.VirtualService)
+			vs.Spec.Tcp[1].Route[0].Weight, vs.Spec.Tcp[1].Route[1].Weight = 50, 50
+		}},
+		{"a source pod's labels change", func() {
+			find("Pod", "production", "frontend").(*corev1.Pod).Labels["app"] = "frontend-next"
+		}},
+		{"a TLS ServiceEntry", func() {
+			se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "api"}}
+			se.Spec.Hosts = []string{"api.example.com"}
+			se.Spec.Resolution = networkingapi.ServiceEntry_DNS
+			se.Spec.Ports = []*networkingapi.ServicePort{{Number: 443, Name: "tls", Protocol: "TLS"}}
+			add("networking.istio.io", "ServiceEntry", se)
+		}},
+		{"a tls route (SNI)", func() {
+			vs := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "api"}}
+			vs.Spec.Hosts = []string{"api.example.com"}
+			vs.Spec.Tls = []*networkingapi.TLSRoute{{
+				Match: []*networkingapi.TLSMatchAttributes{{SniHosts: []string{"api.example.com"}, Port: 443}},
+				Route: []*networkingapi.RouteDestination{{Destination: &networkingapi.Destination{Host: "api.example.com"}}},
+			}}
+			add("networking.istio.io", "VirtualService", vs)
+		}},
+		{"the tls route's SNI changes", func() {
+			find("VirtualService", "production", "api").(*networkingv1.VirtualService).Spec.Tls[0].Match[0].SniHosts = []string{"*.example.com"}
+		}},
+		{"the tcp route goes", func() { remove("VirtualService", "production", "db") }},
 	}
 
 	ctx := context.Background()

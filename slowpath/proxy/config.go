@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
+)
+
+// Defaults of a Config.
+const (
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultIdleTimeout          = time.Hour // Envoy's tcp_proxy default
+	DefaultConnectTimeout       = 10 * time.Second
+	DefaultMaxPendingHandshakes = 256
+	// MaxProxyHeader bounds the PROXY header the tunnel port reads:
+	// the fixed part, an IPv6 address block and some TLVs (the agent
+	// sends none).
+	MaxProxyHeader = 256
+	// connectRetries is how many more endpoints an outbound connection
+	// tries after a failed connect.
+	connectRetries = 2
+)
+
+// Pod is a captured pod the proxy serves.
+type Pod struct {
+	Namespace, Name string
+	// Netns is the pod's network namespace (a /proc/PID/ns/net or
+	// /run/netns file). AddPod duplicates the descriptor: the caller may
+	// close its file afterwards.
+	Netns *os.File
+	// IPs are the pod's addresses: the sources of the proxy's sockets in
+	// the namespace and the only destinations the tunnel port accepts.
+	IPs []netip.Addr
+}
+
+func (p Pod) key() string { return p.Namespace + "/" + p.Name }
+
+// Config configures a Proxy. Snapshot, Certificate, TrustBundle and
+// TrustDomain are required.
+type Config struct {
+	// Snapshot returns the current compiled config (xdsconf.Store's
+	// Snapshot); nil while none has arrived: every connection is then
+	// refused (reason "no-config").
+	Snapshot func() *xdsconf.Snapshot
+	// Certificate returns the pod's current SVID, called at every
+	// handshake so a rotation is picked up; id is its SPIFFE ID.
+	Certificate func(namespace, pod string) (cert *tls.Certificate, id spiffeid.ID, err error)
+	// TrustBundle returns the mesh's current roots (SDS ROOTCA).
+	TrustBundle func() []*x509.Certificate
+	// TrustDomain is the mesh's trust domain: a peer SPIFFE ID from
+	// another is refused (reason "bad-trust-domain").
+	TrustDomain spiffeid.TrustDomain
+	// HandshakeTimeout bounds the inbound TLS handshake and PROXY header
+	// and the outbound tunnel handshake (default DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection with no bytes either way for that
+	// long, unless its tcp_proxy sets its own (default
+	// DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// ConnectTimeout is for clusters without connect_timeout and
+	// passthrough (default DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	// MaxPendingHandshakes bounds, per pod, the connections accepted but
+	// not yet established (handshake, PROXY header, upstream connect);
+	// more are closed at once (reason "overload"). Default
+	// DefaultMaxPendingHandshakes.
+	MaxPendingHandshakes int
+	// OriginalDestination returns where a redirected connection was
+	// going (default: getsockopt SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST
+	// for IPv6). listener is slowpath.OutboundPort or
+	// InboundPlaintextPort. Tests without nftables inject it.
+	OriginalDestination func(c *net.TCPConn, pod Pod, listener int) (netip.AddrPort, error)
+	// Events, if set, is called for refusals, denials, established and
+	// closed connections (synchronously: keep it quick). The proxy does
+	// not log.
+	Events func(Event)
+}
+
+func (c *Config) setDefaults() error {
+	var missing []string
+	if c.Snapshot == nil {
+		missing = append(missing, "Snapshot")
+	}
+	if c.Certificate == nil {
+		missing = append(missing, "Certificate")
+	}
+	if c.TrustBundle == nil {
+		missing = append(missing, "TrustBundle")
+	}
+	if c.TrustDomain.IsZero() {
+		missing = append(missing, "TrustDomain")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("proxy: config: %v not set", missing)
+	}
+	if c.HandshakeTimeout < 0 || c.IdleTimeout < 0 || c.ConnectTimeout < 0 || c.MaxPendingHandshakes < 0 {
+		return errors.New("proxy: config: HandshakeTimeout, IdleTimeout, ConnectTimeout and MaxPendingHandshakes must not be negative")
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MaxPendingHandshakes == 0 {
+		c.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	if c.OriginalDestination == nil {
+		c.OriginalDestination = originalDst
+	}
+	return nil
+}
+
+// Event is something that happened to a connection, for the Events hook.
+type Event struct {
+	Kind EventKind
+	// Conn is the connection as the table shows it.
+	Conn ConnInfo
+	// Reason is the refusal reason (the refused_total label) or the
+	// denying policy.
+	Reason string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+// EventKind says what an Event is.
+type EventKind string
+
+// Event kinds.
+const (
+	EventRefused     EventKind = "refused"     // closed before being relayed: Reason says why
+	EventDenied      EventKind = "denied"      // RBAC denied it: Reason is the policy
+	EventEstablished EventKind = "established" // bytes flow
+	EventClosed      EventKind = "closed"      // an established connection ended
+)

@@ -1,0 +1,75 @@
+package proxy
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Results of connections_total.
+const (
+	resultEstablished = "established" // relayed through the mesh (tunnel, plaintext cluster, app)
+	resultPassthrough = "passthrough" // relayed to a destination outside the mesh
+	resultRefused     = "refused"     // refused_total says why
+	resultDenied      = "denied"      // rbac_denied_total says by which policy
+)
+
+// Reasons of refused_total (listener, reason). Every refusal has one;
+// aborted counts connections cut by RemovePod or Close during setup.
+const (
+	reasonOverload       = "overload"        // more than MaxPendingHandshakes pending in the pod
+	reasonNoConfig       = "no-config"       // no snapshot yet
+	reasonNoOriginalDst  = "no-original-dst" // SO_ORIGINAL_DST failed, or pointed at the proxy itself
+	reasonNoChain        = "no-chain"        // no listener or no matching chain (STRICT port on 15006; a tunnel chain without TLS)
+	reasonPassthroughOff = "passthrough-refused"
+	reasonNoCluster      = "no-cluster"       // the chain's cluster is unknown
+	reasonNoEndpoint     = "no-endpoint"      // the cluster has no healthy endpoint
+	reasonUpstream       = "upstream"         // every endpoint tried failed to connect or handshake
+	reasonHandshake      = "handshake"        // TLS handshake failed otherwise (garbage, timeout, version)
+	reasonNoClientCert   = "no-client-cert"   // the client sent no certificate
+	reasonBadTrustDomain = "bad-trust-domain" // the peer's SPIFFE ID is of another trust domain
+	reasonBadCertificate = "bad-certificate"  // no SPIFFE ID, or no chain to the bundle
+	reasonALPN           = "alpn"             // the client did not offer fibmesh/1
+	reasonProxyHeader    = "proxy-header"     // missing, malformed, truncated or slow PROXY header
+	reasonBadDestination = "bad-destination"  // the PROXY/original destination is not this pod's app
+	reasonUpstreamApp    = "app-connect"      // the local app refused the connection
+)
+
+type metrics struct {
+	conns   *prometheus.CounterVec
+	active  *prometheus.GaugeVec
+	bytes   *prometheus.CounterVec
+	denied  *prometheus.CounterVec
+	refused *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		conns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_connections_total",
+			Help: "Connections the proxy accepted, by direction (outbound, inbound) and result (established, passthrough, refused, denied).",
+		}, []string{"direction", "result"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fibmesh_agent_proxy_active_connections",
+			Help: "Connections the proxy relays now, by direction.",
+		}, []string{"direction"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_bytes_total",
+			Help: "Bytes relayed, both ways, by the connection's direction (outbound, inbound), counted as they flow.",
+		}, []string{"direction"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_rbac_denied_total",
+			Help: "Connections closed by network RBAC, by the deciding policy (default-deny when no ALLOW policy matched).",
+		}, []string{"policy"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_refused_total",
+			Help: "Connections refused before being relayed, by listener (outbound, inbound, inbound-plaintext) and reason.",
+		}, []string{"listener", "reason"}),
+	}
+}
+
+// Collectors returns the proxy's metrics for the agent to register:
+// fibmesh_agent_proxy_connections_total{direction,result},
+// fibmesh_agent_proxy_active_connections{direction},
+// fibmesh_agent_proxy_bytes_total{direction},
+// fibmesh_agent_proxy_rbac_denied_total{policy} and
+// fibmesh_agent_proxy_refused_total{listener,reason}.
+func (p *Proxy) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.m.conns, p.m.active, p.m.bytes, p.m.denied, p.m.refused}
+}

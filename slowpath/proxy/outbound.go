@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
+)
+
+// chainCluster is the cluster a chain sends bytes to ("" when none).
+func chainCluster(fc *xdsconf.FilterChain) string {
+	switch {
+	case fc.TCP != nil:
+		return pickCluster(fc.TCP, rand.Uint32())
+	case fc.HTTP != nil:
+		return fc.HTTP.DefaultCluster
+	}
+	return ""
+}
+
+// outbound runs the outbound port's side: original destination, chain,
+// cluster, endpoint, then the tunnel or a plaintext connection.
+func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (stream, error) {
+	src := addrPortOf(down.RemoteAddr())
+	dst, err := ps.p.cfg.OriginalDestination(down, ps.pod, slowpath.OutboundPort)
+	if err != nil {
+		return nil, refuse(reasonNoOriginalDst, err)
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if dst == addrPortOf(down.LocalAddr()) || !dst.IsValid() {
+		// Nothing redirected this connection: it was made to the
+		// outbound port itself, and relaying it would loop.
+		return nil, refuse(reasonNoOriginalDst, fmt.Errorf("original destination %v is the outbound listener itself", dst))
+	}
+	c.update(func(i *ConnInfo) { i.Destination = dst })
+	snap := ps.p.cfg.Snapshot()
+	if snap == nil {
+		return nil, refuse(reasonNoConfig, nil)
+	}
+	if snap.Outbound == nil {
+		return nil, refuse(reasonNoChain, errors.New("no outbound listener"))
+	}
+	chain := listenerMatch(snap.Outbound, xdsconf.MatchInput{Destination: dst, Source: src})
+	if chain == nil {
+		return nil, refuse(reasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
+	}
+	name := chainCluster(chain)
+	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, name })
+	if chain.TCP != nil && chain.TCP.IdleTimeout > 0 {
+		c.mu.Lock()
+		c.idle = chain.TCP.IdleTimeout
+		c.mu.Unlock()
+	}
+	if name == "" {
+		return nil, refuse(reasonNoCluster, fmt.Errorf("filter chain %s names no cluster", chain.Name))
+	}
+	cl := snap.Clusters[name]
+	if cl == nil {
+		return nil, refuse(reasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
+	}
+	timeout := cl.ConnectTimeout
+	if timeout <= 0 {
+		timeout = ps.p.cfg.ConnectTimeout
+	}
+	switch cl.Type {
+	case xdsconf.ClusterOriginalDst:
+		return ps.originalDst(ctx, c, snap, src, dst, timeout)
+	case xdsconf.ClusterDNS:
+		return ps.dnsCluster(ctx, c, cl, timeout)
+	}
+	return ps.endpoints(ctx, c, cl, src, timeout)
+}
+
+// originalDst relays to the original destination: through the tunnel
+// when it is a mesh endpoint (a pod called by its IP), else in plaintext
+// (passthrough, outside the mesh).
+func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snapshot, src, dst netip.AddrPort, timeout time.Duration) (stream, error) {
+	if ec := snap.Endpoints[dst.Addr()]; ec != nil {
+		c.update(func(i *ConnInfo) { i.Cluster = ec.Name })
+		if ec.TLS != nil && !endpointPlaintext(ec, dst.Addr()) {
+			up, err := ps.tunnel(ctx, c, ec.TLS.SANs, dst, src, timeout)
+			if err != nil {
+				return nil, refuse(reasonUpstream, err)
+			}
+			return up, nil
+		}
+		up, err := ps.plain(ctx, c, dst, ModePlaintext, timeout)
+		if err != nil {
+			return nil, refuse(reasonUpstream, err)
+		}
+		return up, nil
+	}
+	up, err := ps.plain(ctx, c, dst, ModePassthrough, timeout)
+	if err != nil {
+		return nil, refuse(reasonUpstream, err)
+	}
+	return up, nil
+}
+
+// endpointPlaintext reports whether the cluster's endpoint at ip is
+// marked tlsMode disabled.
+func endpointPlaintext(cl *xdsconf.Cluster, ip netip.Addr) bool {
+	if cl.Endpoints == nil {
+		return false
+	}
+	for _, e := range cl.Endpoints.Hosts {
+		if e.Addr.Addr() == ip {
+			return e.Plaintext
+		}
+	}
+	return false
+}
+
+// dnsCluster connects to a DNS cluster's hosts in order, in plaintext
+// (they are outside the mesh: MESH_EXTERNAL ServiceEntries).
+func (ps *podState) dnsCluster(ctx context.Context, c *conn, cl *xdsconf.Cluster, timeout time.Duration) (stream, error) {
+	var errs []error
+	for _, hp := range cl.DNSHosts {
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil || len(addrs) == 0 {
+			errs = append(errs, fmt.Errorf("resolve %s: %w", host, err))
+			continue
+		}
+		ap, err := netip.ParseAddrPort(net.JoinHostPort(addrs[0].Unmap().String(), port))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		up, err := ps.plain(ctx, c, ap, ModePlaintext, timeout)
+		if err == nil {
+			return up, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, refuse(reasonNoEndpoint, fmt.Errorf("cluster %s has no hosts", cl.Name))
+	}
+	return nil, refuse(reasonUpstream, errors.Join(errs...))
+}
+
+// endpoints picks an endpoint of an EDS or static cluster by its LB
+// policy and connects; a failed connect (or tunnel handshake) is retried
+// on another endpoint, connectRetries times.
+func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster, src netip.AddrPort, timeout time.Duration) (stream, error) {
+	var tried []*xdsconf.Endpoint
+	var errs []error
+	for range connectRetries + 1 {
+		ep, err := clusterPick(cl, src, func(e *xdsconf.Endpoint) bool { return slices.Contains(tried, e) })
+		if err != nil {
+			if len(tried) == 0 {
+				return nil, refuse(reasonNoEndpoint, err)
+			}
+			break
+		}
+		tried = append(tried, ep)
+		ep.Active.Add(1)
+		var up stream
+		if cl.TLS != nil && !ep.Plaintext {
+			up, err = ps.tunnel(ctx, c, cl.TLS.SANs, ep.Addr, src, timeout)
+		} else {
+			up, err = ps.plain(ctx, c, ep.Addr, ModePlaintext, timeout)
+			if err == nil {
+				c.update(func(i *ConnInfo) { i.Endpoint = ep.Addr })
+			}
+		}
+		if err == nil {
+			c.mu.Lock()
+			c.onClose = append(c.onClose, func() { ep.Active.Add(-1) })
+			c.mu.Unlock()
+			return up, nil
+		}
+		ep.Active.Add(-1)
+		errs = append(errs, fmt.Errorf("endpoint %v: %w", ep.Addr, err))
+		if ctx.Err() != nil || c.isAborted() {
+			break
+		}
+	}
+	return nil, refuse(reasonUpstream, fmt.Errorf("cluster %s: %w", cl.Name, errors.Join(errs...)))
+}

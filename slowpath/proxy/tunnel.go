@@ -1,0 +1,295 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/netns"
+	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
+)
+
+// verifyError is a peer certificate the tunnel refuses, with the counted
+// reason.
+type verifyError struct {
+	reason string
+	err    error
+}
+
+func (e *verifyError) Error() string { return "peer certificate: " + e.err.Error() }
+func (e *verifyError) Unwrap() error { return e.err }
+
+// verifyPeer checks a peer's chain: a leaf with one SPIFFE ID of the
+// mesh's trust domain, chaining to the current trust bundle (go-spiffe's
+// x509svid.Verify: key usages, not a CA, validity).
+func (p *Proxy) verifyPeer(certs []*x509.Certificate) (spiffeid.ID, error) {
+	if len(certs) == 0 {
+		return spiffeid.ID{}, &verifyError{reasonNoClientCert, errors.New("none presented")}
+	}
+	id, err := x509svid.IDFromCert(certs[0])
+	if err != nil {
+		return spiffeid.ID{}, &verifyError{reasonBadCertificate, err}
+	}
+	if id.TrustDomain() != p.cfg.TrustDomain {
+		return id, &verifyError{reasonBadTrustDomain, fmt.Errorf("SPIFFE ID %s is not of trust domain %s", id, p.cfg.TrustDomain)}
+	}
+	bundle := x509bundle.FromX509Authorities(p.cfg.TrustDomain, p.cfg.TrustBundle())
+	if _, _, err := x509svid.Verify(certs, bundle); err != nil {
+		return id, &verifyError{reasonBadCertificate, err}
+	}
+	return id, nil
+}
+
+// errALPN: the ClientHello did not offer slowpath.TunnelALPN.
+var errALPN = fmt.Errorf("the client did not offer ALPN %q", slowpath.TunnelALPN)
+
+// podCert returns the pod's SVID for a handshake and records its ID.
+func (ps *podState) podCert(id *spiffeid.ID) (*tls.Certificate, error) {
+	cert, sid, err := ps.p.cfg.Certificate(ps.pod.Namespace, ps.pod.Name)
+	if err != nil {
+		return nil, fmt.Errorf("SVID of pod %s: %w", ps.key(), err)
+	}
+	if cert == nil {
+		return nil, fmt.Errorf("SVID of pod %s: none yet", ps.key())
+	}
+	*id = sid
+	return cert, nil
+}
+
+// dial connects from the pod's namespace: the socket is created there,
+// marked slowpath.Mark (capture skips it) and bound to the pod's IP of
+// dst's family.
+func (ps *podState) dial(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: timeout, Control: markControl}
+	for _, ip := range ps.pod.IPs {
+		if ip.Is4() == dst.Addr().Unmap().Is4() {
+			d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
+			break
+		}
+	}
+	var c net.Conn
+	err := netns.Do(int(ps.pod.Netns.Fd()), ps.key(), func() error {
+		var err error
+		// One address: DialContext creates the socket on this
+		// thread (no Happy Eyeballs goroutine), so in the namespace.
+		c, err = d.DialContext(ctx, "tcp", dst.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// tunnel opens the mTLS tunnel to endpoint (a pod IP:target port): TCP to
+// its IP:TunnelPort, the TLS 1.3 handshake with the pod's SVID, the
+// server's SPIFFE ID checked against sans (empty: any of the trust
+// domain), then the PROXY header for src → endpoint.
+func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, endpoint, src netip.AddrPort, connectTimeout time.Duration) (stream, error) {
+	target := netip.AddrPortFrom(endpoint.Addr(), slowpath.TunnelPort)
+	raw, err := ps.dial(ctx, target, connectTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %v: %w", target, err)
+	}
+	if !c.setUpstream(raw) {
+		return nil, errors.New("aborted")
+	}
+	raw.SetDeadline(time.Now().Add(ps.p.cfg.HandshakeTimeout))
+	var local, peer spiffeid.ID
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+		NextProtos: []string{slowpath.TunnelALPN},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return ps.podCert(&local)
+		},
+		// The server is verified by VerifyConnection below against
+		// the SPIFFE bundle, not by host name.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			id, err := ps.p.verifyPeer(cs.PeerCertificates)
+			if err != nil {
+				return err
+			}
+			if len(sans) > 0 && !slices.Contains(sans, id) {
+				return &verifyError{reasonBadCertificate, fmt.Errorf("server SPIFFE ID %s is none of the cluster's %v", id, sans)}
+			}
+			peer = id
+			return nil
+		},
+	}
+	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
+	defer cancel()
+	tc, err := ktls.Client(hctx, raw, cfg)
+	if err != nil {
+		c.clearUpstream(raw)
+		return nil, fmt.Errorf("TLS handshake with %v: %w", target, err)
+	}
+	st := tc.ConnectionState()
+	if st.NegotiatedProtocol != slowpath.TunnelALPN {
+		c.clearUpstream(raw)
+		return nil, fmt.Errorf("TLS handshake with %v: ALPN %q, want %q", target, st.NegotiatedProtocol, slowpath.TunnelALPN)
+	}
+	hdr, err := proxyproto.Header{Command: proxyproto.Proxy, Source: src, Destination: endpoint}.Marshal()
+	if err == nil {
+		_, err = tc.Write(hdr)
+	}
+	if err != nil {
+		c.clearUpstream(raw)
+		return nil, fmt.Errorf("PROXY header to %v: %w", target, err)
+	}
+	raw.SetDeadline(time.Time{})
+	c.setTLS(local, peer, st)
+	c.update(func(i *ConnInfo) { i.Endpoint, i.Mode = endpoint, ModeTunnel })
+	return tlsStream{tc: tc, raw: raw}, nil
+}
+
+// plain connects to dst in plaintext (a plaintext endpoint, passthrough,
+// or the app).
+func (ps *podState) plain(ctx context.Context, c *conn, dst netip.AddrPort, mode string, connectTimeout time.Duration) (stream, error) {
+	up, err := ps.dial(ctx, dst, connectTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %v: %w", dst, err)
+	}
+	if !c.setUpstream(up) {
+		return nil, errors.New("aborted")
+	}
+	c.update(func(i *ConnInfo) { i.Mode = mode })
+	return tcpStream{up}, nil
+}
+
+// inboundTunnel runs the tunnel port's side: handshake, PROXY header,
+// destination check, chain, RBAC, then the app.
+func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPConn) (stream, stream, error) {
+	var local, peer spiffeid.ID
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+		NextProtos: []string{slowpath.TunnelALPN},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return ps.podCert(&local)
+		},
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			if !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPN) {
+				return nil, errALPN
+			}
+			return nil, nil
+		},
+		// Requested, then required and verified in VerifyConnection,
+		// so that a missing certificate is counted as such.
+		ClientAuth: tls.RequestClientCert,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			id, err := ps.p.verifyPeer(cs.PeerCertificates)
+			if err != nil {
+				return err
+			}
+			peer = id
+			return nil
+		},
+	}
+	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
+	defer cancel()
+	tc, err := ktls.Server(hctx, down, cfg)
+	if err != nil {
+		var ve *verifyError
+		switch {
+		case errors.As(err, &ve):
+			return nil, nil, refuse(ve.reason, err)
+		case errors.Is(err, errALPN):
+			return nil, nil, refuse(reasonALPN, err)
+		}
+		return nil, nil, refuse(reasonHandshake, err)
+	}
+	st := tc.ConnectionState()
+	c.setTLS(local, peer, st)
+	if st.NegotiatedProtocol != slowpath.TunnelALPN {
+		tc.Close()
+		return nil, nil, refuse(reasonALPN, errALPN)
+	}
+	hdr, err := proxyproto.Read(tc, MaxProxyHeader)
+	if err != nil {
+		return nil, nil, refuse(reasonProxyHeader, err)
+	}
+	if hdr.Command != proxyproto.Proxy {
+		return nil, nil, refuse(reasonProxyHeader, fmt.Errorf("command %v, want PROXY", hdr.Command))
+	}
+	c.update(func(i *ConnInfo) { i.Source, i.Destination = hdr.Source, hdr.Destination })
+	up, err := ps.toApp(ctx, c, slowpath.TunnelPort, hdr.Source, hdr.Destination, peer.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	return tlsStream{tc: tc, raw: down}, up, nil
+}
+
+// inboundPlaintext runs the plaintext port's side.
+func (ps *podState) inboundPlaintext(ctx context.Context, c *conn, down *net.TCPConn) (stream, error) {
+	src := addrPortOf(down.RemoteAddr())
+	dst, err := ps.p.cfg.OriginalDestination(down, ps.pod, slowpath.InboundPlaintextPort)
+	if err != nil {
+		return nil, refuse(reasonNoOriginalDst, err)
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	c.update(func(i *ConnInfo) { i.Destination = dst })
+	return ps.toApp(ctx, c, slowpath.InboundPlaintextPort, src, dst, "")
+}
+
+// agentPort reports whether port is one the agent listens on in the pod:
+// never a destination to relay to (it would loop).
+func agentPort(port uint16) bool {
+	switch port {
+	case slowpath.OutboundPort, slowpath.InboundPlaintextPort, slowpath.TunnelPort, slowpath.DNSPort:
+		return true
+	}
+	return false
+}
+
+// toApp checks an inbound destination, matches the chain, applies RBAC and
+// connects to the app.
+func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip.AddrPort, principal string) (stream, error) {
+	if !slices.Contains(ps.pod.IPs, dst.Addr().Unmap()) || agentPort(dst.Port()) || dst.Port() == 0 {
+		return nil, refuse(reasonBadDestination, fmt.Errorf("destination %v is not an app port of pod %s (IPs %v)", dst, ps.key(), ps.pod.IPs))
+	}
+	snap := ps.p.cfg.Snapshot()
+	if snap == nil {
+		return nil, refuse(reasonNoConfig, nil)
+	}
+	l := snap.Inbound
+	if port == slowpath.InboundPlaintextPort {
+		l = snap.InboundPlaintext
+	}
+	chain := listenerMatch(l, xdsconf.MatchInput{Destination: dst, Source: src})
+	if chain == nil {
+		return nil, refuse(reasonNoChain, fmt.Errorf("no %s filter chain for %v", listenerNames[port], dst))
+	}
+	if port == slowpath.TunnelPort && chain.TLS == nil {
+		return nil, refuse(reasonNoChain, fmt.Errorf("inbound filter chain %s for %v has no TLS context", chain.Name, dst))
+	}
+	c.update(func(i *ConnInfo) { i.Chain = chain.Name })
+	if chain.TCP != nil && chain.TCP.IdleTimeout > 0 {
+		c.mu.Lock()
+		c.idle = chain.TCP.IdleTimeout
+		c.mu.Unlock()
+	}
+	d := rbacEvaluate(chain.RBAC, xdsconf.AuthzInput{Principal: principal, Source: src, Destination: dst})
+	if !d.Allowed {
+		return nil, &denial{policy: d.Policy}
+	}
+	up, err := ps.plain(ctx, c, dst, ModePlaintext, ps.p.cfg.ConnectTimeout)
+	if err != nil {
+		return nil, refuse(reasonUpstreamApp, err)
+	}
+	return up, nil
+}

@@ -1,0 +1,52 @@
+package proxy
+
+import (
+	"crypto/x509"
+	"errors"
+	"testing"
+
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
+)
+
+func TestVerifyPeer(t *testing.T) {
+	mesh := newTestCA(t, "cluster.local")
+	other := newTestCA(t, "other.local")
+	rogue := newTestCA(t, "cluster.local") // same trust domain, not in the bundle
+	p, err := New(Config{
+		Snapshot:    func() *xdsconf.Snapshot { return nil },
+		Certificate: nil,
+		TrustBundle: func() []*x509.Certificate { return []*x509.Certificate{mesh.cert} },
+		TrustDomain: mesh.td,
+	})
+	if err == nil {
+		t.Fatalf("New without Certificate: no error (%v)", p)
+	}
+	p = newUnitProxy(t, mesh)
+	tests := []struct {
+		name   string
+		certs  func() []*x509.Certificate
+		reason string // "" ok
+	}{
+		{"good", func() []*x509.Certificate { c, _ := mesh.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, ""},
+		{"none", func() []*x509.Certificate { return nil }, reasonNoClientCert},
+		{"no SPIFFE ID", func() []*x509.Certificate { c, _ := mesh.svid(t, ""); return []*x509.Certificate{c.Leaf} }, reasonBadCertificate},
+		{"other trust domain", func() []*x509.Certificate { c, _ := other.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, reasonBadTrustDomain},
+		{"not signed by the bundle", func() []*x509.Certificate { c, _ := rogue.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, reasonBadCertificate},
+		{"a CA as leaf", func() []*x509.Certificate { return []*x509.Certificate{mesh.cert} }, reasonBadCertificate},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := p.verifyPeer(tt.certs())
+			if tt.reason == "" {
+				if err != nil || id.String() != "spiffe://cluster.local/ns/a/sa/b" {
+					t.Fatalf("verifyPeer = %v, %v", id, err)
+				}
+				return
+			}
+			var ve *verifyError
+			if !errors.As(err, &ve) || ve.reason != tt.reason {
+				t.Fatalf("verifyPeer error = %v, want reason %s", err, tt.reason)
+			}
+		})
+	}
+}

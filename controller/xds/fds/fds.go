@@ -10,7 +10,9 @@
 //     InternalIP, the L4 service VIPs with their weighted backends, and
 //     the identity ids. An agent skips the routes to its own node.
 //   - "<node>" (the Kubernetes node name, the xDS node.id): that node's
-//     local pods and the mTLS mode of their ports.
+//     local pods and the mTLS mode of their ports. A pod outside the mesh
+//     (model.Workload.OutsideMesh) is listed with no identity (id 0) and
+//     its ports DISABLE, so XDP forwards plaintext to it.
 //
 // An agent subscribes by name to "mesh" and its own node. Identity ids are
 // stable across versions: an id is derived from the SPIFFE ID's hash, so

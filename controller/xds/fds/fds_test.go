@@ -1,12 +1,21 @@
 package fds
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
+	securityapi "istio.io/api/security/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
@@ -117,5 +126,71 @@ func TestIdentityIDsStable(t *testing.T) {
 			t.Errorf("%s and %s share id %d", s, o, id)
 		}
 		seen[id] = s
+	}
+}
+
+// TestOutsideMesh: a pod outside the mesh (a label on it, or on its
+// namespace) is still a local pod (the FIB forwards to it), with no
+// identity, and its ports are DISABLE whatever PeerAuthentication says,
+// so XDP does not drop plaintext to it; the others keep their STRICT.
+func TestOutsideMesh(t *testing.T) {
+	ns := func(name string, labels map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	pod := func(ns, name, ip string, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+			Spec: corev1.PodSpec{NodeName: "node1", ServiceAccountName: name}, Status: corev1.PodStatus{PodIP: ip}}
+	}
+	strict := &securityv1.PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: model.RootNamespace, Name: "default"}}
+	strict.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_STRICT}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "s"}, Spec: corev1.ServiceSpec{
+		ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Name: "tcp", Port: 5432}}}}
+	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "prod", Name: "s-1", Labels: map[string]string{discoveryv1.LabelServiceName: "s"}}}
+	for _, p := range []string{"in", "out"} {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{map[string]string{"in": "10.200.1.11", "out": "10.200.1.12"}[p]},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "prod", Name: p}})
+	}
+	objs := []runtime.Object{
+		ns("prod", nil), ns("legacy", map[string]string{model.LabelCapture: model.CaptureDisabled}), strict, svc, es,
+		pod("prod", "in", "10.200.1.11", nil),
+		pod("prod", "out", "10.200.1.12", map[string]string{model.LabelDataplaneMode: model.DataplaneModeNone}),
+		pod("legacy", "old", "10.200.1.13", nil),
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}},
+	}
+	s := &config.Snapshot{}
+	for _, o := range objs {
+		meta := o.(metav1.Object)
+		s.Resources = append(s.Resources, config.Resource{GVK: schema.GroupVersionKind{Kind: reflect.TypeOf(o).Elem().Name()},
+			Namespace: meta.GetNamespace(), Name: meta.GetName(), Object: o})
+	}
+	m, err := model.Build(s, nil, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := Build(m)
+	in := IdentityID("spiffe://cluster.local/ns/prod/sa/in")
+	want := &fibv1.FlowTable{Node: "node1",
+		LocalPods: []*fibv1.LocalPod{
+			{Namespace: "legacy", Name: "old", Ip: "10.200.1.13"},
+			{Namespace: "prod", Name: "in", Ip: "10.200.1.11", IdentityId: in},
+			{Namespace: "prod", Name: "out", Ip: "10.200.1.12"},
+		},
+		PortPolicies: []*fibv1.PortPolicy{
+			{Ip: "10.200.1.11", Port: 5432, Protocol: fibv1.Protocol_TCP, Mode: fibv1.MTLSMode_STRICT},
+			{Ip: "10.200.1.12", Port: 5432, Protocol: fibv1.Protocol_TCP, Mode: fibv1.MTLSMode_DISABLE},
+		},
+	}
+	if d := cmp.Diff(want, tb.Nodes["node1"], protocmp.Transform()); d != "" {
+		t.Errorf("node table (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]*fibv1.Identity{{Id: in, SpiffeId: "spiffe://cluster.local/ns/prod/sa/in"}}, tb.Mesh.Identities, protocmp.Transform()); d != "" {
+		t.Errorf("identities (-want +got): only the captured pod's\n%s", d)
+	}
+	for _, sv := range tb.Mesh.Services {
+		for _, be := range sv.Backends {
+			if be.Ip == "10.200.1.12" && be.IdentityId != 0 {
+				t.Errorf("backend %s of %s has identity %d; want none", be.Ip, sv.Vip, be.IdentityId)
+			}
+		}
 	}
 }

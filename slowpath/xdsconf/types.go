@@ -52,6 +52,10 @@ type Listener struct {
 	Chains []*FilterChain
 	// Default is the chain for what no chain matches (nil: refuse).
 	Default *FilterChain
+
+	// idx is the filter chain match tree (match.go), built when the
+	// listener is compiled, or on first Match for one made by hand.
+	idx atomic.Pointer[chainIndex]
 }
 
 // MatchInput is what a filter chain is chosen by.
@@ -108,17 +112,38 @@ type HTTPChain struct {
 	RouteConfig string
 	// DefaultCluster is the cluster plain byte proxying goes to: the
 	// route configuration's `outbound|<port>||<host>` (outbound) or the
-	// inline route's cluster (inbound).
+	// inline route's cluster (inbound). Precisely: the cluster of the
+	// route configuration's catch-all route (the first that matches
+	// every request); when that route splits traffic over weighted
+	// clusters, the service cluster outbound|<port>||<host> named by the
+	// route configuration's <host>:<port> (it has the endpoints of every
+	// subset). "" when the route configuration has not arrived (RDS
+	// follows LDS) or has no catch-all route: refuse the connection.
 	DefaultCluster string
+	// Clusters is the catch-all route's split: one cluster with weight
+	// 1, or its weighted clusters; PickCluster chooses among them, so
+	// that a canary's weights hold per connection at L4. Empty when
+	// DefaultCluster is.
+	Clusters []WeightedCluster
+
+	total uint32 // sum of the Clusters' weights
 }
 
 // TCPProxy is a tcp_proxy filter.
 type TCPProxy struct {
 	// Clusters: one with weight 1, or weighted_clusters.
 	Clusters []WeightedCluster
-	// IdleTimeout (0: Envoy's default of 1h).
+	// IdleTimeout (0: Envoy's default of 1h, DefaultIdleTimeout, which
+	// compiled filters carry explicitly; NoIdleTimeout: none, Envoy's
+	// idle_timeout 0s).
 	IdleTimeout time.Duration
+
+	total uint32 // sum of the Clusters' weights
 }
+
+// NoIdleTimeout is TCPProxy.IdleTimeout when tcp_proxy's idle_timeout is
+// 0s: the connection never times out for idleness.
+const NoIdleTimeout time.Duration = -1
 
 // WeightedCluster is a tcp_proxy destination.
 type WeightedCluster struct {
@@ -166,6 +191,10 @@ type Cluster struct {
 	Endpoints *Endpoints
 	// DNSHosts are the host:port pairs of a DNS cluster.
 	DNSHosts []string
+
+	// edsName is the EDS resource the cluster reads: eds_cluster_config
+	// service_name, else the cluster's name.
+	edsName string
 }
 
 // UpstreamTLS is an upstream cluster's mTLS context.
@@ -187,6 +216,10 @@ type Endpoints struct {
 	// RR is the round-robin cursor: the only mutable field, advanced
 	// atomically by pickers.
 	RR atomic.Uint64
+
+	// lb are the load balancer's tables over Healthy (lb.go), built
+	// once per assignment and then only read.
+	lb lbTables
 }
 
 // Endpoint is one endpoint.

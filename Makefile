@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-fds bench-xds bench-ktls bench-splice clean deps deps-bpf deps-proto fmt vet help vmtest
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -88,6 +88,12 @@ bench-splice: ## byte path engines side by side (splice, sockmap, userspace copy
 	@hack/bpffs.sh
 	$(GO) test -run '^$$' -bench Engines -benchtime 1024x ./fastpath/splice/
 	$(MAKE) --no-print-directory vmtest VMTEST_PKGS=./fastpath/splice VMTEST_RUN='^$$' VMTEST_ARGS='-test.bench=Engines/ktls -test.benchtime=64x'
+
+bench-l4: deps build ## L4 throughput, conn/s and proxy CPU per GB across nodes: direct vs fibmesh mTLS vs an haproxy mTLS pair (installs iperf3, haproxy)
+	@hack/deps.sh bench-l4
+	@hack/bpffs.sh
+	$(GO) build -o $(BIN)/bench-l4 ./perf/cmd/bench-l4
+	$(BIN)/bench-l4 --bin $(BIN) $(BENCH_L4_FLAGS)
 
 clean: ## remove build output (not the lab: see demo-down)
 	rm -rf $(BIN) perf/out

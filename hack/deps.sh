@@ -4,6 +4,7 @@
 #   hack/deps.sh bpf       clang, llvm, libbpf-dev, bpftool (make generate)
 #   hack/deps.sh proto     protoc (make generate)
 #   hack/deps.sh vmtest    qemu-system-x86, busybox-static, apt-get/dpkg-deb (make vmtest)
+#   hack/deps.sh bench-l4  iperf3, haproxy (make bench-l4: the throughput client/server, the mTLS peer)
 set -euo pipefail
 
 need=()
@@ -35,8 +36,13 @@ vmtest)
 		exit 1
 	fi
 	;;
+bench-l4)
+	command -v iperf3 >/dev/null || need+=(iperf3)
+	command -v haproxy >/dev/null || need+=(haproxy) # Debian's; the bench runs its own instances, not the package's service
+	command -v ss >/dev/null || need+=(iproute2)
+	;;
 *)
-	echo "usage: $0 runtime|bpf|proto|vmtest" >&2
+	echo "usage: $0 runtime|bpf|proto|vmtest|bench-l4" >&2
 	exit 2
 	;;
 esac

@@ -1,0 +1,158 @@
+package l4bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AgentConn is the part of one entry of an agent's /connections (package
+// agent/admin, Connection) that the bench reads.
+type AgentConn struct {
+	ID            uint64    `json:"id"`
+	Direction     string    `json:"direction"`
+	Pod           string    `json:"pod"`
+	Source        string    `json:"source"`
+	Destination   string    `json:"destination"`
+	Upstream      string    `json:"upstream"`
+	LocalIdentity string    `json:"localIdentity"`
+	PeerIdentity  string    `json:"peerIdentity"`
+	TLS           string    `json:"tls"`
+	State         string    `json:"state"`
+	BytesOut      uint64    `json:"bytesOut"`
+	BytesIn       uint64    `json:"bytesIn"`
+	Start         time.Time `json:"start"`
+}
+
+// ParseConnections reads an agent's /connections response (a JSON array).
+func ParseConnections(b []byte) ([]AgentConn, error) {
+	var cs []AgentConn
+	if err := json.Unmarshal(b, &cs); err != nil {
+		return nil, fmt.Errorf("the agent's /connections: %w (body: %q)", err, clip(string(b), 200))
+	}
+	return cs, nil
+}
+
+// ConnLog merges snapshots of one agent's /connections taken during a
+// run: an entry keeps its highest byte counts, so a connection that is
+// gone from a later snapshot still counts.
+type ConnLog map[uint64]AgentConn
+
+// Add merges one snapshot.
+func (l ConnLog) Add(cs []AgentConn) {
+	for _, c := range cs {
+		if old, ok := l[c.ID]; ok {
+			c.BytesIn, c.BytesOut = max(c.BytesIn, old.BytesIn), max(c.BytesOut, old.BytesOut)
+		}
+		l[c.ID] = c
+	}
+}
+
+// TunnelWant is what a transfer through the mesh must have left in the
+// two agents' connection tables.
+type TunnelWant struct {
+	// ClientPod and ServerPod are "namespace/name".
+	ClientPod, ServerPod string
+	// Destination is what the client dialled (the Service's VIP:port);
+	// ServerPort the port the server's agent delivers to.
+	Destination string
+	ServerPort  int
+	// ClientID and ServerID are the pods' SPIFFE IDs.
+	ClientID, ServerID string
+	// Bytes the receiver got; Since, when the transfer started.
+	Bytes int64
+	Since time.Time
+}
+
+// MinShare is the share of the bytes received that each agent must have
+// relayed for a run to count as carried by the mesh. It is below 1 only
+// for a snapshot taken before the last bytes were counted.
+const MinShare = 0.9
+
+// CheckTunnel says whether the client's agent (client) and the server's
+// agent (server) carried the transfer w describes: an outbound
+// connection of w.ClientPod to w.Destination and an inbound one of
+// w.ServerPod to port w.ServerPort, both started since w.Since, both over
+// TLS with the peer's SPIFFE ID verified as the other pod's, together
+// relaying at least MinShare of w.Bytes. The error says what was missing
+// and what the tables held instead.
+func CheckTunnel(client, server ConnLog, w TunnelWant) error {
+	since := w.Since.Add(-time.Second) // the agents' clocks are this host's; allow rounding
+	var out, in uint64
+	var outN, inN int
+	var seen []string
+	for _, c := range client {
+		if c.Pod != w.ClientPod || !strings.EqualFold(c.Direction, "outbound") || c.Destination != w.Destination || c.Start.Before(since) {
+			continue
+		}
+		if c.TLS == "" || c.PeerIdentity != w.ServerID {
+			seen = append(seen, fmt.Sprintf("client side %s -> %s upstream %s tls=%q peer=%q", c.Source, c.Destination, c.Upstream, c.TLS, c.PeerIdentity))
+			continue
+		}
+		out += c.BytesOut
+		outN++
+	}
+	for _, c := range server {
+		if c.Pod != w.ServerPod || !strings.EqualFold(c.Direction, "inbound") || port(c.Destination) != w.ServerPort || c.Start.Before(since) {
+			continue
+		}
+		if c.TLS == "" || c.PeerIdentity != w.ClientID {
+			seen = append(seen, fmt.Sprintf("server side %s -> %s tls=%q peer=%q", c.Source, c.Destination, c.TLS, c.PeerIdentity))
+			continue
+		}
+		in += c.BytesIn
+		inN++
+	}
+	want := uint64(float64(w.Bytes) * MinShare)
+	var problems []string
+	if outN == 0 {
+		problems = append(problems, fmt.Sprintf("the client's agent lists no mTLS connection of %s to %s with peer %s (%d entries in its table)", w.ClientPod, w.Destination, w.ServerID, len(client)))
+	} else if out < want {
+		problems = append(problems, fmt.Sprintf("the client's agent relayed %d bytes of the %d received", out, w.Bytes))
+	}
+	if inN == 0 {
+		problems = append(problems, fmt.Sprintf("the server's agent lists no mTLS connection to %s port %d with peer %s (%d entries in its table)", w.ServerPod, w.ServerPort, w.ClientID, len(server)))
+	} else if in < want {
+		problems = append(problems, fmt.Sprintf("the server's agent relayed %d bytes of the %d received", in, w.Bytes))
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	msg := "the transfer did not go through the agents' mTLS tunnel: " + strings.Join(problems, "; ")
+	if len(seen) > 0 {
+		msg += "; seen instead: " + strings.Join(seen, "; ")
+	}
+	return fmt.Errorf("%s", msg)
+}
+
+// Bypassed returns the connections in l of pod started since since: for
+// a pod outside the mesh there must be none.
+func Bypassed(l ConnLog, pod string, since time.Time) []AgentConn {
+	var out []AgentConn
+	for _, c := range l {
+		if c.Pod == pod && !c.Start.Before(since.Add(-time.Second)) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// port returns the port of host:port, or -1.
+func port(hostport string) int {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err == nil {
+		return int(ap.Port())
+	}
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 {
+		return -1
+	}
+	p, err := strconv.Atoi(hostport[i+1:])
+	if err != nil {
+		return -1
+	}
+	return p
+}

@@ -121,6 +121,8 @@ var analyzers = []func(*index) []Finding{
 	peerAuthenticationConflicts,
 	selectorsWithoutWorkloads,
 	subsetsWithoutWorkloads,
+	l4RoutesNotApplied,
+	strictOutsideMesh,
 }
 
 func sortFindings(fs []Finding) []Finding {

@@ -213,7 +213,8 @@ func TestUnsupportedFields(t *testing.T) {
 			Timeout:    durationpb.New(10e9),
 			Retries:    &v1alpha3.HTTPRetry{Attempts: 3, PerTryTimeout: durationpb.New(2e9), RetryOn: "5xx", Backoff: durationpb.New(1e9)},
 		}},
-		Tcp: []*v1alpha3.TCPRoute{{}},
+		Tcp: []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{SourceSubnet: "10.0.0.0/8", Port: 3306}}}},
+		Tls: []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"a.example"}, Gateways: []string{"ingress"}}}}},
 	})
 	d := dr("default", "reviews", &v1alpha3.DestinationRule{
 		Host: "reviews",
@@ -246,7 +247,8 @@ func TestUnsupportedFields(t *testing.T) {
 			want(UnsupportedField, v, "field spec.http[0].match[0].queryParams is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, "field spec.http[0].mirror is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, "field spec.http[0].retries.backoff is not supported by fibmesh yet and has no effect"),
-			want(UnsupportedField, v, "field spec.tcp is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, "field spec.tcp[0].match[0].sourceSubnet is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, `field spec.tls[0].match[0].gateways: gateway "ingress" is not supported (only "mesh") yet and has no effect`),
 		}},
 	})
 }

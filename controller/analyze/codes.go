@@ -53,6 +53,16 @@ var (
 	// KindNotConsumed: a well-formed object of a kind fibmesh does not
 	// read (Deployment, Gateway, EnvoyFilter, ...); it is skipped.
 	KindNotConsumed = Code{"FM0005", "KindNotConsumed", Info}
+	// L4RouteNotApplied: a tcp or tls rule (or one of its matches) of a
+	// VirtualService can never apply: a tls match without sniHosts, a
+	// destination subnet that does not parse, tcp rules for a host
+	// without an address or without a port they apply to, tls rules for
+	// a host without a TLS or HTTPS port.
+	L4RouteNotApplied = Code{"FM0006", "L4RouteNotApplied", Warning}
+	// PeerAuthenticationNotEnforced: a PeerAuthentication sets STRICT
+	// for pods that are outside the mesh (not captured: a label on them
+	// or their namespace), where it cannot be enforced.
+	PeerAuthenticationNotEnforced = Code{"FM0007", "PeerAuthenticationNotEnforced", Warning}
 )
 
 // Codes lists every code, in ID order.
@@ -69,6 +79,8 @@ var Codes = []Code{
 	SubsetSelectsNoWorkload,
 	UnsupportedField,
 	KindNotConsumed,
+	L4RouteNotApplied,
+	PeerAuthenticationNotEnforced,
 }
 
 // CodeByID returns the Code with the given ID.

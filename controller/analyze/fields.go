@@ -24,7 +24,12 @@ import (
 // implement it, and remove none without a finding taking its place.
 var supportedFields = map[protoreflect.FullName][]string{
 	// VirtualService: HTTP routing for the mesh gateway.
-	"istio.networking.v1alpha3.VirtualService":                     {"hosts", "gateways", "http"},
+	"istio.networking.v1alpha3.VirtualService":                     {"hosts", "gateways", "http", "tcp", "tls"},
+	"istio.networking.v1alpha3.TCPRoute":                           {"match", "route"},
+	"istio.networking.v1alpha3.TLSRoute":                           {"match", "route"},
+	"istio.networking.v1alpha3.L4MatchAttributes":                  {"destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
+	"istio.networking.v1alpha3.TLSMatchAttributes":                 {"sniHosts", "destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
+	"istio.networking.v1alpha3.RouteDestination":                   {"destination", "weight"},
 	"istio.networking.v1alpha3.HTTPRoute":                          {"name", "match", "route", "retries", "timeout", "fault"},
 	"istio.networking.v1alpha3.HTTPMatchRequest":                   {"name", "uri", "headers", "method", "port", "sourceLabels", "gateways"},
 	"istio.networking.v1alpha3.StringMatch":                        {"exact", "prefix", "regex"},
@@ -69,8 +74,10 @@ var supportedFields = map[protoreflect.FullName][]string{
 // partlySupported are fields in supportedFields that fibmesh implements
 // only for some values. Each returns why a value is unsupported, or "".
 var partlySupported = map[protoreflect.FullName]func(protoreflect.Value) string{
-	"istio.networking.v1alpha3.VirtualService.gateways":   onlyMeshGateway,
-	"istio.networking.v1alpha3.HTTPMatchRequest.gateways": onlyMeshGateway,
+	"istio.networking.v1alpha3.VirtualService.gateways":     onlyMeshGateway,
+	"istio.networking.v1alpha3.HTTPMatchRequest.gateways":   onlyMeshGateway,
+	"istio.networking.v1alpha3.L4MatchAttributes.gateways":  onlyMeshGateway,
+	"istio.networking.v1alpha3.TLSMatchAttributes.gateways": onlyMeshGateway,
 	"istio.security.v1beta1.AuthorizationPolicy.action": func(v protoreflect.Value) string {
 		// ALLOW, DENY and AUDIT are implemented; CUSTOM needs an
 		// external authorizer fibmesh does not have.

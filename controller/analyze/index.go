@@ -33,6 +33,7 @@ type index struct {
 	ses       []typed[*networkingv1.ServiceEntry]
 	pas       []typed[*securityv1.PeerAuthentication]
 	aps       []typed[*securityv1.AuthorizationPolicy]
+	nsLabels  map[string]map[string]string      // Namespace labels by name
 	byHost    map[string]typed[*corev1.Service] // FQDN → Service
 	seHosts   []string                          // ServiceEntry hosts, may start with "*."
 	istioKind []config.Resource                 // every Istio resource, for the field check
@@ -44,7 +45,7 @@ type typed[T any] struct {
 }
 
 func newIndex(s *config.Snapshot) *index {
-	ix := &index{snap: s, byHost: map[string]typed[*corev1.Service]{}}
+	ix := &index{snap: s, byHost: map[string]typed[*corev1.Service]{}, nsLabels: map[string]map[string]string{}}
 	rs := slices.Clone(s.Resources)
 	slices.SortStableFunc(rs, func(a, b config.Resource) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
@@ -57,6 +58,8 @@ func newIndex(s *config.Snapshot) *index {
 			ix.byHost[o.Name+"."+r.Namespace+"."+clusterDomain] = t
 		case *corev1.Pod:
 			ix.pods = append(ix.pods, typed[*corev1.Pod]{r, o})
+		case *corev1.Namespace:
+			ix.nsLabels[o.Name] = o.Labels
 		case *networkingv1.VirtualService:
 			ix.vss = append(ix.vss, typed[*networkingv1.VirtualService]{r, o})
 			ix.istioKind = append(ix.istioKind, r)

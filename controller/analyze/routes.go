@@ -18,19 +18,59 @@ func appliesToMesh(vs *networkingv1.VirtualService) bool {
 	return len(gws) == 0 || slices.Contains(gws, "mesh")
 }
 
-// routeDestinations reports HTTP route destinations whose host is not a
-// known Service or ServiceEntry host, or whose subset no DestinationRule
-// for that host defines (IST0101).
+// weightedDestination is an HTTP, TCP or TLS route destination.
+type weightedDestination interface {
+	GetDestination() *v1alpha3.Destination
+	GetWeight() int32
+}
+
+// ruleDestinations is the destinations of one rule of a VirtualService,
+// with the rule's path (spec.http[0], spec.tcp[1], spec.tls[0]).
+type ruleDestinations struct {
+	path  string
+	dests []weightedDestination
+}
+
+// vsRules lists the destinations of every http, tcp and tls rule.
+func vsRules(vs *networkingv1.VirtualService) []ruleDestinations {
+	var out []ruleDestinations
+	for i, h := range vs.Spec.GetHttp() {
+		r := ruleDestinations{path: fmt.Sprintf("spec.http[%d]", i)}
+		for _, d := range h.GetRoute() {
+			r.dests = append(r.dests, d)
+		}
+		out = append(out, r)
+	}
+	for i, t := range vs.Spec.GetTcp() {
+		r := ruleDestinations{path: fmt.Sprintf("spec.tcp[%d]", i)}
+		for _, d := range t.GetRoute() {
+			r.dests = append(r.dests, d)
+		}
+		out = append(out, r)
+	}
+	for i, t := range vs.Spec.GetTls() {
+		r := ruleDestinations{path: fmt.Sprintf("spec.tls[%d]", i)}
+		for _, d := range t.GetRoute() {
+			r.dests = append(r.dests, d)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// routeDestinations reports HTTP, TCP and TLS route destinations whose
+// host is not a known Service or ServiceEntry host, or whose subset no
+// DestinationRule for that host defines (IST0101).
 func routeDestinations(ix *index) []Finding {
 	var fs []Finding
 	for _, vs := range ix.vss {
-		for i, h := range vs.Obj.Spec.GetHttp() {
-			for j, rd := range h.GetRoute() {
+		for _, rule := range vsRules(vs.Obj) {
+			for j, rd := range rule.dests {
 				d := rd.GetDestination()
 				if d == nil {
 					continue
 				}
-				path := fmt.Sprintf("spec.http[%d].route[%d].destination", i, j)
+				path := fmt.Sprintf("%s.route[%d].destination", rule.path, j)
 				host := fqdn(d.GetHost(), vs.Namespace)
 				if !ix.knownHost(host) {
 					fs = append(fs, finding(ReferencedResourceNotFound, vs.Resource,
@@ -49,14 +89,14 @@ func routeDestinations(ix *index) []Finding {
 	return fs
 }
 
-// routeWeights reports HTTP routes whose destination weights do not add
-// up to 100. A single destination without a weight gets all traffic and
-// is fine.
+// routeWeights reports HTTP, TCP and TLS routes whose destination
+// weights do not add up to 100. A single destination without a weight
+// gets all traffic and is fine.
 func routeWeights(ix *index) []Finding {
 	var fs []Finding
 	for _, vs := range ix.vss {
-		for i, h := range vs.Obj.Spec.GetHttp() {
-			rds := h.GetRoute()
+		for _, rule := range vsRules(vs.Obj) {
+			rds := rule.dests
 			if len(rds) == 0 || len(rds) == 1 && rds[0].GetWeight() == 0 {
 				continue
 			}
@@ -68,8 +108,8 @@ func routeWeights(ix *index) []Finding {
 			}
 			if sum != 100 {
 				fs = append(fs, finding(RouteWeightsNotHundred, vs.Resource,
-					"spec.http[%d].route weights add up to %d (%s), not 100: set the weights so that they add up to exactly 100",
-					i, sum, strings.Join(parts, "+")))
+					"%s.route weights add up to %d (%s), not 100: set the weights so that they add up to exactly 100",
+					rule.path, sum, strings.Join(parts, "+")))
 			}
 		}
 	}

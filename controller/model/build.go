@@ -270,6 +270,17 @@ func deref[T any](p *T) T {
 	return *p
 }
 
+// PortProtocol is the protocol of a Kubernetes Service or EndpointSlice
+// port, as the model decides it (Port.Protocol): l4 is the port's
+// protocol field (TCP, UDP, SCTP; "" for TCP).
+func PortProtocol(l4 string, appProtocol *string, name string) Protocol {
+	return protocolOf(l4, appProtocol, name)
+}
+
+// ServiceEntryPortProtocol is the protocol of a ServiceEntry port, as the
+// model decides it: its protocol as written, else by its name.
+func ServiceEntryPortProtocol(protocol, name string) Protocol { return seProtocol(protocol, name) }
+
 // protocolOf decides a Kubernetes port's protocol the way Istio does: UDP
 // by the port's protocol, then appProtocol, then the port name's prefix
 // before the first '-'; UNKNOWN (sniffed) otherwise.

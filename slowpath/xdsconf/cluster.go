@@ -286,8 +286,8 @@ func spiffeSAN(sm *matcherv3.StringMatcher, path string) (spiffeid.ID, error) {
 	if sm == nil {
 		return spiffeid.ID{}, errorf(path, "missing")
 	}
-	if err := onlyFields(sm, path, "exact"); err != nil {
-		return spiffeid.ID{}, errorf(path, "only exact SPIFFE IDs are supported (%v)", err)
+	if _, ok := sm.GetMatchPattern().(*matcherv3.StringMatcher_Exact); !ok || sm.GetIgnoreCase() {
+		return spiffeid.ID{}, errorf(path, "%s: only exact SPIFFE IDs are supported", oneofName(sm, "match_pattern"))
 	}
 	id, err := spiffeid.FromString(sm.GetExact())
 	if err != nil {

@@ -93,7 +93,7 @@ type conn struct {
 	down, up  *net.TCPConn
 	aborted   bool
 	onClose   []func()
-	idle      time.Duration // the chain's idle timeout (0: the Config's)
+	idle      time.Duration // the chain's idle timeout (0: the Config's; negative: none)
 	closeOnce sync.Once
 }
 

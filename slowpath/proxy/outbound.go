@@ -18,8 +18,13 @@ import (
 func chainCluster(fc *xdsconf.FilterChain) string {
 	switch {
 	case fc.TCP != nil:
-		return pickCluster(fc.TCP, rand.Uint32())
+		return fc.TCP.PickCluster(rand.Uint32())
 	case fc.HTTP != nil:
+		// At L4 an HTTP port's bytes go to the catch-all route's
+		// cluster, by its weights.
+		if name := fc.HTTP.PickCluster(rand.Uint32()); name != "" {
+			return name
+		}
 		return fc.HTTP.DefaultCluster
 	}
 	return ""
@@ -47,13 +52,13 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	if snap.Outbound == nil {
 		return nil, refuse(reasonNoChain, errors.New("no outbound listener"))
 	}
-	chain := listenerMatch(snap.Outbound, xdsconf.MatchInput{Destination: dst, Source: src})
+	chain := snap.Outbound.Match(xdsconf.MatchInput{Destination: dst, Source: src})
 	if chain == nil {
 		return nil, refuse(reasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
 	}
 	name := chainCluster(chain)
 	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, name })
-	if chain.TCP != nil && chain.TCP.IdleTimeout > 0 {
+	if chain.TCP != nil && chain.TCP.IdleTimeout != 0 {
 		c.mu.Lock()
 		c.idle = chain.TCP.IdleTimeout
 		c.mu.Unlock()
@@ -157,7 +162,7 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 	var tried []*xdsconf.Endpoint
 	var errs []error
 	for range connectRetries + 1 {
-		ep, err := clusterPick(cl, src, func(e *xdsconf.Endpoint) bool { return slices.Contains(tried, e) })
+		ep, err := cl.Pick(src, func(e *xdsconf.Endpoint) bool { return slices.Contains(tried, e) })
 		if err != nil {
 			if len(tried) == 0 {
 				return nil, refuse(reasonNoEndpoint, err)

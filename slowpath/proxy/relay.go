@@ -64,8 +64,8 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 func (p *Proxy) relay(c *conn, down, up stream) {
 	idle := p.cfg.IdleTimeout
 	c.mu.Lock()
-	if c.idle > 0 {
-		idle = c.idle
+	if c.idle != 0 {
+		idle = c.idle // the chain's; negative (xdsconf.NoIdleTimeout): none
 	}
 	c.mu.Unlock()
 	c.update(func(i *ConnInfo) { i.State = StateEstablished })
@@ -121,12 +121,18 @@ func (r *relayState) copy(dst, src stream, n *atomic.Uint64, bytes prometheus.Co
 	defer bufPool.Put(bp)
 	buf := *bp
 	srcTCP := src.tcp()
-	srcTCP.SetReadDeadline(time.Now().Add(r.idle))
+	if r.idle > 0 {
+		srcTCP.SetReadDeadline(time.Now().Add(r.idle))
+	}
 	for {
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			r.touch()
-			dst.tcp().SetWriteDeadline(time.Now().Add(r.idle))
+			if r.idle > 0 {
+				// A peer that stops reading for the idle timeout
+				// ends the connection too.
+				dst.tcp().SetWriteDeadline(time.Now().Add(r.idle))
+			}
 			nw, werr := dst.Write(buf[:nr])
 			if nw > 0 {
 				n.Add(uint64(nw))

@@ -270,20 +270,20 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 	if port == slowpath.InboundPlaintextPort {
 		l = snap.InboundPlaintext
 	}
-	chain := listenerMatch(l, xdsconf.MatchInput{Destination: dst, Source: src})
+	chain := l.Match(xdsconf.MatchInput{Destination: dst, Source: src})
 	if chain == nil {
 		return nil, refuse(reasonNoChain, fmt.Errorf("no %s filter chain for %v", listenerNames[port], dst))
 	}
 	if port == slowpath.TunnelPort && chain.TLS == nil {
 		return nil, refuse(reasonNoChain, fmt.Errorf("inbound filter chain %s for %v has no TLS context", chain.Name, dst))
 	}
-	c.update(func(i *ConnInfo) { i.Chain = chain.Name })
-	if chain.TCP != nil && chain.TCP.IdleTimeout > 0 {
+	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, chainCluster(chain) })
+	if chain.TCP != nil && chain.TCP.IdleTimeout != 0 {
 		c.mu.Lock()
 		c.idle = chain.TCP.IdleTimeout
 		c.mu.Unlock()
 	}
-	d := rbacEvaluate(chain.RBAC, xdsconf.AuthzInput{Principal: principal, Source: src, Destination: dst})
+	d := chain.RBAC.Evaluate(xdsconf.AuthzInput{Principal: principal, Source: src, Destination: dst})
 	if !d.Allowed {
 		return nil, &denial{policy: d.Policy}
 	}

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/fibmesh/fibmesh/api/enrol"
+	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/lab"
 )
 
@@ -38,6 +40,10 @@ type podWorker struct {
 	labPod *lab.Pod
 
 	updates chan *corev1.Pod // the latest spec; buffered 1
+	// recheck asks the enrolment loop to decide again whether the pod
+	// is captured (its labels, or its namespace's, may have changed);
+	// buffered 1.
+	recheck chan struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
 
@@ -51,6 +57,9 @@ type podWorker struct {
 	started  bool // the containers of the current spec were started
 	stopping bool
 	enrolled string
+	// outside is why the pod is not captured (model.CaptureOff), ""
+	// while it is (or is being) enrolled.
+	outside string
 }
 
 // specHash identifies what, changed, restarts a pod's containers.
@@ -63,7 +72,7 @@ func hashSpec(p *corev1.Pod) string {
 func (d *daemon) newWorker(p *corev1.Pod, n *lab.Node, ip string) *podWorker {
 	lp := lab.NewPod(d.o.Prefix, n, p.Namespace, p.Name, mustAddr(ip), maps.Clone(p.Labels))
 	w := &podWorker{d: d, key: p.Namespace + "/" + p.Name, node: n, labPod: lp,
-		updates: make(chan *corev1.Pod, 1), done: make(chan struct{}),
+		updates: make(chan *corev1.Pod, 1), recheck: make(chan struct{}, 1), done: make(chan struct{}),
 		pod: p, specHash: hashSpec(p)}
 	return w
 }
@@ -76,6 +85,10 @@ func (w *podWorker) update(p *corev1.Pod) {
 	same := hashSpec(p) == w.specHash
 	w.pod = p
 	w.mu.Unlock()
+	select { // the capture labels may have changed, or the namespace's
+	case w.recheck <- struct{}{}:
+	default:
+	}
 	if same {
 		return
 	}
@@ -216,7 +229,10 @@ func (w *podWorker) startContainers(ctx context.Context, wg *sync.WaitGroup, pod
 func (w *podWorker) teardown() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if w.d.o.Mesh {
+	w.mu.Lock()
+	outside := w.outside != ""
+	w.mu.Unlock()
+	if w.d.o.Mesh && !outside {
 		ectx, ecancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := enrol.Call(ectx, w.d.enrolSocket(w.node.Name), enrol.Request{Op: enrol.OpRemove, Namespace: w.labPod.Namespace, Name: w.labPod.Name})
 		ecancel()
@@ -231,12 +247,57 @@ func (w *podWorker) teardown() {
 }
 
 // enrol hands the pod to its node's agent, retrying with back-off while
-// the agent is not there, and again whenever the agent restarts.
+// the agent is not there, and again whenever the agent restarts. A pod
+// outside the mesh (model.CaptureOff: a label on it or its namespace, as
+// the controller decides) is not enrolled; one that leaves the mesh
+// while enrolled is removed from its agent, and one that joins it is
+// enrolled, as its labels change.
 func (w *podWorker) enrol(ctx context.Context) {
 	req := enrol.Request{Op: enrol.OpAdd, Namespace: w.labPod.Namespace, Name: w.labPod.Name, Netns: lab.NetnsPath(w.labPod.Netns)}
 	sock := w.d.enrolSocket(w.node.Name)
 	delay := 100 * time.Millisecond
+	enrolled := false // the agent may hold the pod
+	backOff := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		case <-w.recheck:
+		}
+		delay = min(delay*2, 5*time.Second)
+		return true
+	}
 	for {
+		if why, off := w.captureOff(); off {
+			if enrolled {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := enrol.Call(cctx, sock, enrol.Request{Op: enrol.OpRemove, Namespace: req.Namespace, Name: req.Name})
+				cancel()
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					w.set(func() {
+						w.enrolled = "capture disabled (" + why + "), but the agent did not release the pod: " + err.Error()
+					})
+					if !backOff() {
+						return
+					}
+					continue
+				}
+				enrolled = false
+				w.d.log.Info("pod left the mesh: enrolment removed", "pod", w.key, "by", why)
+			}
+			delay = 100 * time.Millisecond
+			w.set(func() { w.outside, w.enrolled = why, "not enrolled: capture disabled ("+why+")" })
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.recheck:
+				continue
+			}
+		}
+		w.set(func() { w.outside = "" })
 		restarted := w.d.agentStarted(w.node.Name)
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		resp, err := enrol.Call(cctx, sock, req)
@@ -244,28 +305,67 @@ func (w *podWorker) enrol(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
-			msg := "enrolled"
-			if resp.Identity != "" {
-				msg += " as " + resp.Identity
+		enrolled = true // even a failed call may have reached the agent
+		if err != nil {
+			w.set(func() { w.enrolled = "not enrolled: " + err.Error() })
+			if !backOff() {
+				return
 			}
-			w.set(func() { w.enrolled = msg })
-			delay = 100 * time.Millisecond
+			continue
+		}
+		msg := "enrolled"
+		if resp.Identity != "" {
+			msg += " as " + resp.Identity
+		}
+		w.set(func() { w.enrolled = msg })
+		delay = 100 * time.Millisecond
+	wait:
+		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-restarted: // a new agent knows nothing: enrol again
-				continue
+				break wait
+			case <-w.recheck:
+				if _, off := w.captureOff(); off {
+					break wait
+				}
 			}
 		}
-		w.set(func() { w.enrolled = "not enrolled: " + err.Error() })
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
 	}
+}
+
+// captureOff decides whether the pod is outside the mesh, by its labels
+// and annotations and its namespace's labels.
+func (w *podWorker) captureOff() (string, bool) {
+	w.mu.Lock()
+	p := w.pod
+	w.mu.Unlock()
+	return model.CaptureOff(p.Labels, p.Annotations, w.d.namespaceLabels(p.Namespace))
+}
+
+// namespaceLabels are the labels of namespace ns as the manifests
+// declare it: the lab's cluster view has the Namespaces the directory
+// holds, as written (nil when it declares none of that name, or it does
+// not parse: the cluster view reports that).
+func (d *daemon) namespaceLabels(ns string) map[string]string {
+	d.mu.Lock()
+	m := d.last
+	d.mu.Unlock()
+	if m == nil {
+		return nil
+	}
+	for _, o := range m.Others {
+		if o.Group != "" || o.Kind != "Namespace" || o.Name != ns {
+			continue
+		}
+		var n corev1.Namespace
+		if err := yaml.Unmarshal(o.YAML, &n); err != nil {
+			return nil
+		}
+		return n.Labels
+	}
+	return nil
 }
 
 func (w *podWorker) set(f func()) {
@@ -316,7 +416,7 @@ func (w *podWorker) status() PodStatus {
 			s.Started, s.Waiting = false, "the readiness probe of "+c.Name
 		}
 	}
-	if s.Started && w.d.o.Mesh && !strings.HasPrefix(w.enrolled, "enrolled") {
+	if s.Started && w.d.o.Mesh && w.outside == "" && !strings.HasPrefix(w.enrolled, "enrolled") {
 		s.Started, s.Waiting = false, "enrolment ("+cmp.Or(w.enrolled, "not tried yet")+")"
 	}
 	return s

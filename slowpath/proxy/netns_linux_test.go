@@ -251,11 +251,17 @@ func (l *lab) callOutbound(t *testing.T, dst netip.AddrPort) *net.TCPConn {
 // and checks the echo to EOF by SHA-256.
 func echo(t *testing.T, c *net.TCPConn, n int) {
 	t.Helper()
+	data := make([]byte, n)
+	rand.Read(data)
+	echoData(t, c, data)
+}
+
+func echoData(t *testing.T, c *net.TCPConn, data []byte) {
+	t.Helper()
+	n := len(data)
 	if c == nil {
 		t.Fatal("connection reset while connecting")
 	}
-	data := make([]byte, n)
-	rand.Read(data)
 	want := sha256.Sum256(data)
 	errc := make(chan error, 1)
 	go func() {
@@ -329,6 +335,29 @@ func TestEndToEnd(t *testing.T) {
 	// 8 MiB each way through outbound → tunnel → inbound → app, with a
 	// half-close carried both ways (the echo server answers until the
 	// client's FIN, then half-closes itself).
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	// On the wire between the pods: TLS records only, both ways, and no
+	// window of the payload in clear.
+	type wire struct {
+		rec  *netnstest.TLSRecordChecker
+		scan *netnstest.PlaintextScanner
+	}
+	var wmu sync.Mutex
+	wires := map[[2]netip.AddrPort]wire{}
+	capture := l.pair.B.Capture(t, netnstest.CaptureConfig{Port: slowpath.TunnelPort, MaxBytes: -1,
+		Sink: func(src, dst netip.AddrPort) io.Writer {
+			scan, err := netnstest.NewPlaintextScanner(data, 0, 0)
+			if err != nil {
+				t.Error(err)
+				return nil
+			}
+			w := wire{&netnstest.TLSRecordChecker{}, scan}
+			wmu.Lock()
+			wires[[2]netip.AddrPort{src, dst}] = w
+			wmu.Unlock()
+			return io.MultiWriter(w.rec, w.scan)
+		}})
 	c := l.callOutbound(t, vip)
 	var rows []ConnInfo
 	echoDone := make(chan struct{})
@@ -345,9 +374,31 @@ func TestEndToEnd(t *testing.T) {
 			return len(rows) == 2
 		})
 	}()
-	echo(t, c, 8<<20)
+	echoData(t, c, data)
 	<-echoDone
 	c.Close()
+	res, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Streams) != 2 || len(wires) != 2 {
+		t.Fatalf("captured %d streams on port %d, want the tunnel's two directions", len(res.Streams), slowpath.TunnelPort)
+	}
+	for _, st := range res.Streams {
+		w := wires[[2]netip.AddrPort{st.Src, st.Dst}]
+		if err := st.Complete(); err != nil {
+			t.Errorf("capture %v→%v: %v", st.Src, st.Dst, err)
+		}
+		if st.Len < 8<<20 {
+			t.Errorf("capture %v→%v: %d bytes, want the 8 MiB at least", st.Src, st.Dst, st.Len)
+		}
+		if err := w.rec.Close(); err != nil {
+			t.Errorf("capture %v→%v is not TLS records only: %v", st.Src, st.Dst, err)
+		}
+		if m, found := w.scan.Found(); found {
+			t.Errorf("capture %v→%v carries the payload in clear: %+v", st.Src, st.Dst, m)
+		}
+	}
 	if got := <-l.serverRemote; got.Addr() != l.pair.B.Addr {
 		t.Errorf("the app saw source %v, want the pod's own IP %v (the proxy's socket in its netns)", got, l.pair.B.Addr)
 	}

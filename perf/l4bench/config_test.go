@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/lab/cluster"
 )
 
@@ -56,7 +57,7 @@ func TestManifests(t *testing.T) {
 		for _, c := range p.Spec.Containers {
 			cs = append(cs, c.Name+": "+strings.Join(c.Command, " "))
 		}
-		got[cluster.PodKey(p)] = pod{p.Spec.NodeName, p.Status.PodIP, p.Spec.ServiceAccountName, p.Labels[CaptureLabel], cs}
+		got[cluster.PodKey(p)] = pod{p.Spec.NodeName, p.Status.PodIP, p.Spec.ServiceAccountName, p.Labels[model.LabelCapture], cs}
 	}
 	want := map[string]pod{
 		"bench/client": {"node1", "10.200.1.11", "client", "", []string{"idle: sleep infinity"}},

@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,6 +186,11 @@ type Result struct {
 	Workers     int           `json:"workers"`
 	Streams     int           `json:"streams"`
 	Modes       []*ModeResult `json:"modes"`
+	// CPUs and the 1-minute load average before and after the rounds:
+	// other work on the machine shows as load the bench did not make.
+	CPUs      int     `json:"cpus"`
+	LoadStart float64 `json:"loadStart"`
+	LoadEnd   float64 `json:"loadEnd"`
 }
 
 // Mode returns the result of m, nil if it was not run.
@@ -260,6 +266,9 @@ func (r *Result) WriteTable(w io.Writer) {
 			cpuGB, cpuConn, strings.Join(gs, " "), strings.Join(cs, " "), m.Path)
 	}
 	tw.Flush()
+	if r.CPUs > 0 {
+		fmt.Fprintf(w, "machine: %d CPUs, load average %.2f before the rounds, %.2f after\n", r.CPUs, r.LoadStart, r.LoadEnd)
+	}
 	for _, m := range r.Modes {
 		if m.Error != "" {
 			fmt.Fprintf(w, "%s FAILED: %s\n", m.Mode, m.Error)
@@ -371,7 +380,10 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 
-	res = &Result{Rounds: o.Rounds, Duration: o.Duration.String(), CPSDuration: o.CPSDuration.String(), Workers: o.Workers, Streams: o.Streams}
+	res = &Result{Rounds: o.Rounds, Duration: o.Duration.String(), CPSDuration: o.CPSDuration.String(), Workers: o.Workers, Streams: o.Streams,
+		CPUs: runtime.NumCPU(), LoadStart: loadavg()}
+	defer func() { res.LoadEnd = loadavg() }()
+	fmt.Fprintf(o.Out, "machine: %d CPUs, load average %.2f\n", res.CPUs, res.LoadStart)
 	for _, m := range o.Modes {
 		mr := &ModeResult{Mode: m, Path: r.path(m), Proxies: r.proxyNames(m)}
 		res.Modes = append(res.Modes, mr)
@@ -454,7 +466,7 @@ func (r *runner) inspect(ctx context.Context) error {
 		}
 		plain := p.Namespace == r.t.PlainNamespace
 		if plain && strings.HasPrefix(p.Enrolment, "enrolled") {
-			fmt.Fprintf(r.o.Out, "warning: %s is enrolled although labelled %s: disabled (the lab does not honour the label yet); its runs are checked against the agents' /connections\n", key, CaptureLabel)
+			fmt.Fprintf(r.o.Out, "warning: %s is enrolled although labelled %s (the lab does not honour the label); its runs are checked against the agents' /connections\n", key, outsideMesh)
 		}
 	}
 	for _, key := range []string{r.mesh2("client"), r.mesh2("server"), r.plain("client-plain"), r.plain("server-plain")} {
@@ -802,7 +814,7 @@ func (r *runner) verify(m Mode, logs map[string]ConnLog, st Stream, start time.T
 	}
 	for node, pod := range map[string]string{t.ClientNode: r.plain("client-plain"), t.ServerNode: r.plain("server-plain")} {
 		if cs := Bypassed(logs[node], pod, start); len(cs) > 0 {
-			return fmt.Errorf("%s is labelled %s: disabled, yet %s's agent proxied %d of its connections (first: %s -> %s): the %s figures would include the agent", pod, CaptureLabel, node, len(cs), cs[0].Source, cs[0].Destination, m)
+			return fmt.Errorf("%s is labelled %s, yet %s's agent proxied %d of its connections (first: %s -> %s): the %s figures would include the agent", pod, outsideMesh, node, len(cs), cs[0].Source, cs[0].Destination, m)
 		}
 	}
 	return nil
@@ -897,6 +909,20 @@ func (r *runner) connections(ctx context.Context, node, pod string) ([]AgentConn
 		return nil, fmt.Errorf("%s's agent /connections: %s: %s", node, resp.Status, clip(string(body), 200))
 	}
 	return ParseConnections(body)
+}
+
+// loadavg returns the 1-minute load average, 0 if unreadable.
+func loadavg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // WriteJSON writes the result to path, creating its directory.

@@ -5,12 +5,14 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/fibmesh/fibmesh/controller/model"
 )
 
-// CaptureLabel is the label (on a pod or its namespace) that keeps a pod
-// out of the mesh: not enrolled, not captured, plaintext as a workload
-// outside the mesh talks.
-const CaptureLabel = "fibmesh.io/capture"
+// outsideMesh is the label (on a pod or its namespace) that keeps a pod
+// out of the mesh (model.CaptureOff): not enrolled, not captured,
+// plaintext as a workload outside the mesh talks.
+const outsideMesh = model.LabelCapture + ": " + model.CaptureDisabled
 
 // Topology is the lab the bench builds. Every address is fixed in the
 // manifests (status.podIP, spec.clusterIP) so that haproxy's configuration
@@ -20,7 +22,7 @@ const CaptureLabel = "fibmesh.io/capture"
 //
 //   - MeshNamespace (client, server, Service "server" in front of the
 //     server): enrolled and captured; STRICT mTLS; the fibmesh mode.
-//   - PlainNamespace (client-plain, server-plain), labelled CaptureLabel:
+//   - PlainNamespace (client-plain, server-plain), labelled fibmesh.io/capture:
 //     disabled: the direct mode, and the haproxy mode, whose two haproxy
 //     instances run as containers of these two pods (a sidecar each).
 type Topology struct {
@@ -95,7 +97,7 @@ apiVersion: v1
 kind: Namespace
 metadata:
   name: %[2]s
-  labels: {%[3]s: disabled}
+  labels: {%[3]s}
 ---
 apiVersion: v1
 kind: ServiceAccount
@@ -122,13 +124,13 @@ spec:
   ports:
   - {name: tcp-stream, port: %[5]d, targetPort: %[5]d}
   - {name: tcp-echo, port: %[6]d, targetPort: %[6]d}
-`, t.MeshNamespace, t.PlainNamespace, CaptureLabel, t.ServiceIP, t.StreamPort, t.EchoPort)
+`, t.MeshNamespace, t.PlainNamespace, outsideMesh, t.ServiceIP, t.StreamPort, t.EchoPort)
 
 	type container struct{ name, cmd string }
 	pod := func(ns, name, sa, node string, ip netip.Addr, plain bool, cs ...container) {
 		w("---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  namespace: %s\n  labels: {app: %s", name, ns, name)
 		if plain {
-			w(", %s: disabled", CaptureLabel)
+			w(", %s", outsideMesh)
 		}
 		w("}\nspec:\n  nodeName: %s\n", node)
 		if sa != "" {

@@ -57,6 +57,9 @@ type ConnInfo struct {
 	Upstream netip.AddrPort `json:"upstream,omitzero"`
 	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
 	Mode     string         `json:"mode,omitempty"`
+	// ServerName is the SNI of the app's ClientHello, read on ports
+	// where the outbound listener routes by it.
+	ServerName string `json:"serverName,omitempty"`
 	// Cluster and Chain are the xDS cluster and filter chain used.
 	Cluster string `json:"cluster,omitempty"`
 	Chain   string `json:"chain,omitempty"`
@@ -93,6 +96,7 @@ type conn struct {
 	down, up  *net.TCPConn
 	aborted   bool
 	onClose   []func()
+	peeked    []byte        // bytes read from the app to sniff its server name, relayed first
 	idle      time.Duration // the chain's idle timeout (0: the Config's; negative: none)
 	closeOnce sync.Once
 }

@@ -790,3 +790,65 @@ func TestMarkedSockets(t *testing.T) {
 		t.Errorf("source %v, want the pod's IP %v", got, pair.A.Addr)
 	}
 }
+
+// clientHello returns the ClientHello crypto/tls sends for serverName.
+func clientHello(t *testing.T, serverName string) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		tls.Client(b, &tls.Config{ServerName: serverName}).Handshake()
+		b.Close()
+	}()
+	// One record: header, then its length.
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(a, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(a, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+func TestOutboundServerName(t *testing.T) {
+	l := newLab(t)
+	B := l.pair.B.Addr
+	tlsVIP := netip.MustParseAddrPort("10.96.0.30:443")
+	s := l.snapshot(nil)
+	sni := &xdsconf.Cluster{Name: "outbound|443||api.example.com", Type: xdsconf.ClusterEDS, LB: xdsconf.RoundRobin,
+		ConnectTimeout: 5 * time.Second, Endpoints: endpoints(netip.AddrPortFrom(B, outPort))}
+	none := &xdsconf.Cluster{Name: "outbound|443||other", Type: xdsconf.ClusterEDS, Endpoints: &xdsconf.Endpoints{}}
+	s.Clusters[sni.Name], s.Clusters[none.Name] = sni, none
+	vipPrefix := []netip.Prefix{netip.PrefixFrom(tlsVIP.Addr(), 32)}
+	s.Outbound.Chains = append(s.Outbound.Chains,
+		&xdsconf.FilterChain{Name: "10.96.0.30_443|api.example.com", Prefixes: vipPrefix, Port: 443, ServerNames: []string{"api.example.com"},
+			TCP: &xdsconf.TCPProxy{Clusters: []xdsconf.WeightedCluster{{Name: sni.Name, Weight: 1}}}},
+		&xdsconf.FilterChain{Name: "10.96.0.30_443", Prefixes: vipPrefix, Port: 443,
+			TCP: &xdsconf.TCPProxy{Clusters: []xdsconf.WeightedCluster{{Name: none.Name, Weight: 1}}}})
+	l.snap.Store(s)
+
+	// The ClientHello chooses the chain, and reaches the upstream
+	// unchanged, before the rest.
+	payload := make([]byte, 256<<10)
+	rand.Read(payload)
+	echoData(t, l.callOutbound(t, tlsVIP), append(clientHello(t, "api.example.com"), payload...))
+	var row ConnInfo
+	for _, r := range l.p.Connections() {
+		if r.Direction == DirectionOutbound {
+			row = r
+		}
+	}
+	if row.ServerName != "api.example.com" || row.Cluster != sni.Name || row.Chain != "10.96.0.30_443|api.example.com" {
+		t.Errorf("row server name %q cluster %q chain %q", row.ServerName, row.Cluster, row.Chain)
+	}
+	// Another name, and no TLS at all, take the chain without names.
+	for _, first := range [][]byte{clientHello(t, "other.example.com"), []byte("plain text, not TLS\n")} {
+		before := l.refused("outbound", reasonNoEndpoint)
+		c := l.callOutbound(t, tlsVIP)
+		c.Write(first)
+		expectClosed(t, c)
+		l.waitRefused(t, "outbound", reasonNoEndpoint, before+1)
+	}
+}

@@ -52,7 +52,16 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	if snap.Outbound == nil {
 		return nil, refuse(reasonNoChain, errors.New("no outbound listener"))
 	}
-	chain := snap.Outbound.Match(xdsconf.MatchInput{Destination: dst, Source: src})
+	var sni string
+	if sniffPorts(snap.Outbound).has(dst.Port()) {
+		var peeked []byte
+		sni, peeked = sniffServerName(down, time.Now().Add(ps.p.cfg.HandshakeTimeout))
+		c.mu.Lock()
+		c.peeked = peeked
+		c.info.ServerName = sni
+		c.mu.Unlock()
+	}
+	chain := snap.Outbound.Match(xdsconf.MatchInput{Destination: dst, Source: src, ServerName: sni})
 	if chain == nil {
 		return nil, refuse(reasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
 	}

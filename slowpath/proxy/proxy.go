@@ -329,5 +329,21 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 	}
 	down.SetDeadline(time.Time{})
 	release()
+	cn.mu.Lock()
+	peeked := cn.peeked
+	cn.peeked = nil
+	cn.mu.Unlock()
+	if len(peeked) > 0 {
+		// The ClientHello read to choose the chain goes first.
+		up.tcp().SetWriteDeadline(time.Now().Add(ps.p.cfg.HandshakeTimeout))
+		n, err := up.Write(peeked)
+		cn.out.Add(uint64(n))
+		ps.p.m.bytes.WithLabelValues(cn.direction).Add(float64(n))
+		up.tcp().SetWriteDeadline(time.Time{})
+		if err != nil {
+			ps.p.fail(cn, refuse(reasonUpstream, err))
+			return
+		}
+	}
 	ps.p.relay(cn, dn, up)
 }

@@ -142,6 +142,26 @@ func TestDecodeIstioVersions(t *testing.T) {
 			}}
 		},
 	}, {
+		group: "networking.istio.io", kind: "VirtualService", versions: netVersions,
+		spec: "hosts: [db, api.example.com]\ntcp:\n- match: [{port: 5432, sourceLabels: {app: web}, sourceNamespace: prod, destinationSubnets: [10.96.0.0/16]}]\n" +
+			"  route:\n  - {destination: {host: db, subset: v1}, weight: 90}\n  - {destination: {host: db, subset: v2, port: {number: 5432}}, weight: 10}\n" +
+			"tls:\n- match: [{sniHosts: [api.example.com, \"*.example.com\"], port: 443}]\n  route: [{destination: {host: api.example.com}}]\n",
+		want: func(m metav1.ObjectMeta, t metav1.TypeMeta) runtime.Object {
+			return &networkingv1.VirtualService{TypeMeta: t, ObjectMeta: m, Spec: apinet.VirtualService{
+				Hosts: []string{"db", "api.example.com"},
+				Tcp: []*apinet.TCPRoute{{
+					Match: []*apinet.L4MatchAttributes{{Port: 5432, SourceLabels: map[string]string{"app": "web"}, SourceNamespace: "prod",
+						DestinationSubnets: []string{"10.96.0.0/16"}}},
+					Route: []*apinet.RouteDestination{{Destination: &apinet.Destination{Host: "db", Subset: "v1"}, Weight: 90},
+						{Destination: &apinet.Destination{Host: "db", Subset: "v2", Port: &apinet.PortSelector{Number: 5432}}, Weight: 10}},
+				}},
+				Tls: []*apinet.TLSRoute{{
+					Match: []*apinet.TLSMatchAttributes{{SniHosts: []string{"api.example.com", "*.example.com"}, Port: 443}},
+					Route: []*apinet.RouteDestination{{Destination: &apinet.Destination{Host: "api.example.com"}}},
+				}},
+			}}
+		},
+	}, {
 		group: "networking.istio.io", kind: "DestinationRule", versions: netVersions,
 		spec: "host: reviews\nsubsets:\n- name: v1\n  labels: {version: v1}\n",
 		want: func(m metav1.ObjectMeta, t metav1.TypeMeta) runtime.Object {
@@ -239,6 +259,10 @@ func TestDecodeErrors(t *testing.T) {
 			[]string{`f.yaml (document 1): DestinationRule p/r: field spec.hosts: unknown field "hosts" in DestinationRule`}},
 		{"unknown field nested in http routes", vs + "spec:\n  http:\n  - route:\n    - destination: {host: a}\n    - destination: {host: b}\n      wieght: 5\n",
 			[]string{`f.yaml (document 1): VirtualService p/r: field spec.http[0].route[1].wieght: unknown field "wieght" in HTTPRouteDestination`}},
+		{"proto name in a tls match", vs + "spec:\n  tls:\n  - match: [{sni_hosts: [a.example]}]\n",
+			[]string{`f.yaml (document 1): VirtualService p/r: field spec.tls[0].match[0].sni_hosts: unknown field "sni_hosts" in TLSMatchAttributes: use "sniHosts"`}},
+		{"unknown field in a tcp route", vs + "spec:\n  tcp:\n  - route: [{destination: {host: a}, wieght: 5}]\n",
+			[]string{`f.yaml (document 1): VirtualService p/r: field spec.tcp[0].route[0].wieght: unknown field "wieght" in RouteDestination`}},
 		{"proto name instead of JSON name", vs + "spec:\n  http:\n  - retries: {attempts: 3, per_try_timeout: 2s}\n",
 			[]string{`f.yaml (document 1): VirtualService p/r: field spec.http[0].retries.per_try_timeout: unknown field "per_try_timeout" in HTTPRetry: use "perTryTimeout"`}},
 		{"unknown field in a map value", dr + "spec:\n  host: a\n  trafficPolicy:\n    portLevelSettings:\n    - port: {numbr: 80}\n",

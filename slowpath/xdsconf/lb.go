@@ -82,7 +82,9 @@ func pickWeighted(cs []WeightedCluster, total, r uint32) string {
 //   - Random: by weight;
 //   - RingHash, Maglev: by the source IP (consistent: the same source
 //     IP picks the same endpoint while the healthy set is unchanged),
-//     over a ring (Ketama-like, at least 1,024 entries) or a Maglev
+//     over a ring (Ketama-like, 256 entries per endpoint and unit of
+//     weight, so that a change of endpoints moves only the sources
+//     of the endpoints that changed) or a Maglev
 //     lookup table (a prime size of at least 100 entries per endpoint)
 //     built once per assignment; an excluded endpoint moves the pick to
 //     the next one on the ring, or to a rehash.
@@ -354,32 +356,33 @@ type hashRing struct {
 	hosts  []uint32
 }
 
-// Ring sizes (Envoy's defaults).
+// Ring sizing: each endpoint gets ringPerWeight entries per unit of
+// weight relative to the lightest endpoint (about 6% imbalance), whatever
+// the number of endpoints, so that adding or removing one moves only the
+// sources of that one; a ring has at most maxRingSize entries (Envoy's
+// maximum).
 const (
-	minRingSize = 1024
-	maxRingSize = 8 << 20
+	ringPerWeight = 256
+	maxRingSize   = 8 << 20
 )
 
 func (e *Endpoints) hashRing() *hashRing {
 	if r := e.lb.ring.Load(); r != nil {
 		return r
 	}
-	// Envoy's sizing: the lightest endpoint gets at least
-	// minRingSize·(its share) entries, the others in proportion.
 	var total, minW uint64 = 0, math.MaxUint64
 	for _, h := range e.Healthy {
 		total += weightOf(h)
 		minW = min(minW, weightOf(h))
 	}
-	minNorm := float64(minW) / float64(total)
-	scale := math.Min(math.Ceil(minNorm*minRingSize)/minNorm, maxRingSize)
+	perWeight := min(float64(ringPerWeight), float64(maxRingSize)*float64(minW)/float64(total))
 	type entry struct {
 		h    uint64
 		host uint32
 	}
 	var entries []entry
 	for i, h := range e.Healthy {
-		n := max(1, int(math.Round(float64(weightOf(h))/float64(total)*scale)))
+		n := max(1, int(math.Round(float64(weightOf(h))/float64(minW)*perWeight)))
 		key := h.Addr.String() + "_"
 		for k := range n {
 			entries = append(entries, entry{hashString(key+strconv.Itoa(k), 0), uint32(i)})

@@ -12,6 +12,7 @@ package xdsconf
 
 import (
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -162,6 +163,21 @@ const (
 	ClusterStatic                         // inline addresses
 )
 
+// String names the cluster type as Envoy does.
+func (t ClusterType) String() string {
+	switch t {
+	case ClusterEDS:
+		return "EDS"
+	case ClusterOriginalDst:
+		return "ORIGINAL_DST"
+	case ClusterDNS:
+		return "DNS"
+	case ClusterStatic:
+		return "STATIC"
+	}
+	return "ClusterType(" + strconv.Itoa(int(t)) + ")"
+}
+
 // LBPolicy is a cluster's load balancing policy.
 type LBPolicy int
 
@@ -174,6 +190,25 @@ const (
 	Maglev   // likewise
 	ClusterProvided
 )
+
+// String names the policy as Envoy's lb_policy does.
+func (p LBPolicy) String() string {
+	switch p {
+	case LeastRequest:
+		return "LEAST_REQUEST"
+	case RoundRobin:
+		return "ROUND_ROBIN"
+	case Random:
+		return "RANDOM"
+	case RingHash:
+		return "RING_HASH"
+	case Maglev:
+		return "MAGLEV"
+	case ClusterProvided:
+		return "CLUSTER_PROVIDED"
+	}
+	return "LBPolicy(" + strconv.Itoa(int(p)) + ")"
+}
 
 // Cluster is a compiled cluster.
 type Cluster struct {

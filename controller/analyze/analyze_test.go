@@ -206,7 +206,7 @@ func TestUnsupportedFields(t *testing.T) {
 		Hosts:    []string{"reviews"},
 		Gateways: []string{"mesh", "istio-system/ingress"},
 		Http: []*v1alpha3.HTTPRoute{{
-			Match:      []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/"), QueryParams: map[string]*v1alpha3.StringMatch{"a": exact("b")}}},
+			Match:      []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/"), QueryParams: map[string]*v1alpha3.StringMatch{"a": exact("b")}, SourceLabels: map[string]string{"app": "web"}}},
 			Route:      []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 0)},
 			Mirror:     &v1alpha3.Destination{Host: "reviews", Subset: "v2"},
 			CorsPolicy: &v1alpha3.CorsPolicy{AllowOrigins: []*v1alpha3.StringMatch{exact("x")}},
@@ -245,6 +245,7 @@ func TestUnsupportedFields(t *testing.T) {
 			want(UnsupportedField, v, `field spec.gateways: gateway "istio-system/ingress" is not supported (only "mesh") yet and has no effect`),
 			want(UnsupportedField, v, "field spec.http[0].corsPolicy is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, "field spec.http[0].match[0].queryParams is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, v, "field spec.http[0].match[0].sourceLabels is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, "field spec.http[0].mirror is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, "field spec.http[0].retries.backoff is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, "field spec.tcp[0].match[0].sourceSubnet is not supported by fibmesh yet and has no effect"),

@@ -31,7 +31,7 @@ var supportedFields = map[protoreflect.FullName][]string{
 	"istio.networking.v1alpha3.TLSMatchAttributes":                 {"sniHosts", "destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
 	"istio.networking.v1alpha3.RouteDestination":                   {"destination", "weight"},
 	"istio.networking.v1alpha3.HTTPRoute":                          {"name", "match", "route", "retries", "timeout", "fault"},
-	"istio.networking.v1alpha3.HTTPMatchRequest":                   {"name", "uri", "headers", "method", "port", "sourceLabels", "gateways"},
+	"istio.networking.v1alpha3.HTTPMatchRequest":                   {"name", "uri", "headers", "method", "port", "gateways"},
 	"istio.networking.v1alpha3.StringMatch":                        {"exact", "prefix", "regex"},
 	"istio.networking.v1alpha3.HTTPRouteDestination":               {"destination", "weight"},
 	"istio.networking.v1alpha3.Destination":                        {"host", "subset", "port"},

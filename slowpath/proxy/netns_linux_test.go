@@ -45,6 +45,8 @@ var (
 )
 
 type lab struct {
+	evMu         sync.Mutex
+	events       []Event
 	pair         *netnstest.Pair
 	ca           *testCA
 	client, srv  Pod
@@ -132,6 +134,11 @@ func newLab(t *testing.T, opts ...func(*Config)) *lab {
 		},
 		TrustBundle: func() []*x509.Certificate { return []*x509.Certificate{l.ca.cert} },
 		TrustDomain: l.ca.td,
+		Events: func(e Event) {
+			l.evMu.Lock()
+			l.events = append(l.events, e)
+			l.evMu.Unlock()
+		},
 		OriginalDestination: func(c *net.TCPConn, pod Pod, port int) (netip.AddrPort, error) {
 			if v, ok := l.orig.Load(origKey{pod.Name, port}); ok {
 				return v.(netip.AddrPort), nil
@@ -439,6 +446,18 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("%s row:\n got %+v\nwant %+v", got.Direction, got, tc.want)
 		}
 	}
+	testenv.Eventually(t, 10*time.Second, "events: 2 established, 2 closed", func() error {
+		l.evMu.Lock()
+		defer l.evMu.Unlock()
+		kinds := map[EventKind]int{}
+		for _, e := range l.events {
+			kinds[e.Kind]++
+		}
+		if kinds[EventEstablished] != 2 || kinds[EventClosed] != 2 || len(kinds) != 2 {
+			return fmt.Errorf("events %v", kinds)
+		}
+		return nil
+	})
 	for _, d := range []string{DirectionOutbound, DirectionInbound} {
 		if v := testutil.ToFloat64(l.p.m.conns.WithLabelValues(d, resultEstablished)); v != 1 {
 			t.Errorf("connections_total{%s,established} = %v, want 1", d, v)
@@ -655,6 +674,9 @@ func TestTunnelRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := l.refused("inbound", tt.reason)
+			l.evMu.Lock()
+			evBefore := len(l.events)
+			l.evMu.Unlock()
 			raw := l.rawTunnel(t)
 			if raw == nil {
 				t.Fatal("the tunnel port reset the connection before it sent anything")
@@ -680,6 +702,16 @@ func TestTunnelRefusals(t *testing.T) {
 			}
 			expectClosed(t, c)
 			l.waitRefused(t, "inbound", tt.reason, before+1)
+			testenv.Until(t, 10*time.Second, "a refused event with reason "+tt.reason, func() bool {
+				l.evMu.Lock()
+				defer l.evMu.Unlock()
+				for _, e := range l.events[evBefore:] {
+					if e.Kind == EventRefused && e.Reason == tt.reason && e.Conn.Listener == "inbound" && e.Conn.State == StateClosed {
+						return true
+					}
+				}
+				return false
+			})
 		})
 	}
 }

@@ -65,16 +65,17 @@ func prefix(c *corev3.CidrRange, path string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, errorf(path+".address_prefix", "%q is not an IP address", c.GetAddressPrefix())
 	}
-	a = a.Unmap()
-	bits := a.BitLen()
-	if c.PrefixLen != nil {
-		bits = int(c.GetPrefixLen().GetValue())
-		if bits > a.BitLen() {
-			return netip.Prefix{}, errorf(path+".prefix_len", "%d is longer than the %d bits of %s", bits, a.BitLen(), a)
-		}
-	} else {
-		// Envoy: an unset prefix_len is 0 (the whole address family).
-		bits = 0
+	a = a.WithZone("")
+	// Envoy: an unset prefix_len is 0 (the whole address family).
+	bits := int(c.GetPrefixLen().GetValue())
+	if bits > a.BitLen() {
+		return netip.Prefix{}, errorf(path+".prefix_len", "%d is longer than the %d bits of %s", bits, a.BitLen(), a)
+	}
+	// Connections are matched by their unmapped address, so an IPv4
+	// range written as IPv4-mapped IPv6 (::ffff:a.b.c.d/96+n) is the
+	// IPv4 range.
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
 	}
 	return netip.PrefixFrom(a, bits).Masked(), nil
 }

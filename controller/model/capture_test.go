@@ -151,7 +151,7 @@ func tcpTLSVS() *networkingv1.VirtualService {
 		Route: []*networkingapi.RouteDestination{dest("db", "v1", 3306, 80), dest("db.prod", "v2", 3306, 20)},
 	}}
 	vs.Spec.Tls = []*networkingapi.TLSRoute{{
-		Match: []*networkingapi.TLSMatchAttributes{{SniHosts: []string{"api.example.com", "*.example.com"}, Port: 443}},
+		Match: []*networkingapi.TLSMatchAttributes{{SniHosts: []string{"api.example.com", "*.example.com", "httpbin.org", "db"}, Port: 443}},
 		Route: []*networkingapi.RouteDestination{dest("api.example.com", "", 443, 0)},
 	}}
 	return vs
@@ -170,7 +170,7 @@ func TestL4Routes(t *testing.T) {
 				{Host: "db.prod.svc.cluster.local", Subset: "v2", Port: 3306, Weight: 20}},
 		}},
 		TLS: []L4Route{{
-			Matches:      []L4Match{{SNIHosts: []string{"api.example.com", "*.example.com"}, Port: 443}},
+			Matches:      []L4Match{{SNIHosts: []string{"api.example.com", "*.example.com", "httpbin.org", "db.prod.svc.cluster.local"}, Port: 443}},
 			Destinations: []Destination{{Host: "api.example.com", Port: 443, Weight: 100}},
 		}},
 	}

@@ -47,7 +47,8 @@ type L4Route struct {
 // hold.
 type L4Match struct {
 	// SNIHosts (tls rules only) are the server names the ClientHello may
-	// carry, fully qualified as Route.Hosts; "*.example.com" wildcards as
+	// carry: a name without a dot is completed as a Service name in the
+	// route's namespace; the others ("httpbin.org", "*.example.com") as
 	// written.
 	SNIHosts []string `json:"sniHosts,omitempty"`
 	// DestinationSubnets: the original destination IP is in one (a bare
@@ -272,6 +273,16 @@ func fqdn(host, ns, suffix string) string {
 	return host
 }
 
+// sniFQDN resolves an sniHosts entry as Istio does: a name without a
+// dot is a Kubernetes service name in namespace ns; anything else
+// (httpbin.org, *.example.com) is the server name as clients send it.
+func sniFQDN(host, ns, suffix string) string {
+	if host == "*" || strings.Contains(host, ".") {
+		return host
+	}
+	return host + "." + ns + ".svc." + suffix
+}
+
 // dur renders a duration as Go does ("10s", "1.5s"), rounded to the
 // millisecond; "" when unset.
 func dur(d *durationpb.Duration) string {
@@ -365,7 +376,7 @@ func buildRoute(vs *networkingv1.VirtualService, suffix string) *Route {
 				SourceLabels: maps.Clone(m.GetSourceLabels()), SourceNamespace: m.GetSourceNamespace(),
 			}
 			for _, h := range m.GetSniHosts() {
-				lm.SNIHosts = append(lm.SNIHosts, fqdn(h, vs.Namespace, suffix))
+				lm.SNIHosts = append(lm.SNIHosts, sniFQDN(h, vs.Namespace, suffix))
 			}
 			lr.Matches = append(lr.Matches, lm)
 		}

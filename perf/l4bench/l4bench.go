@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,8 +88,8 @@ type Options struct {
 	// Self is the bench-l4 binary: its cps subcommand runs inside the
 	// client pods.
 	Self string
-	// Prefix and StateDir are the lab's (default fm-l4-, a temporary
-	// directory).
+	// Prefix and StateDir are the lab's (default fm-l4- and
+	// DefaultStateDir).
 	Prefix, StateDir string
 	// Rounds of every mode (default 3).
 	Rounds int
@@ -290,6 +291,11 @@ func (r *Result) WriteTable(w io.Writer) {
 		ratio(ModeFibmesh, ModeHAProxy, gbps), ratio(ModeFibmesh, ModeHAProxy, cps), ratio(ModeFibmesh, ModeDirect, gbps), ratio(ModeHAProxy, ModeDirect, gbps))
 }
 
+// DefaultStateDir is the lab's state directory: a fixed one, so that a
+// run that was killed before it took its lab down has its lab's kubelet
+// stopped by the next run's "fibmesh-lab up".
+var DefaultStateDir = filepath.Join(filepath.Dir(lab.DefaultStateDir), "bench-l4")
+
 // MaxErrorRate is the share of failed connections above which a
 // connections-per-second run fails its mode.
 const MaxErrorRate = 0.01
@@ -335,7 +341,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	defer os.RemoveAll(work)
 	r.stateDir = o.StateDir
 	if r.stateDir == "" {
-		r.stateDir = filepath.Join(work, "state")
+		r.stateDir = DefaultStateDir
 	}
 	manifests, pki := filepath.Join(work, "manifests"), filepath.Join(work, "pki")
 	for _, d := range []string{manifests, pki} {
@@ -688,7 +694,7 @@ const probeTimeout = 2 * time.Second
 func (r *runner) probe(ctx context.Context, m Mode) error {
 	pod, _, echo := r.client(m)
 	if m == ModeFibmesh {
-		if _, err := r.connections(ctx, r.t.ClientNode, r.mesh2("client")); err != nil {
+		if _, err := r.connections(ctx, r.t.ClientNode, r.mesh2("client"), ""); err != nil {
 			return err
 		}
 	}
@@ -744,27 +750,27 @@ func (r *runner) sample(ctx context.Context, m Mode, round int) (Sample, error) 
 	}
 
 	// Throughput.
-	watch := r.watchConnections(ctx, m)
-	start := time.Now()
-	cpu0, err := cpu(pids)
+	var (
+		st         Stream
+		cpu0, cpu1 float64
+		logs       map[string]ConnLog
+		start      time.Time
+	)
+	for attempt := 1; ; attempt++ {
+		st, cpu0, cpu1, logs, start, err = r.throughput(ctx, m, pod, stream, pids)
+		// An iperf3 server still finishing an aborted test refuses the
+		// next one for a moment.
+		if err == nil || !strings.Contains(err.Error(), "busy") || attempt == 3 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return s, err
-	}
-	host, p, _ := strings.Cut(stream, ":")
-	secs := max(1, int((r.o.Duration+time.Second-1)/time.Second))
-	ictx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+time.Minute)
-	out, err := r.nsexec(ictx, r.podNetns[pod], "iperf3", "--client", host, "--port", p, "--time", strconv.Itoa(secs),
-		"--parallel", strconv.Itoa(r.o.Streams), "--connect-timeout", "5000", "--json")
-	cancel()
-	cpu1, cerr := cpu(pids)
-	logs := watch.stop(ctx)
-	st, perr := ParseIperf3(out)
-	if perr != nil {
-		// iperf3 exits 1 with its reason in the JSON: prefer that.
-		return s, errors.Join(perr, err)
-	}
-	if cerr != nil {
-		return s, cerr
 	}
 	s.Stream, s.Gbps = st, st.Gbps()
 	s.ProxyCPU = cpu1 - cpu0
@@ -796,6 +802,34 @@ func (r *runner) sample(ctx context.Context, m Mode, round int) (Sample, error) 
 	return s, nil
 }
 
+// throughput runs iperf3 once in pod against stream (host:port) and
+// reads the proxies' CPU time just before and after it; the agents'
+// connection tables are read half-way and after.
+func (r *runner) throughput(ctx context.Context, m Mode, pod, stream string, pids []int) (st Stream, cpu0, cpu1 float64, logs map[string]ConnLog, start time.Time, err error) {
+	watch := r.watchConnections(ctx, m, r.o.Duration)
+	start = time.Now()
+	if cpu0, err = cpu(pids); err != nil {
+		watch.stop(ctx)
+		return
+	}
+	host, p, _ := strings.Cut(stream, ":")
+	secs := max(1, int((r.o.Duration+time.Second-1)/time.Second))
+	ictx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+time.Minute)
+	out, runErr := r.nsexec(ictx, r.podNetns[pod], "iperf3", "--client", host, "--port", p, "--time", strconv.Itoa(secs),
+		"--parallel", strconv.Itoa(r.o.Streams), "--connect-timeout", "5000", "--json")
+	cancel()
+	cpu1, cerr := cpu(pids)
+	logs = watch.stop(ctx)
+	st, err = ParseIperf3(out)
+	if err != nil {
+		// iperf3 exits 1 with its reason in the JSON: that first.
+		err = errors.Join(err, runErr)
+		return
+	}
+	err = cerr
+	return
+}
+
 // verify checks where a throughput run's bytes went: through both
 // agents' tunnel for fibmesh; through neither agent for the other modes
 // (when the lab runs a mesh: a pod outside the mesh must not be captured).
@@ -820,54 +854,49 @@ func (r *runner) verify(m Mode, logs map[string]ConnLog, st Stream, start time.T
 	return nil
 }
 
-// connWatch polls the agents' /connections during a run.
+// connWatch reads the agents' /connections around a throughput run:
+// once half-way, the connections established then (a small answer: the
+// read costs the agents little CPU inside the measured window), and once
+// after the run and its CPU reading, everything listed, closed
+// connections included.
 type connWatch struct {
-	r      *runner
-	pods   map[string]string // node -> pod whose connections to read
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	logs   map[string]ConnLog
+	r       *runner
+	pods    map[string]string // node -> pod whose connections to read
+	stopped chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	logs    map[string]ConnLog
 }
 
-// connPollInterval is how often the agents' tables are read during a
-// throughput run: often enough that a connection listed only while open
-// is seen.
-const connPollInterval = 500 * time.Millisecond
-
-// watchConnections starts polling the agents' connection tables for the
-// pods of mode m; nil without a mesh.
-func (r *runner) watchConnections(ctx context.Context, m Mode) *connWatch {
+// watchConnections starts watching the agents' connection tables for the
+// pods of mode m during a run of length d; nil without a mesh.
+func (r *runner) watchConnections(ctx context.Context, m Mode, d time.Duration) *connWatch {
 	if !r.mesh {
 		return nil
 	}
 	t := r.t
-	w := &connWatch{r: r, logs: map[string]ConnLog{t.ClientNode: {}, t.ServerNode: {}}}
+	w := &connWatch{r: r, logs: map[string]ConnLog{t.ClientNode: {}, t.ServerNode: {}}, stopped: make(chan struct{})}
 	if m == ModeFibmesh {
 		w.pods = map[string]string{t.ClientNode: r.mesh2("client"), t.ServerNode: r.mesh2("server")}
 	} else {
 		w.pods = map[string]string{t.ClientNode: r.plain("client-plain"), t.ServerNode: r.plain("server-plain")}
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	w.cancel = cancel
 	w.wg.Go(func() {
-		for {
-			w.poll(wctx)
-			select {
-			case <-wctx.Done():
-				return
-			case <-time.After(connPollInterval):
-			}
+		select {
+		case <-ctx.Done():
+		case <-w.stopped:
+		case <-time.After(d / 2):
+			w.poll(ctx, "established")
 		}
 	})
 	return w
 }
 
-func (w *connWatch) poll(ctx context.Context) {
+func (w *connWatch) poll(ctx context.Context, state string) {
 	for node, pod := range w.pods {
-		cs, err := w.r.connections(ctx, node, pod)
+		cs, err := w.r.connections(ctx, node, pod, state)
 		if err != nil {
-			continue // a missed snapshot; the final one decides
+			continue // a missed snapshot; the last one decides
 		}
 		w.mu.Lock()
 		w.logs[node].Add(cs)
@@ -875,24 +904,28 @@ func (w *connWatch) poll(ctx context.Context) {
 	}
 }
 
-// stop ends the polling, takes a last snapshot and returns the merged
-// tables by node.
+// stop takes the last snapshot and returns the merged tables by node.
 func (w *connWatch) stop(ctx context.Context) map[string]ConnLog {
 	if w == nil {
 		return nil
 	}
-	w.cancel()
+	close(w.stopped)
 	w.wg.Wait()
-	w.poll(ctx)
+	w.poll(ctx, "")
 	return w.logs
 }
 
-// connections reads the /connections of node's agent for pod. An agent
+// connections reads the /connections of node's agent for pod (and
+// state, if not empty). An agent
 // without the endpoint (404) is an error that says the proxy is not
 // wired.
-func (r *runner) connections(ctx context.Context, node, pod string) ([]AgentConn, error) {
+func (r *runner) connections(ctx context.Context, node, pod, state string) ([]AgentConn, error) {
 	c := kubelet.NetnsHTTPClient(r.nodeNs[node], 5*time.Second)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kubelet.AgentAdmin+"/connections?pod="+pod, nil)
+	q := url.Values{"pod": {pod}}
+	if state != "" {
+		q.Set("state", state)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kubelet.AgentAdmin+"/connections?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}

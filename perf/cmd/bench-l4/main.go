@@ -59,6 +59,7 @@ Flags:
 	fs.IntVar(&o.Workers, "workers", 8, "parallel workers of the connections-per-second run")
 	fs.IntVar(&o.Streams, "streams", 1, "parallel TCP streams of the throughput run (iperf3 --parallel)")
 	fs.StringVar(&o.Prefix, "prefix", "fm-l4-", "the lab's namespace prefix")
+	fs.StringVar(&o.StateDir, "state-dir", l4bench.DefaultStateDir, "the lab's state directory")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "longest wait for the lab and for each mode's first connection")
 	fs.Parse(os.Args[1:])
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))

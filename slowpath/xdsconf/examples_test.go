@@ -1,6 +1,7 @@
 package xdsconf
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -525,4 +526,108 @@ func clonedMap(m map[string]proto.Message) map[string]proto.Message {
 		out[k] = v
 	}
 	return out
+}
+
+// A headless Service has no VIP: the DNS table answers its name with
+// its ready endpoints, and its pods, called by IP, are tunnelled.
+func TestExamplesHeadless(t *testing.T) {
+	snap := storeFor(t, map[string]string{"30-headless.yaml": `
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: production}
+spec:
+  clusterIP: None
+  selector: {app: ratings}
+  ports:
+  - {name: tcp, port: 5432, targetPort: 5432, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: production
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+ports:
+- {name: tcp, port: 5432, protocol: TCP}
+endpoints:
+- addresses: ["10.200.2.12"]
+  conditions: {ready: true}
+  nodeName: node2
+  targetRef: {kind: Pod, namespace: production, name: ratings}
+`}, "node1")
+	const db = "db.production.svc.cluster.local"
+	if got := snap.Hosts[db]; len(got) != 1 || got[0] != netip.MustParseAddr("10.200.2.12") {
+		t.Errorf("Hosts[%s] = %v, want [10.200.2.12]", db, got)
+	}
+	c := snap.Clusters["outbound|5432||"+db]
+	if c == nil || c.TLS == nil || c.Endpoints == nil {
+		t.Fatalf("headless cluster %+v", c)
+	}
+	// No chain for it: the passthrough default chain, as docs/xds.md says.
+	if ch := snap.Outbound.Match(MatchInput{Destination: ap("10.200.2.12:5432")}); ch == nil || ch.Name != "outbound-passthrough" {
+		t.Errorf("chain %v", ch)
+	}
+	if snap.Endpoints[netip.MustParseAddr("10.200.2.12")] == nil {
+		t.Error("the pod is not in Endpoints")
+	}
+}
+
+// Connections read snapshots while updates replace them (run with
+// -race).
+func TestStoreConcurrent(t *testing.T) {
+	s := NewStore()
+	res := meshResources(t, loadModel(t, nil), "node1")
+	feed(t, s, res, "v0")
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			out, in := fixtureInputs()
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				snap := s.Snapshot()
+				c := snap.Outbound.Match(out)
+				if c == nil || c.HTTP == nil {
+					errs <- fmt.Errorf("no outbound chain")
+					return
+				}
+				cl := snap.Clusters[c.HTTP.DefaultCluster]
+				e, err := cl.Pick(out.Source, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				e.Active.Add(1)
+				snap.Inbound.Match(in).RBAC.Evaluate(AuthzInput{Principal: idFrontend, Source: in.Source, Destination: in.Destination})
+				e.Active.Add(-1)
+			}
+		}()
+	}
+	for i := range 50 {
+		// Alternate equal copies (recompiled nothing) and real changes.
+		eds := clonedMap(res[resource.EndpointType])
+		if i%2 == 1 {
+			c := proto.Clone(eds["outbound|9080||"+reviews]).(*endpointv3.ClusterLoadAssignment)
+			c.Endpoints = c.Endpoints[:1]
+			eds["outbound|9080||"+reviews] = c
+		}
+		if err := s.Update(resource.EndpointType, eds, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Update(resource.RouteType, res[resource.RouteType], fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -8,6 +8,33 @@
 // names it, the field and why (the agent NACKs with it). Store swaps a new
 // Snapshot in atomically; connections read it without a lock and without
 // touching protobuf.
+//
+// The agent's xDS validator calls Store.Update with every resource of a
+// type; the proxy calls Store.Snapshot once per connection, then
+// Listener.Match, RBAC.Evaluate, TCPProxy.PickCluster (or
+// HTTPChain.PickCluster) and Cluster.Pick on it, none of which allocates.
+//
+// What is refused: fields the slow path does not handle (each message is
+// checked field by field, and fields unknown to this build are refused,
+// not dropped), filters other than network RBAC, tcp_proxy and the HTTP
+// connection manager (with HTTP RBAC, fault and router), transport
+// sockets other than tls and raw_buffer, TLS contexts whose certificate
+// or validation context is not the agent's (a workload SVID named by its
+// SPIFFE ID downstream, SDS "default" upstream, SDS "ROOTCA" for peers),
+// upstream SAN matchers other than exact SPIFFE IDs, RBAC matchers on
+// metadata, filter state or CEL, and regular expressions RE2 does not
+// compile. Fields that change nothing at L4 (outlier detection, HTTP
+// protocol options, faults, DNS tuning) are accepted and left to L7.
+//
+// Authorization at L4: network RBAC filters follow Envoy's network
+// filter (a header matcher sees a missing header, url_path never
+// matches). HTTP RBAC filters are enforced per connection too, before
+// any request is read, so a matcher on the request (header, url_path)
+// cannot be decided; it is decided as docs/xds.md's fail-closed rule
+// says: an ALLOW policy matches less (never more than it says), a DENY
+// policy more, whatever not_id/not_rule enclose it. The fixture's
+// "GET /api/reviews/* from frontend" therefore allows no connection
+// until L7 evaluates requests.
 package xdsconf
 
 import (

@@ -53,7 +53,7 @@ type Tables struct {
 func Build(m *model.Model) *Tables {
 	ids := identityIDs(m)
 	t := &Tables{Mesh: &fibv1.FlowTable{Node: ""}, Nodes: make(map[string]*fibv1.FlowTable, len(m.Nodes))}
-	t.Mesh.Routes = routes(m)
+	t.Mesh.Routes = routes(m, ids)
 	t.Mesh.Services = services(m, ids)
 	t.Mesh.Identities = make([]*fibv1.Identity, 0, len(ids))
 	for spiffe, id := range ids {
@@ -97,8 +97,11 @@ func Build(m *model.Model) *Tables {
 // addresses are live pods (a packet to an address no pod holds is left to
 // the kernel rather than sent across the fabric), and a pod added or
 // removed is visible in every node's FIB; the CIDR routes stay for
-// packets to pods whose IP the controller has not seen yet.
-func routes(m *model.Model) []*fibv1.Route {
+// packets to pods whose IP the controller has not seen yet. A host route
+// names the pod's identity (identity_id) when the pod is in the mesh, so
+// that a peer called by its IP is reached over mTLS and verified; 0 for
+// a pod outside the mesh (it takes plaintext) and for CIDR routes.
+func routes(m *model.Model, ids map[string]uint32) []*fibv1.Route {
 	var out []*fibv1.Route
 	nextHop := map[string]string{}
 	for _, n := range m.Nodes {
@@ -123,7 +126,7 @@ func routes(m *model.Model) []*fibv1.Route {
 		if err != nil || !a.Is4() {
 			continue
 		}
-		out = append(out, &fibv1.Route{Prefix: netip.PrefixFrom(a, 32).String(), NextHop: hop, Node: w.Node})
+		out = append(out, &fibv1.Route{Prefix: netip.PrefixFrom(a, 32).String(), NextHop: hop, Node: w.Node, IdentityId: ids[w.Identity]})
 	}
 	slices.SortFunc(out, func(a, b *fibv1.Route) int {
 		return cmp.Or(strings.Compare(a.Prefix, b.Prefix), strings.Compare(a.Node, b.Node))

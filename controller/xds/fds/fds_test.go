@@ -57,9 +57,9 @@ func TestBuild(t *testing.T) {
 	wantMesh := &fibv1.FlowTable{
 		Routes: []*fibv1.Route{
 			{Prefix: "10.200.1.0/24", NextHop: "10.100.0.1", Node: "node1"},
-			{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1"},
+			{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1", IdentityId: a},
 			{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2"},
-			{Prefix: "10.201.0.5/32", NextHop: "10.100.0.2", Node: "node2"},
+			{Prefix: "10.201.0.5/32", NextHop: "10.100.0.2", Node: "node2", IdentityId: b},
 		},
 		Services: []*fibv1.ServiceVIP{
 			{Hostname: "a.prod.svc.cluster.local", Vip: "10.96.0.1", Port: 53, Protocol: fibv1.Protocol_UDP,
@@ -155,7 +155,8 @@ func TestOutsideMesh(t *testing.T) {
 		pod("prod", "in", "10.200.1.11", nil),
 		pod("prod", "out", "10.200.1.12", map[string]string{model.LabelDataplaneMode: model.DataplaneModeNone}),
 		pod("legacy", "old", "10.200.1.13", nil),
-		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.100.0.1"}}}},
 	}
 	s := &config.Snapshot{}
 	for _, o := range objs {
@@ -185,6 +186,14 @@ func TestOutsideMesh(t *testing.T) {
 	}
 	if d := cmp.Diff([]*fibv1.Identity{{Id: in, SpiffeId: "spiffe://cluster.local/ns/prod/sa/in"}}, tb.Mesh.Identities, protocmp.Transform()); d != "" {
 		t.Errorf("identities (-want +got): only the captured pod's\n%s", d)
+	}
+	wantRoutes := []*fibv1.Route{ // host routes: the identity of pods in the mesh only
+		{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1", IdentityId: in},
+		{Prefix: "10.200.1.12/32", NextHop: "10.100.0.1", Node: "node1"},
+		{Prefix: "10.200.1.13/32", NextHop: "10.100.0.1", Node: "node1"},
+	}
+	if d := cmp.Diff(wantRoutes, tb.Mesh.Routes, protocmp.Transform()); d != "" {
+		t.Errorf("routes (-want +got):\n%s", d)
 	}
 	for _, sv := range tb.Mesh.Services {
 		for _, be := range sv.Backends {

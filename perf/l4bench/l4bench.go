@@ -166,6 +166,9 @@ type ModeResult struct {
 	Path    string   `json:"path"`
 	Proxies []string `json:"proxies,omitempty"`
 	Samples []Sample `json:"samples"`
+	// Tunnel is the fibmesh tunnel's TLS version and cipher suite, as
+	// the client's agent reports them.
+	Tunnel string `json:"tunnel,omitempty"`
 	// Error is why the mode failed; its samples up to then are kept.
 	Error string `json:"error,omitempty"`
 }
@@ -271,6 +274,9 @@ func (r *Result) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "machine: %d CPUs, load average %.2f before the rounds, %.2f after\n", r.CPUs, r.LoadStart, r.LoadEnd)
 	}
 	for _, m := range r.Modes {
+		if m.Tunnel != "" {
+			fmt.Fprintf(w, "%s tunnel: %s (as the agents report it)\n", m.Mode, m.Tunnel)
+		}
 		if m.Error != "" {
 			fmt.Fprintf(w, "%s FAILED: %s\n", m.Mode, m.Error)
 		}
@@ -408,7 +414,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
 			}
-			s, err := r.sample(ctx, mr.Mode, round)
+			s, err := r.sample(ctx, mr, round)
 			if err != nil {
 				mr.Error = fmt.Sprintf("round %d: %v", round, err)
 				fmt.Fprintf(o.Out, "round %d %-8s FAILED: %v\n", round, mr.Mode, err)
@@ -741,7 +747,8 @@ func (r *runner) cps(ctx context.Context, pod, addr string, o CPSOptions) (CPSRe
 // sample measures one round of mode m: a throughput run, then a
 // connections-per-second run, each between two reads of the proxies'
 // CPU time.
-func (r *runner) sample(ctx context.Context, m Mode, round int) (Sample, error) {
+func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample, error) {
+	m := mr.Mode
 	s := Sample{Round: round}
 	pod, stream, echo := r.client(m)
 	pids, err := r.proxyPIDs(ctx, m)
@@ -775,7 +782,7 @@ func (r *runner) sample(ctx context.Context, m Mode, round int) (Sample, error) 
 	s.Stream, s.Gbps = st, st.Gbps()
 	s.ProxyCPU = cpu1 - cpu0
 	s.ProxyCPUPerGB = s.ProxyCPU / (float64(st.Bytes) / 1e9)
-	if err := r.verify(m, logs, st, start); err != nil {
+	if err := r.verify(mr, logs, st, start); err != nil {
 		return s, err
 	}
 
@@ -833,18 +840,23 @@ func (r *runner) throughput(ctx context.Context, m Mode, pod, stream string, pid
 // verify checks where a throughput run's bytes went: through both
 // agents' tunnel for fibmesh; through neither agent for the other modes
 // (when the lab runs a mesh: a pod outside the mesh must not be captured).
-func (r *runner) verify(m Mode, logs map[string]ConnLog, st Stream, start time.Time) error {
+func (r *runner) verify(mr *ModeResult, logs map[string]ConnLog, st Stream, start time.Time) error {
 	if !r.mesh {
 		return nil
 	}
 	t := r.t
+	m := mr.Mode
 	if m == ModeFibmesh {
-		return CheckTunnel(logs[t.ClientNode], logs[t.ServerNode], TunnelWant{
+		tunnel, err := CheckTunnel(logs[t.ClientNode], logs[t.ServerNode], TunnelWant{
 			ClientPod: r.mesh2("client"), ServerPod: r.mesh2("server"),
 			Destination: t.ServiceIP.String() + ":" + strconv.Itoa(t.StreamPort), ServerPort: t.StreamPort,
 			ClientID: t.SpiffeID(t.MeshNamespace, "client"), ServerID: t.SpiffeID(t.MeshNamespace, "server"),
 			Bytes: st.Bytes, Since: start,
 		})
+		if err == nil {
+			mr.Tunnel = tunnel
+		}
+		return err
 	}
 	for node, pod := range map[string]string{t.ClientNode: r.plain("client-plain"), t.ServerNode: r.plain("server-plain")} {
 		if cs := Bypassed(logs[node], pod, start); len(cs) > 0 {

@@ -12,19 +12,23 @@ import (
 // AgentConn is the part of one entry of an agent's /connections (package
 // agent/admin, Connection) that the bench reads.
 type AgentConn struct {
-	ID            uint64    `json:"id"`
-	Direction     string    `json:"direction"`
-	Pod           string    `json:"pod"`
-	Source        string    `json:"source"`
-	Destination   string    `json:"destination"`
-	Upstream      string    `json:"upstream"`
-	LocalIdentity string    `json:"localIdentity"`
-	PeerIdentity  string    `json:"peerIdentity"`
-	TLS           string    `json:"tls"`
-	State         string    `json:"state"`
-	BytesOut      uint64    `json:"bytesOut"`
-	BytesIn       uint64    `json:"bytesIn"`
-	Start         time.Time `json:"start"`
+	ID            uint64 `json:"id"`
+	Direction     string `json:"direction"`
+	Pod           string `json:"pod"`
+	Source        string `json:"source"`
+	Destination   string `json:"destination"`
+	Upstream      string `json:"upstream"`
+	LocalIdentity string `json:"localIdentity"`
+	PeerIdentity  string `json:"peerIdentity"`
+	// Mode is how the agent reached the upstream: "tunnel" (mTLS to the
+	// peer's agent), "plaintext", "passthrough", "app" (inbound).
+	Mode       string    `json:"mode"`
+	TLSVersion string    `json:"tlsVersion"`
+	TLSCipher  string    `json:"tlsCipher"`
+	State      string    `json:"state"`
+	BytesOut   uint64    `json:"bytesOut"`
+	BytesIn    uint64    `json:"bytesIn"`
+	Start      time.Time `json:"start"`
 }
 
 // ParseConnections reads an agent's /connections response (a JSON array).
@@ -72,26 +76,29 @@ type TunnelWant struct {
 // for a snapshot taken before the last bytes were counted.
 const MinShare = 0.9
 
-// CheckTunnel says whether the client's agent (client) and the server's
-// agent (server) carried the transfer w describes: an outbound
+// CheckTunnel says whether the client's agent (its table: client) and
+// the server's (server) carried the transfer w describes: an outbound
 // connection of w.ClientPod to w.Destination and an inbound one of
 // w.ServerPod to port w.ServerPort, both started since w.Since, both over
-// TLS with the peer's SPIFFE ID verified as the other pod's, together
-// relaying at least MinShare of w.Bytes. The error says what was missing
-// and what the tables held instead.
-func CheckTunnel(client, server ConnLog, w TunnelWant) error {
+// TLS with the peer's SPIFFE ID verified as the other pod's, each side
+// relaying at least MinShare of w.Bytes. It returns the tunnel's TLS
+// version and cipher suite as the client's agent reports them; the error
+// says what was missing and what the tables held instead.
+func CheckTunnel(client, server ConnLog, w TunnelWant) (string, error) {
 	since := w.Since.Add(-time.Second) // the agents' clocks are this host's; allow rounding
 	var out, in uint64
 	var outN, inN int
 	var seen []string
+	var tunnel string
 	for _, c := range client {
 		if c.Pod != w.ClientPod || !strings.EqualFold(c.Direction, "outbound") || c.Destination != w.Destination || c.Start.Before(since) {
 			continue
 		}
-		if c.TLS == "" || c.PeerIdentity != w.ServerID {
-			seen = append(seen, fmt.Sprintf("client side %s -> %s upstream %s tls=%q peer=%q", c.Source, c.Destination, c.Upstream, c.TLS, c.PeerIdentity))
+		if c.TLSVersion == "" || c.PeerIdentity != w.ServerID {
+			seen = append(seen, fmt.Sprintf("client side %s -> %s mode %q upstream %s tls=%q peer=%q", c.Source, c.Destination, c.Mode, c.Upstream, c.TLSVersion, c.PeerIdentity))
 			continue
 		}
+		tunnel = strings.TrimSpace(c.TLSVersion + " " + c.TLSCipher)
 		out += c.BytesOut
 		outN++
 	}
@@ -99,8 +106,8 @@ func CheckTunnel(client, server ConnLog, w TunnelWant) error {
 		if c.Pod != w.ServerPod || !strings.EqualFold(c.Direction, "inbound") || port(c.Destination) != w.ServerPort || c.Start.Before(since) {
 			continue
 		}
-		if c.TLS == "" || c.PeerIdentity != w.ClientID {
-			seen = append(seen, fmt.Sprintf("server side %s -> %s tls=%q peer=%q", c.Source, c.Destination, c.TLS, c.PeerIdentity))
+		if c.TLSVersion == "" || c.PeerIdentity != w.ClientID {
+			seen = append(seen, fmt.Sprintf("server side %s -> %s tls=%q peer=%q", c.Source, c.Destination, c.TLSVersion, c.PeerIdentity))
 			continue
 		}
 		in += c.BytesIn
@@ -119,13 +126,13 @@ func CheckTunnel(client, server ConnLog, w TunnelWant) error {
 		problems = append(problems, fmt.Sprintf("the server's agent relayed %d bytes of the %d received", in, w.Bytes))
 	}
 	if len(problems) == 0 {
-		return nil
+		return tunnel, nil
 	}
 	msg := "the transfer did not go through the agents' mTLS tunnel: " + strings.Join(problems, "; ")
 	if len(seen) > 0 {
 		msg += "; seen instead: " + strings.Join(seen, "; ")
 	}
-	return fmt.Errorf("%s", msg)
+	return "", fmt.Errorf("%s", msg)
 }
 
 // Bypassed returns the connections in l of pod started since since: for

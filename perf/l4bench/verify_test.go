@@ -14,7 +14,7 @@ func TestCheckTunnel(t *testing.T) {
 		ClientID: clientID, ServerID: serverID, Bytes: 1_000_000, Since: t0}
 	out := func(mod func(*AgentConn)) AgentConn {
 		c := AgentConn{ID: 1, Direction: "outbound", Pod: "bench/client", Source: "10.200.1.11:40000", Destination: "10.96.0.200:5201",
-			Upstream: "10.200.2.11:15008", LocalIdentity: clientID, PeerIdentity: serverID, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256",
+			Upstream: "10.200.2.11:15008", LocalIdentity: clientID, PeerIdentity: serverID, Mode: "tunnel", TLSVersion: "TLS 1.3", TLSCipher: "TLS_AES_128_GCM_SHA256",
 			State: "closed", BytesOut: 1_000_037, BytesIn: 10, Start: t0.Add(10 * time.Millisecond)}
 		if mod != nil {
 			mod(&c)
@@ -23,7 +23,7 @@ func TestCheckTunnel(t *testing.T) {
 	}
 	in := func(mod func(*AgentConn)) AgentConn {
 		c := AgentConn{ID: 7, Direction: "inbound", Pod: "bench/server", Source: "10.200.1.11:40000", Destination: "10.200.2.11:5201",
-			Upstream: "10.200.2.11:5201", LocalIdentity: serverID, PeerIdentity: clientID, TLS: "TLS 1.3 TLS_AES_128_GCM_SHA256",
+			Upstream: "10.200.2.11:5201", LocalIdentity: serverID, PeerIdentity: clientID, Mode: "app", TLSVersion: "TLS 1.3", TLSCipher: "TLS_AES_128_GCM_SHA256",
 			State: "closed", BytesOut: 10, BytesIn: 1_000_037, Start: t0.Add(12 * time.Millisecond)}
 		if mod != nil {
 			mod(&c)
@@ -42,8 +42,8 @@ func TestCheckTunnel(t *testing.T) {
 			server: log(in(func(c *AgentConn) { c.BytesIn = 999_000 }))},
 		{name: "no agent tables", client: ConnLog{}, server: ConnLog{},
 			wantErr: "the client's agent lists no mTLS connection of bench/client to 10.96.0.200:5201"},
-		{name: "plaintext", client: log(out(func(c *AgentConn) { c.TLS, c.PeerIdentity = "", "" })), server: log(in(nil)),
-			wantErr: `seen instead: client side 10.200.1.11:40000 -> 10.96.0.200:5201 upstream 10.200.2.11:15008 tls="" peer=""`},
+		{name: "plaintext", client: log(out(func(c *AgentConn) { c.TLSVersion, c.TLSCipher, c.PeerIdentity, c.Mode = "", "", "", "plaintext" })), server: log(in(nil)),
+			wantErr: `seen instead: client side 10.200.1.11:40000 -> 10.96.0.200:5201 mode "plaintext" upstream 10.200.2.11:15008 tls="" peer=""`},
 		{name: "wrong peer", client: log(out(nil)), server: log(in(func(c *AgentConn) { c.PeerIdentity = top.SpiffeID("other", "x") })),
 			wantErr: "the server's agent lists no mTLS connection to bench/server port 5201"},
 		{name: "too few bytes", client: log(out(func(c *AgentConn) { c.BytesOut = 100 })), server: log(in(nil)),
@@ -56,10 +56,13 @@ func TestCheckTunnel(t *testing.T) {
 			wantErr: "the client's agent lists no mTLS connection"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckTunnel(tc.client, tc.server, want)
+			tunnel, err := CheckTunnel(tc.client, tc.server, want)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
+				}
+				if tunnel != "TLS 1.3 TLS_AES_128_GCM_SHA256" {
+					t.Errorf("tunnel = %q", tunnel)
 				}
 				return
 			}

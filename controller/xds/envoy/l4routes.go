@@ -52,7 +52,8 @@ type l4Entry struct {
 // tcp or tls rule for the port) and the chains its rules add; without a
 // VIP (a ServiceEntry without addresses), only the chains of its tls
 // rules, matched on the port and SNI alone, whose default is the
-// passthrough cluster. tls reports whether a chain matches on SNI.
+// passthrough cluster. sni reports whether a chain matches on SNI (the
+// port then needs the tls_inspector).
 func (b *builder) l4Chains(ix *index, svc *model.Service, p model.Port, vip netip.Addr) (chains []*listenerv3.FilterChain, sni bool, err error) {
 	pn := uint32(p.Port)
 	base := "*_" + port(pn)

@@ -64,7 +64,7 @@ type origKey struct {
 	port int
 }
 
-func nsFile(t *testing.T, peer *netnstest.Peer) *os.File {
+func nsFile(t testing.TB, peer *netnstest.Peer) *os.File {
 	t.Helper()
 	var f *os.File
 	if err := peer.Do(func() (err error) { f, err = os.Open("/proc/thread-self/ns/net"); return err }); err != nil {
@@ -77,7 +77,7 @@ func nsFile(t *testing.T, peer *netnstest.Peer) *os.File {
 // fdCount counts the process's sockets and namespace descriptors, what
 // the proxy opens (not pipes: io.Copy between TCP sockets keeps a pool of
 // splice pipes).
-func fdCount(t *testing.T) int {
+func fdCount(t testing.TB) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
@@ -106,7 +106,17 @@ func fdList() []string {
 // newLab builds the pair, the apps and a Proxy serving both pods. The
 // returned check, deferred first, verifies no goroutine or fd leaked once
 // everything is closed.
-func newLab(t *testing.T, opts ...func(*Config)) *lab {
+func newLab(t *testing.T, opts ...func(*Config)) *lab { return newLabTB(t, opts...) }
+
+// newLabB is newLab for a benchmark, with the VIP as every outbound
+// connection's original destination.
+func newLabB(b *testing.B) *lab {
+	l := newLabTB(b)
+	l.orig.Store(origKey{"client", 15001}, vip)
+	return l
+}
+
+func newLabTB(t testing.TB, opts ...func(*Config)) *lab {
 	t.Helper()
 	testenv.NeedRoot(t)
 	l := &lab{ca: newTestCA(t, "cluster.local"), serverRemote: make(chan netip.AddrPort, 16)}
@@ -177,7 +187,7 @@ func newLab(t *testing.T, opts ...func(*Config)) *lab {
 
 // startApps runs, in B, an echo server on appPort and permPort (it
 // echoes until EOF, then half-closes) and one on outPort.
-func (l *lab) startApps(t *testing.T) {
+func (l *lab) startApps(t testing.TB) {
 	for _, port := range []uint16{appPort, permPort, outPort} {
 		ln := l.pair.B.Listen(t, port)
 		var wg sync.WaitGroup
@@ -295,7 +305,7 @@ func echoData(t *testing.T, c *net.TCPConn, data []byte) {
 // dialMaybe connects from peer to addr; nil when the connection was
 // reset before connect returned (a refusal that quick races Go's check of
 // SO_ERROR).
-func dialMaybe(t *testing.T, peer *netnstest.Peer, addr netip.AddrPort) *net.TCPConn {
+func dialMaybe(t testing.TB, peer *netnstest.Peer, addr netip.AddrPort) *net.TCPConn {
 	t.Helper()
 	var c net.Conn
 	err := peer.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr.String(), 10*time.Second); return err })

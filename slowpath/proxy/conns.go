@@ -310,13 +310,13 @@ func (d *denial) Error() string { return "denied by RBAC policy " + d.policy }
 
 // fail ends a connection that was not established and counts why.
 func (p *Proxy) fail(c *conn, err error) {
-	reason := reasonHandshake
+	reason := ReasonHandshake
 	var r *refusal
 	var d *denial
 	result := resultRefused
 	switch {
 	case c.isAborted():
-		reason = "aborted"
+		reason = ReasonAborted
 	case errors.As(err, &d):
 		result = resultDenied
 		policy := d.policy

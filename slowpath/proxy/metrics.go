@@ -10,25 +10,27 @@ const (
 	resultDenied      = "denied"      // rbac_denied_total says by which policy
 )
 
-// Reasons of refused_total (listener, reason). Every refusal has one;
-// aborted counts connections cut by RemovePod or Close during setup.
+// Reasons of fibmesh_agent_proxy_refused_total{listener,reason}, also
+// an Event's Reason and a closed ConnInfo's. Every refusal has one.
 const (
-	reasonOverload       = "overload"        // more than MaxPendingHandshakes pending in the pod
-	reasonNoConfig       = "no-config"       // no snapshot yet
-	reasonNoOriginalDst  = "no-original-dst" // SO_ORIGINAL_DST failed, or pointed at the proxy itself
-	reasonNoChain        = "no-chain"        // no listener or no matching chain (STRICT port on 15006; a tunnel chain without TLS)
-	reasonPassthroughOff = "passthrough-refused"
-	reasonNoCluster      = "no-cluster"       // the chain's cluster is unknown
-	reasonNoEndpoint     = "no-endpoint"      // the cluster has no healthy endpoint
-	reasonUpstream       = "upstream"         // every endpoint tried failed to connect or handshake
-	reasonHandshake      = "handshake"        // TLS handshake failed otherwise (garbage, timeout, version)
-	reasonNoClientCert   = "no-client-cert"   // the client sent no certificate
-	reasonBadTrustDomain = "bad-trust-domain" // the peer's SPIFFE ID is of another trust domain
-	reasonBadCertificate = "bad-certificate"  // no SPIFFE ID, or no chain to the bundle
-	reasonALPN           = "alpn"             // the client did not offer fibmesh/1
-	reasonProxyHeader    = "proxy-header"     // missing, malformed, truncated or slow PROXY header
-	reasonBadDestination = "bad-destination"  // the PROXY/original destination is not this pod's app
-	reasonUpstreamApp    = "app-connect"      // the local app refused the connection
+	ReasonAborted        = "aborted"             // cut by RemovePod or Close during setup
+	ReasonOverload       = "overload"            // more than MaxPendingHandshakes pending in the pod
+	ReasonNoConfig       = "no-config"           // no snapshot yet
+	ReasonNoOriginalDst  = "no-original-dst"     // SO_ORIGINAL_DST failed, or pointed at the proxy itself
+	ReasonNoChain        = "no-chain"            // no listener or no matching chain (STRICT port on 15006; a tunnel chain without TLS)
+	ReasonPassthroughOff = "passthrough-refused" // outside the mesh and no default chain (REGISTRY_ONLY)
+	ReasonNoCluster      = "no-cluster"          // the chain's cluster is unknown
+	ReasonNoEndpoint     = "no-endpoint"         // the cluster has no healthy endpoint
+	ReasonOverflow       = "overflow"            // the cluster's max_connections from this pod are in use
+	ReasonUpstream       = "upstream"            // every endpoint tried failed to connect or handshake
+	ReasonHandshake      = "handshake"           // TLS handshake failed otherwise (garbage, timeout, version)
+	ReasonNoClientCert   = "no-client-cert"      // the client sent no certificate
+	ReasonBadTrustDomain = "bad-trust-domain"    // the peer's SPIFFE ID is of another trust domain
+	ReasonBadCertificate = "bad-certificate"     // no SPIFFE ID, or no chain to the bundle
+	ReasonALPN           = "alpn"                // the client did not offer fibmesh/1
+	ReasonProxyHeader    = "proxy-header"        // missing, malformed, truncated or slow PROXY header
+	ReasonBadDestination = "bad-destination"     // the PROXY/original destination is not this pod's app
+	ReasonUpstreamApp    = "app-connect"         // the local app refused the connection
 )
 
 type metrics struct {

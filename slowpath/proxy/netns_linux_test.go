@@ -510,19 +510,19 @@ func TestOutboundModes(t *testing.T) {
 			snap: func(s *xdsconf.Snapshot) {
 				s.Clusters["outbound|80||echo.default.svc.cluster.local"].Endpoints.Hosts[0].Plaintext = true
 			}},
-		{name: "REGISTRY_ONLY refuses", dst: netip.AddrPortFrom(B, outPort), refused: reasonPassthroughOff,
+		{name: "REGISTRY_ONLY refuses", dst: netip.AddrPortFrom(B, outPort), refused: ReasonPassthroughOff,
 			snap: func(s *xdsconf.Snapshot) { s.Outbound.Default = nil }},
-		{name: "no endpoint", dst: vip, refused: reasonNoEndpoint,
+		{name: "no endpoint", dst: vip, refused: ReasonNoEndpoint,
 			snap: func(s *xdsconf.Snapshot) {
 				s.Clusters["outbound|80||echo.default.svc.cluster.local"].Endpoints = &xdsconf.Endpoints{}
 			}},
-		{name: "unknown cluster", dst: vip, refused: reasonNoCluster,
+		{name: "unknown cluster", dst: vip, refused: ReasonNoCluster,
 			snap: func(s *xdsconf.Snapshot) { delete(s.Clusters, "outbound|80||echo.default.svc.cluster.local") }},
-		{name: "server ID not in SANs", dst: vip, refused: reasonUpstream,
+		{name: "server ID not in SANs", dst: vip, refused: ReasonUpstream,
 			snap: func(s *xdsconf.Snapshot) {
 				s.Clusters["outbound|80||echo.default.svc.cluster.local"].TLS.SANs = []spiffeid.ID{l.clientID}
 			}},
-		{name: "no config", dst: vip, refused: reasonNoConfig},
+		{name: "no config", dst: vip, refused: ReasonNoConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -569,9 +569,9 @@ func TestInboundPlaintext(t *testing.T) {
 		refused string
 	}{
 		{"PERMISSIVE port", B.AddrPort(permPort), ""},
-		{"STRICT port", B.AddrPort(appPort), reasonNoChain},
-		{"another pod's IP", l.pair.A.AddrPort(permPort), reasonBadDestination},
-		{"the agent's own port", B.AddrPort(slowpath.TunnelPort), reasonBadDestination},
+		{"STRICT port", B.AddrPort(appPort), ReasonNoChain},
+		{"another pod's IP", l.pair.A.AddrPort(permPort), ReasonBadDestination},
+		{"the agent's own port", B.AddrPort(slowpath.TunnelPort), ReasonBadDestination},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			l.orig.Store(origKey{"server", slowpath.InboundPlaintextPort}, tt.dst)
@@ -666,20 +666,20 @@ func TestTunnelRefusals(t *testing.T) {
 		send   []byte
 		reason string
 	}{
-		{"garbage", nil, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), reasonHandshake},
-		{"no client certificate", tlsCfg(nil, slowpath.TunnelALPN), header(src, B.AddrPort(appPort)), reasonNoClientCert},
-		{"other trust domain", tlsCfg(foreign, slowpath.TunnelALPN), header(src, B.AddrPort(appPort)), reasonBadTrustDomain},
-		{"wrong ALPN", tlsCfg(good, "h2"), header(src, B.AddrPort(appPort)), reasonALPN},
-		{"no ALPN", tlsCfg(good), header(src, B.AddrPort(appPort)), reasonALPN},
-		{"TLS 1.2", func() *tls.Config { c := tlsCfg(good, slowpath.TunnelALPN); c.MaxVersion = tls.VersionTLS12; return c }(), nil, reasonHandshake},
-		{"truncated PROXY header", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(appPort))[:20], reasonProxyHeader},
-		{"garbage PROXY header", tlsCfg(good, slowpath.TunnelALPN), []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), reasonProxyHeader},
-		{"LOCAL command", tlsCfg(good, slowpath.TunnelALPN), []byte(proxyproto.Signature + "\x20\x00\x00\x00"), reasonProxyHeader},
-		{"destination not this pod", tlsCfg(good, slowpath.TunnelALPN), header(src, l.pair.A.AddrPort(appPort)), reasonBadDestination},
-		{"destination the agent", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(slowpath.OutboundPort)), reasonBadDestination},
-		{"no chain for the port", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(6000)), reasonNoChain},
-		{"chain without TLS", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(7070)), reasonNoChain},
-		{"slow PROXY header", tlsCfg(good, slowpath.TunnelALPN), nil, reasonProxyHeader},
+		{"garbage", nil, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ReasonHandshake},
+		{"no client certificate", tlsCfg(nil, slowpath.TunnelALPN), header(src, B.AddrPort(appPort)), ReasonNoClientCert},
+		{"other trust domain", tlsCfg(foreign, slowpath.TunnelALPN), header(src, B.AddrPort(appPort)), ReasonBadTrustDomain},
+		{"wrong ALPN", tlsCfg(good, "h2"), header(src, B.AddrPort(appPort)), ReasonALPN},
+		{"no ALPN", tlsCfg(good), header(src, B.AddrPort(appPort)), ReasonALPN},
+		{"TLS 1.2", func() *tls.Config { c := tlsCfg(good, slowpath.TunnelALPN); c.MaxVersion = tls.VersionTLS12; return c }(), nil, ReasonHandshake},
+		{"truncated PROXY header", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(appPort))[:20], ReasonProxyHeader},
+		{"garbage PROXY header", tlsCfg(good, slowpath.TunnelALPN), []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), ReasonProxyHeader},
+		{"LOCAL command", tlsCfg(good, slowpath.TunnelALPN), []byte(proxyproto.Signature + "\x20\x00\x00\x00"), ReasonProxyHeader},
+		{"destination not this pod", tlsCfg(good, slowpath.TunnelALPN), header(src, l.pair.A.AddrPort(appPort)), ReasonBadDestination},
+		{"destination the agent", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(slowpath.OutboundPort)), ReasonBadDestination},
+		{"no chain for the port", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(6000)), ReasonNoChain},
+		{"chain without TLS", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(7070)), ReasonNoChain},
+		{"slow PROXY header", tlsCfg(good, slowpath.TunnelALPN), nil, ReasonProxyHeader},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -740,7 +740,7 @@ func TestSlowHandshakesBounded(t *testing.T) {
 	for i := range conns {
 		conns[i] = l.rawTunnel(t) // nil when refused that fast
 	}
-	l.waitRefused(t, "inbound", reasonOverload, n-pending)
+	l.waitRefused(t, "inbound", ReasonOverload, n-pending)
 	if g := runtime.NumGoroutine() - base; g > 2*pending {
 		t.Errorf("%d goroutines more with %d slow clients, want at most %d", g, n, 2*pending)
 	}
@@ -748,7 +748,7 @@ func TestSlowHandshakesBounded(t *testing.T) {
 	for _, c := range conns {
 		expectClosed(t, c)
 	}
-	l.waitRefused(t, "inbound", reasonHandshake, pending)
+	l.waitRefused(t, "inbound", ReasonHandshake, pending)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("slow handshakes closed after %v, deadline 500ms", d)
 	}
@@ -887,10 +887,39 @@ func TestOutboundServerName(t *testing.T) {
 	}
 	// Another name, and no TLS at all, take the chain without names.
 	for _, first := range [][]byte{clientHello(t, "other.example.com"), []byte("plain text, not TLS\n")} {
-		before := l.refused("outbound", reasonNoEndpoint)
+		before := l.refused("outbound", ReasonNoEndpoint)
 		c := l.callOutbound(t, tlsVIP)
 		c.Write(first)
 		expectClosed(t, c)
-		l.waitRefused(t, "outbound", reasonNoEndpoint, before+1)
+		l.waitRefused(t, "outbound", ReasonNoEndpoint, before+1)
 	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	l := newLab(t)
+	s := l.snapshot(nil)
+	s.Clusters["outbound|80||echo.default.svc.cluster.local"].MaxConnections = 1
+	l.snap.Store(s)
+	held := l.callOutbound(t, vip)
+	if _, err := held.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(held, one); err != nil {
+		t.Fatal(err)
+	}
+	// The one connection allowed is in use: the next overflows.
+	expectClosed(t, l.callOutbound(t, vip))
+	l.waitRefused(t, "outbound", ReasonOverflow, 1)
+	// Once it is closed, a new one goes through.
+	held.Close()
+	testenv.Until(t, 10*time.Second, "the held connection's rows closed", func() bool {
+		for _, r := range l.p.Connections() {
+			if r.State != StateClosed {
+				return false
+			}
+		}
+		return true
+	})
+	echo(t, l.callOutbound(t, vip), 1<<10)
 }

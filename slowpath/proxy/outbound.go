@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/fibmesh/fibmesh/slowpath"
@@ -36,21 +37,21 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	src := addrPortOf(down.RemoteAddr())
 	dst, err := ps.p.cfg.OriginalDestination(down, ps.pod, slowpath.OutboundPort)
 	if err != nil {
-		return nil, refuse(reasonNoOriginalDst, err)
+		return nil, refuse(ReasonNoOriginalDst, err)
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if dst == addrPortOf(down.LocalAddr()) || !dst.IsValid() {
 		// Nothing redirected this connection: it was made to the
 		// outbound port itself, and relaying it would loop.
-		return nil, refuse(reasonNoOriginalDst, fmt.Errorf("original destination %v is the outbound listener itself", dst))
+		return nil, refuse(ReasonNoOriginalDst, fmt.Errorf("original destination %v is the outbound listener itself", dst))
 	}
 	c.update(func(i *ConnInfo) { i.Destination = dst })
 	snap := ps.p.cfg.Snapshot()
 	if snap == nil {
-		return nil, refuse(reasonNoConfig, nil)
+		return nil, refuse(ReasonNoConfig, nil)
 	}
 	if snap.Outbound == nil {
-		return nil, refuse(reasonNoChain, errors.New("no outbound listener"))
+		return nil, refuse(ReasonNoChain, errors.New("no outbound listener"))
 	}
 	var sni string
 	if sniffPorts(snap.Outbound).has(dst.Port()) {
@@ -63,7 +64,7 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	}
 	chain := snap.Outbound.Match(xdsconf.MatchInput{Destination: dst, Source: src, ServerName: sni})
 	if chain == nil {
-		return nil, refuse(reasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
+		return nil, refuse(ReasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
 	}
 	name := chainCluster(chain)
 	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, name })
@@ -73,11 +74,25 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 		c.mu.Unlock()
 	}
 	if name == "" {
-		return nil, refuse(reasonNoCluster, fmt.Errorf("filter chain %s names no cluster", chain.Name))
+		return nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s names no cluster", chain.Name))
 	}
 	cl := snap.Clusters[name]
 	if cl == nil {
-		return nil, refuse(reasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
+		return nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
+	}
+	if cl.MaxConnections > 0 {
+		// The circuit breaker, per pod as a sidecar's: the cluster's
+		// connections from this pod, by name so that it holds across
+		// snapshots.
+		v, _ := ps.clusterConns.LoadOrStore(cl.Name, new(atomic.Int64))
+		n := v.(*atomic.Int64)
+		if n.Add(1) > int64(cl.MaxConnections) {
+			n.Add(-1)
+			return nil, refuse(ReasonOverflow, fmt.Errorf("cluster %s has its max_connections (%d) from this pod", cl.Name, cl.MaxConnections))
+		}
+		c.mu.Lock()
+		c.onClose = append(c.onClose, func() { n.Add(-1) })
+		c.mu.Unlock()
 	}
 	timeout := cl.ConnectTimeout
 	if timeout <= 0 {
@@ -101,19 +116,19 @@ func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snap
 		if ec.TLS != nil && !endpointPlaintext(ec, dst.Addr()) {
 			up, err := ps.tunnel(ctx, c, ec.TLS.SANs, dst, src, timeout)
 			if err != nil {
-				return nil, refuse(reasonUpstream, err)
+				return nil, refuse(ReasonUpstream, err)
 			}
 			return up, nil
 		}
 		up, err := ps.plain(ctx, c, dst, ModePlaintext, timeout)
 		if err != nil {
-			return nil, refuse(reasonUpstream, err)
+			return nil, refuse(ReasonUpstream, err)
 		}
 		return up, nil
 	}
 	up, err := ps.plain(ctx, c, dst, ModePassthrough, timeout)
 	if err != nil {
-		return nil, refuse(reasonUpstream, err)
+		return nil, refuse(ReasonUpstream, err)
 	}
 	return up, nil
 }
@@ -159,9 +174,9 @@ func (ps *podState) dnsCluster(ctx context.Context, c *conn, cl *xdsconf.Cluster
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		return nil, refuse(reasonNoEndpoint, fmt.Errorf("cluster %s has no hosts", cl.Name))
+		return nil, refuse(ReasonNoEndpoint, fmt.Errorf("cluster %s has no hosts", cl.Name))
 	}
-	return nil, refuse(reasonUpstream, errors.Join(errs...))
+	return nil, refuse(ReasonUpstream, errors.Join(errs...))
 }
 
 // endpoints picks an endpoint of an EDS or static cluster by its LB
@@ -174,7 +189,7 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 		ep, err := cl.Pick(src, func(e *xdsconf.Endpoint) bool { return slices.Contains(tried, e) })
 		if err != nil {
 			if len(tried) == 0 {
-				return nil, refuse(reasonNoEndpoint, err)
+				return nil, refuse(ReasonNoEndpoint, err)
 			}
 			break
 		}
@@ -201,5 +216,5 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 			break
 		}
 	}
-	return nil, refuse(reasonUpstream, fmt.Errorf("cluster %s: %w", cl.Name, errors.Join(errs...)))
+	return nil, refuse(ReasonUpstream, fmt.Errorf("cluster %s: %w", cl.Name, errors.Join(errs...)))
 }

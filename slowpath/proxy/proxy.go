@@ -55,6 +55,10 @@ type podState struct {
 	pending chan struct{}
 	wg      sync.WaitGroup
 
+	// clusterConns counts the pod's outbound connections per cluster
+	// name (*atomic.Int64), for the clusters' max_connections.
+	clusterConns sync.Map
+
 	mu     sync.Mutex
 	conns  map[uint64]*conn
 	closed []ConnInfo // recently closed, oldest first, at most keepClosed
@@ -272,10 +276,10 @@ func (p *Proxy) refuseEarly(ps *podState, port int, c *net.TCPConn) {
 	c.SetLinger(0)
 	c.Close()
 	name := listenerNames[port]
-	p.m.refused.WithLabelValues(name, reasonOverload).Inc()
+	p.m.refused.WithLabelValues(name, ReasonOverload).Inc()
 	p.m.conns.WithLabelValues(directionOf(port), resultRefused).Inc()
 	if p.cfg.Events != nil {
-		p.cfg.Events(Event{Kind: EventRefused, Reason: reasonOverload, Conn: ConnInfo{
+		p.cfg.Events(Event{Kind: EventRefused, Reason: ReasonOverload, Conn: ConnInfo{
 			Direction: directionOf(port), Listener: name, Pod: ps.key(),
 			Source: addrPortOf(c.RemoteAddr()), State: StateClosed, Start: time.Now()}})
 	}
@@ -341,7 +345,7 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 		ps.p.m.bytes.WithLabelValues(cn.direction).Add(float64(n))
 		up.tcp().SetWriteDeadline(time.Time{})
 		if err != nil {
-			ps.p.fail(cn, refuse(reasonUpstream, err))
+			ps.p.fail(cn, refuse(ReasonUpstream, err))
 			return
 		}
 	}

@@ -37,18 +37,18 @@ func (e *verifyError) Unwrap() error { return e.err }
 // x509svid.Verify: key usages, not a CA, validity).
 func (p *Proxy) verifyPeer(certs []*x509.Certificate) (spiffeid.ID, error) {
 	if len(certs) == 0 {
-		return spiffeid.ID{}, &verifyError{reasonNoClientCert, errors.New("none presented")}
+		return spiffeid.ID{}, &verifyError{ReasonNoClientCert, errors.New("none presented")}
 	}
 	id, err := x509svid.IDFromCert(certs[0])
 	if err != nil {
-		return spiffeid.ID{}, &verifyError{reasonBadCertificate, err}
+		return spiffeid.ID{}, &verifyError{ReasonBadCertificate, err}
 	}
 	if id.TrustDomain() != p.cfg.TrustDomain {
-		return id, &verifyError{reasonBadTrustDomain, fmt.Errorf("SPIFFE ID %s is not of trust domain %s", id, p.cfg.TrustDomain)}
+		return id, &verifyError{ReasonBadTrustDomain, fmt.Errorf("SPIFFE ID %s is not of trust domain %s", id, p.cfg.TrustDomain)}
 	}
 	bundle := x509bundle.FromX509Authorities(p.cfg.TrustDomain, p.cfg.TrustBundle())
 	if _, _, err := x509svid.Verify(certs, bundle); err != nil {
-		return id, &verifyError{reasonBadCertificate, err}
+		return id, &verifyError{ReasonBadCertificate, err}
 	}
 	return id, nil
 }
@@ -125,7 +125,7 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 				return err
 			}
 			if len(sans) > 0 && !slices.Contains(sans, id) {
-				return &verifyError{reasonBadCertificate, fmt.Errorf("server SPIFFE ID %s is none of the cluster's %v", id, sans)}
+				return &verifyError{ReasonBadCertificate, fmt.Errorf("server SPIFFE ID %s is none of the cluster's %v", id, sans)}
 			}
 			peer = id
 			return nil
@@ -209,22 +209,22 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 		case errors.As(err, &ve):
 			return nil, nil, refuse(ve.reason, err)
 		case errors.Is(err, errALPN):
-			return nil, nil, refuse(reasonALPN, err)
+			return nil, nil, refuse(ReasonALPN, err)
 		}
-		return nil, nil, refuse(reasonHandshake, err)
+		return nil, nil, refuse(ReasonHandshake, err)
 	}
 	st := tc.ConnectionState()
 	c.setTLS(local, peer, st)
 	if st.NegotiatedProtocol != slowpath.TunnelALPN {
 		tc.Close()
-		return nil, nil, refuse(reasonALPN, errALPN)
+		return nil, nil, refuse(ReasonALPN, errALPN)
 	}
 	hdr, err := proxyproto.Read(tc, MaxProxyHeader)
 	if err != nil {
-		return nil, nil, refuse(reasonProxyHeader, err)
+		return nil, nil, refuse(ReasonProxyHeader, err)
 	}
 	if hdr.Command != proxyproto.Proxy {
-		return nil, nil, refuse(reasonProxyHeader, fmt.Errorf("command %v, want PROXY", hdr.Command))
+		return nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("command %v, want PROXY", hdr.Command))
 	}
 	c.update(func(i *ConnInfo) { i.Source, i.Destination = hdr.Source, hdr.Destination })
 	up, err := ps.toApp(ctx, c, slowpath.TunnelPort, hdr.Source, hdr.Destination, peer.String())
@@ -239,7 +239,7 @@ func (ps *podState) inboundPlaintext(ctx context.Context, c *conn, down *net.TCP
 	src := addrPortOf(down.RemoteAddr())
 	dst, err := ps.p.cfg.OriginalDestination(down, ps.pod, slowpath.InboundPlaintextPort)
 	if err != nil {
-		return nil, refuse(reasonNoOriginalDst, err)
+		return nil, refuse(ReasonNoOriginalDst, err)
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	c.update(func(i *ConnInfo) { i.Destination = dst })
@@ -260,11 +260,11 @@ func agentPort(port uint16) bool {
 // connects to the app.
 func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip.AddrPort, principal string) (stream, error) {
 	if !slices.Contains(ps.pod.IPs, dst.Addr().Unmap()) || agentPort(dst.Port()) || dst.Port() == 0 {
-		return nil, refuse(reasonBadDestination, fmt.Errorf("destination %v is not an app port of pod %s (IPs %v)", dst, ps.key(), ps.pod.IPs))
+		return nil, refuse(ReasonBadDestination, fmt.Errorf("destination %v is not an app port of pod %s (IPs %v)", dst, ps.key(), ps.pod.IPs))
 	}
 	snap := ps.p.cfg.Snapshot()
 	if snap == nil {
-		return nil, refuse(reasonNoConfig, nil)
+		return nil, refuse(ReasonNoConfig, nil)
 	}
 	l := snap.Inbound
 	if port == slowpath.InboundPlaintextPort {
@@ -272,10 +272,10 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 	}
 	chain := l.Match(xdsconf.MatchInput{Destination: dst, Source: src})
 	if chain == nil {
-		return nil, refuse(reasonNoChain, fmt.Errorf("no %s filter chain for %v", listenerNames[port], dst))
+		return nil, refuse(ReasonNoChain, fmt.Errorf("no %s filter chain for %v", listenerNames[port], dst))
 	}
 	if port == slowpath.TunnelPort && chain.TLS == nil {
-		return nil, refuse(reasonNoChain, fmt.Errorf("inbound filter chain %s for %v has no TLS context", chain.Name, dst))
+		return nil, refuse(ReasonNoChain, fmt.Errorf("inbound filter chain %s for %v has no TLS context", chain.Name, dst))
 	}
 	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, chainCluster(chain) })
 	if chain.TCP != nil && chain.TCP.IdleTimeout != 0 {
@@ -289,7 +289,7 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 	}
 	up, err := ps.plain(ctx, c, dst, ModePlaintext, ps.p.cfg.ConnectTimeout)
 	if err != nil {
-		return nil, refuse(reasonUpstreamApp, err)
+		return nil, refuse(ReasonUpstreamApp, err)
 	}
 	return up, nil
 }

@@ -28,11 +28,11 @@ func TestVerifyPeer(t *testing.T) {
 		reason string // "" ok
 	}{
 		{"good", func() []*x509.Certificate { c, _ := mesh.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, ""},
-		{"none", func() []*x509.Certificate { return nil }, reasonNoClientCert},
-		{"no SPIFFE ID", func() []*x509.Certificate { c, _ := mesh.svid(t, ""); return []*x509.Certificate{c.Leaf} }, reasonBadCertificate},
-		{"other trust domain", func() []*x509.Certificate { c, _ := other.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, reasonBadTrustDomain},
-		{"not signed by the bundle", func() []*x509.Certificate { c, _ := rogue.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, reasonBadCertificate},
-		{"a CA as leaf", func() []*x509.Certificate { return []*x509.Certificate{mesh.cert} }, reasonBadCertificate},
+		{"none", func() []*x509.Certificate { return nil }, ReasonNoClientCert},
+		{"no SPIFFE ID", func() []*x509.Certificate { c, _ := mesh.svid(t, ""); return []*x509.Certificate{c.Leaf} }, ReasonBadCertificate},
+		{"other trust domain", func() []*x509.Certificate { c, _ := other.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, ReasonBadTrustDomain},
+		{"not signed by the bundle", func() []*x509.Certificate { c, _ := rogue.svid(t, "/ns/a/sa/b"); return []*x509.Certificate{c.Leaf} }, ReasonBadCertificate},
+		{"a CA as leaf", func() []*x509.Certificate { return []*x509.Certificate{mesh.cert} }, ReasonBadCertificate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,8 +1,17 @@
 package xdsconf
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // connection is what the proxy does per connection with the snapshot:
@@ -78,5 +87,78 @@ func BenchmarkPick(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// bigMesh scales the fixture to n services: the reviews cluster, its
+// assignment, route configuration and outbound chain, n times.
+func bigMesh(b *testing.B, n int) map[string]map[string]proto.Message {
+	res := meshResources(b, loadModel(b, nil), "node1")
+	out := map[string]map[string]proto.Message{resource.ClusterType: {}, resource.EndpointType: {}, resource.ListenerType: {}, resource.RouteType: {}}
+	c := res[resource.ClusterType]["outbound|9080||"+reviews].(*clusterv3.Cluster)
+	e := res[resource.EndpointType]["outbound|9080||"+reviews].(*endpointv3.ClusterLoadAssignment)
+	r := res[resource.RouteType][reviews+":9080"].(*routev3.RouteConfiguration)
+	l := proto.Clone(res[resource.ListenerType][OutboundListener]).(*listenerv3.Listener)
+	chain := l.FilterChains[1] // 10.96.0.11_9080, HTTP
+	l.FilterChains = nil
+	for i := range n {
+		host := fmt.Sprintf("s%d.ns.svc.cluster.local", i)
+		name := "outbound|9080||" + host
+		cc := proto.Clone(c).(*clusterv3.Cluster)
+		cc.Name = name
+		ec := proto.Clone(e).(*endpointv3.ClusterLoadAssignment)
+		ec.ClusterName = name
+		rc := proto.Clone(r).(*routev3.RouteConfiguration)
+		rc.Name = host + ":9080"
+		rc.VirtualHosts[0].Routes = rc.VirtualHosts[0].Routes[1:2]
+		rc.VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: name}
+		fc := proto.Clone(chain).(*listenerv3.FilterChain)
+		vip := fmt.Sprintf("10.96.%d.%d", i/256, i%256)
+		fc.Name = vip + "_9080"
+		fc.FilterChainMatch.PrefixRanges[0].AddressPrefix = vip
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+			b.Fatal(err)
+		}
+		hcm.GetRds().RouteConfigName = rc.Name
+		fc.Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(b, hcm)}
+		l.FilterChains = append(l.FilterChains, fc)
+		out[resource.ClusterType][name], out[resource.EndpointType][name], out[resource.RouteType][rc.Name] = cc, ec, rc
+	}
+	out[resource.ListenerType][OutboundListener] = l
+	return out
+}
+
+// BenchmarkUpdateFull compiles a 1,000-service mesh from scratch (an
+// agent's first sync).
+func BenchmarkUpdateFull(b *testing.B) {
+	res := bigMesh(b, 1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		feed(b, NewStore(), res, "v1")
+	}
+}
+
+// BenchmarkUpdateOneEndpoint is an EDS response that changes one
+// assignment of 1,000: one compile, then the snapshot.
+func BenchmarkUpdateOneEndpoint(b *testing.B) {
+	res := bigMesh(b, 1000)
+	s := NewStore()
+	feed(b, s, res, "v1")
+	eds := clonedMap(res[resource.EndpointType])
+	name := "outbound|9080||s7.ns.svc.cluster.local"
+	variants := []proto.Message{eds[name], proto.Clone(eds[name])}
+	variants[1].(*endpointv3.ClusterLoadAssignment).Endpoints = variants[1].(*endpointv3.ClusterLoadAssignment).Endpoints[:1]
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		eds[name] = variants[i%2]
+		if err := s.Update(resource.EndpointType, eds, "v"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if got := len(s.Snapshot().Clusters); got != 1000 {
+		b.Fatalf("%d clusters", got)
 	}
 }

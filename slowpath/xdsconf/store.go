@@ -150,14 +150,15 @@ func (s *Store) Update(typeURL string, resources map[string]proto.Message, versi
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(resources)) {
 		m := resources[name]
+		if e, ok := prev[name]; ok && m != nil && (e.msg == m || proto.Equal(e.msg, m)) {
+			next[name] = entry{msg: m, compiled: e.compiled}
+			continue
+		}
 		path := fmt.Sprintf("%s %q", comp.kind, name)
 		if m == nil {
 			errs = append(errs, errorf(path, "no resource"))
 		} else if got := resourceName(m); got != name && got != "" {
 			errs = append(errs, errorf(path, "calls itself %q", got))
-		} else if e, ok := prev[name]; ok && (e.msg == m || proto.Equal(e.msg, m)) {
-			next[name] = entry{msg: m, compiled: e.compiled}
-			continue
 		} else if c, err := comp.compile(m, path); err != nil {
 			errs = append(errs, err)
 		} else {
@@ -182,7 +183,7 @@ func (s *Store) Update(typeURL string, resources map[string]proto.Message, versi
 func (s *Store) publish(typeURL string) {
 	old := s.snap.Load()
 	snap := &Snapshot{Outbound: old.Outbound, Inbound: old.Inbound, InboundPlaintext: old.InboundPlaintext,
-		Clusters: old.Clusters, Versions: maps.Clone(s.versions)}
+		Clusters: old.Clusters, Hosts: old.Hosts, Endpoints: old.Endpoints, Versions: maps.Clone(s.versions)}
 	if typeURL == resource.ListenerType || typeURL == resource.RouteType {
 		s.resolveListeners()
 		snap.Outbound, snap.Inbound, snap.InboundPlaintext = s.listeners[OutboundListener], s.listeners[InboundListener], s.listeners[InboundPlaintextListener]
@@ -190,8 +191,10 @@ func (s *Store) publish(typeURL string) {
 	if typeURL == resource.ClusterType || typeURL == resource.EndpointType {
 		snap.Clusters = s.joinClusters()
 	}
-	snap.Hosts = hosts(snap.Outbound, snap.Clusters)
-	snap.Endpoints = meshEndpoints(snap.Clusters)
+	if typeURL != resource.RouteType { // hosts come from chains' names, not from routes
+		snap.Hosts = hosts(snap.Outbound, snap.Clusters)
+		snap.Endpoints = meshEndpoints(snap.Clusters)
+	}
 	s.snap.Store(snap)
 	ch := make(chan struct{})
 	close(*s.changed.Swap(&ch))
@@ -270,11 +273,19 @@ func (s *Store) joinClusters() map[string]*Cluster {
 
 // clusterHost parses a cluster name outbound|<port>|<subset>|<host>.
 func clusterHost(name string) (host, subset string, ok bool) {
-	parts := strings.Split(name, "|")
-	if len(parts) != 4 || parts[0] != "outbound" || parts[3] == "" {
+	rest, ok := strings.CutPrefix(name, "outbound|")
+	if !ok {
 		return "", "", false
 	}
-	return parts[3], parts[2], true
+	_, rest, ok = strings.Cut(rest, "|") // the port
+	if !ok {
+		return "", "", false
+	}
+	subset, host, ok = strings.Cut(rest, "|")
+	if !ok || host == "" || strings.Contains(host, "|") {
+		return "", "", false
+	}
+	return host, subset, true
 }
 
 // chainHost is the mesh hostname an outbound chain serves: the host of
@@ -340,24 +351,29 @@ func hosts(out *Listener, clusters map[string]*Cluster) map[string][]netip.Addr 
 // meshEndpoints maps the IP of every endpoint reached over mTLS to its
 // cluster: the service's own cluster before a subset's, then by name.
 func meshEndpoints(clusters map[string]*Cluster) map[netip.Addr]*Cluster {
-	cs := make([]*Cluster, 0, len(clusters))
+	type candidate struct {
+		c      *Cluster
+		subset bool
+	}
+	cs := make([]candidate, 0, len(clusters))
 	for _, c := range clusters {
 		if c.TLS != nil && c.Endpoints != nil {
-			cs = append(cs, c)
+			_, s, _ := clusterHost(c.Name)
+			cs = append(cs, candidate{c, s != ""})
 		}
 	}
-	subset := func(c *Cluster) bool { _, s, _ := clusterHost(c.Name); return s != "" }
-	slices.SortFunc(cs, func(a, b *Cluster) int {
-		if sa, sb := subset(a), subset(b); sa != sb {
-			if sa {
+	slices.SortFunc(cs, func(a, b candidate) int {
+		if a.subset != b.subset {
+			if a.subset {
 				return 1
 			}
 			return -1
 		}
-		return cmp.Compare(a.Name, b.Name)
+		return cmp.Compare(a.c.Name, b.c.Name)
 	})
 	out := map[netip.Addr]*Cluster{}
-	for _, c := range cs {
+	for _, cand := range cs {
+		c := cand.c
 		for _, e := range c.Endpoints.Hosts {
 			if a := e.Addr.Addr(); !e.Plaintext && a.IsValid() {
 				if _, ok := out[a]; !ok {

@@ -3,6 +3,7 @@ package dns
 import (
 	"net"
 	"net/netip"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -37,7 +38,7 @@ func newPacketRW(pc net.PacketConn) packetRW {
 	case unix.AF_INET6:
 		p := ipv6.NewPacketConn(uc)
 		if p.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true) == nil {
-			return v6RW{p}
+			return v6RW{p, uc}
 		}
 	}
 	return plainRW{pc}
@@ -63,7 +64,10 @@ func (r v4RW) write(b []byte, to net.Addr, dst netip.Addr) error {
 	return err
 }
 
-type v6RW struct{ p *ipv6.PacketConn }
+type v6RW struct {
+	p  *ipv6.PacketConn
+	uc *net.UDPConn
+}
 
 func (r v6RW) read(b []byte) (int, net.Addr, netip.Addr, error) {
 	n, cm, from, err := r.p.ReadFrom(b)
@@ -75,13 +79,20 @@ func (r v6RW) read(b []byte) (int, net.Addr, netip.Addr, error) {
 }
 
 func (r v6RW) write(b []byte, to net.Addr, dst netip.Addr) error {
-	var cm *ipv6.ControlMessage
-	if dst.IsValid() {
-		// IPv4 as IPv4-mapped: the kernel's IPv4 path takes an
-		// IPV6_PKTINFO source in that form on a dual-stack socket.
-		a := dst.As16()
-		cm = &ipv6.ControlMessage{Src: a[:]}
+	ua, ok := to.(*net.UDPAddr)
+	if !dst.IsValid() || !ok {
+		_, err := r.p.WriteTo(b, nil, to)
+		return err
 	}
-	_, err := r.p.WriteTo(b, cm, to)
+	// IPV6_PKTINFO by hand: x/net/ipv6 leaves out an IPv4-mapped source,
+	// which the kernel's IPv4 path takes from a dual-stack socket (its
+	// answer to a query that arrived over IPv4).
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
+	h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+	pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
+	pi.Addr = dst.As16()
+	_, _, err := r.uc.WriteMsgUDP(b, oob, ua)
 	return err
 }

@@ -415,6 +415,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 				return res, ctx.Err()
 			}
 			s, err := r.sample(ctx, mr, round)
+			if err != nil && ctx.Err() != nil {
+				return res, ctx.Err() // interrupted: not the mode's failure
+			}
 			if err != nil {
 				mr.Error = fmt.Sprintf("round %d: %v", round, err)
 				fmt.Fprintf(o.Out, "round %d %-8s FAILED: %v\n", round, mr.Mode, err)

@@ -39,12 +39,14 @@ import (
 // OriginalDestination hook says where they "meant" to go.
 var (
 	vip      = netip.MustParseAddrPort("10.96.0.10:80")
+	vip6     = netip.MustParseAddrPort("[fd96::10]:80")
 	appPort  = uint16(8080) // STRICT: only a tunnel chain
 	permPort = uint16(9090) // PERMISSIVE: a plaintext chain too
 	outPort  = uint16(9999) // in B, but called as a destination outside the mesh
 )
 
 type lab struct {
+	pairOpts     []netnstest.Option
 	evMu         sync.Mutex
 	events       []Event
 	pair         *netnstest.Pair
@@ -106,21 +108,21 @@ func fdList() []string {
 // newLab builds the pair, the apps and a Proxy serving both pods. The
 // returned check, deferred first, verifies no goroutine or fd leaked once
 // everything is closed.
-func newLab(t *testing.T, opts ...func(*Config)) *lab { return newLabTB(t, opts...) }
+func newLab(t *testing.T, opts ...func(*Config)) *lab { return newLabTB(t, nil, opts...) }
 
 // newLabB is newLab for a benchmark, with the VIP as every outbound
 // connection's original destination.
 func newLabB(b *testing.B) *lab {
-	l := newLabTB(b)
+	l := newLabTB(b, nil)
 	l.orig.Store(origKey{"client", 15001}, vip)
 	return l
 }
 
-func newLabTB(t testing.TB, opts ...func(*Config)) *lab {
+func newLabTB(t testing.TB, pairOpts []netnstest.Option, opts ...func(*Config)) *lab {
 	t.Helper()
 	testenv.NeedRoot(t)
-	l := &lab{ca: newTestCA(t, "cluster.local"), serverRemote: make(chan netip.AddrPort, 16)}
-	l.pair = netnstest.NewPair(t)
+	l := &lab{ca: newTestCA(t, "cluster.local"), serverRemote: make(chan netip.AddrPort, 16), pairOpts: pairOpts}
+	l.pair = netnstest.NewPair(t, l.pairOpts...)
 	l.client = Pod{Namespace: "default", Name: "client", Netns: nsFile(t, l.pair.A), IPs: []netip.Addr{l.pair.A.Addr}}
 	l.srv = Pod{Namespace: "default", Name: "server", Netns: nsFile(t, l.pair.B), IPs: []netip.Addr{l.pair.B.Addr}}
 	l.clientID = spiffeid.RequireFromPath(l.ca.td, "/ns/default/sa/client")
@@ -231,7 +233,10 @@ func (l *lab) snapshot(rbac *xdsconf.RBAC) *xdsconf.Snapshot {
 	}
 	return &xdsconf.Snapshot{
 		Outbound: &xdsconf.Listener{Name: xdsconf.OutboundListener,
-			Chains:  []*xdsconf.FilterChain{{Name: "10.96.0.10_80", Prefixes: []netip.Prefix{netip.PrefixFrom(vip.Addr(), 32)}, Port: uint32(vip.Port()), TCP: tcp(svc.Name)}},
+			Chains: []*xdsconf.FilterChain{
+				{Name: "10.96.0.10_80", Prefixes: []netip.Prefix{netip.PrefixFrom(vip.Addr(), 32)}, Port: uint32(vip.Port()), TCP: tcp(svc.Name)},
+				{Name: "fd96::10_80", Prefixes: []netip.Prefix{netip.PrefixFrom(vip6.Addr(), 128)}, Port: uint32(vip6.Port()), TCP: tcp(svc.Name)},
+			},
 			Default: &xdsconf.FilterChain{Name: "PassthroughFilterChain", TCP: tcp(pass.Name)}},
 		Inbound: &xdsconf.Listener{Name: xdsconf.InboundListener, Chains: []*xdsconf.FilterChain{
 			{Name: "inbound|8080", Port: uint32(appPort), TLS: &xdsconf.DownstreamTLS{Identity: l.serverID, RequireClientCert: true}, RBAC: rbac, TCP: tcp("inbound|8080||")},
@@ -922,4 +927,26 @@ func TestMaxConnections(t *testing.T) {
 		return true
 	})
 	echo(t, l.callOutbound(t, vip), 1<<10)
+}
+
+func TestEndToEndIPv6(t *testing.T) {
+	l := newLabTB(t, []netnstest.Option{netnstest.WithSubnet(netip.MustParsePrefix("fd00:199::/64"))})
+	// Outbound by an IPv6 VIP, the tunnel over IPv6, the PROXY header's
+	// INET6 block, and the app's connection from the pod's IPv6 address.
+	echo(t, l.callOutbound(t, vip6), 1<<20)
+	if got := <-l.serverRemote; got.Addr() != l.pair.B.Addr {
+		t.Errorf("the app saw source %v, want the pod's %v", got, l.pair.B.Addr)
+	}
+	testenv.Until(t, 10*time.Second, "both rows closed with IPv6 addresses", func() bool {
+		n := 0
+		for _, r := range l.p.Connections() {
+			if r.State == StateClosed && r.Source.Addr() == l.pair.A.Addr && r.PeerIdentity != "" {
+				n++
+			}
+		}
+		return n == 2
+	})
+	// Plaintext inbound over IPv6 to the PERMISSIVE port.
+	l.orig.Store(origKey{"server", slowpath.InboundPlaintextPort}, l.pair.B.AddrPort(permPort))
+	echo(t, dialMaybe(t, l.pair.A, l.pair.B.AddrPort(slowpath.InboundPlaintextPort)), 1<<10)
 }

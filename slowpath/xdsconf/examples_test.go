@@ -631,3 +631,32 @@ func TestStoreConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A VirtualService tls rule makes the controller add tls_inspector with a
+// filter_disabled predicate and SNI chains: the slow path accepts both
+// and matches by server name.
+func TestExamplesTLSRoute(t *testing.T) {
+	snap := storeFor(t, map[string]string{"zz-tls.yaml": `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: books-sni
+  namespace: production
+spec:
+  hosts: [api.books.example.com]
+  tls:
+  - match:
+    - port: 443
+      sniHosts: [api.books.example.com]
+    route:
+    - destination: {host: api.books.example.com, port: {number: 443}}
+`}, "node1")
+	var sni *FilterChain
+	for _, c := range snap.Outbound.Chains {
+		if slices.Contains(c.ServerNames, books) {
+			sni = c
+		}
+	}
+	if sni == nil || sni.TCP == nil || len(sni.TCP.Clusters) != 1 || sni.TCP.Clusters[0].Name != "outbound|443||"+books {
+		t.Fatalf("no SNI chain for %s to its cluster: %+v", books, sni)
+	}
+}

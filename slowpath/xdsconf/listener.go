@@ -47,7 +47,10 @@ func compileListener(l *listenerv3.Listener, path string) (*Listener, error) {
 	}
 	for i, lf := range l.GetListenerFilters() {
 		p := fmt.Sprintf("%s.listener_filters[%d] %s", path, i, lf.GetName())
-		if err := onlyFields(lf, p, "name", "typed_config"); err != nil {
+		// filter_disabled: the controller keeps tls_inspector off the
+		// ports without SNI chains; the proxy sniffs a ClientHello only
+		// on ports with SNI chains anyway, the same set.
+		if err := onlyFields(lf, p, "name", "typed_config", "filter_disabled"); err != nil {
 			return nil, err
 		}
 		m, err := unpack(lf.GetTypedConfig(), p+".typed_config")

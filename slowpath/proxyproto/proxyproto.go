@@ -50,6 +50,7 @@ const (
 	Proxy Command = 0x1
 )
 
+// String returns the command's name, LOCAL or PROXY.
 func (c Command) String() string {
 	switch c {
 	case Local:

@@ -14,6 +14,9 @@
 // The prerouting chain sees what arrives from outside the pod: TCP to
 // slowpath.TunnelPort is accepted as it is (the agent listens there), and
 // every other TCP connection is redirected to slowpath.InboundPlaintextPort.
+// With DNS capture, UDP from outside to slowpath.DNSPort is dropped: the
+// DNS server answers the pod only, never the world (TCP to it is
+// redirected like any other port, and refused there).
 //
 // Redirected connections keep their original destination, which the agent
 // reads with OriginalDst (TCP only: the kernel has no SO_ORIGINAL_DST for
@@ -49,6 +52,7 @@
 //	    type nat hook prerouting priority dstnat; policy accept;
 //	    iif lo counter accept
 //	    tcp dport 15008 counter accept
+//	    udp dport 15053 counter drop
 //	    tcp dport <each ExcludeInboundPorts> counter accept
 //	    meta l4proto tcp counter redirect to :15006
 //	  }

@@ -188,6 +188,11 @@ func preroutingRules(cfg Config) [][]expr.Any {
 	rs = append(rs,
 		acceptRule(metaLoad(expr.MetaKeyIIF), cmpEq(binaryutil.NativeEndian.PutUint32(loIndex))),
 		acceptRule(dport(unix.IPPROTO_TCP, cfg.TunnelPort)...))
+	if cfg.DNS {
+		// The DNS server answers the pod only (its queries come through
+		// lo, accepted above), not the world: it would forward for anyone.
+		rs = append(rs, append(dport(unix.IPPROTO_UDP, cfg.DNSPort), counter(), &expr.Verdict{Kind: expr.VerdictDrop}))
+	}
 	for _, p := range cfg.ExcludeInboundPorts {
 		rs = append(rs, acceptRule(dport(unix.IPPROTO_TCP, p)...))
 	}

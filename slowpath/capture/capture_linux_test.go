@@ -9,15 +9,20 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/slowpath"
 )
 
@@ -315,7 +320,10 @@ func serve(ln net.Listener, b byte, wg *sync.WaitGroup) {
 // both ways: every connection lands on the agent's ports, none reaches
 // its destination directly.
 func TestReinstallNoBypass(t *testing.T) {
-	const installs = 100
+	const (
+		rounds      = 300 // each a connection out and one in
+		maxInstalls = 100000
+	)
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			pair := netnstest.NewPair(t, fam.opts...)
@@ -331,16 +339,29 @@ func TestReinstallNoBypass(t *testing.T) {
 			serve(listen(t, world, "tcp", world.AddrPort(80).String()).(net.Listener), 'X', &wg)
 			serve(listen(t, pod, "tcp", pod.AddrPort(8080).String()).(net.Listener), 'X', &wg)
 
-			done := make(chan error, 1)
+			// The installer runs until the connections are done (bounded
+			// by maxInstalls); the connections are a fixed number.
+			stop, done := make(chan struct{}), make(chan error, 1)
+			var installs atomic.Int64
 			go func() {
-				for i := range installs {
+				for i := range maxInstalls {
+					select {
+					case <-stop:
+						done <- nil
+						return
+					default:
+					}
 					if err := Install(fd, Config{}); err != nil {
 						done <- fmt.Errorf("install %d: %w", i, err)
 						return
 					}
+					installs.Add(1)
 				}
 				done <- nil
 			}()
+			var installErr error
+			stopInstalls := sync.OnceFunc(func() { close(stop); installErr = <-done })
+			defer stopInstalls()
 			check := func(from *netnstest.Peer, to netip.AddrPort, want byte) error {
 				c, err := dial(from, "tcp", to, 0)
 				if err != nil {
@@ -357,30 +378,23 @@ func TestReinstallNoBypass(t *testing.T) {
 				}
 				return nil
 			}
-			conns := 0
-			var installErr error
-		loop:
-			for conns < 100000 { // bounded; the installs end much sooner
-				select {
-				case installErr = <-done:
-					break loop
-				default:
-				}
+			for range rounds {
 				if err := check(pod, world.AddrPort(80), 'O'); err != nil {
 					t.Fatal(err)
 				}
 				if err := check(world, pod.AddrPort(8080), 'I'); err != nil {
 					t.Fatal(err)
 				}
-				conns += 2
 			}
+			stopInstalls()
 			if installErr != nil {
 				t.Fatal(installErr)
 			}
-			if conns < 10 {
-				t.Errorf("only %d connections ran during %d installs: the test proved little", conns, installs)
+			if n := installs.Load(); n < 10 {
+				t.Errorf("only %d installs ran during %d connections: the test proved little", n, 2*rounds)
+			} else {
+				t.Logf("%d connections during %d installs, none bypassed", 2*rounds, n)
 			}
-			t.Logf("%d connections during %d installs, none bypassed", conns, installs)
 		})
 	}
 }
@@ -498,4 +512,93 @@ func TestDNSUDP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDNSPortClosedToWorld: with DNS capture, UDP from outside to the DNS
+// port is dropped (the server would forward for anyone); without it, it
+// is not (so the check can tell).
+func TestDNSPortClosedToWorld(t *testing.T) {
+	pair := netnstest.NewPair(t)
+	pod, world := pair.A, pair.B
+	fd := int(nsFile(t, pod).Fd())
+	server := listen(t, pod, "udp", wildcard(slowpath.DNSPort)).(net.PacketConn)
+	send := func(from *netnstest.Peer, msg string) {
+		t.Helper()
+		c, err := dial(from, "udp", pod.AddrPort(slowpath.DNSPort), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := func() string {
+		t.Helper()
+		server.SetReadDeadline(time.Now().Add(ioTimeout))
+		buf := make([]byte, 64)
+		n, _, err := server.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	// Without DNS capture the world's datagram arrives (in either order
+	// with the pod's own: they take different paths).
+	if err := Install(fd, Config{DNS: false}); err != nil {
+		t.Fatal(err)
+	}
+	send(world, "outside")
+	send(pod, "inside")
+	got := []string{first(), first()}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"inside", "outside"}) {
+		t.Fatalf("without DNS capture the DNS port got %q, want both datagrams", got)
+	}
+	// With it, the drop rule counts the world's datagram, and the pod's
+	// own is the only one that arrives.
+	if err := Install(fd, Config{DNS: true}); err != nil {
+		t.Fatal(err)
+	}
+	send(world, "outside")
+	testenv.Eventually(t, ioTimeout, "the drop rule counts the world's datagram", func() error {
+		n, err := dropped(fd)
+		if err == nil && n == 0 {
+			err = errors.New("0 packets dropped")
+		}
+		return err
+	})
+	send(pod, "inside")
+	if got := first(); got != "inside" {
+		t.Errorf("with DNS capture the DNS port got %q, want only the pod's own datagram", got)
+	}
+}
+
+// dropped returns the packets counted by the prerouting chain's drop rule.
+func dropped(fd int) (uint64, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		return 0, err
+	}
+	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	rules, err := c.GetRules(t, &nftables.Chain{Name: PreroutingChain, Table: t})
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rules {
+		var n uint64
+		drop := false
+		for _, e := range r.Exprs {
+			switch e := e.(type) {
+			case *expr.Counter:
+				n = e.Packets
+			case *expr.Verdict:
+				drop = e.Kind == expr.VerdictDrop
+			}
+		}
+		if drop {
+			return n, nil
+		}
+	}
+	return 0, errors.New("no drop rule in the prerouting chain")
 }

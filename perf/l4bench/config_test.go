@@ -91,7 +91,11 @@ func TestManifests(t *testing.T) {
 
 func TestHAProxyConfigs(t *testing.T) {
 	top, f := testFiles(t)
-	client, server := HAProxyClientConfig(top, f), HAProxyServerConfig(top, f)
+	client, server := HAProxyClientConfig(top, f, false), HAProxyServerConfig(top, f)
+	noReuse := HAProxyClientConfig(top, f, true)
+	if strings.Contains(client, "no-ssl-reuse") || strings.Count(noReuse, "verifyhost server-plain.bench-plain.svc no-ssl-reuse\n") != 2 {
+		t.Errorf("no-ssl-reuse: default config:\n%s\nnoReuse config:\n%s", client, noReuse)
+	}
 	for _, tc := range []struct {
 		name, cfg string
 		want      []string
@@ -103,6 +107,7 @@ func TestHAProxyConfigs(t *testing.T) {
 			"bind 127.0.0.1:18080", "10.200.2.12:28080 ssl verify required",
 			"ssl-default-server-options ssl-min-ver TLSv1.3", "mode tcp",
 		}},
+		{"client, no session reuse", noReuse, []string{"bind 127.0.0.1:15201"}},
 		{"server", server, []string{
 			"bind 10.200.2.12:25201 ssl crt " + f.ServerPEM + " ca-file " + f.CA + " verify required",
 			"server app 127.0.0.1:5201", "bind 10.200.2.12:28080 ssl", "server app 127.0.0.1:8080",

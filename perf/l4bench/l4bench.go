@@ -102,6 +102,10 @@ type Options struct {
 	// Modes to run (default AllModes). The lab runs its mesh only when
 	// ModeFibmesh is among them.
 	Modes []Mode
+	// HAProxyNoReuse makes the client-side haproxy do a full TLS
+	// handshake for every connection (no-ssl-reuse); by default it
+	// resumes sessions, as installed.
+	HAProxyNoReuse bool
 	// Timeout bounds bringing the lab up and each mode's first probe
 	// (default 3 min).
 	Timeout time.Duration
@@ -361,7 +365,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	files.HAProxyClient, files.HAProxyServer = filepath.Join(pki, "haproxy-client.cfg"), filepath.Join(pki, "haproxy-server.cfg")
 	for path, text := range map[string]string{
-		files.HAProxyClient:                 HAProxyClientConfig(r.t, files),
+		files.HAProxyClient:                 HAProxyClientConfig(r.t, files, o.HAProxyNoReuse),
 		files.HAProxyServer:                 HAProxyServerConfig(r.t, files),
 		filepath.Join(manifests, "l4.yaml"): Manifests(r.t, haproxy, files),
 	} {
@@ -622,6 +626,9 @@ func (r *runner) path(m Mode) string {
 	case ModeFibmesh:
 		return "client -> VIP -> agent(node1) =mTLS=> agent(node2) -> server"
 	case ModeHAProxy:
+		if r.o.HAProxyNoReuse {
+			return "client-plain -> haproxy(client pod) =mTLS, no session reuse=> haproxy(server pod) -> server-plain"
+		}
 		return "client-plain -> haproxy(client pod) =mTLS=> haproxy(server pod) -> server-plain"
 	default:
 		return "client-plain -> server-plain (pod IP, no mesh)"

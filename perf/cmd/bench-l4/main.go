@@ -58,6 +58,7 @@ Flags:
 	fs.DurationVar(&o.CPSDuration, "cps-duration", 5*time.Second, "length of each connections-per-second run")
 	fs.IntVar(&o.Workers, "workers", 8, "parallel workers of the connections-per-second run")
 	fs.IntVar(&o.Streams, "streams", 1, "parallel TCP streams of the throughput run (iperf3 --parallel)")
+	fs.BoolVar(&o.HAProxyNoReuse, "haproxy-no-reuse", false, "make the client-side haproxy do a full TLS handshake per connection (no-ssl-reuse; by default it resumes sessions)")
 	fs.StringVar(&o.Prefix, "prefix", "fm-l4-", "the lab's namespace prefix")
 	fs.StringVar(&o.StateDir, "state-dir", l4bench.DefaultStateDir, "the lab's state directory")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "longest wait for the lab and for each mode's first connection")

@@ -86,8 +86,9 @@ const MaxExcludedPorts = 256
 // Config says what Install captures. The zero value captures TCP both ways
 // with slowpath's mark and ports, and not DNS.
 type Config struct {
-	// Mark is the socket mark (SO_MARK) of the agent's own sockets; marked
-	// packets are never redirected. 0 means slowpath.Mark.
+	// Mark is the socket mark (SO_MARK) of the agent's own sockets;
+	// packets whose mark equals it (all 32 bits) are never redirected. 0
+	// means slowpath.Mark.
 	Mark uint32
 	// OutboundPort, InboundPlaintextPort, TunnelPort and DNSPort are the
 	// agent's ports in the pod's namespace; 0 means slowpath's.

@@ -480,3 +480,22 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkHandle(b *testing.B) {
+	s := New(Config{Hosts: func() map[string][]netip.Addr { return meshHosts }, Namespace: "production"})
+	for _, tc := range []struct{ name, q string }{
+		{"fqdn", "reviews.production.svc.cluster.local."},
+		{"short", "reviews."},
+		{"refused", "unknown.example.org."},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			q := query(b, 1, tc.q, dnsmessage.TypeA, 0)
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.handle(context.Background(), q, true) == nil {
+					b.Fatal("no answer")
+				}
+			}
+		})
+	}
+}

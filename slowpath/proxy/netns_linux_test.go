@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
@@ -123,6 +124,29 @@ func newLabTB(t testing.TB, pairOpts []netnstest.Option, opts ...func(*Config)) 
 	testenv.NeedRoot(t)
 	l := &lab{ca: newTestCA(t, "cluster.local"), serverRemote: make(chan netip.AddrPort, 16), pairOpts: pairOpts}
 	l.pair = netnstest.NewPair(t, l.pairOpts...)
+	for _, peer := range []*netnstest.Peer{l.pair.A, l.pair.B} {
+		// The kernel adds an IPv6 address's local route (table local)
+		// from a work queue, after the address: until then a
+		// connection to it goes out the veth and fails with "no route
+		// to host" after neighbour discovery gives up. (netnstest
+		// should wait for it: reported.)
+		testenv.Eventually(t, 10*time.Second, "local route of "+peer.Addr.String(), func() error {
+			return peer.Do(func() error {
+				rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+				if err != nil {
+					return err
+				}
+				for _, r := range rs {
+					if r.Dst != nil {
+						if ip, ok := netip.AddrFromSlice(r.Dst.IP); ok && ip.Unmap() == peer.Addr {
+							return nil
+						}
+					}
+				}
+				return errors.New("not yet")
+			})
+		})
+	}
 	l.client = Pod{Namespace: "default", Name: "client", Netns: nsFile(t, l.pair.A), IPs: []netip.Addr{l.pair.A.Addr}}
 	l.srv = Pod{Namespace: "default", Name: "server", Netns: nsFile(t, l.pair.B), IPs: []netip.Addr{l.pair.B.Addr}}
 	l.clientID = spiffeid.RequireFromPath(l.ca.td, "/ns/default/sa/client")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/fibmesh/fibmesh/slowpath/capture"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
 
@@ -75,8 +76,8 @@ type Config struct {
 	// DefaultMaxPendingHandshakes.
 	MaxPendingHandshakes int
 	// OriginalDestination returns where a redirected connection was
-	// going (default: getsockopt SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST
-	// for IPv6). listener is slowpath.OutboundPort or
+	// going (default: slowpath/capture.OriginalDst, SO_ORIGINAL_DST from
+	// conntrack). listener is slowpath.OutboundPort or
 	// InboundPlaintextPort. Tests without nftables inject it.
 	OriginalDestination func(c *net.TCPConn, pod Pod, listener int) (netip.AddrPort, error)
 	// Events, if set, is called for refusals, denials, established and
@@ -118,7 +119,7 @@ func (c *Config) setDefaults() error {
 		c.MaxPendingHandshakes = DefaultMaxPendingHandshakes
 	}
 	if c.OriginalDestination == nil {
-		c.OriginalDestination = originalDst
+		c.OriginalDestination = func(c *net.TCPConn, _ Pod, _ int) (netip.AddrPort, error) { return capture.OriginalDst(c) }
 	}
 	return nil
 }

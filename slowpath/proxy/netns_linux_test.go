@@ -30,6 +30,7 @@ import (
 	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/capture"
 	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
@@ -973,4 +974,69 @@ func TestEndToEndIPv6(t *testing.T) {
 	// Plaintext inbound over IPv6 to the PERMISSIVE port.
 	l.orig.Store(origKey{"server", slowpath.InboundPlaintextPort}, l.pair.B.AddrPort(permPort))
 	echo(t, dialMaybe(t, l.pair.A, l.pair.B.AddrPort(slowpath.InboundPlaintextPort)), 1<<10)
+}
+
+// TestWithCapture runs the proxy behind the real capture rules
+// (slowpath/capture, nftables) and the real SO_ORIGINAL_DST: apps call
+// addresses, not the proxy.
+func TestWithCapture(t *testing.T) {
+	l := newLab(t, func(c *Config) { c.OriginalDestination = nil })
+	for _, pod := range []Pod{l.client, l.srv} {
+		if err := capture.Install(int(pod.Netns.Fd()), capture.Config{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The VIP is routed out of the client pod, as a cluster's service
+	// range is; capture redirects it before it leaves.
+	if err := l.pair.A.Do(func() error {
+		_, dst, _ := net.ParseCIDR("10.96.0.0/16")
+		return netlink.RouteAdd(&netlink.Route{Dst: dst, LinkIndex: l.pair.A.Index})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	B := l.pair.B
+	call := func(dst netip.AddrPort) *net.TCPConn { return dialMaybe(t, l.pair.A, dst) }
+
+	// By VIP: outbound capture → tunnel → the app, which is not
+	// redirected again (the proxy's socket is marked).
+	echo(t, call(vip), 1<<20)
+	var tunnelled bool
+	for _, r := range l.p.Connections() {
+		tunnelled = tunnelled || (r.Direction == DirectionOutbound && r.Destination == vip && r.Mode == ModeTunnel && r.PeerIdentity == l.serverID.String())
+	}
+	if !tunnelled {
+		t.Errorf("no tunnelled outbound row for %v (SO_ORIGINAL_DST): %+v", vip, l.p.Connections())
+	}
+	// By pod IP to a STRICT port: the client's outbound capture sends it
+	// to the passthrough chain (the pod is not in Endpoints), whose
+	// plaintext connection the server's inbound capture sends to 15006,
+	// where STRICT has no chain.
+	before := l.refused("inbound-plaintext", ReasonNoChain)
+	expectClosed(t, call(B.AddrPort(appPort)))
+	l.waitRefused(t, "inbound-plaintext", ReasonNoChain, before+1)
+	// The same to a PERMISSIVE port goes through.
+	echo(t, call(B.AddrPort(permPort)), 1<<10)
+	var sawOrig bool
+	for _, r := range l.p.Connections() {
+		if r.Listener == "inbound-plaintext" && r.Destination == B.AddrPort(permPort) && r.State == StateClosed && r.Reason == "done" {
+			sawOrig = true
+		}
+	}
+	if !sawOrig {
+		t.Errorf("no inbound-plaintext row for %v: %+v", B.AddrPort(permPort), l.p.Connections())
+	}
+
+	// Fail closed: without the proxy the rules stay and nothing
+	// listens, so the app's connection is refused, never sent in clear.
+	l.p.RemovePod("default", "client")
+	err := l.pair.A.Do(func() error {
+		c, err := net.DialTimeout("tcp", vip.String(), 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("call the VIP with the client pod not served: %v, want connection refused", err)
+	}
 }

@@ -4,16 +4,10 @@ package proxy
 
 import (
 	"errors"
-	"net"
-	"net/netip"
 	"syscall"
 )
 
-var errNotLinux = errors.New("proxy: needs Linux (network namespaces, SO_MARK, SO_ORIGINAL_DST)")
-
-func originalDst(*net.TCPConn, Pod, int) (netip.AddrPort, error) {
-	return netip.AddrPort{}, errNotLinux
-}
+var errNotLinux = errors.New("proxy: needs Linux (network namespaces, SO_MARK)")
 
 func markControl(_, _ string, _ syscall.RawConn) error { return errNotLinux }
 

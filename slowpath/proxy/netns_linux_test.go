@@ -1016,15 +1016,14 @@ func TestWithCapture(t *testing.T) {
 	l.waitRefused(t, "inbound-plaintext", ReasonNoChain, before+1)
 	// The same to a PERMISSIVE port goes through.
 	echo(t, call(B.AddrPort(permPort)), 1<<10)
-	var sawOrig bool
-	for _, r := range l.p.Connections() {
-		if r.Listener == "inbound-plaintext" && r.Destination == B.AddrPort(permPort) && r.State == StateClosed && r.Reason == "done" {
-			sawOrig = true
+	testenv.Until(t, 10*time.Second, fmt.Sprintf("a closed inbound-plaintext row for %v", B.AddrPort(permPort)), func() bool {
+		for _, r := range l.p.Connections() {
+			if r.Listener == "inbound-plaintext" && r.Destination == B.AddrPort(permPort) && r.State == StateClosed && r.Reason == "done" {
+				return true
+			}
 		}
-	}
-	if !sawOrig {
-		t.Errorf("no inbound-plaintext row for %v: %+v", B.AddrPort(permPort), l.p.Connections())
-	}
+		return false
+	})
 
 	// Fail closed: without the proxy the rules stay and nothing
 	// listens, so the app's connection is refused, never sent in clear.

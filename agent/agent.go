@@ -24,11 +24,13 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
@@ -45,6 +47,8 @@ import (
 	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/punt"
+	"github.com/fibmesh/fibmesh/slowpath/proxy"
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
 
 // Defaults.
@@ -97,7 +101,14 @@ type Config struct {
 	ReconnectBase, ReconnectCap time.Duration
 	// EnrolTimeout bounds an enrolment (default 30s).
 	EnrolTimeout time.Duration
-	Log          *slog.Logger
+	// TrustDomain is the mesh's SPIFFE trust domain (the controller's
+	// --trust-domain; default cluster.local): tunnel peers from another
+	// are refused.
+	TrustDomain string
+	// DNSUpstream is where the pods' DNS proxy forwards names that are
+	// not the mesh's (HOST:PORT); empty answers them REFUSED.
+	DNSUpstream string
+	Log         *slog.Logger
 }
 
 // Agent runs one node.
@@ -113,6 +124,11 @@ type Agent struct {
 	enrol  *enrolment.Server
 	reg    *prometheus.Registry
 	m      *metrics
+	conf   *xdsconf.Store
+	proxy  *proxy.Proxy
+
+	pathMu sync.Mutex
+	paths  map[string]*podPath // enrolled pods whose data path runs, by namespace/name
 
 	mu         sync.Mutex
 	tablesSeen chan struct{} // closed (and replaced) at each flow table applied
@@ -157,6 +173,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MetricsListen == "" {
 		cfg.MetricsListen = DefaultMetricsListen
 	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = "cluster.local"
+	}
 	if cfg.ReconnectBase <= 0 {
 		cfg.ReconnectBase = DefaultReconnectBase
 	}
@@ -173,7 +192,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, conn: conn,
-		tablesSeen: make(chan struct{}), types: map[string]*typeState{}}
+		tablesSeen: make(chan struct{}), types: map[string]*typeState{},
+		conf: xdsconf.NewStore(), paths: map[string]*podPath{}}
 	decide := cfg.Decide
 	if decide == nil {
 		decide = func(p punt.Packet) punt.Verdict {
@@ -194,8 +214,20 @@ func New(cfg Config) (*Agent, error) {
 		Client: cav1.NewCertificateServiceClient(conn), TTL: cfg.SVIDTTL,
 		OnChange: func(ns, pod string, s *svid.SVID) {
 			a.log.Info("SVID issued", "pod", ns+"/"+pod, "spiffe_id", s.ID.String(), "serial", s.Chain[0].SerialNumber.String(), "not_after", s.NotAfter)
+			a.resumePod(ns, pod)
 		},
 	})
+	if err != nil {
+		a.closeEarly()
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		a.closeEarly()
+		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
+	}
+	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
+		TrustDomain: td, Events: a.proxyEvent})
 	if err != nil {
 		a.closeEarly()
 		return nil, err
@@ -203,7 +235,7 @@ func New(cfg Config) (*Agent, error) {
 	a.xds = xdsclient.New(conn, xdsclient.Config{Node: cfg.Node, Delta: true,
 		Subscriptions: xdsapi.AgentSubscriptions(cfg.Node), Validate: a.validate})
 	a.enrol, err = enrolment.Listen(enrolment.Config{
-		Socket: enrol.SocketPath(cfg.RunDir, cfg.Node), Enrol: a.enrolPod, Forget: a.svids.Remove, Timeout: cfg.EnrolTimeout,
+		Socket: enrol.SocketPath(cfg.RunDir, cfg.Node), Enrol: a.enrolPod, Forget: a.forgetPod, Timeout: cfg.EnrolTimeout,
 	})
 	if err != nil {
 		a.closeEarly()
@@ -212,6 +244,7 @@ func New(cfg Config) (*Agent, error) {
 	a.m = newMetrics(a)
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(a.m.collectors()...)
+	a.reg.MustRegister(a.proxy.Collectors()...)
 	return a, nil
 }
 
@@ -382,8 +415,20 @@ func (a *Agent) closeEarly() {
 }
 
 // Close releases the agent's sockets and file descriptors; pinned state
-// stays (and without pins, the FIB goes away).
+// stays (and without pins, the FIB goes away). The pods' capture rules
+// stay too: until an agent listens again, captured connections are
+// refused.
 func (a *Agent) Close() error {
+	a.pathMu.Lock()
+	keys := make([][2]string, 0, len(a.paths))
+	for k := range a.paths {
+		ns, name, _ := strings.Cut(k, "/")
+		keys = append(keys, [2]string{ns, name})
+	}
+	a.pathMu.Unlock()
+	for _, k := range keys {
+		_ = a.stopPod(k[0], k[1], nil)
+	}
 	a.svids.Close()
-	return errors.Join(a.punter.Close(), a.conn.Close(), a.fib.Close())
+	return errors.Join(a.proxy.Close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
 }

@@ -225,6 +225,12 @@ func (a *Agent) validate(typeURL string, resources map[string]proto.Message) err
 			return err
 		}
 		a.tablesApplied()
+	case resource.ListenerType, resource.ClusterType, resource.EndpointType, resource.RouteType:
+		// The slow path's config: compiled now, so that what it cannot
+		// honour is refused (NACKed) here.
+		if err := a.conf.Update(typeURL, resources, ""); err != nil {
+			return err
+		}
 	case resource.SecretType:
 		sec, ok := resources[xdsapi.RootCASecret]
 		if !ok {

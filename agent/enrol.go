@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/fibmesh/fibmesh/agent/enrolment"
 )
@@ -10,7 +11,7 @@ import (
 // enrolPod is the enrolment server's Enrol: it waits until the pod is in
 // the node's flow table, starts its SVID rotation and waits for the
 // first SVID.
-func (a *Agent) enrolPod(ctx context.Context, namespace, name string) (enrolment.Result, error) {
+func (a *Agent) enrolPod(ctx context.Context, namespace, name string, ns *os.File) (enrolment.Result, error) {
 	key := namespace + "/" + name
 	for {
 		a.mu.Lock()
@@ -47,6 +48,9 @@ func (a *Agent) enrolPod(ctx context.Context, namespace, name string) (enrolment
 		}
 		return enrolment.Result{}, fmt.Errorf("no SVID: %w", err)
 	}
+	if err := a.startPod(namespace, name, ns, false); err != nil {
+		return enrolment.Result{}, err
+	}
 	a.log.Info("pod enrolled", "pod", key, "spiffe_id", s.ID.String(), "svid_not_after", s.NotAfter)
 	return enrolment.Result{Identity: s.ID.String(), Expiry: s.NotAfter}, nil
 }
@@ -59,4 +63,29 @@ func (a *Agent) connSummary() string {
 		s += " (" + a.ctl.err + ")"
 	}
 	return s
+}
+
+// resumePod starts the data path of an enrolled pod that has none yet
+// (a pod restored after a restart whose enrolment timed out, e.g. while
+// the controller was unreachable) once it has an SVID. Until then its
+// captured connections are refused.
+func (a *Agent) resumePod(namespace, name string) {
+	key := namespace + "/" + name
+	a.pathMu.Lock()
+	_, running := a.paths[key]
+	a.pathMu.Unlock()
+	if running {
+		return
+	}
+	ns := a.enrol.Netns(namespace, name)
+	if ns == nil {
+		return // not enrolled (yet): enrolPod starts it
+	}
+	go func() {
+		if err := a.startPod(namespace, name, ns, false); err != nil {
+			a.log.Warn("data path not started; captured connections of the pod are refused", "pod", key, "err", err)
+			return
+		}
+		a.log.Info("data path resumed", "pod", key)
+	}()
 }

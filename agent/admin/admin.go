@@ -5,6 +5,7 @@
 //	GET /config_dump[?type=FDS]  what the agent accepted from the controller, per xDS type (Envoy-style)
 //	GET /pods                    enrolled pods: netns, identity, SVID serial and expiry
 //	GET /fib                     the FIB: routes, policies, attached interfaces, pending, counters
+//	GET /connections             connections the slow path proxies (?pod=NS/NAME, ?state=STATE)
 //	GET /healthz                 200 while the process serves
 //	GET /readyz                  200 once the first flow table is applied, 503 with the reason before
 //
@@ -16,6 +17,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -120,6 +122,55 @@ type Policy struct {
 	Mode  string `json:"mode"`
 }
 
+// Connection is one connection the slow path proxies (closed ones stay
+// listed for a while, with why they ended).
+type Connection struct {
+	ID uint64 `json:"id"`
+	// Direction is "outbound" (the pod called out) or "inbound" (a peer
+	// called the pod); Listener the listener that accepted it
+	// ("outbound", "inbound" for the mTLS tunnel, "inbound-plaintext").
+	Direction string `json:"direction"`
+	Listener  string `json:"listener"`
+	// Pod is the local pod, "namespace/name".
+	Pod string `json:"pod"`
+	// Source and Destination are the stream's original endpoints as the
+	// apps see them: the calling app's address, and the VIP:port
+	// (outbound) or pod IP:port (inbound) it called.
+	Source      netip.AddrPort `json:"source,omitzero"`
+	Destination netip.AddrPort `json:"destination,omitzero"`
+	// Upstream is where the agent connected: the endpoint pod's IP:15008
+	// (tunnel), a plaintext endpoint or the original destination, or the
+	// app (inbound). Endpoint is the endpoint (pod IP:target port) a
+	// cluster picked; Mode how it was reached ("tunnel", "plaintext",
+	// "passthrough", "app").
+	Upstream netip.AddrPort `json:"upstream,omitzero"`
+	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+	Mode     string         `json:"mode,omitempty"`
+	// ServerName is the SNI of the app's ClientHello, where the outbound
+	// listener routes by it.
+	ServerName string `json:"serverName,omitempty"`
+	// Cluster and Chain are the xDS cluster and filter chain used.
+	Cluster string `json:"cluster,omitempty"`
+	Chain   string `json:"chain,omitempty"`
+	// LocalIdentity and PeerIdentity are SPIFFE IDs: the local pod's and
+	// the peer's, verified in the handshake ("" in plaintext).
+	LocalIdentity string `json:"localIdentity,omitempty"`
+	PeerIdentity  string `json:"peerIdentity,omitempty"`
+	// TLSVersion and TLSCipher describe the tunnel ("" in plaintext).
+	TLSVersion string `json:"tlsVersion,omitempty"`
+	TLSCipher  string `json:"tlsCipher,omitempty"`
+	// State is "handshake", "established" or "closed".
+	State string `json:"state"`
+	// Reason says why a connection was refused or how it ended.
+	Reason string `json:"reason,omitempty"`
+	// BytesOut are the bytes from the local app to the peer, BytesIn the
+	// other way.
+	BytesOut uint64    `json:"bytesOut"`
+	BytesIn  uint64    `json:"bytesIn"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end,omitzero"`
+}
+
 // Counter is a packet and byte count.
 type Counter struct {
 	Packets uint64 `json:"packets"`
@@ -139,6 +190,7 @@ type Source interface {
 	ConfigDump() ConfigDump
 	Pods() []PodInfo
 	FIBSummary() (FIB, error)
+	Connections() []Connection
 	// Ready says whether the agent is ready, and if not, why.
 	Ready() (bool, string)
 }
@@ -181,6 +233,16 @@ func Handler(src Source) http.Handler {
 			return
 		}
 		writeJSON(w, f)
+	})
+	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, r *http.Request) {
+		pod, state := r.URL.Query().Get("pod"), r.URL.Query().Get("state")
+		out := []Connection{}
+		for _, c := range src.Connections() {
+			if (pod == "" || c.Pod == pod) && (state == "" || strings.EqualFold(c.State, state)) {
+				out = append(out, c)
+			}
+		}
+		writeJSON(w, out)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

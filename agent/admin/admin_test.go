@@ -31,6 +31,9 @@ func (f *fakeSource) FIBSummary() (FIB, error) {
 	return FIB{Routes: []Route{{Prefix: "10.200.2.0/24", Ifindex: 2}}}, f.fibErr
 }
 func (f *fakeSource) Ready() (bool, string) { return f.ready, f.why }
+func (f *fakeSource) Connections() []Connection {
+	return []Connection{{ID: 1, Pod: "a/x", State: "established"}, {ID: 2, Pod: "a/y", State: "closed"}}
+}
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
@@ -55,6 +58,9 @@ func TestHandler(t *testing.T) {
 		{"/config_dump?type=XDS", 404, `type "XDS": not subscribed: want one of CDS, FDS`},
 		{"/pods", 200, "[]"},
 		{"/fib", 200, `"prefix": "10.200.2.0/24"`},
+		{"/connections", 200, `"pod": "a/y"`},
+		{"/connections?pod=a/x", 200, `"id": 1,`},
+		{"/connections?state=closed", 200, `"id": 2,`},
 		{"/nope", 404, ""},
 	} {
 		code, body := get(t, h, tt.path)

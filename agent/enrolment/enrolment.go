@@ -45,9 +45,12 @@ type Config struct {
 	// Enrol makes namespace/name an enrolled pod: it blocks until the pod
 	// is in the node's flow table and has an SVID, or ctx is done, and
 	// says why not in its error. It is called again for restored pods.
-	Enrol func(ctx context.Context, namespace, name string) (Result, error)
-	// Forget is called when a pod is removed (OpRemove).
-	Forget func(namespace, name string)
+	// netns is the pod's network namespace, held open by the Server
+	// (the callee must not close it).
+	Enrol func(ctx context.Context, namespace, name string, netns *os.File) (Result, error)
+	// Forget is called when a pod is removed (OpRemove), with its network
+	// namespace while it is still held (nil if the pod was not enrolled).
+	Forget func(namespace, name string, netns *os.File)
 	// Timeout bounds an OpAdd (default DefaultTimeout).
 	Timeout time.Duration
 }
@@ -162,7 +165,7 @@ func (s *Server) Restore(ctx context.Context) error {
 			defer s.wg.Done()
 			c, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 			defer cancel()
-			_, _ = s.cfg.Enrol(c, p.Namespace, p.Name)
+			_, _ = s.cfg.Enrol(c, p.Namespace, p.Name, fd)
 		}()
 	}
 	if err := s.save(); err != nil {
@@ -238,11 +241,15 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 		}
 		s.removals[key]++
 		s.mu.Unlock()
+		var fd *os.File
 		if ok {
-			p.fd.Close()
+			fd = p.fd
 		}
 		if s.cfg.Forget != nil {
-			s.cfg.Forget(req.Namespace, req.Name)
+			s.cfg.Forget(req.Namespace, req.Name, fd)
+		}
+		if fd != nil {
+			fd.Close()
 		}
 		if err := s.save(); err != nil {
 			return enrol.Response{Error: err.Error()}
@@ -258,7 +265,7 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	res, err := s.cfg.Enrol(cctx, req.Namespace, req.Name)
+	res, err := s.cfg.Enrol(cctx, req.Namespace, req.Name, fd)
 	if err != nil {
 		fd.Close()
 		return enrol.Response{Error: fmt.Sprintf("pod %s: %v", key, err)}
@@ -267,10 +274,10 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 	s.mu.Lock()
 	if s.removals[key] != gen { // removed while this add waited
 		s.mu.Unlock()
-		fd.Close()
 		if s.cfg.Forget != nil {
-			s.cfg.Forget(req.Namespace, req.Name)
+			s.cfg.Forget(req.Namespace, req.Name, fd)
 		}
+		fd.Close()
 		return enrol.Response{Error: fmt.Sprintf("pod %s: removed while it was being enrolled", key)}
 	}
 	old := s.pods[key]

@@ -24,7 +24,7 @@ type fakeAgent struct {
 	calls  int
 }
 
-func (a *fakeAgent) enrol(ctx context.Context, ns, name string) (Result, error) {
+func (a *fakeAgent) enrol(ctx context.Context, ns, name string, _ *os.File) (Result, error) {
 	a.mu.Lock()
 	a.calls++
 	ok := a.known[ns+"/"+name]
@@ -36,7 +36,7 @@ func (a *fakeAgent) enrol(ctx context.Context, ns, name string) (Result, error) 
 	return Result{Identity: "spiffe://cluster.local/ns/" + ns + "/sa/default", Expiry: time.Unix(2000000000, 0)}, nil
 }
 
-func (a *fakeAgent) forget(ns, name string) {
+func (a *fakeAgent) forget(ns, name string, _ *os.File) {
 	a.mu.Lock()
 	a.forgot = append(a.forgot, ns+"/"+name)
 	a.mu.Unlock()
@@ -167,12 +167,12 @@ func TestRemoveDuringAdd(t *testing.T) {
 	var mu sync.Mutex
 	s, err := Listen(Config{
 		Socket: enrol.SocketPath(filepath.Join(t.TempDir(), "run"), "node1"),
-		Enrol: func(ctx context.Context, ns, name string) (Result, error) {
+		Enrol: func(ctx context.Context, ns, name string, _ *os.File) (Result, error) {
 			close(started)
 			<-release
 			return Result{Identity: "spiffe://cluster.local/ns/default/sa/default"}, nil
 		},
-		Forget:  func(ns, name string) { mu.Lock(); forgot = append(forgot, ns+"/"+name); mu.Unlock() },
+		Forget:  func(ns, name string, _ *os.File) { mu.Lock(); forgot = append(forgot, ns+"/"+name); mu.Unlock() },
 		Timeout: time.Minute,
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -45,7 +46,19 @@ func (fakeAgent) Pods() []admin.PodInfo {
 }
 
 func (fakeAgent) FIBSummary() (admin.FIB, error) { return admin.FIB{}, nil }
-func (fakeAgent) Ready() (bool, string)          { return true, "" }
+
+func (fakeAgent) Connections() []admin.Connection {
+	start := time.Now().Add(-time.Minute)
+	return []admin.Connection{
+		{ID: 1, Direction: "outbound", Listener: "outbound", Pod: "bank/teller",
+			Source: netip.MustParseAddrPort("10.200.1.11:40000"), Destination: netip.MustParseAddrPort("10.96.90.9:9000"),
+			Upstream: netip.MustParseAddrPort("10.200.2.11:15008"), Mode: "tunnel", Cluster: "outbound|9000||vault.bank.svc.cluster.local",
+			LocalIdentity: "spiffe://cluster.local/ns/bank/sa/teller", PeerIdentity: "spiffe://cluster.local/ns/bank/sa/vault",
+			TLSVersion: "TLS 1.3", TLSCipher: "TLS_AES_128_GCM_SHA256", State: "established", BytesOut: 3 << 20, BytesIn: 2048, Start: start},
+		{ID: 2, Direction: "inbound", Listener: "inbound-plaintext", Pod: "bank/vault", State: "closed", Reason: "no-chain", Start: start, End: start.Add(time.Millisecond)},
+	}
+}
+func (fakeAgent) Ready() (bool, string) { return true, "" }
 
 func TestConfigDumpAndCerts(t *testing.T) {
 	srv := httptest.NewServer(admin.Handler(fakeAgent{}))
@@ -73,6 +86,10 @@ func TestConfigDumpAndCerts(t *testing.T) {
 		{"certs", certsCmd, []string{"--admin", u.Host}, 0, []string{"POD        IDENTITY", "default/a  spiffe://cluster.local/ns/default/sa/a  1f2e", "default/b  -", "no SVID: rpc error: code = PermissionDenied"}},
 		{"certs json", certsCmd, []string{"--admin", u.Host, "-o", "json"}, 0, []string{`"serial": "1f2e"`}},
 		{"certs takes no args", certsCmd, []string{"--admin", u.Host, "x"}, 2, []string{"too many arguments"}},
+		{"conns", connsCmd, []string{"--admin", u.Host}, 0, []string{"DIR", "bank/teller", "10.96.90.9:9000", "10.200.2.11:15008 (tunnel)",
+			"spiffe://cluster.local/ns/bank/sa/vault", "TLS 1.3 TLS_AES_128_GCM_SHA256", "3.0MiB", "2.0KiB", "closed (no-chain)"}},
+		{"conns by pod", connsCmd, []string{"--admin", u.Host, "--pod", "bank/vault", "-o", "json"}, 0, []string{`"pod": "bank/vault"`, `"reason": "no-chain"`}},
+		{"conns state", connsCmd, []string{"--state=established", "--admin", u.Host}, 0, []string{"bank/teller"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -95,6 +112,9 @@ func dumpCmd(args []string, stdout, stderr *bytes.Buffer) int {
 }
 func certsCmd(args []string, stdout, stderr *bytes.Buffer) int {
 	return certsCommand(args, stdout, stderr)
+}
+func connsCmd(args []string, stdout, stderr *bytes.Buffer) int {
+	return connsCommand(args, stdout, stderr)
 }
 
 // The dispatch hook: fibctl config dump and fibctl certs reach dump.go.

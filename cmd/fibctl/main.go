@@ -58,6 +58,10 @@ Commands:
   certs [--node NETNS] [-o FORMAT]
                             the SVIDs of the pods enrolled on a node's agent:
                             identity, serial, expiry (admin API)
+  conns [--node NETNS] [--pod NS/NAME] [--state STATE] [-o FORMAT]
+                            the connections a node's agent proxies: pods,
+                            addresses, cluster, both SPIFFE IDs, TLS, state,
+                            bytes (admin API)
 
 fibctl reads the maps the agent pinned under --pin-dir
 (default /sys/fs/bpf/fibmesh/<node>); it needs root.
@@ -107,6 +111,8 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		return configCommand(args[1:], stdout, stderr), true
 	case "certs": // dump.go
 		return certsCommand(args[1:], stdout, stderr), true
+	case "conns": // conns.go
+		return connsCommand(args[1:], stdout, stderr), true
 	}
 	return 0, false
 }
@@ -133,8 +139,8 @@ func globalFlagsLast(args []string) []string {
 	}
 	rest := fs.Args()
 	switch {
-	case rest[0] == "certs":
-		return append(append([]string{"certs"}, flags...), rest[1:]...)
+	case rest[0] == "certs" || rest[0] == "conns":
+		return append(append([]string{rest[0]}, flags...), rest[1:]...)
 	case rest[0] == "config" && len(rest) > 1 && rest[1] == "dump":
 		return append(append([]string{"config", "dump"}, flags...), rest[2:]...)
 	}

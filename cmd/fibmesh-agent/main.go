@@ -43,13 +43,23 @@ Pods are enrolled on the unix socket <run-dir>/<node>/enrol.sock (api/enrol):
 the agent holds the pod's network namespace open and obtains its SVID
 (key generated here, CSR to the controller's CA, renewed at half-life).
 
+Enrolled pods are captured (nftables table "fibmesh" in the pod's network
+namespace): the pod's outbound TCP goes to the agent's listener on 15001,
+which tunnels it over mTLS (TLS 1.3, the pod's SVID, ALPN fibmesh/1) to
+the destination pod's agent on 15008; inbound plaintext goes to 15006,
+where only PERMISSIVE and DISABLE ports are served; DNS (port 53) goes to
+the agent's DNS proxy on 15053, which answers the mesh's names and
+forwards others to --dns-upstream. The rules stay when the agent stops:
+captured connections are then refused, never passed in clear
+(docs/slowpath.md).
+
 The FIB's program, links and maps are pinned in --pin-dir: they keep
 forwarding while the controller is unreachable and while the agent
 restarts; a restarted agent starts from what the maps hold. Use --cleanup
 to remove them.
 
 Endpoints: the admin API on --admin-listen (/config_dump, /pods, /fib,
-/healthz, /readyz: 200 once the first flow table is applied) and
+/connections, /healthz, /readyz: 200 once the first flow table is applied) and
 Prometheus metrics on --metrics-listen (/metrics, fibmesh_agent_*).
 Wait for readiness with /readyz, not by reading the log.
 
@@ -104,11 +114,12 @@ func main() {
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the node's bearer token (a bootstrap token, or a projected ServiceAccount token); re-read for every request (required)")
 	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs directory for the FIB (default "+fib.DefaultPinRoot+"/<node>)")
 	fs.StringVar(&cfg.RunDir, "run-dir", enrol.DefaultRunDir, "directory of the enrolment socket and state: <run-dir>/<node>/enrol.sock")
-	fs.StringVar(&cfg.AdminListen, "admin-listen", agent.DefaultAdminListen, "admin API address (/config_dump, /pods, /fib, /healthz, /readyz); - for none")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", agent.DefaultAdminListen, "admin API address (/config_dump, /pods, /fib, /connections, /healthz, /readyz); - for none")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", agent.DefaultMetricsListen, "Prometheus metrics address (/metrics); - for none")
 	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", 0, "SVID lifetime to ask the CA for (default: the CA's, 24h); renewed at half of it")
 	fs.DurationVar(&cfg.ReconnectCap, "reconnect-max", agent.DefaultReconnectCap, "longest wait between attempts to reach the controller (exponential backoff from 100ms, full jitter)")
 	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
+	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); empty answers them REFUSED")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")
 	logFormat := logflag.Register(fs)

@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/agent/admin"
+	"github.com/fibmesh/fibmesh/internal/netns"
+	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/capture"
+	"github.com/fibmesh/fibmesh/slowpath/dns"
+	"github.com/fibmesh/fibmesh/slowpath/proxy"
+)
+
+// podPath is the data path of one enrolled pod: its capture rules, its
+// proxy listeners and its DNS proxy.
+type podPath struct {
+	netns     *os.File // the DNS proxy's own handle (its upstream dials)
+	dnsCancel context.CancelFunc
+	dnsDone   chan struct{}
+}
+
+// startPod captures namespace/name's traffic and serves it: the capture
+// rules first (until the listeners are up, captured connections are
+// refused: fail closed), then the proxy's listeners and the DNS proxy in
+// the pod's network namespace. It is idempotent: a restarted agent calls
+// it again for every pod it restores (the rules are rewritten in one
+// transaction, never removed in between).
+func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error {
+	key := namespace + "/" + name
+	// One pod change at a time: an enrolment, a producer's re-enrolment
+	// after an agent restart and a resumed pod may race for the same pod.
+	a.pathMu.Lock()
+	defer a.pathMu.Unlock()
+	if _, running := a.paths[key]; running && resume {
+		return nil
+	}
+	p, ok := a.rec.Desired().Pods[key]
+	if !ok || !p.IP.IsValid() {
+		return fmt.Errorf("pod %s: no IP in node %s's flow table", key, a.cfg.Node)
+	}
+	// A descriptor of our own for the time of the call: the enrolment
+	// server closes the one it holds when a newer enrolment of the pod
+	// replaces it.
+	fd, err := unix.FcntlInt(ns.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("pod %s: network namespace handle: %w (the pod was enrolled again meanwhile)", key, err)
+	}
+	own := os.NewFile(uintptr(fd), "netns "+key)
+	defer own.Close()
+	if err := capture.Install(fd, capture.Config{DNS: true}); err != nil {
+		return fmt.Errorf("pod %s: capture: %w", key, err)
+	}
+	if err := a.proxy.AddPod(proxy.Pod{Namespace: namespace, Name: name, Netns: own, IPs: []netip.Addr{p.IP}}); err != nil {
+		return fmt.Errorf("pod %s: proxy: %w", key, err)
+	}
+	if old, ok := a.paths[key]; ok {
+		if sameFile(old.netns, own) {
+			return nil
+		}
+		// The pod was re-created in a new network namespace: its DNS
+		// proxy moves too.
+		old.dnsCancel()
+		<-old.dnsDone
+		delete(a.paths, key)
+	}
+	pp, err := a.startDNS(namespace, name, own)
+	if err != nil {
+		return fmt.Errorf("pod %s: DNS proxy: %w", key, err)
+	}
+	a.paths[key] = pp
+	return nil
+}
+
+// startDNS serves the pod's DNS queries (captured from port 53) on
+// slowpath.DNSPort, UDP and TCP, inside its network namespace.
+func (a *Agent) startDNS(namespace, name string, pns *os.File) (*podPath, error) {
+	fd, err := unix.FcntlInt(pns.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace handle: %w", err)
+	}
+	ns := os.NewFile(uintptr(fd), "netns "+namespace+"/"+name)
+	var udp net.PacketConn
+	var tcp net.Listener
+	err = netns.Do(int(ns.Fd()), namespace+"/"+name, func() (err error) {
+		// UDP on loopback (where capture redirects the pod's queries):
+		// a wildcard socket would answer from the pod's address, which
+		// conntrack does not match to the redirected query.
+		if udp, err = net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", slowpath.DNSPort)); err != nil {
+			return err
+		}
+		if tcp, err = net.Listen("tcp", fmt.Sprintf(":%d", slowpath.DNSPort)); err != nil {
+			udp.Close()
+		}
+		return err
+	})
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	srv := dns.New(dns.Config{
+		Hosts:     func() map[string][]netip.Addr { return a.conf.Snapshot().Hosts },
+		Namespace: namespace,
+		Upstream:  a.cfg.DNSUpstream,
+		Dial:      a.markedDialer(ns, namespace+"/"+name),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = srv.ServeUDP(ctx, udp) }()
+	go func() { defer wg.Done(); _ = srv.ServeTCP(ctx, tcp) }()
+	go func() {
+		<-ctx.Done()
+		udp.Close()
+		tcp.Close()
+		wg.Wait()
+		ns.Close()
+		close(done)
+	}()
+	return &podPath{netns: ns, dnsCancel: cancel, dnsDone: done}, nil
+}
+
+// markedDialer dials from inside ns with the agent's socket mark, so
+// that capture lets the connection through (DNS upstream).
+func (a *Agent) markedDialer(ns *os.File, what string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, slowpath.Mark)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		err := netns.Do(int(ns.Fd()), what, func() (err error) {
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// stopPod ends namespace/name's data path: its listeners and connections,
+// its DNS proxy, and, when ns is given (the pod is removed, not the agent
+// stopping), its capture rules.
+func (a *Agent) stopPod(namespace, name string, ns *os.File) error {
+	key := namespace + "/" + name
+	a.proxy.RemovePod(namespace, name)
+	a.pathMu.Lock()
+	pp := a.paths[key]
+	delete(a.paths, key)
+	a.pathMu.Unlock()
+	if pp != nil {
+		pp.dnsCancel()
+		<-pp.dnsDone
+	}
+	if ns != nil {
+		if err := capture.Remove(int(ns.Fd())); err != nil {
+			return fmt.Errorf("pod %s: remove capture: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// forgetPod is the enrolment server's Forget: the pod was removed.
+func (a *Agent) forgetPod(namespace, name string, ns *os.File) {
+	if err := a.stopPod(namespace, name, ns); err != nil {
+		a.log.Warn("pod removed; its data path was not fully removed", "pod", namespace+"/"+name, "err", err)
+	}
+	a.svids.Remove(namespace, name)
+}
+
+// podCertificate is the proxy's source of a pod's current SVID.
+func (a *Agent) podCertificate(namespace, name string) (*tls.Certificate, spiffeid.ID, error) {
+	r := a.svids.Get(namespace, name)
+	if r == nil {
+		return nil, spiffeid.ID{}, fmt.Errorf("pod %s/%s: no SVID rotation (not enrolled)", namespace, name)
+	}
+	s := r.Current()
+	if s == nil {
+		err := r.Err()
+		if err == nil {
+			err = errors.New("none issued yet")
+		}
+		return nil, spiffeid.ID{}, fmt.Errorf("pod %s/%s: no SVID: %w", namespace, name, err)
+	}
+	return s.Certificate, s.ID, nil
+}
+
+// trustBundle is the proxy's source of the mesh's roots.
+func (a *Agent) trustBundle() []*x509.Certificate { return a.TrustBundle() }
+
+// Connections implements admin.Source: the proxy's connection table.
+func (a *Agent) Connections() []admin.Connection {
+	cs := a.proxy.Connections()
+	out := make([]admin.Connection, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, admin.Connection(c))
+	}
+	return out
+}
+
+// proxyEvent logs what the proxy refused or denied (at debug level what
+// went through: the connection table and metrics have it).
+func (a *Agent) proxyEvent(ev proxy.Event) {
+	c := ev.Conn
+	attrs := []any{"pod", c.Pod, "direction", c.Direction, "listener", c.Listener, "source", c.Source.String(), "destination", c.Destination.String()}
+	if c.PeerIdentity != "" {
+		attrs = append(attrs, "peer", c.PeerIdentity)
+	}
+	if ev.Err != nil {
+		attrs = append(attrs, "err", ev.Err)
+	}
+	switch ev.Kind {
+	case proxy.EventDenied:
+		a.log.Info("connection denied by authorization policy", append(attrs, "policy", ev.Reason)...)
+	case proxy.EventRefused:
+		a.log.Info("connection refused", append(attrs, "reason", ev.Reason)...)
+	default:
+		a.log.Debug("connection "+string(ev.Kind), append(attrs, "cluster", c.Cluster, "upstream", c.Upstream.String())...)
+	}
+}
+
+// sameFile reports whether a and b are the same file (the same network
+// namespace).
+func sameFile(a, b *os.File) bool {
+	var sa, sb unix.Stat_t
+	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}

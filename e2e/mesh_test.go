@@ -76,12 +76,15 @@ spec:
     matchLabels: {app: web}
   mtls: {mode: STRICT}
 `,
+	// left and right are outside the mesh (not captured): their
+	// plaintext is forwarded by the XDP FIB alone, which is what this
+	// test is about (TestSlowPath covers captured pods).
 	"peers.yaml": `apiVersion: v1
 kind: Pod
 metadata:
   name: left
   namespace: shop
-  labels: {app: peer}
+  labels: {app: peer, fibmesh.io/capture: disabled}
 spec:
   nodeName: node1
   containers:
@@ -93,7 +96,7 @@ kind: Pod
 metadata:
   name: right
   namespace: shop
-  labels: {app: peer}
+  labels: {app: peer, fibmesh.io/capture: disabled}
 spec:
   nodeName: node2
   containers:

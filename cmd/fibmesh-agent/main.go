@@ -119,6 +119,7 @@ func main() {
 	fs.DurationVar(&cfg.SVIDTTL, "svid-ttl", 0, "SVID lifetime to ask the CA for (default: the CA's, 24h); renewed at half of it")
 	fs.DurationVar(&cfg.ReconnectCap, "reconnect-max", agent.DefaultReconnectCap, "longest wait between attempts to reach the controller (exponential backoff from 100ms, full jitter)")
 	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh's SPIFFE trust domain (the controller's --trust-domain): tunnel peers with an identity from another are refused")
 	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); empty answers them REFUSED")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")

@@ -26,6 +26,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,6 +128,8 @@ type Agent struct {
 	conf   *xdsconf.Store
 	proxy  *proxy.Proxy
 
+	meshPods atomic.Pointer[map[netip.Addr]spiffeid.ID]
+
 	pathMu sync.Mutex
 	paths  map[string]*podPath // enrolled pods whose data path runs, by namespace/name
 
@@ -227,7 +230,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
-		TrustDomain: td, Events: a.proxyEvent})
+		TrustDomain: td, Events: a.proxyEvent, MeshPod: a.meshPod})
 	if err != nil {
 		a.closeEarly()
 		return nil, err

@@ -292,6 +292,7 @@ func (a *Agent) tablesApplied() {
 		a.log.Info("first flow table applied", "routes", len(st.Routes), "policies", len(st.Policies), "pending", len(st.Pending), "versions", st.Versions)
 	}
 	d := a.rec.Desired()
+	a.setMeshPods(d)
 	for _, p := range a.enrol.Pods() {
 		if _, ok := d.Pods[p.Key()]; ok {
 			if err := a.svids.Ensure(p.Namespace, p.Name); err != nil {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/agent/admin"
+	"github.com/fibmesh/fibmesh/agent/reconcile"
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/slowpath"
 	"github.com/fibmesh/fibmesh/slowpath/capture"
@@ -244,4 +245,27 @@ func sameFile(a, b *os.File) bool {
 		return false
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
+
+// meshPod is the proxy's MeshPod: a pod of the mesh by its IP, with its
+// identity, from the flow tables (a pod outside the mesh has none). It
+// reads a map swapped in whole when tables are applied: no lock.
+func (a *Agent) meshPod(ip netip.Addr) (spiffeid.ID, bool) {
+	m := a.meshPods.Load()
+	if m == nil {
+		return spiffeid.ID{}, false
+	}
+	id, ok := (*m)[ip]
+	return id, ok
+}
+
+// setMeshPods rebuilds meshPod's map from the applied flow tables.
+func (a *Agent) setMeshPods(d *reconcile.Desired) {
+	m := make(map[netip.Addr]spiffeid.ID, len(d.MeshPods))
+	for ip, s := range d.MeshPods {
+		if id, err := spiffeid.FromString(s); err == nil {
+			m[ip] = id
+		}
+	}
+	a.meshPods.Store(&m)
 }

@@ -80,6 +80,12 @@ type Config struct {
 	// conntrack). listener is slowpath.OutboundPort or
 	// InboundPlaintextPort. Tests without nftables inject it.
 	OriginalDestination func(c *net.TCPConn, pod Pod, listener int) (netip.AddrPort, error)
+	// MeshPod, if set, says whether ip is a pod in the mesh and which
+	// identity it has (the agent: FDS host routes' identity ids). An
+	// outbound connection to such a pod's IP that no chain claims (a
+	// headless Service, a pod without a Service) is tunnelled, and the
+	// peer must present exactly that identity.
+	MeshPod func(ip netip.Addr) (spiffeid.ID, bool)
 	// Events, if set, is called for refusals, denials, established and
 	// closed connections (synchronously: keep it quick). The proxy does
 	// not log.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -111,6 +112,17 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 // when it is a mesh endpoint (a pod called by its IP), else in plaintext
 // (passthrough, outside the mesh).
 func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snapshot, src, dst netip.AddrPort, timeout time.Duration) (stream, error) {
+	if ps.p.cfg.MeshPod != nil {
+		if id, ok := ps.p.cfg.MeshPod(dst.Addr()); ok {
+			// A mesh pod called by its IP: tunnelled, and it must be
+			// that pod's identity.
+			up, err := ps.tunnel(ctx, c, []spiffeid.ID{id}, dst, src, timeout)
+			if err != nil {
+				return nil, refuse(ReasonUpstream, err)
+			}
+			return up, nil
+		}
+	}
 	if ec := snap.Endpoints[dst.Addr()]; ec != nil {
 		c.update(func(i *ConnInfo) { i.Cluster = ec.Name })
 		if ec.TLS != nil && !endpointPlaintext(ec, dst.Addr()) {

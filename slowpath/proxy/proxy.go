@@ -96,15 +96,23 @@ func (p *Proxy) AddPod(pod Pod) error {
 		}
 		ips = append(ips, ip.Unmap())
 	}
+	// The new descriptor first: a bad one (closed by its owner) must not
+	// stop the pod that runs.
+	fd, err := dupFD(int(pod.Netns.Fd()))
+	if err != nil {
+		return fmt.Errorf("proxy: add pod %s: duplicate netns descriptor: %w", pod.key(), err)
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		closeFD(fd)
 		return fmt.Errorf("proxy: add pod %s: proxy closed", pod.key())
 	}
 	old := p.pods[pod.key()]
 	if old != nil {
-		if sameFile(int(old.pod.Netns.Fd()), int(pod.Netns.Fd())) && slices.Equal(old.pod.IPs, ips) {
+		if sameFile(int(old.pod.Netns.Fd()), fd) && slices.Equal(old.pod.IPs, ips) {
 			p.mu.Unlock()
+			closeFD(fd)
 			return nil
 		}
 		delete(p.pods, pod.key())
@@ -112,11 +120,6 @@ func (p *Proxy) AddPod(pod Pod) error {
 	p.mu.Unlock()
 	if old != nil {
 		old.stop()
-	}
-
-	fd, err := dupFD(int(pod.Netns.Fd()))
-	if err != nil {
-		return fmt.Errorf("proxy: add pod %s: duplicate netns descriptor: %w", pod.key(), err)
 	}
 	ps := &podState{
 		p:       p,

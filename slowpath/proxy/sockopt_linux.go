@@ -35,3 +35,4 @@ func sameFile(a, b int) bool {
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
+func closeFD(fd int) { _ = unix.Close(fd) }

@@ -14,3 +14,4 @@ func markControl(_, _ string, _ syscall.RawConn) error { return errNotLinux }
 func dupFD(int) (int, error) { return -1, errNotLinux }
 
 func sameFile(a, b int) bool { return false }
+func closeFD(int)            {}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,5 +224,39 @@ func TestStuckWriteBreaks(t *testing.T) {
 	}
 	if err := <-done; err == nil {
 		t.Fatal("a 64 MB write to a peer that does not read succeeded")
+	}
+}
+
+// TestKeepInUserspace: after KeepInUserspace the connection carries data
+// both ways as before (1 MiB, checked), reads are no longer cut at record
+// boundaries, and Offload refuses.
+func TestKeepInUserspace(t *testing.T) {
+	for _, v := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			ccfg, scfg := testConfigs(t, v, 0)
+			ln := loopbackListener(t)
+			c, s := handshakePair(t, ln, func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }, ccfg, scfg)
+			c.KeepInUserspace()
+			s.KeepInUserspace()
+			msg := bytes.Repeat([]byte("fibmesh-"), 128<<10) // 1 MiB
+			for _, dir := range []struct {
+				name     string
+				from, to *TLSConn
+			}{{"client to server", c, s}, {"server to client", s, c}} {
+				errc := make(chan error, 1)
+				go func() { _, err := dir.from.Write(msg); errc <- err }()
+				if got := readN(t, dir.to, len(msg)); got != string(msg) {
+					t.Fatalf("%s: the bytes read differ from those written", dir.name)
+				}
+				if err := <-errc; err != nil {
+					t.Fatalf("%s: write: %v", dir.name, err)
+				}
+			}
+			_, err := c.Offload()
+			var ue *UnsupportedError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "KeepInUserspace") {
+				t.Fatalf("Offload after KeepInUserspace = %v, want an *UnsupportedError naming it", err)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // TLSConn is a crypto/tls connection prepared for Offload. Use it like the
@@ -25,6 +26,18 @@ type TLSConn struct {
 	// application records are numbered from there).
 	hsRead, hsWritten uint64
 	offloaded         bool
+	userspace         atomic.Bool
+}
+
+// KeepInUserspace gives up the option to Offload, for a connection that
+// will stay in userspace (the kernel has no kTLS, or the caller decided):
+// reads are no longer cut at TLS record boundaries and records are no
+// longer counted, which saves a system call per record. Offload then
+// returns an *UnsupportedError. It must not be called concurrently with
+// Offload.
+func (c *TLSConn) KeepInUserspace() {
+	c.userspace.Store(true)
+	c.raw.passthrough.Store(true)
 }
 
 // Client runs a TLS client handshake over raw (a TCP connection) and
@@ -140,6 +153,9 @@ func (c *TLSConn) keys() (tx, rx Keys, txSecret, rxSecret []byte, err error) {
 func (c *TLSConn) Offload() (*Conn, error) {
 	if c.offloaded {
 		return nil, errors.New("ktls: Offload called twice")
+	}
+	if c.userspace.Load() {
+		return nil, &UnsupportedError{Reason: "KeepInUserspace was called: the record counts the kernel needs were not kept"}
 	}
 	tcp, ok := c.raw.Conn.(*net.TCPConn)
 	if !ok {

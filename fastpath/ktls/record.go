@@ -33,6 +33,11 @@ type recordConn struct {
 	// Atomic, so a deadline or Close can always get through while a
 	// Write blocks (crypto/tls breaks a stuck write by closing).
 	detached atomic.Bool
+	// passthrough is set once the connection will never be offloaded
+	// (TLSConn.KeepInUserspace): from the next record boundary on, reads
+	// and writes go straight to the socket, neither cut at records nor
+	// counted.
+	passthrough atomic.Bool
 
 	wmu      sync.Mutex
 	whdr     [5]byte
@@ -68,6 +73,9 @@ func (c *recordConn) Read(p []byte) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if !c.inRecord && c.rhdrN == 0 && c.passthrough.Load() {
+		return c.Conn.Read(p)
 	}
 	if !c.inRecord {
 		// Between records: read the whole 5-byte header first (it cannot
@@ -122,6 +130,9 @@ func (c *recordConn) endRecord() {
 func (c *recordConn) Write(p []byte) (int, error) {
 	if c.detached.Load() {
 		return 0, errDetached
+	}
+	if c.passthrough.Load() {
+		return c.Conn.Write(p)
 	}
 	n, err := c.Conn.Write(p)
 	c.wmu.Lock()

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/slowpath"
 )
@@ -23,6 +24,9 @@ type Proxy struct {
 	cfg    Config
 	m      *metrics
 	nextID atomic.Uint64
+	// userspaceOnly: the kernel has no kTLS, so tunnels keep no record
+	// accounting for an offload (ktls.TLSConn.KeepInUserspace).
+	userspaceOnly bool
 
 	mu     sync.Mutex
 	pods   map[string]*podState
@@ -35,7 +39,14 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Proxy{cfg: cfg, m: newMetrics(), pods: map[string]*podState{}}, nil
+	p := &Proxy{cfg: cfg, m: newMetrics(), pods: map[string]*podState{}}
+	// Without kTLS in the kernel no tunnel can ever leave userspace:
+	// give up the record accounting an offload needs (a system call per
+	// record saved).
+	if caps, err := ktls.Probe(); err != nil || !caps.ULP {
+		p.userspaceOnly = true
+	}
+	return p, nil
 }
 
 // listener kinds, by port.

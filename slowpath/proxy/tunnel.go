@@ -110,9 +110,9 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 	raw.SetDeadline(time.Now().Add(ps.p.cfg.HandshakeTimeout))
 	var local, peer spiffeid.ID
 	cfg := &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		MaxVersion:       tls.VersionTLS13,
-		NextProtos:       []string{slowpath.TunnelALPN},
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+		NextProtos: []string{slowpath.TunnelALPN},
 		// X25519 alone: the hybrid post-quantum share Go offers by default
 		// (X25519MLKEM768) costs ~10% of a tunnel setup; Istio's Envoy
 		// tunnels use X25519 too.

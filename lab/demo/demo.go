@@ -118,21 +118,27 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("%w: the demo needs Pod %s (examples/%s)", err, clientPod, clientFile)
 	}
+	// A pod in the mesh (enrolled) on the other node calls the client:
+	// its connections go through both nodes' agents over mTLS.
+	enrolled := map[string]bool{}
+	for _, p := range st.Pods {
+		enrolled[p.Namespace+"/"+p.Name] = strings.HasPrefix(p.Enrolment, "enrolled")
+	}
 	var from *lab.Pod
 	for _, p := range l.Pods() {
-		if p.Node != client.Node {
+		if p.Node != client.Node && enrolled[p.Namespace+"/"+p.Name] {
 			from = p
 			break
 		}
 	}
 	if from == nil {
-		return errors.New("every pod runs on the client's node: the demo needs two nodes")
+		return errors.New("no pod in the mesh runs on another node than the client's: the demo needs two nodes")
 	}
 	before, err := snapshot(l, o.Prefix)
 	if err != nil {
 		return err
 	}
-	say("HTTP from %s/%s (%s, %s) to %s:%d (%s, %s), 20 requests", from.Namespace, from.Name, from.Node, from.IP, client.IP, clientPort, client.Name, client.Node)
+	say("HTTP from %s/%s (%s, %s) to %s:%d (%s, %s), 20 requests: captured by the agents, carried between them over mTLS", from.Namespace, from.Name, from.Node, from.IP, client.IP, clientPort, client.Name, client.Node)
 	httpc := kubelet.NetnsHTTPClient(from.Netns, 5*time.Second)
 	var rep echo.Reply
 	for i := range 20 {
@@ -147,6 +153,21 @@ func Run(ctx context.Context, o Options) error {
 	say("TCP: 1 MiB from %s to %s:%d, echoed back by the app", from.Name, client.Name, clientPort)
 	if err := tcpEcho(from, client, clientPort, 1<<20); err != nil {
 		return fmt.Errorf("tcp: %w", err)
+	}
+	var fromNode *lab.Node
+	for _, n := range l.Nodes {
+		if n.Name == from.Node {
+			fromNode = n
+		}
+	}
+	if fromNode != nil {
+		say("the connections %s's agent proxied for %s/%s: both SPIFFE IDs, verified in the mTLS handshake", from.Node, from.Namespace, from.Name)
+		fmt.Fprintf(o.Out, "    $ fibctl --node %s conns --pod %s/%s\n", fromNode.Netns, from.Namespace, from.Name)
+		out, err := exec.CommandContext(ctx, filepath.Join(o.BinDir, "fibctl"), "--node", fromNode.Netns, "conns", "--pod", from.Namespace+"/"+from.Name).CombinedOutput()
+		fmt.Fprint(o.Out, indent(string(out), "    "))
+		if err != nil {
+			return fmt.Errorf("fibctl conns: %w", err)
+		}
 	}
 	after, err := snapshot(l, o.Prefix)
 	if err != nil {
@@ -226,6 +247,7 @@ func Run(ctx context.Context, o Options) error {
     %[1]s/fibmesh-lab logs%[7]s %[2]s/%[3]s
     %[1]s/fibmesh-lab exec%[7]s %[2]s/%[3]s -- curl -s %[9]s/hello   # HTTP to the client pod, across nodes
     %[1]s/fibmesh-lab exec%[7]s %[2]s/%[3]s -- ip addr
+    %[1]s/fibctl --node %[4]s conns       # the connections the agent proxies: pods, SPIFFE IDs, TLS, bytes
     %[1]s/fibctl --node %[4]s fib
     %[1]s/fibctl --node %[4]s stats
     %[1]s/fibmesh-lab exec%[7]s fabric -- %[1]s/fibctl config status --controller http://%[5]s
@@ -233,7 +255,7 @@ func Run(ctx context.Context, o Options) error {
     %[8]s
 `, o.BinDir, from.Namespace, from.Name, l.Nodes[0].Netns, kubelet.ControllerMonitoring, copyDir, flags, down,
 		netip.AddrPortFrom(client.IP, clientPort))
-	fmt.Fprintln(o.Out, "    (plaintext to the Services' ports is dropped in XDP: examples/ makes the mesh STRICT mTLS, which the agents' data path brings next)")
+	fmt.Fprintln(o.Out, "    (pods in the mesh talk mTLS through their agents; production/outsider is outside the mesh: its plaintext to a STRICT port is dropped in XDP, see examples/05-outsider.yaml)")
 	return nil
 }
 

@@ -53,7 +53,7 @@ type Reply struct {
 // sniffTimeout is how long a connection whose first bytes could still
 // become an HTTP request line may stay undecided before it is treated as
 // raw TCP (a client that sends "GE" and waits for an echo).
-const sniffTimeout = 300 * time.Millisecond
+var sniffTimeout = 300 * time.Millisecond
 
 // Server serves Info on listeners.
 type Server struct {
@@ -218,7 +218,10 @@ func sniff(c net.Conn, br *bufio.Reader) kind {
 		return kindRaw
 	}
 	deadline := time.Now().Add(sniffTimeout)
-	for n := 1; ; n = br.Buffered() + 1 {
+	// Classify what is buffered first; wait for one more byte only when
+	// that is not enough (asking for one more than buffered at once made
+	// every request whose first read held it whole wait sniffTimeout).
+	for n := br.Buffered(); ; n = br.Buffered() + 1 {
 		c.SetReadDeadline(deadline)
 		b, err := br.Peek(n)
 		if len(b) == 0 && err != nil {

@@ -267,3 +267,33 @@ func TestLateHTTPRequest(t *testing.T) {
 		t.Errorf("first line %q, want an HTTP/1.1 200 response", line)
 	}
 }
+
+// A request that arrives whole in the first read is answered at once, not
+// after the sniff timeout (which asked for one byte more than buffered).
+// The timeout is made an hour here: a request that waited for it would
+// fail on the client's deadline.
+func TestWholeRequestNotDelayed(t *testing.T) {
+	old := sniffTimeout
+	sniffTimeout = time.Hour
+	t.Cleanup(func() { sniffTimeout = old })
+	addr := start(t)
+	for _, req := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /b HTTP/1.0\r\n\r\n",
+		"\x00raw bytes",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Errorf("%q: no answer before the client's deadline: %v", req, err)
+		}
+		c.Close()
+	}
+}

@@ -643,7 +643,7 @@ func TestRenderExamples(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"Pod": 5, "Service": 3, "EndpointSlice": 3, "Node": 2, "Namespace": 3, "ServiceAccount": 3,
+	want := map[string]int{"Pod": 6, "Service": 3, "EndpointSlice": 3, "Node": 2, "Namespace": 3, "ServiceAccount": 3,
 		"VirtualService": 2, "DestinationRule": 2, "ServiceEntry": 1, "PeerAuthentication": 2, "AuthorizationPolicy": 1}
 	if d := cmp.Diff(want, count); d != "" {
 		t.Errorf("objects in the view (-want +got):\n%s", d)

@@ -93,7 +93,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Pods) != 5 || !st.Ready {
-		t.Errorf("after the demo: %d pods, ready %v (%v); want the examples' 5, ready", len(st.Pods), st.Ready, st.NotReady)
+	if len(st.Pods) != 6 || !st.Ready {
+		t.Errorf("after the demo: %d pods, ready %v (%v); want the examples' 6, ready", len(st.Pods), st.Ready, st.NotReady)
 	}
 }

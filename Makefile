@@ -13,7 +13,7 @@ CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 all: build
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 deps: ## install the packages tests and the lab need (apt-get, as root)
 	@hack/deps.sh runtime

@@ -106,14 +106,14 @@ func TestExamples(t *testing.T) {
 			t.Errorf("pod %s/%s: phase %s ready %v, want Running and ready (its readiness probe passed)", p.Namespace, p.Name, p.Phase, p.Ready)
 		}
 	}
-	if len(st.Pods) != 5 || len(l.Pods()) != 5 {
-		t.Fatalf("%d pods in status, %d in cluster.yaml; want the examples' 5: %+v", len(st.Pods), len(l.Pods()), st.Pods)
+	if len(st.Pods) != 6 || len(l.Pods()) != 6 {
+		t.Fatalf("%d pods in status, %d in cluster.yaml; want the examples' 6: %+v", len(st.Pods), len(l.Pods()), st.Pods)
 	}
 	client, err := l.Pod("production/client")
 	if err != nil {
 		t.Fatal(err)
 	}
-	apps := map[string]int{"frontend": 8080, "reviews": 9080, "ratings": 9080, "client": 8080}
+	apps := map[string]int{"frontend": 8080, "reviews": 9080, "ratings": 9080, "client": 8080, "outsider": 8080}
 	for _, p := range l.Pods() {
 		n, _ := l.Node(p.Node)
 		if !n.PodCIDR.Contains(p.IP) || !lab.NetnsExists(p.Netns) {

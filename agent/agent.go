@@ -128,7 +128,8 @@ type Agent struct {
 	conf   *xdsconf.Store
 	proxy  *proxy.Proxy
 
-	meshPods atomic.Pointer[map[netip.Addr]spiffeid.ID]
+	meshPods   atomic.Pointer[map[netip.Addr]spiffeid.ID]
+	refusalLog logLimit
 
 	pathMu sync.Mutex
 	paths  map[string]*podPath // enrolled pods whose data path runs, by namespace/name

@@ -82,7 +82,7 @@ func (a *Agent) resumePod(namespace, name string) {
 		return // not enrolled (yet): enrolPod starts it
 	}
 	go func() {
-		if err := a.startPod(namespace, name, ns, false); err != nil {
+		if err := a.startPod(namespace, name, ns, true); err != nil {
 			a.log.Warn("data path not started; captured connections of the pod are refused", "pod", key, "err", err)
 			return
 		}

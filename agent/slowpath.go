@@ -45,8 +45,15 @@ func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error
 	// after an agent restart and a resumed pod may race for the same pod.
 	a.pathMu.Lock()
 	defer a.pathMu.Unlock()
-	if _, running := a.paths[key]; running && resume {
-		return nil
+	if resume {
+		if _, running := a.paths[key]; running {
+			return nil
+		}
+		// Still enrolled in this namespace? (Removed or re-enrolled in
+		// another meanwhile: nothing to resume.)
+		if cur := a.enrol.Netns(namespace, name); cur == nil || !sameFile(cur, ns) {
+			return nil
+		}
 	}
 	p, ok := a.rec.Desired().Pods[key]
 	if !ok || !p.IP.IsValid() {
@@ -93,7 +100,7 @@ func (a *Agent) startDNS(namespace, name string, pns *os.File) (*podPath, error)
 		return nil, fmt.Errorf("network namespace handle: %w", err)
 	}
 	ns := os.NewFile(uintptr(fd), "netns "+namespace+"/"+name)
-	var udp net.PacketConn
+	var udp, udp6 net.PacketConn
 	var tcp net.Listener
 	err = netns.Do(int(ns.Fd()), namespace+"/"+name, func() (err error) {
 		// UDP on loopback (where capture redirects the pod's queries):
@@ -104,8 +111,12 @@ func (a *Agent) startDNS(namespace, name string, pns *os.File) (*podPath, error)
 		}
 		if tcp, err = net.Listen("tcp", fmt.Sprintf(":%d", slowpath.DNSPort)); err != nil {
 			udp.Close()
+			return err
 		}
-		return err
+		// IPv6 queries are redirected to ::1; a pod without IPv6 has
+		// none to answer.
+		udp6, _ = net.ListenPacket("udp6", fmt.Sprintf("[::1]:%d", slowpath.DNSPort))
+		return nil
 	})
 	if err != nil {
 		ns.Close()
@@ -123,9 +134,16 @@ func (a *Agent) startDNS(namespace, name string, pns *os.File) (*podPath, error)
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = srv.ServeUDP(ctx, udp) }()
 	go func() { defer wg.Done(); _ = srv.ServeTCP(ctx, tcp) }()
+	if udp6 != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = srv.ServeUDP(ctx, udp6) }()
+	}
 	go func() {
 		<-ctx.Done()
 		udp.Close()
+		if udp6 != nil {
+			udp6.Close()
+		}
 		tcp.Close()
 		wg.Wait()
 		ns.Close()
@@ -161,11 +179,13 @@ func (a *Agent) markedDialer(ns *os.File, what string) func(ctx context.Context,
 // stopping), its capture rules.
 func (a *Agent) stopPod(namespace, name string, ns *os.File) error {
 	key := namespace + "/" + name
-	a.proxy.RemovePod(namespace, name)
+	// Under the same lock as startPod: a removal that races a start
+	// (a restored pod, a resumed one) runs wholly before or after it.
 	a.pathMu.Lock()
+	defer a.pathMu.Unlock()
+	a.proxy.RemovePod(namespace, name)
 	pp := a.paths[key]
 	delete(a.paths, key)
-	a.pathMu.Unlock()
 	if pp != nil {
 		pp.dnsCancel()
 		<-pp.dnsDone
@@ -231,7 +251,11 @@ func (a *Agent) proxyEvent(ev proxy.Event) {
 	case proxy.EventDenied:
 		a.log.Info("connection denied by authorization policy", append(attrs, "policy", ev.Reason)...)
 	case proxy.EventRefused:
-		a.log.Info("connection refused", append(attrs, "reason", ev.Reason)...)
+		// A flood of garbage must not become a flood of log lines: the
+		// counters have every refusal, the log a sample.
+		if a.refusalLog.allow(time.Now()) {
+			a.log.Info("connection refused (logged at most 10 per second; fibmesh_agent_proxy_refused_total counts all)", append(attrs, "reason", ev.Reason)...)
+		}
 	default:
 		a.log.Debug("connection "+string(ev.Kind), append(attrs, "cluster", c.Cluster, "upstream", c.Upstream.String())...)
 	}
@@ -268,4 +292,21 @@ func (a *Agent) setMeshPods(d *reconcile.Desired) {
 		}
 	}
 	a.meshPods.Store(&m)
+}
+
+// logLimit allows n log lines per second.
+type logLimit struct {
+	mu     sync.Mutex
+	second int64
+	n      int
+}
+
+func (l *logLimit) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := now.Unix(); s != l.second {
+		l.second, l.n = s, 0
+	}
+	l.n++
+	return l.n <= 10
 }

@@ -166,6 +166,15 @@ func (s *Server) Restore(ctx context.Context) error {
 			c, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 			defer cancel()
 			_, _ = s.cfg.Enrol(c, p.Namespace, p.Name, fd)
+			// Removed while it was being enrolled again: what Enrol set
+			// up is undone (a re-enrolment in another namespace keeps
+			// its own).
+			s.mu.Lock()
+			_, still := s.pods[p.Key()]
+			s.mu.Unlock()
+			if !still && s.cfg.Forget != nil {
+				s.cfg.Forget(p.Namespace, p.Name, nil)
+			}
 		}()
 	}
 	if err := s.save(); err != nil {

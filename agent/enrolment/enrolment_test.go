@@ -203,3 +203,56 @@ func TestRemoveDuringAdd(t *testing.T) {
 		t.Errorf("forgot %v, want the pod forgotten by the removal and by the add that lost", forgot)
 	}
 }
+
+// A restored pod removed while its enrolment runs again is forgotten
+// once more when that enrolment returns: what it set up is undone.
+func TestRemoveDuringRestore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	sock := enrol.SocketPath(dir, "node1")
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	state := `{"pods": [{"namespace": "default", "name": "a", "netns": "/proc/self/ns/net"}]}`
+	if err := os.WriteFile(filepath.Join(filepath.Dir(sock), StateFileName), []byte(state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	started := make(chan struct{})
+	forgot := make(chan string, 4)
+	s, err := Listen(Config{
+		Socket: sock,
+		Enrol: func(ctx context.Context, ns, name string, _ *os.File) (Result, error) {
+			close(started)
+			<-release
+			return Result{}, nil
+		},
+		Forget:  func(ns, name string, _ *os.File) { forgot <- ns + "/" + name },
+		Timeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+	defer func() { cancel(); <-served }()
+	if err := s.Restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	if r := s.Do(context.Background(), enrol.Request{Op: enrol.OpRemove, Namespace: "default", Name: "a"}); !r.OK {
+		t.Fatalf("remove: %+v", r)
+	}
+	if got := <-forgot; got != "default/a" {
+		t.Fatalf("the removal forgot %q", got)
+	}
+	close(release)
+	select {
+	case got := <-forgot:
+		if got != "default/a" {
+			t.Errorf("the restore that lost forgot %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the restored enrolment that raced the removal did not forget the pod")
+	}
+}

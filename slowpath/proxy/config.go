@@ -22,6 +22,9 @@ const (
 	DefaultIdleTimeout          = time.Hour // Envoy's tcp_proxy default
 	DefaultConnectTimeout       = 10 * time.Second
 	DefaultMaxPendingHandshakes = 256
+	// DefaultMaxConcurrentDials bounds the threads connects hold (Go's
+	// limit is 10,000 threads per process).
+	DefaultMaxConcurrentDials = 1024
 	// MaxProxyHeader bounds the PROXY header the tunnel port reads:
 	// the fixed part, an IPv6 address block and some TLVs (the agent
 	// sends none).
@@ -75,6 +78,11 @@ type Config struct {
 	// more are closed at once (reason "overload"). Default
 	// DefaultMaxPendingHandshakes.
 	MaxPendingHandshakes int
+	// MaxConcurrentDials bounds the connects in progress across all pods
+	// (each holds an OS thread inside the pod's namespace until it
+	// connects); beyond it a connection is refused (reason "overload").
+	// Default DefaultMaxConcurrentDials.
+	MaxConcurrentDials int
 	// OriginalDestination returns where a redirected connection was
 	// going (default: slowpath/capture.OriginalDst, SO_ORIGINAL_DST from
 	// conntrack). listener is slowpath.OutboundPort or
@@ -123,6 +131,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPendingHandshakes == 0 {
 		c.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	if c.MaxConcurrentDials <= 0 {
+		c.MaxConcurrentDials = DefaultMaxConcurrentDials
 	}
 	if c.OriginalDestination == nil {
 		c.OriginalDestination = func(c *net.TCPConn, _ Pod, _ int) (netip.AddrPort, error) { return capture.OriginalDst(c) }

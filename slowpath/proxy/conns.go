@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/fibmesh/fibmesh/slowpath"
 )
 
 // Directions.
@@ -335,10 +333,10 @@ func (p *Proxy) fail(c *conn, err error) {
 	c.mu.Lock()
 	down := c.down
 	c.mu.Unlock()
-	if c.port != slowpath.TunnelPort {
-		// The app sees a reset, as from a port nobody listens on.
-		down.SetLinger(0)
-	}
+	// A reset, as from a port nobody listens on: the app sees it, and on
+	// the tunnel so does the calling agent's relay, which resets its app
+	// (a clean EOF would read as a normal end).
+	down.SetLinger(0)
 	info := c.finish(reason)
 	if p.cfg.Events != nil {
 		kind := EventRefused

@@ -538,6 +538,14 @@ func TestOutboundModes(t *testing.T) {
 			}},
 		{name: "plaintext endpoint", dst: vip, mode: ModePlaintext, endpoint: netip.AddrPortFrom(B, appPort),
 			snap: func(s *xdsconf.Snapshot) {
+				cl := s.Clusters["outbound|80||echo.default.svc.cluster.local"]
+				cl.TLS.PlaintextMatch = true
+				cl.Endpoints.Hosts[0].Plaintext = true
+			}},
+		{name: "plaintext metadata without the tlsMode match", dst: vip, mode: ModeTunnel, endpoint: netip.AddrPortFrom(B, appPort),
+			snap: func(s *xdsconf.Snapshot) {
+				// Envoy honours the metadata only through
+				// transport_socket_matches: mTLS stays.
 				s.Clusters["outbound|80||echo.default.svc.cluster.local"].Endpoints.Hosts[0].Plaintext = true
 			}},
 		{name: "REGISTRY_ONLY refuses", dst: netip.AddrPortFrom(B, outPort), refused: ReasonPassthroughOff,
@@ -705,6 +713,7 @@ func TestTunnelRefusals(t *testing.T) {
 		{"truncated PROXY header", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(appPort))[:20], ReasonProxyHeader},
 		{"garbage PROXY header", tlsCfg(good, slowpath.TunnelALPN), []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), ReasonProxyHeader},
 		{"LOCAL command", tlsCfg(good, slowpath.TunnelALPN), []byte(proxyproto.Signature + "\x20\x00\x00\x00"), ReasonProxyHeader},
+		{"source not the peer", tlsCfg(good, slowpath.TunnelALPN), header(netip.MustParseAddrPort("10.199.0.99:40000"), B.AddrPort(appPort)), ReasonProxyHeader},
 		{"destination not this pod", tlsCfg(good, slowpath.TunnelALPN), header(src, l.pair.A.AddrPort(appPort)), ReasonBadDestination},
 		{"destination the agent", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(slowpath.OutboundPort)), ReasonBadDestination},
 		{"no chain for the port", tlsCfg(good, slowpath.TunnelALPN), header(src, B.AddrPort(6000)), ReasonNoChain},
@@ -845,7 +854,7 @@ func TestMarkedSockets(t *testing.T) {
 	pair := netnstest.NewPair(t)
 	ln := pair.B.Listen(t, 7000)
 	defer ln.Close()
-	ps := &podState{pod: Pod{Namespace: "ns", Name: "p", Netns: nsFile(t, pair.A), IPs: []netip.Addr{pair.A.Addr}}}
+	ps := &podState{p: &Proxy{dials: make(chan struct{}, 1)}, pod: Pod{Namespace: "ns", Name: "p", Netns: nsFile(t, pair.A), IPs: []netip.Addr{pair.A.Addr}}}
 	c, err := ps.dial(context.Background(), pair.B.AddrPort(7000), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -112,7 +112,9 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 // when it is a mesh endpoint (a pod called by its IP), else in plaintext
 // (passthrough, outside the mesh).
 func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snapshot, src, dst netip.AddrPort, timeout time.Duration) (stream, error) {
-	if ps.p.cfg.MeshPod != nil {
+	ec := snap.Endpoints[dst.Addr()]
+	plaintextEndpoint := ec != nil && ec.TLS != nil && endpointPlaintext(ec, dst.Addr())
+	if ps.p.cfg.MeshPod != nil && !plaintextEndpoint {
 		if id, ok := ps.p.cfg.MeshPod(dst.Addr()); ok {
 			// A mesh pod called by its IP: tunnelled, and it must be
 			// that pod's identity.
@@ -123,7 +125,7 @@ func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snap
 			return up, nil
 		}
 	}
-	if ec := snap.Endpoints[dst.Addr()]; ec != nil {
+	if ec != nil {
 		c.update(func(i *ConnInfo) { i.Cluster = ec.Name })
 		if ec.TLS != nil && !endpointPlaintext(ec, dst.Addr()) {
 			up, err := ps.tunnel(ctx, c, ec.TLS.SANs, dst, src, timeout)
@@ -148,7 +150,9 @@ func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snap
 // endpointPlaintext reports whether the cluster's endpoint at ip is
 // marked tlsMode disabled.
 func endpointPlaintext(cl *xdsconf.Cluster, ip netip.Addr) bool {
-	if cl.Endpoints == nil {
+	// Only a cluster with the tlsMode match honours the endpoints'
+	// metadata, as Envoy's transport_socket_matches.
+	if cl.Endpoints == nil || cl.TLS == nil || !cl.TLS.PlaintextMatch {
 		return false
 	}
 	for _, e := range cl.Endpoints.Hosts {
@@ -208,7 +212,7 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 		tried = append(tried, ep)
 		ep.Active.Add(1)
 		var up stream
-		if cl.TLS != nil && !ep.Plaintext {
+		if cl.TLS != nil && !(cl.TLS.PlaintextMatch && ep.Plaintext) {
 			up, err = ps.tunnel(ctx, c, cl.TLS.SANs, ep.Addr, src, timeout)
 		} else {
 			up, err = ps.plain(ctx, c, ep.Addr, ModePlaintext, timeout)

@@ -27,6 +27,8 @@ type Proxy struct {
 	// userspaceOnly: the kernel has no kTLS, so tunnels keep no record
 	// accounting for an offload (ktls.TLSConn.KeepInUserspace).
 	userspaceOnly bool
+	// dials bounds the connects in progress (each holds a thread).
+	dials chan struct{}
 
 	mu     sync.Mutex
 	pods   map[string]*podState
@@ -39,7 +41,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	p := &Proxy{cfg: cfg, m: newMetrics(), pods: map[string]*podState{}}
+	p := &Proxy{cfg: cfg, m: newMetrics(), pods: map[string]*podState{}, dials: make(chan struct{}, cfg.MaxConcurrentDials)}
 	// Without kTLS in the kernel no tunnel can ever leave userspace:
 	// give up the record accounting an offload needs (a system call per
 	// record saved).
@@ -58,12 +60,16 @@ var listenerNames = map[int]string{
 
 // podState is one pod's listeners and connections.
 type podState struct {
-	p       *Proxy
-	pod     Pod // Netns is the proxy's own duplicate
-	ctx     context.Context
-	cancel  context.CancelFunc
-	lns     []net.Listener
-	pending chan struct{}
+	p      *Proxy
+	pod    Pod // Netns is the proxy's own duplicate
+	ctx    context.Context
+	cancel context.CancelFunc
+	lns    []net.Listener
+	// pending bounds, per listener (by port), the connections accepted
+	// and not yet established: a flood of slow handshakes on the tunnel
+	// port, which anyone can reach, must not starve the pod's own
+	// outbound connections.
+	pending map[int]chan struct{}
 	wg      sync.WaitGroup
 
 	// clusterConns counts the pod's outbound connections per cluster
@@ -133,10 +139,14 @@ func (p *Proxy) AddPod(pod Pod) error {
 		old.stop()
 	}
 	ps := &podState{
-		p:       p,
-		pod:     Pod{Namespace: pod.Namespace, Name: pod.Name, Netns: os.NewFile(uintptr(fd), "netns "+pod.key()), IPs: ips},
-		pending: make(chan struct{}, p.cfg.MaxPendingHandshakes),
-		conns:   map[uint64]*conn{},
+		p:   p,
+		pod: Pod{Namespace: pod.Namespace, Name: pod.Name, Netns: os.NewFile(uintptr(fd), "netns "+pod.key()), IPs: ips},
+		pending: map[int]chan struct{}{
+			slowpath.OutboundPort:         make(chan struct{}, p.cfg.MaxPendingHandshakes),
+			slowpath.InboundPlaintextPort: make(chan struct{}, p.cfg.MaxPendingHandshakes),
+			slowpath.TunnelPort:           make(chan struct{}, p.cfg.MaxPendingHandshakes),
+		},
+		conns: map[uint64]*conn{},
 	}
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
 	if err := ps.listen(); err != nil {
@@ -272,7 +282,7 @@ func (ps *podState) accept(ln net.Listener) {
 		backoff = 0
 		tc := c.(*net.TCPConn)
 		select {
-		case ps.pending <- struct{}{}:
+		case ps.pending[port] <- struct{}{}:
 		default:
 			ps.p.refuseEarly(ps, port, tc)
 			continue
@@ -312,7 +322,7 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 	release := func() {
 		if !released {
 			released = true
-			<-ps.pending
+			<-ps.pending[port]
 		}
 	}
 	defer release()

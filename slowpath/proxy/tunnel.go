@@ -80,6 +80,15 @@ func (ps *podState) dial(ctx context.Context, dst netip.AddrPort, timeout time.D
 			break
 		}
 	}
+	// A dial holds an OS thread (locked in the pod's namespace) until it
+	// connects: bounded, so that destinations that black-hole SYNs
+	// cannot exhaust the process's threads.
+	select {
+	case ps.p.dials <- struct{}{}:
+		defer func() { <-ps.p.dials }()
+	default:
+		return nil, refuse(ReasonOverload, fmt.Errorf("%d connects in progress in the agent: refused (MaxConcurrentDials)", cap(ps.p.dials)))
+	}
 	var c net.Conn
 	err := netns.Do(int(ps.pod.Netns.Fd()), ps.key(), func() error {
 		var err error
@@ -235,6 +244,12 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 	}
 	if hdr.Command != proxyproto.Proxy {
 		return nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("command %v, want PROXY", hdr.Command))
+	}
+	// The calling agent's socket carries its pod's IP: a header that
+	// claims another source would let a peer pass ipBlocks rules as
+	// someone else.
+	if from := addrPortOf(down.RemoteAddr()).Addr(); hdr.Source.Addr().Unmap() != from.Unmap() {
+		return nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("PROXY header source %v is not the tunnel's peer %v", hdr.Source.Addr(), from))
 	}
 	c.update(func(i *ConnInfo) { i.Source, i.Destination = hdr.Source, hdr.Destination })
 	up, err := ps.toApp(ctx, c, slowpath.TunnelPort, hdr.Source, hdr.Destination, peer.String())

@@ -62,6 +62,10 @@ type Pod struct {
 	Netns     string    `json:"netns"`
 	Enrolled  time.Time `json:"enrolled"`
 	Identity  string    `json:"identity,omitempty"`
+	// NetnsInode identifies the namespace the pod was enrolled in (its
+	// nsfs inode): Restore refuses a path that now names another one (a
+	// /proc/PID path whose PID was reused while the agent was down).
+	NetnsInode uint64 `json:"netnsInode,omitempty"`
 
 	fd *os.File
 }
@@ -153,6 +157,11 @@ func (s *Server) Restore(ctx context.Context) error {
 		fd, err := openNetns(p.Netns)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pod %s: %w", p.Key(), err))
+			continue
+		}
+		if ino := inode(fd); p.NetnsInode != 0 && ino != p.NetnsInode {
+			fd.Close()
+			errs = append(errs, fmt.Errorf("pod %s: %s is another network namespace now (inode %d, enrolled in %d): dropped; its producer enrols it again if it still runs", p.Key(), p.Netns, ino, p.NetnsInode))
 			continue
 		}
 		p := p
@@ -279,7 +288,7 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 		fd.Close()
 		return enrol.Response{Error: fmt.Sprintf("pod %s: %v", key, err)}
 	}
-	p := &Pod{Namespace: req.Namespace, Name: req.Name, Netns: req.Netns, Enrolled: time.Now(), Identity: res.Identity, fd: fd}
+	p := &Pod{Namespace: req.Namespace, Name: req.Name, Netns: req.Netns, Enrolled: time.Now(), Identity: res.Identity, NetnsInode: inode(fd), fd: fd}
 	s.mu.Lock()
 	if s.removals[key] != gen { // removed while this add waited
 		s.mu.Unlock()
@@ -379,4 +388,13 @@ func openNetns(path string) (*os.File, error) {
 		return nil, fmt.Errorf("netns %s is not a network namespace", path)
 	}
 	return f, nil
+}
+
+// inode is the nsfs inode of an open namespace (0 if it cannot be read).
+func inode(f *os.File) uint64 {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return 0
+	}
+	return st.Ino
 }

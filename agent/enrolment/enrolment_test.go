@@ -131,16 +131,17 @@ func TestRestore(t *testing.T) {
 	// A state file also naming a pod whose netns is gone.
 	state := filepath.Join(filepath.Dir(sock), StateFileName)
 	b, _ := os.ReadFile(state)
-	b = []byte(strings.Replace(string(b), `"pods": [`, `"pods": [{"namespace": "default", "name": "gone", "netns": "/run/netns/fm-gone-xyz"},`, 1))
+	b = []byte(strings.Replace(string(b), `"pods": [`, `"pods": [{"namespace": "default", "name": "gone", "netns": "/run/netns/fm-gone-xyz"},`+
+		`{"namespace": "default", "name": "moved", "netns": "/proc/self/ns/net", "netnsInode": 1},`, 1))
 	os.WriteFile(state, b, 0o600)
 
 	s, stop2 := serve(t, dir, a)
 	defer stop2()
 	err := s.Restore(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "pod default/gone") {
-		t.Errorf("Restore: %v, want the gone pod reported", err)
+	if err == nil || !strings.Contains(err.Error(), "pod default/gone") || !strings.Contains(err.Error(), "pod default/moved: /proc/self/ns/net is another network namespace now") {
+		t.Errorf("Restore: %v, want the gone pod and the moved one reported", err)
 	}
-	if !s.Enrolled("default", "a") || s.Enrolled("default", "gone") {
+	if !s.Enrolled("default", "a") || s.Enrolled("default", "gone") || s.Enrolled("default", "moved") {
 		t.Errorf("restored %+v", s.Pods())
 	}
 	deadline := time.Now().Add(5 * time.Second)

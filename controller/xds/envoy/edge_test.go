@@ -213,10 +213,14 @@ func TestDisablePort(t *testing.T) {
 
 	ls := nodeListeners(t, m, "n1")
 	mtls, plain := findListener(ls, "inbound"), findListener(ls, "inbound-plaintext")
-	for _, fc := range mtls.FilterChains {
-		if fc.Name == "ns/off|8080" {
-			t.Error("DISABLE port has an mTLS chain")
-		}
+	// The DISABLE port's mTLS chain refuses: without it, the STRICT
+	// catch-all (or another pod's port 8080 chain) would decide.
+	refuse := findChain(t, mtls, "ns/off|8080").Filters
+	if len(refuse) != 2 || refuse[0].Name != wkNetworkRBAC {
+		t.Fatalf("DISABLE port's mTLS chain filters %v; want network RBAC, tcp_proxy", refuse)
+	}
+	if r := unpack[*netrbacv3.RBAC](t, refuse[0].GetTypedConfig()).GetRules(); r.GetAction() != rbacv3.RBAC_ALLOW || len(r.GetPolicies()) != 0 {
+		t.Errorf("DISABLE port's mTLS chain RBAC %v; want ALLOW without policies (deny all)", r)
 	}
 	findChain(t, plain, "ns/off|8080")
 	findChain(t, mtls, "ns/off|9999") // a port-level STRICT port no service serves

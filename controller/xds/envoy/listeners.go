@@ -2,16 +2,19 @@ package envoy
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -158,7 +161,13 @@ func (b *builder) tcpProxy(stat, cluster string) *listenerv3.Filter {
 // the service port's protocol; HTTP-family ports get the HTTP RBAC
 // filter, the others network RBAC), the ports a PeerAuthentication
 // sets a mode for, and every other port, by the workload's default mode,
-// as TCP. A listener with no chains is left out: a node without
+// as TCP. Since a listener picks a chain by port before address, two
+// more kinds of chain keep each workload's decision its own: where a
+// port's mode refuses what the workload's catch-all chain in a listener
+// would accept, a refusing chain (network RBAC allowing nothing); and
+// for each port another chain of the listener names, a chain like the
+// catch-all for every workload whose catch-all is in that listener. A
+// listener with no chains is left out: a node without
 // workloads gets none, and one whose workloads are all STRICT gets no
 // plaintext listener. Workloads without an IP are skipped, and so are
 // workloads outside the mesh (model.Workload.OutsideMesh): nothing is
@@ -196,6 +205,30 @@ func (ix *NodeIndex) Listeners(node string) ([]*listenerv3.Listener, error) {
 		TrafficDirection: corev3.TrafficDirection_INBOUND, ListenerFilters: b.originalDst()}
 	plain := &listenerv3.Listener{Name: InboundPlaintextListener, Address: socketAddress("0.0.0.0", InboundPlaintextPort),
 		TrafficDirection: corev3.TrafficDirection_INBOUND, ListenerFilters: b.originalDst()}
+	// A listener picks a chain by destination port first, then by
+	// address, and never goes back: once any chain names a port, a
+	// workload without a chain for that port in that listener would be
+	// refused there, whatever its catch-all says. So every workload whose
+	// catch-all accepts in a listener gets a chain for each port another
+	// chain of that listener names (fill), and one whose port-level mode
+	// refuses what its catch-all accepts gets a refusing chain (refuse).
+	type inbound struct {
+		w        *model.Workload
+		key      string
+		addrs    []*corev3.CidrRange
+		az       authz
+		tls      *corev3.TransportSocket
+		ports    []servedPort // explicit: served, then port-level modes only
+		explicit map[uint32]bool
+	}
+	var ins []inbound
+	named := [2]map[uint32]bool{{}, {}} // ports explicit chains name, per listener (0: mTLS, 1: plaintext)
+	serves := func(l int, mode model.Mode) bool {
+		if l == 0 {
+			return mode != model.ModeDisable
+		}
+		return mode != model.ModeStrict
+	}
 	for _, w := range ix.byNode[node] {
 		if w.IP == "" || w.OutsideMesh {
 			continue // no agent listens for a workload outside the mesh
@@ -209,25 +242,48 @@ func (ix *NodeIndex) Listeners(node string) ([]*listenerv3.Listener, error) {
 		if addrs == nil {
 			continue
 		}
-		az := b.authzFor(m, m.AuthzFor(key))
-		tls := b.downstreamTLS(w.Identity)
-		chain := func(pn uint32, proto model.Protocol, mode model.Mode) {
-			if mode != model.ModeDisable {
-				mtls.FilterChains = append(mtls.FilterChains, b.inboundChain(key, addrs, pn, proto, az, tls))
-			}
-			if mode != model.ModeStrict {
-				plain.FilterChains = append(plain.FilterChains, b.inboundChain(key, addrs, pn, proto, az, nil))
-			}
-		}
-		for _, p := range sp.ports {
-			chain(p.port, p.proto, w.MTLSMode(p.port))
-		}
+		in := inbound{w: w, key: key, addrs: addrs, az: b.authzFor(m, m.AuthzFor(key)), tls: b.downstreamTLS(w.Identity),
+			ports: slices.Clone(sp.ports), explicit: map[uint32]bool{}}
 		for _, pn := range sortedKeys(w.PortModes) {
 			if !slices.ContainsFunc(sp.ports, func(p servedPort) bool { return p.port == pn }) {
-				chain(pn, model.ProtocolTCP, w.MTLSMode(pn))
+				in.ports = append(in.ports, servedPort{pn, model.ProtocolTCP})
 			}
 		}
-		chain(0, model.ProtocolTCP, w.DefaultMode)
+		for _, p := range in.ports {
+			in.explicit[p.port] = true
+			for l := range named {
+				if serves(l, w.MTLSMode(p.port)) || serves(l, w.DefaultMode) {
+					named[l][p.port] = true
+				}
+			}
+		}
+		ins = append(ins, in)
+	}
+	fills := [2][]uint32{slices.Sorted(maps.Keys(named[0])), slices.Sorted(maps.Keys(named[1]))}
+	for _, in := range ins {
+		for l, lis := range []*listenerv3.Listener{mtls, plain} {
+			tls := in.tls
+			if l == 1 {
+				tls = nil
+			}
+			for _, p := range in.ports {
+				switch {
+				case serves(l, in.w.MTLSMode(p.port)):
+					lis.FilterChains = append(lis.FilterChains, b.inboundChain(in.key, in.addrs, p.port, p.proto, in.az, tls))
+				case serves(l, in.w.DefaultMode):
+					lis.FilterChains = append(lis.FilterChains, b.refusingChain(in.key, in.addrs, p.port, tls))
+				}
+			}
+			if !serves(l, in.w.DefaultMode) {
+				continue // no catch-all: every other port is refused anyway
+			}
+			for _, pn := range fills[l] {
+				if !in.explicit[pn] {
+					lis.FilterChains = append(lis.FilterChains, b.inboundChain(in.key, in.addrs, pn, model.ProtocolTCP, in.az, tls))
+				}
+			}
+			lis.FilterChains = append(lis.FilterChains, b.inboundChain(in.key, in.addrs, 0, model.ProtocolTCP, in.az, tls))
+		}
 	}
 	if b.err != nil {
 		return nil, b.err
@@ -331,6 +387,26 @@ func (b *builder) downstreamTLS(identity string) *corev3.TransportSocket {
 		},
 	}
 	return &corev3.TransportSocket{Name: wkTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: b.any(ctx)}}
+}
+
+// refusingChain is a workload port's chain that refuses every
+// connection: the port's mode says this listener must not serve it, but
+// the workload's catch-all chain would (a STRICT port under a PERMISSIVE
+// default in the plaintext listener, a DISABLE port in the mTLS
+// listener). A network RBAC ALLOW filter without policies denies
+// everything; the tcp_proxy after it is never reached.
+func (b *builder) refusingChain(key string, addrs []*corev3.CidrRange, pn uint32, tls *corev3.TransportSocket) *listenerv3.FilterChain {
+	return &listenerv3.FilterChain{
+		Name:             key + "|" + port(pn),
+		FilterChainMatch: &listenerv3.FilterChainMatch{PrefixRanges: addrs, DestinationPort: wrapperspb.UInt32(pn)},
+		TransportSocket:  tls,
+		Filters: []*listenerv3.Filter{
+			{Name: wkNetworkRBAC, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(&netrbacv3.RBAC{
+				StatPrefix: "tcp.mode_refused.", Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW},
+			})}},
+			b.tcpProxy("inbound_"+port(pn), InboundPassthroughCluster),
+		},
+	}
 }
 
 // inboundChain is one workload port's chain (port 0: every other port):

@@ -159,6 +159,9 @@ type Connection struct {
 	// TLSVersion and TLSCipher describe the tunnel ("" in plaintext).
 	TLSVersion string `json:"tlsVersion,omitempty"`
 	TLSCipher  string `json:"tlsCipher,omitempty"`
+	// TLSResumed: the tunnel resumed an earlier session (no certificate
+	// signatures; the peer's chain was verified again).
+	TLSResumed bool `json:"tlsResumed,omitempty"`
 	// State is "handshake", "established" or "closed".
 	State string `json:"state"`
 	// Reason says why a connection was refused or how it ended.

@@ -68,6 +68,9 @@ func connsCommand(args []string, stdout, stderr io.Writer) int {
 			if c.TLSCipher != "" {
 				tlsDesc += " " + c.TLSCipher
 			}
+			if c.TLSResumed {
+				tlsDesc += " (resumed)"
+			}
 			up := addr(c.Upstream)
 			if c.Mode != "" {
 				up += " (" + c.Mode + ")"

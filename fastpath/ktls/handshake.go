@@ -44,17 +44,30 @@ func (c *TLSConn) KeepInUserspace() {
 // returns the connection ready for Offload. cfg is cloned; its KeyLogWriter,
 // if any, still receives the key log.
 func Client(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, error) {
-	return handshake(ctx, raw, cfg, true)
+	return handshake(ctx, raw, cfg, true, false)
 }
 
 // Server runs a TLS server handshake over raw. cfg is cloned with session
 // tickets disabled: a NewSessionTicket sent under the application key
 // would move the sequence numbers from under the kernel.
 func Server(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, error) {
-	return handshake(ctx, raw, cfg, false)
+	return handshake(ctx, raw, cfg, false, false)
 }
 
-func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, client bool) (*TLSConn, error) {
+// ServerUserspace runs a TLS server handshake for a connection that will
+// stay in userspace (the kernel has no kTLS): crypto/tls may issue
+// session tickets, so clients can resume, and the connection is returned
+// after KeepInUserspace (Offload refuses).
+func ServerUserspace(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, error) {
+	tc, err := handshake(ctx, raw, cfg, false, true)
+	if err != nil {
+		return nil, err
+	}
+	tc.KeepInUserspace()
+	return tc, nil
+}
+
+func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, client, tickets bool) (*TLSConn, error) {
 	if cfg == nil {
 		return nil, errors.New("ktls: nil tls.Config")
 	}
@@ -69,7 +82,9 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, client bool) 
 		cfg.Renegotiation = tls.RenegotiateNever
 		tc = tls.Client(rc, cfg)
 	} else {
-		cfg.SessionTicketsDisabled = true
+		if !tickets {
+			cfg.SessionTicketsDisabled = true
+		}
 		if get := cfg.GetConfigForClient; get != nil {
 			// crypto/tls swaps in the config this returns: impose the
 			// same two settings on it, or the key log would be empty
@@ -80,7 +95,9 @@ func handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, client bool) 
 					return c, err
 				}
 				c = c.Clone()
-				c.SessionTicketsDisabled = true
+				if !tickets {
+					c.SessionTicketsDisabled = true
+				}
 				c.KeyLogWriter = &keyLog{next: c.KeyLogWriter, into: kl}
 				return c, nil
 			}

@@ -68,6 +68,9 @@ type ConnInfo struct {
 	// TLSVersion and TLSCipher describe the tunnel ("" in plaintext).
 	TLSVersion string `json:"tlsVersion,omitempty"`
 	TLSCipher  string `json:"tlsCipher,omitempty"`
+	// TLSResumed: the tunnel resumed an earlier session (no certificate
+	// signatures; the peer's chain was verified again).
+	TLSResumed bool   `json:"tlsResumed,omitempty"`
 	State      string `json:"state"`
 	// Reason says why a connection was refused or how it ended.
 	Reason string `json:"reason,omitempty"`
@@ -142,6 +145,7 @@ func (c *conn) setTLS(local, peer spiffeid.ID, st tls.ConnectionState) {
 		}
 		i.TLSVersion = tls.VersionName(st.Version)
 		i.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
+		i.TLSResumed = st.DidResume
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -1046,5 +1048,38 @@ func TestWithCapture(t *testing.T) {
 	})
 	if !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("call the VIP with the client pod not served: %v, want connection refused", err)
+	}
+}
+
+// Where tunnels stay in userspace, a second tunnel between the same pods
+// resumes the first one's TLS session (no certificate signatures), and
+// is still verified: both identities in its row.
+func TestTunnelResumes(t *testing.T) {
+	l := newLab(t)
+	if !l.p.userspaceOnly {
+		t.Skip("this kernel has kTLS: tunnels keep the offload option and do not resume")
+	}
+	var outbound []ConnInfo
+	for i := range 2 {
+		c := l.callOutbound(t, vip)
+		echo(t, c, 1<<10)
+		c.Close()
+		testenv.Until(t, 10*time.Second, fmt.Sprintf("outbound row %d closed", i+1), func() bool {
+			outbound = outbound[:0]
+			for _, r := range l.p.Connections() {
+				if r.Direction == DirectionOutbound && r.State == StateClosed {
+					outbound = append(outbound, r)
+				}
+			}
+			return len(outbound) == i+1
+		})
+	}
+	slices.SortFunc(outbound, func(a, b ConnInfo) int { return cmp.Compare(a.ID, b.ID) })
+	first, second := outbound[0], outbound[1]
+	if first.TLSResumed || !second.TLSResumed {
+		t.Errorf("resumed: first %v, second %v; want a full handshake, then a resumption", first.TLSResumed, second.TLSResumed)
+	}
+	if second.PeerIdentity == "" || second.LocalIdentity == "" || second.PeerIdentity != first.PeerIdentity {
+		t.Errorf("resumed tunnel identities local %q peer %q (first peer %q): want both, as verified again", second.LocalIdentity, second.PeerIdentity, first.PeerIdentity)
 	}
 }

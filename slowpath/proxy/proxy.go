@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -65,6 +67,12 @@ type podState struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	lns    []net.Listener
+	// sessions and ticketKey let this pod's tunnels resume (TLS 1.3
+	// tickets) where tunnels stay in userspace: the client cache is the
+	// pod's own (a session carries the pod's identity), the ticket key
+	// too (a ticket issued by this pod's listener is good only here).
+	sessions  tls.ClientSessionCache
+	ticketKey [32]byte
 	// pending bounds, per listener (by port), the connections accepted
 	// and not yet established: a flood of slow handshakes on the tunnel
 	// port, which anyone can reach, must not starve the pod's own
@@ -147,6 +155,11 @@ func (p *Proxy) AddPod(pod Pod) error {
 			slowpath.TunnelPort:           make(chan struct{}, p.cfg.MaxPendingHandshakes),
 		},
 		conns: map[uint64]*conn{},
+	}
+	ps.sessions = tls.NewLRUClientSessionCache(256)
+	if _, err := rand.Read(ps.ticketKey[:]); err != nil {
+		ps.pod.Netns.Close()
+		return fmt.Errorf("proxy: add pod %s: session ticket key: %w", pod.key(), err)
 	}
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
 	if err := ps.listen(); err != nil {

@@ -144,6 +144,18 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 			return nil
 		},
 	}
+	if ps.p.userspaceOnly {
+		// Resumption (TLS 1.3 tickets) skips the certificate signatures;
+		// VerifyConnection still checks the session's peer chain and
+		// SANs, now.
+		cfg.ClientSessionCache = ps.sessions
+	}
+	// The local identity is known before the handshake (a resumed one
+	// asks for no certificate).
+	if _, err := ps.podCert(&local); err != nil {
+		c.clearUpstream(raw)
+		return nil, err
+	}
 	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
 	defer cancel()
 	tc, err := ktls.Client(hctx, raw, cfg)
@@ -216,9 +228,22 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 			return nil
 		},
 	}
+	// The local identity is known before the handshake (a resumption
+	// asks for no certificate).
+	if _, err := ps.podCert(&local); err != nil {
+		return nil, nil, refuse(ReasonHandshake, err)
+	}
 	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
 	defer cancel()
-	tc, err := ktls.Server(hctx, down, cfg)
+	handshake := ktls.Server
+	if ps.p.userspaceOnly {
+		// Tickets under this pod's own key: callers resume, skipping the
+		// certificate signatures; VerifyConnection still checks the
+		// session's client chain, and RBAC runs as for any connection.
+		cfg.SetSessionTicketKeys([][32]byte{ps.ticketKey})
+		handshake = ktls.ServerUserspace
+	}
+	tc, err := handshake(hctx, down, cfg)
 	if err != nil {
 		var ve *verifyError
 		switch {
@@ -228,9 +253,6 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 			return nil, nil, refuse(ReasonALPN, err)
 		}
 		return nil, nil, refuse(ReasonHandshake, err)
-	}
-	if ps.p.userspaceOnly {
-		tc.KeepInUserspace()
 	}
 	st := tc.ConnectionState()
 	c.setTLS(local, peer, st)

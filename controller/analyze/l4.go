@@ -156,7 +156,7 @@ func protocolList(ps []model.Protocol) string {
 // strictOutsideMesh reports PeerAuthentications that set STRICT (for the
 // workload or one of its ports) on pods outside the mesh (FM0007): such
 // a pod is not captured (a label on it or its namespace says so,
-// model.CaptureOff), so nothing refuses plaintext to it; fibmesh treats
+// model.CaptureOff, or it has hostNetwork), so nothing refuses plaintext to it; fibmesh treats
 // its ports as DISABLE.
 func strictOutsideMesh(ix *index) []Finding {
 	var fs []Finding
@@ -180,10 +180,16 @@ func strictOutsideMesh(ix *index) []Finding {
 			}
 			if why, off := model.CaptureOff(p.Obj.Labels, p.Obj.Annotations, ix.nsLabels[p.Namespace]); off {
 				outside = append(outside, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, why))
+			} else if p.Obj.Spec.HostNetwork {
+				outside = append(outside, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, model.OutsideMeshHostNetwork))
 			}
 		}
 		if len(outside) == 0 {
 			continue
+		}
+		hostNote := ""
+		if slices.ContainsFunc(outside, func(s string) bool { return strings.HasSuffix(s, "("+model.OutsideMeshHostNetwork+")") }) {
+			hostNote = " (a hostNetwork pod shares its node's IP and cannot be)"
 		}
 		const shown = 5
 		list := strings.Join(outside[:min(len(outside), shown)], ", ")
@@ -191,8 +197,8 @@ func strictOutsideMesh(ix *index) []Finding {
 			list += fmt.Sprintf(" and %d more", len(outside)-shown)
 		}
 		fs = append(fs, finding(PeerAuthenticationNotEnforced, pa.Resource,
-			"STRICT mTLS cannot be enforced for pods outside the mesh: %s; they are not captured and accept plaintext (fibmesh treats their ports as DISABLE): remove the label to bring them into the mesh, or narrow the policy's selector",
-			list))
+			"STRICT mTLS cannot be enforced for pods outside the mesh: %s; they are not captured and accept plaintext (fibmesh treats their ports as DISABLE): remove the label to bring them into the mesh%s, or narrow the policy's selector",
+			list, hostNote))
 	}
 	return fs
 }

@@ -94,8 +94,13 @@ func TestStrictOutsideMesh(t *testing.T) {
 	old := pod("legacy", "old", nil)
 	annotated := pod("prod", "web-0", labelsOf("app", "web"))
 	annotated.Object.(*corev1.Pod).Annotations = map[string]string{model.LabelSidecarInject: "false"}
+	hostNet := pod("prod", "db-host", labelsOf("app", "db"))
+	hostNet.Object.(*corev1.Pod).Spec.HostNetwork = true
 	runCases(t, strictOutsideMesh, []analyzerCase{
 		{name: "every pod captured", snap: snap(meshStrict, selStrict, in)},
+		{name: "hostNetwork", snap: snap(selStrict, in, hostNet), want: []Finding{
+			want(PeerAuthenticationNotEnforced, selStrict, "STRICT mTLS cannot be enforced for pods outside the mesh: prod/db-host (hostNetwork); they are not captured and accept plaintext (fibmesh treats their ports as DISABLE): remove the label to bring them into the mesh (a hostNetwork pod shares its node's IP and cannot be), or narrow the policy's selector"),
+		}},
 		{name: "PERMISSIVE is not reported", snap: snap(permissive, legacyNS, old)},
 		{name: "outside the mesh", snap: snap(meshStrict, selStrict, permissive, legacyNS, in, out, old, annotated), want: []Finding{
 			want(PeerAuthenticationNotEnforced, meshStrict, "STRICT mTLS cannot be enforced for pods outside the mesh: legacy/old (namespace label istio.io/dataplane-mode=none), prod/db-1 (pod label fibmesh.io/capture=disabled), prod/web-0 (pod annotation sidecar.istio.io/inject=false); they are not captured and accept plaintext (fibmesh treats their ports as DISABLE): remove the label to bring them into the mesh, or narrow the policy's selector"),

@@ -98,6 +98,10 @@ func buildWorkloads(in *inputs, o Options) ([]*Workload, Mode, map[string]Mode, 
 		}
 		if why, off := CaptureOff(p.Labels, p.Annotations, nsLabels[p.Namespace]); off {
 			w.Identity, w.DefaultMode, w.OutsideMesh, w.OutsideMeshBy = "", ModeDisable, true, why
+		} else if p.Spec.HostNetwork {
+			// It shares its node's network namespace and IP: nothing
+			// captures for it alone, and the IP is not its identity.
+			w.Identity, w.DefaultMode, w.OutsideMesh, w.OutsideMeshBy = "", ModeDisable, true, OutsideMeshHostNetwork
 		} else {
 			pa.resolve(w)
 		}

@@ -47,18 +47,21 @@ func TestCaptureOff(t *testing.T) {
 // TestWorkloadOutsideMesh: a pod outside the mesh has no identity, every
 // port DISABLE whatever PeerAuthentication says, and its endpoints carry
 // no identity; a namespace outside the mesh takes its pods, and the
-// modes of pods not seen yet, with it.
+// modes of pods not seen yet, with it. A pod with hostNetwork shares its
+// node's IP: it is outside the mesh too.
 func TestWorkloadOutsideMesh(t *testing.T) {
 	in := pod("prod", "in", "node1", "10.200.1.11", map[string]string{"app": "a"})
 	out := pod("prod", "out", "node1", "10.200.1.12", map[string]string{"app": "a", LabelCapture: CaptureDisabled})
 	annotated := pod("prod", "annotated", "node1", "10.200.1.13", map[string]string{"app": "a"})
 	annotated.Annotations = map[string]string{LabelSidecarInject: "false"}
 	legacy := pod("legacy", "old", "node2", "10.200.2.11", nil)
+	hostNet := pod("prod", "hostnet", "node1", "10.100.0.1", map[string]string{"app": "a"})
+	hostNet.Spec.HostNetwork = true
 	nsLegacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{LabelDataplaneMode: DataplaneModeNone}}}
 	nsProd := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod"}}
 	strictPA := pa("strict", mtlsLevel{ns: RootNamespace, mode: strict})
 	selecting := pa("sel", mtlsLevel{ns: "prod", selector: map[string]string{"app": "a"}, mode: strict, ports: map[uint32]securityapi.PeerAuthentication_MutualTLS_Mode{9080: permissive}})
-	m := build(t, snap(nsProd, nsLegacy, in, out, annotated, legacy, strictPA, selecting,
+	m := build(t, snap(nsProd, nsLegacy, in, out, annotated, legacy, hostNet, strictPA, selecting,
 		service("prod", "a", "10.96.0.1", corev1.ServicePort{Name: "http", Port: 80}), slice("a", 8080, in, out, annotated)), nil, Options{})
 
 	type got struct {
@@ -70,6 +73,7 @@ func TestWorkloadOutsideMesh(t *testing.T) {
 	want := map[string]got{
 		"legacy/old":     {By: "namespace label istio.io/dataplane-mode=none", Outside: true, Mode: ModeDisable},
 		"prod/annotated": {By: "pod annotation sidecar.istio.io/inject=false", Outside: true, Mode: ModeDisable},
+		"prod/hostnet":   {By: OutsideMeshHostNetwork, Outside: true, Mode: ModeDisable},
 		"prod/in":        {Identity: "spiffe://cluster.local/ns/prod/sa/sa-in", Mode: ModeStrict, Ports: map[uint32]Mode{9080: ModePermissive}},
 		"prod/out":       {By: "pod label fibmesh.io/capture=disabled", Outside: true, Mode: ModeDisable},
 	}
@@ -237,4 +241,34 @@ func canaryWith(w int32) *networkingv1.VirtualService {
 	vs := canaryVS()
 	vs.Spec.Http[1].Route[0].Weight, vs.Spec.Http[1].Route[1].Weight = w, 100-w
 	return vs
+}
+
+// TestEndpointMTLSMode: an endpoint takes its pod's mode; one without a
+// known pod (no targetRef: the API server, a VM) is outside the mesh,
+// plaintext, unless it belongs to a MESH_INTERNAL ServiceEntry.
+func TestEndpointMTLSMode(t *testing.T) {
+	in := pod("prod", "in", "node1", "10.200.1.11", map[string]string{"app": "a"})
+	strictPA := pa("strict", mtlsLevel{ns: RootNamespace, mode: strict})
+	selecting := pa("sel", mtlsLevel{ns: "prod", selector: map[string]string{"app": "a"}, mode: strict, ports: map[uint32]securityapi.PeerAuthentication_MutualTLS_Mode{9080: permissive}})
+	m := build(t, snap(in, strictPA, selecting), nil, Options{})
+	podEP := &Endpoint{Address: "10.200.1.11", Workload: "prod/in"}
+	noPod := &Endpoint{Address: "172.18.0.2"}
+	for _, tc := range []struct {
+		name string
+		svc  *Service
+		ep   *Endpoint
+		port uint32
+		want Mode
+	}{
+		{"pod, port-level mode", &Service{Namespace: "prod"}, podEP, 9080, ModePermissive},
+		{"pod, default mode", &Service{Namespace: "prod"}, podEP, 8080, ModeStrict},
+		{"Service endpoint without a pod", &Service{Namespace: "default"}, noPod, 6443, ModeDisable},
+		{"MESH_EXTERNAL ServiceEntry", &Service{Namespace: "prod", ServiceEntry: true, Location: "MESH_EXTERNAL"}, noPod, 443, ModeDisable},
+		{"ServiceEntry without location (MESH_EXTERNAL)", &Service{Namespace: "prod", ServiceEntry: true}, noPod, 443, ModeDisable},
+		{"MESH_INTERNAL ServiceEntry: the mesh's mode", &Service{Namespace: "prod", ServiceEntry: true, Location: "MESH_INTERNAL"}, noPod, 443, ModeStrict},
+	} {
+		if got := m.EndpointMTLSMode(tc.svc, tc.ep, tc.port); got != tc.want {
+			t.Errorf("%s: EndpointMTLSMode = %s; want %s", tc.name, got, tc.want)
+		}
+	}
 }

@@ -188,8 +188,9 @@ type Workload struct {
 	DefaultMode Mode            `json:"mtls"`
 	PortModes   map[uint32]Mode `json:"portMtls,omitempty"`
 	// OutsideMesh is true for a pod that is not captured (CaptureOff:
-	// a label on it or its namespace says so); OutsideMeshBy is that
-	// label. Such a workload has no Identity, DefaultMode DISABLE and no
+	// a label on it or its namespace says so; or spec.hostNetwork: it
+	// shares its node's IP); OutsideMeshBy is that label, or
+	// OutsideMeshHostNetwork. Such a workload has no Identity, DefaultMode DISABLE and no
 	// PortModes, whatever PeerAuthentications say: clients reach it in
 	// plaintext and nothing listens for it.
 	OutsideMesh   bool   `json:"outsideMesh,omitempty"`
@@ -285,6 +286,27 @@ func (m *Model) Workload(key string) *Workload {
 		return nil
 	}
 	return m.Workloads[i]
+}
+
+// OutsideMeshHostNetwork is Workload.OutsideMeshBy for a pod with
+// spec.hostNetwork: true.
+const OutsideMeshHostNetwork = "hostNetwork"
+
+// EndpointMTLSMode returns the mTLS mode of an endpoint of svc on a
+// target port: its pod's (Workload.MTLSMode) when the model knows the
+// pod. An endpoint with no known pod (an EndpointSlice endpoint without
+// a targetRef, such as the kubernetes Service's API server addresses, a
+// VM) is outside the mesh, so DISABLE, except an endpoint of a
+// ServiceEntry with location MESH_INTERNAL, which the user says is in
+// the mesh: it takes its namespace's mode, else the mesh's.
+func (m *Model) EndpointMTLSMode(svc *Service, ep *Endpoint, port uint32) Mode {
+	if ep.Workload != "" {
+		return m.MTLSMode(ep.Workload, port)
+	}
+	if svc.ServiceEntry && svc.Location == "MESH_INTERNAL" {
+		return m.MTLSMode(svc.Namespace+"/", port)
+	}
+	return ModeDisable
 }
 
 // MTLSMode returns the mTLS mode of a port of workload "namespace/name".

@@ -132,11 +132,7 @@ func (b *builder) plan(ix *index, svc *model.Service, p model.Port, dp *model.De
 				continue // Envoy rejects a hostname in EDS; analyze reports it
 			}
 		}
-		wl := ep.Workload
-		if wl == "" {
-			wl = svc.Namespace + "/" // the namespace's mode, else the mesh's
-		}
-		off := ix.m.MTLSMode(wl, uint32(ep.PortFor(p))) == model.ModeDisable
+		off := ix.m.EndpointMTLSMode(svc, ep, uint32(ep.PortFor(p))) == model.ModeDisable
 		if off {
 			disabled++
 		} else if ep.Identity != "" {

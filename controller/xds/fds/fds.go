@@ -150,8 +150,12 @@ func services(m *model.Model, ids map[string]uint32) []*fibv1.ServiceVIP {
 					if !e.Ready {
 						continue
 					}
+					id := ids[e.Identity]
+					if e.Workload == "" && m.EndpointMTLSMode(s, e, uint32(e.PortFor(p))) == model.ModeDisable {
+						id = 0 // not a mesh pod, not MESH_INTERNAL: plaintext, as in CDS
+					}
 					v.Backends = append(v.Backends, &fibv1.Backend{
-						Ip: e.Address, Port: uint32(e.PortFor(p)), Weight: 1, Node: e.Node, IdentityId: ids[e.Identity],
+						Ip: e.Address, Port: uint32(e.PortFor(p)), Weight: 1, Node: e.Node, IdentityId: id,
 					})
 				}
 				out = append(out, v)

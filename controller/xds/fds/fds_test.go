@@ -130,7 +130,7 @@ func TestIdentityIDsStable(t *testing.T) {
 }
 
 // TestOutsideMesh: a pod outside the mesh (a label on it, or on its
-// namespace) is still a local pod (the FIB forwards to it), with no
+// namespace, or hostNetwork) is still a local pod (the FIB forwards to it), with no
 // identity, and its ports are DISABLE whatever PeerAuthentication says,
 // so XDP does not drop plaintext to it; the others keep their STRICT.
 func TestOutsideMesh(t *testing.T) {
@@ -150,11 +150,14 @@ func TestOutsideMesh(t *testing.T) {
 		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{map[string]string{"in": "10.200.1.11", "out": "10.200.1.12"}[p]},
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "prod", Name: p}})
 	}
+	hostNet := pod("prod", "hostnet", "10.100.0.1", nil) // shares node1's IP
+	hostNet.Spec.HostNetwork = true
 	objs := []runtime.Object{
 		ns("prod", nil), ns("legacy", map[string]string{model.LabelCapture: model.CaptureDisabled}), strict, svc, es,
 		pod("prod", "in", "10.200.1.11", nil),
 		pod("prod", "out", "10.200.1.12", map[string]string{model.LabelDataplaneMode: model.DataplaneModeNone}),
 		pod("legacy", "old", "10.200.1.13", nil),
+		hostNet,
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Status: corev1.NodeStatus{
 			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.100.0.1"}}}},
 	}
@@ -173,6 +176,7 @@ func TestOutsideMesh(t *testing.T) {
 	want := &fibv1.FlowTable{Node: "node1",
 		LocalPods: []*fibv1.LocalPod{
 			{Namespace: "legacy", Name: "old", Ip: "10.200.1.13"},
+			{Namespace: "prod", Name: "hostnet", Ip: "10.100.0.1"},
 			{Namespace: "prod", Name: "in", Ip: "10.200.1.11", IdentityId: in},
 			{Namespace: "prod", Name: "out", Ip: "10.200.1.12"},
 		},
@@ -188,6 +192,7 @@ func TestOutsideMesh(t *testing.T) {
 		t.Errorf("identities (-want +got): only the captured pod's\n%s", d)
 	}
 	wantRoutes := []*fibv1.Route{ // host routes: the identity of pods in the mesh only
+		{Prefix: "10.100.0.1/32", NextHop: "10.100.0.1", Node: "node1"}, // hostNetwork: no identity
 		{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1", IdentityId: in},
 		{Prefix: "10.200.1.12/32", NextHop: "10.100.0.1", Node: "node1"},
 		{Prefix: "10.200.1.13/32", NextHop: "10.100.0.1", Node: "node1"},

@@ -6,6 +6,7 @@
 //	GET /pods                    enrolled pods: netns, identity, SVID serial and expiry
 //	GET /fib                     the FIB: routes, policies, attached interfaces, pending, counters
 //	GET /connections             connections the slow path proxies (?pod=NS/NAME, ?state=STATE)
+//	GET /debug/pprof/            Go's profiles (CPU, heap, goroutines): the admin API listens on localhost only
 //	GET /healthz                 200 while the process serves
 //	GET /readyz                  200 once the first flow table is applied, 503 with the reason before
 //
@@ -17,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"time"
@@ -247,6 +249,11 @@ func Handler(src Source) http.Handler {
 		}
 		writeJSON(w, out)
 	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -31,6 +31,8 @@ type Proxy struct {
 	userspaceOnly bool
 	// dials bounds the connects in progress (each holds a thread).
 	dials chan struct{}
+	// verified caches peer chains already verified (verifyPeer).
+	verified verifiedChains
 
 	mu     sync.Mutex
 	pods   map[string]*podState

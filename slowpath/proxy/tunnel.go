@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -46,11 +48,79 @@ func (p *Proxy) verifyPeer(certs []*x509.Certificate) (spiffeid.ID, error) {
 	if id.TrustDomain() != p.cfg.TrustDomain {
 		return id, &verifyError{ReasonBadTrustDomain, fmt.Errorf("SPIFFE ID %s is not of trust domain %s", id, p.cfg.TrustDomain)}
 	}
-	bundle := x509bundle.FromX509Authorities(p.cfg.TrustDomain, p.cfg.TrustBundle())
+	roots := p.cfg.TrustBundle()
+	if p.verified.ok(certs, roots, time.Now()) {
+		return id, nil
+	}
+	bundle := x509bundle.FromX509Authorities(p.cfg.TrustDomain, roots)
 	if _, _, err := x509svid.Verify(certs, bundle); err != nil {
 		return id, &verifyError{ReasonBadCertificate, err}
 	}
+	p.verified.add(certs, roots)
 	return id, nil
+}
+
+// verifiedChains remembers the peer chains that verified against the
+// current trust bundle, until the first of their certificates expires:
+// the same SVID comes back on every tunnel (and on every resumption), and
+// its chain's signature check is the costliest step left. A new bundle
+// (another slice) starts over.
+type verifiedChains struct {
+	mu     sync.Mutex
+	roots  []*x509.Certificate // the bundle the entries were verified against
+	chains map[[32]byte]time.Time
+}
+
+// maxVerifiedChains bounds the cache; when full it starts over.
+const maxVerifiedChains = 4096
+
+func chainKey(certs []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range certs {
+		h.Write(c.Raw)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func sameBundle(a, b []*x509.Certificate) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+func (v *verifiedChains) ok(certs []*x509.Certificate, roots []*x509.Certificate, now time.Time) bool {
+	if len(roots) == 0 {
+		return false
+	}
+	k := chainKey(certs)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !sameBundle(v.roots, roots) {
+		return false
+	}
+	until, ok := v.chains[k]
+	return ok && now.Before(until)
+}
+
+func (v *verifiedChains) add(certs []*x509.Certificate, roots []*x509.Certificate) {
+	until := certs[0].NotAfter
+	for _, c := range certs[1:] {
+		if c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	for _, r := range roots {
+		if r.NotAfter.Before(until) {
+			until = r.NotAfter
+		}
+	}
+	k := chainKey(certs)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !sameBundle(v.roots, roots) || len(v.chains) >= maxVerifiedChains {
+		v.roots, v.chains = roots, map[[32]byte]time.Time{}
+	}
+	v.chains[k] = until
 }
 
 // errALPN: the ClientHello did not offer slowpath.TunnelALPN.

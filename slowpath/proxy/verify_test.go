@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
@@ -48,5 +49,41 @@ func TestVerifyPeer(t *testing.T) {
 				t.Fatalf("verifyPeer error = %v, want reason %s", err, tt.reason)
 			}
 		})
+	}
+}
+
+// Verified chains are remembered against the bundle they verified with,
+// until the first certificate expires; another bundle starts over.
+func TestVerifiedChains(t *testing.T) {
+	mesh := newTestCA(t, "cluster.local")
+	c, _ := mesh.svid(t, "/ns/a/sa/b")
+	chain := []*x509.Certificate{c.Leaf}
+	roots := []*x509.Certificate{mesh.cert}
+	var v verifiedChains
+	now := time.Now()
+	if v.ok(chain, roots, now) {
+		t.Fatal("a chain never verified is ok")
+	}
+	v.add(chain, roots)
+	if !v.ok(chain, roots, now) {
+		t.Error("a verified chain is not remembered")
+	}
+	if v.ok(chain, roots, c.Leaf.NotAfter.Add(time.Second)) {
+		t.Error("an expired chain is ok")
+	}
+	if v.ok(chain, []*x509.Certificate{mesh.cert}, now) {
+		t.Error("a chain verified against another bundle (a rotation) is ok")
+	}
+	other, _ := mesh.svid(t, "/ns/a/sa/c")
+	if v.ok([]*x509.Certificate{other.Leaf}, roots, now) {
+		t.Error("another certificate is ok")
+	}
+	// verifyPeer fills and uses it with a stable bundle.
+	p := newUnitProxy(t, mesh)
+	if _, err := p.verifyPeer(chain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.verifyPeer(chain); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -192,7 +192,11 @@ func (s *Store) publish(typeURL string) {
 		snap.Clusters = s.joinClusters()
 	}
 	if typeURL != resource.RouteType { // hosts come from chains' names, not from routes
-		snap.Hosts = hosts(snap.Outbound, snap.Clusters)
+		var raw *listenerv3.Listener
+		if e, ok := s.types[resource.ListenerType][OutboundListener]; ok {
+			raw, _ = e.msg.(*listenerv3.Listener)
+		}
+		snap.Hosts = hosts(snap.Outbound, raw, snap.Clusters)
 		snap.Endpoints = meshEndpoints(snap.Clusters)
 	}
 	s.snap.Store(snap)
@@ -288,8 +292,33 @@ func clusterHost(name string) (host, subset string, ok bool) {
 	return host, subset, true
 }
 
-// chainHost is the mesh hostname an outbound chain serves: the host of
-// its route configuration (HTTP) or of its cluster (TCP).
+// ChainMetadataKey and ChainMetadataHost: the controller marks each
+// outbound filter chain with the service host it belongs to, as
+// metadata.filter_metadata["fibmesh"].host (docs/xds.md).
+const (
+	ChainMetadataKey  = "fibmesh"
+	ChainMetadataHost = "host"
+)
+
+// metadataHosts are the hosts the raw listener's chains name in their
+// metadata (ChainMetadataKey), by chain index ("" where a chain names
+// none); nil when raw is nil.
+func metadataHosts(raw *listenerv3.Listener) []string {
+	if raw == nil {
+		return nil
+	}
+	out := make([]string, len(raw.GetFilterChains()))
+	for i, fc := range raw.GetFilterChains() {
+		out[i] = fc.GetMetadata().GetFilterMetadata()[ChainMetadataKey].GetFields()[ChainMetadataHost].GetStringValue()
+	}
+	return out
+}
+
+// chainHost is the mesh hostname an outbound chain serves, for a chain
+// whose metadata does not say: the host of its route configuration
+// (HTTP) or of its cluster (TCP). A tcp or tls rule that routes to
+// another host's cluster makes this guess wrong; the controller's
+// metadata is right.
 func chainHost(c *FilterChain) string {
 	switch {
 	case c.HTTP != nil && c.HTTP.RouteConfig != "":
@@ -312,12 +341,26 @@ func chainHost(c *FilterChain) string {
 // hosts builds the DNS table: each outbound chain's host with the
 // chain's VIPs, and for a host without VIPs (a headless Service, a
 // ServiceEntry without addresses) the addresses of its healthy
-// endpoints, as Kubernetes DNS answers for a headless Service.
-func hosts(out *Listener, clusters map[string]*Cluster) map[string][]netip.Addr {
+// endpoints, as Kubernetes DNS answers for a headless Service. A chain's
+// host is the one its metadata names (ChainMetadataKey, read from raw,
+// the listener out was compiled from: same chains, same order), else
+// chainHost's guess.
+func hosts(out *Listener, raw *listenerv3.Listener, clusters map[string]*Cluster) map[string][]netip.Addr {
 	h := map[string][]netip.Addr{}
 	if out != nil {
-		for _, c := range out.Chains {
-			host := strings.ToLower(chainHost(c))
+		meta := metadataHosts(raw)
+		if len(meta) != len(out.Chains) {
+			meta = nil // not the listener out was compiled from
+		}
+		for i, c := range out.Chains {
+			host := ""
+			if meta != nil {
+				host = meta[i]
+			}
+			if host == "" {
+				host = chainHost(c)
+			}
+			host = strings.ToLower(strings.TrimSuffix(host, "."))
 			if host == "" {
 				continue
 			}

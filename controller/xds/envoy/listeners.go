@@ -18,6 +18,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/fibmesh/fibmesh/controller/model"
@@ -57,6 +58,7 @@ func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort,
 	var sniPorts []uint32        // ports with chains matching on SNI
 	var served []hostPort
 	for _, svc := range ix.services {
+		first := len(l.FilterChains)
 		for _, p := range svc.Ports {
 			if p.Protocol == model.ProtocolUDP {
 				continue
@@ -118,12 +120,27 @@ func (b *builder) outboundListener(ix *index) (*listenerv3.Listener, []hostPort,
 				served = append(served, hostPort{svc.Hostname, pn})
 			}
 		}
+		if first < len(l.FilterChains) {
+			meta := chainHostMetadata(svc.Hostname)
+			for _, fc := range l.FilterChains[first:] {
+				fc.Metadata = meta
+			}
+		}
 	}
 	if len(sniPorts) > 0 {
 		slices.Sort(sniPorts)
 		l.ListenerFilters = append(l.ListenerFilters, b.tlsInspector(slices.Compact(sniPorts)))
 	}
 	return l, served, nil
+}
+
+// chainHostMetadata marks an outbound chain with the service host it
+// belongs to (ChainMetadataKey): its VIP is that host's, wherever a tcp
+// or tls rule sends the connection.
+func chainHostMetadata(host string) *corev3.Metadata {
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		ChainMetadataKey: {Fields: map[string]*structpb.Value{ChainMetadataHost: structpb.NewStringValue(host)}},
+	}}
 }
 
 func (b *builder) originalDst() []*listenerv3.ListenerFilter {

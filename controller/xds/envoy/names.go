@@ -29,6 +29,17 @@ const (
 	InboundPlaintextPort     = 15006
 )
 
+// ChainMetadataKey is the filter_metadata key under which every
+// outbound filter chain names the service host it belongs to:
+// metadata.filter_metadata["fibmesh"].host. Readers (the slow path's DNS
+// table) use it rather than guess the host from where the chain routes,
+// which a VirtualService tcp or tls rule may make another host's
+// cluster.
+const (
+	ChainMetadataKey  = "fibmesh"
+	ChainMetadataHost = "host"
+)
+
 // Shared cluster names: ORIGINAL_DST clusters that forward to a
 // connection's original destination.
 const (

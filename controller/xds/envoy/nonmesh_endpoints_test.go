@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"slices"
 	"testing"
 
 	gocmp "github.com/google/go-cmp/cmp"
@@ -51,6 +52,30 @@ func TestEndpointsOutsideMesh(t *testing.T) {
 		}
 		if d := gocmp.Diff(tc.plaintext, marked); d != "" {
 			t.Errorf("%s: plaintext endpoints (-want +got):\n%s", tc.cluster, d)
+		}
+	}
+}
+
+// TestOutboundChainHostMetadata: every outbound chain names the host
+// whose VIP (or, without one, whose tls rule) it matches, in
+// metadata.filter_metadata["fibmesh"].host; the default chain names none.
+func TestOutboundChainHostMetadata(t *testing.T) {
+	m := loadModel(t, nil)
+	got := buildMesh(t, m)
+	if got.Outbound.DefaultFilterChain.GetMetadata() != nil {
+		t.Errorf("default chain has metadata %v", got.Outbound.DefaultFilterChain.GetMetadata())
+	}
+	for _, fc := range got.Outbound.FilterChains {
+		host := fc.GetMetadata().GetFilterMetadata()[ChainMetadataKey].GetFields()[ChainMetadataHost].GetStringValue()
+		svcs := m.ServicesFor(host)
+		if len(svcs) == 0 {
+			t.Errorf("chain %s: host %q is no service", fc.Name, host)
+			continue
+		}
+		for _, r := range fc.GetFilterChainMatch().GetPrefixRanges() {
+			if !slices.Contains(svcs[0].VIPs, r.GetAddressPrefix()) {
+				t.Errorf("chain %s matches %s, not a VIP of its host %s", fc.Name, r.GetAddressPrefix(), host)
+			}
 		}
 	}
 }

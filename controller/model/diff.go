@@ -61,7 +61,7 @@ func diff(prev, m *Model) Change {
 		}
 	})
 	if !slices.Equal(prev.NamespacesOutsideMesh, m.NamespacesOutsideMesh) {
-		// The mode of endpoints without a known pod in those namespaces.
+		// The mode of MESH_INTERNAL ServiceEntries' endpoints without a known pod in those namespaces.
 		kinds.Workloads = true
 	}
 	changed(prev.Nodes, m.Nodes, func(n *Node) string { return n.Name }, (*Node).equal, func(o, n *Node) {

@@ -228,7 +228,13 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 	}
 	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
 	defer cancel()
-	tc, err := ktls.Client(hctx, raw, cfg)
+	var under net.Conn = raw
+	var batch *batchConn
+	if ps.p.userspaceOnly {
+		batch = &batchConn{TCPConn: raw}
+		under = batch
+	}
+	tc, err := ktls.Client(hctx, under, cfg)
 	if err != nil {
 		c.clearUpstream(raw)
 		return nil, fmt.Errorf("TLS handshake with %v: %w", target, err)
@@ -252,7 +258,7 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 	raw.SetDeadline(time.Time{})
 	c.setTLS(local, peer, st)
 	c.update(func(i *ConnInfo) { i.Endpoint, i.Mode = endpoint, ModeTunnel })
-	return tlsStream{tc: tc, raw: raw}, nil
+	return tlsStream{tc: tc, raw: raw, batch: batch}, nil
 }
 
 // plain connects to dst in plaintext (a plaintext endpoint, passthrough,
@@ -313,7 +319,13 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 		cfg.SetSessionTicketKeys([][32]byte{ps.ticketKey})
 		handshake = ktls.ServerUserspace
 	}
-	tc, err := handshake(hctx, down, cfg)
+	var under net.Conn = down
+	var batch *batchConn
+	if ps.p.userspaceOnly {
+		batch = &batchConn{TCPConn: down}
+		under = batch
+	}
+	tc, err := handshake(hctx, under, cfg)
 	if err != nil {
 		var ve *verifyError
 		switch {
@@ -348,7 +360,7 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 	if err != nil {
 		return nil, nil, err
 	}
-	return tlsStream{tc: tc, raw: down}, up, nil
+	return tlsStream{tc: tc, raw: down, batch: batch}, up, nil
 }
 
 // inboundPlaintext runs the plaintext port's side.

@@ -8,23 +8,44 @@
 // header it saw, so a test or a user can see what the mesh did to a
 // request on its way.
 //
+// Requests can drive the answer, so a test can make one backend slow or
+// failing without restarting it (the headers are listed in Control):
+// x-echo-status answers that status, x-echo-delay sleeps first,
+// x-echo-fail-first N with x-echo-attempt-key K answers 503 to the first
+// N requests carrying K and 200 afterwards (the count per key is kept by
+// the server and reported as the reply's attempt). Options set the same
+// for every request of a pod (a status, a delay, a failure rate), for
+// outlier-detection tests.
+//
+// HTTP/2 requests with a gRPC content type go to a gRPC server on the
+// same port that serves grpc.health.v1.Health (SERVING by default), so
+// grpc_health_probe and Go's gRPC client can check the app over h2c.
+//
 // fibmesh-lab app echo runs it; the examples' pods do.
 package echo
 
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // Info says who is answering. Empty fields are left out of replies.
@@ -48,6 +69,98 @@ type Reply struct {
 	Path   string `json:"path"`
 	// Headers are the request's headers as received.
 	Headers http.Header `json:"headers"`
+	// Status is the HTTP status the app answered with.
+	Status int `json:"status"`
+	// Attempt is how many requests carrying the request's
+	// x-echo-attempt-key the server has seen, this one included (0: the
+	// request carried none).
+	Attempt int `json:"attempt,omitempty"`
+	// Error says why a request's control headers were refused (status
+	// 400).
+	Error string `json:"error,omitempty"`
+}
+
+// The request headers that control an answer (HTTP header names are
+// case-insensitive; HTTP/2 sends them in lower case).
+const (
+	// HeaderStatus makes the app answer with this status (200..599).
+	HeaderStatus = "X-Echo-Status"
+	// HeaderDelay makes the app sleep this long (a Go duration such as
+	// 250ms, 0..MaxDelay) before answering; a client that gives up first
+	// gets nothing.
+	HeaderDelay = "X-Echo-Delay"
+	// HeaderFailFirst N makes the first N requests carrying the same
+	// HeaderAttemptKey get 503, later ones their normal answer.
+	HeaderFailFirst = "X-Echo-Fail-First"
+	// HeaderAttemptKey names a counter of requests kept by the server;
+	// the reply's Attempt is its value after this request.
+	HeaderAttemptKey = "X-Echo-Attempt-Key"
+	// HeaderAttempt is set on answers to requests with an attempt key:
+	// Reply.Attempt as a response header.
+	HeaderAttempt = "X-Echo-Attempt"
+)
+
+// Bounds on what a request or a pod can ask for.
+const (
+	// MaxDelay is the longest delay a request header or Options.Delay
+	// may ask for.
+	MaxDelay = 30 * time.Second
+	// MaxAttemptKeys is how many attempt keys the server remembers; when
+	// a new key comes past it, the oldest one is forgotten (its count
+	// starts again at 1 if it comes back).
+	MaxAttemptKeys = 4096
+	// MaxAttemptKeyLen is the longest attempt key accepted, in bytes.
+	MaxAttemptKeyLen = 256
+	// maxFailFirst bounds x-echo-fail-first.
+	maxFailFirst = 1_000_000
+)
+
+// Options set how a Server answers every request; the zero value answers
+// 200 at once and reports SERVING to gRPC health checks. Request headers
+// override Status and Delay for their request.
+type Options struct {
+	// Status is the HTTP status of every answer (0: 200).
+	Status int
+	// Delay is slept before every answer (0..MaxDelay).
+	Delay time.Duration
+	// FailRate is the probability (0..1) that a request, whatever its
+	// headers ask, gets 503.
+	FailRate float64
+	// GRPCHealth is the status the gRPC health service reports for the
+	// whole server ("" and for the Info's Service name): SERVING (the
+	// default), NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN.
+	GRPCHealth string
+}
+
+// Validate says what in o is out of range, naming the option and the
+// fix.
+func (o Options) Validate() error {
+	if o.Status != 0 && (o.Status < 200 || o.Status > 599) {
+		return fmt.Errorf("echo: status %d: want 200..599 (or 0 for 200)", o.Status)
+	}
+	if o.Delay < 0 || o.Delay > MaxDelay {
+		return fmt.Errorf("echo: delay %v: want 0..%v", o.Delay, MaxDelay)
+	}
+	if !(o.FailRate >= 0 && o.FailRate <= 1) {
+		return fmt.Errorf("echo: fail rate %v: want a probability 0..1", o.FailRate)
+	}
+	if _, err := ParseServingStatus(o.GRPCHealth); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ParseServingStatus parses a grpc.health.v1 serving status by its name
+// (SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN; "" is SERVING).
+func ParseServingStatus(s string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	if s == "" {
+		return healthpb.HealthCheckResponse_SERVING, nil
+	}
+	v, ok := healthpb.HealthCheckResponse_ServingStatus_value[strings.ToUpper(s)]
+	if !ok {
+		return 0, fmt.Errorf("echo: gRPC health status %q: want SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN", s)
+	}
+	return healthpb.HealthCheckResponse_ServingStatus(v), nil
 }
 
 // sniffTimeout is how long a connection whose first bytes could still
@@ -57,9 +170,11 @@ var sniffTimeout = 300 * time.Millisecond
 
 // Server serves Info on listeners.
 type Server struct {
-	info  Info
-	http  *http.Server
-	conns chan net.Conn
+	info   Info
+	http   *http.Server
+	grpc   *grpc.Server
+	health *health.Server
+	conns  chan net.Conn
 
 	mu     sync.Mutex
 	closed bool
@@ -67,26 +182,180 @@ type Server struct {
 	wg     sync.WaitGroup
 }
 
-// New returns a Server that answers as info.
+// New returns a Server that answers as info with the zero Options.
 func New(info Info) *Server {
-	s := &Server{info: info, conns: make(chan net.Conn), raw: map[net.Conn]struct{}{}}
-	s.http = &http.Server{
-		Handler:           h2c.NewHandler(Handler(info), &http2.Server{}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	s, _ := NewWithOptions(info, Options{}) // the zero Options are valid
 	return s
 }
 
-// Handler returns the HTTP handler that writes Reply for every request.
+// NewWithOptions returns a Server that answers as info, every request as
+// o says. It fails when o does not Validate.
+func NewWithOptions(info Info, o Options) (*Server, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	hs, _ := ParseServingStatus(o.GRPCHealth)
+	s := &Server{info: info, conns: make(chan net.Conn), raw: map[net.Conn]struct{}{},
+		grpc: grpc.NewServer(), health: health.NewServer()}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.SetServingStatus(hs)
+	h := newHandler(info, o)
+	s.http = &http.Server{
+		Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				s.grpc.ServeHTTP(w, r)
+				return
+			}
+			h.ServeHTTP(w, r)
+		}), &http2.Server{}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	return s, nil
+}
+
+// SetServingStatus changes what the gRPC health service reports for the
+// whole server ("") and for the Info's Service name.
+func (s *Server) SetServingStatus(st healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", st)
+	if s.info.Service != "" {
+		s.health.SetServingStatus(s.info.Service, st)
+	}
+}
+
+// Handler returns the HTTP handler that writes Reply for every request,
+// obeying the control headers, with the zero Options and without gRPC.
 func Handler(info Info) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The body is drained so a client streaming one gets its answer.
-		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
-		rep := Reply{Info: info, Peer: r.RemoteAddr, Proto: r.Proto, Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Headers: r.Header.Clone()}
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(append(b, '\n'))
-	})
+	return newHandler(info, Options{})
+}
+
+// handler answers HTTP requests with a Reply.
+type handler struct {
+	info     Info
+	opts     Options
+	attempts attempts
+}
+
+func newHandler(info Info, o Options) *handler {
+	return &handler{info: info, opts: o, attempts: attempts{m: map[string]int{}}}
+}
+
+// control is what a request's headers ask for.
+type control struct {
+	status    int // 0: not asked
+	delay     time.Duration
+	hasDelay  bool
+	failFirst int
+	key       string
+}
+
+// parseControl reads the control headers of h; the error names the
+// header and what it wants.
+func parseControl(h http.Header) (control, error) {
+	var c control
+	if v := h.Get(HeaderStatus); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 200 || n > 599 {
+			return c, fmt.Errorf("header %s: %q: want an HTTP status 200..599", strings.ToLower(HeaderStatus), v)
+		}
+		c.status = n
+	}
+	if v := h.Get(HeaderDelay); v != "" {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 || d > MaxDelay {
+			return c, fmt.Errorf("header %s: %q: want a duration 0..%v such as 250ms", strings.ToLower(HeaderDelay), v, MaxDelay)
+		}
+		c.delay, c.hasDelay = d, true
+	}
+	c.key = h.Get(HeaderAttemptKey)
+	if len(c.key) > MaxAttemptKeyLen {
+		return c, fmt.Errorf("header %s: %d bytes: want at most %d", strings.ToLower(HeaderAttemptKey), len(c.key), MaxAttemptKeyLen)
+	}
+	if v := h.Get(HeaderFailFirst); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > maxFailFirst {
+			return c, fmt.Errorf("header %s: %q: want a count 0..%d", strings.ToLower(HeaderFailFirst), v, maxFailFirst)
+		}
+		if c.key == "" {
+			return c, fmt.Errorf("header %s needs header %s: set it to an ID shared by the attempts of one request", strings.ToLower(HeaderFailFirst), strings.ToLower(HeaderAttemptKey))
+		}
+		c.failFirst = n
+	}
+	return c, nil
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The body is drained so a client streaming one gets its answer.
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+	rep := Reply{Info: h.info, Peer: r.RemoteAddr, Proto: r.Proto, Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Headers: r.Header.Clone()}
+	c, err := parseControl(r.Header)
+	if err != nil {
+		rep.Status, rep.Error = http.StatusBadRequest, err.Error()
+		writeReply(w, &rep)
+		return
+	}
+	if c.key != "" {
+		rep.Attempt = h.attempts.add(c.key)
+		w.Header().Set(HeaderAttempt, strconv.Itoa(rep.Attempt))
+	}
+	delay := h.opts.Delay
+	if c.hasDelay {
+		delay = c.delay
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return // the client is gone
+		}
+	}
+	switch {
+	case c.key != "" && rep.Attempt <= c.failFirst:
+		rep.Status = http.StatusServiceUnavailable
+	case h.opts.FailRate > 0 && rand.Float64() < h.opts.FailRate:
+		rep.Status = http.StatusServiceUnavailable
+	case c.status != 0:
+		rep.Status = c.status
+	default:
+		rep.Status = cmp.Or(h.opts.Status, http.StatusOK)
+	}
+	writeReply(w, &rep)
+}
+
+func writeReply(w http.ResponseWriter, rep *Reply) {
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(rep.Status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// attempts counts requests per attempt key, remembering at most
+// MaxAttemptKeys keys (the oldest is forgotten first).
+type attempts struct {
+	mu    sync.Mutex
+	m     map[string]int
+	order []string // keys in the order they came, a ring of MaxAttemptKeys
+	next  int      // where the next new key goes in order once it is full
+}
+
+// add counts one more request for key and returns the count.
+func (a *attempts) add(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n, ok := a.m[key]; ok {
+		a.m[key] = n + 1
+		return n + 1
+	}
+	if len(a.order) < MaxAttemptKeys {
+		a.order = append(a.order, key)
+	} else {
+		delete(a.m, a.order[a.next])
+		a.order[a.next] = key
+		a.next = (a.next + 1) % MaxAttemptKeys
+	}
+	a.m[key] = 1
+	return 1
 }
 
 // Serve accepts connections on ln until ctx is done or Close is called,
@@ -141,7 +410,10 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.mu.Unlock()
-	return s.http.Close()
+	err := s.http.Close()
+	s.health.Shutdown()
+	s.grpc.Stop()
+	return err
 }
 
 func (s *Server) isClosed() bool {

@@ -25,11 +25,36 @@ var testInfo = Info{Service: "reviews", Version: "v2", Pod: "reviews-v2-abc", Na
 // start runs a Server on a loopback port for the test.
 func start(t *testing.T) string {
 	t.Helper()
+	return startWith(t, Options{})
+}
+
+// startWith runs a Server with o on a loopback port for the test.
+func startWith(t *testing.T, o Options) string {
+	t.Helper()
+	return startServerWith(t, o).addr
+}
+
+// running is a Server started for a test and its address.
+type running struct {
+	s    *Server
+	addr string
+}
+
+func startServer(t *testing.T) running {
+	t.Helper()
+	return startServerWith(t, Options{})
+}
+
+func startServerWith(t *testing.T, o Options) running {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(testInfo)
+	s, err := NewWithOptions(testInfo, o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background(), ln) }()
 	t.Cleanup(func() {
@@ -38,7 +63,7 @@ func start(t *testing.T) string {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return running{s: s, addr: ln.Addr().String()}
 }
 
 func decode(t *testing.T, body []byte) Reply {

@@ -51,18 +51,38 @@ Example:
 	commands["app"] = &command{
 		summary: "run a built-in demo app",
 		usage: `fibmesh-lab app echo [--port P] [--name SERVICE] [--version V] [--addr IP]
+       [--status CODE] [--delay D] [--fail-rate P] [--grpc-health STATUS]
 
 echo listens on one TCP port and answers HTTP/1.1, HTTP/2 over cleartext
 (h2c: prior knowledge or Upgrade) and raw TCP: the first bytes decide (an
 HTTP method or the HTTP/2 preface: HTTP; anything else is echoed back).
 HTTP requests get JSON: service, version, pod, namespace, node, the peer
-address and every request header. Pod, namespace and node come from the
-environment (POD_NAME, POD_NAMESPACE, NODE_NAME: set them with the
+address, proto, method, host, path, every request header, the status
+answered and the attempt count (below). Pod, namespace and node come from
+the environment (POD_NAME, POD_NAMESPACE, NODE_NAME: set them with the
 Downward API), service and version from the flags or SERVICE_NAME and
 SERVICE_VERSION. Needs no root.
 
-Example (a container of a Pod):
-  command: ["fibmesh-lab", "app", "echo", "--port", "9080", "--name", "reviews", "--version", "v1"]`,
+Request headers drive one answer (bad values get 400 naming the header):
+  x-echo-status: 503        answer with this status (200..599)
+  x-echo-delay: 250ms       sleep this long first (0..30s)
+  x-echo-attempt-key: ID    count the requests carrying ID (in the reply's
+                            "attempt" and the x-echo-attempt header; the
+                            4,096 newest keys are kept)
+  x-echo-fail-first: 2      with x-echo-attempt-key: the first 2 requests
+                            carrying that ID get 503, later ones 200
+--status and --delay set the same for every request (headers override
+them); --fail-rate answers 503 to that share of all requests.
+
+HTTP/2 requests of content type application/grpc go to a gRPC server on
+the same port serving grpc.health.v1.Health: SERVING for "" and for the
+service name, or what --grpc-health says.
+
+Examples (a container of a Pod):
+  command: ["fibmesh-lab", "app", "echo", "--port", "9080", "--name", "reviews", "--version", "v1"]
+  command: ["fibmesh-lab", "app", "echo", "--port", "9080", "--name", "reviews", "--fail-rate", "0.5"]
+A request that fails twice, then succeeds:
+  curl -H 'x-echo-fail-first: 2' -H 'x-echo-attempt-key: req-1' http://reviews:9080/`,
 		run: runApp,
 	}
 }
@@ -327,8 +347,37 @@ func containerLogs(stateDir string, p *lab.Pod) ([]string, error) {
 }
 
 func runApp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
+	a, err := parseAppEcho(args, stdout)
+	if err != nil {
+		return err
+	}
+	srv, err := echo.NewWithOptions(a.info, a.opts)
+	if err != nil {
+		return usageError{fmt.Errorf("app echo: %w", err)}
+	}
+	ln, err := net.Listen("tcp", a.listen)
+	if err != nil {
+		return fmt.Errorf("app echo: %w", err)
+	}
+	log.Info("echo listening", "addr", ln.Addr().String(), "service", a.info.Service, "version", a.info.Version,
+		"pod", a.info.Pod, "namespace", a.info.Namespace, "node", a.info.Node,
+		"status", a.opts.Status, "delay", a.opts.Delay, "fail_rate", a.opts.FailRate, "grpc_health", cmp.Or(a.opts.GRPCHealth, "SERVING"))
+	return srv.Serve(ctx, ln)
+}
+
+// appEcho is what app echo's flags and environment ask for.
+type appEcho struct {
+	listen string // host:port
+	info   echo.Info
+	opts   echo.Options
+}
+
+// parseAppEcho parses app echo's arguments (args[0] is "echo"); on
+// --help it prints the flags to stdout and returns flag.ErrHelp.
+func parseAppEcho(args []string, stdout io.Writer) (appEcho, error) {
+	var a appEcho
 	if len(args) < 1 || args[0] != "echo" {
-		return usageError{errors.New("app: want echo (fibmesh-lab app echo --port P)")}
+		return a, usageError{errors.New("app: want echo (fibmesh-lab app echo --port P)")}
 	}
 	efs := flag.NewFlagSet("fibmesh-lab app echo", flag.ContinueOnError)
 	efs.SetOutput(io.Discard)
@@ -336,27 +385,44 @@ func runApp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writ
 	efs.StringVar(&flagAddr, "addr", "", "`IP` to listen on (default: every address)")
 	efs.StringVar(&flagName, "name", os.Getenv("SERVICE_NAME"), "`SERVICE` name to report (default $SERVICE_NAME)")
 	efs.StringVar(&flagVersion, "version", os.Getenv("SERVICE_VERSION"), "`VERSION` to report (default $SERVICE_VERSION)")
+	efs.IntVar(&a.opts.Status, "status", 200, "HTTP `STATUS` (200..599) of every answer; a request's x-echo-status overrides it")
+	efs.DurationVar(&a.opts.Delay, "delay", 0, "`DURATION` (0..30s) to sleep before every answer; a request's x-echo-delay overrides it")
+	efs.Float64Var(&a.opts.FailRate, "fail-rate", 0, "probability `P` (0..1) that a request gets 503, whatever it asks")
+	efs.StringVar(&a.opts.GRPCHealth, "grpc-health", "SERVING", "`STATUS` the gRPC health service reports: SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN")
 	if err := efs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			app := commands["app"]
+			fmt.Fprintf(stdout, "fibmesh-lab app echo: %s.\n\nUsage:\n  %s\n\nFlags:\n", app.summary, app.usage)
 			efs.SetOutput(stdout)
 			efs.PrintDefaults()
-			return err
+			return a, err
 		}
-		return usageError{fmt.Errorf("app echo: %w", err)}
+		return a, usageError{fmt.Errorf("app echo: %w", err)}
 	}
 	if efs.NArg() > 0 {
-		return usageError{fmt.Errorf("app echo: unexpected arguments %q", efs.Args())}
+		return a, usageError{fmt.Errorf("app echo: unexpected arguments %q", efs.Args())}
 	}
 	if flagPort < 1 || flagPort > 65535 {
-		return usageError{fmt.Errorf("app echo: --port %d: want 1..65535", flagPort)}
+		return a, usageError{fmt.Errorf("app echo: --port %d: want 1..65535", flagPort)}
 	}
-	info := echo.Info{Service: flagName, Version: flagVersion, Pod: cmp.Or(os.Getenv("POD_NAME"), os.Getenv("HOSTNAME")),
+	for _, c := range []struct {
+		flag string
+		bad  bool
+		want string
+	}{
+		{"status", a.opts.Status < 200 || a.opts.Status > 599, "an HTTP status 200..599"},
+		{"delay", a.opts.Delay < 0 || a.opts.Delay > echo.MaxDelay, "a duration 0..30s such as 100ms"},
+		{"fail-rate", !(a.opts.FailRate >= 0 && a.opts.FailRate <= 1), "a probability 0..1 such as 0.1"},
+	} {
+		if c.bad {
+			return a, usageError{fmt.Errorf("app echo: --%s %s: want %s", c.flag, efs.Lookup(c.flag).Value, c.want)}
+		}
+	}
+	if _, err := echo.ParseServingStatus(a.opts.GRPCHealth); err != nil {
+		return a, usageError{fmt.Errorf("app echo: --grpc-health %q: want SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN", a.opts.GRPCHealth)}
+	}
+	a.listen = net.JoinHostPort(flagAddr, strconv.Itoa(flagPort))
+	a.info = echo.Info{Service: flagName, Version: flagVersion, Pod: cmp.Or(os.Getenv("POD_NAME"), os.Getenv("HOSTNAME")),
 		Namespace: os.Getenv("POD_NAMESPACE"), Node: os.Getenv("NODE_NAME")}
-	ln, err := net.Listen("tcp", net.JoinHostPort(flagAddr, strconv.Itoa(flagPort)))
-	if err != nil {
-		return fmt.Errorf("app echo: %w", err)
-	}
-	log.Info("echo listening", "addr", ln.Addr().String(), "service", info.Service, "version", info.Version,
-		"pod", info.Pod, "namespace", info.Namespace, "node", info.Node)
-	return echo.New(info).Serve(ctx, ln)
+	return a, nil
 }

@@ -47,9 +47,8 @@ func compileCluster(c *clusterv3.Cluster, path string) (*Cluster, error) {
 	if err := onlyFields(c, path, "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
 		"circuit_breakers", "transport_socket", "transport_socket_matches", "load_assignment",
 		"ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config",
-		// Accepted and ignored at L4: outlier detection and HTTP options
-		// are L7's; DNS tuning is the resolver's; the rest is Envoy
-		// bookkeeping.
+		// Outlier detection and HTTP options are L7's (compileClusterHTTP);
+		// DNS tuning is the resolver's; the rest is Envoy bookkeeping.
 		"outlier_detection", "typed_extension_protocol_options", "dns_lookup_family", "dns_refresh_rate",
 		"respect_dns_ttl", "cleanup_interval", "per_connection_buffer_limit_bytes", "alt_stat_name",
 		"metadata", "common_lb_config", "upstream_connection_options"); err != nil {
@@ -118,6 +117,9 @@ func compileCluster(c *clusterv3.Cluster, path string) (*Cluster, error) {
 		}
 	}
 	var err error
+	if out.http, err = compileClusterHTTP(c, path); err != nil {
+		return nil, err
+	}
 	if out.MaxConnections, err = maxConnections(c.GetCircuitBreakers(), path+".circuit_breakers"); err != nil {
 		return nil, err
 	}

@@ -426,6 +426,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager, az *rbacAcc, path string) (*HTTP
 		if err != nil {
 			return nil, err
 		}
+		if out.routes, err = compileRouteConfig(rs.RouteConfig, path+".route_config"); err != nil {
+			return nil, err
+		}
 		out.DefaultCluster, out.Clusters = d.cluster, d.clusters
 		out.prepare()
 	default:

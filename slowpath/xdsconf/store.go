@@ -45,7 +45,7 @@ type Store struct {
 }
 
 // entry is one resource in force and its compiled form (*Listener,
-// *Cluster, *Endpoints or routeDefault).
+// *Cluster, *Endpoints or compiledRoute).
 type entry struct {
 	msg      proto.Message
 	compiled any
@@ -61,7 +61,7 @@ type joinKey struct {
 func NewStore() *Store {
 	s := &Store{types: map[string]map[string]entry{}, versions: map[string]string{}, joined: map[joinKey]*Cluster{}}
 	s.snap.Store(&Snapshot{Clusters: map[string]*Cluster{}, Hosts: map[string][]netip.Addr{},
-		Endpoints: map[netip.Addr]*Cluster{}, Versions: map[string]string{}})
+		Endpoints: map[netip.Addr]*Cluster{}, Versions: map[string]string{}, Routes: map[string]*RouteConfig{}})
 	ch := make(chan struct{})
 	s.changed.Store(&ch)
 	return s
@@ -108,7 +108,15 @@ var compilers = map[string]struct {
 		if !ok {
 			return nil, errorf(path, "is a %T, not a RouteConfiguration", m)
 		}
-		return compileRoute(r, path)
+		d, err := compileRoute(r, path)
+		if err != nil {
+			return nil, err
+		}
+		rc, err := compileRouteConfig(r, path)
+		if err != nil {
+			return nil, err
+		}
+		return compiledRoute{def: d, rc: rc}, nil
 	}},
 }
 
@@ -183,7 +191,13 @@ func (s *Store) Update(typeURL string, resources map[string]proto.Message, versi
 func (s *Store) publish(typeURL string) {
 	old := s.snap.Load()
 	snap := &Snapshot{Outbound: old.Outbound, Inbound: old.Inbound, InboundPlaintext: old.InboundPlaintext,
-		Clusters: old.Clusters, Hosts: old.Hosts, Endpoints: old.Endpoints, Versions: maps.Clone(s.versions)}
+		Clusters: old.Clusters, Hosts: old.Hosts, Endpoints: old.Endpoints, Versions: maps.Clone(s.versions), Routes: old.Routes}
+	if typeURL == resource.RouteType {
+		snap.Routes = make(map[string]*RouteConfig, len(s.types[resource.RouteType]))
+		for name, e := range s.types[resource.RouteType] {
+			snap.Routes[name] = e.compiled.(compiledRoute).rc
+		}
+	}
 	if typeURL == resource.ListenerType || typeURL == resource.RouteType {
 		s.resolveListeners()
 		snap.Outbound, snap.Inbound, snap.InboundPlaintext = s.listeners[OutboundListener], s.listeners[InboundListener], s.listeners[InboundPlaintextListener]
@@ -226,7 +240,7 @@ func resolveListener(l *Listener, routes map[string]entry) *Listener {
 		}
 		h := &HTTPChain{RouteConfig: c.HTTP.RouteConfig}
 		if e, ok := routes[c.HTTP.RouteConfig]; ok {
-			d := e.compiled.(routeDefault)
+			d := e.compiled.(compiledRoute).def
 			h.DefaultCluster, h.Clusters = d.cluster, d.clusters
 			h.prepare()
 		}

@@ -1,5 +1,5 @@
 // Package xdsconf turns the Envoy v3 resources the agent holds (LDS, CDS,
-// EDS; RDS for the cluster an HTTP port defaults to) into the compiled,
+// EDS, RDS) into the compiled,
 // immutable form the slow path reads per connection: filter chains with
 // their match, TLS and RBAC, clusters with their upstream TLS and load
 // balancing, endpoints. Each resource is validated and converted once,
@@ -23,8 +23,17 @@
 // SPIFFE ID downstream, SDS "default" upstream, SDS "ROOTCA" for peers),
 // upstream SAN matchers other than exact SPIFFE IDs, RBAC matchers on
 // metadata, filter state or CEL, and regular expressions RE2 does not
-// compile. Fields that change nothing at L4 (outlier detection, HTTP
-// protocol options, faults, DNS tuning) are accepted and left to L7.
+// compile. DNS tuning is accepted and left to the resolver.
+//
+// L7 (route_l7.go): every route configuration, RDS or inline, is also
+// compiled whole (Snapshot.Routes, HTTPChain.Routes, Snapshot.RoutesFor):
+// virtual hosts chosen by authority in Envoy's order
+// (RouteConfig.VirtualHost), routes in order with path and header
+// matchers (VirtualHost.Route), weighted clusters (Route.PickCluster),
+// timeouts, retry policies and fault injection; clusters carry their
+// circuit breaker thresholds, HTTP/2, requests per connection and
+// outlier detection (Cluster.HTTP). What docs/xds.md does not list is
+// refused there too. None of the per-request calls allocates.
 //
 // Authorization at L4: network RBAC filters follow Envoy's network
 // filter (a header matcher sees a missing header, url_path never
@@ -39,6 +48,7 @@ package xdsconf
 
 import (
 	"net/netip"
+	"regexp"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -72,6 +82,9 @@ type Snapshot struct {
 	Endpoints map[netip.Addr]*Cluster
 	// Versions are the xDS versions this snapshot was built from.
 	Versions map[string]string
+	// Routes are the RDS route configurations by name, compiled for L7
+	// (RoutesFor finds an HTTP chain's, inline or by name).
+	Routes map[string]*RouteConfig
 }
 
 // Listener is a compiled listener.
@@ -155,6 +168,8 @@ type HTTPChain struct {
 	Clusters []WeightedCluster
 
 	total uint32 // sum of the Clusters' weights
+	// routes is the compiled inline route_config (Routes); nil for RDS.
+	routes *RouteConfig
 }
 
 // TCPProxy is a tcp_proxy filter.
@@ -254,6 +269,9 @@ type Cluster struct {
 	// DNSHosts are the host:port pairs of a DNS cluster.
 	DNSHosts []string
 
+	// http are the L7 settings (HTTP); nil: Envoy's defaults.
+	http *ClusterHTTP
+
 	// edsName is the EDS resource the cluster reads: eds_cluster_config
 	// service_name, else the cluster's name.
 	edsName string
@@ -339,4 +357,195 @@ type Decision struct {
 	// matched, the ALLOW policy that matched, or "" when no ALLOW policy
 	// matched (default deny) or no RBAC applies.
 	Policy string
+}
+
+// RouteConfig is a compiled route configuration: an RDS resource
+// (Snapshot.Routes) or an HTTP connection manager's inline route_config
+// (HTTPChain.Routes). It is immutable. VirtualHost chooses a virtual
+// host by authority and VirtualHost.Route a route by the request; the
+// proxy calls both per request, and neither allocates nor compiles
+// anything.
+type RouteConfig struct {
+	Name         string
+	VirtualHosts []*VirtualHost
+
+	// The domain index (route_l7.go): exact domains (lower case),
+	// "*.suffix" and "prefix.*" wildcards longest first, and "*".
+	exact    map[string]*VirtualHost
+	suffixes []wildDomain
+	prefixes []wildDomain
+	star     *VirtualHost
+}
+
+// VirtualHost is one virtual host of a route configuration.
+type VirtualHost struct {
+	Name string
+	// Domains as written, lower case: exact names (with ":port" where
+	// the controller adds one), "*.suffix", "prefix.*" or "*".
+	Domains []string
+	// Routes in order: the first whose match holds decides.
+	Routes []*Route
+}
+
+// Route is one compiled route: a match and where the request goes.
+type Route struct {
+	Name  string
+	Match RouteMatch
+	// Clusters: one with weight 1 (route.cluster), or the weighted
+	// clusters (weight 0 left out); PickCluster chooses.
+	Clusters []WeightedCluster
+	// Timeout is route.timeout: NoRouteTimeout when 0s (none), Envoy's
+	// 15s (DefaultRouteTimeout) when unset.
+	Timeout time.Duration
+	// Retry is the retry policy; nil: no retries.
+	Retry *RetryPolicy
+	// Fault is the route's envoy.filters.http.fault override; nil: none.
+	Fault *Fault
+
+	total uint32 // sum of the Clusters' weights
+}
+
+// Route timeouts.
+const (
+	// DefaultRouteTimeout is route.timeout when unset (Envoy's default).
+	DefaultRouteTimeout = 15 * time.Second
+	// NoRouteTimeout is Route.Timeout for route.timeout 0s: no timeout.
+	NoRouteTimeout time.Duration = -1
+)
+
+// PathMatchKind is how a route matches the path.
+type PathMatchKind int
+
+// Path match kinds.
+const (
+	PathPrefix PathMatchKind = iota // match.prefix (the whole :path)
+	PathExact                       // match.path (the path without its query)
+	PathRegex                       // match.safe_regex (the path without its query, whole)
+)
+
+// RouteMatch is a route's match: the path, then every header matcher.
+type RouteMatch struct {
+	PathKind PathMatchKind
+	// Path is the prefix or exact path; "" for a regex.
+	Path string
+	// Regex is the compiled safe_regex (anchored at both ends).
+	Regex *regexp.Regexp
+	// Headers must all match; ":method" is the request's method.
+	Headers []HeaderMatch
+}
+
+// HeaderMatchKind is how a header matcher matches.
+type HeaderMatchKind int
+
+// Header match kinds.
+const (
+	HeaderPresent HeaderMatchKind = iota // present_match (or no specifier)
+	HeaderExact                          // exact_match, string_match.exact
+	HeaderPrefix                         // prefix_match, string_match.prefix
+	HeaderSuffix                         // suffix_match, string_match.suffix
+	HeaderRegex                          // safe_regex_match, string_match.safe_regex
+)
+
+// HeaderMatch is one header matcher of a route.
+type HeaderMatch struct {
+	// Name is the header's name, lower case (":method" for the method).
+	Name string
+	Kind HeaderMatchKind
+	// Value is the exact value, prefix or suffix.
+	Value string
+	// Regex is the compiled regular expression (HeaderRegex).
+	Regex *regexp.Regexp
+	// Present is present_match's value (HeaderPresent): true matches a
+	// request with the header, false one without.
+	Present bool
+	// Invert is invert_match.
+	Invert bool
+}
+
+// RetryOn is a set of Envoy's retry_on conditions.
+type RetryOn uint32
+
+// Envoy's retry conditions (x-envoy-retry-on and x-envoy-retry-grpc-on).
+const (
+	Retry5xx                     RetryOn = 1 << iota // 5xx
+	RetryGatewayError                                // gateway-error: 502, 503, 504
+	RetryReset                                       // reset
+	RetryResetBeforeRequest                          // reset-before-request
+	RetryConnectFailure                              // connect-failure
+	RetryEnvoyRateLimited                            // envoy-ratelimited
+	RetryRetriable4xx                                // retriable-4xx: 409
+	RetryRefusedStream                               // refused-stream
+	RetryRetriableStatusCodes                        // retriable-status-codes
+	RetryRetriableHeaders                            // retriable-headers
+	RetryHTTP3PostConnectFailure                     // http3-post-connect-failure
+	RetryCancelled                                   // cancelled (gRPC)
+	RetryDeadlineExceeded                            // deadline-exceeded (gRPC)
+	RetryInternal                                    // internal (gRPC)
+	RetryResourceExhausted                           // resource-exhausted (gRPC)
+	RetryUnavailable                                 // unavailable (gRPC)
+)
+
+// RetryPolicy is a route's compiled retry_policy.
+type RetryPolicy struct {
+	On RetryOn
+	// NumRetries is num_retries (Envoy's default 1 when unset).
+	NumRetries uint32
+	// PerTryTimeout is per_try_timeout; 0: the route's timeout bounds
+	// every try.
+	PerTryTimeout time.Duration
+	// RetriableStatusCodes are the codes retriable-status-codes retries.
+	RetriableStatusCodes []uint32
+	// PreviousHosts is the previous_hosts retry host predicate: a retry
+	// avoids the hosts already tried.
+	PreviousHosts bool
+	// HostSelectionMaxAttempts is host_selection_retry_max_attempts:
+	// how many times a retry picks again to avoid a previous host.
+	HostSelectionMaxAttempts int64
+}
+
+// Fault is a route's HTTP fault injection.
+type Fault struct {
+	// Delay is delay.fixed_delay (0: no delay), applied to the share of
+	// requests DelayPercent says.
+	Delay        time.Duration
+	DelayPercent Fraction
+	// AbortHTTPStatus is abort.http_status (0: none); AbortGRPCStatus
+	// abort.grpc_status (-1: none); AbortPercent the share aborted.
+	AbortHTTPStatus int
+	AbortGRPCStatus int
+	AbortPercent    Fraction
+}
+
+// Fraction is a FractionalPercent in parts per million (denominators
+// HUNDRED, TEN_THOUSAND and MILLION scaled; above 100% is 100%).
+type Fraction uint32
+
+// ClusterHTTP are a cluster's L7 settings (Cluster.HTTP).
+type ClusterHTTP struct {
+	// Circuit breaker thresholds of the DEFAULT priority: 0 is no limit
+	// (Istio's 2³²−1); unset is Envoy's default (1024, 1024, 3).
+	MaxPendingRequests, MaxRequests, MaxRetries uint32
+	// MaxRequestsPerConnection is common_http_protocol_options'
+	// max_requests_per_connection (0: no limit).
+	MaxRequestsPerConnection uint32
+	// HTTP2 is explicit_http_config.http2_protocol_options: the upstream
+	// speaks HTTP/2 (else HTTP/1.1, or the downstream's protocol).
+	HTTP2 bool
+	// Outlier is outlier_detection; nil: none.
+	Outlier *OutlierDetection
+}
+
+// OutlierDetection is a cluster's consecutive-5xx outlier detection
+// (success-rate ejection is not supported).
+type OutlierDetection struct {
+	// Consecutive5xx (Envoy's default 5) and EnforcingConsecutive5xx, the
+	// percentage of detections enforced (default 100).
+	Consecutive5xx          uint32
+	EnforcingConsecutive5xx uint32
+	// Interval between sweeps (default 10s); BaseEjectionTime (default
+	// 30s), times the number of ejections; MaxEjectionPercent of the
+	// hosts ejected at once (default 10).
+	Interval           time.Duration
+	BaseEjectionTime   time.Duration
+	MaxEjectionPercent uint32
 }

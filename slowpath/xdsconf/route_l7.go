@@ -190,14 +190,15 @@ func (m *RouteMatch) matches(method, path string, headers func(string) (string, 
 }
 
 // Matches reports whether the matcher holds for a header with value v,
-// present or not, as Envoy decides: a missing header matches only an
-// inverted value matcher, or present_match false.
+// present or not, as Envoy (and gRPC's xDS) decides: a missing header
+// never matches a value matcher, inverted or not; present_match compares
+// presence, then invert_match inverts.
 func (h *HeaderMatch) Matches(v string, present bool) bool {
 	if h.Kind == HeaderPresent {
 		return (present == h.Present) != h.Invert
 	}
 	if !present {
-		return h.Invert
+		return false
 	}
 	var m bool
 	switch h.Kind {

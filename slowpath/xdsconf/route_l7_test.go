@@ -382,7 +382,7 @@ func TestRouteMatchers(t *testing.T) {
 		}, "v", false, false},
 		{"invert exact absent", func(h *routev3.HeaderMatcher) {
 			h.HeaderMatchSpecifier, h.InvertMatch = &routev3.HeaderMatcher_ExactMatch{ExactMatch: "v"}, true
-		}, "", true, true},
+		}, "", true, false}, // a missing header matches no value matcher
 		{"invert present", func(h *routev3.HeaderMatcher) {
 			h.HeaderMatchSpecifier, h.InvertMatch = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}, true
 		}, "", true, true},

@@ -3,6 +3,7 @@ package xdsconf
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -282,21 +283,11 @@ func ParseRetryOn(s string) (RetryOn, error) {
 		}
 		c, ok := retryOnNames[f]
 		if !ok {
-			return 0, fmt.Errorf("%q is not one of Envoy's retry conditions (%s)", f, strings.Join(slices.Sorted(mapKeys(retryOnNames)), ", "))
+			return 0, fmt.Errorf("%q is not one of Envoy's retry conditions (%s)", f, strings.Join(slices.Sorted(maps.Keys(retryOnNames)), ", "))
 		}
 		out |= c
 	}
 	return out, nil
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // compileRouteConfig converts a route configuration for L7: every

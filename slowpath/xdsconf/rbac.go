@@ -120,11 +120,11 @@ func (c *rbacCompiler) policy(p *rbacv3.Policy, path string) (matcher, error) {
 	if len(p.GetPrincipals()) == 0 {
 		return nil, errorf(path+".principals", "must not be empty (use any: true)")
 	}
-	perm, err := c.permissions(p.GetPermissions(), false, path+".permissions")
+	perm, err := combine(p.GetPermissions(), path+".permissions", false, false, c.permissionFunc(false))
 	if err != nil {
 		return nil, err
 	}
-	prin, err := c.principals(p.GetPrincipals(), false, path+".principals")
+	prin, err := combine(p.GetPrincipals(), path+".principals", false, false, c.principalFunc(false))
 	if err != nil {
 		return nil, err
 	}
@@ -174,25 +174,17 @@ func or(ms []matcher) matcher {
 
 func not(m matcher) matcher { return func(in AuthzInput) bool { return !m(in) } }
 
-func (c *rbacCompiler) principals(ps []*rbacv3.Principal, neg bool, path string) (matcher, error) {
-	out := make([]matcher, len(ps))
-	for i, p := range ps {
-		m, err := c.principal(p, neg, fmt.Sprintf("%s[%d]", path, i))
-		if err != nil {
-			return nil, err
-		}
-		out[i] = m
-	}
-	return or(out), nil
-}
-
-func (c *rbacCompiler) set(ids []*rbacv3.Principal, neg bool, path string, all bool) (matcher, error) {
-	if len(ids) == 0 {
+// combine compiles each element of xs with compile (path[i] naming it)
+// and joins the matchers: all of them must match (and_ids, and_rules) or
+// any (or_ids, or_rules, a policy's lists). nonEmpty refuses an empty
+// list.
+func combine[T any](xs []T, path string, all, nonEmpty bool, compile func(T, string) (matcher, error)) (matcher, error) {
+	if nonEmpty && len(xs) == 0 {
 		return nil, errorf(path, "must not be empty")
 	}
-	out := make([]matcher, len(ids))
-	for i, p := range ids {
-		m, err := c.principal(p, neg, fmt.Sprintf("%s[%d]", path, i))
+	out := make([]matcher, len(xs))
+	for i, x := range xs {
+		m, err := compile(x, fmt.Sprintf("%s[%d]", path, i))
 		if err != nil {
 			return nil, err
 		}
@@ -212,9 +204,9 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, path string) (ma
 	}
 	switch id := p.GetIdentifier().(type) {
 	case *rbacv3.Principal_AndIds:
-		return c.set(id.AndIds.GetIds(), neg, path+".and_ids.ids", true)
+		return combine(id.AndIds.GetIds(), path+".and_ids.ids", true, true, c.principalFunc(neg))
 	case *rbacv3.Principal_OrIds:
-		return c.set(id.OrIds.GetIds(), neg, path+".or_ids.ids", false)
+		return combine(id.OrIds.GetIds(), path+".or_ids.ids", false, true, c.principalFunc(neg))
 	case *rbacv3.Principal_NotId:
 		m, err := c.principal(id.NotId, !neg, path+".not_id")
 		if err != nil {
@@ -255,36 +247,6 @@ func (c *rbacCompiler) principal(p *rbacv3.Principal, neg bool, path string) (ma
 	return nil, errorf(path, "principal %s is not supported by the slow path", oneofName(p, "identifier"))
 }
 
-func (c *rbacCompiler) permissions(ps []*rbacv3.Permission, neg bool, path string) (matcher, error) {
-	out := make([]matcher, len(ps))
-	for i, p := range ps {
-		m, err := c.permission(p, neg, fmt.Sprintf("%s[%d]", path, i))
-		if err != nil {
-			return nil, err
-		}
-		out[i] = m
-	}
-	return or(out), nil
-}
-
-func (c *rbacCompiler) rules(rs []*rbacv3.Permission, neg bool, path string, all bool) (matcher, error) {
-	if len(rs) == 0 {
-		return nil, errorf(path, "must not be empty")
-	}
-	out := make([]matcher, len(rs))
-	for i, p := range rs {
-		m, err := c.permission(p, neg, fmt.Sprintf("%s[%d]", path, i))
-		if err != nil {
-			return nil, err
-		}
-		out[i] = m
-	}
-	if all {
-		return and(out), nil
-	}
-	return or(out), nil
-}
-
 // permission compiles a Permission; neg as for principal.
 func (c *rbacCompiler) permission(p *rbacv3.Permission, neg bool, path string) (matcher, error) {
 	if p == nil {
@@ -292,9 +254,9 @@ func (c *rbacCompiler) permission(p *rbacv3.Permission, neg bool, path string) (
 	}
 	switch r := p.GetRule().(type) {
 	case *rbacv3.Permission_AndRules:
-		return c.rules(r.AndRules.GetRules(), neg, path+".and_rules.rules", true)
+		return combine(r.AndRules.GetRules(), path+".and_rules.rules", true, true, c.permissionFunc(neg))
 	case *rbacv3.Permission_OrRules:
-		return c.rules(r.OrRules.GetRules(), neg, path+".or_rules.rules", false)
+		return combine(r.OrRules.GetRules(), path+".or_rules.rules", false, true, c.permissionFunc(neg))
 	case *rbacv3.Permission_NotRule:
 		m, err := c.permission(r.NotRule, !neg, path+".not_rule")
 		if err != nil {
@@ -440,4 +402,12 @@ func (c *rbacCompiler) urlPath(pm *matcherv3.PathMatcher, neg bool, path string)
 		return c.undecidable(neg), nil
 	}
 	return matchNone, nil
+}
+
+func (c *rbacCompiler) principalFunc(neg bool) func(*rbacv3.Principal, string) (matcher, error) {
+	return func(p *rbacv3.Principal, path string) (matcher, error) { return c.principal(p, neg, path) }
+}
+
+func (c *rbacCompiler) permissionFunc(neg bool) func(*rbacv3.Permission, string) (matcher, error) {
+	return func(p *rbacv3.Permission, path string) (matcher, error) { return c.permission(p, neg, path) }
 }

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -51,7 +50,7 @@ func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error
 		}
 		// Still enrolled in this namespace? (Removed or re-enrolled in
 		// another meanwhile: nothing to resume.)
-		if cur := a.enrol.Netns(namespace, name); cur == nil || !sameFile(cur, ns) {
+		if cur := a.enrol.Netns(namespace, name); cur == nil || !netns.Same(int(cur.Fd()), int(ns.Fd())) {
 			return nil
 		}
 	}
@@ -75,7 +74,7 @@ func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error
 		return fmt.Errorf("pod %s: proxy: %w", key, err)
 	}
 	if old, ok := a.paths[key]; ok {
-		if sameFile(old.netns, own) {
+		if netns.Same(int(old.netns.Fd()), int(own.Fd())) {
 			return nil
 		}
 		// The pod was re-created in a new network namespace: its DNS
@@ -157,15 +156,7 @@ func (a *Agent) startDNS(namespace, name string, pns *os.File) (*podPath, error)
 func (a *Agent) markedDialer(ns *os.File, what string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, slowpath.Mark)
-			}); err != nil {
-				return err
-			}
-			return serr
-		}}
+		d := net.Dialer{Timeout: 5 * time.Second, Control: slowpath.MarkSocket}
 		err := netns.Do(int(ns.Fd()), what, func() (err error) {
 			c, err = d.DialContext(ctx, network, addr)
 			return err
@@ -259,16 +250,6 @@ func (a *Agent) proxyEvent(ev proxy.Event) {
 	default:
 		a.log.Debug("connection "+string(ev.Kind), append(attrs, "cluster", c.Cluster, "upstream", c.Upstream.String())...)
 	}
-}
-
-// sameFile reports whether a and b are the same file (the same network
-// namespace).
-func sameFile(a, b *os.File) bool {
-	var sa, sb unix.Stat_t
-	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
-		return false
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // meshPod is the proxy's MeshPod: a pod of the mesh by its IP, with its

@@ -116,3 +116,13 @@ func New() (*os.File, error) {
 	}
 	return ns, nil
 }
+
+// Same reports whether the descriptors a and b are the same namespace
+// (the same nsfs inode).
+func Same(a, b int) bool {
+	var sa, sb unix.Stat_t
+	if unix.Fstat(a, &sa) != nil || unix.Fstat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}

@@ -137,7 +137,7 @@ func (p *Proxy) AddPod(pod Pod) error {
 	}
 	old := p.pods[pod.key()]
 	if old != nil {
-		if sameFile(int(old.pod.Netns.Fd()), fd) && slices.Equal(old.pod.IPs, ips) {
+		if netns.Same(int(old.pod.Netns.Fd()), fd) && slices.Equal(old.pod.IPs, ips) {
 			p.mu.Unlock()
 			closeFD(fd)
 			return nil

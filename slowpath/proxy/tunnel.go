@@ -143,7 +143,7 @@ func (ps *podState) podCert(id *spiffeid.ID) (*tls.Certificate, error) {
 // marked slowpath.Mark (capture skips it) and bound to the pod's IP of
 // dst's family.
 func (ps *podState) dial(ctx context.Context, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: timeout, Control: markControl}
+	d := net.Dialer{Timeout: timeout, Control: slowpath.MarkSocket}
 	for _, ip := range ps.pod.IPs {
 		if ip.Is4() == dst.Addr().Unmap().Is4() {
 			d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}

@@ -21,6 +21,12 @@
 // same port that serves grpc.health.v1.Health (SERVING by default), so
 // grpc_health_probe and Go's gRPC client can check the app over h2c.
 //
+// An HTTP/1.1 request asking to switch protocols (Connection: Upgrade,
+// Upgrade: P, P other than h2c, such as a WebSocket handshake) gets 101
+// Switching Protocols and then every byte is echoed back, raw (see
+// ServeUpgrade). Every HTTP answer, 101 included, names who answered in
+// response headers too (HeaderService, HeaderVersion, HeaderPod).
+//
 // fibmesh-lab app echo runs it; the examples' pods do.
 package echo
 
@@ -29,6 +35,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,6 +106,14 @@ const (
 	// HeaderAttempt is set on answers to requests with an attempt key:
 	// Reply.Attempt as a response header.
 	HeaderAttempt = "X-Echo-Attempt"
+)
+
+// Response headers on every HTTP answer (101 included) that say who
+// answered: Info's Service, Version and Pod, where set.
+const (
+	HeaderService = "X-Echo-Service"
+	HeaderVersion = "X-Echo-Version"
+	HeaderPod     = "X-Echo-Pod"
 )
 
 // Bounds on what a request or a pod can ask for.
@@ -284,6 +300,15 @@ func parseControl(h http.Header) (control, error) {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for _, kv := range [...][2]string{{HeaderService, h.info.Service}, {HeaderVersion, h.info.Version}, {HeaderPod, h.info.Pod}} {
+		if kv[1] != "" {
+			w.Header().Set(kv[0], kv[1])
+		}
+	}
+	if r.ProtoMajor == 1 && upgradeRequested(r.Header) {
+		serveUpgrade(w, r)
+		return
+	}
 	// The body is drained so a client streaming one gets its answer.
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 	rep := Reply{Info: h.info, Peer: r.RemoteAddr, Proto: r.Proto, Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Headers: r.Header.Clone()}
@@ -321,6 +346,58 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rep.Status = cmp.Or(h.opts.Status, http.StatusOK)
 	}
 	writeReply(w, &rep)
+}
+
+// upgradeRequested says whether h asks to switch protocols: Connection
+// lists "upgrade" and Upgrade names a protocol other than h2c (h2c's
+// handler serves those; a request it upgraded comes here as it was read,
+// headers included, and is answered in HTTP/2).
+func upgradeRequested(h http.Header) bool {
+	if up := h.Get("Upgrade"); up == "" || strings.EqualFold(strings.TrimSpace(up), "h2c") {
+		return false
+	}
+	for _, v := range h.Values("Connection") {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// websocketGUID is RFC 6455's key suffix for Sec-WebSocket-Accept.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// serveUpgrade answers an Upgrade request with 101 Switching Protocols
+// (Upgrade: the protocol asked for, and Sec-WebSocket-Accept computed
+// from a Sec-WebSocket-Key, as RFC 6455 asks), then echoes every byte
+// the client sends until it closes its side. The echo is of raw bytes,
+// not of WebSocket messages: a test writes bytes after the 101 and reads
+// the same back, whatever sits in between.
+func serveUpgrade(w http.ResponseWriter, r *http.Request) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "echo: this connection cannot switch protocols", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Upgrade", r.Header.Get("Upgrade"))
+	w.Header().Set("Connection", "Upgrade")
+	if k := r.Header.Get("Sec-WebSocket-Key"); k != "" {
+		sum := sha1.Sum([]byte(k + websocketGUID))
+		w.Header().Set("Sec-WebSocket-Accept", base64.StdEncoding.EncodeToString(sum[:]))
+	}
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	// Bytes the client sent right behind the request are in brw.Reader.
+	_, _ = io.Copy(c, brw.Reader)
 }
 
 func writeReply(w http.ResponseWriter, rep *Reply) {

@@ -133,8 +133,8 @@ type Breaker struct {
 	// retries and maxRetries (limits.MaxRetries) are atomic:
 	// AcquireRetry does not take mu.
 	retries, maxRetries atomic.Uint32
-	queue   waitQueue
-	pending uint32 // len(queue)
+	queue               waitQueue
+	pending             uint32 // len(queue)
 
 	ovPending, ovRequests, ovConnections uint64
 	ovRetries                            atomic.Uint64

@@ -187,11 +187,16 @@ func TestIncrementalEqualsFull(t *testing.T) {
 
 var fdsType = Types[len(Types)-1]
 
-// heldBy is what the server's cache holds of a type, FlowTable versions
-// cleared (they say when a table last changed, which differs by design).
+// heldBy is what the server serves of a type (decoded from the bytes
+// sent), FlowTable versions cleared (they say when a table last changed,
+// which differs by design).
 func heldBy(s *Server, typ string) map[string]proto.Message {
 	out := map[string]proto.Message{}
-	for name, r := range s.shared[typ].cache.GetResources() {
+	all, err := s.shared[typ].scope.resources()
+	if err != nil {
+		panic(err)
+	}
+	for name, r := range all {
 		if ft, ok := r.(*fibv1.FlowTable); ok {
 			c := proto.Clone(ft).(*fibv1.FlowTable)
 			c.Version = ""

@@ -27,12 +27,13 @@ package xds
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -43,11 +44,8 @@ import (
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/log"
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -107,9 +105,12 @@ type Server struct {
 	tracker *tracker
 
 	shared map[string]*sharedType // CDS, EDS, RDS, SDS, FDS
-	lds    cache.SnapshotCache
-	mux    *cache.MuxCache
-	xds    serverv3.Server
+	store  *store
+	cb     callbacks
+	// senders bounds the streams building and sending a response at
+	// once (4 × GOMAXPROCS).
+	senders           chan struct{}
+	sotwIDs, deltaIDs atomic.Int64
 
 	mu      sync.Mutex
 	pending *model.Model
@@ -118,9 +119,11 @@ type Server struct {
 	kick    chan struct{}
 	model   *model.Model // last pushed
 	inModel map[string]bool
-	// ldsHash is each node's listener set as last pushed.
-	ldsHash map[string]string
-	tables  map[string]flowTable
+	// ldsHash is each node's listener set as last pushed, ldsNames its
+	// names.
+	ldsHash  map[string]string
+	ldsNames map[string][]string
+	tables   map[string]flowTable
 	// outboundHash is the outbound listener's as last pushed: when it
 	// changes every node's listeners do.
 	outboundHash  [32]byte
@@ -135,17 +138,12 @@ type Server struct {
 	stopStreams context.CancelFunc
 }
 
-// sharedType is one type's resources as last pushed, with their hashes.
+// sharedType is one type's resources as last pushed (the push
+// goroutine's view of the type's scope).
 type sharedType struct {
 	typeURL string
-	cache   *cache.LinearCache
-	hashes  map[string]held
-}
-
-// held is a resource as pushed and its hash.
-type held struct {
-	hash [32]byte
-	msg  proto.Message
+	scope   *scope
+	hashes  map[string]*entry
 }
 
 // New returns a Server; Run pushes, Register serves.
@@ -161,6 +159,7 @@ func New(o Options) *Server {
 		shared:    map[string]*sharedType{},
 		kick:      make(chan struct{}, 1),
 		ldsHash:   map[string]string{},
+		ldsNames:  map[string][]string{},
 		pushed:    make(chan uint64, 1),
 		firstPush: make(chan struct{}),
 	}
@@ -176,22 +175,15 @@ func New(o Options) *Server {
 	}
 	s.tracker.slotTimeout = o.SyncTimeout
 	s.tracker.inModel = s.hasNode
-	s.mux = &cache.MuxCache{
-		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
-		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
-		Caches:        map[string]cache.Cache{},
-	}
-	quiet := log.LoggerFuncs{} // go-control-plane's logs stay quiet: the tracker reports
+	s.store = newStore(o.Epoch)
 	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, resource.SecretType, fds.TypeURL} {
-		st := &sharedType{typeURL: t, hashes: map[string]held{},
-			cache: cache.NewLinearCache(t, cache.WithLogger(quiet), cache.WithVersionPrefix(versionPrefix(t, o.Epoch)))}
-		s.shared[t] = st
-		s.mux.Caches[t] = st.cache
+		sc := newScope(t, versionPrefix(t, o.Epoch), &s.store.stats)
+		s.store.shared[t] = sc
+		s.shared[t] = &sharedType{typeURL: t, scope: sc, hashes: map[string]*entry{}}
 	}
-	s.lds = cache.NewSnapshotCache(false, nodeID{}, quiet)
-	s.mux.Caches[resource.ListenerType] = &nackSafeCache{SnapshotCache: s.lds, tracker: s.tracker}
+	s.senders = make(chan struct{}, 4*runtime.GOMAXPROCS(0))
 	s.streams, s.stopStreams = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.streams, s.mux, callbacks{s.tracker, s.streams.Done(), &sync.Map{}, s.firstPush, &sync.Map{}})
+	s.cb = callbacks{s.tracker, s.streams.Done(), &sync.Map{}, s.firstPush, &sync.Map{}}
 	return s
 }
 
@@ -226,12 +218,12 @@ func GRPCServerOptions() []grpc.ServerOption {
 // Register serves ADS (state-of-the-world and delta) and the per-type
 // discovery services on g.
 func (s *Server) Register(g *grpc.Server) {
-	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
-	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
-	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
-	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
-	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
-	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, ads{s})
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, cds{s})
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, eds{s})
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, lds{s})
+	routeservice.RegisterRouteDiscoveryServiceServer(g, rds{s})
+	secretservice.RegisterSecretDiscoveryServiceServer(g, sds{s})
 }
 
 // Collectors are the server's Prometheus metrics, for the caller to
@@ -462,13 +454,19 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	slices.Sort(nodes)
 	for n := range s.ldsHash { // nodes gone from the model
 		if !inModel[n] {
-			s.lds.ClearSnapshot(n)
+			s.store.nodeScope(n).update(nil, s.ldsNames[n])
 			delete(s.ldsHash, n)
+			delete(s.ldsNames, n)
 		}
 	}
 	var nix *envoy.NodeIndex
+	var outbound *entry
 	if len(nodes) > 0 {
 		nix = envoy.NewNodeIndex(m)
+		if outbound, err = newEntry(resource.ListenerType, mesh.Outbound.GetName(), mesh.Outbound); err != nil {
+			res.Err = err
+			return res
+		}
 	}
 	for _, n := range nodes {
 		ls, err := nix.Listeners(n)
@@ -477,27 +475,36 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 			return res
 		}
 		h := sha256.New()
-		h.Write(outboundHash[:])
-		items := []types.Resource{mesh.Outbound}
+		h.Write(outbound.hash[:])
+		items := []*entry{outbound} // one outbound listener, shared by every node's scope
 		for _, l := range ls {
-			lh := hashOf(l)
-			h.Write(lh[:])
-			items = append(items, l)
+			e, err := newEntry(resource.ListenerType, l.GetName(), l)
+			if err != nil {
+				res.Err = fmt.Errorf("listeners of node %s: %w", n, err)
+				return res
+			}
+			h.Write(e.hash[:])
+			items = append(items, e)
 		}
 		version := fmt.Sprintf("LDS-%x", h.Sum(nil)[:8])
 		if s.ldsHash[n] == version {
 			continue
 		}
-		snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{resource.ListenerType: items})
-		if err != nil {
-			res.Err = fmt.Errorf("listeners of node %s: %w", n, err)
-			return res
+		names := make([]string, len(items))
+		keep := make(map[string]bool, len(items))
+		for i, e := range items {
+			names[i] = e.name
+			keep[e.name] = true
 		}
-		if err := s.lds.SetSnapshot(ctx, n, snap); err != nil {
-			res.Err = fmt.Errorf("listeners of node %s: %w", n, err)
-			return res
+		var gone []string
+		for _, name := range s.ldsNames[n] {
+			if !keep[name] {
+				gone = append(gone, name)
+			}
 		}
+		s.store.nodeScope(n).update(items, gone)
 		s.ldsHash[n] = version
+		s.ldsNames[n] = names
 		res.Nodes++
 		res.Updated["LDS"] += len(items)
 	}
@@ -627,25 +634,28 @@ func hashOf(m proto.Message) [32]byte {
 // changed. With only, resources already known whose name only rejects
 // are taken as unchanged, and not hashed.
 func (st *sharedType) apply(items map[string]proto.Message, only func(string) bool) (int, error) {
-	changed := map[string]types.Resource{}
+	var changed []*entry
 	for name, it := range items {
 		old, known := st.hashes[name]
 		if known && (old.msg == it || only != nil && !only(name)) {
 			continue // the very message pushed before (a flow table kept), or not touched
 		}
-		h := hashOf(it)
-		if known && old.hash == h {
+		e, err := newEntry(st.typeURL, name, it)
+		if err != nil {
+			// Only a message with invalid UTF-8 strings fails to
+			// marshal; the push fails, naming it.
+			return 0, err
+		}
+		if known && old.hash == e.hash {
 			continue
 		}
-		st.hashes[name] = held{h, it}
-		changed[name] = it
+		st.hashes[name] = e
+		changed = append(changed, e)
 	}
 	if len(changed) == 0 {
 		return 0, nil
 	}
-	if err := st.cache.UpdateResources(changed, nil); err != nil {
-		return 0, fmt.Errorf("%s: %w", ShortType(st.typeURL), err)
-	}
+	st.scope.update(changed, nil)
 	return len(changed), nil
 }
 
@@ -668,35 +678,8 @@ func (st *sharedType) remove(names []string) error {
 	for _, name := range names {
 		delete(st.hashes, name)
 	}
-	if err := st.cache.UpdateResources(nil, names); err != nil {
-		return fmt.Errorf("%s: %w", ShortType(st.typeURL), err)
-	}
+	st.scope.update(nil, names)
 	return nil
-}
-
-// nackSafeCache keeps a NACKed listener snapshot from being sent again:
-// go-control-plane's snapshot cache answers a state-of-the-world request
-// whose version differs from the snapshot's at once, and a NACK carries
-// the last version the agent accepted, so without this the refused
-// snapshot would be resent in a loop. The agent gets the next version.
-type nackSafeCache struct {
-	cache.SnapshotCache
-	tracker *tracker
-}
-
-func (c *nackSafeCache) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
-	if req.GetErrorDetail() != nil {
-		node := req.GetNode().GetId()
-		if snap, err := c.GetSnapshot(node); err == nil {
-			v := snap.GetVersion(req.GetTypeUrl())
-			if v != "" && v == c.tracker.lastSentVersion(node, req.GetTypeUrl()) {
-				r := proto.Clone(req).(*discovery.DiscoveryRequest)
-				r.VersionInfo = v
-				req = r
-			}
-		}
-	}
-	return c.SnapshotCache.CreateWatch(req, sub, ch)
 }
 
 // callbacks feed the tracker from go-control-plane's server.
@@ -734,57 +717,3 @@ func (c callbacks) closed(id int64) {
 	c.seen.Delete(id)
 	c.t.closed(id)
 }
-
-func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
-	return c.opened(ctx, id)
-}
-func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.closed(id) }
-
-// Delta streams are numbered apart from state-of-the-world ones, both
-// from 1: the tracker keys them by -id.
-func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	return c.opened(ctx, -id)
-}
-func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.closed(-id) }
-func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
-		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
-	}
-	if err := c.checkNode(id, req.GetNode().GetId()); err != nil {
-		return err
-	}
-	names := req.GetResourceNames()
-	if err := c.checkFlowTables(id, req.GetTypeUrl(), names, len(names) == 0 || slices.Contains(names, "*")); err != nil {
-		return err
-	}
-	c.t.admit(id, c.done)
-	c.t.request(id, req)
-	return nil
-}
-func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-	c.t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), proto.Size(resp), false)
-}
-func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	if req.GetTypeUrl() != "" && !slices.Contains(Types, req.GetTypeUrl()) {
-		return fmt.Errorf("resource type %q is not served: fibmesh serves %v", req.GetTypeUrl(), Types)
-	}
-	if err := c.checkNode(-id, req.GetNode().GetId()); err != nil {
-		return err
-	}
-	sub := req.GetResourceNamesSubscribe()
-	first := c.firstFlowTableRequest(-id, req.GetTypeUrl()) // marks the stream's FDS as seen
-	wildcard := slices.Contains(sub, "*") || len(sub) == 0 && first
-	if err := c.checkFlowTables(-id, req.GetTypeUrl(), sub, wildcard); err != nil {
-		return err
-	}
-	c.t.admit(-id, c.done)
-	c.t.deltaRequest(-id, req)
-	return nil
-}
-func (c callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	c.t.response(-id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), proto.Size(resp), true)
-}
-func (c callbacks) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
-	return errors.New("REST fetch is not served: use ADS")
-}
-func (c callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 )
 
 // NodeStatus is what the controller knows of one node's agent: whether it
@@ -79,20 +79,16 @@ type nodeState struct {
 	lastConv     time.Duration
 }
 
-// streamState is per xDS stream: the node it speaks for and, for delta
-// streams, the version behind each nonce still unanswered.
+// streamState is per xDS stream: the node it speaks for and its sync
+// slot. (The version behind the outstanding nonce of each type is the
+// stream's own, in the server's sub.)
 type streamState struct {
-	node   string
-	nonces map[string]nonceInfo
+	node string
 	// admitted: the stream has asked for its first sync; holding: it
 	// holds one of the tracker's sync slots until it has ACKed every
 	// type (or the slot times out); acked are the types it ACKed.
 	admitted, holding bool
 	acked             map[string]bool
-}
-
-type nonceInfo struct {
-	typeURL, version string
 }
 
 // tracker follows every stream's requests and responses (the server's
@@ -258,57 +254,36 @@ func (t *tracker) bind(stream int64, node *core.Node) (string, *Event) {
 	return st.node, nil
 }
 
-// request handles a state-of-the-world request: an ACK or NACK of the
-// response named by its nonce, or a first request.
-func (t *tracker) request(stream int64, req *discovery.DiscoveryRequest) {
+// bindOnly attaches a stream to its node on a request that is no answer
+// (a subscription).
+func (t *tracker) bindOnly(stream int64, node *core.Node) {
 	t.mu.Lock()
-	name, connect := t.bind(stream, req.GetNode())
-	var evs []Event
-	if connect != nil {
-		evs = append(evs, *connect)
-	}
-	if name != "" && req.GetResponseNonce() != "" {
-		refused := ""
-		if req.GetErrorDetail() != nil {
-			refused = t.streams[stream].lastSent(req.GetTypeUrl())
-		}
-		evs = append(evs, t.answer(name, req.GetTypeUrl(), req.GetVersionInfo(), refused, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)...)
-		if req.GetErrorDetail() == nil {
-			t.ackedLocked(stream, req.GetTypeUrl())
-		}
-	}
+	_, connect := t.bind(stream, node)
 	t.mu.Unlock()
-	for _, ev := range evs {
-		t.emit(ev)
+	if connect != nil {
+		t.emit(*connect)
 	}
 }
 
-// lastSent is the version of the last state-of-the-world response of a
-// type on this stream.
-func (st *streamState) lastSent(typeURL string) string {
-	return st.nonces["sotw:"+typeURL].version
-}
-
-// deltaRequest handles a delta request: its nonce names the response it
-// answers, whose version the stream remembered.
-func (t *tracker) deltaRequest(stream int64, req *discovery.DeltaDiscoveryRequest) {
+// answered records a stream's ACK (detail nil) or NACK of the response
+// it had outstanding of typeURL, whose version was version. It costs a
+// few map lookups and allocates nothing but the events it reports.
+func (t *tracker) answered(stream int64, _ string, node *core.Node, typeURL, version string, detail *rpcstatus.Status) {
 	t.mu.Lock()
-	name, connect := t.bind(stream, req.GetNode())
+	name, connect := t.bind(stream, node)
 	var evs []Event
 	if connect != nil {
 		evs = append(evs, *connect)
 	}
-	st := t.streams[stream]
-	if ni, ok := st.nonces[req.GetResponseNonce()]; ok && name != "" {
-		delete(st.nonces, req.GetResponseNonce())
-		nack := req.GetErrorDetail() != nil
-		acked := ni.version
+	if name != "" {
+		nack := detail != nil
+		acked := version
 		if nack {
 			acked = ""
 		}
-		evs = append(evs, t.answer(name, ni.typeURL, acked, ni.version, req.GetErrorDetail().GetMessage(), nack)...)
+		evs = append(evs, t.answer(name, typeURL, acked, version, detail.GetMessage(), nack)...)
 		if !nack {
-			t.ackedLocked(stream, ni.typeURL)
+			t.ackedLocked(stream, typeURL)
 		}
 	}
 	t.mu.Unlock()
@@ -345,29 +320,22 @@ func (t *tracker) answer(node, typeURL, acked, refused, reason string, nack bool
 	return evs
 }
 
-// response records a response about to be sent on a stream.
-func (t *tracker) response(stream int64, typeURL, version, nonce string, size int, delta bool) {
+// response records a response about to be sent on a stream of node.
+func (t *tracker) response(stream int64, typeURL, version string, size int, node string) {
+	short := ShortType(typeURL)
+	t.metrics.responses.WithLabelValues(short).Inc()
+	t.metrics.bytes.WithLabelValues(short).Add(float64(size))
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.metrics.responses.WithLabelValues(ShortType(typeURL)).Inc()
-	t.metrics.bytes.WithLabelValues(ShortType(typeURL)).Add(float64(size))
-	st, ok := t.streams[stream]
-	if !ok {
-		st = &streamState{}
-		t.streams[stream] = st
+	if node == "" {
+		if st, ok := t.streams[stream]; ok {
+			node = st.node
+		}
 	}
-	if st.nonces == nil {
-		st.nonces = map[string]nonceInfo{}
-	}
-	if delta {
-		st.nonces[nonce] = nonceInfo{typeURL, version}
-	} else {
-		st.nonces["sotw:"+typeURL] = nonceInfo{typeURL, version}
-	}
-	if st.node == "" {
+	if node == "" {
 		return
 	}
-	n := t.node(st.node)
+	n := t.node(node)
 	n.typ(typeURL).sent = version
 	if t.gen != 0 && n.pendingGen != t.gen {
 		n.pendingGen = t.gen
@@ -375,18 +343,6 @@ func (t *tracker) response(stream int64, typeURL, version, nonce string, size in
 		n.outstanding = 0
 	}
 	n.outstanding++
-}
-
-// lastSentVersion is the version last sent to node for typeURL.
-func (t *tracker) lastSentVersion(node, typeURL string) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if n, ok := t.nodes[node]; ok {
-		if ts, ok := n.types[typeURL]; ok {
-			return ts.sent
-		}
-	}
-	return ""
 }
 
 // status returns every node's status, sorted by node.

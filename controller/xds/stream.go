@@ -1,0 +1,628 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// pageBytes bounds a first sync's delta response: a full state larger
+// than this goes out in pages, the next sent when the last is ACKed, so
+// that the bytes marshalled and queued for one stream stay near one page
+// per type however large the mesh (a 1,000-service mesh is ~3.5 MB per
+// agent).
+const pageBytes = 256 << 10
+
+// sub is one stream's subscription to one type: what it subscribes to,
+// the scope sequence number it was last sent up to, and the one
+// response it may have outstanding. A stream never has two responses of
+// a type in flight: changes that come meanwhile are merged into the next
+// response, sent when the outstanding one is answered (Contour's one
+// slot per stream).
+type sub struct {
+	st       *stream
+	typeURL  string
+	sc       *scope
+	wildcard bool
+	names    map[string]struct{} // explicit subscriptions
+
+	// dirty: the scope changed something this sub wants since it was
+	// last sent (set by updates, cleared by the sender).
+	dirty atomic.Bool
+	// sentSeq is the scope sequence the sub was last sent up to; written
+	// by the stream with sc.mu read-locked, read by compaction with it
+	// locked.
+	sentSeq uint64
+
+	// The rest is the stream's own, under st.mu.
+	sent    bool     // a first response went out
+	full    bool     // next response is the full state (first sync, or SotW names changed)
+	pages   []string // names of a paged first sync still to send
+	force   []string // delta: newly subscribed names, sent whatever their sequence
+	initial map[string]string
+	nonce   string // outstanding response ("": none)
+	version string // its version
+}
+
+func (s *sub) wants(name string) bool {
+	if s.wildcard {
+		return true
+	}
+	_, ok := s.names[name]
+	return ok
+}
+
+// markDirty flags the sub and wakes its stream.
+func (s *sub) markDirty() {
+	s.dirty.Store(true)
+	s.st.wake()
+}
+
+// stream is one xDS stream (ADS, or a single-type service when
+// fixedType is set), delta or state-of-the-world.
+type stream struct {
+	id        int64 // tracker key: SotW streams > 0, delta < 0
+	delta     bool
+	fixedType string
+	wakeCh    chan struct{}
+
+	mu    sync.Mutex
+	node  string
+	subs  map[string]*sub
+	nonce uint64
+	// work counts the times the server touched this stream's state:
+	// requests handled and responses built (tests check that one
+	// stream's ACK touches no other stream).
+	work atomic.Int64
+}
+
+func (st *stream) wake() {
+	select {
+	case st.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (st *stream) nextNonce() string {
+	st.nonce++
+	return strconv.FormatUint(st.nonce, 10)
+}
+
+// bidi is a gRPC stream of requests Req and responses Resp.
+type bidi[Req, Resp any] interface {
+	Send(*Resp) error
+	Recv() (*Req, error)
+	Context() context.Context
+}
+
+// serve runs one stream: a goroutine receives and handles requests
+// (ACKs cost O(1)); this one sends what the stream's subs are marked
+// for, holding one of the server's sender slots while it builds and
+// sends.
+func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func(*stream, *Req) error, build func(*stream, *sub) *Resp) error {
+	ctx := gs.Context()
+	if err := s.cb.opened(ctx, st.id); err != nil {
+		return err
+	}
+	defer s.closeStream(st)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			req, err := gs.Recv()
+			if err == nil {
+				err = handle(st, req)
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.streams.Done():
+			return nil
+		case err := <-errc:
+			if isEOF(err) {
+				return nil
+			}
+			return err
+		case <-st.wakeCh:
+		}
+		for _, t := range Types {
+			st.mu.Lock()
+			sb := st.subs[t]
+			ready := sb != nil && sb.nonce == "" && (sb.dirty.Load() || len(sb.pages) > 0)
+			st.mu.Unlock()
+			if !ready {
+				continue
+			}
+			select {
+			case s.senders <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			st.mu.Lock()
+			resp := build(st, sb)
+			st.mu.Unlock()
+			var err error
+			if resp != nil {
+				err = gs.Send(resp)
+			}
+			<-s.senders
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// closeStream drops a stream's subscriptions from the indexes.
+func (s *Server) closeStream(st *stream) {
+	st.mu.Lock()
+	for _, sb := range st.subs {
+		sb.sc.unsubscribe(sb, sb.wildcard, slices.Collect(mapKeys(sb.names)))
+	}
+	st.subs = nil
+	st.mu.Unlock()
+	s.cb.closed(st.id)
+}
+
+func mapKeys(m map[string]struct{}) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// typeOf checks a request's type URL (a single-type service's requests
+// may leave it empty).
+func (st *stream) typeOf(url string) (string, error) {
+	if url == "" {
+		url = st.fixedType
+	}
+	if !slices.Contains(Types, url) || st.fixedType != "" && url != st.fixedType {
+		return "", fmt.Errorf("resource type %q is not served: fibmesh serves %v", url, Types)
+	}
+	return url, nil
+}
+
+// bindNode is the node of the stream's first request naming one.
+// st.mu is held.
+func (st *stream) bindNode(n *core.Node) {
+	if st.node == "" && n.GetId() != "" {
+		st.node = n.GetId()
+	}
+}
+
+// newSub subscribes a stream to a type. st.mu is held.
+func (s *Server) newSub(st *stream, typeURL string, wildcard bool, names []string) *sub {
+	sb := &sub{st: st, typeURL: typeURL, sc: s.store.scope(typeURL, st.node), wildcard: wildcard, names: map[string]struct{}{}, full: true}
+	for _, n := range names {
+		sb.names[n] = struct{}{}
+	}
+	sb.sc.mu.Lock()
+	sb.sentSeq = sb.sc.seq
+	sb.sc.mu.Unlock()
+	sb.sc.subscribe(sb, wildcard, names)
+	st.subs[typeURL] = sb
+	sb.dirty.Store(true)
+	return sb
+}
+
+// handleDelta handles one delta request: an ACK or NACK of the
+// outstanding response (O(1): no index, no resource is looked at), and
+// subscription changes.
+func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) error {
+	t, err := st.typeOf(req.GetTypeUrl())
+	if err != nil {
+		return err
+	}
+	if err := s.cb.checkNode(st.id, req.GetNode().GetId()); err != nil {
+		return err
+	}
+	subscribe := req.GetResourceNamesSubscribe()
+	first := s.cb.firstFlowTableRequest(st.id, t)
+	wildcard := slices.Contains(subscribe, "*") || len(subscribe) == 0 && first
+	if err := s.cb.checkFlowTables(st.id, t, subscribe, wildcard); err != nil {
+		return err
+	}
+	s.tracker.admit(st.id, s.streams.Done())
+	st.work.Add(1)
+	st.mu.Lock()
+	st.bindNode(req.GetNode())
+	node := st.node
+	sb := st.subs[t]
+	if nonce := req.GetResponseNonce(); nonce != "" && sb != nil && nonce == sb.nonce {
+		version := sb.version
+		sb.nonce, sb.version = "", ""
+		more := sb.dirty.Load() || len(sb.pages) > 0 || len(sb.force) > 0
+		st.mu.Unlock()
+		s.tracker.answered(st.id, node, req.GetNode(), t, version, req.GetErrorDetail())
+		if more {
+			st.wake()
+		}
+		st.mu.Lock()
+	}
+	if sb == nil {
+		if len(subscribe) == 0 {
+			wildcard = true // a first request without names is a wildcard subscription
+		}
+		sb = s.newSub(st, t, wildcard, withoutStar(subscribe))
+		sb.initial = req.GetInitialResourceVersions()
+		sb.force = withoutStar(subscribe)
+		st.mu.Unlock()
+		s.tracker.bindOnly(st.id, req.GetNode())
+		st.wake()
+		return nil
+	}
+	var added, removed []string
+	star, unstar := false, false
+	for _, n := range subscribe {
+		if n == "*" {
+			star = !sb.wildcard
+			continue
+		}
+		if _, ok := sb.names[n]; !ok {
+			sb.names[n] = struct{}{}
+			added = append(added, n)
+		}
+		sb.force = append(sb.force, n)
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == "*" {
+			unstar = sb.wildcard
+			continue
+		}
+		if _, ok := sb.names[n]; ok {
+			delete(sb.names, n)
+			removed = append(removed, n)
+		}
+	}
+	if star {
+		sb.wildcard, sb.full = true, true
+	}
+	if unstar {
+		sb.wildcard = false
+	}
+	changed := star || unstar || len(added) > 0 || len(removed) > 0 || len(subscribe) > 0
+	st.mu.Unlock()
+	if len(added) > 0 || star {
+		sb.sc.subscribe(sb, star, added)
+	}
+	if len(removed) > 0 || unstar {
+		sb.sc.unsubscribe(sb, unstar, removed)
+	}
+	if changed {
+		sb.dirty.Store(true)
+		st.wake()
+	}
+	return nil
+}
+
+func withoutStar(names []string) []string {
+	if !slices.Contains(names, "*") {
+		return names
+	}
+	return slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "*" })
+}
+
+// buildDelta builds sb's next delta response, or nil when there is none
+// to send now. st.mu is held.
+func (s *Server) buildDelta(st *stream, sb *sub) *discovery.DeltaDiscoveryResponse {
+	if sb.nonce != "" || !sb.dirty.Load() && len(sb.pages) == 0 {
+		return nil
+	}
+	sb.dirty.Store(false)
+	st.work.Add(1)
+	sc := sb.sc
+	var res []*discovery.Resource
+	var removed []string
+	sc.mu.RLock()
+	switch {
+	case sb.full:
+		// First sync: every subscribed resource the client does not hold
+		// at its version (a reconnecting client names what it holds), in
+		// name order, paged.
+		sb.full = false
+		if sb.wildcard {
+			for _, n := range sc.namesLocked() {
+				if e := sc.res[n]; sb.initial[n] != e.version {
+					sb.pages = append(sb.pages, n)
+				}
+			}
+		}
+		for n := range sb.initial {
+			if _, ok := sc.res[n]; !ok && sb.wants(n) {
+				removed = append(removed, n)
+			}
+		}
+		slices.Sort(removed)
+		for _, n := range sb.force {
+			if e, ok := sc.res[n]; ok && sb.initial[n] != e.version && !sb.wildcard {
+				sb.pages = append(sb.pages, n)
+			}
+		}
+		sb.force, sb.initial = nil, nil
+		s.store.stats.visited.Add(int64(len(sc.res)))
+	}
+	if len(sb.pages) > 0 {
+		size := 0
+		i := 0
+		for ; i < len(sb.pages) && (size < pageBytes || i == 0); i++ {
+			if e, ok := sc.res[sb.pages[i]]; ok {
+				res = append(res, e.resource())
+				size += len(e.any.Value)
+			}
+		}
+		sb.pages = sb.pages[i:]
+		if len(sb.pages) == 0 {
+			sb.pages = nil
+		}
+		s.store.stats.visited.Add(int64(i))
+	} else {
+		// What changed since the sub was last sent, and the names it
+		// newly subscribed to.
+		i := sc.sinceLocked(sb.sentSeq)
+		var seen map[string]bool
+		if len(sc.log)-i+len(sb.force) > 1 {
+			seen = make(map[string]bool, len(sc.log)-i+len(sb.force))
+		}
+		add := func(n string, force bool) {
+			if seen != nil {
+				if seen[n] {
+					return
+				}
+				seen[n] = true
+			}
+			if e, ok := sc.res[n]; ok {
+				res = append(res, e.resource())
+			} else if !force {
+				removed = append(removed, n)
+			}
+		}
+		for _, r := range sc.log[i:] {
+			if sb.wants(r.name) {
+				add(r.name, false)
+			}
+		}
+		for _, n := range sb.force {
+			add(n, true)
+		}
+		s.store.stats.visited.Add(int64(len(sc.log) - i + len(sb.force)))
+		sb.force = nil
+		sb.sentSeq = sc.seq
+	}
+	version := sc.versionLocked()
+	sc.mu.RUnlock()
+	if len(res) == 0 && len(removed) == 0 && sb.sent {
+		return nil
+	}
+	sb.sent = true
+	resp := &discovery.DeltaDiscoveryResponse{SystemVersionInfo: version, TypeUrl: sb.typeURL, Resources: res, RemovedResources: removed, Nonce: st.nextNonce()}
+	sb.nonce, sb.version = resp.Nonce, version
+	s.tracker.response(st.id, sb.typeURL, version, deltaSize(resp), st.node)
+	return resp
+}
+
+// deltaSize is a response's size, counting the shared resources by the
+// length of their marshalled values (proto.Size would walk them).
+func deltaSize(r *discovery.DeltaDiscoveryResponse) int {
+	n := len(r.SystemVersionInfo) + len(r.TypeUrl) + len(r.Nonce)
+	for _, x := range r.Resources {
+		n += len(x.Name) + len(x.Version) + len(x.Resource.TypeUrl) + len(x.Resource.Value) + 12
+	}
+	for _, x := range r.RemovedResources {
+		n += len(x) + 2
+	}
+	return n
+}
+
+// handleSotW handles one state-of-the-world request.
+func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
+	t, err := st.typeOf(req.GetTypeUrl())
+	if err != nil {
+		return err
+	}
+	if err := s.cb.checkNode(st.id, req.GetNode().GetId()); err != nil {
+		return err
+	}
+	names := req.GetResourceNames()
+	wildcard := len(names) == 0 || slices.Contains(names, "*")
+	if err := s.cb.checkFlowTables(st.id, t, names, wildcard); err != nil {
+		return err
+	}
+	s.tracker.admit(st.id, s.streams.Done())
+	st.work.Add(1)
+	st.mu.Lock()
+	st.bindNode(req.GetNode())
+	node := st.node
+	sb := st.subs[t]
+	if sb == nil {
+		sb = s.newSub(st, t, wildcard, withoutStar(names))
+		st.mu.Unlock()
+		s.tracker.bindOnly(st.id, req.GetNode())
+		st.wake()
+		return nil
+	}
+	if nonce := req.GetResponseNonce(); nonce != "" && nonce == sb.nonce {
+		version := sb.version
+		sb.nonce, sb.version = "", ""
+		more := sb.dirty.Load()
+		st.mu.Unlock()
+		s.tracker.answered(st.id, node, req.GetNode(), t, version, req.GetErrorDetail())
+		if more {
+			st.wake()
+		}
+		st.mu.Lock()
+	}
+	// A change of the names subscribed: the new set is sent whole.
+	same := wildcard == sb.wildcard && (wildcard || len(names) == len(sb.names) && !slices.ContainsFunc(names, func(n string) bool { _, ok := sb.names[n]; return !ok }))
+	if same {
+		st.mu.Unlock()
+		return nil
+	}
+	old, oldWild := slices.Collect(mapKeys(sb.names)), sb.wildcard
+	sb.wildcard, sb.names, sb.full = wildcard, map[string]struct{}{}, true
+	for _, n := range withoutStar(names) {
+		sb.names[n] = struct{}{}
+	}
+	st.mu.Unlock()
+	sb.sc.unsubscribe(sb, oldWild, old)
+	sb.sc.subscribe(sb, wildcard, withoutStar(names))
+	sb.dirty.Store(true)
+	st.wake()
+	return nil
+}
+
+// buildSotW builds sb's next state-of-the-world response: for listeners
+// and clusters every subscribed resource, for the other types those
+// changed since the sub was last sent (all of them the first time), as
+// go-control-plane's caches answer. st.mu is held.
+func (s *Server) buildSotW(st *stream, sb *sub) *discovery.DiscoveryResponse {
+	if sb.nonce != "" || !sb.dirty.Load() {
+		return nil
+	}
+	sb.dirty.Store(false)
+	st.work.Add(1)
+	sc := sb.sc
+	var res []*anypb.Any
+	sc.mu.RLock()
+	if sb.full || cache.ResourceRequiresFullStateInSotw(sb.typeURL) {
+		sb.full = false
+		if sb.wildcard {
+			for _, n := range sc.namesLocked() {
+				res = append(res, sc.res[n].any)
+			}
+		} else {
+			names := slices.Sorted(mapKeys(sb.names))
+			for _, n := range names {
+				if e, ok := sc.res[n]; ok {
+					res = append(res, e.any)
+				}
+			}
+		}
+		s.store.stats.visited.Add(int64(len(sc.res)))
+	} else {
+		i := sc.sinceLocked(sb.sentSeq)
+		seen := map[string]bool{}
+		for _, r := range sc.log[i:] {
+			if e, ok := sc.res[r.name]; ok && sb.wants(r.name) && !seen[r.name] {
+				seen[r.name] = true
+				res = append(res, e.any)
+			}
+		}
+		s.store.stats.visited.Add(int64(len(sc.log) - i))
+		if len(res) == 0 && sb.sent {
+			sb.sentSeq = sc.seq
+			sc.mu.RUnlock()
+			return nil
+		}
+	}
+	sb.sentSeq = sc.seq
+	version := sc.versionLocked()
+	sc.mu.RUnlock()
+	sb.sent = true
+	resp := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: sb.typeURL, Resources: res, Nonce: st.nextNonce()}
+	sb.nonce, sb.version = resp.Nonce, version
+	size := len(version) + len(sb.typeURL) + len(resp.Nonce)
+	for _, a := range res {
+		size += len(a.TypeUrl) + len(a.Value) + 6
+	}
+	s.tracker.response(st.id, sb.typeURL, version, size, st.node)
+	return resp
+}
+
+// resource is e as a delta response's resource, made once and shared.
+func (e *entry) resource() *discovery.Resource { return e.dres }
+
+// ads serves the ADS service and the single-type services.
+type ads struct{ s *Server }
+
+func (a ads) StreamAggregatedResources(gs grpc.BidiStreamingServer[discovery.DiscoveryRequest, discovery.DiscoveryResponse]) error {
+	return a.s.serveSotW(gs, "")
+}
+
+func (a ads) DeltaAggregatedResources(gs grpc.BidiStreamingServer[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]) error {
+	return a.s.serveDelta(gs, "")
+}
+
+func (s *Server) serveSotW(gs grpc.BidiStreamingServer[discovery.DiscoveryRequest, discovery.DiscoveryResponse], typeURL string) error {
+	st := &stream{id: s.sotwIDs.Add(1), fixedType: typeURL, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
+	return serve(s, gs, st, s.handleSotW, s.buildSotW)
+}
+
+func (s *Server) serveDelta(gs grpc.BidiStreamingServer[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse], typeURL string) error {
+	st := &stream{id: -s.deltaIDs.Add(1), delta: true, fixedType: typeURL, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
+	return serve(s, gs, st, s.handleDelta, s.buildDelta)
+}
+
+// fetch refuses REST-style fetches, as before.
+func fetch(context.Context, *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
+	return nil, fmt.Errorf("REST fetch is not served: use ADS")
+}
+
+// isEOF reports whether a receive error is the client ending its stream.
+func isEOF(err error) bool {
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	c := status.Code(err)
+	return c == codes.Canceled
+}
+
+type (
+	cds struct{ s *Server }
+	eds struct{ s *Server }
+	lds struct{ s *Server }
+	rds struct{ s *Server }
+	sds struct{ s *Server }
+)
+
+type sotwStream = grpc.BidiStreamingServer[discovery.DiscoveryRequest, discovery.DiscoveryResponse]
+type deltaStream = grpc.BidiStreamingServer[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]
+
+func (x cds) StreamClusters(gs sotwStream) error { return x.s.serveSotW(gs, resource.ClusterType) }
+func (x cds) DeltaClusters(gs deltaStream) error { return x.s.serveDelta(gs, resource.ClusterType) }
+func (x cds) FetchClusters(ctx context.Context, r *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
+	return fetch(ctx, r)
+}
+func (x eds) StreamEndpoints(gs sotwStream) error { return x.s.serveSotW(gs, resource.EndpointType) }
+func (x eds) DeltaEndpoints(gs deltaStream) error { return x.s.serveDelta(gs, resource.EndpointType) }
+func (x eds) FetchEndpoints(ctx context.Context, r *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
+	return fetch(ctx, r)
+}
+func (x lds) StreamListeners(gs sotwStream) error { return x.s.serveSotW(gs, resource.ListenerType) }
+func (x lds) DeltaListeners(gs deltaStream) error { return x.s.serveDelta(gs, resource.ListenerType) }
+func (x lds) FetchListeners(ctx context.Context, r *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
+	return fetch(ctx, r)
+}
+func (x rds) StreamRoutes(gs sotwStream) error { return x.s.serveSotW(gs, resource.RouteType) }
+func (x rds) DeltaRoutes(gs deltaStream) error { return x.s.serveDelta(gs, resource.RouteType) }
+func (x rds) FetchRoutes(ctx context.Context, r *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
+	return fetch(ctx, r)
+}
+func (x sds) StreamSecrets(gs sotwStream) error { return x.s.serveSotW(gs, resource.SecretType) }
+func (x sds) DeltaSecrets(gs deltaStream) error { return x.s.serveDelta(gs, resource.SecretType) }
+func (x sds) FetchSecrets(ctx context.Context, r *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
+	return fetch(ctx, r)
+}

@@ -249,8 +249,13 @@ func rootCAValidation(cc *tlsv3.CommonTlsContext, path string, sans bool) error 
 // compileFilters converts a chain's network filters: any number of
 // network RBAC filters, then exactly one terminal filter (tcp_proxy or
 // http_connection_manager), last.
+//
+// The chain's RBAC (FilterChain.RBAC) joins the network RBAC filters
+// and the HTTP ones as L4 sees them; an HTTP chain's per-request RBAC
+// (HTTPChain.RBAC) joins the same network filters and the HTTP ones
+// compiled for requests.
 func compileFilters(fs []*listenerv3.Filter, c *FilterChain, path string) error {
-	var az rbacAcc
+	var az, azReq rbacAcc
 	for i, f := range fs {
 		p := fmt.Sprintf("%s[%d] %s", path, i, f.GetName())
 		if err := onlyFields(f, p, "name", "typed_config"); err != nil {
@@ -272,7 +277,10 @@ func compileFilters(fs []*listenerv3.Filter, c *FilterChain, path string) error 
 			if cfg.GetEnforcementType() != netrbacv3.RBAC_ONE_TIME_ON_FIRST_BYTE {
 				return errorf(p+".enforcement_type", "%s is not supported: the slow path decides once per connection", cfg.GetEnforcementType())
 			}
-			if err := az.add(cfg.GetRules(), false, p+".rules"); err != nil {
+			if err := az.add(cfg.GetRules(), rbacNetwork, p+".rules"); err != nil {
+				return err
+			}
+			if err := azReq.add(cfg.GetRules(), rbacNetwork, p+".rules"); err != nil {
 				return err
 			}
 		case *tcpproxyv3.TcpProxy:
@@ -282,7 +290,7 @@ func compileFilters(fs []*listenerv3.Filter, c *FilterChain, path string) error 
 			}
 			c.TCP, c.StatPrefix = t, cfg.GetStatPrefix()
 		case *hcmv3.HttpConnectionManager:
-			h, err := compileHCM(cfg, &az, p)
+			h, err := compileHCM(cfg, &az, &azReq, p)
 			if err != nil {
 				return err
 			}
@@ -295,6 +303,9 @@ func compileFilters(fs []*listenerv3.Filter, c *FilterChain, path string) error 
 		return errorf(path, "no tcp_proxy or http_connection_manager: the chain has nowhere to send a connection")
 	}
 	c.RBAC = az.rbac()
+	if c.HTTP != nil {
+		c.HTTP.RBAC = azReq.rbac()
+	}
 	return nil
 }
 
@@ -310,11 +321,11 @@ type rbacAcc struct {
 
 // add compiles one RBAC filter's rules; nil rules enforce nothing (as
 // in Envoy).
-func (a *rbacAcc) add(rules *rbacv3.RBAC, httpAtL4 bool, path string) error {
+func (a *rbacAcc) add(rules *rbacv3.RBAC, mode rbacMode, path string) error {
 	if rules == nil {
 		return nil
 	}
-	f, deny, err := compileRBAC(rules, httpAtL4, path)
+	f, deny, err := compileRBAC(rules, mode, path)
 	if err != nil {
 		return err
 	}
@@ -396,8 +407,9 @@ func compileTCPProxy(t *tcpproxyv3.TcpProxy, path string) (*TCPProxy, error) {
 
 // compileHCM converts an HTTP connection manager as the slow path sees
 // it at L4: where bytes go (the route configuration's catch-all route)
-// and its HTTP RBAC filters, which join the chain's RBAC.
-func compileHCM(h *hcmv3.HttpConnectionManager, az *rbacAcc, path string) (*HTTPChain, error) {
+// and its HTTP RBAC filters, which join the chain's RBAC as L4 sees
+// them (az) and as requests do (azReq).
+func compileHCM(h *hcmv3.HttpConnectionManager, az, azReq *rbacAcc, path string) (*HTTPChain, error) {
 	if err := onlyFields(h, path, "stat_prefix", "codec_type", "rds", "route_config", "http_filters",
 		// Accepted and left to L7: they change nothing at L4.
 		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "server_name",
@@ -451,7 +463,10 @@ func compileHCM(h *hcmv3.HttpConnectionManager, az *rbacAcc, path string) (*HTTP
 			if err := onlyFields(cfg, p, "rules", "rules_stat_prefix", "shadow_rules", "shadow_rules_stat_prefix", "track_per_rule_stats"); err != nil {
 				return nil, err
 			}
-			if err := az.add(cfg.GetRules(), true, p+".rules"); err != nil {
+			if err := az.add(cfg.GetRules(), rbacHTTPAtL4, p+".rules"); err != nil {
+				return nil, err
+			}
+			if err := azReq.add(cfg.GetRules(), rbacHTTP, p+".rules"); err != nil {
 				return nil, err
 			}
 		case *faultv3.HTTPFault:

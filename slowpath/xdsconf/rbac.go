@@ -3,6 +3,7 @@ package xdsconf
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -16,6 +17,10 @@ import (
 // the decision); then, when there is an ALLOW filter, the first matching
 // policy allows and no match denies with Policy ""; with no ALLOW filter
 // what DENY did not match is allowed. It does not allocate.
+//
+// On an HTTP chain's per-request RBAC (HTTPChain.RBAC) in.Request is the
+// request and every matcher is decided; with in.Request nil the request
+// matchers fail closed, as FilterChain.RBAC's.
 func (r *RBAC) Evaluate(in AuthzInput) Decision {
 	if r == nil {
 		return Decision{Allowed: true}
@@ -44,24 +49,36 @@ type matcher = func(AuthzInput) bool
 func matchAll(AuthzInput) bool  { return true }
 func matchNone(AuthzInput) bool { return false }
 
+// rbacMode is how an RBAC filter is compiled.
+type rbacMode int
+
+const (
+	// rbacNetwork: a network RBAC filter (envoy.filters.network.rbac),
+	// with Envoy's network-filter semantics: there are no headers, so a
+	// header matcher sees a missing header, and url_path never matches.
+	rbacNetwork rbacMode = iota
+	// rbacHTTPAtL4: an HTTP RBAC filter (envoy.filters.http.rbac)
+	// enforced per connection (FilterChain.RBAC): it sees no request,
+	// so a matcher on the request (header, url_path) cannot be decided,
+	// and is decided the way docs/xds.md's fail-closed rule says: in an
+	// ALLOW filter the policy must match less, in a DENY filter more.
+	rbacHTTPAtL4
+	// rbacHTTP: an HTTP RBAC filter decided per request
+	// (HTTPChain.RBAC): request matchers read AuthzInput.Request, and
+	// fall back to rbacHTTPAtL4's answer when it is nil.
+	rbacHTTP
+)
+
 // rbacCompiler compiles one RBAC filter's rules.
 //
-// httpAtL4 is set for HTTP RBAC filters (envoy.filters.http.rbac) that
-// the slow path enforces per connection: it sees no request, so a
-// matcher on the request (header, url_path) cannot be decided, and is
-// decided the way docs/xds.md's fail-closed rule says: in an ALLOW
-// filter the policy must match less, in a DENY filter more. Which
-// constant achieves that depends on how many not_id/not_rule enclose
-// the matcher (neg), so the constant is deny XOR neg. The result is
-// never broader than the policy for ALLOW, never narrower for DENY.
-//
-// In a network RBAC filter (envoy.filters.network.rbac) the same
-// matchers follow Envoy's own network-filter semantics: there are no
-// headers, so a header matcher sees a missing header, and url_path never
-// matches.
+// Which constant an undecidable request matcher takes (rbacHTTPAtL4,
+// or rbacHTTP without a request) depends on how many not_id/not_rule
+// enclose the matcher (neg), so the constant is deny XOR neg. The
+// result is never broader than the policy for ALLOW, never narrower
+// for DENY.
 type rbacCompiler struct {
-	deny     bool
-	httpAtL4 bool
+	deny bool
+	mode rbacMode
 }
 
 // undecidable is the value of a request matcher an L4 decision cannot
@@ -77,7 +94,7 @@ func (c *rbacCompiler) undecidable(neg bool) matcher {
 // with its policies sorted by name (Envoy keeps them in a sorted map, so
 // "the first matching policy" is the first by name). It returns the
 // action so the caller can place it.
-func compileRBAC(rules *rbacv3.RBAC, httpAtL4 bool, path string) (*RBACFilter, bool, error) {
+func compileRBAC(rules *rbacv3.RBAC, mode rbacMode, path string) (*RBACFilter, bool, error) {
 	if err := onlyFields(rules, path, "action", "policies"); err != nil {
 		return nil, false, err
 	}
@@ -89,7 +106,7 @@ func compileRBAC(rules *rbacv3.RBAC, httpAtL4 bool, path string) (*RBACFilter, b
 	default:
 		return nil, false, errorf(path+".action", "%s is not supported: the slow path enforces ALLOW and DENY", rules.GetAction())
 	}
-	c := &rbacCompiler{deny: deny, httpAtL4: httpAtL4}
+	c := &rbacCompiler{deny: deny, mode: mode}
 	names := make([]string, 0, len(rules.GetPolicies()))
 	for name := range rules.GetPolicies() {
 		names = append(names, name)
@@ -315,8 +332,11 @@ func sourceIP(cr *corev3.CidrRange, path string) (matcher, error) {
 	return func(in AuthzInput) bool { return pfx.Contains(in.Source.Addr().Unmap()) }, nil
 }
 
-// header compiles a header matcher. HTTP RBAC at L4: undecidable (fail
-// closed); network RBAC: Envoy's semantics for a missing header.
+// header compiles a header matcher: per request (rbacHTTP), Envoy's
+// HeaderUtility on the request's headers, the pseudo-headers answered
+// from HTTPRequest's fields; HTTP RBAC at L4 (or without a request):
+// undecidable, fail closed; network RBAC: Envoy's semantics for a
+// missing header.
 func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool, path string) (matcher, error) {
 	if h == nil {
 		return nil, errorf(path, "missing header matcher")
@@ -330,34 +350,102 @@ func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool, path string) (
 	}
 	// Validate the matcher even where it is not evaluated, so a bad
 	// regex is refused either way.
-	value, err := headerValueMatch(h, path)
+	hv, err := compileHeaderValue(h, path)
 	if err != nil {
 		return nil, err
 	}
-	if c.httpAtL4 {
+	switch c.mode {
+	case rbacHTTPAtL4:
 		return c.undecidable(neg), nil
+	case rbacNetwork:
+		if hv.matches("", false) {
+			return matchAll, nil
+		}
+		return matchNone, nil
 	}
-	// Envoy's HeaderUtility for an absent header.
-	var r bool
-	switch {
-	case h.GetTreatMissingHeaderAsEmpty():
-		r = value("") != h.GetInvertMatch()
-	default:
-		_, isPresent := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch)
-		r = isPresent && h.GetPresentMatch() == h.GetInvertMatch()
-	}
-	if r {
-		return matchAll, nil
-	}
-	return matchNone, nil
+	und := c.undecidable(neg)
+	get := requestHeader(strings.ToLower(h.GetName()))
+	return func(in AuthzInput) bool {
+		r := in.Request
+		if r == nil {
+			return und(in)
+		}
+		v, ok := get(r)
+		return hv.matches(v, ok)
+	}, nil
 }
 
-// headerValueMatch compiles the value half of a header matcher.
+// headerValue is a compiled RBAC header matcher (Envoy's
+// HeaderUtility::HeaderData).
+type headerValue struct {
+	present      bool // a present_match (or no specifier: present_match true)
+	presentMatch bool
+	value        func(string) bool
+	invert       bool
+	missingEmpty bool // treat_missing_header_as_empty
+}
+
+// matches decides the matcher for a header with value v, present or
+// not, as Envoy: a missing header (unless treated as empty) matches
+// only a present_match that wants it missing, inverted or not;
+// present_match compares presence; the others match the value; then
+// invert_match inverts.
+func (h *headerValue) matches(v string, ok bool) bool {
+	if h.present {
+		return (ok == h.presentMatch) != h.invert
+	}
+	if !ok && !h.missingEmpty {
+		return false
+	}
+	return h.value(v) != h.invert
+}
+
+// compileHeaderValue compiles the value half of a header matcher.
+func compileHeaderValue(h *routev3.HeaderMatcher, path string) (*headerValue, error) {
+	out := &headerValue{invert: h.GetInvertMatch(), missingEmpty: h.GetTreatMissingHeaderAsEmpty()}
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case *routev3.HeaderMatcher_PresentMatch:
+		out.present, out.presentMatch = true, s.PresentMatch
+		return out, nil
+	case nil: // Envoy: no specifier is a presence match
+		out.present, out.presentMatch = true, true
+		return out, nil
+	}
+	var err error
+	out.value, err = headerValueMatch(h, path)
+	return out, err
+}
+
+// requestHeader returns the getter of one header of a request: the
+// pseudo-headers from HTTPRequest's fields, the others from Header.
+// Chosen once, when the matcher is compiled.
+func requestHeader(name string) func(*HTTPRequest) (string, bool) {
+	switch name {
+	case ":method":
+		return func(r *HTTPRequest) (string, bool) { return r.Method, r.Method != "" }
+	case ":path":
+		return func(r *HTTPRequest) (string, bool) { return r.Path, r.Path != "" }
+	case ":authority":
+		return func(r *HTTPRequest) (string, bool) { return r.Authority, r.Authority != "" }
+	case ":scheme":
+		return func(r *HTTPRequest) (string, bool) { return r.Scheme, r.Scheme != "" }
+	}
+	return func(r *HTTPRequest) (string, bool) {
+		if r.Header == nil {
+			return "", false
+		}
+		return r.Header(name)
+	}
+}
+
+// headerValueMatch compiles the value half of a header matcher with a
+// value specifier.
 func headerValueMatch(h *routev3.HeaderMatcher, path string) (func(string) bool, error) {
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_ExactMatch:
+		// Envoy's deprecated exact_match: "" matches any value.
 		v := s.ExactMatch
-		return func(x string) bool { return x == v }, nil
+		return func(x string) bool { return v == "" || x == v }, nil
 	case *routev3.HeaderMatcher_PrefixMatch:
 		v := s.PrefixMatch
 		return func(x string) bool { return strings.HasPrefix(x, v) }, nil
@@ -375,18 +463,23 @@ func headerValueMatch(h *routev3.HeaderMatcher, path string) (func(string) bool,
 		return re.MatchString, nil
 	case *routev3.HeaderMatcher_StringMatch:
 		return stringMatch(s.StringMatch, path+".string_match")
-	case *routev3.HeaderMatcher_PresentMatch:
-		return func(string) bool { return s.PresentMatch }, nil
 	case *routev3.HeaderMatcher_RangeMatch:
-		return func(string) bool { return false }, nil // "" is no integer
-	case nil:
-		return func(string) bool { return true }, nil // present
+		lo, hi := s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()
+		if lo >= hi {
+			return nil, errorf(path+".range_match", "start %d must be below end %d", lo, hi)
+		}
+		return func(x string) bool {
+			n, err := strconv.ParseInt(x, 10, 64) // does not allocate but for an error's
+			return err == nil && n >= lo && n < hi
+		}, nil
 	}
 	return nil, errorf(path, "unsupported header match %s", oneofName(h, "header_match_specifier"))
 }
 
-// urlPath compiles a path matcher: HTTP RBAC at L4 cannot decide it
-// (fail closed); network RBAC never matches a path (Envoy's network
+// urlPath compiles a path matcher: per request (rbacHTTP), the string
+// matcher on the :path without its query and fragment (Envoy's
+// PathMatcher); HTTP RBAC at L4 (or without a request) cannot decide
+// it (fail closed); network RBAC never matches a path (Envoy's network
 // filter has no request).
 func (c *rbacCompiler) urlPath(pm *matcherv3.PathMatcher, neg bool, path string) (matcher, error) {
 	if pm == nil {
@@ -395,13 +488,31 @@ func (c *rbacCompiler) urlPath(pm *matcherv3.PathMatcher, neg bool, path string)
 	if err := onlyFields(pm, path, "path"); err != nil {
 		return nil, err
 	}
-	if _, err := stringMatch(pm.GetPath(), path+".path"); err != nil {
+	sm, err := stringMatch(pm.GetPath(), path+".path")
+	if err != nil {
 		return nil, err
 	}
-	if c.httpAtL4 {
+	switch c.mode {
+	case rbacHTTPAtL4:
 		return c.undecidable(neg), nil
+	case rbacNetwork:
+		return matchNone, nil
 	}
-	return matchNone, nil
+	und := c.undecidable(neg)
+	return func(in AuthzInput) bool {
+		if in.Request == nil {
+			return und(in)
+		}
+		return sm(pathOnly(in.Request.Path))
+	}, nil
+}
+
+// pathOnly is a :path without its query and fragment.
+func pathOnly(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
+	}
+	return p
 }
 
 func (c *rbacCompiler) principalFunc(neg bool) func(*rbacv3.Principal, string) (matcher, error) {

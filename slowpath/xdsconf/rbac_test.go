@@ -124,7 +124,7 @@ func TestRBACMatchers(t *testing.T) {
 			if tc.deny {
 				action = rbacv3.RBAC_DENY
 			}
-			f, deny, err := compileRBAC(&rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{"p": p}}, tc.httpAtL4, "rbac")
+			f, deny, err := compileRBAC(&rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{"p": p}}, map[bool]rbacMode{false: rbacNetwork, true: rbacHTTPAtL4}[tc.httpAtL4], "rbac")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +164,7 @@ func TestRBACRefuses(t *testing.T) {
 			`principals[0].any: must be true`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := compileRBAC(&rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{"p": tc.p}}, true, "rbac")
+			_, _, err := compileRBAC(&rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{"p": tc.p}}, rbacHTTP, "rbac")
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("refused: %v", err)
@@ -173,7 +173,7 @@ func TestRBACRefuses(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := compileRBAC(&rbacv3.RBAC{Action: rbacv3.RBAC_LOG}, false, "rbac"); err == nil || !strings.Contains(err.Error(), "rbac.action: LOG") {
+	if _, _, err := compileRBAC(&rbacv3.RBAC{Action: rbacv3.RBAC_LOG}, rbacNetwork, "rbac"); err == nil || !strings.Contains(err.Error(), "rbac.action: LOG") {
 		t.Errorf("LOG action: %v", err)
 	}
 }
@@ -205,7 +205,7 @@ func TestRBACEvaluate(t *testing.T) {
 		"b": {Principals: []*rbacv3.Principal{idAny()}, Permissions: []*rbacv3.Permission{anyPermission()}},
 		"a": {Principals: []*rbacv3.Principal{idAny()}, Permissions: []*rbacv3.Permission{anyPermission()}},
 		"c": {Principals: []*rbacv3.Principal{idAny()}, Permissions: []*rbacv3.Permission{anyPermission()}},
-	}}, false, "rbac")
+	}}, rbacNetwork, "rbac")
 	if err != nil {
 		t.Fatal(err)
 	}

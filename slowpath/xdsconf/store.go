@@ -238,7 +238,7 @@ func resolveListener(l *Listener, routes map[string]entry) *Listener {
 		if !needs(c) {
 			return c
 		}
-		h := &HTTPChain{RouteConfig: c.HTTP.RouteConfig}
+		h := &HTTPChain{RouteConfig: c.HTTP.RouteConfig, RBAC: c.HTTP.RBAC}
 		if e, ok := routes[c.HTTP.RouteConfig]; ok {
 			d := e.compiled.(compiledRoute).def
 			h.DefaultCluster, h.Clusters = d.cluster, d.clusters

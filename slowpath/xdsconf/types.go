@@ -43,7 +43,15 @@
 // says: an ALLOW policy matches less (never more than it says), a DENY
 // policy more, whatever not_id/not_rule enclose it. The fixture's
 // "GET /api/reviews/* from frontend" therefore allows no connection
-// until L7 evaluates requests.
+// at L4 (FilterChain.RBAC).
+//
+// Authorization at L7 (HTTPChain.RBAC): the same filters compiled for
+// requests. RBAC.Evaluate with AuthzInput.Request set decides every
+// matcher as Envoy's HTTP RBAC filter does: headers by lower-case name
+// (":method", ":path", ":authority", ":scheme" from the request's
+// fields), url_path on the path without query and fragment, principals
+// and addresses as at L4. The proxy evaluates it per request on HCM
+// chains, and not FilterChain.RBAC.
 package xdsconf
 
 import (
@@ -166,6 +174,15 @@ type HTTPChain struct {
 	// that a canary's weights hold per connection at L4. Empty when
 	// DefaultCluster is.
 	Clusters []WeightedCluster
+
+	// RBAC is the chain's authorization per request: the network RBAC
+	// filters (as FilterChain.RBAC has them) and the HTTP RBAC filters
+	// compiled for requests, so that RBAC.Evaluate with
+	// AuthzInput.Request set decides every matcher (header, url_path,
+	// :method, :authority). nil when the chain has no RBAC filter
+	// (everything allowed). Without a Request it decides as
+	// FilterChain.RBAC does (request matchers fail closed).
+	RBAC *RBAC
 
 	total uint32 // sum of the Clusters' weights
 	// routes is the compiled inline route_config (Routes); nil for RDS.
@@ -348,6 +365,23 @@ type AuthzInput struct {
 	Source, Destination netip.AddrPort
 	// ServerName is the SNI the peer asked for.
 	ServerName string
+	// Request is the HTTP request being authorized (HTTPChain.RBAC);
+	// nil at L4, where a matcher on the request cannot be decided and
+	// fails closed (docs/xds.md).
+	Request *HTTPRequest
+}
+
+// HTTPRequest is what authorization and hashing see of a request.
+type HTTPRequest struct {
+	// Method, Path (the :path as sent, with its query), Authority (Host
+	// or :authority, as sent, with its port if any) and Scheme answer
+	// the pseudo-headers ":method", ":path", ":authority" and ":scheme";
+	// Header is never asked for those.
+	Method, Path, Authority, Scheme string
+	// Header returns a request header by lower-case name, several
+	// values joined by "," (as Envoy joins them); ok is false when the
+	// request has none. nil: the request has no headers.
+	Header func(name string) (value string, ok bool)
 }
 
 // Decision is RBAC's verdict.

@@ -46,9 +46,9 @@ const (
 	// upstream_rq_retry_overflow); the retry is not made.
 	OverflowRetries = "retries"
 	// OverflowConnections: a request wanted a new connection and
-	// max_connections stopped it (Envoy's upstream_cx_overflow). The
-	// request then waits in the pending queue, so no Acquire fails with
-	// this kind; it is counted in BreakerStats.
+	// max_connections stopped it, so it waits in the pending queue
+	// (Envoy's upstream_cx_overflow). No Acquire fails with this kind; it
+	// is counted in BreakerStats.
 	OverflowConnections = "connections"
 )
 
@@ -193,7 +193,8 @@ func (t *Ticket) Release() {
 // frees or ctx ends, and fails at once with an *Overflow error when the
 // queue is full (OverflowPending) or max requests is reached when the
 // request would get a connection (OverflowRequests). When ctx ends first
-// it returns ctx.Err() and holds nothing. release frees the slots; it is
+// it returns ctx.Err() and holds nothing. ctx is only looked at when the
+// request has to wait: with a slot free it is admitted whatever ctx. release frees the slots; it is
 // idempotent and safe to call from any goroutine.
 //
 // Acquire allocates the release closure (two small objects); Admit is the
@@ -238,10 +239,7 @@ func (b *Breaker) Admit(ctx context.Context) (Ticket, error) {
 		return t, nil
 	}
 	// Every connection is busy (or others wait already): queue behind
-	// them. Envoy counts the connection it could not open.
-	if !connFree {
-		b.ovConnections++
-	}
+	// them, or overflow when the queue is full.
 	if l.MaxPendingRequests != 0 && b.pending >= l.MaxPendingRequests {
 		b.ovPending++
 		b.mu.Unlock()
@@ -250,6 +248,11 @@ func (b *Breaker) Admit(ctx context.Context) (Ticket, error) {
 	if err := ctx.Err(); err != nil {
 		b.mu.Unlock()
 		return Ticket{}, err
+	}
+	if !connFree {
+		// Envoy's pool counts the connection a queued request could not
+		// open (tryCreateNewConnection).
+		b.ovConnections++
 	}
 	w := &waiter{ready: make(chan struct{})}
 	b.queue.push(w)

@@ -157,7 +157,7 @@ func TestBreakerSteps(t *testing.T) {
 				{do: "wait", n: 1, want: "ok", active: 1},
 				{do: "rel", n: 1, active: 0},
 			},
-			stats: BreakerStats{OverflowPending: 1, OverflowConnections: 2},
+			stats: BreakerStats{OverflowPending: 1, OverflowConnections: 1},
 		},
 		{
 			name:   "pending queue is FIFO",

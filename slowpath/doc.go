@@ -28,6 +28,13 @@ const (
 // not captured again. 0x539 (1337) is Istio's.
 const Mark = 0x539
 
-// TunnelALPN is the ALPN protocol of the tunnel; a handshake without it
-// is refused.
+// TunnelALPN is the ALPN protocol of the tunnel that carries one TCP
+// stream (L4, and HTTP upgrades); a handshake without it or
+// TunnelALPNHTTP2 is refused.
 const TunnelALPN = "fibmesh/1"
+
+// TunnelALPNHTTP2 is the ALPN protocol of the pooled HTTP tunnel: TLS 1.3,
+// a PROXY protocol v2 header (the calling pod's IP, the endpoint pod's
+// IP:port), then HTTP/2 carrying every request of one pod to that
+// endpoint, one stream each (L7 ports, whatever protocol the app spoke).
+const TunnelALPNHTTP2 = "fibmesh-h2/1"

@@ -98,6 +98,10 @@ type Config struct {
 	// closed connections (synchronously: keep it quick). The proxy does
 	// not log.
 	Events func(Event)
+	// Requests, if set, is called when an HTTP request on an L7 port
+	// ends (synchronously, on the request's goroutine: keep it quick):
+	// an access log's source.
+	Requests func(RequestInfo)
 }
 
 func (c *Config) setDefaults() error {

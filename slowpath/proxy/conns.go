@@ -31,6 +31,8 @@ const (
 	ModeTunnel      = "tunnel"      // mTLS to the peer agent's 15008
 	ModePlaintext   = "plaintext"   // a plaintext cluster's endpoint, or the app (inbound)
 	ModePassthrough = "passthrough" // the original destination, outside the mesh
+	ModeHTTP        = "http"        // an HTTP connection: its requests are routed one by one (L7)
+	ModeTunnelH2    = "tunnel-h2"   // a pod's pooled HTTP/2 tunnel to one endpoint (L7)
 )
 
 // ConnInfo is one row of the connection table.

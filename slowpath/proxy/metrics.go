@@ -39,6 +39,14 @@ type metrics struct {
 	bytes   *prometheus.CounterVec
 	denied  *prometheus.CounterVec
 	refused *prometheus.CounterVec
+
+	// L7.
+	requests  *prometheus.CounterVec
+	overflow  *prometheus.CounterVec
+	faults    *prometheus.CounterVec
+	retries   prometheus.Counter
+	timeouts  prometheus.Counter
+	ejections prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -57,12 +65,36 @@ func newMetrics() *metrics {
 		}, []string{"direction"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fibmesh_agent_proxy_rbac_denied_total",
-			Help: "Connections closed by network RBAC, by the deciding policy (default-deny when no ALLOW policy matched).",
+			Help: "Connections closed by network RBAC and HTTP requests answered 403 by HTTP RBAC, by the deciding policy (default-deny when no ALLOW policy matched).",
 		}, []string{"policy"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fibmesh_agent_proxy_refused_total",
 			Help: "Connections refused before being relayed, by listener (outbound, inbound, inbound-plaintext) and reason.",
 		}, []string{"listener", "reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_requests_total",
+			Help: "HTTP requests on L7 ports, by direction (outbound: the pod called; inbound: it was called), the status sent to the client (0: the stream was reset) and Envoy's response flags (\"-\": none; UT timeout, UO overflow, UF connect failure, UH no healthy upstream, NR no route, NC no cluster, FI fault abort, DI fault delay, URX retries exhausted, UR reset, RBAC denied).",
+		}, []string{"direction", "code", "flags"}),
+		overflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_overflow_total",
+			Help: "Requests refused by a cluster's circuit breaker (503, x-envoy-overloaded), by kind: pending (http1MaxPendingRequests), requests (http2MaxRequests), connections (maxConnections), retries (maxRetries: the retry was not made).",
+		}, []string{"kind"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_faults_total",
+			Help: "Faults injected by VirtualService fault rules, by kind (delay, abort).",
+		}, []string{"kind"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_retries_total",
+			Help: "Retries made by route retry policies.",
+		}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_timeouts_total",
+			Help: "Requests that ran past their route's timeout or their last per-try timeout (504, flag UT).",
+		}),
+		ejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_outlier_ejections_total",
+			Help: "Endpoints ejected by outlier detection (consecutive 5xx), from one pod's view.",
+		}),
 	}
 }
 
@@ -70,8 +102,15 @@ func newMetrics() *metrics {
 // fibmesh_agent_proxy_connections_total{direction,result},
 // fibmesh_agent_proxy_active_connections{direction},
 // fibmesh_agent_proxy_bytes_total{direction},
-// fibmesh_agent_proxy_rbac_denied_total{policy} and
-// fibmesh_agent_proxy_refused_total{listener,reason}.
+// fibmesh_agent_proxy_rbac_denied_total{policy},
+// fibmesh_agent_proxy_refused_total{listener,reason}, and at L7
+// fibmesh_agent_proxy_http_requests_total{direction,code,flags},
+// fibmesh_agent_proxy_http_overflow_total{kind},
+// fibmesh_agent_proxy_http_faults_total{kind},
+// fibmesh_agent_proxy_http_retries_total,
+// fibmesh_agent_proxy_http_timeouts_total and
+// fibmesh_agent_proxy_http_outlier_ejections_total.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.m.conns, p.m.active, p.m.bytes, p.m.denied, p.m.refused}
+	return []prometheus.Collector{p.m.conns, p.m.active, p.m.bytes, p.m.denied, p.m.refused,
+		p.m.requests, p.m.overflow, p.m.faults, p.m.retries, p.m.timeouts, p.m.ejections}
 }

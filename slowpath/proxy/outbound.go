@@ -34,25 +34,25 @@ func chainCluster(fc *xdsconf.FilterChain) string {
 
 // outbound runs the outbound port's side: original destination, chain,
 // cluster, endpoint, then the tunnel or a plaintext connection.
-func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (stream, error) {
+func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (stream, *handoff, error) {
 	src := addrPortOf(down.RemoteAddr())
 	dst, err := ps.p.cfg.OriginalDestination(down, ps.pod, slowpath.OutboundPort)
 	if err != nil {
-		return nil, refuse(ReasonNoOriginalDst, err)
+		return nil, nil, refuse(ReasonNoOriginalDst, err)
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if dst == addrPortOf(down.LocalAddr()) || !dst.IsValid() {
 		// Nothing redirected this connection: it was made to the
 		// outbound port itself, and relaying it would loop.
-		return nil, refuse(ReasonNoOriginalDst, fmt.Errorf("original destination %v is the outbound listener itself", dst))
+		return nil, nil, refuse(ReasonNoOriginalDst, fmt.Errorf("original destination %v is the outbound listener itself", dst))
 	}
 	c.update(func(i *ConnInfo) { i.Destination = dst })
 	snap := ps.p.cfg.Snapshot()
 	if snap == nil {
-		return nil, refuse(ReasonNoConfig, nil)
+		return nil, nil, refuse(ReasonNoConfig, nil)
 	}
 	if snap.Outbound == nil {
-		return nil, refuse(ReasonNoChain, errors.New("no outbound listener"))
+		return nil, nil, refuse(ReasonNoChain, errors.New("no outbound listener"))
 	}
 	var sni string
 	if sniffPorts(snap.Outbound).has(dst.Port()) {
@@ -65,7 +65,12 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	}
 	chain := snap.Outbound.Match(xdsconf.MatchInput{Destination: dst, Source: src, ServerName: sni})
 	if chain == nil {
-		return nil, refuse(ReasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
+		return nil, nil, refuse(ReasonPassthroughOff, fmt.Errorf("%v matches no outbound filter chain and the listener has no default (REGISTRY_ONLY)", dst))
+	}
+	if chain.HTTP != nil {
+		// L7: routed, balanced and retried per request (http_outbound.go).
+		c.update(func(i *ConnInfo) { i.Chain = chain.Name })
+		return nil, &handoff{conn: down, meta: &connMeta{c: c, chain: chain, src: src, dst: dst}}, nil
 	}
 	name := chainCluster(chain)
 	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, name })
@@ -75,11 +80,11 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 		c.mu.Unlock()
 	}
 	if name == "" {
-		return nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s names no cluster", chain.Name))
+		return nil, nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s names no cluster", chain.Name))
 	}
 	cl := snap.Clusters[name]
 	if cl == nil {
-		return nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
+		return nil, nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
 	}
 	if cl.MaxConnections > 0 {
 		// The circuit breaker, per pod as a sidecar's: the cluster's
@@ -89,7 +94,7 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 		n := v.(*atomic.Int64)
 		if n.Add(1) > int64(cl.MaxConnections) {
 			n.Add(-1)
-			return nil, refuse(ReasonOverflow, fmt.Errorf("cluster %s has its max_connections (%d) from this pod", cl.Name, cl.MaxConnections))
+			return nil, nil, refuse(ReasonOverflow, fmt.Errorf("cluster %s has its max_connections (%d) from this pod", cl.Name, cl.MaxConnections))
 		}
 		c.mu.Lock()
 		c.onClose = append(c.onClose, func() { n.Add(-1) })
@@ -99,13 +104,16 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	if timeout <= 0 {
 		timeout = ps.p.cfg.ConnectTimeout
 	}
+	var up stream
 	switch cl.Type {
 	case xdsconf.ClusterOriginalDst:
-		return ps.originalDst(ctx, c, snap, src, dst, timeout)
+		up, err = ps.originalDst(ctx, c, snap, src, dst, timeout)
 	case xdsconf.ClusterDNS:
-		return ps.dnsCluster(ctx, c, cl, timeout)
+		up, err = ps.dnsCluster(ctx, c, cl, timeout)
+	default:
+		up, err = ps.endpoints(ctx, c, cl, src, timeout)
 	}
-	return ps.endpoints(ctx, c, cl, src, timeout)
+	return up, nil, err
 }
 
 // originalDst relays to the original destination: through the tunnel

@@ -81,6 +81,8 @@ type podState struct {
 	// outbound connections.
 	pending map[int]chan struct{}
 	wg      sync.WaitGroup
+	// l7 serves the pod's HTTP connections (http.go).
+	l7 *l7
 
 	// clusterConns counts the pod's outbound connections per cluster
 	// name (*atomic.Int64), for the clusters' max_connections.
@@ -164,6 +166,8 @@ func (p *Proxy) AddPod(pod Pod) error {
 		return fmt.Errorf("proxy: add pod %s: session ticket key: %w", pod.key(), err)
 	}
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
+	ps.l7 = ps.newL7()
+	ps.l7.start()
 	if err := ps.listen(); err != nil {
 		ps.stop()
 		return fmt.Errorf("proxy: add pod %s: %w", pod.key(), err)
@@ -270,6 +274,9 @@ func (ps *podState) stop() {
 	for _, c := range conns {
 		c.abort("pod removed")
 	}
+	if ps.l7 != nil {
+		ps.l7.stop()
+	}
 	ps.wg.Wait()
 	ps.pod.Netns.Close()
 }
@@ -353,17 +360,18 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 	down.SetDeadline(time.Now().Add(ps.p.cfg.HandshakeTimeout))
 	var (
 		dn, up stream
+		h      *handoff
 		err    error
 	)
 	switch port {
 	case slowpath.OutboundPort:
 		dn = tcpStream{down}
-		up, err = ps.outbound(ctx, cn, down)
+		up, h, err = ps.outbound(ctx, cn, down)
 	case slowpath.TunnelPort:
-		dn, up, err = ps.inboundTunnel(ctx, cn, down)
+		dn, up, h, err = ps.inboundTunnel(ctx, cn, down)
 	case slowpath.InboundPlaintextPort:
 		dn = tcpStream{down}
-		up, err = ps.inboundPlaintext(ctx, cn, down)
+		up, h, err = ps.inboundPlaintext(ctx, cn, down)
 	}
 	cancel()
 	if err != nil {
@@ -372,6 +380,10 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 	}
 	down.SetDeadline(time.Time{})
 	release()
+	if h != nil {
+		ps.serveHTTP(cn, h)
+		return
+	}
 	cn.mu.Lock()
 	peeked := cn.peeked
 	cn.peeked = nil

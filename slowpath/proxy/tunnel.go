@@ -123,8 +123,8 @@ func (v *verifiedChains) add(certs []*x509.Certificate, roots []*x509.Certificat
 	v.chains[k] = until
 }
 
-// errALPN: the ClientHello did not offer slowpath.TunnelALPN.
-var errALPN = fmt.Errorf("the client did not offer ALPN %q", slowpath.TunnelALPN)
+// errALPN: the ClientHello offered neither tunnel protocol.
+var errALPN = fmt.Errorf("the client offered neither ALPN %q nor %q", slowpath.TunnelALPN, slowpath.TunnelALPNHTTP2)
 
 // podCert returns the pod's SVID for a handshake and records its ID.
 func (ps *podState) podCert(id *spiffeid.ID) (*tls.Certificate, error) {
@@ -178,20 +178,30 @@ func (ps *podState) dial(ctx context.Context, dst netip.AddrPort, timeout time.D
 // server's SPIFFE ID checked against sans (empty: any of the trust
 // domain), then the PROXY header for src → endpoint.
 func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, endpoint, src netip.AddrPort, connectTimeout time.Duration) (stream, error) {
+	s, err := ps.tunnelALPN(ctx, c, sans, endpoint, src, connectTimeout, slowpath.TunnelALPN)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// tunnelALPN opens a tunnel with the given ALPN protocol: TunnelALPN for
+// one stream, TunnelALPNHTTP2 for the pooled HTTP/2 tunnel.
+func (ps *podState) tunnelALPN(ctx context.Context, c *conn, sans []spiffeid.ID, endpoint, src netip.AddrPort, connectTimeout time.Duration, alpn string) (tlsStream, error) {
 	target := netip.AddrPortFrom(endpoint.Addr(), slowpath.TunnelPort)
 	raw, err := ps.dial(ctx, target, connectTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %v: %w", target, err)
+		return tlsStream{}, fmt.Errorf("connect to %v: %w", target, err)
 	}
 	if !c.setUpstream(raw) {
-		return nil, errors.New("aborted")
+		return tlsStream{}, errors.New("aborted")
 	}
 	raw.SetDeadline(time.Now().Add(ps.p.cfg.HandshakeTimeout))
 	var local, peer spiffeid.ID
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
-		NextProtos: []string{slowpath.TunnelALPN},
+		NextProtos: []string{alpn},
 		// X25519 alone: the hybrid post-quantum share Go offers by default
 		// (X25519MLKEM768) costs ~10% of a tunnel setup; Istio's Envoy
 		// tunnels use X25519 too.
@@ -224,7 +234,7 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 	// asks for no certificate).
 	if _, err := ps.podCert(&local); err != nil {
 		c.clearUpstream(raw)
-		return nil, err
+		return tlsStream{}, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
 	defer cancel()
@@ -237,15 +247,15 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 	tc, err := ktls.Client(hctx, under, cfg)
 	if err != nil {
 		c.clearUpstream(raw)
-		return nil, fmt.Errorf("TLS handshake with %v: %w", target, err)
+		return tlsStream{}, fmt.Errorf("TLS handshake with %v: %w", target, err)
 	}
 	if ps.p.userspaceOnly {
 		tc.KeepInUserspace()
 	}
 	st := tc.ConnectionState()
-	if st.NegotiatedProtocol != slowpath.TunnelALPN {
+	if st.NegotiatedProtocol != alpn {
 		c.clearUpstream(raw)
-		return nil, fmt.Errorf("TLS handshake with %v: ALPN %q, want %q", target, st.NegotiatedProtocol, slowpath.TunnelALPN)
+		return tlsStream{}, fmt.Errorf("TLS handshake with %v: ALPN %q, want %q", target, st.NegotiatedProtocol, alpn)
 	}
 	hdr, err := proxyproto.Header{Command: proxyproto.Proxy, Source: src, Destination: endpoint}.Marshal()
 	if err == nil {
@@ -253,7 +263,7 @@ func (ps *podState) tunnel(ctx context.Context, c *conn, sans []spiffeid.ID, end
 	}
 	if err != nil {
 		c.clearUpstream(raw)
-		return nil, fmt.Errorf("PROXY header to %v: %w", target, err)
+		return tlsStream{}, fmt.Errorf("PROXY header to %v: %w", target, err)
 	}
 	raw.SetDeadline(time.Time{})
 	c.setTLS(local, peer, st)
@@ -276,18 +286,19 @@ func (ps *podState) plain(ctx context.Context, c *conn, dst netip.AddrPort, mode
 }
 
 // inboundTunnel runs the tunnel port's side: handshake, PROXY header,
-// destination check, chain, RBAC, then the app.
-func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPConn) (stream, stream, error) {
+// destination check, chain, RBAC, then the app; or, for an HTTP chain,
+// the handoff to the pod's inbound HTTP server (RBAC per request).
+func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPConn) (stream, stream, *handoff, error) {
 	var local, peer spiffeid.ID
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
-		NextProtos: []string{slowpath.TunnelALPN},
+		NextProtos: []string{slowpath.TunnelALPN, slowpath.TunnelALPNHTTP2},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return ps.podCert(&local)
 		},
 		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-			if !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPN) {
+			if !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPN) && !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPNHTTP2) {
 				return nil, errALPN
 			}
 			return nil, nil
@@ -307,7 +318,7 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 	// The local identity is known before the handshake (a resumption
 	// asks for no certificate).
 	if _, err := ps.podCert(&local); err != nil {
-		return nil, nil, refuse(ReasonHandshake, err)
+		return nil, nil, nil, refuse(ReasonHandshake, err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.HandshakeTimeout)
 	defer cancel()
@@ -330,49 +341,67 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 		var ve *verifyError
 		switch {
 		case errors.As(err, &ve):
-			return nil, nil, refuse(ve.reason, err)
+			return nil, nil, nil, refuse(ve.reason, err)
 		case errors.Is(err, errALPN):
-			return nil, nil, refuse(ReasonALPN, err)
+			return nil, nil, nil, refuse(ReasonALPN, err)
 		}
-		return nil, nil, refuse(ReasonHandshake, err)
+		return nil, nil, nil, refuse(ReasonHandshake, err)
 	}
 	st := tc.ConnectionState()
 	c.setTLS(local, peer, st)
-	if st.NegotiatedProtocol != slowpath.TunnelALPN {
+	h2 := st.NegotiatedProtocol == slowpath.TunnelALPNHTTP2
+	if st.NegotiatedProtocol != slowpath.TunnelALPN && !h2 {
 		tc.Close()
-		return nil, nil, refuse(ReasonALPN, errALPN)
+		return nil, nil, nil, refuse(ReasonALPN, errALPN)
 	}
 	hdr, err := proxyproto.Read(tc, MaxProxyHeader)
 	if err != nil {
-		return nil, nil, refuse(ReasonProxyHeader, err)
+		return nil, nil, nil, refuse(ReasonProxyHeader, err)
 	}
 	if hdr.Command != proxyproto.Proxy {
-		return nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("command %v, want PROXY", hdr.Command))
+		return nil, nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("command %v, want PROXY", hdr.Command))
 	}
 	// The calling agent's socket carries its pod's IP: a header that
 	// claims another source would let a peer pass ipBlocks rules as
 	// someone else.
 	if from := addrPortOf(down.RemoteAddr()).Addr(); hdr.Source.Addr().Unmap() != from.Unmap() {
-		return nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("PROXY header source %v is not the tunnel's peer %v", hdr.Source.Addr(), from))
+		return nil, nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("PROXY header source %v is not the tunnel's peer %v", hdr.Source.Addr(), from))
 	}
 	c.update(func(i *ConnInfo) { i.Source, i.Destination = hdr.Source, hdr.Destination })
-	up, err := ps.toApp(ctx, c, slowpath.TunnelPort, hdr.Source, hdr.Destination, peer.String())
+	dn := tlsStream{tc: tc, raw: down, batch: batch}
+	up, meta, err := ps.toApp(ctx, c, slowpath.TunnelPort, hdr.Source, hdr.Destination, peer.String())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return tlsStream{tc: tc, raw: down, batch: batch}, up, nil
+	if meta == nil {
+		if h2 {
+			up.tcp().Close()
+			return nil, nil, nil, refuse(ReasonNoChain, fmt.Errorf("an HTTP/2 tunnel to %v, whose filter chain is not HTTP", hdr.Destination))
+		}
+		return dn, up, nil, nil
+	}
+	meta.tunnel = true
+	if len(st.PeerCertificates) > 0 {
+		meta.peerCert = st.PeerCertificates[0].Raw
+	}
+	meta.local = c.snapshot().LocalIdentity
+	return nil, nil, &handoff{conn: &streamConn{tlsStream: dn}, inbound: true, meta: meta, tunnelH2: h2}, nil
 }
 
 // inboundPlaintext runs the plaintext port's side.
-func (ps *podState) inboundPlaintext(ctx context.Context, c *conn, down *net.TCPConn) (stream, error) {
+func (ps *podState) inboundPlaintext(ctx context.Context, c *conn, down *net.TCPConn) (stream, *handoff, error) {
 	src := addrPortOf(down.RemoteAddr())
 	dst, err := ps.p.cfg.OriginalDestination(down, ps.pod, slowpath.InboundPlaintextPort)
 	if err != nil {
-		return nil, refuse(ReasonNoOriginalDst, err)
+		return nil, nil, refuse(ReasonNoOriginalDst, err)
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	c.update(func(i *ConnInfo) { i.Destination = dst })
-	return ps.toApp(ctx, c, slowpath.InboundPlaintextPort, src, dst, "")
+	up, meta, err := ps.toApp(ctx, c, slowpath.InboundPlaintextPort, src, dst, "")
+	if err != nil || meta == nil {
+		return up, nil, err
+	}
+	return nil, &handoff{conn: down, inbound: true, meta: meta}, nil
 }
 
 // agentPort reports whether port is one the agent listens on in the pod:
@@ -386,14 +415,15 @@ func agentPort(port uint16) bool {
 }
 
 // toApp checks an inbound destination, matches the chain, applies RBAC and
-// connects to the app.
-func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip.AddrPort, principal string) (stream, error) {
+// connects to the app. For an HTTP chain it returns the connection's
+// metadata instead: its requests are authorized and sent one by one.
+func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip.AddrPort, principal string) (stream, *connMeta, error) {
 	if !slices.Contains(ps.pod.IPs, dst.Addr().Unmap()) || agentPort(dst.Port()) || dst.Port() == 0 {
-		return nil, refuse(ReasonBadDestination, fmt.Errorf("destination %v is not an app port of pod %s (IPs %v)", dst, ps.key(), ps.pod.IPs))
+		return nil, nil, refuse(ReasonBadDestination, fmt.Errorf("destination %v is not an app port of pod %s (IPs %v)", dst, ps.key(), ps.pod.IPs))
 	}
 	snap := ps.p.cfg.Snapshot()
 	if snap == nil {
-		return nil, refuse(ReasonNoConfig, nil)
+		return nil, nil, refuse(ReasonNoConfig, nil)
 	}
 	l := snap.Inbound
 	if port == slowpath.InboundPlaintextPort {
@@ -401,10 +431,10 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 	}
 	chain := l.Match(xdsconf.MatchInput{Destination: dst, Source: src})
 	if chain == nil {
-		return nil, refuse(ReasonNoChain, fmt.Errorf("no %s filter chain for %v", listenerNames[port], dst))
+		return nil, nil, refuse(ReasonNoChain, fmt.Errorf("no %s filter chain for %v", listenerNames[port], dst))
 	}
 	if port == slowpath.TunnelPort && chain.TLS == nil {
-		return nil, refuse(ReasonNoChain, fmt.Errorf("inbound filter chain %s for %v has no TLS context", chain.Name, dst))
+		return nil, nil, refuse(ReasonNoChain, fmt.Errorf("inbound filter chain %s for %v has no TLS context", chain.Name, dst))
 	}
 	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, chainCluster(chain) })
 	if chain.TCP != nil && chain.TCP.IdleTimeout != 0 {
@@ -412,13 +442,16 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 		c.idle = chain.TCP.IdleTimeout
 		c.mu.Unlock()
 	}
+	if chain.HTTP != nil {
+		return nil, &connMeta{c: c, chain: chain, src: src, dst: dst, principal: principal}, nil
+	}
 	d := chain.RBAC.Evaluate(xdsconf.AuthzInput{Principal: principal, Source: src, Destination: dst})
 	if !d.Allowed {
-		return nil, &denial{policy: d.Policy}
+		return nil, nil, &denial{policy: d.Policy}
 	}
 	up, err := ps.plain(ctx, c, dst, ModePlaintext, ps.p.cfg.ConnectTimeout)
 	if err != nil {
-		return nil, refuse(ReasonUpstreamApp, err)
+		return nil, nil, refuse(ReasonUpstreamApp, err)
 	}
-	return up, nil
+	return up, nil, nil
 }

@@ -1,0 +1,127 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/fibmesh/fibmesh/slowpath/resilience"
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
+)
+
+// serveInboundHTTP handles one request to the pod's app: HTTP RBAC, the
+// inbound route, the forwarded headers, then the app in the protocol the
+// calling app spoke.
+func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
+	m := metaOf(r.Context())
+	ri := ps.newRequest(DirectionInbound, r, m)
+	defer ps.requestDone(ri)
+	if m == nil {
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
+		return
+	}
+	proto := "http/1.1"
+	if r.ProtoMajor == 2 {
+		proto = "h2"
+	}
+	if m.tunnel {
+		if p := r.Header.Get(hdrProtocol); p == "h2" || p == "http/1.1" {
+			proto = p
+		}
+	}
+	r.Header.Del(hdrProtocol)
+	if r.Header.Get(hdrRequestID) == "" {
+		r.Header.Set(hdrRequestID, resilience.RequestID())
+	}
+	ri.RequestID = r.Header.Get(hdrRequestID)
+	if r.Header.Get(hdrForwardedProto) == "" {
+		r.Header.Set(hdrForwardedProto, "http")
+	}
+	in := xdsconf.AuthzInput{Principal: m.principal, Source: m.src, Destination: m.dst,
+		Request: &xdsconf.HTTPRequest{Method: r.Method, Path: requestPath(r), Authority: r.Host, Scheme: "http",
+			Header: headerLookup(r.Header)}}
+	if d := requestRBAC(m.chain).Evaluate(in); !d.Allowed {
+		policy := d.Policy
+		if policy == "" {
+			policy = "default-deny"
+		}
+		ri.Policy = policy
+		ps.p.m.denied.WithLabelValues(policy).Inc()
+		ps.localReply(w, r, ri, http.StatusForbidden, "RBAC", bodyRBAC)
+		return
+	}
+	ctx := r.Context()
+	if rc := m.chain.HTTP.Routes(); rc != nil {
+		route := matchRoute(rc, r)
+		if route == nil {
+			ps.localReply(w, r, ri, http.StatusNotFound, "NR", bodyNoRoute)
+			return
+		}
+		ri.Route = route.Name
+		ri.Cluster = route.PickCluster(0)
+		if route.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+			defer cancel()
+		}
+	}
+	if m.principal != "" {
+		// Istio's sidecars: forward_client_cert_details APPEND_FORWARD,
+		// with the URI (the caller's SPIFFE ID) and the hash.
+		r.Header.Add(hdrXFCC, resilience.XFCC(m.local, m.principal, m.peerCert))
+	}
+	ri.Upstream = m.dst
+	ri.Attempts = 1
+	if isUpgrade(r) {
+		if r.ProtoMajor != 1 {
+			ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
+			return
+		}
+		up, err := ps.dial(ctx, m.dst, ps.p.cfg.ConnectTimeout)
+		if err != nil {
+			ri.Err = err
+			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyConnect)
+			return
+		}
+		ps.relayUpgrade(w, r, up, ri)
+		return
+	}
+	hdr := r.Header.Clone()
+	removeHopByHop(hdr)
+	body := r.Body
+	if r.ContentLength == 0 {
+		body = http.NoBody
+	}
+	req := upstreamRequest(ctx, r, hdr, body, m.dst.String())
+	rt := ps.l7.appH1
+	if proto == "h2" {
+		rt = ps.l7.appH2
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		ri.Err = err
+		switch {
+		case ctx.Err() != nil:
+			ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
+		case isDialError(err):
+			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyConnect)
+		default:
+			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UR", bodyReset)
+		}
+		return
+	}
+	ri.Code = resp.StatusCode
+	err = ps.copyResponse(w, resp, ri)
+	resp.Body.Close()
+	if err != nil {
+		ri.addFlag("UR")
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// requestRBAC is the authorization of an HTTP chain's requests.
+func requestRBAC(fc *xdsconf.FilterChain) *xdsconf.RBAC {
+	if fc.HTTP != nil && fc.HTTP.RBAC != nil {
+		return fc.HTTP.RBAC
+	}
+	return fc.RBAC
+}

@@ -1,0 +1,870 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/resilience"
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
+)
+
+// Headers the proxy reads or writes.
+const (
+	hdrRequestID      = "X-Request-Id"
+	hdrForwardedProto = "X-Forwarded-Proto"
+	hdrXFCC           = "X-Forwarded-Client-Cert"
+	hdrOverloaded     = "X-Envoy-Overloaded"
+	// hdrProtocol is set by the calling agent on the pooled HTTP/2
+	// tunnel: the protocol the calling app spoke ("h2" or "http/1.1"),
+	// so that the called agent speaks the same to its app (Envoy's
+	// USE_DOWNSTREAM_PROTOCOL across the tunnel). The called agent
+	// removes it; it is trusted only from a tunnel.
+	hdrProtocol = "X-Fibmesh-Protocol"
+)
+
+// Limits of the request path.
+const (
+	// maxRetryBody is the largest request body kept for a retry (Envoy's
+	// per-request buffer limit for retries is the listener's 1 MiB; a
+	// smaller one keeps a pod's memory bounded). A larger body, or one
+	// of unknown length (a stream), is retried only when no byte of it
+	// was sent (a connect failure).
+	maxRetryBody = 64 << 10
+	// retryBaseInterval and retryMaxInterval are Envoy's default retry
+	// back-off: fully jittered, exponential.
+	retryBaseInterval = 25 * time.Millisecond
+	retryMaxInterval  = 250 * time.Millisecond
+)
+
+// Envoy's local reply bodies, which users grep for.
+const (
+	bodyOverflow    = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+	bodyConnect     = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	bodyReset       = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+	bodyTimeout     = "upstream request timeout"
+	bodyNoHealthy   = "no healthy upstream"
+	bodyFaultAbort  = "fault filter abort"
+	bodyRBAC        = "RBAC: access denied"
+	bodyNoCluster   = "cluster not found"
+	bodyNoRoute     = "route not found"
+	bodyNoConfig    = "no route configuration yet"
+	bodyUpgradeH2   = "CONNECT and upgrades over HTTP/2 from the app are not supported: use HTTP/1.1"
+	bodyNoUpgradeTo = "upgrade refused: the endpoint cannot be reached in one stream"
+)
+
+// serveOutboundHTTP handles one request of the pod's app: route, fault,
+// cluster, circuit breaker, then the attempts.
+func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
+	m := metaOf(r.Context())
+	ri := ps.newRequest(DirectionOutbound, r, m)
+	defer ps.requestDone(ri)
+	snap := ps.p.cfg.Snapshot()
+	if m == nil || snap == nil {
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
+		return
+	}
+	if r.Header.Get(hdrRequestID) == "" {
+		r.Header.Set(hdrRequestID, resilience.RequestID())
+	}
+	ri.RequestID = r.Header.Get(hdrRequestID)
+	if r.Header.Get(hdrForwardedProto) == "" {
+		r.Header.Set(hdrForwardedProto, "http")
+	}
+	// Only the calling agent sets it, on the tunnel.
+	r.Header.Del(hdrProtocol)
+	rc := snap.RoutesFor(m.chain.HTTP)
+	if rc == nil {
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
+		return
+	}
+	route := matchRoute(rc, r)
+	if route == nil {
+		ps.localReply(w, r, ri, http.StatusNotFound, "NR", bodyNoRoute)
+		return
+	}
+	ri.Route = route.Name
+	ctx := r.Context()
+	if route.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+		defer cancel()
+	}
+	if f := route.Fault; f != nil {
+		if f.Delay > 0 && f.DelayPercent.Hit(rand.Uint32()) {
+			ri.addFlag("DI")
+			ps.p.m.faults.WithLabelValues("delay").Inc()
+			t := time.NewTimer(f.Delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		if (f.AbortHTTPStatus > 0 || f.AbortGRPCStatus >= 0) && f.AbortPercent.Hit(rand.Uint32()) {
+			ps.p.m.faults.WithLabelValues("abort").Inc()
+			status := f.AbortHTTPStatus
+			if f.AbortGRPCStatus >= 0 && isGRPC(r) {
+				ps.grpcReply(w, ri, f.AbortGRPCStatus, "FI", bodyFaultAbort)
+				return
+			}
+			if status == 0 {
+				status = http.StatusServiceUnavailable
+			}
+			ps.localReply(w, r, ri, status, "FI", bodyFaultAbort)
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
+		return
+	}
+	name := route.PickCluster(rand.Uint32())
+	cl := snap.Clusters[name]
+	ri.Cluster = name
+	if cl == nil {
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NC", bodyNoCluster)
+		return
+	}
+	if isUpgrade(r) {
+		ps.upgradeOutbound(ctx, w, r, m, route, cl, ri)
+		return
+	}
+	ps.forward(ctx, w, r, m, route, cl, ri)
+}
+
+// matchRoute chooses the virtual host by authority, then the route.
+func matchRoute(rc *xdsconf.RouteConfig, r *http.Request) *xdsconf.Route {
+	vh := rc.VirtualHost(r.Host)
+	if vh == nil {
+		return nil
+	}
+	return vh.Route(r.Method, requestPath(r), headerLookup(r.Header))
+}
+
+// requestPath is the request's :path (with the query).
+func requestPath(r *http.Request) string {
+	if r.RequestURI != "" && r.RequestURI[0] == '/' {
+		return r.RequestURI
+	}
+	return r.URL.RequestURI()
+}
+
+// headerLookup answers matchers' lookups by lower-case name: the values
+// joined by ",".
+func headerLookup(h http.Header) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		vv, ok := h[http.CanonicalHeaderKey(name)]
+		if !ok || len(vv) == 0 {
+			return "", false
+		}
+		if len(vv) == 1 {
+			return vv[0], true
+		}
+		var b []byte
+		for i, v := range vv {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, v...)
+		}
+		return string(b), true
+	}
+}
+
+// outcome is how one attempt ended.
+type outcome int
+
+const (
+	outResponse outcome = iota // a response (any status)
+	outConnect                 // no connection to the endpoint (connect, handshake)
+	outReset                   // the stream or connection reset before the response
+	outRefused                 // REFUSED_STREAM
+	outPerTry                  // the per-try timeout
+	outTimeout                 // the route's timeout, or the client went away
+)
+
+// forward sends the request, retrying as the route's policy says.
+func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, m *connMeta, route *xdsconf.Route, cl *xdsconf.Cluster, ri *RequestInfo) {
+	ch := cl.HTTP()
+	br := ps.breaker(cl, ch)
+	release, err := br.Acquire(ctx)
+	if err != nil {
+		var of *resilience.Overflow
+		if errors.As(err, &of) {
+			ps.p.m.overflow.WithLabelValues(of.Kind).Inc()
+			w.Header().Set(hdrOverloaded, "true")
+			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UO", bodyOverflow)
+			return
+		}
+		ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
+		return
+	}
+	defer release()
+	od := ps.outlier(cl, ch)
+
+	hdr := r.Header.Clone()
+	removeHopByHop(hdr)
+	proto := "http/1.1"
+	if r.ProtoMajor == 2 {
+		proto = "h2"
+	}
+	// The body: kept for retries when it is small and its length known.
+	var body []byte
+	bodyKept := false
+	policy := route.Retry
+	if policy != nil && policy.NumRetries > 0 && r.ContentLength >= 0 && r.ContentLength <= maxRetryBody {
+		body = make([]byte, 0, r.ContentLength)
+		if r.ContentLength > 0 {
+			b, err := io.ReadAll(io.LimitReader(r.Body, maxRetryBody+1))
+			if err != nil {
+				ps.localReply(w, r, ri, http.StatusBadRequest, "DPE", "request body: "+err.Error())
+				return
+			}
+			body = b
+		}
+		bodyKept = true
+	}
+	streamBody := &touchReader{r: r.Body}
+
+	var tried []*xdsconf.Endpoint
+	var last outcome
+	var lastErr error
+	retries := uint32(0)
+	for attempt := 1; ; attempt++ {
+		ri.Attempts = attempt
+		ep := ps.pickEndpoint(cl, m, r, route, policy, od, tried)
+		if ep == nil {
+			if attempt == 1 {
+				ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
+				return
+			}
+			break
+		}
+		tried = append(tried, ep)
+		ri.Upstream = ep.Addr
+		tctx, tcancel := ctx, context.CancelFunc(func() {})
+		if policy != nil && policy.PerTryTimeout > 0 {
+			tctx, tcancel = context.WithTimeout(ctx, policy.PerTryTimeout)
+		}
+		var rb io.ReadCloser = http.NoBody
+		switch {
+		case bodyKept && len(body) > 0:
+			rb = io.NopCloser(bytes.NewReader(body))
+		case !bodyKept && r.ContentLength != 0:
+			rb = streamBody
+		}
+		req := upstreamRequest(tctx, r, hdr, rb, ep.Addr.String())
+		ep.Active.Add(1)
+		resp, out, err := ps.attempt(tctx, cl, ch, ep, req, proto)
+		if out == outPerTry && ctx.Err() != nil {
+			out = outTimeout
+		}
+		if od != nil {
+			hosts := 0
+			if cl.Endpoints != nil {
+				hosts = len(cl.Endpoints.Hosts)
+			}
+			failure := out != outResponse && out != outTimeout || out == outResponse && resp.StatusCode >= 500
+			if out != outTimeout && od.Result(ep.Addr, failure, hosts) {
+				ps.p.m.ejections.Inc()
+			}
+		}
+		retry := policy != nil && retries < policy.NumRetries && ctx.Err() == nil &&
+			retriable(policy, out, resp) && (bodyKept || !streamBody.touched)
+		if retry {
+			rel, ok := br.AcquireRetry()
+			if !ok {
+				ps.p.m.overflow.WithLabelValues(resilience.OverflowRetries).Inc()
+				retry = false
+			} else {
+				defer rel()
+			}
+		}
+		if !retry {
+			if out == outResponse {
+				ri.Code = resp.StatusCode
+				err := ps.copyResponse(w, resp, ri)
+				resp.Body.Close()
+				ep.Active.Add(-1)
+				tcancel()
+				if err != nil {
+					// The response was cut after its headers: the
+					// client sees the stream reset, as from Envoy.
+					if ctx.Err() != nil {
+						ri.addFlag("UT")
+						ps.p.m.timeouts.Inc()
+					} else {
+						ri.addFlag("UR")
+					}
+					panic(http.ErrAbortHandler)
+				}
+				return
+			}
+			ep.Active.Add(-1)
+			tcancel()
+			last, lastErr = out, err
+			if policy != nil && retries > 0 {
+				ri.addFlag("URX")
+			}
+			break
+		}
+		// Retry: the response is dropped, the endpoint released.
+		if resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		ep.Active.Add(-1)
+		tcancel()
+		retries++
+		ps.p.m.retries.Inc()
+		if !backoff(ctx, retries) {
+			last, lastErr = outTimeout, ctx.Err()
+			break
+		}
+	}
+	ri.Err = lastErr
+	switch last {
+	case outTimeout, outPerTry:
+		ps.p.m.timeouts.Inc()
+		ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
+	case outConnect:
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyConnect)
+	default:
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UR", bodyReset)
+	}
+}
+
+// backoff waits Envoy's jittered exponential back-off before retry n
+// (1-based); false when ctx ended first.
+func backoff(ctx context.Context, n uint32) bool {
+	ceil := retryBaseInterval * time.Duration(uint64(1)<<min(n, 10)-1)
+	ceil = min(ceil, retryMaxInterval)
+	if ceil <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(rand.N(ceil))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// retriable reports whether the policy retries an attempt's outcome.
+func retriable(p *xdsconf.RetryPolicy, out outcome, resp *http.Response) bool {
+	on := p.On
+	switch out {
+	case outResponse:
+		if p.RetriableStatus(resp.StatusCode) {
+			return true
+		}
+		if gs := resp.Header.Get("Grpc-Status"); gs != "" {
+			switch gs {
+			case "1":
+				return on.Has(xdsconf.RetryCancelled)
+			case "4":
+				return on.Has(xdsconf.RetryDeadlineExceeded)
+			case "8":
+				return on.Has(xdsconf.RetryResourceExhausted)
+			case "13":
+				return on.Has(xdsconf.RetryInternal)
+			case "14":
+				return on.Has(xdsconf.RetryUnavailable)
+			}
+		}
+		return false
+	case outConnect:
+		// Envoy: 5xx and reset include connect failures.
+		return on.Has(xdsconf.RetryConnectFailure) || on.Has(xdsconf.RetryReset) || on.Has(xdsconf.Retry5xx)
+	case outRefused:
+		return on.Has(xdsconf.RetryRefusedStream) || on.Has(xdsconf.RetryReset) || on.Has(xdsconf.Retry5xx)
+	case outReset:
+		return on.Has(xdsconf.RetryReset) || on.Has(xdsconf.Retry5xx)
+	case outPerTry:
+		// A per-try timeout is a 504 to the policy.
+		return on.Has(xdsconf.Retry5xx) || on.Has(xdsconf.RetryGatewayError)
+	}
+	return false
+}
+
+// pickEndpoint chooses the attempt's endpoint: by the cluster's policy,
+// away from ejected hosts, and from those already tried when the retry
+// policy has previous_hosts. When every host is excluded, the
+// exclusions are relaxed in turn (Envoy's panic mode for ejections;
+// host_selection_retry_max_attempts for previous hosts).
+func (ps *podState) pickEndpoint(cl *xdsconf.Cluster, m *connMeta, r *http.Request, route *xdsconf.Route, policy *xdsconf.RetryPolicy, od *resilience.Outlier, tried []*xdsconf.Endpoint) *xdsconf.Endpoint {
+	if cl.Type == xdsconf.ClusterOriginalDst {
+		// A route to the passthrough cluster: the original destination.
+		return &xdsconf.Endpoint{Addr: m.dst, Healthy: true}
+	}
+	avoidTried := policy != nil && policy.PreviousHosts && len(tried) > 0
+	ejected := func(e *xdsconf.Endpoint) bool { return od != nil && od.Ejected(e.Addr) }
+	excludes := []func(*xdsconf.Endpoint) bool{
+		func(e *xdsconf.Endpoint) bool { return ejected(e) || avoidTried && slices.Contains(tried, e) },
+		func(e *xdsconf.Endpoint) bool { return avoidTried && slices.Contains(tried, e) },
+		nil,
+	}
+	for _, ex := range excludes {
+		ep, err := pickRequest(cl, m, r, route, ex)
+		if err == nil {
+			return ep
+		}
+		if !errors.Is(err, xdsconf.ErrAllExcluded) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// attempt sends one try: over the pooled tunnel to a mesh endpoint, else
+// in plaintext (tlsMode disabled, a cluster without TLS).
+func (ps *podState) attempt(ctx context.Context, cl *xdsconf.Cluster, ch *xdsconf.ClusterHTTP, ep *xdsconf.Endpoint, req *http.Request, proto string) (*http.Response, outcome, error) {
+	timeout := cl.ConnectTimeout
+	if timeout <= 0 {
+		timeout = ps.p.cfg.ConnectTimeout
+	}
+	var rt http.RoundTripper
+	if cl.TLS != nil && !(cl.TLS.PlaintextMatch && ep.Plaintext) {
+		cc, err := ps.l7.tunnels.get(ctx, ep.Addr, cl.TLS.SANs, timeout, ch.MaxRequestsPerConnection)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, outPerTry, err
+			}
+			return nil, outConnect, err
+		}
+		req.Header.Set(hdrProtocol, proto)
+		rt = cc
+	} else {
+		req.Header.Del(hdrProtocol)
+		rt = ps.l7.appH1
+		if proto == "h2" || ch.HTTP2 {
+			rt = ps.l7.appH2
+		}
+	}
+	resp, err := rt.RoundTrip(req)
+	if err == nil {
+		return resp, outResponse, nil
+	}
+	switch {
+	case ctx.Err() != nil:
+		return nil, outPerTry, err
+	case isDialError(err):
+		return nil, outConnect, err
+	case isRefusedStream(err):
+		return nil, outRefused, err
+	}
+	return nil, outReset, err
+}
+
+func isDialError(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var r *refusal
+	return errors.As(err, &r)
+}
+
+func isRefusedStream(err error) bool {
+	// net/http's HTTP/2 client reports a REFUSED_STREAM reset by its
+	// code's name; the request was not processed.
+	return err != nil && bytes.Contains([]byte(err.Error()), []byte("REFUSED_STREAM"))
+}
+
+// upstreamRequest builds one attempt's request.
+func upstreamRequest(ctx context.Context, r *http.Request, hdr http.Header, body io.ReadCloser, host string) *http.Request {
+	u := *r.URL
+	u.Scheme, u.Host = "http", host
+	req := &http.Request{
+		Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: hdr, Body: body, ContentLength: r.ContentLength, Host: r.Host,
+	}
+	if body == http.NoBody {
+		req.ContentLength = 0
+	}
+	return req.WithContext(ctx)
+}
+
+// touchReader remembers whether any byte of a streamed body was read
+// (a retry is then impossible).
+type touchReader struct {
+	r       io.ReadCloser
+	touched bool
+}
+
+func (t *touchReader) Read(p []byte) (int, error) {
+	t.touched = true
+	return t.r.Read(p)
+}
+
+func (t *touchReader) Close() error { return nil }
+
+// hopByHop are the headers of one connection (RFC 9110 7.6.1), not
+// forwarded; TE is kept when it says "trailers" (gRPC).
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Te", "Trailer"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range splitComma(f) {
+			if name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	te := h.Get("Te")
+	for _, k := range hopByHop {
+		delete(h, k)
+	}
+	if te == "trailers" {
+		h.Set("Te", "trailers")
+	}
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != ',' {
+			i++
+		}
+		out = append(out, string(bytes.TrimSpace([]byte(s[:i]))))
+		if i == len(s) {
+			break
+		}
+		s = s[i+1:]
+	}
+	return out
+}
+
+// copyResponse writes an upstream response to the client: headers
+// without the hop-by-hop ones, the body (flushed as it comes when its
+// length is unknown or the client speaks HTTP/2: streams, gRPC), then
+// the trailers.
+func (ps *podState) copyResponse(w http.ResponseWriter, resp *http.Response, ri *RequestInfo) error {
+	h := w.Header()
+	for k, vv := range resp.Header {
+		h[k] = vv
+	}
+	removeHopByHop(h)
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	stream := resp.ContentLength < 0
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	rc := http.NewResponseController(w)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			ri.BytesSent += int64(n)
+			if stream {
+				rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for k, vv := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+	return nil
+}
+
+// isUpgrade reports whether a request asks for a protocol upgrade
+// (WebSocket and the like) or is a CONNECT: both leave HTTP after their
+// response, so they take a tunnel of their own.
+func isUpgrade(r *http.Request) bool {
+	if r.Method == http.MethodConnect {
+		return true
+	}
+	if r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, f := range r.Header.Values("Connection") {
+		for _, t := range splitComma(f) {
+			if http.CanonicalHeaderKey(t) == "Upgrade" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return len(ct) >= 16 && ct[:16] == "application/grpc"
+}
+
+// grpcStatusOf maps a local reply's HTTP status to gRPC's, as Envoy does.
+func grpcStatusOf(code int) int {
+	switch code {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+// localReply answers a request from the proxy itself (Envoy's local
+// reply): text, or a trailers-only gRPC status to a gRPC request.
+func (ps *podState) localReply(w http.ResponseWriter, r *http.Request, ri *RequestInfo, code int, flag, body string) {
+	ri.addFlag(flag)
+	if isGRPC(r) {
+		ps.grpcReply(w, ri, grpcStatusOf(code), "", body)
+		return
+	}
+	ri.Code = code
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	io.WriteString(w, body)
+	ri.BytesSent += int64(len(body))
+}
+
+func (ps *podState) grpcReply(w http.ResponseWriter, ri *RequestInfo, status int, flag, msg string) {
+	ri.addFlag(flag)
+	ri.Code = http.StatusOK
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(status))
+	h.Set("Grpc-Message", msg)
+	w.WriteHeader(http.StatusOK)
+}
+
+// breaker is the pod's circuit breaker of a cluster, its limits kept
+// current.
+func (ps *podState) breaker(cl *xdsconf.Cluster, ch *xdsconf.ClusterHTTP) *resilience.Breaker {
+	want := resilience.Limits{MaxConnections: cl.MaxConnections, MaxPendingRequests: ch.MaxPendingRequests,
+		MaxRequests: ch.MaxRequests, MaxRetries: ch.MaxRetries, HTTP2: ch.HTTP2}
+	v, ok := ps.l7.breakers.Load(cl.Name)
+	if !ok {
+		v, _ = ps.l7.breakers.LoadOrStore(cl.Name, resilience.NewBreaker(want))
+	}
+	b := v.(*resilience.Breaker)
+	if b.Limits() != want {
+		b.SetLimits(want)
+	}
+	return b
+}
+
+// outlierState is a cluster's outlier detector and the config it has.
+type outlierState struct {
+	od  *resilience.Outlier
+	cfg *xdsconf.OutlierDetection
+}
+
+// outlier is the pod's outlier detector of a cluster; nil when the
+// cluster has no outlier detection.
+func (ps *podState) outlier(cl *xdsconf.Cluster, ch *xdsconf.ClusterHTTP) *resilience.Outlier {
+	if ch.Outlier == nil {
+		ps.l7.outliers.Delete(cl.Name)
+		return nil
+	}
+	cfg := outlierConfig(ch.Outlier)
+	v, ok := ps.l7.outliers.Load(cl.Name)
+	if !ok {
+		v, _ = ps.l7.outliers.LoadOrStore(cl.Name, &outlierState{od: resilience.NewOutlier(cfg, time.Now), cfg: ch.Outlier})
+	}
+	st := v.(*outlierState)
+	if st.cfg != ch.Outlier {
+		st.od.SetConfig(cfg)
+		ps.l7.outliers.Store(cl.Name, &outlierState{od: st.od, cfg: ch.Outlier})
+		if cl.Endpoints != nil {
+			hosts := cl.Endpoints.Hosts
+			st.od.Forget(func(a netip.AddrPort) bool {
+				return slices.ContainsFunc(hosts, func(e *xdsconf.Endpoint) bool { return e.Addr == a })
+			})
+		}
+	}
+	return st.od
+}
+
+func outlierConfig(o *xdsconf.OutlierDetection) resilience.OutlierConfig {
+	return resilience.OutlierConfig{Consecutive5xx: o.Consecutive5xx, EnforcingConsecutive5xx: o.EnforcingConsecutive5xx,
+		Interval: o.Interval, BaseEjectionTime: o.BaseEjectionTime, MaxEjectionPercent: o.MaxEjectionPercent}
+}
+
+// errAborted wraps a failure to reach the endpoint of an upgrade.
+var errAborted = errors.New("aborted")
+
+// upgradeOutbound carries an upgrade (WebSocket) or CONNECT: the app's
+// connection leaves HTTP after the response, so it takes a tunnel of its
+// own (ALPN slowpath.TunnelALPN) to one endpoint, the request is written
+// there as it came, and bytes are relayed both ways until either side
+// ends.
+func (ps *podState) upgradeOutbound(ctx context.Context, w http.ResponseWriter, r *http.Request, m *connMeta, route *xdsconf.Route, cl *xdsconf.Cluster, ri *RequestInfo) {
+	if r.ProtoMajor != 1 {
+		ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
+		return
+	}
+	ep := ps.pickEndpoint(cl, m, r, route, nil, nil, nil)
+	if ep == nil {
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
+		return
+	}
+	ri.Upstream = ep.Addr
+	timeout := cl.ConnectTimeout
+	if timeout <= 0 {
+		timeout = ps.p.cfg.ConnectTimeout
+	}
+	var up net.Conn
+	if cl.TLS != nil && !(cl.TLS.PlaintextMatch && ep.Plaintext) {
+		s, err := ps.tunnelALPN(ctx, m.c, cl.TLS.SANs, ep.Addr, m.src, timeout, slowpath.TunnelALPN)
+		if err != nil {
+			ri.Err = err
+			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyConnect)
+			return
+		}
+		up = &streamConn{tlsStream: s}
+	} else {
+		c, err := ps.dial(ctx, ep.Addr, timeout)
+		if err != nil {
+			ri.Err = err
+			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyConnect)
+			return
+		}
+		up = c
+	}
+	ps.relayUpgrade(w, r, up, ri)
+}
+
+// relayUpgrade writes the request to up, then relays the hijacked client
+// connection and up until either ends.
+func (ps *podState) relayUpgrade(w http.ResponseWriter, r *http.Request, up net.Conn, ri *RequestInfo) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		up.Close()
+		ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
+		return
+	}
+	if err := r.Write(up); err != nil {
+		up.Close()
+		ri.Err = err
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyNoUpgradeTo)
+		return
+	}
+	down, brw, err := hj.Hijack()
+	if err != nil {
+		up.Close()
+		return
+	}
+	ri.Code = http.StatusSwitchingProtocols
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			down.Close()
+			up.Close()
+			return
+		}
+	}
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		// Either side's end ends both (upgraded protocols close as one).
+		dst.Close()
+		src.Close()
+		done <- struct{}{}
+	}
+	go cp(up, down)
+	go cp(down, up)
+	<-done
+	<-done
+}
+
+// RequestInfo describes one HTTP request the proxy handled: the hook
+// Config.Requests gets it (an access log), the metrics count it.
+type RequestInfo struct {
+	Direction string
+	Pod       string
+	Start     time.Time
+	Duration  time.Duration
+	Method    string
+	Authority string
+	Path      string
+	Protocol  string
+	// Code is the status sent to the client (0: none, the stream was
+	// reset).
+	Code int
+	// Flags are Envoy's response flags ("UT", "UO", "UF", "UH", "NR",
+	// "NC", "FI", "DI", "URX", "UR", "RBAC"), comma-separated; "" none.
+	Flags     string
+	Route     string
+	Cluster   string
+	Upstream  netip.AddrPort
+	Attempts  int
+	RequestID string
+	// Peer is the calling workload's SPIFFE ID (inbound, over mTLS).
+	Peer string
+	// Policy is the RBAC policy that denied the request, if any.
+	Policy    string
+	BytesSent int64
+	Err       error
+}
+
+func (ri *RequestInfo) addFlag(f string) {
+	if f == "" {
+		return
+	}
+	if ri.Flags == "" {
+		ri.Flags = f
+		return
+	}
+	ri.Flags += "," + f
+}
+
+func (ps *podState) newRequest(direction string, r *http.Request, m *connMeta) *RequestInfo {
+	ri := &RequestInfo{Direction: direction, Pod: ps.key(), Start: time.Now(), Method: r.Method,
+		Authority: r.Host, Path: r.URL.Path, Protocol: r.Proto, RequestID: r.Header.Get(hdrRequestID)}
+	if m != nil {
+		ri.Peer = m.principal
+	}
+	return ri
+}
+
+// requestDone counts a request and hands it to the Requests hook.
+func (ps *podState) requestDone(ri *RequestInfo) {
+	ri.Duration = time.Since(ri.Start)
+	flags := ri.Flags
+	if flags == "" {
+		flags = "-"
+	}
+	ps.p.m.requests.WithLabelValues(ri.Direction, strconv.Itoa(ri.Code), flags).Inc()
+	if ps.p.cfg.Requests != nil {
+		ps.p.cfg.Requests(*ri)
+	}
+}
+
+// pickRequest picks a request's endpoint: by the route's hash policy on
+// RING_HASH and MAGLEV clusters, else by the cluster's policy.
+func pickRequest(cl *xdsconf.Cluster, m *connMeta, r *http.Request, route *xdsconf.Route, exclude func(*xdsconf.Endpoint) bool) (*xdsconf.Endpoint, error) {
+	return cl.Pick(m.src, exclude)
+}

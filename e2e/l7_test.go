@@ -1,0 +1,1062 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/fibmesh/fibmesh/internal/testenv"
+	"github.com/fibmesh/fibmesh/lab"
+	"github.com/fibmesh/fibmesh/lab/cluster"
+	"github.com/fibmesh/fibmesh/lab/echo"
+	"github.com/fibmesh/fibmesh/lab/kubelet"
+)
+
+// The L7 acceptance tests of the slow path (issue "The slow path, L7"):
+// what an Istio user sees, request by request, through two agents and
+// the mTLS tunnel between them. TestL7Examples runs examples/ as they
+// are (canary and authorization); TestL7Mesh runs testdata/l7 (retries,
+// timeouts, faults, outlier detection, circuit breaking, authorization
+// on a header the mesh does not generate, HTTP/2, gRPC, keep-alive,
+// pipelining, upgrades).
+
+// l7Prefix is the network namespace prefix of the labs of this file.
+const l7Prefix = "fm-e7-"
+
+// rbacDenied is the body of Envoy's (and Istio's) RBAC 403.
+const rbacDenied = "RBAC: access denied"
+
+// uuidRE is the form of an x-request-id Envoy generates (a UUID).
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// manifestsIn reads the YAML files of dir into upMesh's map.
+func manifestsIn(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[e.Name()] = string(b)
+	}
+	if len(m) == 0 {
+		t.Fatalf("no .yaml manifests in %s", dir)
+	}
+	return m
+}
+
+// serviceVIP is the ClusterIP the lab allocated to Service ns/name, with
+// port (from the lab's allocations, as kubectl get svc would show).
+func (l *meshLab) serviceVIP(t *testing.T, ns, name string, port uint16) netip.AddrPort {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(l.state, kubelet.AllocationsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a cluster.Allocations
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatalf("%s: %v", kubelet.AllocationsFile, err)
+	}
+	ip, err := netip.ParseAddr(a.Services[cluster.Key(ns, name)])
+	if err != nil {
+		t.Fatalf("service %s/%s has no ClusterIP in the lab's allocations (%v)", ns, name, a.Services)
+	}
+	return netip.AddrPortFrom(ip, port)
+}
+
+// podNamed is the one pod of namespace ns whose name starts with prefix
+// (a Deployment's pod: name-<hash>-<suffix>).
+func (l *meshLab) podNamed(t *testing.T, ns, prefix string) kubelet.PodStatus {
+	t.Helper()
+	var got []kubelet.PodStatus
+	for _, p := range l.status(t).Pods {
+		if p.Namespace == ns && strings.HasPrefix(p.Name, prefix) {
+			got = append(got, p)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("pods %s/%s*: %d of them, want 1", ns, prefix, len(got))
+	}
+	return got[0]
+}
+
+// metricMatching sums the samples of every metric on node's agent whose
+// name (the part before the labels) satisfies match.
+func (l *meshLab) metricMatching(t *testing.T, node string, match func(name string) bool) float64 {
+	t.Helper()
+	var sum float64
+	sc := bufio.NewScanner(bytes.NewReader(l.get(t, l.nodeNetns(node), "http://127.0.0.1:15090/metrics")))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name := line[:strings.IndexAny(line, "{ ")]
+		if !match(name) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// podClient sends HTTP from inside a pod's network namespace, so that
+// the pod's capture and identity apply, as if its app sent it.
+type podClient struct {
+	pod  kubelet.PodStatus
+	h1   *http.Client // HTTP/1.1, keep-alive
+	h2c  *http.Client // HTTP/2 with prior knowledge
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func newPodClient(t *testing.T, p kubelet.PodStatus) *podClient {
+	t.Helper()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := lab.InNetns(p.Netns, func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	h1 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, DisableCompression: true}
+	h2 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(func() { h1.CloseIdleConnections(); h2.CloseIdleConnections() })
+	return &podClient{pod: p, dial: dial,
+		h1:  &http.Client{Transport: h1, Timeout: 30 * time.Second},
+		h2c: &http.Client{Transport: h2, Timeout: 30 * time.Second}}
+}
+
+// call is one request: to addr (a Service VIP and port) with Host host.
+type call struct {
+	method string // GET when empty
+	path   string // / when empty
+	host   string // the Host header (:authority), e.g. reviews:9080
+	hdr    []string
+	h2c    bool
+}
+
+// answer is what came back, the echo app's Reply decoded where the body
+// is one (isReply).
+type answer struct {
+	status  int
+	header  http.Header
+	body    []byte
+	reply   echo.Reply
+	isReply bool
+	sent    time.Time
+	took    time.Duration
+}
+
+// from says who answered: the echo app's pod, or "mesh" when the app did
+// not (a 403, 503, 504 the proxy made).
+func (a answer) from() string {
+	if a.isReply {
+		return a.reply.Pod
+	}
+	if p := a.header.Get(echo.HeaderPod); p != "" {
+		return p
+	}
+	return "mesh"
+}
+
+func (a answer) String() string {
+	return fmt.Sprintf("%d from %s in %v: %.300q", a.status, a.from(), a.took.Round(time.Millisecond), a.body)
+}
+
+func (pc *podClient) do(ctx context.Context, addr netip.AddrPort, c call) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, cmpOr(c.method, "GET"), "http://"+addr.String()+cmpOr(c.path, "/"), nil)
+	if err != nil {
+		return answer{}, err
+	}
+	if c.host != "" {
+		req.Host = c.host
+	}
+	for i := 0; i+1 < len(c.hdr); i += 2 {
+		req.Header.Set(c.hdr[i], c.hdr[i+1])
+	}
+	cl := pc.h1
+	if c.h2c {
+		cl = pc.h2c
+	}
+	a := answer{sent: time.Now()}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return a, fmt.Errorf("%s %s (Host %s) from %s/%s: %w", req.Method, req.URL, req.Host, pc.pod.Namespace, pc.pod.Name, err)
+	}
+	defer resp.Body.Close()
+	a.body, err = io.ReadAll(resp.Body)
+	a.took = time.Since(a.sent)
+	a.status, a.header = resp.StatusCode, resp.Header
+	if err != nil {
+		return a, fmt.Errorf("%s %s from %s/%s: reading the body: %w", req.Method, req.URL, pc.pod.Namespace, pc.pod.Name, err)
+	}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") && json.Unmarshal(a.body, &a.reply) == nil {
+		a.isReply = true
+	}
+	return a, nil
+}
+
+// must is do for a request that has to get an answer.
+func (pc *podClient) must(t *testing.T, addr netip.AddrPort, c call) answer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := pc.do(ctx, addr, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// fanOut runs n requests on workers goroutines; req(i) is the i-th. It
+// returns the answers in order, and fails the test on the first
+// transport error.
+func (pc *podClient) fanOut(t *testing.T, addr netip.AddrPort, n, workers int, req func(i int) call) []answer {
+	t.Helper()
+	out := make([]answer, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				out[i], errs[i] = pc.do(ctx, addr, req(i))
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("%d requests: %v", n, firstLines(err.Error(), 5))
+	}
+	return out
+}
+
+func firstLines(s string, n int) string {
+	l := strings.SplitN(s, "\n", n+1)
+	if len(l) > n {
+		l[n] = "..."
+	}
+	return strings.Join(l, "\n")
+}
+
+// binomialBounds returns the range [lo, hi] a Binomial(n, p) count falls
+// in with probability at least conf: P(X < lo) and P(X > hi) are each at
+// most (1-conf)/2, with lo as large and hi as small as that allows
+// (exact tails, summed in log space).
+func binomialBounds(n int, p, conf float64) (lo, hi int) {
+	tail := (1 - conf) / 2
+	lgN, _ := math.Lgamma(float64(n + 1))
+	pmf := func(k int) float64 {
+		a, _ := math.Lgamma(float64(k + 1))
+		b, _ := math.Lgamma(float64(n - k + 1))
+		return math.Exp(lgN - a - b + float64(k)*math.Log(p) + float64(n-k)*math.Log1p(-p))
+	}
+	cum := 0.0
+	for lo = 0; lo < n; lo++ {
+		if cum+pmf(lo) > tail {
+			break
+		}
+		cum += pmf(lo)
+	}
+	cum = 0
+	for hi = n; hi > 0; hi-- {
+		if cum+pmf(hi) > tail {
+			break
+		}
+		cum += pmf(hi)
+	}
+	return lo, hi
+}
+
+func TestBinomialBounds(t *testing.T) {
+	tests := []struct {
+		n    int
+		p    float64
+		conf float64
+		// normal approximation: mean ± z·σ, which the exact bounds stay
+		// close to for these n.
+		z float64
+	}{
+		{2000, 0.1, 0.999, 3.2905},
+		{2000, 0.01, 0.999, 3.2905},
+		{400, 0.5, 0.999, 3.2905},
+		{400, 0.5, 0.95, 1.96},
+	}
+	for _, tt := range tests {
+		lo, hi := binomialBounds(tt.n, tt.p, tt.conf)
+		mean, sd := float64(tt.n)*tt.p, math.Sqrt(float64(tt.n)*tt.p*(1-tt.p))
+		t.Logf("n=%d p=%v conf=%v: [%d, %d]", tt.n, tt.p, tt.conf, lo, hi)
+		if math.Abs(float64(lo)-(mean-tt.z*sd)) > 3 || math.Abs(float64(hi)-(mean+tt.z*sd)) > 4 {
+			t.Errorf("binomialBounds(%d, %v, %v) = [%d, %d], want near [%.1f, %.1f]", tt.n, tt.p, tt.conf, lo, hi, mean-tt.z*sd, mean+tt.z*sd)
+		}
+	}
+	// The symmetric case is symmetric.
+	if lo, hi := binomialBounds(400, 0.5, 0.999); lo+hi != 400 {
+		t.Errorf("binomialBounds(400, 0.5) = [%d, %d], want symmetric around 200", lo, hi)
+	}
+}
+
+// checkBinomial fails the test when k successes of n lie outside the
+// 99.9% bounds of p.
+func checkBinomial(t *testing.T, what string, k, n int, p float64) {
+	t.Helper()
+	lo, hi := binomialBounds(n, p, 0.999)
+	t.Logf("%s: %d of %d (%.2f%%), 99.9%% bounds for p=%v: [%d, %d]", what, k, n, 100*float64(k)/float64(n), p, lo, hi)
+	if k < lo || k > hi {
+		t.Errorf("%s: %d of %d lies outside the 99.9%% binomial bounds [%d, %d] of p=%v", what, k, n, lo, hi, p)
+	}
+}
+
+// xfccURI is the URI (the peer's SPIFFE ID) of the last element of an
+// x-forwarded-client-cert header, and its By (the server's own ID).
+func xfcc(h string) (by, uri string) {
+	elems := strings.Split(h, ",")
+	for kv := range strings.SplitSeq(elems[len(elems)-1], ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		switch strings.ToLower(k) {
+		case "by":
+			by = strings.Trim(v, `"`)
+		case "uri":
+			uri = strings.Trim(v, `"`)
+		}
+	}
+	return by, uri
+}
+
+// checkMeshHeaders checks what the server-side app saw of a request that
+// came through the mesh from the SPIFFE ID from to the one by.
+func checkMeshHeaders(t *testing.T, a answer, from, by string) {
+	t.Helper()
+	if !a.isReply {
+		t.Errorf("not an echo reply: %v", a)
+		return
+	}
+	h := a.reply.Headers
+	if gb, gu := xfcc(h.Get("X-Forwarded-Client-Cert")); gu != from || gb != by {
+		t.Errorf("the app saw x-forwarded-client-cert %q: By %q URI %q, want By=%s and URI=%s (Istio's format)", h.Get("X-Forwarded-Client-Cert"), gb, gu, by, from)
+	}
+	if h.Get("X-Request-Id") == "" {
+		t.Errorf("the app saw no x-request-id (headers %v)", h)
+	}
+	if got := h.Get("X-Forwarded-Proto"); got != "http" {
+		t.Errorf("the app saw x-forwarded-proto %q, want http", got)
+	}
+}
+
+// waitL7 polls until c answers with status want from the echo app (the
+// agents have the L7 config), so the subtests start on a settled mesh.
+func waitL7(t *testing.T, pc *podClient, addr netip.AddrPort, c call, want int) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%s → %s answered %d by the app", pc.pod.Name, addr, want), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a, err := pc.do(ctx, addr, c)
+		if err != nil {
+			return err
+		}
+		if a.status != want || !a.isReply {
+			return fmt.Errorf("got %v", a)
+		}
+		return nil
+	})
+}
+
+func spiffe(ns, sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
+
+// TestL7Examples runs examples/ as they are and checks the canary
+// (10-reviews-virtualservice.yaml), the authorization policy
+// (21-reviews-authorizationpolicy.yaml) and ratings' timeout
+// (12-ratings.yaml) request by request, from the frontend pod as its
+// app would call them.
+func TestL7Examples(t *testing.T) {
+	l := upMesh(t, l7Prefix, manifestsIn(t, "../examples"))
+	frontend := newPodClient(t, l.podNamed(t, "production", "frontend-"))
+	v1, v2 := l.podNamed(t, "production", "reviews-v1-"), l.podNamed(t, "production", "reviews-v2-")
+	reviews := l.serviceVIP(t, "production", "reviews", 9080)
+	ratings := l.serviceVIP(t, "production", "ratings", 9080)
+	const reviewsHost = "reviews:9080"
+	rid := func(s string, i int) []string { return []string{"X-Request-Id", fmt.Sprintf("e7-%s-%d", s, i)} }
+	waitL7(t, frontend, reviews, call{path: "/api/reviews/0", host: reviewsHost, hdr: rid("ready", 0)}, 200)
+	t.Logf("frontend %s on %s; reviews-v1 %s on %s, reviews-v2 %s on %s; reviews %s",
+		frontend.pod.Name, frontend.pod.Node, v1.Name, v1.Node, v2.Name, v2.Node, reviews)
+
+	// versionOf checks that a came from reviews and says which version.
+	versionOf := func(t *testing.T, a answer) string {
+		t.Helper()
+		switch {
+		case a.status != 200 || !a.isReply:
+			t.Errorf("want 200 from reviews, got %v", a)
+		case a.reply.Version == "v1" && a.reply.Pod == v1.Name, a.reply.Version == "v2" && a.reply.Pod == v2.Name:
+			if a.header.Get(echo.HeaderVersion) != a.reply.Version {
+				t.Errorf("response header %s %q, body version %q", echo.HeaderVersion, a.header.Get(echo.HeaderVersion), a.reply.Version)
+			}
+			return a.reply.Version
+		default:
+			t.Errorf("answered by %s/%s %s, want %s (v1) or %s (v2)", a.reply.Namespace, a.reply.Pod, a.reply.Version, v1.Name, v2.Name)
+		}
+		return ""
+	}
+
+	t.Run("canary split 90/10", func(t *testing.T) {
+		// The split route also delays 1% of its requests by 5 s (the
+		// example's fault): with 16 requests in flight these are waited
+		// out in parallel, and counted.
+		const n = 2000
+		as := frontend.fanOut(t, reviews, n, 16, func(i int) call {
+			return call{path: fmt.Sprintf("/api/reviews/%d", i), host: reviewsHost, hdr: rid("split", i)}
+		})
+		var count = map[string]int{}
+		delayed := 0
+		for i, a := range as {
+			count[versionOf(t, a)]++
+			if a.isReply && a.reply.Headers.Get("X-Request-Id") != fmt.Sprintf("e7-split-%d", i) {
+				t.Errorf("request %d: the app saw x-request-id %q, want ours kept", i, a.reply.Headers.Get("X-Request-Id"))
+			}
+			if a.took >= 5*time.Second {
+				delayed++
+			}
+		}
+		t.Logf("split: v1=%d v2=%d (other %d) of %d; delayed ≥5s: %d", count["v1"], count["v2"], count[""], n, delayed)
+		checkBinomial(t, "reviews v2 share of the split", count["v2"], n, 0.10)
+		checkBinomial(t, "requests delayed 5 s by the split route's 1% fault", delayed, n, 0.01)
+		checkMeshHeaders(t, as[0], spiffe("production", "frontend"), spiffe("production", "reviews"))
+	})
+
+	t.Run("canary header x-canary-user: true → v2", func(t *testing.T) {
+		const n = 200
+		as := frontend.fanOut(t, reviews, n, 8, func(i int) call {
+			return call{path: fmt.Sprintf("/api/reviews/%d", i), host: reviewsHost, hdr: append(rid("tester", i), "X-Canary-User", "true")}
+		})
+		count := map[string]int{}
+		for _, a := range as {
+			count[versionOf(t, a)]++
+		}
+		if count["v2"] != n {
+			t.Errorf("with x-canary-user: true, %d of %d went to v2 (v1: %d), want all", count["v2"], n, count["v1"])
+		}
+		// Anything but exactly "true" is the split.
+		as = frontend.fanOut(t, reviews, 400, 8, func(i int) call {
+			return call{path: "/api/reviews/1", host: reviewsHost, hdr: append(rid("not-tester", i), "X-Canary-User", "True")}
+		})
+		v1n := 0
+		for _, a := range as {
+			if versionOf(t, a) == "v1" {
+				v1n++
+			}
+		}
+		if v1n == 0 {
+			t.Errorf("x-canary-user: True (not the exact value): no request of 400 went to v1, want the 90/10 split")
+		}
+	})
+
+	t.Run("authorization", func(t *testing.T) {
+		client := newPodClient(t, l.pod(t, "production", "client"))            // production/sa/default
+		ratingsPod := newPodClient(t, l.podNamed(t, "production", "ratings-")) // production/sa/ratings
+		deniedBefore := l.agentMetric(t, v1.Node, "fibmesh_agent_proxy_rbac_denied_total")
+		if v2.Node != v1.Node {
+			deniedBefore += l.agentMetric(t, v2.Node, "fibmesh_agent_proxy_rbac_denied_total")
+		}
+		tests := []struct {
+			name string
+			from *podClient
+			c    call
+			want int
+			// check looks further at an allowed answer.
+			check func(t *testing.T, a answer)
+		}{
+			{"frontend GET /api/reviews/1 with x-request-id", frontend,
+				call{path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-1"}}, 200,
+				func(t *testing.T, a answer) {
+					checkMeshHeaders(t, a, spiffe("production", "frontend"), spiffe("production", "reviews"))
+					if got := a.reply.Headers.Get("X-Request-Id"); got != "e7-authz-1" {
+						t.Errorf("the app saw x-request-id %q, want ours (e7-authz-1) kept", got)
+					}
+				}},
+			// Istio: the caller's sidecar generates x-request-id where the
+			// app sent none (Envoy's generate_request_id), before the
+			// server side's RBAC reads it; so "without the header" is
+			// allowed, and the app sees a generated UUID. (Under Envoy's
+			// RBAC a header that is absent matches no value, so notValues
+			// [""] would not deny it either.)
+			{"frontend GET without x-request-id: the mesh generates one", frontend,
+				call{path: "/api/reviews/1"}, 200,
+				func(t *testing.T, a answer) {
+					checkMeshHeaders(t, a, spiffe("production", "frontend"), spiffe("production", "reviews"))
+					if got := a.reply.Headers.Get("X-Request-Id"); !uuidRE.MatchString(got) {
+						t.Errorf("the app saw x-request-id %q, want one the mesh generated (a UUID)", got)
+					}
+				}},
+			{"frontend GET /api/reviews/1/comments (the wildcard's suffix)", frontend,
+				call{path: "/api/reviews/1/comments", hdr: []string{"X-Request-Id", "e7-authz-2"}}, 200, nil},
+			{"frontend POST", frontend, call{method: "POST", path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-3"}}, 403, nil},
+			{"frontend DELETE", frontend, call{method: "DELETE", path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-4"}}, 403, nil},
+			{"frontend another path", frontend, call{path: "/api/ratings/1", hdr: []string{"X-Request-Id", "e7-authz-5"}}, 403, nil},
+			{"frontend /api/reviews without the slash", frontend, call{path: "/api/reviews", hdr: []string{"X-Request-Id", "e7-authz-6"}}, 403, nil},
+			{"frontend /", frontend, call{path: "/", hdr: []string{"X-Request-Id", "e7-authz-7"}}, 403, nil},
+			{"another identity (production/sa/default)", client, call{path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-8"}}, 403, nil},
+			{"another identity (production/sa/ratings)", ratingsPod, call{path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-9"}}, 403, nil},
+			{"another identity over h2c", client, call{path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-10"}, h2c: true}, 403, nil},
+		}
+		denied := 0
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				tt.c.host = reviewsHost
+				a := tt.from.must(t, reviews, tt.c)
+				if a.status != tt.want {
+					t.Fatalf("%s %s from %s: got %v, want %d", cmpOr(tt.c.method, "GET"), tt.c.path, tt.from.pod.Name, a, tt.want)
+				}
+				if tt.want == 403 {
+					denied++
+					if got := strings.TrimSpace(string(a.body)); got != rbacDenied || a.from() != "mesh" {
+						t.Errorf("403 body %q from %s, want %q from the mesh (the app must not see the request)", got, a.from(), rbacDenied)
+					}
+					return
+				}
+				versionOf(t, a)
+				if tt.check != nil {
+					tt.check(t, a)
+				}
+			})
+		}
+		deniedAfter := l.agentMetric(t, v1.Node, "fibmesh_agent_proxy_rbac_denied_total")
+		if v2.Node != v1.Node {
+			deniedAfter += l.agentMetric(t, v2.Node, "fibmesh_agent_proxy_rbac_denied_total")
+		}
+		if got := deniedAfter - deniedBefore; got < float64(denied) {
+			t.Errorf("fibmesh_agent_proxy_rbac_denied_total on the reviews nodes grew by %v, want ≥ %d (the 403s)", got, denied)
+		}
+	})
+
+	t.Run("ratings timeout 3s", func(t *testing.T) {
+		// 12-ratings.yaml: timeout 3s; the app is asked to take 4 s.
+		waitL7(t, frontend, ratings, call{path: "/", host: "ratings:9080"}, 200)
+		checkTimeout(t, frontend, ratings, call{path: "/", host: "ratings:9080", hdr: []string{echo.HeaderDelay, "4s"}}, 3*time.Second, 1)
+	})
+}
+
+// checkTimeout sends c n times (one at a time) and checks each gets a
+// 504 made by the mesh, the median after timeout ±10%; it logs the
+// measured figures.
+func checkTimeout(t *testing.T, pc *podClient, addr netip.AddrPort, c call, timeout time.Duration, n int) {
+	t.Helper()
+	var took []time.Duration
+	for range n {
+		a := pc.must(t, addr, c)
+		took = append(took, a.took)
+		if a.status != http.StatusGatewayTimeout || a.from() != "mesh" {
+			t.Errorf("want 504 from the mesh after %v, got %v", timeout, a)
+		}
+		if a.took < timeout*9/10 {
+			t.Errorf("answered after %v, before the route's timeout %v", a.took, timeout)
+		}
+	}
+	slices.Sort(took)
+	med := took[len(took)/2]
+	t.Logf("timeout %v: measured %v (median %v, %+.1f%%)", timeout, took, med, 100*(float64(med)/float64(timeout)-1))
+	if med < timeout*9/10 || med > timeout*11/10 {
+		t.Errorf("timeout %v: median answer after %v, want within ±10%%", timeout, med)
+	}
+}
+
+// TestL7Mesh runs testdata/l7: a caller on node1 calls backends on both
+// nodes through the agents. Subtests share the lab (its start-up is the
+// slow part).
+func TestL7Mesh(t *testing.T) {
+	l := upMesh(t, l7Prefix, manifestsIn(t, "testdata/l7"))
+	caller := newPodClient(t, l.pod(t, "l7", "caller"))
+	stranger := newPodClient(t, l.pod(t, "l7", "stranger"))
+	web := l.serviceVIP(t, "l7", "web", 8080)
+	retry := l.serviceVIP(t, "l7", "retry", 8080)
+	flaky := l.serviceVIP(t, "l7", "flaky", 8080)
+	narrow := l.serviceVIP(t, "l7", "narrow", 8080)
+	guarded := l.serviceVIP(t, "l7", "guarded", 8080)
+	rpc := l.serviceVIP(t, "l7", "rpc", 9090)
+	waitL7(t, caller, web, call{host: "web:8080"}, 200)
+	callerID, backendID := spiffe("l7", "caller"), spiffe("l7", "backend")
+
+	t.Run("protocols", func(t *testing.T) {
+		t.Run("HTTP/1.1 and h2c: who answered, headers", func(t *testing.T) {
+			for _, h2c := range []bool{false, true} {
+				a := caller.must(t, web, call{path: "/hello", host: "web:8080", hdr: []string{"X-Request-Id", "e7-proto", "Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, h2c: h2c})
+				if a.status != 200 || a.from() != "backend-0" {
+					t.Errorf("h2c=%v: got %v, want 200 from backend-0", h2c, a)
+					continue
+				}
+				checkMeshHeaders(t, a, callerID, backendID)
+				if got := a.reply.Headers.Get("Traceparent"); got != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" {
+					t.Errorf("h2c=%v: traceparent %q reached the app, want it passed through unchanged", h2c, got)
+				}
+				if a.reply.Headers.Get("X-Request-Id") != "e7-proto" || a.reply.Path != "/hello" || a.reply.Host != "web:8080" {
+					t.Errorf("h2c=%v: the app saw x-request-id %q, path %q, host %q; want e7-proto, /hello, web:8080", h2c, a.reply.Headers.Get("X-Request-Id"), a.reply.Path, a.reply.Host)
+				}
+			}
+			// On a port named grpc the request stays HTTP/2 end to end.
+			a := caller.must(t, rpc, call{path: "/h2", host: "rpc:9090", h2c: true})
+			if a.status != 200 || a.from() != "rpc-0" || a.reply.Proto != "HTTP/2.0" {
+				t.Errorf("h2c to the grpc port: got %v (proto %q), want 200 from rpc-0 over HTTP/2.0", a, a.reply.Proto)
+			} else {
+				checkMeshHeaders(t, a, callerID, spiffe("l7", "rpc"))
+			}
+		})
+
+		t.Run("gRPC health check", func(t *testing.T) {
+			conn, err := grpc.NewClient("passthrough:///rpc:9090",
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+					return caller.dial(ctx, "tcp", rpc.String())
+				}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			hc := healthpb.NewHealthClient(conn)
+			for _, tt := range []struct {
+				service string
+				want    healthpb.HealthCheckResponse_ServingStatus
+				code    codes.Code
+			}{
+				{"", healthpb.HealthCheckResponse_SERVING, codes.OK},
+				{"rpc", healthpb.HealthCheckResponse_SERVING, codes.OK},
+				{"no-such-service", 0, codes.NotFound},
+			} {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: tt.service})
+				cancel()
+				if status.Code(err) != tt.code {
+					t.Errorf("Check(%q): %v, want code %v", tt.service, err, tt.code)
+					continue
+				}
+				if err == nil && resp.GetStatus() != tt.want {
+					t.Errorf("Check(%q) = %v, want %v", tt.service, resp.GetStatus(), tt.want)
+				}
+			}
+		})
+
+		t.Run("h2load", func(t *testing.T) {
+			if _, err := exec.LookPath("h2load"); err != nil {
+				t.Fatalf("h2load is missing: apt-get install nghttp2-client (Debian's; make deps should install it): %v", err)
+			}
+			for _, tt := range []struct {
+				name string
+				addr netip.AddrPort
+			}{{"grpc port", rpc}, {"http port", web}} {
+				// 4 connections, 10 streams each at a time, 1,000 requests.
+				out, err := l.exec("l7/caller", "h2load", "-n", "1000", "-c", "4", "-m", "10", "-T", "10", "http://"+tt.addr.String()+"/h2load")
+				t.Logf("h2load to %s (%s):\n%s", tt.name, tt.addr, lastLines(string(out), 14))
+				if err != nil {
+					t.Errorf("h2load to %s: %v", tt.name, err)
+					continue
+				}
+				checkH2load(t, tt.name, string(out), 1000)
+			}
+		})
+
+		t.Run("HTTP/1.1 keep-alive", func(t *testing.T) {
+			c := dialPod(t, caller, web)
+			br := bufio.NewReader(c)
+			const n = 50
+			for i := range n {
+				fmt.Fprintf(c, "GET /keepalive/%d HTTP/1.1\r\nHost: web:8080\r\nX-Request-Id: e7-ka-%d\r\n\r\n", i, i)
+				a := readAnswer(t, br, "GET")
+				if a.status != 200 || a.from() != "backend-0" || a.reply.Path != fmt.Sprintf("/keepalive/%d", i) || a.reply.Headers.Get("X-Request-Id") != fmt.Sprintf("e7-ka-%d", i) {
+					t.Fatalf("request %d of %d on one connection: got %v, want 200 from backend-0 for /keepalive/%d", i+1, n, a, i)
+				}
+				if a.header.Get("Connection") == "close" {
+					t.Fatalf("request %d: the mesh closes the connection (Connection: close)", i+1)
+				}
+			}
+		})
+
+		t.Run("HTTP/1.1 pipelining", func(t *testing.T) {
+			c := dialPod(t, caller, web)
+			var reqs strings.Builder
+			for i := range 3 {
+				fmt.Fprintf(&reqs, "GET /pipelined/%d HTTP/1.1\r\nHost: web:8080\r\nX-Request-Id: e7-pipe-%d\r\n\r\n", i, i)
+			}
+			if _, err := io.WriteString(c, reqs.String()); err != nil { // one write
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			for i := range 3 {
+				a := readAnswer(t, br, "GET")
+				if a.status != 200 || a.reply.Path != fmt.Sprintf("/pipelined/%d", i) || a.reply.Headers.Get("X-Request-Id") != fmt.Sprintf("e7-pipe-%d", i) {
+					t.Errorf("pipelined answer %d: got %v (path %q), want 200 for /pipelined/%d, in order", i, a, a.reply.Path, i)
+				}
+			}
+		})
+
+		t.Run("Upgrade: websocket passes through", func(t *testing.T) {
+			c := dialPod(t, caller, web)
+			const key = "dGhlIHNhbXBsZSBub25jZQ=="
+			fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: web:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n", key)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+			if resp.StatusCode != http.StatusSwitchingProtocols || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") ||
+				resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) || resp.Header.Get(echo.HeaderPod) != "backend-0" {
+				t.Fatalf("got %s %v, want 101 from backend-0 with Upgrade: websocket and the key's Sec-WebSocket-Accept", resp.Status, resp.Header)
+			}
+			for i := range 20 {
+				msg := fmt.Sprintf("frame %d after the upgrade, both ways;", i)
+				if _, err := io.WriteString(c, msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+					t.Fatalf("echo %d: %q, %v; want %q", i, got, err, msg)
+				}
+			}
+		})
+	})
+
+	t.Run("retries", func(t *testing.T) {
+		waitL7(t, caller, retry, call{host: "retry:8080"}, 200)
+		tests := []struct {
+			name      string
+			route     string
+			failFirst int
+			want      int
+			attempts  int // tries the app saw (x-echo-attempt of the last)
+		}{
+			// Istio's attempts is the number of retries (Envoy's
+			// num_retries): attempts: 3 allows 4 tries.
+			{"attempts 3, the first two fail: the third succeeds", "retry-3", 2, 200, 3},
+			{"attempts 3, the first four fail: 503 after 4 tries", "retry-3", 4, 503, 4},
+			{"attempts 1, the first two fail: 503 after 2 tries", "retry-1", 2, 503, 2},
+			{"attempts 0 (timeout route), the first fails: no retry", "timeout", 1, 503, 1},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				key := fmt.Sprintf("e7-retry-%d-%d", i, time.Now().UnixNano())
+				a := caller.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", tt.route,
+					echo.HeaderFailFirst, strconv.Itoa(tt.failFirst), echo.HeaderAttemptKey, key, "X-Request-Id", key}})
+				if a.status != tt.want || a.from() != "backend-0" || a.header.Get(echo.HeaderAttempt) != strconv.Itoa(tt.attempts) {
+					t.Errorf("got %v, %s %q; want %d from backend-0 after %d tries", a, echo.HeaderAttempt, a.header.Get(echo.HeaderAttempt), tt.want, tt.attempts)
+				}
+				if a.isReply && a.reply.Headers.Get("X-Request-Id") != key {
+					t.Errorf("the last try carried x-request-id %q, want %q (a retry keeps the request's id)", a.reply.Headers.Get("X-Request-Id"), key)
+				}
+				// No try is left over: the next request is the app's
+				// attempts+1-th with this key.
+				b := caller.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", "timeout", echo.HeaderAttemptKey, key}})
+				if b.header.Get(echo.HeaderAttempt) != strconv.Itoa(tt.attempts+1) {
+					t.Errorf("after it, the app counts %q tries with the key, want %d: the mesh tried %q times, not %d", b.header.Get(echo.HeaderAttempt), tt.attempts+1, b.header.Get(echo.HeaderAttempt), tt.attempts)
+				}
+			})
+		}
+	})
+
+	t.Run("timeout 500ms", func(t *testing.T) {
+		checkTimeout(t, caller, retry, call{host: "retry:8080", hdr: []string{"X-Route", "timeout", echo.HeaderDelay, "2s"}}, 500*time.Millisecond, 5)
+		// Within the timeout the answer is the app's.
+		if a := caller.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", "timeout", echo.HeaderDelay, "100ms"}}); a.status != 200 || a.from() != "backend-0" {
+			t.Errorf("a 100ms answer under a 500ms timeout: got %v, want 200 from backend-0", a)
+		}
+	})
+
+	t.Run("fault abort 50%", func(t *testing.T) {
+		const n = 400
+		as := caller.fanOut(t, retry, n, 8, func(i int) call {
+			return call{host: "retry:8080", hdr: []string{"X-Route", "abort", "X-Request-Id", fmt.Sprintf("e7-abort-%d", i)}}
+		})
+		aborted := 0
+		for _, a := range as {
+			switch {
+			case a.status == 418 && a.from() == "mesh":
+				aborted++
+			case a.status == 200 && a.from() == "backend-0":
+			default:
+				t.Errorf("got %v, want 418 from the mesh or 200 from backend-0", a)
+			}
+		}
+		checkBinomial(t, "requests aborted with 418", aborted, n, 0.5)
+	})
+
+	t.Run("fault delay 1s", func(t *testing.T) {
+		for range 3 {
+			a := caller.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", "delay"}})
+			t.Logf("delayed answer after %v", a.took)
+			if a.status != 200 || a.from() != "backend-0" || a.took < time.Second || a.took > 1500*time.Millisecond {
+				t.Errorf("got %v, want 200 from backend-0 after 1s..1.5s", a)
+			}
+		}
+		if a := caller.must(t, retry, call{host: "retry:8080"}); a.took > 500*time.Millisecond {
+			t.Errorf("the default route (no fault) took %v", a.took)
+		}
+	})
+
+	t.Run("outlier detection", func(t *testing.T) {
+		checkOutlier(t, caller, flaky)
+	})
+
+	t.Run("circuit breaker", func(t *testing.T) {
+		waitL7(t, caller, narrow, call{host: "narrow:8080"}, 200)
+		isOverflow := func(name string) bool { return strings.Contains(name, "overflow") }
+		before := l.metricMatching(t, caller.pod.Node, isOverflow)
+		// n slow requests at once: one has the connection, one waits,
+		// the rest overflow at once (Envoy: 503, x-envoy-overloaded).
+		const n = 8
+		var wg sync.WaitGroup
+		as := make([]answer, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				as[i], errs[i] = caller.do(ctx, narrow, call{host: "narrow:8080", hdr: []string{echo.HeaderDelay, "1s", "X-Request-Id", fmt.Sprintf("e7-cb-%d", i)}})
+			})
+		}
+		close(start)
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		ok, overflow := 0, 0
+		for _, a := range as {
+			switch {
+			case a.status == 200 && a.from() == "narrow-0":
+				ok++
+			case a.status == 503 && a.from() == "mesh":
+				overflow++
+				if a.took > 900*time.Millisecond {
+					t.Errorf("an overflow answered after %v: it waited instead of failing fast", a.took)
+				}
+				if a.header.Get("X-Envoy-Overloaded") == "" {
+					t.Logf("note: overflow 503 without x-envoy-overloaded (Envoy sets it): %v", a)
+				}
+			default:
+				t.Errorf("got %v, want 200 from narrow-0 or a 503 overflow from the mesh", a)
+			}
+		}
+		t.Logf("%d concurrent requests: %d answered, %d overflowed", n, ok, overflow)
+		if ok < 1 || ok > 2 || overflow != n-ok {
+			t.Errorf("maxConnections 1 + http1MaxPendingRequests 1: %d answered and %d overflowed, want 1..2 answered (one on the connection, one pending) and the rest overflowed", ok, overflow)
+		}
+		after := l.metricMatching(t, caller.pod.Node, isOverflow)
+		t.Logf("%s's agent: metrics named *overflow* %v → %v", caller.pod.Node, before, after)
+		if after-before < float64(overflow) {
+			t.Errorf("%s's agent: metrics named *overflow* grew by %v, want ≥ %d (the overflows)", caller.pod.Node, after-before, overflow)
+		}
+		// The pool recovers.
+		if a := caller.must(t, narrow, call{host: "narrow:8080"}); a.status != 200 {
+			t.Errorf("after the burst: got %v, want 200", a)
+		}
+	})
+
+	t.Run("authorization on a header the mesh does not generate", func(t *testing.T) {
+		tests := []struct {
+			name string
+			from *podClient
+			c    call
+			want int
+		}{
+			{"caller with x-tenant: acme", caller, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}}, 200},
+			{"caller without x-tenant", caller, call{path: "/orders"}, 403},
+			{"caller with x-tenant: other", caller, call{path: "/orders", hdr: []string{"X-Tenant", "other"}}, 403},
+			{"caller with x-tenant: acme to /admin/ (DENY first)", caller, call{path: "/admin/users", hdr: []string{"X-Tenant", "acme"}}, 403},
+			{"caller h2c with x-tenant: acme", caller, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}, h2c: true}, 200},
+			{"stranger with x-tenant: acme", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}}, 403},
+		}
+		waitL7(t, caller, guarded, call{host: "guarded:8080", hdr: []string{"X-Tenant", "acme"}}, 200)
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				tt.c.host = "guarded:8080"
+				a := tt.from.must(t, guarded, tt.c)
+				switch {
+				case a.status != tt.want:
+					t.Errorf("got %v, want %d", a, tt.want)
+				case tt.want == 403 && (strings.TrimSpace(string(a.body)) != rbacDenied || a.from() != "mesh"):
+					t.Errorf("got %v, want the mesh's 403 %q", a, rbacDenied)
+				case tt.want == 200:
+					checkMeshHeaders(t, a, callerID, spiffe("l7", "guarded"))
+				}
+			})
+		}
+	})
+}
+
+// checkOutlier drives flaky (two good endpoints, flaky-bad answering 500,
+// consecutive5xxErrors 3, interval 1s, baseEjectionTime 2s): once
+// flaky-bad has answered 3 times in a row with 500 it gets no request
+// for baseEjectionTime, then it gets requests again.
+func checkOutlier(t *testing.T, pc *podClient, addr netip.AddrPort) {
+	t.Helper()
+	const (
+		consecutive = 3
+		base        = 2 * time.Second
+		interval    = time.Second
+	)
+	c := call{host: "flaky:8080"}
+	waitL7(t, pc, addr, c, 200)
+	// Requests one after another; Envoy counts each host's consecutive
+	// 5xx, successes of other hosts do not reset them.
+	bad, seen := 0, map[string]int{}
+	var ejectedAt time.Time
+	for i := 0; ejectedAt.IsZero(); i++ {
+		if i == 100 {
+			t.Fatalf("100 requests: answers by pod %v, flaky-bad's 500s never reached %d", seen, consecutive)
+		}
+		a := pc.must(t, addr, c)
+		seen[a.from()]++
+		switch {
+		case a.from() == "flaky-bad" && a.status == 500:
+			if bad++; bad == consecutive {
+				ejectedAt = time.Now()
+			}
+		case strings.HasPrefix(a.from(), "flaky-good-") && a.status == 200:
+		default:
+			t.Fatalf("got %v, want 200 from flaky-good-* or 500 from flaky-bad", a)
+		}
+	}
+	t.Logf("before the ejection: answers by pod %v", seen)
+	// Keep calling: no request reaches flaky-bad for base, then one does.
+	deadline := ejectedAt.Add(base + interval + 3*time.Second)
+	during := map[string]int{}
+	var back time.Duration
+	for time.Now().Before(deadline) {
+		a := pc.must(t, addr, c)
+		if a.from() == "flaky-bad" {
+			back = a.sent.Sub(ejectedAt)
+			break
+		}
+		during[a.from()]++
+		if a.status != 200 {
+			t.Errorf("during the ejection: got %v, want 200 from a good endpoint", a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("during the ejection: answers by pod %v; flaky-bad back after %v (baseEjectionTime %v, interval %v)", during, back, base, interval)
+	switch {
+	case back == 0:
+		t.Errorf("flaky-bad got no request for %v after its ejection, want it back after baseEjectionTime %v (+ up to the interval %v)", deadline.Sub(ejectedAt).Round(time.Millisecond), base, interval)
+	case back < base-100*time.Millisecond:
+		t.Errorf("flaky-bad got a request %v after its ejection, want none for baseEjectionTime %v", back, base)
+	}
+	if len(during) < 2 {
+		t.Errorf("during the ejection, answers by %v: want both good endpoints", during)
+	}
+}
+
+// dialPod connects to addr from inside pc's pod.
+func dialPod(t *testing.T, pc *podClient, addr netip.AddrPort) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := pc.dial(ctx, "tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readAnswer reads one HTTP/1.1 response from br.
+func readAnswer(t *testing.T, br *bufio.Reader, method string) answer {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a := answer{status: resp.StatusCode, header: resp.Header}
+	if a.body, err = io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	a.isReply = json.Unmarshal(a.body, &a.reply) == nil
+	return a
+}
+
+// h2loadLine matches h2load's summary lines.
+var (
+	h2loadRequests = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
+	h2loadCodes    = regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
+)
+
+// checkH2load checks h2load's output: n requests, all succeeded with a
+// 2xx, over h2c.
+func checkH2load(t *testing.T, what, out string, n int) {
+	t.Helper()
+	r, c := h2loadRequests.FindStringSubmatch(out), h2loadCodes.FindStringSubmatch(out)
+	if r == nil || c == nil {
+		t.Errorf("h2load to %s: no summary in its output", what)
+		return
+	}
+	want := strconv.Itoa(n)
+	if r[1] != want || r[4] != want || c[1] != want {
+		t.Errorf("h2load to %s: %s; %s; want %d succeeded, all 2xx", what, r[0], c[0], n)
+	}
+	if !strings.Contains(out, "Application protocol: h2c") {
+		t.Errorf("h2load to %s: not over h2c", what)
+	}
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}

@@ -13,6 +13,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -65,6 +66,14 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		name string
 		do   func()
 	}{
+		{"an endpoint becomes not ready", func() {
+			es := find("EndpointSlice", "production", "reviews-1").(*discoveryv1.EndpointSlice)
+			es.Endpoints[0].Conditions.Ready = ptrTo(false)
+		}},
+		{"the endpoint is ready again", func() {
+			es := find("EndpointSlice", "production", "reviews-1").(*discoveryv1.EndpointSlice)
+			es.Endpoints[0].Conditions.Ready = ptrTo(true)
+		}},
 		{"canary weights", func() {
 			vs := find("VirtualService", "production", "reviews").(*networkingv1.VirtualService)
 			vs.Spec.Http[1].Route[0].Weight, vs.Spec.Http[1].Route[1].Weight = 70, 30
@@ -206,3 +215,5 @@ func heldBy(s *Server, typ string) map[string]proto.Message {
 	}
 	return out
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -428,19 +428,36 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		removals = append(removals, removal{st, st.stale(items)})
 		return err
 	}
+	// A change confined to services (endpoints, ports, routes, policies
+	// of the hosts listed) changes only those hosts' clusters and load
+	// assignments: the others are not hashed again (an endpoint's
+	// readiness flip hashes its service's, not 6,600).
+	var onlyHosts func(string) bool
+	if !full && !k.Workloads && !k.Nodes && !k.AuthzPolicies {
+		onlyHosts = func(name string) bool { return ch.services[clusterHost(name)] }
+	}
 	if full || k.Services || k.Workloads || k.DestinationPolicies {
-		if err := step(resource.ClusterType, named(mesh.Clusters), nil); err != nil {
+		if err := step(resource.ClusterType, named(mesh.Clusters), onlyHosts); err != nil {
 			res.Err = err
 			return res
 		}
-		if err := step(resource.EndpointType, named(mesh.Endpoints), nil); err != nil {
+		if err := step(resource.EndpointType, named(mesh.Endpoints), onlyHosts); err != nil {
 			res.Err = err
 			return res
 		}
 	}
 
 	// Listeners: the shared outbound listener and the node's inbound ones.
-	outboundHash := hashOf(mesh.Outbound)
+	// A change of endpoints only (a pod's readiness) leaves the outbound
+	// listener and the route configurations as they were.
+	s.mu.Lock()
+	prev := s.model
+	s.mu.Unlock()
+	epOnly := !full && k == (model.ChangeKinds{Services: true}) && endpointsOnly(prev, m, ch.services)
+	outboundHash := s.outboundHash
+	if !epOnly {
+		outboundHash = hashOf(mesh.Outbound)
+	}
 	var nodes []string
 	for n := range inModel {
 		_, known := s.ldsHash[n]
@@ -511,6 +528,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	s.outboundHash = outboundHash
 
 	switch {
+	case epOnly:
 	case full || k.Services:
 		err = step(resource.RouteType, named(mesh.Routes), nil)
 	case k.Routes || k.DestinationPolicies:
@@ -522,7 +540,13 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		return res
 	}
 	if full || k.Services || k.Workloads || k.Nodes {
-		if err := step(fds.TypeURL, s.flowTables(fds.Build(m), m.Version), nil); err != nil {
+		// Per-node tables change only on the nodes the change is local
+		// to, unless nodes themselves changed.
+		var onlyNodes func(string) bool
+		if !full && !k.Nodes {
+			onlyNodes = func(name string) bool { return ch.local[name] }
+		}
+		if err := step(fds.TypeURL, s.flowTables(fds.Build(m), m.Version, onlyNodes), nil); err != nil {
 			res.Err = err
 			return res
 		}
@@ -537,6 +561,32 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	}
 	return s.recordPush(m, res, start)
 }
+
+// endpointsOnly reports whether, of the hosts changed between prev and m,
+// only endpoints changed: names, VIPs and ports are as they were.
+func endpointsOnly(prev, m *model.Model, hosts map[string]bool) bool {
+	if prev == nil {
+		return false
+	}
+	for h := range hosts {
+		a, b := prev.ServicesFor(h), m.ServicesFor(h)
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			x, y := a[i], b[i]
+			if x.Hostname != y.Hostname || x.Namespace != y.Namespace || x.Name != y.Name || x.ServiceEntry != y.ServiceEntry ||
+				x.Location != y.Location || x.Resolution != y.Resolution || !slices.Equal(x.VIPs, y.VIPs) || !slices.Equal(x.Ports, y.Ports) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// clusterHost is the host of a cluster or load assignment named
+// "outbound|<port>|<subset>|<host>" (a name without "|" is its own).
+func clusterHost(name string) string { return name[strings.LastIndexByte(name, '|')+1:] }
 
 // routeHost is the host of a route configuration named "<host>:<port>".
 func routeHost(name string) string { return name[:max(0, strings.LastIndexByte(name, ':'))] }
@@ -583,10 +633,18 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 // flowTables names the FDS resources and stamps each table with the model
 // version in which its content last changed, so that an unchanged table
 // keeps its hash (and is not pushed again).
-func (s *Server) flowTables(t *fds.Tables, version uint64) map[string]proto.Message {
+//
+// With onlyNodes, a node's table already pushed whose name onlyNodes
+// rejects is kept as it was, not hashed.
+func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string) bool) map[string]proto.Message {
 	out := make(map[string]proto.Message, len(t.Nodes)+1)
 	next := make(map[string]flowTable, len(t.Nodes)+1)
 	stamp := func(name string, ft *fibv1.FlowTable) {
+		if prev, ok := s.tables[name]; ok && onlyNodes != nil && name != fds.MeshName && !onlyNodes(name) {
+			next[name] = prev
+			out[name] = prev.table
+			return
+		}
 		h := hashOf(ft) // Version is empty here
 		if prev, ok := s.tables[name]; ok && prev.hash == h {
 			ft = prev.table

@@ -26,6 +26,10 @@ type Mesh struct {
 	Snapshot *config.Snapshot
 	Nodes    []string
 	vs       map[int]*networkingv1.VirtualService
+	// slices are the services' EndpointSlices; perService the pods each
+	// has (the last service takes the remainder).
+	slices     []*discoveryv1.EndpointSlice
+	perService int
 }
 
 // Namespaces the services and pods are spread over.
@@ -75,6 +79,7 @@ func New(services, pods, nodes int) (*Mesh, error) {
 				{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("10.100.%d.%d", n/256, n%256)}}}})
 	}
 	perService := pods / services
+	m.perService = perService
 	podIP := func(i int) string { return fmt.Sprintf("%s.%d", cidr(i%nodes), 10+i/nodes) }
 	podName := func(i int) string { return fmt.Sprintf("p%d", i) }
 	for i := range pods {
@@ -103,6 +108,7 @@ func New(services, pods, nodes int) (*Mesh, error) {
 			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{podIP(i)}, NodeName: ptr(NodeName(i % nodes)),
 				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: podName(i)}})
 		}
+		m.slices = append(m.slices, es)
 		add("EndpointSlice", "discovery.k8s.io", "v1", es)
 		if s%CanaryEvery != 0 {
 			continue
@@ -139,6 +145,17 @@ func (m *Mesh) SetCanary(s int, w1 int32) {
 	}
 	r := vs.Spec.Http[0].Route
 	r[0].Weight, r[1].Weight = w1, 100-w1
+}
+
+// PodService is the service whose endpoint pod i is, in a mesh of pods
+// and services.
+func PodService(i, pods, services int) int { return min(i/(pods/services), services-1) }
+
+// SetReady sets pod i's endpoint's ready condition (a readiness probe
+// flipping): the endpoint churn the benchmark times.
+func (m *Mesh) SetReady(i int, ready bool) {
+	s := min(i/m.perService, len(m.slices)-1)
+	m.slices[s].Endpoints[i-s*m.perService].Conditions.Ready = ptr(ready)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -54,7 +54,7 @@ import (
 )
 
 type opts struct {
-	agents, services, pods, rounds int
+	agents, services, pods, rounds, churn int
 	protocol, out                  string
 	timeout                        time.Duration
 }
@@ -62,10 +62,11 @@ type opts struct {
 func main() {
 	var o opts
 	fs := flag.NewFlagSet("bench-xds", flag.ContinueOnError)
-	fs.IntVar(&o.agents, "agents", 1000, "simulated agents, one per node")
+	agentList := fs.String("agents", "1000", "simulated agents, one per node; a comma-separated list runs one benchmark per count, in order")
 	fs.IntVar(&o.services, "services", 1000, "services (each with a VirtualService and a DestinationRule with 2 subsets)")
 	fs.IntVar(&o.pods, "pods", 10000, "pods, spread over the nodes and the services")
 	fs.IntVar(&o.rounds, "rounds", 10, "VirtualService edits to time")
+	fs.IntVar(&o.churn, "churn-rounds", 10, "endpoint churn rounds to time after the edits: one pod's readiness flips (and back the next round)")
 	fs.StringVar(&o.protocol, "protocol", "delta", "xDS protocol of the agents: delta or sotw")
 	fs.StringVar(&o.out, "out", "perf/out/bench-xds.json", "where the per-round samples go (JSON)")
 	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "longest wait for all agents, at start and per round")
@@ -80,15 +81,33 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench-xds: --protocol %q: want delta or sotw\n", o.protocol)
 		os.Exit(2)
 	}
-	var err error
-	if *role == "controller" {
-		err = controller(o, os.Stdin, os.Stdout)
-	} else {
-		err = bench(o)
+	var counts []int
+	for _, f := range strings.Split(*agentList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench-xds: --agents %q: want agent counts like 1000 or 5000,1000\n", *agentList)
+			os.Exit(2)
+		}
+		counts = append(counts, n)
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-xds:", err)
-		os.Exit(1)
+	if *role == "controller" {
+		o.agents = counts[0]
+		if err := controller(o, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-xds:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	out := o.out
+	for _, n := range counts {
+		o.agents = n
+		if len(counts) > 1 {
+			o.out = strings.TrimSuffix(out, ".json") + "-" + strconv.Itoa(n) + ".json"
+		}
+		if err := bench(o); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-xds:", err)
+			os.Exit(1)
+		}
 	}
 }
 
@@ -169,6 +188,22 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			w, _ := strconv.Atoi(f[2])
 			t0 := time.Now()
 			mesh.SetCanary(s, int32(w))
+			next, err := model.Build(mesh.Snapshot, m, model.Options{})
+			if err != nil {
+				return err
+			}
+			m = next
+			built := time.Since(t0)
+			srv.Update(m)
+			fmt.Fprintf(out, "changed %d %d\n", t0.UnixNano(), built.Nanoseconds())
+			if err := waitPushed(ctx, srv, m.Version, &pushErr); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "pushed %d\n", time.Since(t0).Nanoseconds())
+		case len(f) == 3 && f[0] == "ready":
+			p, _ := strconv.Atoi(f[1])
+			t0 := time.Now()
+			mesh.SetReady(p, f[2] == "1")
 			next, err := model.Build(mesh.Snapshot, m, model.Options{})
 			if err != nil {
 				return err
@@ -283,7 +318,7 @@ func stats(reg *prometheus.Registry) (ctlStats, error) {
 // round is one edit's result.
 type round struct {
 	Round     int       `json:"round"`
-	Service   int       `json:"service"`
+	Kind      string    `json:"kind"` // route (a VirtualService edit) or churn (a pod's readiness)
 	BuildMs   float64   `json:"model_build_ms"`
 	PushMs    float64   `json:"push_ms"` // change → caches updated
 	P50Ms     float64   `json:"p50_ms"`
@@ -301,6 +336,7 @@ func bench(o opts) error {
 		return err
 	}
 	args := []string{"--role", "controller", "--agents", strconv.Itoa(o.agents), "--services", strconv.Itoa(o.services), "--pods", strconv.Itoa(o.pods)}
+	fmt.Printf("bench-xds: %d agents (%s)\n", o.agents, o.protocol)
 	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	toCtl, err := cmd.StdinPipe()
@@ -387,14 +423,38 @@ func bench(o opts) error {
 
 	var rounds []round
 	prev := st0
-	for r := range o.rounds {
-		svc := (r * 7919 * xdsbench.CanaryEvery) % (o.services - o.services%xdsbench.CanaryEvery)
-		route := xdsbench.RouteName(svc)
-		w := int32(80 - r%2*30) // 80/20, 50/50, ...
-		for _, a := range agents {
-			a.arm(route)
+	total := o.rounds + o.churn
+	for r := range total {
+		var cmdLine, what string
+		var items []wantItem
+		if r < o.rounds {
+			// A VirtualService edit: every agent gets the one route
+			// configuration.
+			svc := (r * 7919 * xdsbench.CanaryEvery) % (o.services - o.services%xdsbench.CanaryEvery)
+			route := xdsbench.RouteName(svc)
+			w := int32(80 - r%2*30) // 80/20, 50/50, ...
+			cmdLine = fmt.Sprintf("change %d %d", svc, w)
+			what = fmt.Sprintf("%s → %d/%d", route, w, 100-w)
+			items = []wantItem{{typeURL: resource.RouteType, match: func(n string) bool { return n == route }}}
+		} else {
+			// Endpoint churn: one pod's readiness flips (and flips back
+			// the next round): its service's load assignments and the
+			// flow table's VIP backends change.
+			c := r - o.rounds
+			pod := (c / 2 * 7919) % o.pods
+			ready := c%2 == 1
+			host := xdsbench.ServiceHost(xdsbench.PodService(pod, o.pods, o.services))
+			cmdLine = fmt.Sprintf("ready %d %d", pod, map[bool]int{false: 0, true: 1}[ready])
+			what = fmt.Sprintf("pod p%d ready=%v (%s)", pod, ready, host)
+			items = []wantItem{
+				{typeURL: resource.EndpointType, match: func(n string) bool { return strings.HasSuffix(n, "|"+host) }},
+				{typeURL: xds.Types[len(xds.Types)-1], match: func(string) bool { return true }},
+			}
 		}
-		fmt.Fprintf(toCtl, "change %d %d\n", svc, w)
+		for _, a := range agents {
+			a.arm(items)
+		}
+		fmt.Fprintln(toCtl, cmdLine)
 		f, err := read("changed")
 		if err != nil {
 			return err
@@ -406,14 +466,14 @@ func bench(o opts) error {
 			return err
 		}
 		pushed, _ := strconv.ParseInt(f[1], 10, 64)
-		rd := round{Round: r + 1, Service: svc, BuildMs: float64(built) / 1e6, PushMs: float64(pushed) / 1e6}
+		rd := round{Round: r + 1, Kind: map[bool]string{true: "route", false: "churn"}[r < o.rounds], BuildMs: float64(built) / 1e6, PushMs: float64(pushed) / 1e6}
 		deadline := time.After(o.timeout)
 		for _, a := range agents {
 			select {
 			case at := <-a.got:
 				rd.Samples = append(rd.Samples, float64(at-t0)/1e6)
 			case <-deadline:
-				return fmt.Errorf("round %d: only %d of %d agents ACKed %s in %s", r+1, len(rd.Samples), len(agents), route, o.timeout)
+				return fmt.Errorf("round %d (%s): only %d of %d agents ACKed what it caused in %s", r+1, what, len(rd.Samples), len(agents), o.timeout)
 			case err := <-failures:
 				return err
 			}
@@ -427,29 +487,31 @@ func bench(o opts) error {
 		rd.P50Ms, rd.P99Ms, rd.MaxMs = quantile.Sorted(rd.Samples, .5), quantile.Sorted(rd.Samples, .99), rd.Samples[len(rd.Samples)-1]
 		rd.Bytes, rd.Responses = sum(st.Bytes)-sum(prev.Bytes), sum(st.Responses)-sum(prev.Responses)
 		prev = st
-		fmt.Printf("round %2d: %s → %d/%d: model build %5.1f ms, push %5.1f ms, ACKed by %d agents: p50 %6.1f ms, p99 %6.1f ms, max %6.1f ms; %d responses, %.0f kB\n",
-			rd.Round, route, w, 100-w, rd.BuildMs, rd.PushMs, rd.Agents, rd.P50Ms, rd.P99Ms, rd.MaxMs, int(rd.Responses), rd.Bytes/1e3)
+		fmt.Printf("round %2d: %s: model build %5.1f ms, push %5.1f ms, ACKed by %d agents: p50 %6.1f ms, p99 %6.1f ms, max %6.1f ms; %d responses, %.0f kB\n",
+			rd.Round, what, rd.BuildMs, rd.PushMs, rd.Agents, rd.P50Ms, rd.P99Ms, rd.MaxMs, int(rd.Responses), rd.Bytes/1e3)
 		rounds = append(rounds, rd)
 	}
 	st, err := ctlStatsNow()
 	if err != nil {
 		return err
 	}
-	p50s, p99s := make([]float64, 0, len(rounds)), make([]float64, 0, len(rounds))
+	p50s, p99s, bytes := make([]float64, 0, len(rounds)), make([]float64, 0, len(rounds)), make([]float64, 0, len(rounds))
 	for _, rd := range rounds {
 		p50s = append(p50s, rd.P50Ms)
 		p99s = append(p99s, rd.P99Ms)
+		bytes = append(bytes, rd.Bytes)
 	}
 	slices.Sort(p50s)
 	slices.Sort(p99s)
-	p50, p99 := quantile.Sorted(p50s, .5), quantile.Sorted(p99s, .5)
+	slices.Sort(bytes)
+	p50, p99, perEdit := quantile.Sorted(p50s, .5), quantile.Sorted(p99s, .5), quantile.Sorted(bytes, .5)
 	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB after the rounds (peak %.0f MB, during the first sync)\n",
 		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HWMMB)
 	if err := writeJSON(o, rounds, st, st0); err != nil {
 		return err
 	}
-	fmt.Printf("medians of %d rounds; samples in %s\n", len(rounds), o.out)
-	fmt.Printf("xds-convergence: agents=%d p50_ms=%.1f p99_ms=%.1f rss_mb=%.0f\n", len(agents), p50, p99, st.RSSMB)
+	fmt.Printf("medians of %d rounds (%d route edits, %d endpoint churns); samples in %s\n", len(rounds), o.rounds, o.churn, o.out)
+	fmt.Printf("xds-convergence: agents=%d p50_ms=%.1f p99_ms=%.1f rss_mb=%.0f peak_rss_mb=%.0f bytes_per_edit=%.0f\n", len(agents), p50, p99, st.RSSMB, st.HWMMB, perEdit)
 	return nil
 }
 
@@ -482,13 +544,31 @@ var failures = make(chan error, 1)
 type agent struct {
 	c      *xdsclient.Client
 	synced chan struct{}
-	// want is the route name the current round waits for; got receives
-	// the time (Unix ns) its ACK was sent.
-	want atomic.Value
+	// want is what the current round waits for; got receives the time
+	// (Unix ns) the last of it was ACKed.
+	want atomic.Pointer[armed]
 	got  chan int64
 }
 
-func (a *agent) arm(route string) { a.want.Store(route) }
+// wantItem is one response a round's change causes: of typeURL, naming a
+// resource match accepts.
+type wantItem struct {
+	typeURL string
+	match   func(name string) bool
+}
+
+// armed is a round's wait on one agent (the agent's goroutine's own once
+// stored).
+type armed struct {
+	items []wantItem
+	seen  []bool
+	left  int
+	last  int64
+}
+
+func (a *agent) arm(items []wantItem) {
+	a.want.Store(&armed{items: items, seen: make([]bool, len(items)), left: len(items)})
+}
 
 func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.WaitGroup) (*agent, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -497,7 +577,6 @@ func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.Wai
 	}
 	c := xdsclient.New(conn, xdsclient.Config{Node: node, Delta: delta, NoStore: true, Subscriptions: xds.AgentSubscriptions(node)})
 	a := &agent{c: c, synced: make(chan struct{}), got: make(chan int64, 1)}
-	a.want.Store("")
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -530,12 +609,20 @@ func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.Wai
 						close(a.synced)
 					}
 				}
-				if u.TypeURL == resource.RouteType {
-					want := a.want.Load().(string)
-					if want != "" && slices.Contains(u.Changed, want) {
-						a.want.Store("")
-						a.got <- u.At.UnixNano()
+				w := a.want.Load()
+				if w == nil {
+					continue
+				}
+				for i, it := range w.items {
+					if !w.seen[i] && it.typeURL == u.TypeURL && slices.ContainsFunc(u.Changed, it.match) {
+						w.seen[i] = true
+						w.left--
+						w.last = max(w.last, u.At.UnixNano())
 					}
+				}
+				if w.left == 0 {
+					a.want.CompareAndSwap(w, nil)
+					a.got <- w.last
 				}
 			}
 		}

@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 clean deps deps-bpf deps-proto fmt vet help vmtest
+.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 bench-l7 clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -94,6 +94,12 @@ bench-l4: deps build ## L4 throughput, conn/s and proxy CPU per GB across nodes:
 	@hack/bpffs.sh
 	$(GO) build -o $(BIN)/bench-l4 ./perf/cmd/bench-l4
 	$(BIN)/bench-l4 --bin $(BIN) $(BENCH_L4_FLAGS)
+
+bench-l7: deps build ## L7 (HTTP/1.1, 1 KB answers) across nodes: added latency at 1,000 req/s (open loop), req/s at full load, proxy CPU per 1k requests: direct vs fibmesh vs an haproxy mTLS pair in HTTP mode (installs haproxy)
+	@hack/deps.sh bench-l4
+	@hack/bpffs.sh
+	$(GO) build -o $(BIN)/bench-l7 ./perf/cmd/bench-l7
+	$(BIN)/bench-l7 --bin $(BIN) $(BENCH_L7_FLAGS)
 
 clean: ## remove build output (not the lab: see demo-down)
 	rm -rf $(BIN) perf/out

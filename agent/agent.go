@@ -231,7 +231,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
-		TrustDomain: td, Events: a.proxyEvent, MeshPod: a.meshPod})
+		TrustDomain: td, Events: a.proxyEvent, Requests: a.proxyRequest, MeshPod: a.meshPod})
 	if err != nil {
 		a.closeEarly()
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -250,6 +251,32 @@ func (a *Agent) proxyEvent(ev proxy.Event) {
 	default:
 		a.log.Debug("connection "+string(ev.Kind), append(attrs, "cluster", c.Cluster, "upstream", c.Upstream.String())...)
 	}
+}
+
+// proxyRequest logs HTTP requests: denials at info (sampled, as
+// refusals), every request at debug level with Envoy's access log fields.
+func (a *Agent) proxyRequest(ri proxy.RequestInfo) {
+	denied := ri.Policy != ""
+	if !denied && !a.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []any{"pod", ri.Pod, "direction", ri.Direction, "method", ri.Method, "authority", ri.Authority,
+		"path", ri.Path, "protocol", ri.Protocol, "code", ri.Code, "flags", ri.Flags, "duration", ri.Duration,
+		"route", ri.Route, "cluster", ri.Cluster, "upstream", ri.Upstream.String(), "attempts", ri.Attempts,
+		"requestId", ri.RequestID}
+	if ri.Peer != "" {
+		attrs = append(attrs, "peer", ri.Peer)
+	}
+	if ri.Err != nil {
+		attrs = append(attrs, "err", ri.Err)
+	}
+	if denied {
+		if a.refusalLog.allow(time.Now()) {
+			a.log.Info("request denied by authorization policy (logged at most 10 per second; fibmesh_agent_proxy_rbac_denied_total counts all)", append(attrs, "policy", ri.Policy)...)
+		}
+		return
+	}
+	a.log.Debug("request", attrs...)
 }
 
 // meshPod is the proxy's MeshPod: a pod of the mesh by its IP, with its

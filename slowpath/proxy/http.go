@@ -83,6 +83,9 @@ type connMeta struct {
 	// peerCert is the peer's leaf certificate (DER), for the
 	// x-forwarded-client-cert hash.
 	peerCert []byte
+	// xfcc is the x-forwarded-client-cert element of the peer (made
+	// once per connection; "" in plaintext).
+	xfcc string
 	// tunnel: the connection came over the mesh's tunnel (the calling
 	// agent speaks for the caller: its x-fibmesh-protocol is trusted).
 	tunnel bool

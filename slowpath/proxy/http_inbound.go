@@ -64,10 +64,10 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 			defer cancel()
 		}
 	}
-	if m.principal != "" {
+	if m.xfcc != "" {
 		// Istio's sidecars: forward_client_cert_details APPEND_FORWARD,
 		// with the URI (the caller's SPIFFE ID) and the hash.
-		r.Header.Add(hdrXFCC, resilience.XFCC(m.local, m.principal, m.peerCert))
+		r.Header.Set(hdrXFCC, resilience.XFCCAppend(r.Header.Get(hdrXFCC), m.xfcc))
 	}
 	ri.Upstream = m.dst
 	ri.Attempts = 1

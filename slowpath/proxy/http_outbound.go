@@ -197,7 +197,7 @@ const (
 func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, m *connMeta, route *xdsconf.Route, cl *xdsconf.Cluster, ri *RequestInfo) {
 	ch := cl.HTTP()
 	br := ps.breaker(cl, ch)
-	release, err := br.Acquire(ctx)
+	ticket, err := br.Admit(ctx)
 	if err != nil {
 		var of *resilience.Overflow
 		if errors.As(err, &of) {
@@ -209,7 +209,7 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
 		return
 	}
-	defer release()
+	defer ticket.Release()
 	od := ps.outlier(cl, ch)
 
 	hdr := r.Header.Clone()
@@ -282,12 +282,11 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		retry := policy != nil && retries < policy.NumRetries && ctx.Err() == nil &&
 			retriable(policy, out, resp) && (bodyKept || !streamBody.touched)
 		if retry {
-			rel, ok := br.AcquireRetry()
-			if !ok {
+			if br.TryRetry() {
+				defer br.DoneRetry()
+			} else {
 				ps.p.m.overflow.WithLabelValues(resilience.OverflowRetries).Inc()
 				retry = false
-			} else {
-				defer rel()
 			}
 		}
 		if !retry {

@@ -21,6 +21,7 @@ import (
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/slowpath"
 	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
+	"github.com/fibmesh/fibmesh/slowpath/resilience"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
 
@@ -385,6 +386,7 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 		meta.peerCert = st.PeerCertificates[0].Raw
 	}
 	meta.local = c.snapshot().LocalIdentity
+	meta.xfcc = resilience.XFCC(meta.local, meta.principal, meta.peerCert)
 	return nil, nil, &handoff{conn: &streamConn{tlsStream: dn}, inbound: true, meta: meta, tunnelH2: h2}, nil
 }
 

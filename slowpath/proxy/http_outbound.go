@@ -214,8 +214,11 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 
 	hdr := r.Header.Clone()
 	removeHopByHop(hdr)
+	// The protocol the endpoint's app gets: the cluster's when it is
+	// explicitly HTTP/2 (port protocol http2, grpc), else the app's own
+	// (Envoy's USE_DOWNSTREAM_PROTOCOL), carried across the tunnel.
 	proto := "http/1.1"
-	if r.ProtoMajor == 2 {
+	if r.ProtoMajor == 2 || ch.HTTP2 {
 		proto = "h2"
 	}
 	// The body: kept for retries when it is small and its length known.
@@ -236,13 +239,21 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	streamBody := &touchReader{r: r.Body}
 
+	key := requestHashKey(route, m, r)
+	if len(route.Hash) > 0 {
+		if c := route.SetCookie(m.src.Addr(), hashRequest(r)); c != "" {
+			// The cookie the key came from, for the client to send
+			// back (a cookie hash policy with a TTL).
+			w.Header().Add("Set-Cookie", c)
+		}
+	}
 	var tried []*xdsconf.Endpoint
 	var last outcome
 	var lastErr error
 	retries := uint32(0)
 	for attempt := 1; ; attempt++ {
 		ri.Attempts = attempt
-		ep := ps.pickEndpoint(cl, m, r, route, policy, od, tried)
+		ep := ps.pickEndpoint(cl, m, key, policy, od, tried)
 		if ep == nil {
 			if attempt == 1 {
 				ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
@@ -403,7 +414,7 @@ func retriable(p *xdsconf.RetryPolicy, out outcome, resp *http.Response) bool {
 // policy has previous_hosts. When every host is excluded, the
 // exclusions are relaxed in turn (Envoy's panic mode for ejections;
 // host_selection_retry_max_attempts for previous hosts).
-func (ps *podState) pickEndpoint(cl *xdsconf.Cluster, m *connMeta, r *http.Request, route *xdsconf.Route, policy *xdsconf.RetryPolicy, od *resilience.Outlier, tried []*xdsconf.Endpoint) *xdsconf.Endpoint {
+func (ps *podState) pickEndpoint(cl *xdsconf.Cluster, m *connMeta, key hashKey, policy *xdsconf.RetryPolicy, od *resilience.Outlier, tried []*xdsconf.Endpoint) *xdsconf.Endpoint {
 	if cl.Type == xdsconf.ClusterOriginalDst {
 		// A route to the passthrough cluster: the original destination.
 		return &xdsconf.Endpoint{Addr: m.dst, Healthy: true}
@@ -416,7 +427,7 @@ func (ps *podState) pickEndpoint(cl *xdsconf.Cluster, m *connMeta, r *http.Reque
 		nil,
 	}
 	for _, ex := range excludes {
-		ep, err := pickRequest(cl, m, r, route, ex)
+		ep, err := cl.PickRequest(m.src, key.h, key.ok, ex)
 		if err == nil {
 			return ep
 		}
@@ -448,7 +459,7 @@ func (ps *podState) attempt(ctx context.Context, cl *xdsconf.Cluster, ch *xdscon
 	} else {
 		req.Header.Del(hdrProtocol)
 		rt = ps.l7.appH1
-		if proto == "h2" || ch.HTTP2 {
+		if proto == "h2" {
 			rt = ps.l7.appH2
 		}
 	}
@@ -725,7 +736,7 @@ func (ps *podState) upgradeOutbound(ctx context.Context, w http.ResponseWriter, 
 		ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
 		return
 	}
-	ep := ps.pickEndpoint(cl, m, r, route, nil, nil, nil)
+	ep := ps.pickEndpoint(cl, m, requestHashKey(route, m, r), nil, nil, nil)
 	if ep == nil {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
 		return
@@ -862,8 +873,22 @@ func (ps *podState) requestDone(ri *RequestInfo) {
 	}
 }
 
-// pickRequest picks a request's endpoint: by the route's hash policy on
-// RING_HASH and MAGLEV clusters, else by the cluster's policy.
-func pickRequest(cl *xdsconf.Cluster, m *connMeta, r *http.Request, route *xdsconf.Route, exclude func(*xdsconf.Endpoint) bool) (*xdsconf.Endpoint, error) {
-	return cl.Pick(m.src, exclude)
+// hashKey is a request's consistent-hash key (ok false: none).
+type hashKey struct {
+	h  uint64
+	ok bool
+}
+
+// requestHashKey computes the key of the route's hash policies (a
+// DestinationRule's consistentHash).
+func requestHashKey(route *xdsconf.Route, m *connMeta, r *http.Request) hashKey {
+	if len(route.Hash) == 0 {
+		return hashKey{}
+	}
+	h, ok := route.HashKey(m.src.Addr(), hashRequest(r))
+	return hashKey{h, ok}
+}
+
+func hashRequest(r *http.Request) *xdsconf.HTTPRequest {
+	return &xdsconf.HTTPRequest{Method: r.Method, Path: requestPath(r), Authority: r.Host, Scheme: "http", Header: headerLookup(r.Header)}
 }

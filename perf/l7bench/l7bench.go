@@ -177,10 +177,11 @@ var DefaultStateDir = filepath.Join(filepath.Dir(lab.DefaultStateDir), "bench-l7
 // its mode.
 const MaxErrorRate = 0.01
 
-// MinRateShare is the share of the fixed rate a mode must answer in the
-// fixed-rate phase for its latencies to mean latency and not a queue: a
-// path slower than the rate is reported, not hidden.
-const MinRateShare = 0.95
+// MaxDrainShare is how long, as a share of the fixed-rate phase, its
+// answers may keep coming after the phase's end before the bench warns
+// that the path is slower than the rate: its latencies are then mostly a
+// queue's.
+const MaxDrainShare = 0.05
 
 // Sample is one round of one mode.
 type Sample struct {
@@ -686,9 +687,9 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 		return s, fmt.Errorf("fixed rate: %w", err)
 	}
 	s.FixedCPUPer1k = perK(s.FixedCPU, s.Fixed.Requests)
-	if float64(s.Fixed.Requests) < MinRateShare*float64(s.Fixed.Due) {
-		fmt.Fprintf(r.o.Out, "round %d %-8s warning: %d of %d requests due at %.0f req/s answered: the path is slower than the rate, its latencies are a queue's\n",
-			round, m, s.Fixed.Requests, s.Fixed.Due, r.o.Rate)
+	if s.Fixed.Drain > MaxDrainShare*r.o.Duration.Seconds() {
+		fmt.Fprintf(r.o.Out, "round %d %-8s warning: answers kept coming %.2f s after the %.0f req/s phase ended: the path is slower than the rate, its latencies are a queue's\n",
+			round, m, s.Fixed.Drain, r.o.Rate)
 	}
 	if err := r.verify(ctx, mr, s.Fixed, since); err != nil {
 		return s, err

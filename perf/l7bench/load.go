@@ -87,6 +87,10 @@ type LoadResult struct {
 	// loop; 0 in closed loop).
 	Due     int64   `json:"due,omitempty"`
 	Seconds float64 `json:"seconds"`
+	// Drain is how long after the window's end the last of its answers
+	// came (seconds): near 0 when the path keeps up with an open loop's
+	// rate, the backlog's length when it does not.
+	Drain float64 `json:"drainSeconds"`
 	// Latency of the requests counted in Requests.
 	Latency Summary `json:"latency"`
 	// XFCC counts the answers that carried HeaderXFCC; XFCCSample is the
@@ -123,6 +127,7 @@ type worker struct {
 	xfcc      int64
 	xfccFirst string
 	firstErr  error
+	last      time.Time // when the last counted answer came
 }
 
 // RunLoad runs the generator against o.Addr in the caller's network
@@ -208,6 +213,9 @@ func RunLoad(ctx context.Context, o LoadOptions) LoadResult {
 			res.FirstError = w.firstErr.Error()
 		}
 		all = append(all, w.lat...)
+		if d := w.last.Sub(end).Seconds(); d > res.Drain {
+			res.Drain = d
+		}
 	}
 	res.Due = due
 	res.Seconds = o.Duration.Seconds()
@@ -233,7 +241,8 @@ func (w *worker) do(ctx context.Context, t time.Time, counted bool) {
 		return
 	}
 	w.ok++
-	w.lat = append(w.lat, time.Since(t))
+	w.last = time.Now()
+	w.lat = append(w.lat, w.last.Sub(t))
 	if xfcc != "" {
 		w.xfcc++
 		if w.xfccFirst == "" {

@@ -222,3 +222,26 @@ func TestRunLoad(t *testing.T) {
 		t.Errorf("a cancelled minute-long run took %v (window %.1f s)", took, res.Seconds)
 	}
 }
+
+// A path slower than the rate: the open loop keeps its schedule, every
+// request is still answered, and Drain shows the backlog.
+func TestRunLoadDrain(t *testing.T) {
+	h, err := Handler(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // 50 requests per second on one connection
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	res := RunLoad(context.Background(), LoadOptions{Addr: strings.TrimPrefix(srv.URL, "http://"), Conns: 1, Rate: 200,
+		Duration: 250 * time.Millisecond, Timeout: 5 * time.Second, BodySize: 64})
+	// 50 due in 250 ms, 20 ms each: the last answer about 0.75 s late.
+	if res.Due != 50 || res.Requests != 50 || res.Drain < 0.5 {
+		t.Errorf("%d due, %d answered, drain %.2f s; want 50, 50, >= 0.5 s", res.Due, res.Requests, res.Drain)
+	}
+	if res.Latency.Max < 700_000 {
+		t.Errorf("max latency %.0fus, want the backlog's (>= 700 ms)", res.Latency.Max)
+	}
+}

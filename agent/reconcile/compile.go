@@ -55,7 +55,7 @@ type Desired struct {
 }
 
 // Compile checks node's flow tables (by xDS resource name: api/xds
-// MeshTable and the node's own) and computes the FIB they describe. An
+// MeshTable, its shards and the node's own) and computes the FIB they describe. An
 // error names the table, the field and the value, and says what is wanted:
 // it is the NACK's reason, and nothing of the tables is used.
 //
@@ -81,8 +81,8 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 	slices.Sort(names)
 	for _, name := range names {
 		t := tables[name]
-		if name != xdsapi.MeshTable && name != node {
-			return nil, fmt.Errorf("flow table %q: not a table of node %s (want %q or %q)", name, node, xdsapi.MeshTable, node)
+		if !xdsapi.IsMeshTable(name) && name != node {
+			return nil, fmt.Errorf("flow table %q: not a table of node %s (want %q, its shards %q... or %q)", name, node, xdsapi.MeshTable, xdsapi.MeshShard(0), node)
 		}
 		d.Versions[name] = t.GetVersion()
 		for i, id := range t.GetIdentities() {
@@ -95,9 +95,15 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 			return nil, err
 		}
 	}
-	if mesh := tables[xdsapi.MeshTable]; mesh != nil {
+	// The shared table and its shards (api/xds MeshShards), in name
+	// order: together they are the shared table.
+	for _, name := range names {
+		if !xdsapi.IsMeshTable(name) {
+			continue
+		}
+		mesh := tables[name]
 		for i, r := range mesh.GetRoutes() {
-			where := fmt.Sprintf("flow table %q: routes[%d]", xdsapi.MeshTable, i)
+			where := fmt.Sprintf("flow table %q: routes[%d]", name, i)
 			p, err := netip.ParsePrefix(r.GetPrefix())
 			if err != nil {
 				return nil, fmt.Errorf("%s.prefix %q: want a CIDR like 10.200.2.0/24: %w", where, r.GetPrefix(), err)

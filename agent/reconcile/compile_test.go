@@ -6,7 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
 
 func TestCompileRefuses(t *testing.T) {
@@ -106,5 +110,51 @@ func TestCompileMeshPods(t *testing.T) {
 	}
 	if !maps.Equal(d.MeshPods, want) {
 		t.Errorf("MeshPods %v, want %v", d.MeshPods, want)
+	}
+}
+
+// The shared table split in shards (api/xds MeshShard) compiles to the
+// same FIB as the table whole.
+func TestCompileShards(t *testing.T) {
+	tb := tables()
+	whole, err := Compile("node1", tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharded := map[string]*fibv1.FlowTable{"node1": tb["node1"]}
+	shard := func(key string) *fibv1.FlowTable {
+		name := xdsapi.MeshShard(xdsapi.MeshShardOf(key))
+		if sharded[name] == nil {
+			sharded[name] = &fibv1.FlowTable{Node: name}
+		}
+		return sharded[name]
+	}
+	for _, r := range tb["mesh"].Routes {
+		sh := shard(r.Prefix)
+		sh.Routes = append(sh.Routes, r)
+	}
+	for _, id := range tb["mesh"].Identities {
+		sh := shard(id.SpiffeId)
+		sh.Identities = append(sh.Identities, id)
+	}
+	for _, v := range tb["mesh"].Services {
+		sh := shard(v.Hostname)
+		sh.Services = append(sh.Services, v)
+	}
+	if len(sharded) < 3 {
+		t.Fatalf("the test tables fell in %d shards; want routes spread over several", len(sharded)-1)
+	}
+	got, err := Compile("node1", sharded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(whole.Routes, got.Routes, cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{})); d != "" {
+		t.Errorf("routes from shards differ from the whole table's (-whole +shards):\n%s", d)
+	}
+	if d := cmp.Diff(whole.Identities, got.Identities); d != "" {
+		t.Errorf("identities differ (-whole +shards):\n%s", d)
+	}
+	if _, err := Compile("node1", map[string]*fibv1.FlowTable{"mesh/x": {}, "node2": {}}); err == nil || !strings.Contains(err.Error(), `"node2"`) {
+		t.Errorf("another node's table: %v, want refused", err)
 	}
 }

@@ -5,6 +5,7 @@
 package xds
 
 import (
+	"strconv"
 	"strings"
 
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -16,7 +17,51 @@ const FlowTableType = "type.googleapis.com/fibmesh.fib.v1.FlowTable"
 // MeshTable is the name of the flow table every node shares: routes to
 // every node's pods, L4 service VIPs, identity ids. Each node also has a
 // table named after the node (its local pods and their port policies).
+//
+// The shared table is also served split in MeshShards shards, which is
+// what agents subscribe to (AgentSubscriptions): an endpoint change then
+// sends the shard that changed (~1/MeshShards of the table) rather than
+// the whole table (~460 kB for 10,000 pods) to every node. Shard i, named
+// MeshShard(i), holds the routes whose prefix, the service VIPs whose
+// hostname and the identities whose SPIFFE ID MeshShardOf puts in i, in
+// the table's order; a shard's FlowTable.node is its name. Together the
+// shards are the shared table; MeshTable stays served whole for readers
+// that want it in one piece (tests, fibctl).
 const MeshTable = "mesh"
+
+// MeshShards is the number of shards of the shared flow table.
+const MeshShards = 64
+
+// MeshShard is the name of shard i of the shared flow table: "mesh/<i>".
+func MeshShard(i int) string { return MeshTable + "/" + strconv.Itoa(i) }
+
+// MeshShardOf is the shard a route (by its prefix), a service VIP (by its
+// hostname) or an identity (by its SPIFFE ID) lives in: FNV-1a of the
+// key, modulo MeshShards.
+func MeshShardOf(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % MeshShards)
+}
+
+// IsMeshTable reports whether name is the shared flow table or one of
+// its shards.
+func IsMeshTable(name string) bool {
+	return name == MeshTable || strings.HasPrefix(name, MeshTable+"/")
+}
+
+// MeshShardNames are the names of the shared flow table's shards, in
+// order.
+func MeshShardNames() []string {
+	out := make([]string, MeshShards)
+	for i := range out {
+		out[i] = MeshShard(i)
+	}
+	return out
+}
 
 // SDS secret names.
 const (
@@ -45,7 +90,7 @@ type Subscription struct {
 // AgentSubscriptions are what a node's agent subscribes to, in the order
 // it requests them: every cluster, load assignment, listener and route
 // configuration (its listeners are its own node's), the trust bundle,
-// and the shared and its own flow tables.
+// and the shared flow table's shards (MeshShardNames) and its own.
 func AgentSubscriptions(node string) []Subscription {
 	return []Subscription{
 		{TypeURL: resource.ClusterType},
@@ -53,7 +98,7 @@ func AgentSubscriptions(node string) []Subscription {
 		{TypeURL: resource.ListenerType},
 		{TypeURL: resource.RouteType},
 		{TypeURL: resource.SecretType, Names: []string{RootCASecret}},
-		{TypeURL: FlowTableType, Names: []string{MeshTable, node}},
+		{TypeURL: FlowTableType, Names: append(MeshShardNames(), node)},
 	}
 }
 

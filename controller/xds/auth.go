@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller/xds/fds"
 )
 
@@ -54,7 +55,7 @@ func (c callbacks) checkNode(id int64, node string) error {
 }
 
 // checkFlowTables refuses an authenticated stream's FDS subscription to
-// any flow table but the shared one and its own node's: a wildcard (no
+// any flow table but the shared one (or its shards) and its own node's: a wildcard (no
 // names, or "*") or another node's name. The flow tables live in one
 // shared cache, so the node check alone would not keep them apart.
 func (c callbacks) checkFlowTables(id int64, typeURL string, names []string, wildcard bool) error {
@@ -64,11 +65,11 @@ func (c callbacks) checkFlowTables(id int64, typeURL string, names []string, wil
 	}
 	node := v.(string)
 	if wildcard {
-		return status.Errorf(codes.PermissionDenied, "node %q subscribes to every flow table: subscribe by name to %q and %q", node, fds.MeshName, node)
+		return status.Errorf(codes.PermissionDenied, "node %q subscribes to every flow table: subscribe by name to %q (or its shards %q...) and %q", node, fds.MeshName, xdsapi.MeshShard(0), node)
 	}
 	for _, n := range names {
-		if n != fds.MeshName && n != node {
-			return status.Errorf(codes.PermissionDenied, "node %q asks for flow table %q: an agent gets only %q and its own node's", node, n, fds.MeshName)
+		if !xdsapi.IsMeshTable(n) && n != node {
+			return status.Errorf(codes.PermissionDenied, "node %q asks for flow table %q: an agent gets only %q, its shards and its own node's", node, n, fds.MeshName)
 		}
 	}
 	return nil

@@ -637,10 +637,10 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 // With onlyNodes, a node's table already pushed whose name onlyNodes
 // rejects is kept as it was, not hashed.
 func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string) bool) map[string]proto.Message {
-	out := make(map[string]proto.Message, len(t.Nodes)+1)
-	next := make(map[string]flowTable, len(t.Nodes)+1)
+	out := make(map[string]proto.Message, len(t.Nodes)+1+xdsapi.MeshShards)
+	next := make(map[string]flowTable, len(t.Nodes)+1+xdsapi.MeshShards)
 	stamp := func(name string, ft *fibv1.FlowTable) {
-		if prev, ok := s.tables[name]; ok && onlyNodes != nil && name != fds.MeshName && !onlyNodes(name) {
+		if prev, ok := s.tables[name]; ok && onlyNodes != nil && !xdsapi.IsMeshTable(name) && !onlyNodes(name) {
 			next[name] = prev
 			out[name] = prev.table
 			return
@@ -655,6 +655,9 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 		out[name] = ft
 	}
 	stamp(fds.MeshName, t.Mesh)
+	for i, sh := range t.Shards() {
+		stamp(xdsapi.MeshShard(i), sh)
+	}
 	for n, ft := range t.Nodes {
 		stamp(n, ft)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
@@ -208,8 +209,19 @@ func TestConsistentSnapshot(t *testing.T) {
 			if _, ok := ft["node2"]; ok {
 				t.Error("node1 got node2's flow table")
 			}
-			if len(ft[fds.MeshName].(*fibv1.FlowTable).Services) == 0 {
-				t.Error("shared flow table has no services")
+			services := 0
+			for _, name := range xdsapi.MeshShardNames() {
+				sh, ok := ft[name].(*fibv1.FlowTable)
+				if !ok {
+					t.Fatalf("no flow table shard %s", name)
+				}
+				if sh.Node != name {
+					t.Errorf("shard %s names itself %q", name, sh.Node)
+				}
+				services += len(sh.Services)
+			}
+			if services == 0 {
+				t.Error("the shared flow table's shards have no services")
 			}
 			if _, ok := c.Resources(resource.SecretType)[envoy.RootCASecret]; !ok {
 				t.Error("no trust bundle over SDS")

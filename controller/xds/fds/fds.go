@@ -264,3 +264,30 @@ func IdentityID(spiffeID string) uint32 {
 	h.Write([]byte(spiffeID))
 	return h.Sum32()
 }
+
+// Shards splits the shared table into the MeshShards shards agents
+// subscribe to (api/xds MeshShard): each route goes to the shard of its
+// prefix, each service VIP to the shard of its hostname, each identity to
+// the shard of its SPIFFE ID, keeping the table's order. A shard's Node
+// is its name. An endpoint change then changes the one shard of its
+// service. The shards share the table's messages: neither may be
+// modified.
+func (t *Tables) Shards() []*fibv1.FlowTable {
+	out := make([]*fibv1.FlowTable, xdsapi.MeshShards)
+	for i := range out {
+		out[i] = &fibv1.FlowTable{Node: xdsapi.MeshShard(i)}
+	}
+	for _, r := range t.Mesh.GetRoutes() {
+		sh := out[xdsapi.MeshShardOf(r.GetPrefix())]
+		sh.Routes = append(sh.Routes, r)
+	}
+	for _, v := range t.Mesh.GetServices() {
+		sh := out[xdsapi.MeshShardOf(v.GetHostname())]
+		sh.Services = append(sh.Services, v)
+	}
+	for _, id := range t.Mesh.GetIdentities() {
+		sh := out[xdsapi.MeshShardOf(id.GetSpiffeId())]
+		sh.Identities = append(sh.Identities, id)
+	}
+	return out
+}

@@ -1,10 +1,14 @@
 package fds
 
 import (
+	"cmp"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	securityapi "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -15,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
@@ -73,7 +78,7 @@ func TestBuild(t *testing.T) {
 		ids[0], ids[1] = ids[1], ids[0]
 	}
 	wantMesh.Identities = ids
-	if d := cmp.Diff(wantMesh, tb.Mesh, protocmp.Transform()); d != "" {
+	if d := gocmp.Diff(wantMesh, tb.Mesh, protocmp.Transform()); d != "" {
 		t.Errorf("mesh table (-want +got):\n%s", d)
 	}
 	wantNodes := map[string]*fibv1.FlowTable{
@@ -93,7 +98,7 @@ func TestBuild(t *testing.T) {
 			}},
 		"node3": {Node: "node3"},
 	}
-	if d := cmp.Diff(wantNodes, tb.Nodes, protocmp.Transform()); d != "" {
+	if d := gocmp.Diff(wantNodes, tb.Nodes, protocmp.Transform()); d != "" {
 		t.Errorf("node tables (-want +got):\n%s", d)
 	}
 }
@@ -101,7 +106,7 @@ func TestBuild(t *testing.T) {
 func TestBuildDeterministic(t *testing.T) {
 	first := Build(testModel())
 	for range 20 {
-		if d := cmp.Diff(first, Build(testModel()), protocmp.Transform(), cmp.AllowUnexported(Tables{})); d != "" {
+		if d := gocmp.Diff(first, Build(testModel()), protocmp.Transform(), gocmp.AllowUnexported(Tables{})); d != "" {
 			t.Fatalf("two builds of one model differ:\n%s", d)
 		}
 	}
@@ -185,10 +190,10 @@ func TestOutsideMesh(t *testing.T) {
 			{Ip: "10.200.1.12", Port: 5432, Protocol: fibv1.Protocol_TCP, Mode: fibv1.MTLSMode_DISABLE},
 		},
 	}
-	if d := cmp.Diff(want, tb.Nodes["node1"], protocmp.Transform()); d != "" {
+	if d := gocmp.Diff(want, tb.Nodes["node1"], protocmp.Transform()); d != "" {
 		t.Errorf("node table (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]*fibv1.Identity{{Id: in, SpiffeId: "spiffe://cluster.local/ns/prod/sa/in"}}, tb.Mesh.Identities, protocmp.Transform()); d != "" {
+	if d := gocmp.Diff([]*fibv1.Identity{{Id: in, SpiffeId: "spiffe://cluster.local/ns/prod/sa/in"}}, tb.Mesh.Identities, protocmp.Transform()); d != "" {
 		t.Errorf("identities (-want +got): only the captured pod's\n%s", d)
 	}
 	wantRoutes := []*fibv1.Route{ // host routes: the identity of pods in the mesh only
@@ -197,7 +202,7 @@ func TestOutsideMesh(t *testing.T) {
 		{Prefix: "10.200.1.12/32", NextHop: "10.100.0.1", Node: "node1"},
 		{Prefix: "10.200.1.13/32", NextHop: "10.100.0.1", Node: "node1"},
 	}
-	if d := cmp.Diff(wantRoutes, tb.Mesh.Routes, protocmp.Transform()); d != "" {
+	if d := gocmp.Diff(wantRoutes, tb.Mesh.Routes, protocmp.Transform()); d != "" {
 		t.Errorf("routes (-want +got):\n%s", d)
 	}
 	for _, sv := range tb.Mesh.Services {
@@ -206,5 +211,45 @@ func TestOutsideMesh(t *testing.T) {
 				t.Errorf("backend %s of %s has identity %d; want none", be.Ip, sv.Vip, be.IdentityId)
 			}
 		}
+	}
+}
+
+// The shards hold every route, VIP and identity of the shared table once,
+// each in the shard of its key, in the table's order.
+func TestShards(t *testing.T) {
+	tb := Build(testModel())
+	shards := tb.Shards()
+	if len(shards) != xdsapi.MeshShards {
+		t.Fatalf("%d shards, want %d", len(shards), xdsapi.MeshShards)
+	}
+	merged := &fibv1.FlowTable{}
+	for i, sh := range shards {
+		if sh.Node != xdsapi.MeshShard(i) {
+			t.Errorf("shard %d names itself %q", i, sh.Node)
+		}
+		for _, r := range sh.Routes {
+			if xdsapi.MeshShardOf(r.Prefix) != i {
+				t.Errorf("route %s in shard %d, want %d", r.Prefix, i, xdsapi.MeshShardOf(r.Prefix))
+			}
+		}
+		for _, v := range sh.Services {
+			if xdsapi.MeshShardOf(v.Hostname) != i {
+				t.Errorf("VIP of %s in shard %d", v.Hostname, i)
+			}
+		}
+		merged.Routes = append(merged.Routes, sh.Routes...)
+		merged.Services = append(merged.Services, sh.Services...)
+		merged.Identities = append(merged.Identities, sh.Identities...)
+	}
+	sortAll := func(ft *fibv1.FlowTable) {
+		slices.SortFunc(ft.Routes, func(a, b *fibv1.Route) int { return strings.Compare(a.Prefix+a.Node, b.Prefix+b.Node) })
+		slices.SortStableFunc(ft.Services, func(a, b *fibv1.ServiceVIP) int { return strings.Compare(a.Vip, b.Vip) })
+		slices.SortFunc(ft.Identities, func(a, b *fibv1.Identity) int { return cmp.Compare(a.Id, b.Id) })
+	}
+	whole := proto.Clone(tb.Mesh).(*fibv1.FlowTable)
+	sortAll(whole)
+	sortAll(merged)
+	if d := gocmp.Diff(whole, merged, protocmp.Transform()); d != "" {
+		t.Errorf("shards merged differ from the shared table (-table +shards):\n%s", d)
 	}
 }

@@ -55,8 +55,8 @@ import (
 
 type opts struct {
 	agents, services, pods, rounds, churn int
-	protocol, out                  string
-	timeout                        time.Duration
+	protocol, out                         string
+	timeout                               time.Duration
 }
 
 func main() {

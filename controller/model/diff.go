@@ -109,11 +109,30 @@ func diff(prev, m *Model) Change {
 			}
 		}
 	})
+	// A destination policy's consistent-hash key is the hash policy of
+	// every HTTP route that sends to its host (Istio puts it on the
+	// route), so the hosts of those routes change with it.
+	var routedFrom map[string][]string // destination host → route hosts, built on the first changed policy
 	changed(prev.DestinationPolicies, m.DestinationPolicies, func(d *DestinationPolicy) string { return d.Namespace + "/" + d.Name }, deepEqual[DestinationPolicy], func(o, n *DestinationPolicy) {
 		kinds.DestinationPolicies = true
+		if routedFrom == nil {
+			routedFrom = map[string][]string{}
+			for _, rs := range [][]*Route{prev.Routes, m.Routes} {
+				for _, r := range rs {
+					for _, hr := range r.HTTP {
+						for _, d := range hr.Destinations {
+							routedFrom[d.Host] = append(routedFrom[d.Host], r.Hosts...)
+						}
+					}
+				}
+			}
+		}
 		for _, d := range []*DestinationPolicy{o, n} {
 			if d != nil {
 				svcs[d.Host] = true
+				for _, h := range routedFrom[d.Host] {
+					svcs[h] = true
+				}
 			}
 		}
 	})

@@ -332,6 +332,10 @@ func TestChanges(t *testing.T) {
 	svcC := service("prod", "c", "10.96.0.3")
 	vs := canaryVS()
 	vs.Namespace, vs.Spec.Hosts = "prod", []string{"a"}
+	drReviews := &networkingv1.DestinationRule{ObjectMeta: om("prod", "reviews")}
+	drReviews.Spec.Host = "reviews"
+	drReviews.Spec.TrafficPolicy = &networkingapi.TrafficPolicy{LoadBalancer: &networkingapi.LoadBalancerSettings{LbPolicy: &networkingapi.LoadBalancerSettings_ConsistentHash{
+		ConsistentHash: &networkingapi.LoadBalancerSettings_ConsistentHashLB{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName{HttpHeaderName: "x-user"}}}}}
 	base := []runtime.Object{node("node1", "192.168.0.1"), node("node2", "192.168.0.2"), node("node3", "192.168.0.3"), a, b, svcA, esA}
 	with := func(objs ...runtime.Object) []runtime.Object {
 		return append(append([]runtime.Object{}, base...), objs...)
@@ -355,6 +359,12 @@ func TestChanges(t *testing.T) {
 			LocalNodes: []string{"node2"}, Kinds: ChangeKinds{Services: true, Workloads: true, AuthzPolicies: true}}},
 		// A route changes every node's routing, but no node's own state.
 		{"a route: every node", with(svcB, esB, svcC, vs), Change{Services: []string{"a.prod.svc.cluster.local"}, Nodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{Routes: true}}},
+		// A destination policy changes its host's routes and those of
+		// the routes that send to it (their hash policy).
+		{"a DestinationRule for reviews, which a's route sends to", with(svcB, esB, svcC, vs, drReviews), Change{Services: []string{"a.prod.svc.cluster.local", "reviews.prod.svc.cluster.local"},
+			Nodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{DestinationPolicies: true}}},
+		{"and it goes", with(svcB, esB, svcC, vs), Change{Services: []string{"a.prod.svc.cluster.local", "reviews.prod.svc.cluster.local"},
+			Nodes: []string{"node1", "node2", "node3"}, Kinds: ChangeKinds{DestinationPolicies: true}}},
 		{"a node goes", with(svcB, esB, svcC, vs)[1:], Change{Nodes: []string{"node1"}, LocalNodes: []string{"node1"}, Kinds: ChangeKinds{Nodes: true}}},
 		{"a service goes", with(svcB, esB, vs)[1:], Change{Services: []string{"c.prod.svc.cluster.local"}, Kinds: ChangeKinds{Services: true}}},
 	}

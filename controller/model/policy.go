@@ -159,6 +159,9 @@ type DestinationPolicy struct {
 	// LEAST_REQUEST, RANDOM, PASSTHROUGH, UNSPECIFIED), CONSISTENT_HASH,
 	// or "" when none is set.
 	LoadBalancer string `json:"loadBalancer,omitempty"`
+	// ConsistentHash is loadBalancer.consistentHash when LoadBalancer
+	// is CONSISTENT_HASH; nil otherwise.
+	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
 	// MaxConnections, HTTP1MaxPending and HTTP2MaxRequests are the
 	// connection pool's limits; 0 for none.
 	MaxConnections   int32 `json:"maxConnections,omitempty"`
@@ -173,6 +176,34 @@ type DestinationPolicy struct {
 	// Subsets in the order written. Subset-level traffic policies are
 	// not represented yet (analyze reports them).
 	Subsets []Subset `json:"subsets,omitempty"`
+}
+
+// ConsistentHash is consistent-hash load balancing: requests with the
+// same key go to the same endpoint while the endpoints stay the same.
+// The key is one of HTTPHeaderName, HTTPCookie, UseSourceIP and
+// HTTPQueryParameterName (none: no key, every request is balanced at
+// random, as Envoy does); the table is a ring of at least
+// MinimumRingSize entries (ringHash.minimumRingSize, or the deprecated
+// minimumRingSize; 0: Envoy's default), or Maglev's lookup table of
+// MaglevTableSize entries (0: Envoy's default) when Maglev is set.
+type ConsistentHash struct {
+	HTTPHeaderName         string      `json:"httpHeaderName,omitempty"`
+	HTTPCookie             *HTTPCookie `json:"httpCookie,omitempty"`
+	UseSourceIP            bool        `json:"useSourceIp,omitempty"`
+	HTTPQueryParameterName string      `json:"httpQueryParameterName,omitempty"`
+	MinimumRingSize        uint64      `json:"minimumRingSize,omitempty"`
+	Maglev                 bool        `json:"maglev,omitempty"`
+	MaglevTableSize        uint64      `json:"maglevTableSize,omitempty"`
+}
+
+// HTTPCookie is a consistent-hash key read from a cookie. With a TTL (a
+// Go duration string; "" when unset) a request without the cookie gets
+// one generated and set on the response (Max-Age TTL, "0s": a session
+// cookie); without one it has no key.
+type HTTPCookie struct {
+	Name string `json:"name"`
+	Path string `json:"path,omitempty"`
+	TTL  string `json:"ttl,omitempty"`
 }
 
 // Outlier is outlier detection: an endpoint with Consecutive5xx errors
@@ -408,8 +439,9 @@ func buildDestinationPolicy(dr *networkingv1.DestinationRule, suffix string) *De
 	tp := dr.Spec.GetTrafficPolicy()
 	if lb := tp.GetLoadBalancer(); lb != nil {
 		p.LoadBalancer = lb.GetSimple().String()
-		if lb.GetConsistentHash() != nil {
+		if ch := lb.GetConsistentHash(); ch != nil {
 			p.LoadBalancer = "CONSISTENT_HASH"
+			p.ConsistentHash = consistentHash(ch)
 		}
 	}
 	p.MaxConnections = tp.GetConnectionPool().GetTcp().GetMaxConnections()
@@ -428,6 +460,24 @@ func buildDestinationPolicy(dr *networkingv1.DestinationRule, suffix string) *De
 		p.Subsets = append(p.Subsets, Subset{Name: s.GetName(), Labels: maps.Clone(s.GetLabels())})
 	}
 	return p
+}
+
+// consistentHash converts loadBalancer.consistentHash.
+func consistentHash(ch *networkingv1alpha3.LoadBalancerSettings_ConsistentHashLB) *ConsistentHash {
+	out := &ConsistentHash{
+		HTTPHeaderName: ch.GetHttpHeaderName(), UseSourceIP: ch.GetUseSourceIp(),
+		HTTPQueryParameterName: ch.GetHttpQueryParameterName(), MinimumRingSize: ch.GetMinimumRingSize(),
+	}
+	if c := ch.GetHttpCookie(); c != nil {
+		out.HTTPCookie = &HTTPCookie{Name: c.GetName(), Path: c.GetPath(), TTL: dur(c.GetTtl())}
+	}
+	switch {
+	case ch.GetMaglev() != nil:
+		out.Maglev, out.MaglevTableSize, out.MinimumRingSize = true, ch.GetMaglev().GetTableSize(), 0
+	case ch.GetRingHash() != nil:
+		out.MinimumRingSize = ch.GetRingHash().GetMinimumRingSize()
+	}
+	return out
 }
 
 // buildAuthz converts an AuthorizationPolicy and finds its workloads.

@@ -144,9 +144,51 @@ func TestDestinationPolicy(t *testing.T) {
 	}
 	m = build(t, snap(hash), nil, Options{})
 	wantHash := &DestinationPolicy{Namespace: "prod", Name: "h", Host: "a.prod.svc.cluster.local", LoadBalancer: "CONSISTENT_HASH",
-		ConnectTimeout: "500ms", MaxRequestsPerConnection: 1, MaxRetries: 4}
+		ConsistentHash: &ConsistentHash{}, ConnectTimeout: "500ms", MaxRequestsPerConnection: 1, MaxRetries: 4}
 	if d := cmp.Diff([]*DestinationPolicy{wantHash}, m.DestinationPolicies); d != "" {
 		t.Errorf("consistent hash (-want +got):\n%s", d)
+	}
+}
+
+// The consistent-hash keys and tables of a DestinationRule, as written.
+func TestConsistentHash(t *testing.T) {
+	type lb = networkingapi.LoadBalancerSettings_ConsistentHashLB
+	for _, tc := range []struct {
+		name string
+		ch   *lb
+		want *ConsistentHash
+	}{
+		{"header", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName{HttpHeaderName: "x-user"}},
+			&ConsistentHash{HTTPHeaderName: "x-user"}},
+		{"cookie with a TTL", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie{HttpCookie: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{
+			Name: "session", Path: "/app", Ttl: secs(3600)}}}, &ConsistentHash{HTTPCookie: &HTTPCookie{Name: "session", Path: "/app", TTL: "1h0m0s"}}},
+		{"session cookie", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie{HttpCookie: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{
+			Name: "s", Ttl: secs(0)}}}, &ConsistentHash{HTTPCookie: &HTTPCookie{Name: "s", TTL: "0s"}}},
+		{"cookie without a TTL", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie{HttpCookie: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{
+			Name: "s"}}}, &ConsistentHash{HTTPCookie: &HTTPCookie{Name: "s"}}},
+		{"source IP, deprecated ring size", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_UseSourceIp{UseSourceIp: true}, MinimumRingSize: 2048},
+			&ConsistentHash{UseSourceIP: true, MinimumRingSize: 2048}},
+		{"query parameter, ring hash", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName{HttpQueryParameterName: "user"},
+			HashAlgorithm: &networkingapi.LoadBalancerSettings_ConsistentHashLB_RingHash_{RingHash: &networkingapi.LoadBalancerSettings_ConsistentHashLB_RingHash{MinimumRingSize: 4096}}},
+			&ConsistentHash{HTTPQueryParameterName: "user", MinimumRingSize: 4096}},
+		{"ring hash wins over the deprecated size", &lb{MinimumRingSize: 2048,
+			HashAlgorithm: &networkingapi.LoadBalancerSettings_ConsistentHashLB_RingHash_{RingHash: &networkingapi.LoadBalancerSettings_ConsistentHashLB_RingHash{}}},
+			&ConsistentHash{}},
+		{"maglev", &lb{HashKey: &networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName{HttpHeaderName: "x-user"}, MinimumRingSize: 2048,
+			HashAlgorithm: &networkingapi.LoadBalancerSettings_ConsistentHashLB_Maglev{Maglev: &networkingapi.LoadBalancerSettings_ConsistentHashLB_MagLev{TableSize: 65537}}},
+			&ConsistentHash{HTTPHeaderName: "x-user", Maglev: true, MaglevTableSize: 65537}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dr := &networkingv1.DestinationRule{ObjectMeta: om("prod", "h")}
+			dr.Spec.Host = "a"
+			dr.Spec.TrafficPolicy = &networkingapi.TrafficPolicy{LoadBalancer: &networkingapi.LoadBalancerSettings{
+				LbPolicy: &networkingapi.LoadBalancerSettings_ConsistentHash{ConsistentHash: tc.ch}}}
+			m := build(t, snap(dr), nil, Options{})
+			want := &DestinationPolicy{Namespace: "prod", Name: "h", Host: "a.prod.svc.cluster.local", LoadBalancer: "CONSISTENT_HASH", ConsistentHash: tc.want}
+			if d := cmp.Diff([]*DestinationPolicy{want}, m.DestinationPolicies); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
 	}
 }
 

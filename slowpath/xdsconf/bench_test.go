@@ -45,7 +45,7 @@ func TestConnectionAllocs(t *testing.T) {
 	for _, lb := range []LBPolicy{LeastRequest, RoundRobin, Random, RingHash, Maglev} {
 		for _, eps := range []*Endpoints{endpoints(1, 1, 1, 1), endpoints(1, 2, 3, 4)} {
 			c := cluster(lb, eps)
-			eps.prepare(lb)
+			eps.prepare(c)
 			skip := eps.Hosts[1]
 			if n := testing.AllocsPerRun(1000, func() {
 				if _, err := c.Pick(source(3), func(e *Endpoint) bool { return e == skip }); err != nil {
@@ -78,7 +78,7 @@ func BenchmarkPick(b *testing.B) {
 				w[i] = 1
 			}
 			c := cluster(lb, endpoints(w...))
-			c.Endpoints.prepare(lb)
+			c.Endpoints.prepare(c)
 			src := source(7)
 			b.ReportAllocs()
 			for b.Loop() {

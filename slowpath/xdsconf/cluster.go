@@ -3,6 +3,7 @@ package xdsconf
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -107,6 +108,9 @@ func compileCluster(c *clusterv3.Cluster, path string) (*Cluster, error) {
 			return nil, errorf(path+".least_request_lb_config.choice_count", "%d: the slow path makes two choices", lr.GetChoiceCount().GetValue())
 		}
 	}
+	if err := hashLBConfig(c, out, path); err != nil {
+		return nil, err
+	}
 	for k := range c.GetTypedExtensionProtocolOptions() {
 		if k != httpProtocolOptions {
 			return nil, errorf(fmt.Sprintf("%s.typed_extension_protocol_options[%q]", path, k), "not supported (only %s)", httpProtocolOptions)
@@ -162,7 +166,7 @@ func compileCluster(c *clusterv3.Cluster, path string) (*Cluster, error) {
 		if out.Endpoints, err = compileAssignment(la, path+".load_assignment"); err != nil {
 			return nil, err
 		}
-		out.Endpoints.prepare(out.LB)
+		out.Endpoints.prepare(out)
 	case ClusterDNS:
 		if la == nil {
 			return nil, errorf(path+".load_assignment", "missing: a DNS cluster lists its hosts")
@@ -176,6 +180,46 @@ func compileCluster(c *clusterv3.Cluster, path string) (*Cluster, error) {
 		}
 	}
 	return out, nil
+}
+
+// maxMaglevTableSize is Envoy's bound on maglev_lb_config.table_size.
+const maxMaglevTableSize = 5000011
+
+// hashLBConfig reads ring_hash_lb_config and maglev_lb_config. The hash
+// function is the slow path's own either way (one proxy hashes the keys
+// and owns the ring, so Envoy's xxHash/MurmurHash choice changes
+// nothing a client can see).
+func hashLBConfig(c *clusterv3.Cluster, out *Cluster, path string) error {
+	if rh := c.GetRingHashLbConfig(); rh != nil {
+		p := path + ".ring_hash_lb_config"
+		if err := onlyFields(rh, p, "minimum_ring_size", "maximum_ring_size", "hash_function"); err != nil {
+			return err
+		}
+		out.MinRingSize, out.MaxRingSize = rh.GetMinimumRingSize().GetValue(), rh.GetMaximumRingSize().GetValue()
+		if out.MinRingSize > maxRingSize {
+			return errorf(p+".minimum_ring_size", "%d is above %d (Envoy's bound)", out.MinRingSize, maxRingSize)
+		}
+		if out.MaxRingSize > maxRingSize {
+			return errorf(p+".maximum_ring_size", "%d is above %d (Envoy's bound)", out.MaxRingSize, maxRingSize)
+		}
+		if out.MaxRingSize != 0 && out.MinRingSize > out.MaxRingSize {
+			return errorf(p+".minimum_ring_size", "%d is above maximum_ring_size %d", out.MinRingSize, out.MaxRingSize)
+		}
+	}
+	if ml := c.GetMaglevLbConfig(); ml != nil {
+		p := path + ".maglev_lb_config"
+		if err := onlyFields(ml, p, "table_size"); err != nil {
+			return err
+		}
+		if ml.TableSize != nil {
+			n := ml.GetTableSize().GetValue()
+			if n > maxMaglevTableSize || !big.NewInt(int64(n)).ProbablyPrime(0) {
+				return errorf(p+".table_size", "%d: must be a prime up to %d (as in Envoy), e.g. 65537", n, maxMaglevTableSize)
+			}
+			out.MaglevTableSize = n
+		}
+	}
+	return nil
 }
 
 // keep the HTTP options' type registered for unpack.

@@ -78,22 +78,51 @@ func pickWeighted(cs []WeightedCluster, total, r uint32) string {
 //   - RoundRobin: Endpoints.RR in turn, smooth weighted round robin
 //     when load_balancing_weight differs;
 //   - LeastRequest: the power of two random choices (by weight), the
-//     one with fewer Active connections per weight;
+//     one with fewer Active connections (or requests, at L7) per weight;
 //   - Random: by weight;
 //   - RingHash, Maglev: by the source IP (consistent: the same source
 //     IP picks the same endpoint while the healthy set is unchanged),
 //     over a ring (Ketama-like, 256 entries per endpoint and unit of
-//     weight, so that a change of endpoints moves only the sources
-//     of the endpoints that changed) or a Maglev
-//     lookup table (a prime size of at least 100 entries per endpoint)
-//     built once per assignment; an excluded endpoint moves the pick to
-//     the next one on the ring, or to a rehash.
+//     weight unless minimum_ring_size asks for more, so that a change of
+//     endpoints moves only the sources of the endpoints that changed)
+//     or a Maglev lookup table (maglev_lb_config.table_size, else a
+//     prime size of at least 100 entries per endpoint) built once per
+//     assignment; an excluded endpoint moves the pick to the next one
+//     on the ring, or to a rehash.
 //
 // Errors wrap ErrNoAssignment, ErrNoHealthyEndpoint, ErrAllExcluded or
 // ErrNotBalanced and name the cluster. Pick takes no lock and does not
 // allocate (but for an error, or the first pick of an assignment made
 // by hand, which builds its tables).
 func (c *Cluster) Pick(src netip.AddrPort, exclude func(*Endpoint) bool) (*Endpoint, error) {
+	return c.pick(src, 0, pickL4, exclude)
+}
+
+// PickRequest chooses an endpoint for an HTTP request: as Pick, but a
+// RingHash or Maglev cluster uses hash, the route's key
+// (Route.HashKey), when hashed is true, and a random point when it is
+// false (the request has no key: Envoy picks at random too). The
+// other policies ignore hash and choose as Pick does; the proxy counts
+// requests in flight in Endpoint.Active for LeastRequest. It does not
+// allocate.
+func (c *Cluster) PickRequest(src netip.AddrPort, hash uint64, hashed bool, exclude func(*Endpoint) bool) (*Endpoint, error) {
+	mode := pickRandom
+	if hashed {
+		mode = pickHashed
+	}
+	return c.pick(src, hash, mode, exclude)
+}
+
+// pickMode is where a hashing policy's hash comes from.
+type pickMode int
+
+const (
+	pickL4     pickMode = iota // the source IP
+	pickHashed                 // the request's key
+	pickRandom                 // none: a random point
+)
+
+func (c *Cluster) pick(src netip.AddrPort, hash uint64, mode pickMode, exclude func(*Endpoint) bool) (*Endpoint, error) {
 	switch c.Type {
 	case ClusterOriginalDst:
 		return nil, fmt.Errorf("cluster %s is ORIGINAL_DST: dial the original destination: %w", c.Name, ErrNotBalanced)
@@ -107,6 +136,14 @@ func (c *Cluster) Pick(src netip.AddrPort, exclude func(*Endpoint) bool) (*Endpo
 	if len(eps.Healthy) == 0 {
 		return nil, fmt.Errorf("cluster %s: %w (%d listed)", c.Name, ErrNoHealthyEndpoint, len(eps.Hosts))
 	}
+	if c.LB == RingHash || c.LB == Maglev {
+		switch mode {
+		case pickL4:
+			hash = hashAddr(src.Addr())
+		case pickRandom:
+			hash = rand.Uint64()
+		}
+	}
 	var e *Endpoint
 	switch c.LB {
 	case RoundRobin:
@@ -114,9 +151,9 @@ func (c *Cluster) Pick(src netip.AddrPort, exclude func(*Endpoint) bool) (*Endpo
 	case Random:
 		e = eps.pickRandom(exclude)
 	case RingHash:
-		e = eps.pickRing(hashAddr(src.Addr()), exclude)
+		e = eps.pickRing(c.ringSize(), hash, exclude)
 	case Maglev:
-		e = eps.pickMaglev(hashAddr(src.Addr()), exclude)
+		e = eps.pickMaglev(c.MaglevTableSize, hash, exclude)
 	default:
 		e = eps.pickLeastRequest(exclude)
 	}
@@ -124,6 +161,17 @@ func (c *Cluster) Pick(src netip.AddrPort, exclude func(*Endpoint) bool) (*Endpo
 		return nil, fmt.Errorf("cluster %s: %w (%d healthy)", c.Name, ErrAllExcluded, len(eps.Healthy))
 	}
 	return e, nil
+}
+
+// ringSize are the ring's bounds: ring_hash_lb_config's, else the
+// defaults (no minimum beyond ringPerWeight per unit of weight, Envoy's
+// maximum).
+func (c *Cluster) ringSize() ringSize {
+	r := ringSize{min: c.MinRingSize, max: c.MaxRingSize}
+	if r.max == 0 {
+		r.max = maxRingSize
+	}
+	return r
 }
 
 // lbTables are built lazily and published atomically: a table is a pure
@@ -134,15 +182,15 @@ type lbTables struct {
 	maglev  atomic.Pointer[maglevTable]
 }
 
-// prepare builds the tables the policy needs, so that the first pick
-// does not pay for them.
-func (e *Endpoints) prepare(p LBPolicy) {
+// prepare builds the tables the cluster's policy needs, so that the
+// first pick does not pay for them.
+func (e *Endpoints) prepare(c *Cluster) {
 	e.weightTable()
-	switch p {
+	switch c.LB {
 	case RingHash:
-		e.hashRing()
+		e.hashRing(c.ringSize())
 	case Maglev:
-		e.maglevTable()
+		e.maglevTable(c.MaglevTableSize)
 	}
 }
 
@@ -352,22 +400,28 @@ func hashString(s string, salt uint64) uint64 {
 // hashRing is a consistent hash ring: entries sorted by hash, each the
 // Healthy index of its endpoint.
 type hashRing struct {
+	size   ringSize // what it was built for
 	hashes []uint64
 	hosts  []uint32
 }
+
+// ringSize bounds a ring's number of entries.
+type ringSize struct{ min, max uint64 }
 
 // Ring sizing: each endpoint gets ringPerWeight entries per unit of
 // weight relative to the lightest endpoint (about 6% imbalance), whatever
 // the number of endpoints, so that adding or removing one moves only the
 // sources of that one; a ring has at most maxRingSize entries (Envoy's
-// maximum).
+// maximum). A minimum_ring_size above that total raises the entries per
+// unit of weight (then they depend on the number of endpoints, as in
+// Envoy).
 const (
 	ringPerWeight = 256
 	maxRingSize   = 8 << 20
 )
 
-func (e *Endpoints) hashRing() *hashRing {
-	if r := e.lb.ring.Load(); r != nil {
+func (e *Endpoints) hashRing(size ringSize) *hashRing {
+	if r := e.lb.ring.Load(); r != nil && r.size == size {
 		return r
 	}
 	var total, minW uint64 = 0, math.MaxUint64
@@ -375,7 +429,9 @@ func (e *Endpoints) hashRing() *hashRing {
 		total += weightOf(h)
 		minW = min(minW, weightOf(h))
 	}
-	perWeight := min(float64(ringPerWeight), float64(maxRingSize)*float64(minW)/float64(total))
+	units := float64(total) / float64(minW) // ring entries per unit of weight, times
+	perWeight := max(float64(ringPerWeight), math.Ceil(float64(size.min)/units))
+	perWeight = min(perWeight, float64(size.max)/units)
 	type entry struct {
 		h    uint64
 		host uint32
@@ -397,16 +453,18 @@ func (e *Endpoints) hashRing() *hashRing {
 		}
 		return int(a.host) - int(b.host)
 	})
-	r := &hashRing{hashes: make([]uint64, len(entries)), hosts: make([]uint32, len(entries))}
+	r := &hashRing{size: size, hashes: make([]uint64, len(entries)), hosts: make([]uint32, len(entries))}
 	for i, en := range entries {
 		r.hashes[i], r.hosts[i] = en.h, en.host
 	}
-	e.lb.ring.CompareAndSwap(nil, r)
-	return e.lb.ring.Load()
+	// Clusters sharing an assignment with other ring sizes (which the
+	// controller never sends) each get theirs, the last one cached.
+	e.lb.ring.Store(r)
+	return r
 }
 
-func (e *Endpoints) pickRing(h uint64, exclude func(*Endpoint) bool) *Endpoint {
-	r := e.hashRing()
+func (e *Endpoints) pickRing(size ringSize, h uint64, exclude func(*Endpoint) bool) *Endpoint {
+	r := e.hashRing(size)
 	n := len(r.hashes)
 	i, _ := slices.BinarySearch(r.hashes, h) // the first entry at or after h
 	for k := range n {
@@ -420,23 +478,28 @@ func (e *Endpoints) pickRing(h uint64, exclude func(*Endpoint) bool) *Endpoint {
 // maglevTable is a Maglev lookup table (Eisenbud et al., NSDI 2016)
 // of Healthy indexes, weighted as Envoy's.
 type maglevTable struct {
+	size  uint64 // the table_size it was built for (0: by the number of endpoints)
 	slots []uint32
 }
 
 // maglevSizes are primes; a table is the smallest with at least 100
-// slots per endpoint (Envoy's default is 65537 whatever the size).
+// slots per endpoint (Envoy's default is 65537 whatever the size),
+// unless maglev_lb_config.table_size says.
 var maglevSizes = []uint64{251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521}
 
-func (e *Endpoints) maglevTable() *maglevTable {
-	if t := e.lb.maglev.Load(); t != nil {
+func (e *Endpoints) maglevTable(size uint64) *maglevTable {
+	if t := e.lb.maglev.Load(); t != nil && t.size == size {
 		return t
 	}
 	n := len(e.Healthy)
-	m := maglevSizes[len(maglevSizes)-1]
-	for _, s := range maglevSizes {
-		if s >= 100*uint64(n) {
-			m = s
-			break
+	m := size
+	if m == 0 {
+		m = maglevSizes[len(maglevSizes)-1]
+		for _, s := range maglevSizes {
+			if s >= 100*uint64(n) {
+				m = s
+				break
+			}
 		}
 	}
 	offset, skip, next, count := make([]uint64, n), make([]uint64, n), make([]uint64, n), make([]float64, n)
@@ -473,13 +536,13 @@ func (e *Endpoints) maglevTable() *maglevTable {
 			filled++
 		}
 	}
-	t := &maglevTable{slots: slots}
-	e.lb.maglev.CompareAndSwap(nil, t)
-	return e.lb.maglev.Load()
+	t := &maglevTable{size: size, slots: slots}
+	e.lb.maglev.Store(t)
+	return t
 }
 
-func (e *Endpoints) pickMaglev(h uint64, exclude func(*Endpoint) bool) *Endpoint {
-	t := e.maglevTable()
+func (e *Endpoints) pickMaglev(size uint64, h uint64, exclude func(*Endpoint) bool) *Endpoint {
+	t := e.maglevTable(size)
 	m := uint64(len(t.slots))
 	for k := range uint64(2 * len(e.Healthy)) {
 		if ep := e.Healthy[t.slots[mix64(h+k)%m]]; ok(ep, exclude) {

@@ -364,13 +364,13 @@ func (c *rbacCompiler) header(h *routev3.HeaderMatcher, neg bool, path string) (
 		return matchNone, nil
 	}
 	und := c.undecidable(neg)
-	get := requestHeader(strings.ToLower(h.GetName()))
+	name := strings.ToLower(h.GetName())
 	return func(in AuthzInput) bool {
 		r := in.Request
 		if r == nil {
 			return und(in)
 		}
-		v, ok := get(r)
+		v, ok := r.header(name)
 		return hv.matches(v, ok)
 	}, nil
 }
@@ -414,28 +414,6 @@ func compileHeaderValue(h *routev3.HeaderMatcher, path string) (*headerValue, er
 	var err error
 	out.value, err = headerValueMatch(h, path)
 	return out, err
-}
-
-// requestHeader returns the getter of one header of a request: the
-// pseudo-headers from HTTPRequest's fields, the others from Header.
-// Chosen once, when the matcher is compiled.
-func requestHeader(name string) func(*HTTPRequest) (string, bool) {
-	switch name {
-	case ":method":
-		return func(r *HTTPRequest) (string, bool) { return r.Method, r.Method != "" }
-	case ":path":
-		return func(r *HTTPRequest) (string, bool) { return r.Path, r.Path != "" }
-	case ":authority":
-		return func(r *HTTPRequest) (string, bool) { return r.Authority, r.Authority != "" }
-	case ":scheme":
-		return func(r *HTTPRequest) (string, bool) { return r.Scheme, r.Scheme != "" }
-	}
-	return func(r *HTTPRequest) (string, bool) {
-		if r.Header == nil {
-			return "", false
-		}
-		return r.Header(name)
-	}
 }
 
 // headerValueMatch compiles the value half of a header matcher with a

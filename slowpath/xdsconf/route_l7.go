@@ -389,7 +389,7 @@ func compileL7Route(r *routev3.Route, path string) (*Route, error) {
 		return nil, errorf(path, "action %s is not supported (the controller emits route)", oneofName(r, "action"))
 	}
 	ap := path + ".route"
-	if err := onlyFields(a, ap, "cluster", "weighted_clusters", "timeout", "retry_policy"); err != nil {
+	if err := onlyFields(a, ap, "cluster", "weighted_clusters", "timeout", "retry_policy", "hash_policy"); err != nil {
 		return nil, err
 	}
 	switch cs := a.GetClusterSpecifier().(type) {
@@ -432,6 +432,10 @@ func compileL7Route(r *routev3.Route, path string) (*Route, error) {
 		if d == 0 {
 			out.Timeout = NoRouteTimeout
 		}
+	}
+	var err error
+	if out.Hash, err = compileHashPolicy(a.GetHashPolicy(), ap+".hash_policy"); err != nil {
+		return nil, err
 	}
 	if rp := a.GetRetryPolicy(); rp != nil {
 		p, err := compileRetryPolicy(rp, ap+".retry_policy")

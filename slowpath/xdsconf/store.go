@@ -278,7 +278,7 @@ func (s *Store) joinClusters() map[string]*Cluster {
 			nc := *c
 			nc.Endpoints = eps
 			if eps != nil {
-				eps.prepare(c.LB)
+				eps.prepare(c)
 			}
 			j = &nc
 		}

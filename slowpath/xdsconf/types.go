@@ -285,6 +285,14 @@ type Cluster struct {
 	Endpoints *Endpoints
 	// DNSHosts are the host:port pairs of a DNS cluster.
 	DNSHosts []string
+	// MinRingSize and MaxRingSize are a RingHash cluster's
+	// ring_hash_lb_config minimum_ring_size and maximum_ring_size (0:
+	// 256 entries per endpoint and unit of weight; Envoy's 8M).
+	MinRingSize, MaxRingSize uint64
+	// MaglevTableSize is a Maglev cluster's maglev_lb_config table_size,
+	// a prime (0: the smallest of a few primes with 100 entries per
+	// endpoint).
+	MaglevTableSize uint64
 
 	// http are the L7 settings (HTTP); nil: Envoy's defaults.
 	http *ClusterHTTP
@@ -435,8 +443,40 @@ type Route struct {
 	Retry *RetryPolicy
 	// Fault is the route's envoy.filters.http.fault override; nil: none.
 	Fault *Fault
+	// Hash is the route's hash_policy in order: the key a RingHash or
+	// Maglev cluster balances the request by (Route.HashKey,
+	// Cluster.PickRequest); nil: none.
+	Hash []HashPolicy
 
 	total uint32 // sum of the Clusters' weights
+}
+
+// HashPolicyKind is what one hash policy of a route hashes.
+type HashPolicyKind int
+
+// Hash policy kinds (route.hash_policy's policy_specifier).
+const (
+	HashHeader         HashPolicyKind = iota // header: a request header's value
+	HashCookie                               // cookie: a cookie's value
+	HashSourceIP                             // connection_properties.source_ip: the downstream address
+	HashQueryParameter                       // query_parameter: a query parameter's value
+)
+
+// HashPolicy is one entry of a route's hash_policy.
+type HashPolicy struct {
+	Kind HashPolicyKind
+	// Name is the header's (lower case), the cookie's or the query
+	// parameter's name.
+	Name string
+	// CookiePath and CookieTTL are cookie.path and cookie.ttl; with
+	// CookieGenerate (ttl set) a request without the cookie gets one
+	// (Route.SetCookie), a session cookie when CookieTTL is 0.
+	CookiePath     string
+	CookieTTL      time.Duration
+	CookieGenerate bool
+	// Terminal: when this policy yields a hash, the later ones are not
+	// evaluated.
+	Terminal bool
 }
 
 // Route timeouts.

@@ -201,6 +201,8 @@ func (b *builder) cluster(plan *portPlan, subset string, labels map[string]strin
 			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
 		case "RANDOM":
 			c.LbPolicy = clusterv3.Cluster_RANDOM
+		case "CONSISTENT_HASH":
+			consistentHashLB(c, dp.ConsistentHash)
 		}
 		if dp.ConnectTimeout != "" {
 			d, err := time.ParseDuration(dp.ConnectTimeout)
@@ -229,6 +231,27 @@ func (b *builder) cluster(plan *portPlan, subset string, labels map[string]strin
 	}
 	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()}
 	return c, assignment(plan, name, labels), nil
+}
+
+// consistentHashLB sets a cluster's consistent-hash balancing as Istio
+// does: MAGLEV (with table_size when set) or RING_HASH (with
+// minimum_ring_size when set). The key is the routes' hash_policy
+// (hashPolicy).
+func consistentHashLB(c *clusterv3.Cluster, ch *model.ConsistentHash) {
+	if ch == nil {
+		ch = &model.ConsistentHash{}
+	}
+	if ch.Maglev {
+		c.LbPolicy = clusterv3.Cluster_MAGLEV
+		if ch.MaglevTableSize > 0 {
+			c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(ch.MaglevTableSize)}}
+		}
+		return
+	}
+	c.LbPolicy = clusterv3.Cluster_RING_HASH
+	if ch.MinimumRingSize > 0 {
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(ch.MinimumRingSize)}}
+	}
 }
 
 // circuitBreakers are Istio's: every threshold unlimited (Envoy's

@@ -61,9 +61,12 @@ func (b *builder) routeConfig(ix *index, svc *model.Service, pn uint32) (*routev
 	}
 	if len(vh.Routes) == 0 { // no VirtualService, or none of its rules for this port
 		vh.Routes = []*routev3.Route{{
-			Name:   "default",
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: b.routeAction(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(svc.Hostname, pn, "")}}, nil, 0)},
+			Name:  "default",
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: b.routeAction(&routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(svc.Hostname, pn, "")},
+				HashPolicy:       hashPolicy(ix, []model.Destination{{Host: svc.Hostname}}),
+			}, nil, 0)},
 		}}
 	}
 	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}, ValidateClusters: wrapperspb.Bool(false)}, nil
@@ -125,6 +128,7 @@ func (b *builder) httpRoute(ix *index, hr model.HTTPRoute, pn uint32) ([]*routev
 	default:
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: wc}}
 	}
+	action.HashPolicy = hashPolicy(ix, hr.Destinations)
 	var timeout time.Duration
 	if hr.Timeout != "" {
 		var err error
@@ -150,7 +154,7 @@ func (b *builder) httpRoute(ix *index, hr model.HTTPRoute, pn uint32) ([]*routev
 	for _, m := range matches {
 		act := action
 		if len(out) > 0 { // every route its own action, so none is shared
-			act = &routev3.RouteAction{ClusterSpecifier: action.ClusterSpecifier}
+			act = &routev3.RouteAction{ClusterSpecifier: action.ClusterSpecifier, HashPolicy: action.HashPolicy}
 		}
 		out = append(out, &routev3.Route{
 			Name: hr.Name, Match: m, TypedPerFilterConfig: perFilter,
@@ -158,6 +162,57 @@ func (b *builder) httpRoute(ix *index, hr model.HTTPRoute, pn uint32) ([]*routev
 		})
 	}
 	return out, nil
+}
+
+// hashPolicy is a route's hash_policy, as Istio puts the consistent-hash
+// key of a DestinationRule on the routes to its host: the key of the
+// first destination (with a weight) whose host's DestinationRule has
+// one (the destinations of a canary split, subsets of one host, share
+// it; analyze reports destinations of several hosts whose keys
+// differ). nil when none has a key, or the key cannot be expressed (a
+// cookie without a name: analyze reports it).
+func hashPolicy(ix *index, ds []model.Destination) []*routev3.RouteAction_HashPolicy {
+	for _, d := range ds {
+		if d.Weight <= 0 && len(ds) > 1 {
+			continue
+		}
+		dp := ix.policies[d.Host]
+		if dp == nil || dp.LoadBalancer != "CONSISTENT_HASH" || dp.ConsistentHash == nil {
+			continue
+		}
+		if hp := hashKey(dp.ConsistentHash); hp != nil {
+			return []*routev3.RouteAction_HashPolicy{hp}
+		}
+	}
+	return nil
+}
+
+// hashKey translates a consistent-hash key to Envoy's hash policy, as
+// Istio: header, cookie (name, path, ttl), connection_properties
+// source_ip, query_parameter; nil when there is none.
+func hashKey(ch *model.ConsistentHash) *routev3.RouteAction_HashPolicy {
+	switch {
+	case ch.HTTPHeaderName != "":
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(ch.HTTPHeaderName)}}}
+	case ch.HTTPCookie != nil && ch.HTTPCookie.Name != "":
+		c := &routev3.RouteAction_HashPolicy_Cookie{Name: ch.HTTPCookie.Name, Path: ch.HTTPCookie.Path}
+		if ch.HTTPCookie.TTL != "" {
+			d, err := time.ParseDuration(ch.HTTPCookie.TTL)
+			if err != nil || d < 0 {
+				return nil // the model writes Go durations: never
+			}
+			c.Ttl = durationpb.New(d)
+		}
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}
+	case ch.UseSourceIP:
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}
+	case ch.HTTPQueryParameterName != "":
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_QueryParameter_{
+			QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: ch.HTTPQueryParameterName}}}
+	}
+	return nil
 }
 
 // routeAction sets the timeout (0: none, where Envoy's default would be

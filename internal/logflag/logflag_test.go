@@ -33,6 +33,12 @@ func TestLogger(t *testing.T) {
 			}
 		}},
 		{name: "unknown", args: []string{"--log-format", "xml"}, wantErr: `--log-format "xml": want text or json`},
+		{name: "level warn hides info", args: []string{"--log-level", "warn"}, check: func(t *testing.T, line string) {
+			if line != "" {
+				t.Errorf("an info line at level warn: %q", line)
+			}
+		}},
+		{name: "unknown level", args: []string{"--log-level", "loud"}, wantErr: `--log-level "loud": want debug, info, warn or error`},
 		{name: "case matters", args: []string{"--log-format", "JSON"}, wantErr: `--log-format "JSON": want text or json`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,5 +71,27 @@ func TestUsage(t *testing.T) {
 	fl := fs.Lookup("log-format")
 	if fl == nil || fl.DefValue != "text" || !strings.Contains(fl.Usage, "text or json") {
 		t.Errorf("flag %+v, want --log-format, default text, usage naming text and json", fl)
+	}
+}
+
+func TestLevelDebug(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--log-level=debug"}, true}, {[]string{"--log-level", "DEBUG", "--log-format", "json"}, true}} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		f := Register(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		log, err := f.Logger(&b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Debug("request", "code", 200)
+		if got := strings.Contains(b.String(), "request"); got != tc.want {
+			t.Errorf("%v: debug line logged %v, want %v (%q)", tc.args, got, tc.want, b.String())
+		}
 	}
 }

@@ -80,10 +80,11 @@ type stream struct {
 	fixedType string
 	wakeCh    chan struct{}
 
-	mu    sync.Mutex
-	node  string
-	subs  map[string]*sub
-	nonce uint64
+	mu     sync.Mutex
+	closed bool // the handler returned: requests still received are dropped
+	node   string
+	subs   map[string]*sub
+	nonce  uint64
 	// work counts the times the server touched this stream's state:
 	// requests handled and responses built (tests check that one
 	// stream's ACK touches no other stream).
@@ -179,7 +180,7 @@ func (s *Server) closeStream(st *stream) {
 	for _, sb := range st.subs {
 		sb.sc.unsubscribe(sb, sb.wildcard, slices.Collect(mapKeys(sb.names)))
 	}
-	st.subs = nil
+	st.subs, st.closed = nil, true
 	st.mu.Unlock()
 	s.cb.closed(st.id)
 }
@@ -249,6 +250,10 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 	s.tracker.admit(st.id, s.streams.Done())
 	st.work.Add(1)
 	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return errStreamClosed
+	}
 	st.bindNode(req.GetNode())
 	node := st.node
 	sb := st.subs[t]
@@ -262,6 +267,10 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 			st.wake()
 		}
 		st.mu.Lock()
+		if st.closed {
+			st.mu.Unlock()
+			return errStreamClosed
+		}
 	}
 	if sb == nil {
 		if len(subscribe) == 0 {
@@ -305,13 +314,15 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 		sb.wildcard = false
 	}
 	changed := star || unstar || len(added) > 0 || len(removed) > 0 || len(subscribe) > 0
-	st.mu.Unlock()
+	// The index changes under st.mu, so that a stream closing meanwhile
+	// leaves nothing of it in the index.
 	if len(added) > 0 || star {
 		sb.sc.subscribe(sb, star, added)
 	}
 	if len(removed) > 0 || unstar {
 		sb.sc.unsubscribe(sb, unstar, removed)
 	}
+	st.mu.Unlock()
 	if changed {
 		sb.dirty.Store(true)
 		st.wake()
@@ -454,6 +465,10 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 	s.tracker.admit(st.id, s.streams.Done())
 	st.work.Add(1)
 	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return errStreamClosed
+	}
 	st.bindNode(req.GetNode())
 	node := st.node
 	sb := st.subs[t]
@@ -474,6 +489,10 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 			st.wake()
 		}
 		st.mu.Lock()
+		if st.closed {
+			st.mu.Unlock()
+			return errStreamClosed
+		}
 	}
 	// A change of the names subscribed: the new set is sent whole.
 	same := wildcard == sb.wildcard && (wildcard || len(names) == len(sb.names) && !slices.ContainsFunc(names, func(n string) bool { _, ok := sb.names[n]; return !ok }))
@@ -486,9 +505,9 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 	for _, n := range withoutStar(names) {
 		sb.names[n] = struct{}{}
 	}
-	st.mu.Unlock()
 	sb.sc.unsubscribe(sb, oldWild, old)
 	sb.sc.subscribe(sb, wildcard, withoutStar(names))
+	st.mu.Unlock()
 	sb.dirty.Store(true)
 	st.wake()
 	return nil
@@ -580,6 +599,8 @@ func (s *Server) serveDelta(gs grpc.BidiStreamingServer[discovery.DeltaDiscovery
 func fetch(context.Context, *discovery.DiscoveryRequest) (*discovery.DiscoveryResponse, error) {
 	return nil, fmt.Errorf("REST fetch is not served: use ADS")
 }
+
+var errStreamClosed = status.Error(codes.Canceled, "the stream is closed")
 
 // isEOF reports whether a receive error is the client ending its stream.
 func isEOF(err error) bool {

@@ -227,7 +227,7 @@ func (l *Lab) Connections(ctx context.Context, node, pod, state string) ([]Agent
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("%s's agent serves no /connections (404): the slow path proxy is not wired into the agent", node)
+		return nil, fmt.Errorf("%s's agent serves no /connections (404): the slow path proxy is not wired into the agent, so nothing can carry or show the mesh's traffic", node)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s's agent /connections: %s: %s", node, resp.Status, Clip(string(body), 200))

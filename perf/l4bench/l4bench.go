@@ -23,14 +23,11 @@
 package l4bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +41,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/internal/quantile"
 	"github.com/fibmesh/fibmesh/lab"
-	"github.com/fibmesh/fibmesh/lab/kubelet"
+	"github.com/fibmesh/fibmesh/perf/benchlab"
 )
 
 // Mode is one way of carrying the client's bytes to the server.
@@ -312,13 +309,10 @@ const MaxErrorRate = 0.01
 
 // runner is one run's lab and state.
 type runner struct {
-	o        Options
-	t        Topology
-	stateDir string
-	labBin   string
-	podNetns map[string]string // "ns/name" -> netns
-	nodeNs   map[string]string // node name -> netns
-	mesh     bool
+	o    Options
+	t    Topology
+	lab  *benchlab.Lab
+	mesh bool
 }
 
 // Run builds the lab, measures every mode Rounds times and takes the lab
@@ -337,8 +331,9 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{o: o, t: DefaultTopology(), labBin: filepath.Join(bin, "fibmesh-lab"), mesh: slices.Contains(o.Modes, ModeFibmesh)}
-	if _, err := os.Stat(r.labBin); err != nil {
+	r := &runner{o: o, t: DefaultTopology(), mesh: slices.Contains(o.Modes, ModeFibmesh),
+		lab: &benchlab.Lab{Bin: filepath.Join(bin, "fibmesh-lab"), Prefix: o.Prefix, StateDir: o.StateDir}}
+	if _, err := os.Stat(r.lab.Bin); err != nil {
 		return nil, fmt.Errorf("%w (run make build first, or give --bin)", err)
 	}
 	if o.Self == "" {
@@ -349,9 +344,8 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	r.stateDir = o.StateDir
-	if r.stateDir == "" {
-		r.stateDir = DefaultStateDir
+	if r.lab.StateDir == "" {
+		r.lab.StateDir = DefaultStateDir
 	}
 	manifests, pki := filepath.Join(work, "manifests"), filepath.Join(work, "pki")
 	for _, d := range []string{manifests, pki} {
@@ -374,22 +368,17 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		}
 	}
 
-	args := []string{"up", "-f", manifests, "--bin", bin, "--timeout", o.Timeout.String()}
 	what := "no mesh"
 	if r.mesh {
-		args = append(args, "--mesh")
 		what = "controller and agents"
 	}
 	fmt.Fprintf(o.Out, "lab: 2 nodes, %s, prefix %s (fibmesh-lab up -f %s)\n", what, o.Prefix, manifests)
 	defer func() {
-		// Not ctx: a cancelled run still takes its lab down.
-		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if derr := r.lab(dctx, "down"); derr != nil {
+		if derr := r.lab.Down(); derr != nil {
 			err = errors.Join(err, derr)
 		}
 	}()
-	if err := r.lab(ctx, args...); err != nil {
+	if err := r.lab.Up(ctx, manifests, r.mesh, o.Timeout); err != nil {
 		return nil, err
 	}
 	if err := r.inspect(ctx); err != nil {
@@ -397,8 +386,8 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	res = &Result{Rounds: o.Rounds, Duration: o.Duration.String(), CPSDuration: o.CPSDuration.String(), Workers: o.Workers, Streams: o.Streams,
-		CPUs: runtime.NumCPU(), LoadStart: loadavg()}
-	defer func() { res.LoadEnd = loadavg() }()
+		CPUs: runtime.NumCPU(), LoadStart: benchlab.Loadavg()}
+	defer func() { res.LoadEnd = benchlab.Loadavg() }()
 	fmt.Fprintf(o.Out, "machine: %d CPUs, load average %.2f\n", res.CPUs, res.LoadStart)
 	for _, m := range o.Modes {
 		mr := &ModeResult{Mode: m, Path: r.path(m), Proxies: r.proxyNames(m)}
@@ -443,38 +432,14 @@ func (s Sample) describe(proxies bool) string {
 	return line
 }
 
-// lab runs fibmesh-lab with the run's prefix and state directory.
-func (r *runner) lab(ctx context.Context, args ...string) error {
-	args = append(args, "--prefix", r.o.Prefix, "--state-dir", r.stateDir)
-	cmd := exec.CommandContext(ctx, r.labBin, args...)
-	// Pods run fibmesh-lab from PATH: the lab's binaries first.
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(r.labBin)+":"+os.Getenv("PATH"))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("fibmesh-lab %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
 // inspect reads the lab's pods and nodes, reports their enrolment, and
 // tunes the pods' TCP for short connections.
 func (r *runner) inspect(ctx context.Context) error {
-	st, err := kubelet.Get(ctx, r.stateDir)
-	if err != nil {
+	if err := r.lab.Inspect(ctx); err != nil {
 		return err
 	}
-	l, err := lab.Load(r.stateDir)
-	if err != nil {
-		return err
-	}
-	r.nodeNs = map[string]string{}
-	for _, n := range l.Nodes {
-		r.nodeNs[n.Name] = n.Netns
-	}
-	r.podNetns = map[string]string{}
-	for _, p := range st.Pods {
+	for _, p := range r.lab.Pods {
 		key := p.Namespace + "/" + p.Name
-		r.podNetns[key] = p.Netns
 		enrol := p.Enrolment
 		if enrol == "" {
 			enrol = "not enrolled"
@@ -489,122 +454,28 @@ func (r *runner) inspect(ctx context.Context) error {
 		}
 	}
 	for _, key := range []string{r.mesh2("client"), r.mesh2("server"), r.plain("client-plain"), r.plain("server-plain")} {
-		ns, ok := r.podNetns[key]
-		if !ok {
-			return fmt.Errorf("pod %s is not in the lab's status (see %s)", key, filepath.Join(r.stateDir, kubelet.LogFile))
+		ns, err := r.lab.Netns(key)
+		if err != nil {
+			return err
 		}
 		// Short connections from 8 workers leave many sockets in
 		// TIME_WAIT; let connect reuse them, as load generators do.
-		if out, err := r.nsexec(ctx, ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse && echo '10000 65000' > /proc/sys/net/ipv4/ip_local_port_range"); err != nil {
+		if out, err := benchlab.Exec(ctx, ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse && echo '10000 65000' > /proc/sys/net/ipv4/ip_local_port_range"); err != nil {
 			return fmt.Errorf("pod %s: tune TCP: %w: %s", key, err, out)
 		}
 	}
-	return r.waitListening(ctx)
+	// The kubelet starts containers but has no probe for them here (a
+	// TCP probe would start an iperf3 test): wait for their listeners.
+	t := r.t
+	return r.lab.WaitListening(ctx, map[string][]int{
+		r.mesh2("server"):       {t.StreamPort, t.EchoPort},
+		r.plain("server-plain"): {t.StreamPort, t.EchoPort, t.TLSStreamPort, t.TLSEchoPort},
+		r.plain("client-plain"): {t.ProxyStreamPort, t.ProxyEchoPort},
+	}, r.o.Timeout)
 }
 
 func (r *runner) mesh2(name string) string { return r.t.MeshNamespace + "/" + name }
 func (r *runner) plain(name string) string { return r.t.PlainNamespace + "/" + name }
-
-// nsexec runs argv in the network namespace netns, as "fibmesh-lab exec"
-// does (nsenter --net, /sys left alone), and returns its standard output;
-// the error quotes its standard error.
-func (r *runner) nsexec(ctx context.Context, netns string, argv ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + lab.NetnsPath(netns), "--"}, argv...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, clip(stderr.String(), 500))
-	}
-	return out, nil
-}
-
-// waitListening polls the pods' listening sockets (ss) until the apps and
-// haproxy listen: the kubelet starts containers but has no probe for
-// them here (a TCP probe would start an iperf3 test).
-func (r *runner) waitListening(ctx context.Context) error {
-	t := r.t
-	want := map[string][]int{
-		r.mesh2("server"):       {t.StreamPort, t.EchoPort},
-		r.plain("server-plain"): {t.StreamPort, t.EchoPort, t.TLSStreamPort, t.TLSEchoPort},
-		r.plain("client-plain"): {t.ProxyStreamPort, t.ProxyEchoPort},
-	}
-	deadline := time.Now().Add(r.o.Timeout)
-	for pod, ports := range want {
-		for {
-			out, err := r.nsexec(ctx, r.podNetns[pod], "ss", "-Hltn")
-			if err != nil {
-				return err
-			}
-			missing := MissingPorts(string(out), ports)
-			if len(missing) == 0 {
-				break
-			}
-			if err := r.crashed(ctx); err != nil {
-				return err
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("pod %s: nothing listens on port(s) %v after %s (see the pod's logs: fibmesh-lab logs %s --state-dir %s)", pod, missing, r.o.Timeout, pod, r.stateDir)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
-	return nil
-}
-
-// crashed returns an error, with the end of its log, for a container of
-// the bench's pods that has exited: none of them should.
-func (r *runner) crashed(ctx context.Context) error {
-	st, err := kubelet.Get(ctx, r.stateDir)
-	if err != nil {
-		return err
-	}
-	for _, p := range st.Pods {
-		for _, c := range p.Containers {
-			if c.Restarts == 0 && c.State != kubelet.StateTerminated {
-				continue
-			}
-			log := filepath.Join(r.stateDir, "pods", p.Namespace+"_"+p.Name, c.Name+".log")
-			return fmt.Errorf("pod %s/%s: container %s exited (%s %s, %d restarts); the end of its log:\n%s",
-				p.Namespace, p.Name, c.Name, c.State, c.Reason, c.Restarts, tail(log, 5))
-		}
-	}
-	return nil
-}
-
-// tail returns the last n lines of a file, or why it cannot.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// MissingPorts returns the ports of want that no socket in ss -Hltn's
-// output listens on.
-func MissingPorts(ssOut string, want []int) []int {
-	have := map[int]bool{}
-	for l := range strings.Lines(ssOut) {
-		f := strings.Fields(l)
-		// State Recv-Q Send-Q Local:Port Peer:Port
-		if len(f) >= 4 {
-			have[port(f[3])] = true
-		}
-	}
-	var out []int
-	for _, p := range want {
-		if !have[p] {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 // client returns the pod a mode's client runs in and the addresses it
 // connects to for the stream and the echo.
@@ -652,53 +523,11 @@ func (r *runner) proxyPIDs(ctx context.Context, m Mode) ([]int, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
-	st, err := kubelet.Get(ctx, r.stateDir)
-	if err != nil {
-		return nil, err
-	}
-	pids := map[string]int{}
-	for _, p := range st.Processes {
-		pids[p.Name] = p.PID
-	}
-	for _, p := range st.Pods {
-		for _, c := range p.Containers {
-			pids[p.Namespace+"/"+p.Name+"/"+c.Name] = c.PID
-		}
-	}
 	comm := "fibmesh-agent"
 	if m == ModeHAProxy {
 		comm = "haproxy"
 	}
-	var out []int
-	for _, n := range names {
-		pid := pids[n]
-		if pid <= 0 {
-			return nil, fmt.Errorf("%s is not running (fibmesh-lab status --state-dir %s)", n, r.stateDir)
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if err != nil || strings.TrimSpace(string(b)) != comm {
-			return nil, fmt.Errorf("%s: pid %d is %q, not %s", n, pid, strings.TrimSpace(string(b)), comm)
-		}
-		out = append(out, pid)
-	}
-	return out, nil
-}
-
-// cpu returns the CPU seconds the processes have used so far.
-func cpu(pids []int) (float64, error) {
-	var sum float64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return 0, fmt.Errorf("CPU time of pid %d: %w", pid, err)
-		}
-		s, err := ParseStatCPU(string(b))
-		if err != nil {
-			return 0, fmt.Errorf("pid %d: %w", pid, err)
-		}
-		sum += s
-	}
-	return sum, nil
+	return r.lab.PIDs(ctx, comm, names...)
 }
 
 // probeTimeout bounds one connection of a probe.
@@ -710,7 +539,7 @@ const probeTimeout = 2 * time.Second
 func (r *runner) probe(ctx context.Context, m Mode) error {
 	pod, _, echo := r.client(m)
 	if m == ModeFibmesh {
-		if _, err := r.connections(ctx, r.t.ClientNode, r.mesh2("client"), ""); err != nil {
+		if _, err := r.lab.Connections(ctx, r.t.ClientNode, r.mesh2("client"), ""); err != nil {
 			return err
 		}
 	}
@@ -747,7 +576,7 @@ func (r *runner) cps(ctx context.Context, pod, addr string, o CPSOptions) (CPSRe
 	}
 	cctx, cancel := context.WithTimeout(ctx, o.Duration+o.Timeout+30*time.Second)
 	defer cancel()
-	out, err := r.nsexec(cctx, r.podNetns[pod], args...)
+	out, err := r.exec(cctx, pod, args...)
 	if err != nil {
 		return CPSResult{}, err
 	}
@@ -770,7 +599,7 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 	var (
 		st         Stream
 		cpu0, cpu1 float64
-		logs       map[string]ConnLog
+		logs       map[string]benchlab.ConnLog
 		start      time.Time
 	)
 	for attempt := 1; ; attempt++ {
@@ -797,7 +626,7 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 	}
 
 	// Connections per second.
-	cpu0, err = cpu(pids)
+	cpu0, err = benchlab.CPUSeconds(pids)
 	if err != nil {
 		return s, err
 	}
@@ -805,7 +634,7 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 	if err != nil {
 		return s, err
 	}
-	if cpu1, err = cpu(pids); err != nil {
+	if cpu1, err = benchlab.CPUSeconds(pids); err != nil {
 		return s, err
 	}
 	s.CPS, s.Rate = res, res.Rate()
@@ -822,20 +651,20 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 // throughput runs iperf3 once in pod against stream (host:port) and
 // reads the proxies' CPU time just before and after it; the agents'
 // connection tables are read half-way and after.
-func (r *runner) throughput(ctx context.Context, m Mode, pod, stream string, pids []int) (st Stream, cpu0, cpu1 float64, logs map[string]ConnLog, start time.Time, err error) {
+func (r *runner) throughput(ctx context.Context, m Mode, pod, stream string, pids []int) (st Stream, cpu0, cpu1 float64, logs map[string]benchlab.ConnLog, start time.Time, err error) {
 	watch := r.watchConnections(ctx, m, r.o.Duration)
 	start = time.Now()
-	if cpu0, err = cpu(pids); err != nil {
+	if cpu0, err = benchlab.CPUSeconds(pids); err != nil {
 		watch.stop(ctx)
 		return
 	}
 	host, p, _ := strings.Cut(stream, ":")
 	secs := max(1, int((r.o.Duration+time.Second-1)/time.Second))
 	ictx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+time.Minute)
-	out, runErr := r.nsexec(ictx, r.podNetns[pod], "iperf3", "--client", host, "--port", p, "--time", strconv.Itoa(secs),
+	out, runErr := r.exec(ictx, pod, "iperf3", "--client", host, "--port", p, "--time", strconv.Itoa(secs),
 		"--parallel", strconv.Itoa(r.o.Streams), "--connect-timeout", "5000", "--json")
 	cancel()
-	cpu1, cerr := cpu(pids)
+	cpu1, cerr := benchlab.CPUSeconds(pids)
 	logs = watch.stop(ctx)
 	st, err = ParseIperf3(out)
 	if err != nil {
@@ -850,7 +679,7 @@ func (r *runner) throughput(ctx context.Context, m Mode, pod, stream string, pid
 // verify checks where a throughput run's bytes went: through both
 // agents' tunnel for fibmesh; through neither agent for the other modes
 // (when the lab runs a mesh: a pod outside the mesh must not be captured).
-func (r *runner) verify(mr *ModeResult, logs map[string]ConnLog, st Stream, start time.Time) error {
+func (r *runner) verify(mr *ModeResult, logs map[string]benchlab.ConnLog, st Stream, start time.Time) error {
 	if !r.mesh {
 		return nil
 	}
@@ -887,7 +716,7 @@ type connWatch struct {
 	stopped chan struct{}
 	wg      sync.WaitGroup
 	mu      sync.Mutex
-	logs    map[string]ConnLog
+	logs    map[string]benchlab.ConnLog
 }
 
 // watchConnections starts watching the agents' connection tables for the
@@ -897,7 +726,7 @@ func (r *runner) watchConnections(ctx context.Context, m Mode, d time.Duration) 
 		return nil
 	}
 	t := r.t
-	w := &connWatch{r: r, logs: map[string]ConnLog{t.ClientNode: {}, t.ServerNode: {}}, stopped: make(chan struct{})}
+	w := &connWatch{r: r, logs: map[string]benchlab.ConnLog{t.ClientNode: {}, t.ServerNode: {}}, stopped: make(chan struct{})}
 	if m == ModeFibmesh {
 		w.pods = map[string]string{t.ClientNode: r.mesh2("client"), t.ServerNode: r.mesh2("server")}
 	} else {
@@ -916,7 +745,7 @@ func (r *runner) watchConnections(ctx context.Context, m Mode, d time.Duration) 
 
 func (w *connWatch) poll(ctx context.Context, state string) {
 	for node, pod := range w.pods {
-		cs, err := w.r.connections(ctx, node, pod, state)
+		cs, err := w.r.lab.Connections(ctx, node, pod, state)
 		if err != nil {
 			continue // a missed snapshot; the last one decides
 		}
@@ -927,7 +756,7 @@ func (w *connWatch) poll(ctx context.Context, state string) {
 }
 
 // stop takes the last snapshot and returns the merged tables by node.
-func (w *connWatch) stop(ctx context.Context) map[string]ConnLog {
+func (w *connWatch) stop(ctx context.Context) map[string]benchlab.ConnLog {
 	if w == nil {
 		return nil
 	}
@@ -937,47 +766,13 @@ func (w *connWatch) stop(ctx context.Context) map[string]ConnLog {
 	return w.logs
 }
 
-// connections reads the /connections of node's agent for pod (and
-// state, if not empty). An agent
-// without the endpoint (404) is an error that says the proxy is not
-// wired.
-func (r *runner) connections(ctx context.Context, node, pod, state string) ([]AgentConn, error) {
-	c := kubelet.NetnsHTTPClient(r.nodeNs[node], 5*time.Second)
-	q := url.Values{"pod": {pod}}
-	if state != "" {
-		q.Set("state", state)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+kubelet.AgentAdmin+"/connections?"+q.Encode(), nil)
+// exec runs argv in pod's network namespace (benchlab.Exec).
+func (r *runner) exec(ctx context.Context, pod string, argv ...string) ([]byte, error) {
+	netns, err := r.lab.Netns(pod)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s's agent admin API: %w", node, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("%s's agent serves no /connections (404): the slow path proxy is not wired into the agent, so nothing can carry or show the fibmesh mode's traffic", node)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s's agent /connections: %s: %s", node, resp.Status, clip(string(body), 200))
-	}
-	return ParseConnections(body)
-}
-
-// loadavg returns the 1-minute load average, 0 if unreadable.
-func loadavg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
+	return benchlab.Exec(ctx, netns, argv...)
 }
 
 // WriteJSON writes the result to path, creating its directory.

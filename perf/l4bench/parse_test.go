@@ -70,40 +70,6 @@ func TestStreamGbps(t *testing.T) {
 	}
 }
 
-func TestParseStatCPU(t *testing.T) {
-	// Fields: pid (comm) state ppid pgrp session tty tpgid flags minflt
-	// cminflt majflt cmajflt utime stime cutime cstime ...
-	for _, tc := range []struct {
-		name    string
-		in      string
-		want    float64
-		wantErr string
-	}{
-		{name: "agent", in: "4242 (fibmesh-agent) S 1 4242 4242 0 -1 4194560 9000 0 3 0 250 130 7 9 20 0 12 0 123456 1000000 5000",
-			want: 3.8},
-		{name: "comm with spaces and parens", in: "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 1 1 1", want: 0.03},
-		{name: "short", in: "7 (x) R 1 7 7", wantErr: "want at least 13"},
-		{name: "no comm", in: "7 x R 1", wantErr: "no ')'"},
-		{name: "not a number", in: "7 (x) R 1 7 7 0 -1 0 0 0 0 0 abc 2 0", wantErr: `utime/stime "abc"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseStatCPU(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if math.Abs(got-tc.want) > 1e-9 {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestParseCPS(t *testing.T) {
 	got, err := ParseCPS([]byte(`{"conns":990,"errors":10,"seconds":2,"firstError":"dial tcp: i/o timeout"}` + "\n"))
 	if err != nil {
@@ -120,29 +86,6 @@ func TestParseCPS(t *testing.T) {
 		if _, err := ParseCPS([]byte(bad)); err == nil {
 			t.Errorf("ParseCPS(%q) = nil error, want one", bad)
 		}
-	}
-}
-
-func TestMissingPorts(t *testing.T) {
-	ss := `LISTEN 0      4096               *:5201            *:*
-LISTEN 0      4096               *:8080            *:*
-LISTEN 0      4096     10.200.2.12:25201     0.0.0.0:*
-LISTEN 0      4096       127.0.0.1:18080     0.0.0.0:*
-LISTEN 0      4096           [::1]:9000         [::]:*
-`
-	for _, tc := range []struct {
-		want, missing []int
-	}{
-		{want: []int{5201, 8080, 25201, 18080, 9000}},
-		{want: []int{5201, 28080, 15201}, missing: []int{28080, 15201}},
-		{want: nil},
-	} {
-		if d := cmp.Diff(tc.missing, MissingPorts(ss, tc.want)); d != "" {
-			t.Errorf("MissingPorts(%v) (-want +got):\n%s", tc.want, d)
-		}
-	}
-	if d := cmp.Diff([]int{80}, MissingPorts("", []int{80})); d != "" {
-		t.Errorf("no sockets: (-want +got):\n%s", d)
 	}
 }
 

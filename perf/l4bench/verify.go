@@ -1,59 +1,12 @@
 package l4bench
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/netip"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fibmesh/fibmesh/perf/benchlab"
 )
-
-// AgentConn is the part of one entry of an agent's /connections (package
-// agent/admin, Connection) that the bench reads.
-type AgentConn struct {
-	ID            uint64 `json:"id"`
-	Direction     string `json:"direction"`
-	Pod           string `json:"pod"`
-	Source        string `json:"source"`
-	Destination   string `json:"destination"`
-	Upstream      string `json:"upstream"`
-	LocalIdentity string `json:"localIdentity"`
-	PeerIdentity  string `json:"peerIdentity"`
-	// Mode is how the agent reached the upstream: "tunnel" (mTLS to the
-	// peer's agent), "plaintext", "passthrough", "app" (inbound).
-	Mode       string    `json:"mode"`
-	TLSVersion string    `json:"tlsVersion"`
-	TLSCipher  string    `json:"tlsCipher"`
-	State      string    `json:"state"`
-	BytesOut   uint64    `json:"bytesOut"`
-	BytesIn    uint64    `json:"bytesIn"`
-	Start      time.Time `json:"start"`
-}
-
-// ParseConnections reads an agent's /connections response (a JSON array).
-func ParseConnections(b []byte) ([]AgentConn, error) {
-	var cs []AgentConn
-	if err := json.Unmarshal(b, &cs); err != nil {
-		return nil, fmt.Errorf("the agent's /connections: %w (body: %q)", err, clip(string(b), 200))
-	}
-	return cs, nil
-}
-
-// ConnLog merges snapshots of one agent's /connections taken during a
-// run: an entry keeps its highest byte counts, so a connection that is
-// gone from a later snapshot still counts.
-type ConnLog map[uint64]AgentConn
-
-// Add merges one snapshot.
-func (l ConnLog) Add(cs []AgentConn) {
-	for _, c := range cs {
-		if old, ok := l[c.ID]; ok {
-			c.BytesIn, c.BytesOut = max(c.BytesIn, old.BytesIn), max(c.BytesOut, old.BytesOut)
-		}
-		l[c.ID] = c
-	}
-}
 
 // TunnelWant is what a transfer through the mesh must have left in the
 // two agents' connection tables.
@@ -84,7 +37,7 @@ const MinShare = 0.9
 // relaying at least MinShare of w.Bytes. It returns the tunnel's TLS
 // version and cipher suite as the client's agent reports them; the error
 // says what was missing and what the tables held instead.
-func CheckTunnel(client, server ConnLog, w TunnelWant) (string, error) {
+func CheckTunnel(client, server benchlab.ConnLog, w TunnelWant) (string, error) {
 	since := w.Since.Add(-time.Second) // the agents' clocks are this host's; allow rounding
 	var out, in uint64
 	var outN, inN int
@@ -103,7 +56,7 @@ func CheckTunnel(client, server ConnLog, w TunnelWant) (string, error) {
 		outN++
 	}
 	for _, c := range server {
-		if c.Pod != w.ServerPod || !strings.EqualFold(c.Direction, "inbound") || port(c.Destination) != w.ServerPort || c.Start.Before(since) {
+		if c.Pod != w.ServerPod || !strings.EqualFold(c.Direction, "inbound") || benchlab.Port(c.Destination) != w.ServerPort || c.Start.Before(since) {
 			continue
 		}
 		if c.TLSVersion == "" || c.PeerIdentity != w.ClientID {
@@ -137,29 +90,6 @@ func CheckTunnel(client, server ConnLog, w TunnelWant) (string, error) {
 
 // Bypassed returns the connections in l of pod started since since: for
 // a pod outside the mesh there must be none.
-func Bypassed(l ConnLog, pod string, since time.Time) []AgentConn {
-	var out []AgentConn
-	for _, c := range l {
-		if c.Pod == pod && !c.Start.Before(since.Add(-time.Second)) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// port returns the port of host:port, or -1.
-func port(hostport string) int {
-	ap, err := netip.ParseAddrPort(hostport)
-	if err == nil {
-		return int(ap.Port())
-	}
-	i := strings.LastIndexByte(hostport, ':')
-	if i < 0 {
-		return -1
-	}
-	p, err := strconv.Atoi(hostport[i+1:])
-	if err != nil {
-		return -1
-	}
-	return p
+func Bypassed(l benchlab.ConnLog, pod string, since time.Time) []benchlab.AgentConn {
+	return l.Since(pod, since)
 }

@@ -123,6 +123,7 @@ var analyzers = []func(*index) []Finding{
 	subsetsWithoutWorkloads,
 	l4RoutesNotApplied,
 	strictOutsideMesh,
+	consistentHashes,
 }
 
 func sortFindings(fs []Finding) []Finding {

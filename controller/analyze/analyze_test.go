@@ -234,13 +234,31 @@ func TestUnsupportedFields(t *testing.T) {
 	p := pa("default", "p", &securityv1beta1.PeerAuthentication{PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
 		8080: {Mode: securityv1beta1.PeerAuthentication_MutualTLS_DISABLE},
 	}})
+	hashed := dr("default", "ratings", &v1alpha3.DestinationRule{Host: "ratings", TrafficPolicy: &v1alpha3.TrafficPolicy{
+		LoadBalancer: &v1alpha3.LoadBalancerSettings{LbPolicy: &v1alpha3.LoadBalancerSettings_ConsistentHash{ConsistentHash: &v1alpha3.LoadBalancerSettings_ConsistentHashLB{
+			HashKey:         &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HttpCookie{HttpCookie: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{Name: "s", Path: "/", Ttl: durationpb.New(0)}},
+			HashAlgorithm:   &v1alpha3.LoadBalancerSettings_ConsistentHashLB_Maglev{Maglev: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_MagLev{TableSize: 65537}},
+			MinimumRingSize: 1024,
+		}}}}})
+	hashedMore := dr("default", "details", &v1alpha3.DestinationRule{Host: "details", TrafficPolicy: &v1alpha3.TrafficPolicy{
+		LoadBalancer: &v1alpha3.LoadBalancerSettings{LbPolicy: &v1alpha3.LoadBalancerSettings_ConsistentHash{ConsistentHash: &v1alpha3.LoadBalancerSettings_ConsistentHashLB{
+			HashKey: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HttpCookie{HttpCookie: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{Name: "s",
+				Attributes: []*v1alpha3.LoadBalancerSettings_ConsistentHashLB_HTTPCookie_Attribute{{Name: "SameSite", Value: "Lax"}}}},
+			HashAlgorithm: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_RingHash_{RingHash: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_RingHash{MinimumRingSize: 2048}},
+		}}},
+		PortLevelSettings: []*v1alpha3.TrafficPolicy_PortTrafficPolicy{{Port: &v1alpha3.PortSelector{Number: 9080}}},
+	}})
 	runCases(t, unsupportedFields, []analyzerCase{
-		{name: "supported only", snap: snap(reviewsR, p)},
+		{name: "supported only", snap: snap(reviewsR, p, hashed)},
+		{name: "consistent hash: cookie attributes, port level", snap: snap(hashedMore), want: []Finding{
+			want(UnsupportedField, hashedMore, "field spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, hashedMore, "field spec.trafficPolicy.portLevelSettings is not supported by fibmesh yet and has no effect"),
+		}},
 		{name: "unsupported", snap: snap(v, d, a, p), want: []Finding{
 			want(UnsupportedField, a, "field spec.action: action CUSTOM (external authorization) is not supported yet and has no effect"),
 			want(UnsupportedField, a, "field spec.provider is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, a, "field spec.rules[0].from[0].source.requestPrincipals is not supported by fibmesh yet and has no effect"),
-			want(UnsupportedField, d, "field spec.subsets[0].trafficPolicy.tls is not supported by fibmesh yet and has no effect"),
+			want(UnsupportedField, d, "field spec.subsets[0].trafficPolicy is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, d, "field spec.trafficPolicy.tls is not supported by fibmesh yet and has no effect"),
 			want(UnsupportedField, v, `field spec.gateways: gateway "istio-system/ingress" is not supported (only "mesh") yet and has no effect`),
 			want(UnsupportedField, v, "field spec.http[0].corsPolicy is not supported by fibmesh yet and has no effect"),
@@ -284,5 +302,36 @@ func TestSkippedKinds(t *testing.T) {
 			want(KindNotConsumed, dep, "apps/v1 Deployment default/x is not consumed by fibmesh"),
 			want(KindNotConsumed, gw, "networking.istio.io/v1 Gateway istio-system/ingress is not consumed by fibmesh"),
 		}},
+	})
+}
+
+func TestConsistentHashes(t *testing.T) {
+	hashDR := func(name, host string, ch *v1alpha3.LoadBalancerSettings_ConsistentHashLB) config.Resource {
+		return dr("default", name, &v1alpha3.DestinationRule{Host: host, TrafficPolicy: &v1alpha3.TrafficPolicy{
+			LoadBalancer: &v1alpha3.LoadBalancerSettings{LbPolicy: &v1alpha3.LoadBalancerSettings_ConsistentHash{ConsistentHash: ch}}}})
+	}
+	header := func(h string) *v1alpha3.LoadBalancerSettings_ConsistentHashLB {
+		return &v1alpha3.LoadBalancerSettings_ConsistentHashLB{HashKey: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName{HttpHeaderName: h}}
+	}
+	noKey := hashDR("reviews", "reviews", &v1alpha3.LoadBalancerSettings_ConsistentHashLB{MinimumRingSize: 1024})
+	noName := hashDR("reviews", "reviews", &v1alpha3.LoadBalancerSettings_ConsistentHashLB{HashKey: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HttpCookie{
+		HttpCookie: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_HTTPCookie{Path: "/"}}})
+	split := func(a, b string) config.Resource {
+		return vs("default", "r", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{{
+			Route: []*v1alpha3.HTTPRouteDestination{dest(a, "", 50), dest(b, "", 50)}}}})
+	}
+	differ := split("reviews", "ratings")
+	runCases(t, consistentHashes, []analyzerCase{
+		{name: "a key", snap: snap(hashDR("reviews", "reviews", header("x-user")), split("reviews", "reviews"))},
+		{name: "no key", snap: snap(noKey), want: []Finding{want(ConsistentHashNotApplied, noKey,
+			"spec.trafficPolicy.loadBalancer.consistentHash sets no key (httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName): requests to reviews.default.svc.cluster.local are balanced at random, not by a key; set one")}},
+		{name: "cookie without a name", snap: snap(noName), want: []Finding{want(ConsistentHashNotApplied, noName,
+			"spec.trafficPolicy.loadBalancer.consistentHash has an httpCookie without a name: requests to reviews.default.svc.cluster.local are balanced at random, not by a key; set one")}},
+		{name: "only the rule in force", snap: snap(hashDR("a", "reviews", header("x")), noKey)},
+		{name: "same key, other case", snap: snap(hashDR("reviews", "reviews", header("X-User")), hashDR("ratings", "ratings", header("x-user")), split("reviews", "ratings"))},
+		{name: "one host without a key", snap: snap(hashDR("reviews", "reviews", header("x")), split("reviews", "ratings"))},
+		{name: "keys differ", snap: snap(hashDR("reviews", "reviews", header("x")), hashDR("ratings", "ratings", &v1alpha3.LoadBalancerSettings_ConsistentHashLB{
+			HashKey: &v1alpha3.LoadBalancerSettings_ConsistentHashLB_UseSourceIp{UseSourceIp: true}}), differ), want: []Finding{want(ConsistentHashNotApplied, differ,
+			`spec.http[0].route: reviews.default.svc.cluster.local hashes by header "x", ratings.default.svc.cluster.local by source IP; the route hashes every request by header "x" (the first destination's key): give the hosts the same key, or route them in separate rules`)}},
 	})
 }

@@ -63,6 +63,12 @@ var (
 	// for pods that are outside the mesh (not captured: a label on them
 	// or their namespace), where it cannot be enforced.
 	PeerAuthenticationNotEnforced = Code{"FM0007", "PeerAuthenticationNotEnforced", Warning}
+	// ConsistentHashNotApplied: a DestinationRule's consistentHash gives
+	// no key (none is set, or httpCookie has no name), so its requests
+	// are balanced at random; or an HTTP route splits traffic over hosts
+	// whose consistent-hash keys differ, and only the first one's key
+	// applies (a route carries one hash policy).
+	ConsistentHashNotApplied = Code{"FM0008", "ConsistentHashNotApplied", Warning}
 )
 
 // Codes lists every code, in ID order.
@@ -81,6 +87,7 @@ var Codes = []Code{
 	KindNotConsumed,
 	L4RouteNotApplied,
 	PeerAuthenticationNotEnforced,
+	ConsistentHashNotApplied,
 }
 
 // CodeByID returns the Code with the given ID.

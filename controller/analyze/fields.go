@@ -24,36 +24,48 @@ import (
 // implement it, and remove none without a finding taking its place.
 var supportedFields = map[protoreflect.FullName][]string{
 	// VirtualService: HTTP routing for the mesh gateway.
-	"istio.networking.v1alpha3.VirtualService":                     {"hosts", "gateways", "http", "tcp", "tls"},
-	"istio.networking.v1alpha3.TCPRoute":                           {"match", "route"},
-	"istio.networking.v1alpha3.TLSRoute":                           {"match", "route"},
-	"istio.networking.v1alpha3.L4MatchAttributes":                  {"destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
-	"istio.networking.v1alpha3.TLSMatchAttributes":                 {"sniHosts", "destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
-	"istio.networking.v1alpha3.RouteDestination":                   {"destination", "weight"},
-	"istio.networking.v1alpha3.HTTPRoute":                          {"name", "match", "route", "retries", "timeout", "fault"},
-	"istio.networking.v1alpha3.HTTPMatchRequest":                   {"name", "uri", "headers", "method", "port", "gateways"},
-	"istio.networking.v1alpha3.StringMatch":                        {"exact", "prefix", "regex"},
-	"istio.networking.v1alpha3.HTTPRouteDestination":               {"destination", "weight"},
-	"istio.networking.v1alpha3.Destination":                        {"host", "subset", "port"},
-	"istio.networking.v1alpha3.PortSelector":                       {"number"},
-	"istio.networking.v1alpha3.HTTPRetry":                          {"attempts", "perTryTimeout", "retryOn"},
-	"istio.networking.v1alpha3.HTTPFaultInjection":                 {"delay", "abort"},
-	"istio.networking.v1alpha3.HTTPFaultInjection.Delay":           {"fixedDelay", "percentage", "percent"},
-	"istio.networking.v1alpha3.HTTPFaultInjection.Abort":           {"httpStatus", "percentage"},
-	"istio.networking.v1alpha3.Percent":                            {"value"},
-	"istio.networking.v1alpha3.DestinationRule":                    {"host", "trafficPolicy", "subsets"},
-	"istio.networking.v1alpha3.Subset":                             {"name", "labels", "trafficPolicy"},
-	"istio.networking.v1alpha3.TrafficPolicy":                      {"loadBalancer", "connectionPool", "outlierDetection", "portLevelSettings"},
-	"istio.networking.v1alpha3.TrafficPolicy.PortTrafficPolicy":    {"port", "loadBalancer", "connectionPool", "outlierDetection"},
-	"istio.networking.v1alpha3.LoadBalancerSettings":               {"simple"},
-	"istio.networking.v1alpha3.ConnectionPoolSettings":             {"tcp", "http"},
-	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings": {"maxConnections", "connectTimeout"},
-	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings": {
-		"http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection", "maxRetries", "idleTimeout",
+	"istio.networking.v1alpha3.VirtualService":           {"hosts", "gateways", "http", "tcp", "tls"},
+	"istio.networking.v1alpha3.TCPRoute":                 {"match", "route"},
+	"istio.networking.v1alpha3.TLSRoute":                 {"match", "route"},
+	"istio.networking.v1alpha3.L4MatchAttributes":        {"destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
+	"istio.networking.v1alpha3.TLSMatchAttributes":       {"sniHosts", "destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace"},
+	"istio.networking.v1alpha3.RouteDestination":         {"destination", "weight"},
+	"istio.networking.v1alpha3.HTTPRoute":                {"name", "match", "route", "retries", "timeout", "fault"},
+	"istio.networking.v1alpha3.HTTPMatchRequest":         {"name", "uri", "headers", "method", "port", "gateways"},
+	"istio.networking.v1alpha3.StringMatch":              {"exact", "prefix", "regex"},
+	"istio.networking.v1alpha3.HTTPRouteDestination":     {"destination", "weight"},
+	"istio.networking.v1alpha3.Destination":              {"host", "subset", "port"},
+	"istio.networking.v1alpha3.PortSelector":             {"number"},
+	"istio.networking.v1alpha3.HTTPRetry":                {"attempts", "perTryTimeout", "retryOn"},
+	"istio.networking.v1alpha3.HTTPFaultInjection":       {"delay", "abort"},
+	"istio.networking.v1alpha3.HTTPFaultInjection.Delay": {"fixedDelay", "percentage", "percent"},
+	"istio.networking.v1alpha3.HTTPFaultInjection.Abort": {"httpStatus", "percentage"},
+	"istio.networking.v1alpha3.Percent":                  {"value"},
+	"istio.networking.v1alpha3.DestinationRule":          {"host", "trafficPolicy", "subsets"},
+	// A subset's trafficPolicy and portLevelSettings are not in the
+	// model: the host-level trafficPolicy applies to every subset and
+	// port (docs/xds.md).
+	"istio.networking.v1alpha3.Subset":               {"name", "labels"},
+	"istio.networking.v1alpha3.TrafficPolicy":        {"loadBalancer", "connectionPool", "outlierDetection"},
+	"istio.networking.v1alpha3.LoadBalancerSettings": {"simple", "consistentHash"},
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB": {
+		"httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName", "ringHash", "maglev", "minimumRingSize",
 	},
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.HTTPCookie": {"name", "path", "ttl"},
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.RingHash":   {"minimumRingSize"},
+	"istio.networking.v1alpha3.LoadBalancerSettings.ConsistentHashLB.MagLev":     {"tableSize"},
+	"istio.networking.v1alpha3.ConnectionPoolSettings":                           {"tcp", "http"},
+	"istio.networking.v1alpha3.ConnectionPoolSettings.TCPSettings":               {"maxConnections", "connectTimeout"},
+	"istio.networking.v1alpha3.ConnectionPoolSettings.HTTPSettings": {
+		// idleTimeout (upstream connections' idle timeout) is not in
+		// the model: reported.
+		"http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection", "maxRetries",
+	},
+	// consecutiveGatewayErrors, the deprecated consecutiveErrors and
+	// minHealthPercent (Envoy's panic threshold) are not in the model:
+	// reported, so that no one relies on them silently.
 	"istio.networking.v1alpha3.OutlierDetection": {
-		"consecutive5xxErrors", "consecutiveGatewayErrors", "consecutiveErrors",
-		"interval", "baseEjectionTime", "maxEjectionPercent", "minHealthPercent",
+		"consecutive5xxErrors", "interval", "baseEjectionTime", "maxEjectionPercent",
 	},
 	"istio.networking.v1alpha3.ServiceEntry":  {"hosts", "addresses", "ports", "location", "resolution", "endpoints"},
 	"istio.networking.v1alpha3.ServicePort":   {"number", "protocol", "name", "targetPort"},

@@ -191,9 +191,9 @@ type Sample struct {
 	Full  LoadResult `json:"fullLoad"`
 	// FixedCPU and FullCPU are the proxies' CPU seconds during each
 	// phase (warm-up included: the reads are taken around the
-	// generator); CPUPer1k is FullCPU in milliseconds per 1,000 requests
-	// answered in the full-load phase, FixedCPUPer1k the same at the
-	// fixed rate.
+	// generator's process); CPUPer1k is FullCPU in milliseconds per
+	// 1,000 requests answered in the full-load phase, warm-up included
+	// (LoadResult.Answered), FixedCPUPer1k the same at the fixed rate.
 	FixedCPU      float64 `json:"fixedCPUSeconds"`
 	FullCPU       float64 `json:"fullCPUSeconds"`
 	CPUPer1k      float64 `json:"cpuMsPer1000"`
@@ -686,7 +686,7 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 	if s.Fixed, s.FixedCPU, err = phase(LoadOptions{Rate: r.o.Rate, Conns: r.o.Conns, Duration: r.o.Duration}); err != nil {
 		return s, fmt.Errorf("fixed rate: %w", err)
 	}
-	s.FixedCPUPer1k = perK(s.FixedCPU, s.Fixed.Requests)
+	s.FixedCPUPer1k = perK(s.FixedCPU, s.Fixed.Answered)
 	if s.Fixed.Drain > MaxDrainShare*r.o.Duration.Seconds() {
 		fmt.Fprintf(r.o.Out, "round %d %-8s warning: answers kept coming %.2f s after the %.0f req/s phase ended: the path is slower than the rate, its latencies are a queue's\n",
 			round, m, s.Fixed.Drain, r.o.Rate)
@@ -697,7 +697,7 @@ func (r *runner) sample(ctx context.Context, mr *ModeResult, round int) (Sample,
 	if s.Full, s.FullCPU, err = phase(LoadOptions{Conns: r.o.LoadConns, Duration: r.o.LoadDuration}); err != nil {
 		return s, fmt.Errorf("full load: %w", err)
 	}
-	s.CPUPer1k = perK(s.FullCPU, s.Full.Requests)
+	s.CPUPer1k = perK(s.FullCPU, s.Full.Answered)
 	if len(pids) > 0 {
 		rss, _, err := benchlab.RSS(pids)
 		if err != nil {

@@ -83,6 +83,9 @@ type LoadResult struct {
 	// the measured window; Errors, those that failed.
 	Requests int64 `json:"requests"`
 	Errors   int64 `json:"errors"`
+	// Answered counts every request answered, the warm-up's too: what
+	// the proxies' CPU, read around the whole run, is divided by.
+	Answered int64 `json:"answered"`
 	// Due is how many requests the schedule had due in the window (open
 	// loop; 0 in closed loop).
 	Due     int64   `json:"due,omitempty"`
@@ -124,6 +127,7 @@ type worker struct {
 	br        *bufio.Reader
 	lat       Latencies
 	ok, errs  int64
+	answered  int64 // warm-up included
 	xfcc      int64
 	xfccFirst string
 	firstErr  error
@@ -204,6 +208,7 @@ func RunLoad(ctx context.Context, o LoadOptions) LoadResult {
 			w.conn.Close()
 		}
 		res.Requests += w.ok
+		res.Answered += w.answered
 		res.Errors += w.errs
 		res.XFCC += w.xfcc
 		if res.XFCCSample == "" {
@@ -230,6 +235,9 @@ func RunLoad(ctx context.Context, o LoadOptions) LoadResult {
 // whether it falls in the measured window.
 func (w *worker) do(ctx context.Context, t time.Time, counted bool) {
 	xfcc, err := w.roundTrip(ctx)
+	if err == nil {
+		w.answered++
+	}
 	if !counted {
 		return
 	}

@@ -208,8 +208,11 @@ func TestRunLoad(t *testing.T) {
 			if res.Requests == 0 || res.Errors != 0 || res.Latency.Count != int(res.Requests) || res.XFCC != 0 {
 				t.Errorf("result %+v", res)
 			}
-			if tc.o.Rate > 0 && res.Due != 150 {
-				t.Errorf("%d due in 300 ms at 500/s, want 150 (the warm-up's not counted)", res.Due)
+			if tc.o.Rate > 0 && (res.Due != 150 || res.Answered != 200) {
+				t.Errorf("%d due in 300 ms at 500/s, %d answered in all; want 150 (the warm-up's not counted) and 200 (the warm-up's 50 too)", res.Due, res.Answered)
+			}
+			if res.Answered < res.Requests {
+				t.Errorf("%d answered in all, fewer than the %d measured", res.Answered, res.Requests)
 			}
 		})
 	}

@@ -85,7 +85,8 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 		ps.relayUpgrade(w, r, up, ri)
 		return
 	}
-	hdr := r.Header.Clone()
+	// The request is ours: its headers are changed in place.
+	hdr := r.Header
 	removeHopByHop(hdr)
 	body := r.Body
 	if r.ContentLength == 0 {

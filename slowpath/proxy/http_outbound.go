@@ -212,7 +212,8 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 	defer ticket.Release()
 	od := ps.outlier(cl, ch)
 
-	hdr := r.Header.Clone()
+	// The request is ours: its headers are changed in place.
+	hdr := r.Header
 	removeHopByHop(hdr)
 	// The protocol the endpoint's app gets: the cluster's when it is
 	// explicitly HTTP/2 (port protocol http2, grpc), else the app's own

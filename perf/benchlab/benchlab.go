@@ -235,6 +235,31 @@ func (l *Lab) Connections(ctx context.Context, node, pod, state string) ([]Agent
 	return ParseConnections(body)
 }
 
+// AgentProfile records a CPU profile of node's agent for d (whole
+// seconds, at least one) from its admin API (/debug/pprof/profile) and
+// returns it (pprof's format: go tool pprof reads it).
+func (l *Lab) AgentProfile(ctx context.Context, node string, d time.Duration) ([]byte, error) {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	c := kubelet.NetnsHTTPClient(l.NodeNetns[node], time.Duration(secs)*time.Second+30*time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", kubelet.AgentAdmin, secs), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s's agent CPU profile: %w", node, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s's agent CPU profile: %w", node, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s's agent CPU profile: %s: %s", node, resp.Status, Clip(string(body), 200))
+	}
+	return body, nil
+}
+
 // Tail returns the last n lines of a file, or why it cannot.
 func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)

@@ -81,6 +81,7 @@ Flags:
 	fs.StringVar(&o.Prefix, "prefix", "fm-l7-", "the lab's namespace prefix")
 	fs.StringVar(&o.StateDir, "state-dir", l7bench.DefaultStateDir, "the lab's state directory")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "longest wait for the lab and for each row's first answer")
+	fs.StringVar(&o.ProfileDir, "profile", "", "directory to write a CPU profile of each agent to, recorded during the fibmesh row's first full-load phase (costs the agents a few per cent)")
 	fs.Parse(os.Args[1:])
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench-l7: unexpected argument %q (subcommands: load, serve)\n", fs.Arg(0))

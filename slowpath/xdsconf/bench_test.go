@@ -176,3 +176,28 @@ func BenchmarkHTTPAuthz(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHashPick: a request's consistent-hash key (header, then
+// cookie) and the endpoint it picks, per table, over 16 endpoints.
+func BenchmarkHashPick(b *testing.B) {
+	r := hashRoute(b, hashHeader("x-user", false), hashCookie("session", "/", nil))
+	req := request("GET", "/api/reviews/1", "reviews:9080", headers{"x-user": "alice", "cookie": "a=1; session=42"})
+	src := ap("10.200.1.12:40000")
+	for _, lb := range []LBPolicy{RingHash, Maglev} {
+		b.Run(lb.String(), func(b *testing.B) {
+			w := make([]uint32, 16)
+			for i := range w {
+				w[i] = 1
+			}
+			c := cluster(lb, endpoints(w...))
+			c.Endpoints.prepare(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				h, ok := r.HashKey(src.Addr(), req)
+				if _, err := c.PickRequest(src, h, ok, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -488,3 +488,31 @@ func TestExamplesConsistentHash(t *testing.T) {
 		t.Errorf("Set-Cookie %q", got)
 	}
 }
+
+// FuzzHashKey: random Cookie headers and paths through every hash
+// policy kind: no panic, the same request keys the same way, and the
+// parsed values come from the input.
+func FuzzHashKey(f *testing.F) {
+	r := hashRoute(f, hashCookie("s", "/", durationpb.New(time.Hour)), hashQuery("u"), hashHeader("x", false))
+	f.Add("a=1; s=2", "/p?u=1#x", "v")
+	f.Add(`s="q"`, "/?u", "")
+	f.Add(";;,=s= ", "?&&u=&", "\x00")
+	f.Fuzz(func(t *testing.T, cookie, path, x string) {
+		req := request("GET", path, "h", headers{"cookie": cookie, "x": x})
+		src := netip.MustParseAddr("10.0.0.1")
+		h1, ok1 := r.HashKey(src, req)
+		h2, ok2 := r.HashKey(src, req)
+		if h1 != h2 || ok1 != ok2 || !ok1 {
+			t.Fatalf("HashKey: %#x %v then %#x %v", h1, ok1, h2, ok2)
+		}
+		if v := findCookie(cookie, "s"); !strings.Contains(cookie, v) {
+			t.Fatalf("cookie %q from %q", v, cookie)
+		}
+		if v, ok := queryParameter(path, "u"); ok && !strings.Contains(path, "u="+v) && v != "" {
+			t.Fatalf("query value %q from %q", v, path)
+		}
+		if sc := r.SetCookie(src, req); sc != "" && findCookie(cookie, "s") != "" {
+			t.Fatalf("Set-Cookie %q with the cookie sent (%q)", sc, cookie)
+		}
+	})
+}

@@ -35,6 +35,14 @@
 // outlier detection (Cluster.HTTP). What docs/xds.md does not list is
 // refused there too. None of the per-request calls allocates.
 //
+// Consistent hashing (hash.go): a route's hash_policy (Route.Hash)
+// gives a request its key (Route.HashKey: header, cookie, source IP,
+// query parameter, combined and terminal as in Envoy; Route.SetCookie
+// for a cookie the proxy generates), and Cluster.PickRequest balances a
+// RING_HASH or MAGLEV cluster by it (ring_hash_lb_config and
+// maglev_lb_config size the tables); the other policies pick as
+// Cluster.Pick.
+//
 // Authorization at L4: network RBAC filters follow Envoy's network
 // filter (a header matcher sees a missing header, url_path never
 // matches). HTTP RBAC filters are enforced per connection too, before

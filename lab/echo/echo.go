@@ -36,7 +36,9 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +81,11 @@ type Reply struct {
 	Headers http.Header `json:"headers"`
 	// Status is the HTTP status the app answered with.
 	Status int `json:"status"`
+	// BodyBytes is the length of the request's body as received (at
+	// most MaxBodyBytes are read), BodySHA256 its SHA-256 in hex (empty
+	// for no body).
+	BodyBytes  int64  `json:"bodyBytes,omitempty"`
+	BodySHA256 string `json:"bodySha256,omitempty"`
 	// Attempt is how many requests carrying the request's
 	// x-echo-attempt-key the server has seen, this one included (0: the
 	// request carried none).
@@ -106,6 +113,10 @@ const (
 	// HeaderAttempt is set on answers to requests with an attempt key:
 	// Reply.Attempt as a response header.
 	HeaderAttempt = "X-Echo-Attempt"
+	// HeaderBodyBytes N makes the app answer with N bytes of Pattern
+	// (0..MaxBodyBytes, content type application/octet-stream) instead
+	// of the JSON Reply, to move large answers through a proxy.
+	HeaderBodyBytes = "X-Echo-Body-Bytes"
 )
 
 // Response headers on every HTTP answer (101 included) that say who
@@ -127,6 +138,9 @@ const (
 	MaxAttemptKeys = 4096
 	// MaxAttemptKeyLen is the longest attempt key accepted, in bytes.
 	MaxAttemptKeyLen = 256
+	// MaxBodyBytes bounds the request body read (the rest is not) and
+	// x-echo-body-bytes.
+	MaxBodyBytes = 64 << 20
 	// maxFailFirst bounds x-echo-fail-first.
 	maxFailFirst = 1_000_000
 )
@@ -262,12 +276,20 @@ type control struct {
 	hasDelay  bool
 	failFirst int
 	key       string
+	bodyBytes int64 // -1: not asked
 }
 
 // parseControl reads the control headers of h; the error names the
 // header and what it wants.
 func parseControl(h http.Header) (control, error) {
-	var c control
+	c := control{bodyBytes: -1}
+	if v := h.Get(HeaderBodyBytes); v != "" {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 0 || n > MaxBodyBytes {
+			return c, fmt.Errorf("header %s: %q: want a byte count 0..%d", strings.ToLower(HeaderBodyBytes), v, MaxBodyBytes)
+		}
+		c.bodyBytes = n
+	}
 	if v := h.Get(HeaderStatus); v != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 200 || n > 599 {
@@ -309,9 +331,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveUpgrade(w, r)
 		return
 	}
-	// The body is drained so a client streaming one gets its answer.
-	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 	rep := Reply{Info: h.info, Peer: r.RemoteAddr, Proto: r.Proto, Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Headers: r.Header.Clone()}
+	// The body is read (so a client streaming one gets its answer) and
+	// reported.
+	sum := sha256.New()
+	rep.BodyBytes, _ = io.Copy(sum, io.LimitReader(r.Body, MaxBodyBytes))
+	if rep.BodyBytes > 0 {
+		rep.BodySHA256 = hex.EncodeToString(sum.Sum(nil))
+	}
 	c, err := parseControl(r.Header)
 	if err != nil {
 		rep.Status, rep.Error = http.StatusBadRequest, err.Error()
@@ -345,7 +372,50 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		rep.Status = cmp.Or(h.opts.Status, http.StatusOK)
 	}
+	if c.bodyBytes >= 0 {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(c.bodyBytes, 10))
+		w.WriteHeader(rep.Status)
+		_ = WritePattern(w, c.bodyBytes)
+		return
+	}
 	writeReply(w, &rep)
+}
+
+// patternLine is the length of one line of Pattern.
+const patternLine = 16
+
+// WritePattern writes the first n bytes of Pattern to w: 16-byte lines,
+// each its own offset in 15 lower-case hex digits and a newline, so a
+// reader can tell a byte lost, doubled or moved from its place.
+func WritePattern(w io.Writer, n int64) error {
+	buf := make([]byte, 0, 32<<10)
+	for off := int64(0); off < n; {
+		buf = buf[:0]
+		for len(buf)+patternLine <= cap(buf) && off+int64(len(buf)) < n {
+			buf = fmt.Appendf(buf, "%015x\n", off+int64(len(buf)))
+		}
+		chunk := buf[:min(int64(len(buf)), n-off)]
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+		off += int64(len(chunk))
+	}
+	return nil
+}
+
+// CheckPattern says where b, read from offset 0, first differs from
+// Pattern (nil: it is the first len(b) bytes of it).
+func CheckPattern(b []byte) error {
+	var line [patternLine]byte
+	for off := 0; off < len(b); off += patternLine {
+		want := fmt.Appendf(line[:0], "%015x\n", off)
+		got := b[off:min(off+patternLine, len(b))]
+		if !bytes.Equal(got, want[:len(got)]) {
+			return fmt.Errorf("echo pattern: bytes %d..%d are %q, want %q", off, off+len(got), got, want[:len(got)])
+		}
+	}
+	return nil
 }
 
 // upgradeRequested says whether h asks to switch protocols: Connection

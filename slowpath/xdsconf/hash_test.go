@@ -277,9 +277,14 @@ func TestPickRequest(t *testing.T) {
 			t.Fatalf("least request picked the busy endpoint")
 		}
 	}
-	// Errors as Pick.
-	if _, err := cluster(RingHash, &Endpoints{}).PickRequest(src, 1, true, nil); err == nil || !strings.Contains(err.Error(), "no healthy endpoint") {
-		t.Errorf("empty: %v", err)
+	// Errors as Pick; an assignment without healthy endpoints has
+	// (empty) tables.
+	for _, lb := range []LBPolicy{RingHash, Maglev} {
+		c := cluster(lb, &Endpoints{Hosts: []*Endpoint{{Addr: ap("10.0.0.1:80")}}})
+		c.Endpoints.prepare(c)
+		if _, err := c.PickRequest(src, 1, true, nil); err == nil || !strings.Contains(err.Error(), "no healthy endpoint") {
+			t.Errorf("%v, none healthy: %v", lb, err)
+		}
 	}
 }
 

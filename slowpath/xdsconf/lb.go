@@ -492,6 +492,11 @@ func (e *Endpoints) maglevTable(size uint64) *maglevTable {
 		return t
 	}
 	n := len(e.Healthy)
+	if n == 0 { // nothing to pick (Pick returns before); no table to fill
+		t := &maglevTable{size: size}
+		e.lb.maglev.Store(t)
+		return t
+	}
 	m := size
 	if m == 0 {
 		m = maglevSizes[len(maglevSizes)-1]

@@ -131,6 +131,10 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 	name := route.PickCluster(rand.Uint32())
 	cl := snap.Clusters[name]
 	ri.Cluster = name
+	if m.c != nil {
+		// The connection's row shows its latest request's cluster.
+		m.c.update(func(i *ConnInfo) { i.Cluster = name })
+	}
 	if cl == nil {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NC", bodyNoCluster)
 		return

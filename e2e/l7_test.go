@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -176,6 +178,10 @@ type call struct {
 	host   string // the Host header (:authority), e.g. reviews:9080
 	hdr    []string
 	h2c    bool
+	body   []byte
+	// chunked sends body with no length (HTTP/1.1 chunked, HTTP/2 DATA
+	// frames without content-length).
+	chunked bool
 }
 
 // answer is what came back, the echo app's Reply decoded where the body
@@ -207,9 +213,19 @@ func (a answer) String() string {
 }
 
 func (pc *podClient) do(ctx context.Context, addr netip.AddrPort, c call) (answer, error) {
-	req, err := http.NewRequestWithContext(ctx, cmpOr(c.method, "GET"), "http://"+addr.String()+cmpOr(c.path, "/"), nil)
+	var body io.Reader
+	if c.body != nil {
+		body = bytes.NewReader(c.body)
+		if c.chunked {
+			body = io.MultiReader(body) // hides the length
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, cmpOr(c.method, "GET"), "http://"+addr.String()+cmpOr(c.path, "/"), body)
 	if err != nil {
 		return answer{}, err
+	}
+	if c.chunked {
+		req.ContentLength = -1
 	}
 	if c.host != "" {
 		req.Host = c.host
@@ -711,6 +727,58 @@ func TestL7Mesh(t *testing.T) {
 			}
 		})
 
+		t.Run("large bodies, concurrent, both ways", func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				to   netip.AddrPort
+				host string
+				h2c  bool
+			}{{"HTTP/1.1 to the http port", web, "web:8080", false}, {"h2c to the http port", web, "web:8080", true}, {"h2c to the grpc port", rpc, "rpc:9090", true}} {
+				t.Run(tc.name, func(t *testing.T) {
+					var wg sync.WaitGroup
+					var mu sync.Mutex
+					var errs []error
+					fail := func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
+					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+					defer cancel()
+					for i := range 4 {
+						wg.Go(func() { // upload, half of them with no length
+							body := make([]byte, 3<<20+i*4099)
+							for j := range body {
+								body[j] = byte(j*7 + j>>12 + i)
+							}
+							a, err := caller.do(ctx, tc.to, call{method: "POST", path: "/upload", host: tc.host, h2c: tc.h2c, body: body, chunked: i%2 == 1})
+							sum := sha256.Sum256(body)
+							switch {
+							case err != nil:
+								fail(err)
+							case a.status != 200 || !a.isReply || a.reply.BodyBytes != int64(len(body)) || a.reply.BodySHA256 != hex.EncodeToString(sum[:]):
+								fail(fmt.Errorf("upload %d of %d bytes (chunked %v): got %v, app saw %d bytes sha256 %.12s…", i, len(body), i%2 == 1, a, a.reply.BodyBytes, a.reply.BodySHA256))
+							}
+						})
+						wg.Go(func() { // download
+							n := 5<<20 + i*7
+							a, err := caller.do(ctx, tc.to, call{path: "/download", host: tc.host, h2c: tc.h2c, hdr: []string{echo.HeaderBodyBytes, strconv.Itoa(n)}})
+							switch {
+							case err != nil:
+								fail(err)
+							case a.status != 200 || len(a.body) != n:
+								fail(fmt.Errorf("download %d of %d bytes: %d %d bytes", i, n, a.status, len(a.body)))
+							default:
+								if err := echo.CheckPattern(a.body); err != nil {
+									fail(fmt.Errorf("download %d: %w", i, err))
+								}
+							}
+						})
+					}
+					wg.Wait()
+					for _, err := range errs {
+						t.Error(err)
+					}
+				})
+			}
+		})
+
 		t.Run("HTTP/1.1 keep-alive", func(t *testing.T) {
 			c := dialPod(t, caller, web)
 			br := bufio.NewReader(c)
@@ -775,8 +843,11 @@ func TestL7Mesh(t *testing.T) {
 
 	t.Run("retries", func(t *testing.T) {
 		waitL7(t, caller, retry, call{host: "retry:8080"}, 200)
+		waitL7(t, caller, web, call{host: "web:8080"}, 200)
 		tests := []struct {
 			name      string
+			to        netip.AddrPort
+			host      string
 			route     string
 			failFirst int
 			want      int
@@ -784,15 +855,20 @@ func TestL7Mesh(t *testing.T) {
 		}{
 			// Istio's attempts is the number of retries (Envoy's
 			// num_retries): attempts: 3 allows 4 tries.
-			{"attempts 3, the first two fail: the third succeeds", "retry-3", 2, 200, 3},
-			{"attempts 3, the first four fail: 503 after 4 tries", "retry-3", 4, 503, 4},
-			{"attempts 1, the first two fail: 503 after 2 tries", "retry-1", 2, 503, 2},
-			{"attempts 0 (timeout route), the first fails: no retry", "timeout", 1, 503, 1},
+			{"attempts 3, the first two fail: the third succeeds", retry, "retry:8080", "retry-3", 2, 200, 3},
+			{"attempts 3, the first four fail: 503 after 4 tries", retry, "retry:8080", "retry-3", 4, 503, 4},
+			{"attempts 1, the first two fail: 503 after 2 tries", retry, "retry:8080", "retry-1", 2, 503, 2},
+			{"attempts 0 (timeout route), the first fails: no retry", retry, "retry:8080", "timeout", 1, 503, 1},
+			// No VirtualService: Istio's default policy, 2 retries on
+			// connect-failure, refused-stream, unavailable, cancelled and
+			// retriable-status-codes 503.
+			{"no VirtualService, the first two 503: the third succeeds", web, "web:8080", "", 2, 200, 3},
+			{"no VirtualService, the first three 503: 503 after 3 tries", web, "web:8080", "", 3, 503, 3},
 		}
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				key := fmt.Sprintf("e7-retry-%d-%d", i, time.Now().UnixNano())
-				a := caller.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", tt.route,
+				a := caller.must(t, tt.to, call{host: tt.host, hdr: []string{"X-Route", tt.route,
 					echo.HeaderFailFirst, strconv.Itoa(tt.failFirst), echo.HeaderAttemptKey, key, "X-Request-Id", key}})
 				if a.status != tt.want || a.from() != "backend-0" || a.header.Get(echo.HeaderAttempt) != strconv.Itoa(tt.attempts) {
 					t.Errorf("got %v, %s %q; want %d from backend-0 after %d tries", a, echo.HeaderAttempt, a.header.Get(echo.HeaderAttempt), tt.want, tt.attempts)
@@ -802,11 +878,34 @@ func TestL7Mesh(t *testing.T) {
 				}
 				// No try is left over: the next request is the app's
 				// attempts+1-th with this key.
-				b := caller.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", "timeout", echo.HeaderAttemptKey, key}})
+				b := caller.must(t, tt.to, call{host: tt.host, hdr: []string{"X-Route", "timeout", echo.HeaderAttemptKey, key}})
 				if b.header.Get(echo.HeaderAttempt) != strconv.Itoa(tt.attempts+1) {
 					t.Errorf("after it, the app counts %q tries with the key, want %d: the mesh tried %q times, not %d", b.header.Get(echo.HeaderAttempt), tt.attempts+1, b.header.Get(echo.HeaderAttempt), tt.attempts)
 				}
 			})
+		}
+	})
+
+	t.Run("a retry goes to another endpoint", func(t *testing.T) {
+		// spread: flaky-good-0, flaky-good-1 and flaky-bad (500), RANDOM.
+		spread := l.serviceVIP(t, "l7", "spread", 8080)
+		const n = 90
+		waitL7(t, caller, spread, call{host: "spread:8080"}, 200)
+		bad := 0
+		for _, a := range caller.fanOut(t, spread, n, 4, func(int) call { return call{host: "spread:8080", hdr: []string{"X-Route", "once"}} }) {
+			switch {
+			case a.status == 500 && a.from() == "flaky-bad":
+				bad++
+			case a.status != 200 || !strings.HasPrefix(a.from(), "flaky-good-"):
+				t.Errorf("got %v, want 200 from flaky-good-* or 500 from flaky-bad", a)
+			}
+		}
+		checkBinomial(t, "no retries: answers by flaky-bad (RANDOM over 3)", bad, n, 1.0/3)
+		// One retry on 5xx, on another host: every request succeeds.
+		for _, a := range caller.fanOut(t, spread, n, 4, func(int) call { return call{host: "spread:8080"} }) {
+			if a.status != 200 || !strings.HasPrefix(a.from(), "flaky-good-") {
+				t.Errorf("with 1 retry on 5xx: got %v, want 200 from flaky-good-* (the retry avoids the host that failed)", a)
+			}
 		}
 	})
 

@@ -88,6 +88,7 @@ type streamState struct {
 	// holds one of the tracker's sync slots until it has ACKed every
 	// type (or the slot times out); acked are the types it ACKed.
 	admitted, holding bool
+	done              bool // the slot was given back (or never needed)
 	acked             map[string]bool
 }
 
@@ -147,8 +148,23 @@ func (t *tracker) admit(stream int64, done <-chan struct{}) {
 	t.mu.Unlock()
 }
 
+// syncing is the number of streams holding a sync slot (their first
+// sync not yet ACKed whole) or waiting for one.
+func (t *tracker) syncing() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, st := range t.streams {
+		if st.holding || st.admitted && !st.done {
+			n++
+		}
+	}
+	return n
+}
+
 // releaseLocked gives a stream's sync slot back. t.mu is held.
 func (t *tracker) releaseLocked(st *streamState) {
+	st.done = true
 	if st.holding {
 		st.holding = false
 		<-t.slots
@@ -268,7 +284,10 @@ func (t *tracker) bindOnly(stream int64, node *core.Node) {
 // answered records a stream's ACK (detail nil) or NACK of the response
 // it had outstanding of typeURL, whose version was version. It costs a
 // few map lookups and allocates nothing but the events it reports.
-func (t *tracker) answered(stream int64, _ string, node *core.Node, typeURL, version string, detail *rpcstatus.Status) {
+//
+// paging says more pages of the stream's first sync of typeURL are to
+// come: its sync slot is kept until the last is ACKed.
+func (t *tracker) answered(stream int64, node *core.Node, typeURL, version string, detail *rpcstatus.Status, paging bool) {
 	t.mu.Lock()
 	name, connect := t.bind(stream, node)
 	var evs []Event
@@ -282,7 +301,7 @@ func (t *tracker) answered(stream int64, _ string, node *core.Node, typeURL, ver
 			acked = ""
 		}
 		evs = append(evs, t.answer(name, typeURL, acked, version, detail.GetMessage(), nack)...)
-		if !nack {
+		if !nack && !paging {
 			t.ackedLocked(stream, typeURL)
 		}
 	}

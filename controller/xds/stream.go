@@ -112,8 +112,10 @@ type bidi[Req, Resp any] interface {
 
 // serve runs one stream: a goroutine receives and handles requests
 // (ACKs cost O(1)); this one sends what the stream's subs are marked
-// for, holding one of the server's sender slots while it builds and
-// sends.
+// for, holding one of the server's sender slots while it builds a
+// response (so that after an edit at most 4 × GOMAXPROCS streams collect
+// their changes at once, rather than a thousand contending for the
+// scopes' locks), then sending it.
 func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func(*stream, *Req) error, build func(*stream, *sub) *Resp) error {
 	ctx := gs.Context()
 	if err := s.cb.opened(ctx, st.id); err != nil {
@@ -162,13 +164,15 @@ func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func
 			st.mu.Lock()
 			resp := build(st, sb)
 			st.mu.Unlock()
-			var err error
-			if resp != nil {
-				err = gs.Send(resp)
-			}
 			<-s.senders
-			if err != nil {
-				return err
+			// Send (marshal, and wait while the stream's flow-control
+			// window is full) holds no slot: a slow agent must not hold
+			// up the others. What waits is bounded by the one
+			// outstanding response per type, paged.
+			if resp != nil {
+				if err := gs.Send(resp); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -255,14 +259,14 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 		return errStreamClosed
 	}
 	st.bindNode(req.GetNode())
-	node := st.node
 	sb := st.subs[t]
 	if nonce := req.GetResponseNonce(); nonce != "" && sb != nil && nonce == sb.nonce {
 		version := sb.version
 		sb.nonce, sb.version = "", ""
 		more := sb.dirty.Load() || len(sb.pages) > 0 || len(sb.force) > 0
+		paging := len(sb.pages) > 0
 		st.mu.Unlock()
-		s.tracker.answered(st.id, node, req.GetNode(), t, version, req.GetErrorDetail())
+		s.tracker.answered(st.id, req.GetNode(), t, version, req.GetErrorDetail(), paging)
 		if more {
 			st.wake()
 		}
@@ -470,7 +474,6 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 		return errStreamClosed
 	}
 	st.bindNode(req.GetNode())
-	node := st.node
 	sb := st.subs[t]
 	if sb == nil {
 		sb = s.newSub(st, t, wildcard, withoutStar(names))
@@ -484,7 +487,7 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 		sb.nonce, sb.version = "", ""
 		more := sb.dirty.Load()
 		st.mu.Unlock()
-		s.tracker.answered(st.id, node, req.GetNode(), t, version, req.GetErrorDetail())
+		s.tracker.answered(st.id, req.GetNode(), t, version, req.GetErrorDetail(), false)
 		if more {
 			st.wake()
 		}

@@ -69,7 +69,7 @@ func main() {
 	fs.IntVar(&o.churn, "churn-rounds", 10, "endpoint churn rounds to time after the edits: one pod's readiness flips (and back the next round)")
 	fs.StringVar(&o.protocol, "protocol", "delta", "xDS protocol of the agents: delta or sotw")
 	fs.StringVar(&o.out, "out", "perf/out/bench-xds.json", "where the per-round samples go (JSON)")
-	fs.DurationVar(&o.timeout, "timeout", 60*time.Second, "longest wait for all agents, at start and per round")
+	fs.DurationVar(&o.timeout, "timeout", 180*time.Second, "longest wait for all agents, at start and per round")
 	role := fs.String("role", "", "internal: 'controller' runs the controller side")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -120,6 +120,7 @@ func main() {
 func controller(o opts, in io.Reader, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	xds.SetDefaultMemoryLimit() // as fibmesh-controller does
 	mesh, err := xdsbench.New(o.services, o.pods, o.agents)
 	if err != nil {
 		return err
@@ -234,6 +235,7 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			if err != nil {
 				return err
 			}
+			st.Syncing = srv.Syncing()
 			b, _ := json.Marshal(st)
 			fmt.Fprintf(out, "%s\n", b)
 		default:
@@ -269,6 +271,7 @@ type ctlStats struct {
 	Responses map[string]float64 `json:"responses"`
 	Bytes     map[string]float64 `json:"bytes"`
 	Connected float64            `json:"connected"`
+	Syncing   int                `json:"syncing"` // streams whose first sync is not done
 }
 
 func stats(reg *prometheus.Registry) (ctlStats, error) {
@@ -414,7 +417,19 @@ func bench(o opts) error {
 			return err
 		}
 	}
+	// Every agent has had a response of every type; a first sync goes
+	// out in pages, so wait until the controller says none is left.
 	st0, err := ctlStatsNow()
+	for err == nil && st0.Syncing > 0 {
+		select {
+		case <-deadline:
+			return fmt.Errorf("%d agents still syncing after %s", st0.Syncing, o.timeout)
+		case err := <-failures:
+			return err
+		case <-time.After(50 * time.Millisecond): // polling the controller's count
+		}
+		st0, err = ctlStatsNow()
+	}
 	if err != nil {
 		return err
 	}

@@ -143,10 +143,25 @@ func (l *Lab) Node(name string) (*Node, error) {
 var ErrAmbiguous = errors.New("ambiguous")
 
 // Pod returns the pod that ref names: "NAMESPACE/NAME", or "NAME" when
-// exactly one pod has that name ("node1-pod2" in the numbered layout).
+// exactly one pod has that name ("node1-pod2" in the numbered layout),
+// or, as kubectl exec takes it, "[NAMESPACE/]deploy/NAME": the first pod
+// of Deployment NAME (named NAME-<template hash>-<suffix>).
 // The error wraps ErrNotFound if there is none and ErrAmbiguous if a bare
 // name is in several namespaces (it lists them).
 func (l *Lab) Pod(ref string) (*Pod, error) {
+	if i := strings.Index(ref, "deploy/"); i == 0 || i > 0 && ref[i-1] == '/' {
+		ns := strings.TrimSuffix(ref[:i], "/")
+		d := ref[i+len("deploy/"):]
+		for _, n := range l.Nodes {
+			for _, p := range n.Pods {
+				rest, ok := strings.CutPrefix(p.Name, d+"-")
+				if ok && strings.Count(rest, "-") == 1 && (ns == "" || p.Namespace == ns) {
+					return p, nil
+				}
+			}
+		}
+		return nil, fmt.Errorf("pod of deployment %q: %w", ref, ErrNotFound)
+	}
 	ns, name, qualified := strings.Cut(ref, "/")
 	if !qualified {
 		ns, name = "", ref

@@ -248,6 +248,8 @@ func TestPodRef(t *testing.T) {
 	n1.Pods = append(n1.Pods, NewPod("fm-", n1, "ns1", "web", netip.MustParseAddr("10.200.1.20"), nil))
 	n2.Pods = append(n2.Pods, NewPod("fm-", n2, "ns2", "web", netip.MustParseAddr("10.200.2.20"), nil))
 	n2.Pods = append(n2.Pods, NewPod("fm-", n2, "ns2", "db", netip.MustParseAddr("10.200.2.21"), nil))
+	n2.Pods = append(n2.Pods, NewPod("fm-", n2, "ns2", "api-5f8c4d6584-7d465", netip.MustParseAddr("10.200.2.22"), nil))
+	n2.Pods = append(n2.Pods, NewPod("fm-", n2, "ns2", "api-v2-84b79f8d4-b47d9", netip.MustParseAddr("10.200.2.23"), nil))
 	tests := []struct {
 		ref     string
 		want    string // namespace/name
@@ -261,6 +263,11 @@ func TestPodRef(t *testing.T) {
 		{"web", "", ErrAmbiguous},
 		{"ns3/web", "", ErrNotFound},
 		{"nope", "", ErrNotFound},
+		{"ns2/deploy/api", "ns2/api-5f8c4d6584-7d465", nil},
+		{"deploy/api", "ns2/api-5f8c4d6584-7d465", nil},
+		{"deploy/api-v2", "ns2/api-v2-84b79f8d4-b47d9", nil},
+		{"ns1/deploy/api", "", ErrNotFound},
+		{"deploy/web", "", ErrNotFound},
 	}
 	for _, tt := range tests {
 		p, err := l.Pod(tt.ref)

@@ -164,7 +164,8 @@ Example:
 
 Runs COMMAND inside the network namespace of NAME: a pod (NAMESPACE/NAME,
 or NAME where only one namespace has it, "node1-pod2" in the numbered
-layout), a node ("node1") or "fabric". Only the network namespace changes (nsenter
+layout, or NAMESPACE/deploy/NAME: the first pod of a Deployment), a node
+("node1") or "fabric". Only the network namespace changes (nsenter
 --net), so /sys/fs/bpf stays visible. Standard input, output and error are
 passed through, and fibmesh-lab exits with COMMAND's status.
 

@@ -19,6 +19,11 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
 		return
 	}
+	if !normalizePath(r) {
+		ps.localReply(w, r, ri, http.StatusBadRequest, "", "bad path")
+		return
+	}
+	ri.Path = r.URL.Path
 	proto := "http/1.1"
 	if r.ProtoMajor == 2 {
 		proto = "h2"

@@ -73,6 +73,11 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
 		return
 	}
+	if !normalizePath(r) {
+		ps.localReply(w, r, ri, http.StatusBadRequest, "", "bad path")
+		return
+	}
+	ri.Path = r.URL.Path
 	if r.Header.Get(hdrRequestID) == "" {
 		r.Header.Set(hdrRequestID, resilience.RequestID())
 	}

@@ -145,8 +145,8 @@ type FilterChain struct {
 	// RBAC is the network (or, for HTTP chains, HTTP) authorization; nil
 	// when the chain has none (everything allowed).
 	RBAC *RBAC
-	// HTTP is set when the chain is an HTTP connection manager; at L4
-	// the connection is proxied as bytes to DefaultCluster.
+	// HTTP is set when the chain is an HTTP connection manager: the
+	// proxy serves its connections per request (routes, HTTPChain.RBAC).
 	HTTP *HTTPChain
 	// TCP is set when the chain is a tcp_proxy.
 	TCP *TCPProxy

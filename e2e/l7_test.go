@@ -433,6 +433,35 @@ func waitL7(t *testing.T, pc *podClient, addr netip.AddrPort, c call, want int) 
 	})
 }
 
+// diagnoseOnFailure logs, when the test has failed, what the controller
+// says each node has ACKed and what node's agent holds of EDS, before
+// the lab goes down (a route or endpoint that never arrived shows
+// there).
+func diagnoseOnFailure(t *testing.T, l *meshLab, nodes ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		if st, err := l.tryControllerStatus(); err == nil {
+			b, _ := json.MarshalIndent(st, "", "  ")
+			t.Logf("controller config status:\n%s", tailBytes(b, 8192))
+		} else {
+			t.Logf("controller config status: %v", err)
+		}
+		for _, n := range nodes {
+			c := kubelet.NetnsHTTPClient(l.nodeNetns(n), 5*time.Second)
+			resp, err := c.Get("http://" + kubelet.AgentAdmin + "/config_dump?type=EDS")
+			if err != nil {
+				t.Logf("%s's EDS: %v", n, err)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Logf("%s's EDS (%s, last 8 KiB):\n%s", n, resp.Status, tailBytes(b, 8192))
+		}
+	})
+}
+
 func spiffe(ns, sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
 
 // TestL7Examples runs examples/ as they are and checks the canary
@@ -442,6 +471,7 @@ func spiffe(ns, sa string) string { return "spiffe://cluster.local/ns/" + ns + "
 // app would call them.
 func TestL7Examples(t *testing.T) {
 	l := upMesh(t, l7Prefix, manifestsIn(t, "../examples"))
+	diagnoseOnFailure(t, l, "node1", "node2")
 	frontend := newPodClient(t, l.podNamed(t, "production", "frontend-"))
 	v1, v2 := l.podNamed(t, "production", "reviews-v1-"), l.podNamed(t, "production", "reviews-v2-")
 	reviews := l.serviceVIP(t, "production", "reviews", 9080)
@@ -492,6 +522,19 @@ func TestL7Examples(t *testing.T) {
 		checkBinomial(t, "reviews v2 share of the split", count["v2"], n, 0.10)
 		checkBinomial(t, "requests delayed 5 s by the split route's 1% fault", delayed, n, 0.01)
 		checkMeshHeaders(t, as[0], spiffe("production", "frontend"), spiffe("production", "reviews"))
+	})
+
+	t.Run("the names reviews is called by", func(t *testing.T) {
+		// The virtual host answers to every name of the service, with
+		// and without the port (Istio's domains); the header route to v2
+		// shows the VirtualService applied.
+		for _, host := range []string{"reviews", "reviews:9080", "reviews.production", "reviews.production.svc:9080",
+			"reviews.production.svc.cluster.local", "reviews.production.svc.cluster.local:9080", reviews.Addr().String(), reviews.String()} {
+			a := frontend.must(t, reviews, call{path: "/api/reviews/1", host: host, hdr: []string{"X-Request-Id", "e7-host", "X-Canary-User", "true"}})
+			if versionOf(t, a) != "v2" || a.reply.Host != host {
+				t.Errorf("Host %s: got %v (the app saw Host %q), want v2 by the canary header route, Host kept", host, a, a.reply.Host)
+			}
+		}
 	})
 
 	t.Run("canary header x-canary-user: true → v2", func(t *testing.T) {
@@ -635,6 +678,7 @@ func checkTimeout(t *testing.T, pc *podClient, addr netip.AddrPort, c call, time
 // slow part).
 func TestL7Mesh(t *testing.T) {
 	l := upMesh(t, l7Prefix, manifestsIn(t, "testdata/l7"))
+	diagnoseOnFailure(t, l, "node1")
 	caller := newPodClient(t, l.pod(t, "l7", "caller"))
 	stranger := newPodClient(t, l.pod(t, "l7", "stranger"))
 	web := l.serviceVIP(t, "l7", "web", 8080)
@@ -1058,6 +1102,53 @@ func TestL7Mesh(t *testing.T) {
 		if a := caller.must(t, narrow, call{host: "narrow:8080"}); a.status != 200 {
 			t.Errorf("after the burst: got %v, want 200", a)
 		}
+	})
+
+	t.Run("a route edit applies to open connections", func(t *testing.T) {
+		// A keep-alive connection from before the edit; a VirtualService
+		// for web written (a 100% abort with 451), then removed.
+		c := dialPod(t, caller, web)
+		br := bufio.NewReader(c)
+		get := func() answer {
+			fmt.Fprintf(c, "GET /edit HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+			return readAnswer(t, br, "GET")
+		}
+		if a := get(); a.status != 200 || a.from() != "backend-0" {
+			t.Fatalf("before the edit: got %v", a)
+		}
+		l.write(t, "70-web-abort.yaml", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: web
+  namespace: l7
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web}
+    fault:
+      abort:
+        percentage: {value: 100}
+        httpStatus: 451
+`)
+		took := testenv.Eventually(t, 30*time.Second, "the edit on the open connection", func() error {
+			if a := get(); a.status != 451 || a.from() != "mesh" {
+				return fmt.Errorf("got %v", a)
+			}
+			return nil
+		})
+		t.Logf("the VirtualService written: in force on the open connection after %v", took.Round(time.Millisecond))
+		if a := caller.must(t, web, call{host: "web:8080", h2c: true}); a.status != 451 {
+			t.Errorf("h2c on a new connection after the edit: got %v, want 451", a)
+		}
+		l.remove(t, "70-web-abort.yaml")
+		took = testenv.Eventually(t, 30*time.Second, "the route back on the open connection", func() error {
+			if a := get(); a.status != 200 || a.from() != "backend-0" {
+				return fmt.Errorf("got %v", a)
+			}
+			return nil
+		})
+		t.Logf("the VirtualService removed: the default route back after %v", took.Round(time.Millisecond))
 	})
 
 	t.Run("authorization on a header the mesh does not generate", func(t *testing.T) {

@@ -149,6 +149,9 @@ const (
 	// connection (the pooled tunnel carries a whole pod's requests to
 	// one endpoint).
 	maxStreams = 4096
+	// maxHeaderBytes bounds a request's headers (Envoy's
+	// max_request_headers_kb default is 60): beyond, 431.
+	maxHeaderBytes = 60 << 10
 	// appIdleConns is how many idle keep-alive connections to one app
 	// (or plaintext endpoint) a pod keeps.
 	appIdleConns = 256
@@ -199,6 +202,7 @@ func (ps *podState) newL7() *l7 {
 			HTTP2:             h2cfg,
 			IdleTimeout:       httpIdleTimeout,
 			ReadHeaderTimeout: httpHeaderTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
 			ConnContext:       connCtx,
 			// Malformed requests are answered 400 by net/http; its
 			// log line is not the agent's.

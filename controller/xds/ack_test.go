@@ -73,7 +73,10 @@ func TestAckDoesNoWork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rdsAcked := func(ns NodeStatus) bool { ts := typeStatus(ns, resource.RouteType); return ts.Acked != "" && ts.Synced() }
+	rdsAcked := func(ns NodeStatus) bool {
+		ts := typeStatus(ns, resource.RouteType)
+		return ts.Acked != "" && ts.Synced()
+	}
 	nodeStatus(t, e.srv, "node2", rdsAcked)
 	nodeStatus(t, e.srv, "node3", rdsAcked)
 	before := e.srv.workCounts()

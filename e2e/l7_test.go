@@ -601,6 +601,11 @@ func TestL7Examples(t *testing.T) {
 						t.Errorf("the app saw x-request-id %q, want one the mesh generated (a UUID)", got)
 					}
 				}},
+			{"frontend GET over h2c", frontend,
+				call{path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-h2c"}, h2c: true}, 200,
+				func(t *testing.T, a answer) {
+					checkMeshHeaders(t, a, spiffe("production", "frontend"), spiffe("production", "reviews"))
+				}},
 			{"frontend GET /api/reviews/1/comments (the wildcard's suffix)", frontend,
 				call{path: "/api/reviews/1/comments", hdr: []string{"X-Request-Id", "e7-authz-2"}}, 200, nil},
 			{"frontend POST", frontend, call{method: "POST", path: "/api/reviews/1", hdr: []string{"X-Request-Id", "e7-authz-3"}}, 403, nil},
@@ -750,6 +755,17 @@ func TestL7Mesh(t *testing.T) {
 					t.Errorf("Check(%q) = %v, want %v", tt.service, resp.GetStatus(), tt.want)
 				}
 			}
+			// A server stream: Watch sends the status at once and keeps
+			// the stream open.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "rpc"})
+			if err != nil {
+				t.Fatalf("Watch: %v", err)
+			}
+			if resp, err := w.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("Watch: first message %v, %v; want SERVING", resp, err)
+			}
 		})
 
 		t.Run("h2load", func(t *testing.T) {
@@ -836,6 +852,39 @@ func TestL7Mesh(t *testing.T) {
 				if a.header.Get("Connection") == "close" {
 					t.Fatalf("request %d: the mesh closes the connection (Connection: close)", i+1)
 				}
+			}
+		})
+
+		t.Run("HTTP/1.1 Expect: 100-continue, HEAD, an escaped path and query", func(t *testing.T) {
+			c := dialPod(t, caller, web)
+			br := bufio.NewReader(c)
+			body := strings.Repeat("x", 4096)
+			fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: web:8080\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", len(body))
+			// The client waits for 100 Continue before it sends the body
+			// (curl does for large uploads); the final answer follows.
+			resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusContinue {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("got %s %q, want 100 Continue before the body is sent", resp.Status, b)
+			}
+			io.WriteString(c, body)
+			if a := readAnswer(t, br, "POST"); a.status != 200 || a.reply.BodyBytes != int64(len(body)) {
+				t.Errorf("after 100 Continue: got %v, app saw %d body bytes; want 200 and %d", a, a.reply.BodyBytes, len(body))
+			}
+			// HEAD: headers only, the length of the GET's body.
+			fmt.Fprintf(c, "HEAD /head HTTP/1.1\r\nHost: web:8080\r\n%s: 12345\r\n\r\n", echo.HeaderBodyBytes)
+			if a := readAnswer(t, br, "HEAD"); a.status != 200 || len(a.body) != 0 || a.header.Get("Content-Length") != "12345" || a.header.Get(echo.HeaderPod) != "backend-0" {
+				t.Errorf("HEAD: got %d, %d body bytes, Content-Length %q, pod %q; want 200, none, 12345, backend-0", a.status, len(a.body), a.header.Get("Content-Length"), a.header.Get(echo.HeaderPod))
+			}
+			// The same connection still works, and the path and query
+			// reach the app as sent.
+			const uri = "/api/a%2Fb/caf%C3%A9?q=a%20b&r=%2F&empty="
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: web:8080\r\n\r\n", uri)
+			if a := readAnswer(t, br, "GET"); a.status != 200 || a.reply.Path != uri {
+				t.Errorf("GET %s: got %v, the app saw %q", uri, a, a.reply.Path)
 			}
 		})
 

@@ -154,6 +154,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := tcpEcho(from, client, clientPort, 1<<20); err != nil {
 		return fmt.Errorf("tcp: %w", err)
 	}
+	if err := l7Step(ctx, o, l, say); err != nil {
+		return err
+	}
 	var fromNode *lab.Node
 	for _, n := range l.Nodes {
 		if n.Name == from.Node {
@@ -417,5 +420,55 @@ func tcpEcho(a, b *lab.Pod, port, size int) error {
 	if string(got) != string(payload) {
 		return errors.New("echoed bytes differ from the bytes sent")
 	}
+	return nil
+}
+
+// l7Step shows the examples' HTTP policy, request by request: the 90/10
+// canary (examples/10), its header override, and the authorization
+// policy (examples/21). It is skipped when the manifests have no
+// frontend Deployment (a lab of other manifests).
+func l7Step(ctx context.Context, o Options, l *lab.Lab, say func(string, ...any)) error {
+	fe, err := l.Pod("production/deploy/frontend")
+	if err != nil {
+		return nil
+	}
+	const n = 200
+	url := "http://reviews.production.svc.cluster.local:9080/api/reviews/1"
+	curl := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", fe.Netns, "curl", "-s", "-m", "10"}, args...)...).Output()
+		return string(out), err
+	}
+	versions := func(extra ...string) (map[string]int, error) {
+		args := append(extra, "-o", "/dev/null", "-w", "%header{x-echo-version}\\n")
+		for range n {
+			args = append(args, url)
+		}
+		out, err := curl(args...)
+		if err != nil {
+			return nil, fmt.Errorf("curl from %s/%s: %w", fe.Namespace, fe.Name, err)
+		}
+		count := map[string]int{}
+		for _, v := range strings.Fields(out) {
+			count[v]++
+		}
+		return count, nil
+	}
+	say("L7: %d GETs from %s/%s to reviews, each routed by its agent (examples/10: 90 %% v1, 10 %% v2)", n, fe.Namespace, fe.Name)
+	split, err := versions()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "    v1: %d, v2: %d\n", split["v1"], split["v2"])
+	canary, err := versions("-H", "x-canary-user: true")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "    with x-canary-user: true: v1: %d, v2: %d\n", canary["v1"], canary["v2"])
+	say("L7 authorization (examples/21: GET /api/reviews/* from frontend only), per request")
+	out, err := curl("-X", "POST", "-w", " (%{http_code})", url)
+	if err != nil {
+		return fmt.Errorf("curl from %s/%s: %w", fe.Namespace, fe.Name, err)
+	}
+	fmt.Fprintf(o.Out, "    POST %s: %s\n", url, out)
 	return nil
 }

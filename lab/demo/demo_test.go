@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,10 +64,20 @@ func TestRun(t *testing.T) {
 		"node2: route to 10.200.1.11/32 gone",
 		"node1: route to 10.200.1.11/32 back",
 		"node2: route to 10.200.1.11/32 back",
+		"with x-canary-user: true: v1: 0, v2: 200",
+		"RBAC: access denied (403)",
 	} {
 		if !strings.Contains(o, want) {
 			t.Errorf("the output does not say %q", want)
 		}
+	}
+	// The 90/10 split, within the 99.9% binomial bounds of 200 draws.
+	var v1, v2 int
+	i := strings.Index(o, "    v1: ")
+	if i < 0 {
+		t.Errorf("the output has no canary split")
+	} else if _, err := fmt.Sscanf(o[i:], "    v1: %d, v2: %d", &v1, &v2); err != nil || v1+v2 != 200 || v2 < 6 || v2 > 34 {
+		t.Errorf("canary split v1 %d, v2 %d (%v): want 200 answers, 6..34 from v2", v1, v2, err)
 	}
 	rows := 0
 	sc := bufio.NewScanner(strings.NewReader(o))

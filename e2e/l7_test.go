@@ -1200,6 +1200,48 @@ spec:
 		t.Logf("the VirtualService removed: the default route back after %v", took.Round(time.Millisecond))
 	})
 
+	t.Run("the edges of the mesh: plaintext in (PERMISSIVE) and out (DISABLE)", func(t *testing.T) {
+		outsider := newPodClient(t, l.pod(t, "l7", "outsider"))
+		plainIP := podAddr(t, l, "open", "plain-0", 8080)
+		plainVIP := l.serviceVIP(t, "open", "plain", 8080)
+		legacy := l.serviceVIP(t, "l7", "legacy", 8080)
+		waitL7(t, outsider, plainIP, call{path: "/public/ready"}, 200)
+		// In, plaintext: the inbound side still routes, generates the
+		// request id and decides RBAC per request; there is no client
+		// certificate, so no x-forwarded-client-cert.
+		a := outsider.must(t, plainIP, call{path: "/public/x"})
+		if a.status != 200 || a.from() != "plain-0" {
+			t.Fatalf("outsider GET /public/x: got %v, want 200 from plain-0", a)
+		}
+		if h := a.reply.Headers; !uuidRE.MatchString(h.Get("X-Request-Id")) || h.Get("X-Forwarded-Client-Cert") != "" {
+			t.Errorf("outsider GET /public/x: the app saw x-request-id %q and x-forwarded-client-cert %q; want a generated UUID and none", h.Get("X-Request-Id"), h.Get("X-Forwarded-Client-Cert"))
+		}
+		for _, c := range []call{{path: "/private"}, {method: "POST", path: "/public/x"}} {
+			if a := outsider.must(t, plainIP, c); a.status != 403 || a.from() != "mesh" || strings.TrimSpace(string(a.body)) != rbacDenied {
+				t.Errorf("outsider %s %s: got %v, want the mesh's 403 %q", cmpOr(c.method, "GET"), c.path, a, rbacDenied)
+			}
+		}
+		// In, mTLS from a mesh pod to the same PERMISSIVE workload.
+		waitL7(t, caller, plainVIP, call{path: "/public/ready", host: "plain.open:8080"}, 200)
+		if a := caller.must(t, plainVIP, call{path: "/public/y", host: "plain.open:8080"}); a.status != 200 || a.from() != "plain-0" {
+			t.Errorf("caller GET /public/y: got %v, want 200 from plain-0", a)
+		} else {
+			checkMeshHeaders(t, a, callerID, spiffe("open", "plain"))
+		}
+		// Out, plaintext to a workload outside the mesh.
+		waitL7(t, caller, legacy, call{path: "/old", host: "legacy:8080"}, 200)
+		for _, h2c := range []bool{false, true} {
+			a := caller.must(t, legacy, call{path: "/old", host: "legacy:8080", h2c: h2c, hdr: []string{"X-Request-Id", "e7-legacy"}})
+			if a.status != 200 || a.from() != "outsider" {
+				t.Errorf("caller → legacy (h2c %v): got %v, want 200 from outsider", h2c, a)
+				continue
+			}
+			if h := a.reply.Headers; h.Get("X-Request-Id") != "e7-legacy" || h.Get("X-Forwarded-Client-Cert") != "" {
+				t.Errorf("caller → legacy (h2c %v): the app saw x-request-id %q, x-forwarded-client-cert %q; want ours and none", h2c, h.Get("X-Request-Id"), h.Get("X-Forwarded-Client-Cert"))
+			}
+		}
+	})
+
 	t.Run("authorization on a header the mesh does not generate", func(t *testing.T) {
 		tests := []struct {
 			name string

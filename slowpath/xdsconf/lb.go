@@ -278,19 +278,22 @@ func gcd(a, b uint64) uint64 {
 
 func (e *Endpoints) pickRoundRobin(exclude func(*Endpoint) bool) *Endpoint {
 	t := e.weightTable()
-	start := e.RR.Add(1) - 1
+	// An excluded endpoint (ejected, or tried already) passes its turn
+	// by taking the next counter value, not the next slot: its turns are
+	// then shared by all the others, as Envoy's round robin over the
+	// hosts left does, instead of all falling on its neighbour.
 	if t.uniform {
 		n := uint64(len(e.Healthy))
-		for k := range n {
-			if h := e.Healthy[(start+k)%n]; ok(h, exclude) {
+		for range n {
+			if h := e.Healthy[(e.RR.Add(1)-1)%n]; ok(h, exclude) {
 				return h
 			}
 		}
-		return nil
+		return e.firstFrom(0, exclude) // concurrent pickers took the turns
 	}
 	n := uint64(len(t.sched))
-	for k := range n {
-		if h := e.Healthy[t.sched[(start+k)%n]]; ok(h, exclude) {
+	for range n {
+		if h := e.Healthy[t.sched[(e.RR.Add(1)-1)%n]]; ok(h, exclude) {
 			return h
 		}
 	}

@@ -71,12 +71,20 @@ func TestPickRoundRobin(t *testing.T) {
 	if got := counts(t, c, 400, fixedSource); got[0] != 100 || got[1] != 300 {
 		t.Errorf("weights 1:3 over 400 picks: %v", got)
 	}
-	// An excluded endpoint is skipped.
-	c = cluster(RoundRobin, endpoints(1, 1, 1))
-	for range 10 {
-		e, err := c.Pick(source(0), func(e *Endpoint) bool { return e == c.Endpoints.Hosts[1] })
-		if err != nil || e == c.Endpoints.Hosts[1] {
-			t.Fatalf("Pick = %v, %v", e, err)
+	// An excluded endpoint (ejected) is skipped, and its turns are
+	// shared by the others: 1:1, not 2:1 to its neighbour.
+	for _, weights := range [][]uint32{{1, 1, 1}, {2, 2, 2}} {
+		c = cluster(RoundRobin, endpoints(weights...))
+		seen := map[int]int{}
+		for range 300 {
+			e, err := c.Pick(source(0), func(e *Endpoint) bool { return e == c.Endpoints.Hosts[1] })
+			if err != nil || e == c.Endpoints.Hosts[1] {
+				t.Fatalf("Pick = %v, %v", e, err)
+			}
+			seen[index(c.Endpoints, e)]++
+		}
+		if seen[0] != 150 || seen[2] != 150 {
+			t.Errorf("weights %v, endpoint 1 excluded: %v, want 150 each", weights, seen)
 		}
 	}
 }

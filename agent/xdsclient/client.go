@@ -313,14 +313,13 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 		if !c.cfg.NoStore {
 			next = maps.Clone(c.resources[t])
 		}
-		versions := maps.Clone(c.versions[t])
 		c.mu.Unlock()
 		if next == nil {
 			next = map[string]proto.Message{}
 		}
-		if versions == nil {
-			versions = map[string]string{}
-		}
+		// The versions change in place once the response is accepted:
+		// cloning a type's map for every response cost O(resources) per
+		// response (1,000 route configurations for a one-route edit).
 		var derr error
 		for _, r := range resp.GetResources() {
 			m, _, err := decode(t, r.GetResource())
@@ -329,12 +328,10 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 				break
 			}
 			next[r.GetName()] = m
-			versions[r.GetName()] = r.GetVersion()
 			u.Changed = append(u.Changed, r.GetName())
 		}
 		for _, n := range resp.GetRemovedResources() {
 			delete(next, n)
-			delete(versions, n)
 		}
 		if derr == nil && c.cfg.Validate != nil {
 			derr = c.cfg.Validate(t, next)
@@ -348,7 +345,18 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 			if !c.cfg.NoStore {
 				c.resources[t] = next
 			}
-			c.versions[t], c.version[t] = versions, resp.GetSystemVersionInfo()
+			versions := c.versions[t]
+			if versions == nil {
+				versions = map[string]string{}
+				c.versions[t] = versions
+			}
+			for _, r := range resp.GetResources() {
+				versions[r.GetName()] = r.GetVersion()
+			}
+			for _, n := range resp.GetRemovedResources() {
+				delete(versions, n)
+			}
+			c.version[t] = resp.GetSystemVersionInfo()
 			c.mu.Unlock()
 		}
 		if err := st.Send(req); err != nil {

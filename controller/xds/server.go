@@ -29,6 +29,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -485,6 +486,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	prev := s.model
 	s.mu.Unlock()
 	epOnly := !full && k == (model.ChangeKinds{Services: true}) && endpointsOnly(prev, m, ch.services)
+	readyOnly := epOnly && readinessOnly(prev, m, ch.services)
 	outboundHash := s.outboundHash
 	if !epOnly {
 		outboundHash = hashOf(mesh.Outbound)
@@ -495,6 +497,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		switch {
 		case full || !known || outboundHash != s.outboundHash:
 			nodes = append(nodes, n)
+		case readyOnly: // listeners do not read readiness
 		case (k.Services || k.Workloads || k.AuthzPolicies || k.Nodes) && ch.local[n]:
 			nodes = append(nodes, n)
 		}
@@ -574,7 +577,10 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		// Per-node tables change only on the nodes the change is local
 		// to, unless nodes themselves changed.
 		var onlyNodes func(string) bool
-		if !full && !k.Nodes {
+		switch {
+		case readyOnly: // per-node tables do not read readiness
+			onlyNodes = func(string) bool { return false }
+		case !full && !k.Nodes:
 			onlyNodes = func(name string) bool { return ch.local[name] }
 		}
 		if err := step(fds.TypeURL, s.flowTables(fds.Build(m), m.Version, onlyNodes), nil); err != nil {
@@ -609,6 +615,30 @@ func endpointsOnly(prev, m *model.Model, hosts map[string]bool) bool {
 			if x.Hostname != y.Hostname || x.Namespace != y.Namespace || x.Name != y.Name || x.ServiceEntry != y.ServiceEntry ||
 				x.Location != y.Location || x.Resolution != y.Resolution || !slices.Equal(x.VIPs, y.VIPs) || !slices.Equal(x.Ports, y.Ports) {
 				return false
+			}
+		}
+	}
+	return true
+}
+
+// readinessOnly reports whether, of the hosts changed between prev and m,
+// only endpoints' ready conditions changed (a readiness probe flipping).
+// Listeners and per-node flow tables do not read readiness: such a
+// change leaves them as they were. endpointsOnly must hold.
+func readinessOnly(prev, m *model.Model, hosts map[string]bool) bool {
+	for h := range hosts {
+		a, b := prev.ServicesFor(h), m.ServicesFor(h)
+		for i := range a {
+			x, y := a[i].Endpoints, b[i].Endpoints
+			if len(x) != len(y) {
+				return false
+			}
+			for j := range x {
+				ex, ey := *x[j], *y[j]
+				ex.Ready = ey.Ready
+				if !reflect.DeepEqual(ex, ey) {
+					return false
+				}
 			}
 		}
 	}

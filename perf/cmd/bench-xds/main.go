@@ -116,6 +116,7 @@ func main() {
 //
 //	change S W   set service S's v1 weight to W; answers "changed T0NS BUILDNS"
 //	             and then, once pushed, "pushed PUSHNS"
+//	ready P R    set pod P's endpoint ready (R=1) or not (R=0); answers as change
 //	stats        answers one JSON line of counters and memory
 func controller(o opts, in io.Reader, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -169,55 +170,59 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			pprof.StopCPUProfile()
 		}
 	}()
+	// edit applies one edit to the mesh, builds and pushes the model, and
+	// reports: "changed T0NS BUILDNS", then "pushed PUSHNS".
+	edit := func(do func()) error {
+		// BENCH_XDS_CPUPROFILE: profile the rounds, not the sync.
+		if path := os.Getenv("BENCH_XDS_CPUPROFILE"); path != "" && !profiling {
+			pf, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(pf); err != nil {
+				return err
+			}
+			profiling = true
+		}
+		t0 := time.Now()
+		do()
+		next, err := model.Build(mesh.Snapshot, m, model.Options{})
+		if err != nil {
+			return err
+		}
+		m = next
+		built := time.Since(t0)
+		srv.Update(m)
+		fmt.Fprintf(out, "changed %d %d\n", t0.UnixNano(), built.Nanoseconds())
+		if err := waitPushed(ctx, srv, m.Version, &pushErr); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "pushed %d\n", time.Since(t0).Nanoseconds())
+		return nil
+	}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
 		case len(f) == 3 && f[0] == "change":
-			// BENCH_XDS_CPUPROFILE: profile the rounds, not the sync.
-			if path := os.Getenv("BENCH_XDS_CPUPROFILE"); path != "" && !profiling {
-				pf, err := os.Create(path)
-				if err != nil {
-					return err
-				}
-				if err := pprof.StartCPUProfile(pf); err != nil {
-					return err
-				}
-				profiling = true
-			}
 			s, _ := strconv.Atoi(f[1])
 			w, _ := strconv.Atoi(f[2])
-			t0 := time.Now()
-			mesh.SetCanary(s, int32(w))
-			next, err := model.Build(mesh.Snapshot, m, model.Options{})
-			if err != nil {
+			if err := edit(func() { mesh.SetCanary(s, int32(w)) }); err != nil {
 				return err
 			}
-			m = next
-			built := time.Since(t0)
-			srv.Update(m)
-			fmt.Fprintf(out, "changed %d %d\n", t0.UnixNano(), built.Nanoseconds())
-			if err := waitPushed(ctx, srv, m.Version, &pushErr); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "pushed %d\n", time.Since(t0).Nanoseconds())
 		case len(f) == 3 && f[0] == "ready":
 			p, _ := strconv.Atoi(f[1])
-			t0 := time.Now()
-			mesh.SetReady(p, f[2] == "1")
-			next, err := model.Build(mesh.Snapshot, m, model.Options{})
-			if err != nil {
+			if err := edit(func() { mesh.SetReady(p, f[2] == "1") }); err != nil {
 				return err
 			}
-			m = next
-			built := time.Since(t0)
-			srv.Update(m)
-			fmt.Fprintf(out, "changed %d %d\n", t0.UnixNano(), built.Nanoseconds())
-			if err := waitPushed(ctx, srv, m.Version, &pushErr); err != nil {
-				return err
+		case len(f) >= 1 && f[0] == "stats":
+			// CPU first: the collections below are the benchmark's, not
+			// the rounds'.
+			var ru syscall.Rusage
+			cpuMs := 0.0
+			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+				cpuMs = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 			}
-			fmt.Fprintf(out, "pushed %d\n", time.Since(t0).Nanoseconds())
-		case len(f) == 1 && f[0] == "stats":
 			if path := os.Getenv("BENCH_XDS_HEAPPROFILE"); path != "" {
 				runtime.GC()
 				hf, err := os.Create(path)
@@ -227,15 +232,18 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 				pprof.WriteHeapProfile(hf)
 				hf.Close()
 			}
-			// Return freed memory first, so that RSS is what the
-			// controller holds, not what a burst left mapped (VmHWM
-			// keeps the peak).
-			debug.FreeOSMemory()
+			// "stats rss": return freed memory first, so that RSS is
+			// what the controller holds, not what a burst left mapped
+			// (VmHWM keeps the peak). Not between rounds: the next
+			// push would fault the pages back in.
+			if len(f) == 2 && f[1] == "rss" {
+				debug.FreeOSMemory()
+			}
 			st, err := stats(reg)
 			if err != nil {
 				return err
 			}
-			st.Syncing = srv.Syncing()
+			st.Syncing, st.CPUMs = srv.Syncing(), cpuMs
 			b, _ := json.Marshal(st)
 			fmt.Fprintf(out, "%s\n", b)
 		default:
@@ -272,6 +280,9 @@ type ctlStats struct {
 	Bytes     map[string]float64 `json:"bytes"`
 	Connected float64            `json:"connected"`
 	Syncing   int                `json:"syncing"` // streams whose first sync is not done
+	// CPUMs is the controller's CPU time (user + system) so far: a
+	// round's share does not depend on what else the machine runs.
+	CPUMs float64 `json:"cpu_ms"`
 }
 
 func stats(reg *prometheus.Registry) (ctlStats, error) {
@@ -329,6 +340,7 @@ type round struct {
 	MaxMs     float64   `json:"max_ms"`
 	Agents    int       `json:"agents_acked"`
 	Bytes     float64   `json:"bytes_sent"`
+	CPUMs     float64   `json:"controller_cpu_ms"`
 	Responses float64   `json:"responses_sent"`
 	Samples   []float64 `json:"-"`
 }
@@ -380,8 +392,12 @@ func bench(o opts) error {
 	fmt.Printf("mesh: %d services, %d pods, %d nodes; first model build %.1f ms, first push done %.1f ms after start\n",
 		o.services, o.pods, o.agents, float64(buildNs)/1e6, float64(readyNs)/1e6)
 
-	ctlStatsNow := func() (ctlStats, error) {
-		fmt.Fprintln(toCtl, "stats")
+	ctlStatsNow := func(rss bool) (ctlStats, error) {
+		if rss {
+			fmt.Fprintln(toCtl, "stats rss")
+		} else {
+			fmt.Fprintln(toCtl, "stats")
+		}
 		if !lines.Scan() {
 			return ctlStats{}, fmt.Errorf("controller exited: %v", lines.Err())
 		}
@@ -419,7 +435,7 @@ func bench(o opts) error {
 	}
 	// Every agent has had a response of every type; a first sync goes
 	// out in pages, so wait until the controller says none is left.
-	st0, err := ctlStatsNow()
+	st0, err := ctlStatsNow(false)
 	for err == nil && st0.Syncing > 0 {
 		select {
 		case <-deadline:
@@ -428,7 +444,10 @@ func bench(o opts) error {
 			return err
 		case <-time.After(50 * time.Millisecond): // polling the controller's count
 		}
-		st0, err = ctlStatsNow()
+		st0, err = ctlStatsNow(false)
+	}
+	if err == nil {
+		st0, err = ctlStatsNow(true)
 	}
 	if err != nil {
 		return err
@@ -493,7 +512,7 @@ func bench(o opts) error {
 				return err
 			}
 		}
-		st, err := ctlStatsNow()
+		st, err := ctlStatsNow(false)
 		if err != nil {
 			return err
 		}
@@ -501,12 +520,13 @@ func bench(o opts) error {
 		rd.Agents = len(rd.Samples)
 		rd.P50Ms, rd.P99Ms, rd.MaxMs = quantile.Sorted(rd.Samples, .5), quantile.Sorted(rd.Samples, .99), rd.Samples[len(rd.Samples)-1]
 		rd.Bytes, rd.Responses = sum(st.Bytes)-sum(prev.Bytes), sum(st.Responses)-sum(prev.Responses)
+		rd.CPUMs = st.CPUMs - prev.CPUMs
 		prev = st
-		fmt.Printf("round %2d: %s: model build %5.1f ms, push %5.1f ms, ACKed by %d agents: p50 %6.1f ms, p99 %6.1f ms, max %6.1f ms; %d responses, %.0f kB\n",
-			rd.Round, what, rd.BuildMs, rd.PushMs, rd.Agents, rd.P50Ms, rd.P99Ms, rd.MaxMs, int(rd.Responses), rd.Bytes/1e3)
+		fmt.Printf("round %2d: %s: model build %5.1f ms, push %5.1f ms, ACKed by %d agents: p50 %6.1f ms, p99 %6.1f ms, max %6.1f ms; %d responses, %.0f kB; controller CPU %.0f ms\n",
+			rd.Round, what, rd.BuildMs, rd.PushMs, rd.Agents, rd.P50Ms, rd.P99Ms, rd.MaxMs, int(rd.Responses), rd.Bytes/1e3, rd.CPUMs)
 		rounds = append(rounds, rd)
 	}
-	st, err := ctlStatsNow()
+	st, err := ctlStatsNow(true)
 	if err != nil {
 		return err
 	}

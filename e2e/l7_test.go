@@ -142,6 +142,26 @@ func (l *meshLab) metricMatching(t *testing.T, node string, match func(name stri
 	return sum
 }
 
+// metricWith sums the samples of metric name on node's agent whose
+// labels contain substr.
+func (l *meshLab) metricWith(t *testing.T, node, name, substr string) float64 {
+	t.Helper()
+	var sum float64
+	for line := range strings.Lines(string(l.get(t, l.nodeNetns(node), "http://127.0.0.1:15090/metrics"))) {
+		labels, ok := strings.CutPrefix(line, name+"{")
+		if !ok || !strings.Contains(labels[:max(strings.IndexByte(labels, '}'), 0)], substr) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
 // podClient sends HTTP from inside a pod's network namespace, so that
 // the pod's capture and identity apply, as if its app sent it.
 type podClient struct {
@@ -1257,6 +1277,9 @@ spec:
 			{"stranger with x-tenant: acme", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}}, 403},
 		}
 		waitL7(t, caller, guarded, call{host: "guarded:8080", hdr: []string{"X-Tenant", "acme"}}, 200)
+		node := l.pod(t, "l7", "guarded-0").Node
+		const deniedMetric = "fibmesh_agent_proxy_rbac_denied_total"
+		byDeny, byDefault := l.metricWith(t, node, deniedMetric, "guarded-no-admin"), l.metricWith(t, node, deniedMetric, "default-deny")
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				tt.c.host = "guarded:8080"
@@ -1271,13 +1294,23 @@ spec:
 				}
 			})
 		}
+		// Counted by the deciding policy: the DENY policy for /admin/,
+		// default-deny where no ALLOW matched (3 of them).
+		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 1 {
+			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 1", deniedMetric, node, d)
+		}
+		if d := l.metricWith(t, node, deniedMetric, "default-deny") - byDefault; d != 3 {
+			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 3", deniedMetric, node, d)
+		}
 	})
 }
 
 // checkOutlier drives flaky (two good endpoints, flaky-bad answering 500,
 // consecutive5xxErrors 3, interval 1s, baseEjectionTime 2s): once
 // flaky-bad has answered 3 times in a row with 500 it gets no request
-// for baseEjectionTime, then it gets requests again.
+// for baseEjectionTime, then it gets requests again; ejected a second
+// time, it stays out twice as long (baseEjectionTime × the number of
+// ejections, Envoy's and Istio's).
 func checkOutlier(t *testing.T, pc *podClient, addr netip.AddrPort) {
 	t.Helper()
 	const (
@@ -1287,56 +1320,63 @@ func checkOutlier(t *testing.T, pc *podClient, addr netip.AddrPort) {
 	)
 	c := call{host: "flaky:8080"}
 	waitL7(t, pc, addr, c, 200)
-	// Requests one after another; Envoy counts each host's consecutive
-	// 5xx, successes of other hosts do not reset them.
-	bad, seen := 0, map[string]int{}
-	var ejectedAt time.Time
-	for i := 0; ejectedAt.IsZero(); i++ {
-		if i == 100 {
-			t.Fatalf("100 requests: answers by pod %v, flaky-bad's 500s never reached %d", seen, consecutive)
-		}
-		a := pc.must(t, addr, c)
-		seen[a.from()]++
-		switch {
-		case a.from() == "flaky-bad" && a.status == 500:
-			if bad++; bad == consecutive {
+	bad := 0 // flaky-bad's consecutive 500s
+	for round := 1; round <= 2; round++ {
+		// Requests one after another; Envoy counts each host's
+		// consecutive 5xx, successes of other hosts do not reset them.
+		seen := map[string]int{}
+		var ejectedAt time.Time
+		for i := 0; ejectedAt.IsZero(); i++ {
+			if bad == consecutive {
 				ejectedAt = time.Now()
+				break
 			}
-		case strings.HasPrefix(a.from(), "flaky-good-") && a.status == 200:
-		default:
-			t.Fatalf("got %v, want 200 from flaky-good-* or 500 from flaky-bad", a)
+			if i == 100 {
+				t.Fatalf("ejection %d: 100 requests: answers by pod %v, flaky-bad's 500s never reached %d", round, seen, consecutive)
+			}
+			a := pc.must(t, addr, c)
+			seen[a.from()]++
+			switch {
+			case a.from() == "flaky-bad" && a.status == 500:
+				bad++
+			case strings.HasPrefix(a.from(), "flaky-good-") && a.status == 200:
+			default:
+				t.Fatalf("got %v, want 200 from flaky-good-* or 500 from flaky-bad", a)
+			}
 		}
-	}
-	t.Logf("before the ejection: answers by pod %v", seen)
-	// Keep calling: no request reaches flaky-bad for base, then one does.
-	deadline := ejectedAt.Add(base + interval + 3*time.Second)
-	during := map[string]int{}
-	var back time.Duration
-	for time.Now().Before(deadline) {
-		a := pc.must(t, addr, c)
-		if a.from() == "flaky-bad" {
-			back = a.sent.Sub(ejectedAt)
-			break
+		want := time.Duration(round) * base
+		// Keep calling: no request reaches flaky-bad for want, then one
+		// does.
+		deadline := ejectedAt.Add(want + interval + 3*time.Second)
+		during := map[string]int{}
+		var back time.Duration
+		for time.Now().Before(deadline) {
+			a := pc.must(t, addr, c)
+			if a.from() == "flaky-bad" {
+				back, bad = a.sent.Sub(ejectedAt), 1
+				break
+			}
+			during[a.from()]++
+			if a.status != 200 {
+				t.Errorf("ejection %d: got %v, want 200 from a good endpoint", round, a)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		during[a.from()]++
-		if a.status != 200 {
-			t.Errorf("during the ejection: got %v, want 200 from a good endpoint", a)
+		t.Logf("ejection %d: before it, answers by pod %v; during it %v; flaky-bad back after %v (want %v: baseEjectionTime %v × %d, + up to the interval %v)",
+			round, seen, during, back, want, base, round, interval)
+		switch {
+		case back == 0:
+			t.Fatalf("ejection %d: flaky-bad got no request for %v after it, want it back after %v (+ up to the interval %v)", round, deadline.Sub(ejectedAt).Round(time.Millisecond), want, interval)
+		case back < want-100*time.Millisecond:
+			t.Errorf("ejection %d: flaky-bad got a request %v after it, want none for %v (baseEjectionTime %v × %d)", round, back, want, base, round)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("during the ejection: answers by pod %v; flaky-bad back after %v (baseEjectionTime %v, interval %v)", during, back, base, interval)
-	switch {
-	case back == 0:
-		t.Errorf("flaky-bad got no request for %v after its ejection, want it back after baseEjectionTime %v (+ up to the interval %v)", deadline.Sub(ejectedAt).Round(time.Millisecond), base, interval)
-	case back < base-100*time.Millisecond:
-		t.Errorf("flaky-bad got a request %v after its ejection, want none for baseEjectionTime %v", back, base)
-	}
-	// ROUND_ROBIN over the hosts left (Envoy balances over the healthy
-	// set, so the ejected host's turns are shared, not all given to its
-	// neighbour): each good endpoint gets about half.
-	if n := during["flaky-good-0"] + during["flaky-good-1"]; len(during) != 2 || n < 10 ||
-		math.Abs(float64(during["flaky-good-0"]-during["flaky-good-1"])) > math.Max(2, 0.15*float64(n)) {
-		t.Errorf("during the ejection, answers by %v: want the two good endpoints to share ROUND_ROBIN about evenly", during)
+		// ROUND_ROBIN over the hosts left (Envoy balances over the
+		// healthy set, so the ejected host's turns are shared, not all
+		// given to its neighbour): each good endpoint gets about half.
+		if n := during["flaky-good-0"] + during["flaky-good-1"]; len(during) != 2 || n < 10 ||
+			math.Abs(float64(during["flaky-good-0"]-during["flaky-good-1"])) > math.Max(2, 0.15*float64(n)) {
+			t.Errorf("ejection %d: answers by %v: want the two good endpoints to share ROUND_ROBIN about evenly", round, during)
+		}
 	}
 }
 

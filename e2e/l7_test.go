@@ -899,8 +899,14 @@ func TestL7Mesh(t *testing.T) {
 			if a := readAnswer(t, br, "HEAD"); a.status != 200 || len(a.body) != 0 || a.header.Get("Content-Length") != "12345" || a.header.Get(echo.HeaderPod) != "backend-0" {
 				t.Errorf("HEAD: got %d, %d body bytes, Content-Length %q, pod %q; want 200, none, 12345, backend-0", a.status, len(a.body), a.header.Get("Content-Length"), a.header.Get(echo.HeaderPod))
 			}
-			// The same connection still works, and the path and query
-			// reach the app as sent.
+			// Dot segments are removed before routing, and the app gets
+			// the normalized path (Envoy's normalize_path, Istio's BASE).
+			fmt.Fprintf(c, "GET /a/./b/../c HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+			if a := readAnswer(t, br, "GET"); a.status != 200 || a.reply.Path != "/a/c" {
+				t.Errorf("GET /a/./b/../c: got %v, the app saw %q, want /a/c", a, a.reply.Path)
+			}
+			// The same connection still works, and a path and query with
+			// reserved escapes reach the app as sent.
 			const uri = "/api/a%2Fb/caf%C3%A9?q=a%20b&r=%2F&empty="
 			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: web:8080\r\n\r\n", uri)
 			if a := readAnswer(t, br, "GET"); a.status != 200 || a.reply.Path != uri {
@@ -1274,6 +1280,12 @@ spec:
 			{"caller with x-tenant: other", caller, call{path: "/orders", hdr: []string{"X-Tenant", "other"}}, 403},
 			{"caller with x-tenant: acme to /admin/ (DENY first)", caller, call{path: "/admin/users", hdr: []string{"X-Tenant", "acme"}}, 403},
 			{"caller h2c with x-tenant: acme", caller, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}, h2c: true}, 200},
+			// Paths are normalized before authorization (Istio's sidecars:
+			// RFC 3986 dot segments, unreserved percent-encodings), so a
+			// spelling of /admin/ cannot slip past the DENY.
+			{"caller to /public/../admin/users", caller, call{path: "/public/../admin/users", hdr: []string{"X-Tenant", "acme"}}, 403},
+			{"caller to /%61dmin/users", caller, call{path: "/%61dmin/users", hdr: []string{"X-Tenant", "acme"}}, 403},
+			{"caller to /./admin/users over h2c", caller, call{path: "/./admin/users", hdr: []string{"X-Tenant", "acme"}, h2c: true}, 403},
 			{"stranger with x-tenant: acme", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}}, 403},
 		}
 		waitL7(t, caller, guarded, call{host: "guarded:8080", hdr: []string{"X-Tenant", "acme"}}, 200)
@@ -1296,8 +1308,8 @@ spec:
 		}
 		// Counted by the deciding policy: the DENY policy for /admin/,
 		// default-deny where no ALLOW matched (3 of them).
-		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 1 {
-			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 1", deniedMetric, node, d)
+		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 4 {
+			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 4", deniedMetric, node, d)
 		}
 		if d := l.metricWith(t, node, deniedMetric, "default-deny") - byDefault; d != 3 {
 			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 3", deniedMetric, node, d)

@@ -24,19 +24,26 @@ type entry struct {
 	name    string
 	version string
 	hash    [32]byte
-	msg     proto.Message // as pushed: a message pushed again unchanged is known by identity
+	// msg is the message as pushed, kept only where the same message is
+	// pushed again unchanged (flow tables) and known by identity; the
+	// others keep only their bytes (the translated mesh is garbage once
+	// marshalled: at 1,000 nodes their listeners alone were ~80 MB).
+	msg proto.Message
 	any     *anypb.Any
 	dres    *discovery.Resource // as a delta response carries it
 }
 
-// newEntry marshals m once and hashes the bytes.
-func newEntry(typeURL, name string, m proto.Message) (*entry, error) {
+// newEntry marshals m once and hashes the bytes; keep keeps m.
+func newEntry(typeURL, name string, m proto.Message, keep bool) (*entry, error) {
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", ShortType(typeURL), name, err)
 	}
 	h := sha256.Sum256(b)
-	e := &entry{name: name, version: hex.EncodeToString(h[:8]), hash: h, msg: m, any: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	e := &entry{name: name, version: hex.EncodeToString(h[:8]), hash: h, any: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	if keep {
+		e.msg = m
+	}
 	e.dres = &discovery.Resource{Name: name, Version: e.version, Resource: e.any}
 	return e, nil
 }

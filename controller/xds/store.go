@@ -28,9 +28,9 @@ type entry struct {
 	// pushed again unchanged (flow tables) and known by identity; the
 	// others keep only their bytes (the translated mesh is garbage once
 	// marshalled: at 1,000 nodes their listeners alone were ~80 MB).
-	msg proto.Message
-	any     *anypb.Any
-	dres    *discovery.Resource // as a delta response carries it
+	msg  proto.Message
+	any  *anypb.Any
+	dres *discovery.Resource // as a delta response carries it
 }
 
 // newEntry marshals m once and hashes the bytes; keep keeps m.

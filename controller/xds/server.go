@@ -127,6 +127,9 @@ type Server struct {
 	ldsHash  map[string]string
 	ldsNames map[string][]string
 	tables   map[string]flowTable
+	// lastTables is the flow table last built, for a readiness change to
+	// patch (fds.Tables.WithServices).
+	lastTables *fds.Tables
 	// outboundHash is the outbound listener's as last pushed: when it
 	// changes every node's listeners do.
 	outboundHash  [32]byte
@@ -430,12 +433,6 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		return s.pushRoutes(m, ch, res, start)
 	}
 
-	mesh, err := envoy.BuildMesh(m)
-	if err != nil {
-		res.Err = fmt.Errorf("model version %d: %w", m.Version, err)
-		return res
-	}
-
 	inModel := make(map[string]bool, len(m.Nodes))
 	for _, n := range m.Nodes {
 		inModel[n.Name] = true
@@ -447,7 +444,38 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	}
 	s.mu.Lock()
 	s.inModel = inModel
+	prev := s.model
 	s.mu.Unlock()
+
+	// A change of endpoints only (a pod's readiness, a pod added to a
+	// service) leaves the outbound listener and the route
+	// configurations as they were; a change of readiness only leaves the
+	// listeners and per-node flow tables too, and, when every node's
+	// listeners are pushed already, is translated for its services
+	// alone (partial): BuildMesh of a model holding only them.
+	epOnly := !full && k == (model.ChangeKinds{Services: true}) && endpointsOnly(prev, m, ch.services)
+	readyOnly := epOnly && readinessOnly(prev, m, ch.services)
+	partial := readyOnly
+	for n := range inModel {
+		if _, known := s.ldsHash[n]; !known {
+			partial = false
+		}
+	}
+	var mesh *envoy.Mesh
+	var err error
+	if partial {
+		sub := *m
+		sub.Services = slices.DeleteFunc(slices.Clone(m.Services), func(sv *model.Service) bool { return !ch.services[sv.Hostname] })
+		if mesh, err = envoy.BuildMesh(&sub); err != nil {
+			partial = false // translate it whole, which reports the error if it is one
+		}
+	}
+	if !partial {
+		if mesh, err = envoy.BuildMesh(m); err != nil {
+			res.Err = fmt.Errorf("model version %d: %w", m.Version, err)
+			return res
+		}
+	}
 
 	// Removals wait until every type is updated: a listener or route
 	// configuration never names a cluster that is already gone.
@@ -460,7 +488,13 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		st := s.shared[t]
 		n, err := st.apply(items, only)
 		res.Updated[ShortType(t)] += n
-		removals = append(removals, removal{st, st.stale(items)})
+		gone := st.stale(items)
+		if partial && only != nil {
+			// items are the changed hosts' only: what else is
+			// missing is not gone.
+			gone = slices.DeleteFunc(gone, func(name string) bool { return !only(name) })
+		}
+		removals = append(removals, removal{st, gone})
 		return err
 	}
 	// A change confined to services (endpoints, ports, routes, policies
@@ -483,13 +517,6 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	}
 
 	// Listeners: the shared outbound listener and the node's inbound ones.
-	// A change of endpoints only (a pod's readiness) leaves the outbound
-	// listener and the route configurations as they were.
-	s.mu.Lock()
-	prev := s.model
-	s.mu.Unlock()
-	epOnly := !full && k == (model.ChangeKinds{Services: true}) && endpointsOnly(prev, m, ch.services)
-	readyOnly := epOnly && readinessOnly(prev, m, ch.services)
 	outboundHash := s.outboundHash
 	if !epOnly {
 		outboundHash = hashOf(mesh.Outbound)
@@ -586,7 +613,15 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		case !full && !k.Nodes:
 			onlyNodes = func(name string) bool { return ch.local[name] }
 		}
-		if err := step(fds.TypeURL, s.flowTables(fds.Build(m), m.Version, onlyNodes), nil); err != nil {
+		var tables *fds.Tables
+		if readyOnly && s.lastTables != nil {
+			tables, _ = s.lastTables.WithServices(m, ch.services)
+		}
+		if tables == nil {
+			tables = fds.Build(m)
+		}
+		s.lastTables = tables
+		if err := step(fds.TypeURL, s.flowTables(tables, m.Version, onlyNodes), nil); err != nil {
 			res.Err = err
 			return res
 		}

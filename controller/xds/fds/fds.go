@@ -291,3 +291,51 @@ func (t *Tables) Shards() []*fibv1.FlowTable {
 	}
 	return out
 }
+
+// WithServices returns the tables of m for a change of the services of
+// hosts alone, whose endpoints' readiness is all that changed since t was
+// built: t's tables with those hosts' VIPs built again, the rest shared
+// with t. ok is false when the result could differ from Build(m) (a
+// changed host's VIP and port also belong to another service, where
+// Build keeps the first by hostname): call Build then.
+func (t *Tables) WithServices(m *model.Model, hosts map[string]bool) (out *Tables, ok bool) {
+	ids := make(map[string]uint32, len(t.Mesh.GetIdentities()))
+	for _, id := range t.Mesh.GetIdentities() {
+		ids[id.GetSpiffeId()] = id.GetId()
+	}
+	sub := *m
+	sub.Services = slices.DeleteFunc(slices.Clone(m.Services), func(s *model.Service) bool { return !hosts[s.Hostname] })
+	for _, s := range sub.Services {
+		for _, e := range s.Endpoints {
+			if _, known := ids[e.Identity]; e.Identity != "" && !known {
+				return nil, false // a new identity: ids are numbered over the whole model
+			}
+		}
+	}
+	fresh := services(&sub, ids)
+	type key struct {
+		vip   string
+		port  uint32
+		proto fibv1.Protocol
+	}
+	taken := map[key]bool{}
+	kept := make([]*fibv1.ServiceVIP, 0, len(t.Mesh.GetServices())+len(fresh))
+	for _, v := range t.Mesh.GetServices() {
+		if hosts[v.GetHostname()] {
+			continue
+		}
+		taken[key{v.GetVip(), v.GetPort(), v.GetProtocol()}] = true
+		kept = append(kept, v)
+	}
+	for _, v := range fresh {
+		if taken[key{v.GetVip(), v.GetPort(), v.GetProtocol()}] {
+			return nil, false
+		}
+	}
+	kept = append(kept, fresh...)
+	slices.SortStableFunc(kept, func(a, b *fibv1.ServiceVIP) int {
+		return cmp.Or(strings.Compare(a.Vip, b.Vip), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+	})
+	mesh := &fibv1.FlowTable{Node: t.Mesh.GetNode(), Routes: t.Mesh.GetRoutes(), Services: kept, Identities: t.Mesh.GetIdentities()}
+	return &Tables{Mesh: mesh, Nodes: t.Nodes}, true
+}

@@ -253,3 +253,31 @@ func TestShards(t *testing.T) {
 		t.Errorf("shards merged differ from the shared table (-table +shards):\n%s", d)
 	}
 }
+
+// A readiness change patched into the last tables gives what Build gives.
+func TestWithServices(t *testing.T) {
+	m := testModel()
+	before := Build(m)
+	next := testModel()
+	ep := next.Services[0].Endpoints[1]
+	ep.Ready = !ep.Ready
+	got, ok := before.WithServices(next, map[string]bool{next.Services[0].Hostname: true})
+	if !ok {
+		t.Fatal("WithServices refused a readiness change")
+	}
+	want := Build(next)
+	if d := gocmp.Diff(want.Mesh, got.Mesh, protocmp.Transform()); d != "" {
+		t.Errorf("patched mesh table differs from a build (-build +patched):\n%s", d)
+	}
+	if gocmp.Equal(before.Mesh, got.Mesh, protocmp.Transform()) {
+		t.Error("the readiness change changed nothing: the test tests nothing")
+	}
+	// A VIP and port shared with another host: Build keeps the first by
+	// hostname, so WithServices declines.
+	dup := testModel()
+	dup.Services[1].VIPs = dup.Services[0].VIPs
+	dup.Services[1].Ports = dup.Services[0].Ports
+	if _, ok := Build(dup).WithServices(dup, map[string]bool{dup.Services[1].Hostname: true}); ok {
+		t.Error("WithServices patched a host whose VIP another host holds")
+	}
+}

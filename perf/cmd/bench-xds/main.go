@@ -1,18 +1,28 @@
-// Command bench-xds measures how fast one VirtualService edit reaches
-// every agent: the controller's xDS server (in a process of its own,
-// with the synthetic mesh of package xdsbench) and N simulated agents
-// (real gRPC streams over loopback, one connection each, in this
-// process). Each round edits one service's canary weights and times,
-// for every agent, the change (as the controller saw it) to the agent's
-// ACK of the new route configuration. It reports p50/p99 across agents
-// (the median over rounds), pushes, bytes sent, and the controller's
-// RSS: after the rounds, once freed memory is returned to the OS
-// (debug.FreeOSMemory), and its peak (VmHWM), reached while every agent
-// syncs at once at the start.
+// Command bench-xds measures how fast a change reaches every agent: the
+// controller's xDS server (in a process of its own, with the synthetic
+// mesh of package xdsbench) and N simulated agents (real gRPC streams
+// over loopback, one connection each, in this process). Route rounds
+// edit one service's canary weights and time, for every agent, the
+// change (as the controller saw it) to the agent's ACK of the new route
+// configuration; churn rounds flip one pod's readiness and time the
+// change to the ACK of the last response it caused (the service's load
+// assignments and its flow-table shard). It reports p50/p99 across
+// agents (per kind of round, the median over rounds), bytes sent, the
+// controller's CPU per round, and its RSS: after the rounds, once freed
+// memory is returned to the OS (debug.FreeOSMemory), and its peak
+// (VmHWM), reached while every agent syncs at once at the start.
 //
-//	bench-xds [--agents 1000] [--services 1000] [--pods 10000] [--rounds 10] [--protocol delta|sotw]
+//	bench-xds [--agents 1000[,5000...]] [--services 1000] [--pods 10000] [--rounds 10] [--churn-rounds 10] [--protocol delta|sotw]
 //
-// Last line: xds-convergence: agents=<n> p50_ms=<n> p99_ms=<n> rss_mb=<n>
+// Last line (of each agent count): xds-convergence: agents=<n>
+// p50_ms=<n> p99_ms=<n> rss_mb=<n> peak_rss_mb=<n> bytes_per_edit=<n>,
+// where p50/p99 are the worse of the two kinds' medians and
+// bytes_per_edit the bytes sent per edit, averaged over every round.
+//
+// BENCH_XDS_CPUPROFILE, BENCH_XDS_HEAPPROFILE and
+// BENCH_XDS_SYNC_HEAPPROFILE name files for the controller's CPU profile
+// of the rounds, its heap profile after them and its heap profile
+// mid-sync (half the agents served).
 package main
 
 import (
@@ -117,6 +127,7 @@ func main() {
 //	change S W   set service S's v1 weight to W; answers "changed T0NS BUILDNS"
 //	             and then, once pushed, "pushed PUSHNS"
 //	ready P R    set pod P's endpoint ready (R=1) or not (R=0); answers as change
+//	heap PATH    writes a heap profile to PATH; answers "heap written"
 //	stats        answers one JSON line of counters and memory
 func controller(o opts, in io.Reader, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -215,6 +226,16 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			if err := edit(func() { mesh.SetReady(p, f[2] == "1") }); err != nil {
 				return err
 			}
+		case len(f) == 2 && f[0] == "heap":
+			// A heap profile now (the parent asks mid-sync).
+			runtime.GC()
+			hf, err := os.Create(f[1])
+			if err != nil {
+				return err
+			}
+			pprof.WriteHeapProfile(hf)
+			hf.Close()
+			fmt.Fprintln(out, "heap written")
 		case len(f) >= 1 && f[0] == "stats":
 			// CPU first: the collections below are the benchmark's, not
 			// the rounds'.
@@ -424,7 +445,15 @@ func bench(o opts) error {
 		wg.Wait()
 	}()
 	deadline := time.After(o.timeout)
-	for _, a := range agents {
+	for i, a := range agents {
+		// BENCH_XDS_SYNC_HEAPPROFILE: a heap profile of the controller
+		// when half the agents have had their first responses.
+		if path := os.Getenv("BENCH_XDS_SYNC_HEAPPROFILE"); path != "" && i == len(agents)/2 {
+			fmt.Fprintf(toCtl, "heap %s\n", path)
+			if _, err := read("heap"); err != nil {
+				return err
+			}
+		}
 		select {
 		case <-a.synced:
 		case <-deadline:

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/cluster"
@@ -1315,6 +1317,120 @@ spec:
 			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 3", deniedMetric, node, d)
 		}
 	})
+
+	// Last: it restarts an agent.
+	t.Run("the server side's agent restarts: pooled tunnels are replaced", func(t *testing.T) {
+		// One keep-alive connection from the caller's app, its requests
+		// carried by node1's pooled tunnel to backend-0 on node2; node2's
+		// agent is killed (its end of every tunnel goes) and restarted by
+		// the lab. Requests may fail while it is gone; once it is back,
+		// the same app connection gets answers again (a dead pooled
+		// tunnel is not reused forever), and so do new ones over h2c.
+		c := dialPod(t, caller, web)
+		br := bufio.NewReader(c)
+		var broken []string // errors on the app's connection
+		get := func() (answer, error) {
+			a, err := getOn(c, br)
+			if err != nil {
+				// The agent closed the app's connection: Envoy keeps a
+				// downstream connection across upstream failures (it
+				// answers 503 to a request it could not forward).
+				broken = append(broken, fmt.Sprintf("%v at %s", err, time.Now().Format("15:04:05.000")))
+				c = dialPod(t, caller, web)
+				br = bufio.NewReader(c)
+			}
+			return a, err
+		}
+		for range 5 {
+			if a, err := get(); err != nil || a.status != 200 || a.from() != "backend-0" {
+				t.Fatalf("before the restart: %v, %v", a, err)
+			}
+		}
+		agent := l.process(t, "agent-node2")
+		if err := syscall.Kill(agent.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed := time.Now()
+		testenv.Eventually(t, 30*time.Second, "the lab restarted node2's agent", func() error {
+			if p := l.process(t, "agent-node2"); p.PID == agent.PID || p.State != "Running" {
+				return fmt.Errorf("agent-node2: %s pid %d", p.State, p.PID)
+			}
+			return nil
+		})
+		l.agentReady(t, "node2", 30*time.Second)
+		ready := time.Since(killed)
+		var failed []string
+		start := time.Now()
+		for {
+			a, err := get()
+			if err == nil && a.status == 200 && a.from() == "backend-0" {
+				break
+			}
+			if err == nil {
+				failed = append(failed, a.String())
+			}
+			if time.Since(start) > 30*time.Second {
+				// What else works: another pod to the same service, the
+				// caller to another service on node2, and what node1's
+				// agent holds for the caller.
+				for _, probe := range []struct {
+					name string
+					pc   *podClient
+					to   netip.AddrPort
+					host string
+				}{{"stranger → web (backend-0)", stranger, web, "web:8080"}, {"caller → guarded (guarded-0, node2)", caller, guarded, "guarded:8080"}} {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					a, err := probe.pc.do(ctx, probe.to, call{host: probe.host, hdr: []string{"X-Tenant", "acme"}})
+					cancel()
+					t.Logf("probe %s: %v, %v", probe.name, a, err)
+				}
+				var cs []admin.Connection
+				err := adminJSON(l, "node1", "/connections?pod=l7/caller", &cs)
+				b, _ := json.MarshalIndent(cs, "", " ")
+				t.Logf("node1's connections of l7/caller (%v):\n%s", err, tailBytes(b, 6000))
+				t.Fatalf("no answer from backend-0 within 30 s after node2's agent was ready (killed → ready %v): last %v, %v; failed answers %.3q; the app's connection closed by the agent: %q",
+					ready.Round(time.Millisecond), a, err, failed, broken)
+			}
+		}
+		took := time.Since(start)
+		t.Logf("node2's agent killed, ready again after %v; then the first answer from backend-0 after %v; failed answers meanwhile: %.3q; the app's connection closed by the agent: %q",
+			ready.Round(time.Millisecond), took.Round(time.Millisecond), failed, broken)
+		if len(broken) > 0 {
+			t.Errorf("node1's agent (alive) closed the caller's app connection %d times after node2's agent went away (%q); want it kept, with 503s at worst for requests it could not forward (Envoy keeps downstream connections across upstream failures)", len(broken), broken)
+		}
+		for i := range 20 {
+			if a, err := get(); err != nil || a.status != 200 || a.from() != "backend-0" {
+				t.Fatalf("request %d after the restart: %v, %v", i, a, err)
+			}
+		}
+		for _, h2c := range []bool{false, true} {
+			if a := caller.must(t, web, call{host: "web:8080", h2c: h2c}); a.status != 200 || a.from() != "backend-0" {
+				t.Errorf("a new connection (h2c %v) after the restart: got %v", h2c, a)
+			} else {
+				checkMeshHeaders(t, a, callerID, backendID)
+			}
+		}
+	})
+}
+
+// getOn sends GET /restart for web on an app's HTTP/1.1 connection and
+// reads the answer.
+func getOn(c net.Conn, br *bufio.Reader) (answer, error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /restart HTTP/1.1\r\nHost: web:8080\r\n\r\n"); err != nil {
+		return answer{}, err
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	a := answer{status: resp.StatusCode, header: resp.Header}
+	if a.body, err = io.ReadAll(resp.Body); err != nil {
+		return a, err
+	}
+	a.isReply = json.Unmarshal(a.body, &a.reply) == nil
+	return a, nil
 }
 
 // checkOutlier drives flaky (two good endpoints, flaky-bad answering 500,

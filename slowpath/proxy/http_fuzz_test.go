@@ -57,7 +57,7 @@ func FuzzHTTPRequest(f *testing.F) {
 	if out == nil || out.HTTP == nil || in == nil || in.HTTP == nil {
 		f.Fatalf("the test mesh has no HTTP chains: outbound %v, inbound %v", out, in)
 	}
-	local := []int{http.StatusBadRequest /* a body cut short */, http.StatusNotFound, http.StatusServiceUnavailable, 418, http.StatusGatewayTimeout,
+	local := []int{http.StatusBadRequest /* a body cut short */, http.StatusForbidden /* an upgrade not websocket */, http.StatusNotFound, http.StatusServiceUnavailable, 418, http.StatusGatewayTimeout,
 		http.StatusNotImplemented, http.StatusOK /* a gRPC local reply */}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))

@@ -76,7 +76,10 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ri.Upstream = m.dst
 	ri.Attempts = 1
-	if isUpgrade(r) {
+	if kind := upgradeKind(r); kind != upgradeNone {
+		if ps.refuseUpgrade(w, r, ri, kind) {
+			return
+		}
 		if r.ProtoMajor != 1 {
 			ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
 			return
@@ -87,7 +90,7 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 			ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyConnect)
 			return
 		}
-		ps.relayUpgrade(w, r, up, ri)
+		ps.relayUpgrade(ctx, w, r, up, ri)
 		return
 	}
 	// The request is ours: its headers are changed in place.

@@ -245,7 +245,7 @@ func TestHTTPRouting(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		br := bufio.NewReader(c)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil || resp.StatusCode != 101 {
@@ -255,6 +255,41 @@ func TestHTTPRouting(t *testing.T) {
 		b := make([]byte, 4)
 		if _, err := io.ReadFull(br, b); err != nil || string(b) != "ping" {
 			t.Fatalf("echo after upgrade: %q %v", b, err)
+		}
+	})
+	t.Run("an upgrade the app does not take stays HTTP", func(t *testing.T) {
+		// The app answers 200, not 101: the connection's next request
+		// is authorized as any (the DENY on /admin/* holds).
+		c, err := l.dial(webVIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "GET /public HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("upgrade refused by the app: %v %v, want its 200", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		fmt.Fprintf(c, "GET /admin/x HTTP/1.1\r\nHost: web\r\n\r\n")
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 403 {
+			t.Fatalf("the next request on the connection: %v %v, want 403", resp, err)
+		}
+	})
+	t.Run("only websocket upgrades", func(t *testing.T) {
+		c, err := l.dial(webVIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 403 {
+			t.Fatalf("Upgrade: foo: %v %v, want 403", resp, err)
 		}
 	})
 	t.Run("pipelining", func(t *testing.T) {

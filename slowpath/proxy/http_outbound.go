@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fibmesh/fibmesh/slowpath"
@@ -144,8 +147,10 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NC", bodyNoCluster)
 		return
 	}
-	if isUpgrade(r) {
-		ps.upgradeOutbound(ctx, w, r, m, route, cl, ri)
+	if kind := upgradeKind(r); kind != upgradeNone {
+		if !ps.refuseUpgrade(w, r, ri, kind) {
+			ps.upgradeOutbound(ctx, w, r, m, route, cl, ri)
+		}
 		return
 	}
 	ps.forward(ctx, w, r, m, route, cl, ri)
@@ -611,24 +616,53 @@ func (ps *podState) copyResponse(w http.ResponseWriter, resp *http.Response, ri 
 	return nil
 }
 
-// isUpgrade reports whether a request asks for a protocol upgrade
-// (WebSocket and the like) or is a CONNECT: both leave HTTP after their
-// response, so they take a tunnel of their own.
-func isUpgrade(r *http.Request) bool {
+// Upgrade kinds (upgradeKind).
+const (
+	upgradeNone      = ""
+	upgradeWebSocket = "websocket"
+	upgradeConnect   = "CONNECT"
+)
+
+// upgradeKind says whether a request leaves HTTP after its response: a
+// WebSocket upgrade (the only upgrade Istio's sidecars allow) or a
+// CONNECT; both then take a connection of their own. An h2c upgrade
+// ("Upgrade: h2c") is served as the plain request it also is (its
+// Upgrade and HTTP2-Settings headers are hop-by-hop and dropped, as
+// Envoy does); any other upgrade is returned by name, to be refused.
+func upgradeKind(r *http.Request) string {
 	if r.Method == http.MethodConnect {
-		return true
+		return upgradeConnect
 	}
-	if r.Header.Get("Upgrade") == "" {
-		return false
+	up := r.Header.Get("Upgrade")
+	if up == "" {
+		return upgradeNone
 	}
+	asked := false
 	for _, f := range r.Header.Values("Connection") {
 		for _, t := range splitComma(f) {
-			if http.CanonicalHeaderKey(t) == "Upgrade" {
-				return true
-			}
+			asked = asked || http.CanonicalHeaderKey(t) == "Upgrade"
 		}
 	}
-	return false
+	switch {
+	case !asked:
+		return upgradeNone
+	case strings.EqualFold(up, "websocket"):
+		return upgradeWebSocket
+	case strings.EqualFold(up, "h2c"):
+		return upgradeNone
+	}
+	return up
+}
+
+// refuseUpgrade answers an upgrade that is not WebSocket, as Envoy does
+// for upgrade types its connection manager is not configured for.
+func (ps *podState) refuseUpgrade(w http.ResponseWriter, r *http.Request, ri *RequestInfo, kind string) bool {
+	switch kind {
+	case upgradeNone, upgradeWebSocket, upgradeConnect:
+		return false
+	}
+	ps.localReply(w, r, ri, http.StatusForbidden, "", "upgrade to "+kind+" is not allowed (only websocket)")
+	return true
 }
 
 func isGRPC(r *http.Request) bool {
@@ -733,9 +767,6 @@ func outlierConfig(o *xdsconf.OutlierDetection) resilience.OutlierConfig {
 		Interval: o.Interval, BaseEjectionTime: o.BaseEjectionTime, MaxEjectionPercent: o.MaxEjectionPercent}
 }
 
-// errAborted wraps a failure to reach the endpoint of an upgrade.
-var errAborted = errors.New("aborted")
-
 // upgradeOutbound carries an upgrade (WebSocket) or CONNECT: the app's
 // connection leaves HTTP after the response, so it takes a tunnel of its
 // own (ALPN slowpath.TunnelALPN) to one endpoint, the request is written
@@ -774,22 +805,59 @@ func (ps *podState) upgradeOutbound(ctx context.Context, w http.ResponseWriter, 
 		}
 		up = c
 	}
-	ps.relayUpgrade(w, r, up, ri)
+	ps.relayUpgrade(ctx, w, r, up, ri)
 }
 
-// relayUpgrade writes the request to up, then relays the hijacked client
-// connection and up until either ends.
-func (ps *podState) relayUpgrade(w http.ResponseWriter, r *http.Request, up net.Conn, ri *RequestInfo) {
+// relayUpgrade writes the upgrade (or CONNECT) request to up and reads
+// the answer. Only a switch (101 to an upgrade, 2xx to a CONNECT) turns
+// the client's connection into a byte stream, relayed both ways until
+// either side ends; any other answer is sent as a response and the
+// client's connection stays HTTP (its next requests are routed and
+// authorized one by one, as any).
+func (ps *podState) relayUpgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, up net.Conn, ri *RequestInfo) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		up.Close()
 		ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
 		return
 	}
-	if err := r.Write(up); err != nil {
+	// The answer must come within the request's time (an upstream that
+	// never answers must not hold the client).
+	stop := context.AfterFunc(ctx, func() { up.SetDeadline(time.Now()) })
+	out := *r
+	out.Header = r.Header.Clone()
+	out.Header.Del(hdrProtocol)
+	if err := out.Write(up); err != nil {
+		stop()
 		up.Close()
 		ri.Err = err
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", bodyNoUpgradeTo)
+		return
+	}
+	br := bufio.NewReader(up)
+	resp, err := http.ReadResponse(br, r)
+	stoppedInTime := stop()
+	if err != nil {
+		up.Close()
+		ri.Err = err
+		if !stoppedInTime {
+			ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
+			return
+		}
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UR", bodyReset)
+		return
+	}
+	up.SetDeadline(time.Time{})
+	ri.Code = resp.StatusCode
+	switched := resp.StatusCode == http.StatusSwitchingProtocols && r.Method != http.MethodConnect ||
+		r.Method == http.MethodConnect && resp.StatusCode/100 == 2
+	if !switched {
+		err := ps.copyResponse(w, resp, ri)
+		resp.Body.Close()
+		up.Close()
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	down, brw, err := hj.Hijack()
@@ -797,25 +865,27 @@ func (ps *podState) relayUpgrade(w http.ResponseWriter, r *http.Request, up net.
 		up.Close()
 		return
 	}
-	ri.Code = http.StatusSwitchingProtocols
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		if _, err := up.Write(b); err != nil {
-			down.Close()
-			up.Close()
-			return
-		}
+	// The switch's head as the upstream wrote it (its Connection and
+	// Upgrade headers are the protocol's, not hop-by-hop here).
+	fmt.Fprintf(brw, "HTTP/%d.%d %s\r\n", resp.ProtoMajor, resp.ProtoMinor, resp.Status)
+	resp.Header.Write(brw)
+	brw.WriteString("\r\n")
+	if err := brw.Flush(); err != nil {
+		down.Close()
+		up.Close()
+		return
 	}
 	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
+	cp := func(dst net.Conn, src io.Reader, srcConn net.Conn) {
 		io.Copy(dst, src)
 		// Either side's end ends both (upgraded protocols close as one).
 		dst.Close()
-		src.Close()
+		srcConn.Close()
 		done <- struct{}{}
 	}
-	go cp(up, down)
-	go cp(down, up)
+	// Both readers first return what they buffered beyond the heads.
+	go cp(up, brw.Reader, down)
+	go cp(down, br, up)
 	<-done
 	<-done
 }

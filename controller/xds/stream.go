@@ -38,7 +38,7 @@ type sub struct {
 	typeURL  string
 	sc       *scope
 	wildcard bool
-	names    map[string]struct{} // explicit subscriptions
+	names    nameSet // explicit subscriptions
 
 	// dirty: the scope changed something this sub wants since it was
 	// last sent (set by updates, cleared by the sender).
@@ -62,8 +62,42 @@ func (s *sub) wants(name string) bool {
 	if s.wildcard {
 		return true
 	}
-	_, ok := s.names[name]
+	return s.names.has(name)
+}
+
+// nameSet is a set of names as a sorted slice: an agent subscribes to
+// ~65 flow tables by name, and a map of them was ~7 kB per stream.
+type nameSet []string
+
+func (ns nameSet) has(n string) bool {
+	_, ok := slices.BinarySearch(ns, n)
 	return ok
+}
+
+// add adds n; false if it was there.
+func (ns *nameSet) add(n string) bool {
+	i, ok := slices.BinarySearch(*ns, n)
+	if ok {
+		return false
+	}
+	*ns = slices.Insert(*ns, i, n)
+	return true
+}
+
+// remove removes n; false if it was not there.
+func (ns *nameSet) remove(n string) bool {
+	i, ok := slices.BinarySearch(*ns, n)
+	if !ok {
+		return false
+	}
+	*ns = slices.Delete(*ns, i, i+1)
+	return true
+}
+
+// newNameSet is the set of names.
+func newNameSet(names []string) nameSet {
+	ns := slices.Clip(slices.Compact(slices.Sorted(slices.Values(names))))
+	return ns
 }
 
 // markDirty flags the sub and wakes its stream.
@@ -182,21 +216,11 @@ func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func
 func (s *Server) closeStream(st *stream) {
 	st.mu.Lock()
 	for _, sb := range st.subs {
-		sb.sc.unsubscribe(sb, sb.wildcard, slices.Collect(mapKeys(sb.names)))
+		sb.sc.unsubscribe(sb, sb.wildcard, sb.names)
 	}
 	st.subs, st.closed = nil, true
 	st.mu.Unlock()
 	s.cb.closed(st.id)
-}
-
-func mapKeys(m map[string]struct{}) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // typeOf checks a request's type URL (a single-type service's requests
@@ -221,10 +245,7 @@ func (st *stream) bindNode(n *core.Node) {
 
 // newSub subscribes a stream to a type. st.mu is held.
 func (s *Server) newSub(st *stream, typeURL string, wildcard bool, names []string) *sub {
-	sb := &sub{st: st, typeURL: typeURL, sc: s.store.scope(typeURL, st.node), wildcard: wildcard, names: map[string]struct{}{}, full: true}
-	for _, n := range names {
-		sb.names[n] = struct{}{}
-	}
+	sb := &sub{st: st, typeURL: typeURL, sc: s.store.scope(typeURL, st.node), wildcard: wildcard, names: newNameSet(names), full: true}
 	sb.sc.mu.Lock()
 	sb.sentSeq = sb.sc.seq
 	sb.sc.mu.Unlock()
@@ -295,8 +316,7 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 			star = !sb.wildcard
 			continue
 		}
-		if _, ok := sb.names[n]; !ok {
-			sb.names[n] = struct{}{}
+		if sb.names.add(n) {
 			added = append(added, n)
 		}
 		sb.force = append(sb.force, n)
@@ -306,8 +326,7 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 			unstar = sb.wildcard
 			continue
 		}
-		if _, ok := sb.names[n]; ok {
-			delete(sb.names, n)
+		if sb.names.remove(n) {
 			removed = append(removed, n)
 		}
 	}
@@ -498,16 +517,13 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 		}
 	}
 	// A change of the names subscribed: the new set is sent whole.
-	same := wildcard == sb.wildcard && (wildcard || len(names) == len(sb.names) && !slices.ContainsFunc(names, func(n string) bool { _, ok := sb.names[n]; return !ok }))
+	same := wildcard == sb.wildcard && (wildcard || slices.Equal(newNameSet(names), sb.names))
 	if same {
 		st.mu.Unlock()
 		return nil
 	}
-	old, oldWild := slices.Collect(mapKeys(sb.names)), sb.wildcard
-	sb.wildcard, sb.names, sb.full = wildcard, map[string]struct{}{}, true
-	for _, n := range withoutStar(names) {
-		sb.names[n] = struct{}{}
-	}
+	old, oldWild := sb.names, sb.wildcard
+	sb.wildcard, sb.names, sb.full = wildcard, newNameSet(withoutStar(names)), true
 	sb.sc.unsubscribe(sb, oldWild, old)
 	sb.sc.subscribe(sb, wildcard, withoutStar(names))
 	st.mu.Unlock()
@@ -536,8 +552,7 @@ func (s *Server) buildSotW(st *stream, sb *sub) *discovery.DiscoveryResponse {
 				res = append(res, sc.res[n].any)
 			}
 		} else {
-			names := slices.Sorted(mapKeys(sb.names))
-			for _, n := range names {
+			for _, n := range sb.names {
 				if e, ok := sc.res[n]; ok {
 					res = append(res, e.any)
 				}

@@ -265,6 +265,9 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 				return err
 			}
 			st.Syncing, st.CPUMs = srv.Syncing(), cpuMs
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			st.HeapMB, st.StacksMB = float64(ms.HeapInuse)/(1<<20), float64(ms.StackInuse)/(1<<20)
 			b, _ := json.Marshal(st)
 			fmt.Fprintf(out, "%s\n", b)
 		default:
@@ -304,6 +307,10 @@ type ctlStats struct {
 	// CPUMs is the controller's CPU time (user + system) so far: a
 	// round's share does not depend on what else the machine runs.
 	CPUMs float64 `json:"cpu_ms"`
+	// HeapMB and StacksMB are the Go runtime's heap in use and goroutine
+	// stacks (runtime.MemStats HeapInuse, StackInuse).
+	HeapMB   float64 `json:"heap_mb"`
+	StacksMB float64 `json:"stacks_mb"`
 }
 
 func stats(reg *prometheus.Registry) (ctlStats, error) {
@@ -588,8 +595,8 @@ func bench(o opts) error {
 			fmt.Printf("%s rounds (median): p50 %.1f ms, p99 %.1f ms, %.0f kB sent per edit\n", map[string]string{"route": "VirtualService edit", "churn": "endpoint churn"}[kind], ks.p50, ks.p99, ks.bytes/1e3)
 		}
 	}
-	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB after the rounds (peak %.0f MB, during the first sync)\n",
-		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HWMMB)
+	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB after the rounds (heap %.0f MB, stacks %.0f MB; peak %.0f MB, during the first sync)\n",
+		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HeapMB, st.StacksMB, st.HWMMB)
 	if err := writeJSON(o, rounds, st, st0); err != nil {
 		return err
 	}

@@ -1411,6 +1411,52 @@ spec:
 			}
 		}
 	})
+
+	t.Run("the client side's agent restarts: new connections work", func(t *testing.T) {
+		// The caller's connections go with node1's agent (capture is
+		// fail-closed: nothing passes while it is away); once the lab has
+		// restarted it, new connections get answers, HTTP/1.1 and h2c,
+		// and the retries, routes and policies are back.
+		agent := l.process(t, "agent-node1")
+		if err := syscall.Kill(agent.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, "the lab restarted node1's agent", func() error {
+			if p := l.process(t, "agent-node1"); p.PID == agent.PID || p.State != "Running" {
+				return fmt.Errorf("agent-node1: %s pid %d", p.State, p.PID)
+			}
+			return nil
+		})
+		l.agentReady(t, "node1", 30*time.Second)
+		fresh := newPodClient(t, caller.pod) // no connection from before
+		took := testenv.Eventually(t, 20*time.Second, "caller → web answered by backend-0", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			a, err := fresh.do(ctx, web, call{host: "web:8080"})
+			if err != nil {
+				return err
+			}
+			if a.status != 200 || a.from() != "backend-0" {
+				return fmt.Errorf("got %v", a)
+			}
+			return nil
+		})
+		t.Logf("node1's agent ready; caller → web answered after %v more", took.Round(time.Millisecond))
+		for _, h2c := range []bool{false, true} {
+			if a := fresh.must(t, web, call{host: "web:8080", h2c: h2c}); a.status != 200 || a.from() != "backend-0" {
+				t.Errorf("h2c %v: got %v", h2c, a)
+			} else {
+				checkMeshHeaders(t, a, callerID, backendID)
+			}
+		}
+		key := fmt.Sprintf("e7-after-restart-%d", time.Now().UnixNano())
+		if a := fresh.must(t, retry, call{host: "retry:8080", hdr: []string{"X-Route", "retry-3", echo.HeaderFailFirst, "2", echo.HeaderAttemptKey, key}}); a.status != 200 || a.header.Get(echo.HeaderAttempt) != "3" {
+			t.Errorf("retries after the restart: got %v (try %q), want 200 on the third try", a, a.header.Get(echo.HeaderAttempt))
+		}
+		if a := fresh.must(t, guarded, call{host: "guarded:8080", path: "/admin/x", hdr: []string{"X-Tenant", "acme"}}); a.status != 403 {
+			t.Errorf("the DENY policy after the restart: got %v, want 403", a)
+		}
+	})
 }
 
 // getOn sends GET /restart for web on an app's HTTP/1.1 connection and

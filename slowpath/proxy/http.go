@@ -72,8 +72,12 @@ func (h *httpConn) Close() error {
 // connMeta is what the request handlers know of the connection a request
 // came on.
 type connMeta struct {
-	c     *conn
+	c *conn
+	// chain is the filter chain the connection matched, in snap; a
+	// request made after the config changed matches again (chainFor).
 	chain *xdsconf.FilterChain
+	snap  *xdsconf.Snapshot
+	cur   atomic.Pointer[chainAt]
 	// Source and Destination as the apps see them: the caller's address
 	// and the VIP:port (outbound) or pod IP:port (inbound) called.
 	src, dst netip.AddrPort
@@ -89,6 +93,42 @@ type connMeta struct {
 	// tunnel: the connection came over the mesh's tunnel (the calling
 	// agent speaks for the caller: its x-fibmesh-protocol is trusted).
 	tunnel bool
+}
+
+// chainAt is a connection's filter chain in one snapshot.
+type chainAt struct {
+	snap  *xdsconf.Snapshot
+	chain *xdsconf.FilterChain
+}
+
+// chainFor returns the connection's filter chain in snap: the one it
+// matched when it opened while the config is the same, else matched
+// again (an edited AuthorizationPolicy, route or port mode applies to
+// the next request of a connection open before, as Envoy applies a
+// listener update). nil when no HTTP chain matches any more.
+func (m *connMeta) chainFor(snap *xdsconf.Snapshot, inbound bool) *xdsconf.FilterChain {
+	if snap == m.snap || snap == nil {
+		return m.chain
+	}
+	if ca := m.cur.Load(); ca != nil && ca.snap == snap {
+		return ca.chain
+	}
+	l := snap.Outbound
+	if inbound {
+		l = snap.InboundPlaintext
+		if m.tunnel {
+			l = snap.Inbound
+		}
+	}
+	var chain *xdsconf.FilterChain
+	if l != nil {
+		chain = l.Match(xdsconf.MatchInput{Destination: m.dst, Source: m.src})
+	}
+	if chain != nil && (chain.HTTP == nil || inbound && m.tunnel && chain.TLS == nil) {
+		chain = nil
+	}
+	m.cur.Store(&chainAt{snap: snap, chain: chain})
+	return chain
 }
 
 type metaKey struct{}

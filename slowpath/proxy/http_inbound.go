@@ -41,10 +41,16 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get(hdrForwardedProto) == "" {
 		r.Header.Set(hdrForwardedProto, "http")
 	}
+	chain := m.chainFor(ps.p.cfg.Snapshot(), true)
+	if chain == nil {
+		noChain(w, r)
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoChain)
+		return
+	}
 	in := xdsconf.AuthzInput{Principal: m.principal, Source: m.src, Destination: m.dst,
 		Request: &xdsconf.HTTPRequest{Method: r.Method, Path: requestPath(r), Authority: r.Host, Scheme: "http",
 			Header: headerLookup(r.Header)}}
-	if d := requestRBAC(m.chain).Evaluate(in); !d.Allowed {
+	if d := requestRBAC(chain).Evaluate(in); !d.Allowed {
 		policy := d.Policy
 		if policy == "" {
 			policy = "default-deny"
@@ -55,7 +61,7 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if rc := m.chain.HTTP.Routes(); rc != nil {
+	if rc := chain.HTTP.Routes(); rc != nil {
 		route := matchRoute(rc, r)
 		if route == nil {
 			ps.localReply(w, r, ri, http.StatusNotFound, "NR", bodyNoRoute)

@@ -28,6 +28,7 @@ type l7Lab struct {
 	held      chan struct{}
 	heldIn    atomic.Int32
 	lastHdr   atomic.Pointer[http.Header]
+	snap      *atomic.Pointer[xdsconf.Snapshot]
 	transport *http.Transport
 }
 
@@ -35,6 +36,7 @@ func newL7Lab(t testing.TB) *l7Lab {
 	l7 := &l7Lab{held: make(chan struct{})}
 	l7.nextPort.Store(41000)
 	var snap atomic.Pointer[xdsconf.Snapshot]
+	l7.snap = &snap
 	l := newLabTB(t, nil, func(c *Config) {
 		c.Snapshot = snap.Load
 		orig := c.OriginalDestination
@@ -236,6 +238,43 @@ func TestHTTPRouting(t *testing.T) {
 			if err != nil || resp.StatusCode != 403 {
 				t.Errorf("GET %s: %v %v, want 403", path, resp, err)
 			}
+		}
+	})
+	t.Run("a policy edit applies to open connections", func(t *testing.T) {
+		// The pooled tunnel and the client's keep-alive connection stay;
+		// the next request on them meets the new DENY.
+		if resp, _ := l.get(t, web+"/public", nil); resp.StatusCode != 200 {
+			t.Fatalf("before the edit: %d", resp.StatusCode)
+		}
+		files := l7Manifests(l.pair.A.Addr, l.pair.B.Addr)
+		files["deny-public.yaml"] = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-public, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/public"]}}]}]
+`
+		old := l.snap.Load()
+		l.snap.Store(l7Snapshot(t, files))
+		defer l.snap.Store(old)
+		tunnels := 0
+		for _, c := range l.p.Connections() {
+			if c.Mode == ModeTunnelH2 && c.State == StateEstablished {
+				tunnels++
+			}
+		}
+		if resp, body := l.get(t, web+"/public", nil); resp.StatusCode != 403 {
+			t.Fatalf("after the edit: %d %q, want 403", resp.StatusCode, body)
+		}
+		after := 0
+		for _, c := range l.p.Connections() {
+			if c.Mode == ModeTunnelH2 && c.State == StateEstablished {
+				after++
+			}
+		}
+		if tunnels == 0 || after != tunnels {
+			t.Errorf("pooled tunnels %d before, %d after: the edit must reach the open one", tunnels, after)
 		}
 	})
 	t.Run("upgrade passes through", func(t *testing.T) {

@@ -61,6 +61,7 @@ const (
 	bodyNoCluster   = "cluster not found"
 	bodyNoRoute     = "route not found"
 	bodyNoConfig    = "no route configuration yet"
+	bodyNoChain     = "the connection's filter chain is gone (config changed): reconnect"
 	bodyUpgradeH2   = "CONNECT and upgrades over HTTP/2 from the app are not supported: use HTTP/1.1"
 	bodyNoUpgradeTo = "upgrade refused: the endpoint cannot be reached in one stream"
 )
@@ -90,7 +91,13 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only the calling agent sets it, on the tunnel.
 	r.Header.Del(hdrProtocol)
-	rc := snap.RoutesFor(m.chain.HTTP)
+	chain := m.chainFor(snap, false)
+	if chain == nil {
+		noChain(w, r)
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoChain)
+		return
+	}
+	rc := snap.RoutesFor(chain.HTTP)
 	if rc == nil {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
 		return
@@ -971,4 +978,13 @@ func requestHashKey(route *xdsconf.Route, m *connMeta, r *http.Request) hashKey 
 
 func hashRequest(r *http.Request) *xdsconf.HTTPRequest {
 	return &xdsconf.HTTPRequest{Method: r.Method, Path: requestPath(r), Authority: r.Host, Scheme: "http", Header: headerLookup(r.Header)}
+}
+
+// noChain closes an HTTP/1 connection after its response: its chain
+// is gone, so are its later requests' (an HTTP/2 one has no such
+// header; its requests are answered one by one).
+func noChain(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 }

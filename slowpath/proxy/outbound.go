@@ -70,7 +70,7 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	if chain.HTTP != nil {
 		// L7: routed, balanced and retried per request (http_outbound.go).
 		c.update(func(i *ConnInfo) { i.Chain = chain.Name })
-		return nil, &handoff{conn: down, meta: &connMeta{c: c, chain: chain, src: src, dst: dst}}, nil
+		return nil, &handoff{conn: down, meta: &connMeta{c: c, chain: chain, snap: snap, src: src, dst: dst}}, nil
 	}
 	name := chainCluster(chain)
 	c.update(func(i *ConnInfo) { i.Chain, i.Cluster = chain.Name, name })

@@ -445,7 +445,7 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 		c.mu.Unlock()
 	}
 	if chain.HTTP != nil {
-		return nil, &connMeta{c: c, chain: chain, src: src, dst: dst, principal: principal}, nil
+		return nil, &connMeta{c: c, chain: chain, snap: snap, src: src, dst: dst, principal: principal}, nil
 	}
 	d := chain.RBAC.Evaluate(xdsconf.AuthzInput{Principal: principal, Source: src, Destination: dst})
 	if !d.Allowed {

@@ -79,6 +79,10 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 		// Istio's sidecars: forward_client_cert_details APPEND_FORWARD,
 		// with the URI (the caller's SPIFFE ID) and the hash.
 		r.Header.Set(hdrXFCC, resilience.XFCCAppend(r.Header.Get(hdrXFCC), m.xfcc))
+	} else {
+		// In plaintext there is no client certificate: what the
+		// client wrote is no one's (Envoy removes it unless mTLS).
+		r.Header.Del(hdrXFCC)
 	}
 	ri.Upstream = m.dst
 	ri.Attempts = 1

@@ -155,7 +155,8 @@ func TestHTTPRouting(t *testing.T) {
 	web := "http://" + webVIP.String()
 
 	t.Run("request through the tunnel", func(t *testing.T) {
-		resp, body := l.get(t, web+"/", nil)
+		forged := "By=spiffe://cluster.local/ns/default/sa/server;URI=spiffe://cluster.local/ns/default/sa/admin"
+		resp, body := l.get(t, web+"/", map[string]string{"X-Forwarded-Client-Cert": forged})
 		if resp.StatusCode != 200 || body != "hello HTTP/1.1" {
 			t.Fatalf("status %d body %q", resp.StatusCode, body)
 		}
@@ -165,6 +166,9 @@ func TestHTTPRouting(t *testing.T) {
 		}
 		if xfcc := h.Get("X-Forwarded-Client-Cert"); !strings.Contains(xfcc, "URI="+l.clientID.String()) || !strings.Contains(xfcc, "By="+l.serverID.String()) {
 			t.Errorf("x-forwarded-client-cert %q, want By=%s and URI=%s", xfcc, l.serverID, l.clientID)
+		}
+		if xfcc := h.Values("X-Forwarded-Client-Cert"); len(xfcc) != 1 || strings.Contains(xfcc[0], "sa/admin") {
+			t.Errorf("x-forwarded-client-cert %q: the app's own must not be forwarded", xfcc)
 		}
 		if h.Get("X-Fibmesh-Protocol") != "" {
 			t.Error("the internal protocol header reached the app")

@@ -91,6 +91,10 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only the calling agent sets it, on the tunnel.
 	r.Header.Del(hdrProtocol)
+	// An app's own x-forwarded-client-cert is not forwarded (Istio's
+	// outbound SANITIZE): only the called agent writes one, from the
+	// certificate it verified.
+	r.Header.Del(hdrXFCC)
 	chain := m.chainFor(snap, false)
 	if chain == nil {
 		noChain(w, r)

@@ -960,6 +960,30 @@ func TestL7Mesh(t *testing.T) {
 				}
 			}
 		})
+
+		t.Run("other upgrades: 403 for unknown protocols, h2c served as HTTP/1.1", func(t *testing.T) {
+			// Istio allows websocket upgrades only: Envoy answers 403
+			// (upgrade_failed) to others, ignores Upgrade: h2c, and the
+			// connection stays HTTP either way.
+			c := dialPod(t, caller, web)
+			br := bufio.NewReader(c)
+			fmt.Fprintf(c, "GET /other HTTP/1.1\r\nHost: web:8080\r\nConnection: Upgrade\r\nUpgrade: fibtest/1\r\n\r\n")
+			if a := readAnswer(t, br, "GET"); a.status != 403 || a.from() != "mesh" {
+				t.Errorf("Upgrade: fibtest/1: got %v, want 403 from the mesh", a)
+			}
+			fmt.Fprintf(c, "GET /after-refused HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+			if a := readAnswer(t, br, "GET"); a.status != 200 || a.reply.Path != "/after-refused" {
+				t.Errorf("the next request on the connection: got %v, want 200 for /after-refused", a)
+			}
+			fmt.Fprintf(c, "GET /h2c-upgrade HTTP/1.1\r\nHost: web:8080\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+			if a := readAnswer(t, br, "GET"); a.status != 200 || a.reply.Path != "/h2c-upgrade" {
+				t.Errorf("Upgrade: h2c: got %v, want 200 in HTTP/1.1 for /h2c-upgrade", a)
+			}
+			fmt.Fprintf(c, "GET /after-h2c HTTP/1.1\r\nHost: web:8080\r\n\r\n")
+			if a := readAnswer(t, br, "GET"); a.status != 200 || a.reply.Path != "/after-h2c" {
+				t.Errorf("the next request on the connection: got %v, want 200 for /after-h2c", a)
+			}
+		})
 	})
 
 	t.Run("retries", func(t *testing.T) {
@@ -1308,10 +1332,22 @@ spec:
 				}
 			})
 		}
+		// An upgrade RBAC refuses does not open a byte stream: the
+		// connection stays HTTP and its next request is decided again.
+		c := dialPod(t, caller, guarded)
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "GET /admin/ws HTTP/1.1\r\nHost: guarded:8080\r\nX-Tenant: acme\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		if a := readAnswer(t, br, "GET"); a.status != 403 || a.from() != "mesh" {
+			t.Errorf("websocket upgrade to /admin/ws: got %v, want the mesh's 403", a)
+		}
+		fmt.Fprintf(c, "GET /admin/users HTTP/1.1\r\nHost: guarded:8080\r\nX-Tenant: acme\r\n\r\n")
+		if a := readAnswer(t, br, "GET"); a.status != 403 || a.from() != "mesh" {
+			t.Errorf("GET /admin/users after a refused upgrade on the same connection: got %v, want the mesh's 403", a)
+		}
 		// Counted by the deciding policy: the DENY policy for /admin/,
 		// default-deny where no ALLOW matched (3 of them).
-		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 4 {
-			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 4", deniedMetric, node, d)
+		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 6 {
+			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 6", deniedMetric, node, d)
 		}
 		if d := l.metricWith(t, node, deniedMetric, "default-deny") - byDefault; d != 3 {
 			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 3", deniedMetric, node, d)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fibmesh/fibmesh/slowpath"
@@ -274,19 +275,16 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		}
 	}
 	var tried []*xdsconf.Endpoint
-	var last outcome
-	var lastErr error
+	last, lastErr := outResponse, error(nil)
 	retries := uint32(0)
+	retrySlot := false // a retry's circuit breaker slot, held until its attempt answers
+	ep := ps.pickEndpoint(cl, m, key, policy, od, tried)
+	if ep == nil {
+		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
+		return
+	}
 	for attempt := 1; ; attempt++ {
 		ri.Attempts = attempt
-		ep := ps.pickEndpoint(cl, m, key, policy, od, tried)
-		if ep == nil {
-			if attempt == 1 {
-				ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
-				return
-			}
-			break
-		}
 		tried = append(tried, ep)
 		ri.Upstream = ep.Addr
 		tctx, tcancel := ctx, context.CancelFunc(func() {})
@@ -298,11 +296,21 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		case bodyKept && len(body) > 0:
 			rb = io.NopCloser(bytes.NewReader(body))
 		case !bodyKept && r.ContentLength != 0:
-			rb = streamBody
+			rb = streamBody.attempt()
+		}
+		if attempt > 1 {
+			// An abandoned attempt (a per-try timeout) may still be
+			// writing its headers: each attempt has its own.
+			hdr = hdr.Clone()
 		}
 		req := upstreamRequest(tctx, r, hdr, rb, ep.Addr.String())
 		ep.Active.Add(1)
 		resp, out, err := ps.attempt(tctx, cl, ch, ep, req, proto)
+		if retrySlot {
+			// Envoy frees a retry's slot when its attempt is answered.
+			br.DoneRetry()
+			retrySlot = false
+		}
 		if out == outPerTry && ctx.Err() != nil {
 			out = outTimeout
 		}
@@ -316,11 +324,19 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 				ps.p.m.ejections.Inc()
 			}
 		}
+		var next *xdsconf.Endpoint
 		retry := policy != nil && retries < policy.NumRetries && ctx.Err() == nil &&
-			retriable(policy, out, resp) && (bodyKept || !streamBody.touched)
+			retriable(policy, out, resp) && (bodyKept || !streamBody.touched())
+		if retry {
+			// The next endpoint first: with none, the answer in hand
+			// is the request's.
+			if next = ps.pickEndpoint(cl, m, key, policy, od, tried); next == nil {
+				retry = false
+			}
+		}
 		if retry {
 			if br.TryRetry() {
-				defer br.DoneRetry()
+				retrySlot = true
 			} else {
 				ps.p.m.overflow.WithLabelValues(resilience.OverflowRetries).Inc()
 				retry = false
@@ -329,6 +345,9 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		if !retry {
 			if out == outResponse {
 				ri.Code = resp.StatusCode
+				if retries > 0 && policy.RetriableStatus(resp.StatusCode) {
+					ri.addFlag("URX")
+				}
 				err := ps.copyResponse(w, resp, ri)
 				resp.Body.Close()
 				ep.Active.Add(-1)
@@ -364,9 +383,13 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		retries++
 		ps.p.m.retries.Inc()
 		if !backoff(ctx, retries) {
+			if retrySlot {
+				br.DoneRetry()
+			}
 			last, lastErr = outTimeout, ctx.Err()
 			break
 		}
+		ep = next
 	}
 	ri.Err = lastErr
 	switch last {
@@ -533,19 +556,52 @@ func upstreamRequest(ctx context.Context, r *http.Request, hdr http.Header, body
 	return req.WithContext(ctx)
 }
 
-// touchReader remembers whether any byte of a streamed body was read
-// (a retry is then impossible).
+// touchReader is a streamed request body shared by the attempts: it
+// remembers whether any byte was read (a retry is then impossible), and
+// each attempt reads it through its own handle, cut off once the
+// handler moved on (a per-try timeout's RoundTrip may still read).
 type touchReader struct {
 	r       io.ReadCloser
-	touched bool
+	mu      sync.Mutex // guards read and current, not the reads
+	read    bool
+	current *attemptBody
 }
 
-func (t *touchReader) Read(p []byte) (int, error) {
-	t.touched = true
+// attempt returns the body for a new attempt.
+func (t *touchReader) attempt() io.ReadCloser {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.current = &attemptBody{t: t}
+	return t.current
+}
+
+// touched cuts the current attempt's handle off and reports whether any
+// byte was read: when not, no attempt can read any more, and a retry
+// may have the body whole.
+func (t *touchReader) touched() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.current = nil
+	return t.read
+}
+
+type attemptBody struct{ t *touchReader }
+
+var errAbandoned = errors.New("request body: the attempt was abandoned")
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	t := a.t
+	t.mu.Lock()
+	if t.current != a {
+		t.mu.Unlock()
+		return 0, errAbandoned
+	}
+	t.read = true
+	t.mu.Unlock()
 	return t.r.Read(p)
 }
 
-func (t *touchReader) Close() error { return nil }
+func (a *attemptBody) Close() error { return nil }
 
 // hopByHop are the headers of one connection (RFC 9110 7.6.1), not
 // forwarded; TE is kept when it says "trailers" (gRPC).

@@ -189,6 +189,11 @@ const (
 	// connection (the pooled tunnel carries a whole pod's requests to
 	// one endpoint).
 	maxStreams = 4096
+	// tunnelConnWindow and tunnelStreamWindow are the HTTP/2 flow
+	// control windows of the tunnels (and the apps' h2c connections):
+	// 16 streams at full window before the connection's is full.
+	tunnelConnWindow   = 4 << 20
+	tunnelStreamWindow = 256 << 10
 	// maxHeaderBytes bounds a request's headers (Envoy's
 	// max_request_headers_kb default is 60): beyond, 431.
 	maxHeaderBytes = 60 << 10
@@ -228,7 +233,11 @@ func (ps *podState) newL7() *l7 {
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	h2cfg := &http.HTTP2Config{MaxConcurrentStreams: maxStreams}
+	// A pooled tunnel carries a whole pod's requests to one endpoint:
+	// one slow reader must not stall the others, so the connection's
+	// window is much larger than a stream's.
+	h2cfg := &http.HTTP2Config{MaxConcurrentStreams: maxStreams,
+		MaxReceiveBufferPerConnection: tunnelConnWindow, MaxReceiveBufferPerStream: tunnelStreamWindow}
 	connCtx := func(ctx context.Context, c net.Conn) context.Context {
 		if hc, ok := c.(*httpConn); ok {
 			return context.WithValue(ctx, metaKey{}, hc.meta)
@@ -268,7 +277,8 @@ func (ps *podState) newL7() *l7 {
 	l.appH1 = &http.Transport{DialContext: dial, Protocols: h1, MaxIdleConnsPerHost: appIdleConns,
 		IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	l.appH2 = &http.Transport{DialContext: dial, Protocols: h2c, IdleConnTimeout: 90 * time.Second,
-		DisableCompression: true, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxStreams}}
+		DisableCompression: true, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: maxStreams,
+			MaxReceiveBufferPerConnection: tunnelConnWindow, MaxReceiveBufferPerStream: tunnelStreamWindow}}
 	l.tunnels = newTunnelPool(ps)
 	return l
 }

@@ -114,11 +114,6 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ri.Route = route.Name
 	ctx := r.Context()
-	if route.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
-		defer cancel()
-	}
 	if f := route.Fault; f != nil {
 		if f.Delay > 0 && f.DelayPercent.Hit(rand.Uint32()) {
 			ri.addFlag("DI")
@@ -145,8 +140,14 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if ctx.Err() != nil {
-		ps.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", bodyTimeout)
-		return
+		return // the client went away during the delay
+	}
+	// The route's timeout starts after the fault filter, as Envoy's
+	// router's does.
+	if route.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+		defer cancel()
 	}
 	name := route.PickCluster(rand.Uint32())
 	cl := snap.Clusters[name]
@@ -647,6 +648,11 @@ func splitComma(s string) []string {
 func (ps *podState) copyResponse(w http.ResponseWriter, resp *http.Response, ri *RequestInfo) error {
 	h := w.Header()
 	for k, vv := range resp.Header {
+		if k == "Set-Cookie" && len(h[k]) > 0 {
+			// The proxy's own (a consistent-hash cookie) and the app's.
+			h[k] = append(h[k], vv...)
+			continue
+		}
 		h[k] = vv
 	}
 	removeHopByHop(h)

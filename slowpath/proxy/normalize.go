@@ -8,7 +8,8 @@ import (
 
 // normalizePath normalizes a request's path before routing and
 // authorization, as Istio's sidecars do (Envoy's normalize_path, Istio's
-// default PATH_NORMALIZATION=BASE): RFC 3986 section 6.2.2,
+// default PATH_NORMALIZATION=BASE): backslashes made slashes, RFC 3986
+// section 6.2.2,
 // percent-encoded unreserved characters decoded ("%7e" → "~", "%2e" →
 // ".") and the rest upper-cased ("%2f" → "%2F", still not a separator),
 // then dot segments removed ("/api/reviews/../admin" → "/api/admin").
@@ -20,11 +21,17 @@ func normalizePath(r *http.Request) bool {
 	if r.Method == http.MethodConnect || r.URL.Opaque != "" || r.RequestURI == "*" {
 		return true
 	}
+	// The path as the client wrote it (Go's URL would re-encode a
+	// backslash).
 	raw := r.URL.EscapedPath()
-	if !strings.Contains(raw, "%") && !strings.Contains(raw, "/.") && !strings.HasPrefix(raw, ".") {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		raw, _, _ = strings.Cut(r.RequestURI, "?")
+	}
+	if !strings.ContainsAny(raw, "%\\") && !strings.Contains(raw, "/.") && !strings.HasPrefix(raw, ".") {
 		return true
 	}
-	norm := removeDotSegments(normalizePercent(raw))
+	// Backslashes are slashes, as Envoy's canonicalization has them.
+	norm := removeDotSegments(normalizePercent(strings.ReplaceAll(raw, "\\", "/")))
 	if norm == raw {
 		return true
 	}

@@ -23,6 +23,8 @@ func TestNormalizePath(t *testing.T) {
 		{"/a%2fb/c", "/a%2Fb/c", "/a/b/c"},                     // kept encoded (upper-cased)
 		{"/a/.hidden/..x", "/a/.hidden/..x", "/a/.hidden/..x"}, // not dot segments
 		{"/a?p=/../x", "/a?p=/../x", "/a"},                     // the query is not the path
+		{"/public/..\\admin/x", "/admin/x", "/admin/x"},        // a backslash is a slash (Envoy)
+		{"/a\\b", "/a/b", "/a/b"},
 	} {
 		t.Run(tc.uri, func(t *testing.T) {
 			r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + tc.uri + " HTTP/1.1\r\nHost: x\r\n\r\n")))

@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -380,14 +382,19 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 	}
 	down.SetDeadline(time.Time{})
 	release()
-	if h != nil {
-		ps.serveHTTP(cn, h)
-		return
-	}
 	cn.mu.Lock()
 	peeked := cn.peeked
 	cn.peeked = nil
 	cn.mu.Unlock()
+	if h != nil {
+		if len(peeked) > 0 {
+			// Read to choose the chain (a port that also routes TLS by
+			// SNI): the HTTP server reads them first.
+			h.conn = &prefixConn{Conn: h.conn, r: io.MultiReader(bytes.NewReader(peeked), h.conn)}
+		}
+		ps.serveHTTP(cn, h)
+		return
+	}
 	if len(peeked) > 0 {
 		// The ClientHello read to choose the chain goes first.
 		up.tcp().SetWriteDeadline(time.Now().Add(ps.p.cfg.HandshakeTimeout))
@@ -402,3 +409,11 @@ func (ps *podState) serve(port int, down *net.TCPConn) {
 	}
 	ps.p.relay(cn, dn, up)
 }
+
+// prefixConn is a connection whose first bytes were already read.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -67,7 +67,9 @@ func newTunnelPool(ps *podState) *tunnelPool {
 		Protocols:          h2c,
 		DisableCompression: true,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: maxStreams,
+			MaxConcurrentStreams:          maxStreams,
+			MaxReceiveBufferPerConnection: tunnelConnWindow,
+			MaxReceiveBufferPerStream:     tunnelStreamWindow,
 			// A tunnel whose peer vanished (a node gone without a
 			// FIN) is found by a PING after 30s without frames.
 			SendPingTimeout: 30 * time.Second,
@@ -149,6 +151,10 @@ func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []s
 		e.dialing = nil
 		close(d.done)
 		if d.err != nil {
+			if e.cc == nil && tp.m[endpoint] == e {
+				// Nothing pooled for it: an endpoint gone leaves no entry.
+				delete(tp.m, endpoint)
+			}
 			tp.mu.Unlock()
 			return nil, d.err
 		}
@@ -232,7 +238,7 @@ func (ps *podState) tunnelDial(ctx context.Context, dp *tunnelDialParams) (net.C
 	if p.cfg.Events != nil {
 		p.cfg.Events(Event{Kind: EventEstablished, Conn: c.snapshot()})
 	}
-	tc := &tunnelNetConn{tlsStream: s, c: c, bytes: p.m.bytes.WithLabelValues(c.direction)}
+	tc := &tunnelNetConn{tlsStream: s, c: c}
 	tc.onEnd = func(reason string) {
 		active.Dec()
 		info := c.finish(reason)
@@ -270,7 +276,6 @@ func (ps *podState) newTunnelConn(endpoint netip.AddrPort) *conn {
 type tunnelNetConn struct {
 	tlsStream
 	c     *conn
-	bytes interface{ Add(float64) }
 	onEnd func(reason string)
 	once  sync.Once
 	ended atomic.Bool
@@ -279,8 +284,8 @@ type tunnelNetConn struct {
 func (t *tunnelNetConn) Read(p []byte) (int, error) {
 	n, err := t.tlsStream.Read(p)
 	if n > 0 {
+		// The row's count; bytes_total counts the apps' side (once).
 		t.c.in.Add(uint64(n))
-		t.bytes.Add(float64(n))
 	}
 	if err != nil {
 		t.end("reset")
@@ -292,7 +297,6 @@ func (t *tunnelNetConn) Write(p []byte) (int, error) {
 	n, err := t.tlsStream.Write(p)
 	if n > 0 {
 		t.c.out.Add(uint64(n))
-		t.bytes.Add(float64(n))
 	}
 	return n, err
 }

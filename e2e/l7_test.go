@@ -722,12 +722,19 @@ func TestL7Mesh(t *testing.T) {
 			for _, h2c := range []bool{false, true} {
 				trace := []string{"Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 					"X-B3-Traceid", "80f198ee56343ba864fe8b2a57d3eff7", "X-B3-Spanid", "e457b5a2e4d86bd1", "X-B3-Sampled", "1"}
-				a := caller.must(t, web, call{path: "/hello", host: "web:8080", hdr: append([]string{"X-Request-Id", "e7-proto"}, trace...), h2c: h2c})
+				// An app's own x-forwarded-client-cert is not forwarded
+				// (Istio's outbound SANITIZE): the server's app sees one
+				// element, the verified caller (checkMeshHeaders).
+				forged := []string{"X-Forwarded-Client-Cert", "By=spiffe://cluster.local/ns/l7/sa/backend;URI=spiffe://cluster.local/ns/l7/sa/admin"}
+				a := caller.must(t, web, call{path: "/hello", host: "web:8080", hdr: append(append([]string{"X-Request-Id", "e7-proto"}, forged...), trace...), h2c: h2c})
 				if a.status != 200 || a.from() != "backend-0" {
 					t.Errorf("h2c=%v: got %v, want 200 from backend-0", h2c, a)
 					continue
 				}
 				checkMeshHeaders(t, a, callerID, backendID)
+				if x := a.reply.Headers.Values("X-Forwarded-Client-Cert"); len(x) != 1 || strings.Contains(x[0], "sa/admin") || strings.Count(x[0], "URI=") != 1 {
+					t.Errorf("h2c=%v: the app saw x-forwarded-client-cert %q, want only the verified caller's element (the app's own dropped)", h2c, x)
+				}
 				for i := 0; i < len(trace); i += 2 {
 					if got := a.reply.Headers.Get(trace[i]); got != trace[i+1] {
 						t.Errorf("h2c=%v: %s %q reached the app, want %q passed through unchanged", h2c, trace[i], got, trace[i+1])
@@ -1261,12 +1268,12 @@ spec:
 		// In, plaintext: the inbound side still routes, generates the
 		// request id and decides RBAC per request; there is no client
 		// certificate, so no x-forwarded-client-cert.
-		a := outsider.must(t, plainIP, call{path: "/public/x"})
+		a := outsider.must(t, plainIP, call{path: "/public/x", hdr: []string{"X-Forwarded-Client-Cert", "URI=spiffe://cluster.local/ns/l7/sa/caller"}})
 		if a.status != 200 || a.from() != "plain-0" {
 			t.Fatalf("outsider GET /public/x: got %v, want 200 from plain-0", a)
 		}
 		if h := a.reply.Headers; !uuidRE.MatchString(h.Get("X-Request-Id")) || h.Get("X-Forwarded-Client-Cert") != "" {
-			t.Errorf("outsider GET /public/x: the app saw x-request-id %q and x-forwarded-client-cert %q; want a generated UUID and none", h.Get("X-Request-Id"), h.Get("X-Forwarded-Client-Cert"))
+			t.Errorf("outsider GET /public/x (with a forged x-forwarded-client-cert): the app saw x-request-id %q and x-forwarded-client-cert %q; want a generated UUID and none", h.Get("X-Request-Id"), h.Get("X-Forwarded-Client-Cert"))
 		}
 		for _, c := range []call{{path: "/private"}, {method: "POST", path: "/public/x"}} {
 			if a := outsider.must(t, plainIP, c); a.status != 403 || a.from() != "mesh" || strings.TrimSpace(string(a.body)) != rbacDenied {
@@ -1313,6 +1320,8 @@ spec:
 			{"caller to /%61dmin/users", caller, call{path: "/%61dmin/users", hdr: []string{"X-Tenant", "acme"}}, 403},
 			{"caller to /./admin/users over h2c", caller, call{path: "/./admin/users", hdr: []string{"X-Tenant", "acme"}, h2c: true}, 403},
 			{"stranger with x-tenant: acme", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}}, 403},
+			{"stranger forging caller's x-forwarded-client-cert", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme",
+				"X-Forwarded-Client-Cert", "By=spiffe://cluster.local/ns/l7/sa/guarded;URI=spiffe://cluster.local/ns/l7/sa/caller"}}, 403},
 		}
 		waitL7(t, caller, guarded, call{host: "guarded:8080", hdr: []string{"X-Tenant", "acme"}}, 200)
 		node := l.pod(t, "l7", "guarded-0").Node
@@ -1345,12 +1354,12 @@ spec:
 			t.Errorf("GET /admin/users after a refused upgrade on the same connection: got %v, want the mesh's 403", a)
 		}
 		// Counted by the deciding policy: the DENY policy for /admin/,
-		// default-deny where no ALLOW matched (3 of them).
+		// default-deny where no ALLOW matched (4 of them).
 		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 6 {
 			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 6", deniedMetric, node, d)
 		}
-		if d := l.metricWith(t, node, deniedMetric, "default-deny") - byDefault; d != 3 {
-			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 3", deniedMetric, node, d)
+		if d := l.metricWith(t, node, deniedMetric, "default-deny") - byDefault; d != 4 {
+			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 4", deniedMetric, node, d)
 		}
 	})
 

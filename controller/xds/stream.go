@@ -23,9 +23,11 @@ import (
 // pageBytes bounds a first sync's delta response: a full state larger
 // than this goes out in pages, the next sent when the last is ACKed, so
 // that the bytes marshalled and queued for one stream stay near one page
-// per type however large the mesh (a 1,000-service mesh is ~3.5 MB per
-// agent).
-const pageBytes = 256 << 10
+// per type however large the mesh (a 1,000-service mesh is ~3.4 MB per
+// agent). A page is about one HTTP/2 flow-control window, and fits the
+// 64 KiB tier of the server's buffer pool (GRPCServerOptions) with its
+// framing.
+const pageBytes = 60 << 10
 
 // sub is one stream's subscription to one type: what it subscribes to,
 // the scope sequence number it was last sent up to, and the one

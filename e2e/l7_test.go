@@ -1038,6 +1038,40 @@ func TestL7Mesh(t *testing.T) {
 		}
 	})
 
+	t.Run("a retried request carries its whole body every try", func(t *testing.T) {
+		// Envoy buffers a request body for retries up to its buffer limit
+		// (the listener's per_connection_buffer_limit_bytes, 1 MiB),
+		// whether its length is known or not (chunked HTTP/1.1, HTTP/2
+		// without content-length: every gRPC call): each try reaches the
+		// app whole.
+		for _, tc := range []struct {
+			name    string
+			size    int
+			h2c     bool
+			chunked bool
+		}{
+			{"HTTP/1.1, 20 kB with a length", 20_000, false, false},
+			{"HTTP/1.1, 20 kB chunked", 20_000, false, true},
+			{"h2c, 20 kB with content-length", 20_000, true, false},
+			{"h2c, 20 kB without content-length (as gRPC sends)", 20_000, true, true},
+			{"HTTP/1.1, 200 kB with a length (under Envoy's 1 MiB)", 200_000, false, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				body := make([]byte, tc.size)
+				for i := range body {
+					body[i] = byte(i*31 + i>>9)
+				}
+				sum := sha256.Sum256(body)
+				key := fmt.Sprintf("e7-body-retry-%d", time.Now().UnixNano())
+				a := caller.must(t, retry, call{method: "POST", path: "/orders", host: "retry:8080", h2c: tc.h2c, body: body, chunked: tc.chunked,
+					hdr: []string{"X-Route", "retry-3", echo.HeaderFailFirst, "2", echo.HeaderAttemptKey, key}})
+				if a.status != 200 || a.reply.Attempt != 3 || a.reply.BodyBytes != int64(len(body)) || a.reply.BodySHA256 != hex.EncodeToString(sum[:]) {
+					t.Errorf("got %d from %s: try %d, the app read %d bytes (sha256 %.12s…); want 200 on try 3 with all %d bytes", a.status, a.from(), a.reply.Attempt, a.reply.BodyBytes, a.reply.BodySHA256, len(body))
+				}
+			})
+		}
+	})
+
 	t.Run("a retry goes to another endpoint", func(t *testing.T) {
 		// spread: flaky-good-0, flaky-good-1 and flaky-bad (500), RANDOM.
 		spread := l.serviceVIP(t, "l7", "spread", 8080)
@@ -1299,6 +1333,55 @@ spec:
 				t.Errorf("caller → legacy (h2c %v): the app saw x-request-id %q, x-forwarded-client-cert %q; want ours and none", h2c, h.Get("X-Request-Id"), h.Get("X-Forwarded-Client-Cert"))
 			}
 		}
+	})
+
+	t.Run("a policy edit applies to open connections", func(t *testing.T) {
+		// A keep-alive connection from caller to guarded (allowed); a
+		// DENY policy on /orders is written, then removed.
+		waitL7(t, caller, guarded, call{host: "guarded:8080", hdr: []string{"X-Tenant", "acme"}}, 200)
+		c := dialPod(t, caller, guarded)
+		br := bufio.NewReader(c)
+		get := func() answer {
+			fmt.Fprintf(c, "GET /orders HTTP/1.1\r\nHost: guarded:8080\r\nX-Tenant: acme\r\n\r\n")
+			return readAnswer(t, br, "GET")
+		}
+		h2 := newPodClient(t, caller.pod) // its pooled tunnel and h2c connection are open too
+		h2get := func() answer {
+			return h2.must(t, guarded, call{path: "/orders", host: "guarded:8080", h2c: true, hdr: []string{"X-Tenant", "acme"}})
+		}
+		if a, b := get(), h2get(); a.status != 200 || b.status != 200 {
+			t.Fatalf("before the edit: %v; h2c %v", a, b)
+		}
+		l.write(t, "71-guarded-no-orders.yaml", `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: guarded-no-orders
+  namespace: l7
+spec:
+  selector:
+    matchLabels: {app: guarded}
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: ["/orders"]
+`)
+		took := testenv.Eventually(t, 30*time.Second, "the new DENY on the open connections", func() error {
+			a, b := get(), h2get()
+			if a.status != 403 || b.status != 403 || strings.TrimSpace(string(a.body)) != rbacDenied {
+				return fmt.Errorf("HTTP/1.1 %v; h2c %v", a, b)
+			}
+			return nil
+		})
+		t.Logf("the AuthorizationPolicy written: in force on the open connections after %v", took.Round(time.Millisecond))
+		l.remove(t, "71-guarded-no-orders.yaml")
+		took = testenv.Eventually(t, 30*time.Second, "the DENY gone on the open connections", func() error {
+			if a, b := get(), h2get(); a.status != 200 || b.status != 200 {
+				return fmt.Errorf("HTTP/1.1 %v; h2c %v", a, b)
+			}
+			return nil
+		})
+		t.Logf("the AuthorizationPolicy removed: requests allowed again after %v", took.Round(time.Millisecond))
 	})
 
 	t.Run("authorization on a header the mesh does not generate", func(t *testing.T) {

@@ -669,6 +669,43 @@ func TestL7Examples(t *testing.T) {
 		}
 	})
 
+	t.Run("examples/README's commands", func(t *testing.T) {
+		// As a user types them: curl in the pods by service name (the
+		// mesh's DNS), through fibmesh-lab exec.
+		for _, tt := range []struct {
+			pod     string
+			args    []string
+			status  string
+			version string // of the echo reply; "" for a 403
+		}{
+			{"production/deploy/frontend", []string{"reviews:9080/api/reviews/1"}, "200", "v1|v2"},
+			{"production/deploy/frontend", []string{"-H", "x-canary-user: true", "reviews:9080/api/reviews/1"}, "200", "v2"},
+			{"production/deploy/frontend", []string{"-X", "POST", "reviews:9080/api/reviews/1"}, "403", ""},
+			{"production/client", []string{"reviews:9080/api/reviews/1"}, "403", ""},
+		} {
+			args := append([]string{"curl", "-s", "-m", "10", "-w", "\n%{http_code}"}, tt.args...)
+			out, err := l.exec(tt.pod, args...)
+			// The body, then the status on the last line.
+			trimmed := strings.TrimSpace(string(out))
+			i := strings.LastIndexByte(trimmed, '\n')
+			body, code := trimmed[:max(i, 0)], trimmed[i+1:]
+			if err != nil || code != tt.status {
+				t.Errorf("fibmesh-lab exec %s -- %s: %v, status %q, want %s:\n%s", tt.pod, strings.Join(args, " "), err, code, tt.status, out)
+				continue
+			}
+			if tt.version == "" {
+				if body != rbacDenied {
+					t.Errorf("%s %v: body %q, want %q", tt.pod, tt.args, body, rbacDenied)
+				}
+				continue
+			}
+			var r echo.Reply
+			if err := json.Unmarshal([]byte(body), &r); err != nil || !slices.Contains(strings.Split(tt.version, "|"), r.Version) || r.Service != "reviews" {
+				t.Errorf("%s %v: reply %q (%v), want reviews %s", tt.pod, tt.args, body, err, tt.version)
+			}
+		}
+	})
+
 	t.Run("ratings timeout 3s", func(t *testing.T) {
 		// 12-ratings.yaml: timeout 3s; the app is asked to take 4 s.
 		waitL7(t, frontend, ratings, call{path: "/", host: "ratings:9080"}, 200)

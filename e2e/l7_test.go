@@ -44,11 +44,27 @@ import (
 
 // The L7 acceptance tests of the slow path (issue "The slow path, L7"):
 // what an Istio user sees, request by request, through two agents and
-// the mTLS tunnel between them. TestL7Examples runs examples/ as they
-// are (canary and authorization); TestL7Mesh runs testdata/l7 (retries,
-// timeouts, faults, outlier detection, circuit breaking, authorization
-// on a header the mesh does not generate, HTTP/2, gRPC, keep-alive,
-// pipelining, upgrades).
+// the mTLS tunnel between them, checked against Istio's (Envoy's)
+// semantics. Requests are sent from inside a pod's network namespace, so
+// its capture and identity apply as for its app; the echo app (lab/echo)
+// says which pod and version answered and what headers it saw.
+//
+// TestL7Examples runs examples/ as they are: the 90/10 canary within
+// 99.9% binomial bounds and its header override, the 1% fault delay,
+// the names a service is called by, the authorization policy (methods,
+// paths, identities, the generated x-request-id), ratings' timeout, and
+// examples/README's commands.
+//
+// TestL7Mesh runs testdata/l7: HTTP/1.1 and h2c (headers, trace context,
+// x-forwarded-client-cert and its sanitizing), gRPC health (Check,
+// Watch), h2load, large bodies both ways, keep-alive, pipelining,
+// Expect: 100-continue, HEAD, path normalization, upgrades; retries
+// (VirtualService and Istio's default, bodies, another endpoint),
+// per-try and route timeouts, fault abort and delay, outlier detection
+// (two ejections), consistent hashing, the circuit breaker and its
+// overflow metric; live route and policy edits on open connections;
+// authorization on headers, DENY before ALLOW, counted by policy;
+// plaintext in (PERMISSIVE) and out (DISABLE); agent restarts.
 
 // l7Prefix is the network namespace prefix of the labs of this file.
 const l7Prefix = "fm-e7-"

@@ -852,7 +852,7 @@ func TestL7Mesh(t *testing.T) {
 
 		t.Run("h2load", func(t *testing.T) {
 			if _, err := exec.LookPath("h2load"); err != nil {
-				t.Fatalf("h2load is missing: apt-get install nghttp2-client (Debian's; make deps should install it): %v", err)
+				t.Fatalf("h2load is missing: apt-get install nghttp2-client (Debian's; make deps installs it where hack/deps.sh runtime lists it): %v", err)
 			}
 			for _, tt := range []struct {
 				name string

@@ -78,7 +78,7 @@ bench-fds: deps build ## FDS propagation in the lab: a Pod written to the manife
 	$(GO) run ./perf/cmd/bench-fds --bin $(BIN) $(BENCH_FDS_FLAGS)
 
 # 5,000 agents first (how cost grows), then 1,000: the last line is the gate's.
-BENCH_XDS_FLAGS ?= --agents 5000,1000
+BENCH_XDS_FLAGS ?= --agents 5000,1000 --timeout 10m
 
 bench-xds: ## VirtualService edits and endpoint churn reaching 5,000 then 1,000 simulated agents (1,000 services, 10,000 pods): convergence p50/p99, RSS, bytes per edit
 	$(GO) build -o $(BIN)/bench-xds ./perf/cmd/bench-xds

@@ -229,6 +229,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	log.Info("memory limit", "bytes", xds.SetDefaultMemoryLimit()) // GOMEMLIMIT, else xds.DefaultMemoryLimit
 	epoch := firstVersion()
 	xs := xds.New(xds.Options{
 		Epoch:    epoch,

@@ -1,27 +1,28 @@
 // Package xds is the controller's ADS server: it translates each version
 // of the model into Envoy v3 resources (LDS, RDS, CDS, EDS; package
 // envoy), the trust bundle (SDS) and FDS, the flow table (package fds),
-// and serves them over gRPC with go-control-plane's server, both
-// state-of-the-world and delta.
+// and serves them over gRPC, both state-of-the-world and delta, with
+// go-control-plane's protocol types and a server of its own.
 //
-// What every node shares (clusters, endpoints, route configurations, the
-// trust bundle, the shared flow table) lives once, in one go-control-plane
-// LinearCache per type: an edit updates only the resources it changed,
-// and only the streams subscribed to those are answered. What differs per
-// node (its listeners) is a go-control-plane snapshot per node, keyed by
-// the xDS node.id, the Kubernetes node name; the per-node flow tables sit
-// in the FDS cache under the node's name. Per-node snapshots of the
-// shared types would cost nodes × resources of memory and of work on
-// every push (1,000 nodes × 5,000 resources here), which is what this
-// layout avoids.
+// The store (store.go) holds each resource once, marshalled and hashed
+// once, in scopes: one per shared type (clusters, endpoints, route
+// configurations, the trust bundle, the flow tables) and one per node for
+// its listeners, keyed by the xDS node.id, the Kubernetes node name. A
+// scope has a sequence number, a changelog and an index resource →
+// subscribed streams: an update costs what changed times who subscribes
+// to it. A stream (stream.go) keeps, per type, the sequence it was last
+// sent up to and one outstanding response; when marked it sends what
+// changed since, and an ACK costs O(1). go-control-plane's LinearCache
+// and snapshot cache, used before, scanned and cloned every stream's
+// subscription on every update and ACK.
 //
 // Pushes are debounced: model versions arriving within Options.Debounce
 // of each other are pushed once, the latest, with the union of their
 // changes; a push never waits longer than Options.DebounceMax. A push
-// translates the model, hashes each resource and hands the caches only
-// those whose hash changed. A node that NACKs is not sent the refused
-// version again; it keeps its last good config until the next change,
-// and the refusal is counted and visible in Status.
+// translates what the change can have touched, hashes each resource and
+// hands the store only those whose hash changed. A node that NACKs is not
+// sent the refused version again; it keeps its last good config until
+// the next change, and the refusal is counted and visible in Status.
 package xds
 
 import (

@@ -1565,6 +1565,25 @@ spec:
 					cancel()
 					t.Logf("probe %s: %v, %v", probe.name, a, err)
 				}
+				for _, pod := range []string{"l7/caller", "l7/backend-0"} {
+					out, err := l.exec(pod, "ss", "-tnoi", "state", "all", "( sport = :15008 or dport = :15008 )")
+					t.Logf("ss in %s (%v):\n%s", pod, err, out)
+				}
+				// Where node1's agent waits: its goroutines in the tunnel
+				// pool and dials.
+				if dump, err := kubelet.NetnsHTTPClient(l.nodeNetns("node1"), 10*time.Second).Get("http://" + kubelet.AgentAdmin + "/debug/pprof/goroutine?debug=2"); err == nil {
+					b, _ := io.ReadAll(dump.Body)
+					dump.Body.Close()
+					var stacks []string
+					for g := range strings.SplitSeq(string(b), "\n\n") {
+						if strings.Contains(g, "tunnelPool") || strings.Contains(g, "tunnelALPN") || strings.Contains(g, "podState).dial") {
+							stacks = append(stacks, g)
+						}
+					}
+					t.Logf("node1's agent: %d goroutines in the tunnel pool or dials:\n%s", len(stacks), tailBytes([]byte(strings.Join(stacks, "\n\n")), 12000))
+				} else {
+					t.Logf("node1's goroutines: %v", err)
+				}
 				var cs []admin.Connection
 				err := adminJSON(l, "node1", "/connections?pod=l7/caller", &cs)
 				b, _ := json.MarshalIndent(cs, "", " ")

@@ -242,6 +242,10 @@ func (a *Agent) proxyEvent(ev proxy.Event) {
 	switch ev.Kind {
 	case proxy.EventDenied:
 		a.log.Info("connection denied by authorization policy", append(attrs, "policy", ev.Reason)...)
+	case proxy.EventHTTPError:
+		if a.refusalLog.allow(time.Now()) {
+			a.log.Warn("HTTP server error (logged at most 10 per second; fibmesh_agent_proxy_http_server_errors_total counts all)", "pod", c.Pod, "err", ev.Err)
+		}
 	case proxy.EventRefused:
 		// A flood of garbage must not become a flood of log lines: the
 		// counters have every refusal, the log a sample.

@@ -166,4 +166,7 @@ const (
 	EventDenied      EventKind = "denied"      // RBAC denied it: Reason is the policy
 	EventEstablished EventKind = "established" // bytes flow
 	EventClosed      EventKind = "closed"      // an established connection ended
+	// EventHTTPError is net/http's report about an L7 connection (a
+	// protocol error, a recovered panic): Err has its text.
+	EventHTTPError EventKind = "http-error"
 )

@@ -342,7 +342,9 @@ func (p *Proxy) fail(c *conn, err error) {
 	// A reset, as from a port nobody listens on: the app sees it, and on
 	// the tunnel so does the calling agent's relay, which resets its app
 	// (a clean EOF would read as a normal end).
-	down.SetLinger(0)
+	if down != nil { // a pooled tunnel's row has no downstream
+		down.SetLinger(0)
+	}
 	info := c.finish(reason)
 	if p.cfg.Events != nil {
 		kind := EventRefused

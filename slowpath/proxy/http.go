@@ -2,11 +2,12 @@ package proxy
 
 import (
 	"context"
-	"io"
+	"errors"
 	"log"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,9 +254,9 @@ func (ps *podState) newL7() *l7 {
 			ReadHeaderTimeout: httpHeaderTimeout,
 			MaxHeaderBytes:    maxHeaderBytes,
 			ConnContext:       connCtx,
-			// Malformed requests are answered 400 by net/http; its
-			// log line is not the agent's.
-			ErrorLog: discardLog,
+			// net/http's own reports (a handler's panic, an HTTP/2
+			// protocol error) go to the Events hook.
+			ErrorLog: log.New(serverErrors{ps}, "", 0),
 			BaseContext: func(net.Listener) context.Context {
 				return ps.ctx
 			},
@@ -348,9 +349,20 @@ func (ps *podState) serveHTTP(c *conn, h *handoff) {
 	}
 }
 
-// discardLog swallows net/http's own log lines (malformed requests are
-// answered 400; the metrics count them).
-var discardLog = log.New(io.Discard, "", 0)
+// serverErrors turns net/http's log lines into EventHTTPError events
+// (and counts them): the library does not log, and a recovered panic
+// must not go unseen.
+type serverErrors struct{ ps *podState }
+
+func (e serverErrors) Write(p []byte) (int, error) {
+	px := e.ps.p
+	px.m.httpErrors.Inc()
+	if px.cfg.Events != nil {
+		px.cfg.Events(Event{Kind: EventHTTPError, Conn: ConnInfo{Pod: e.ps.key()},
+			Err: errors.New(strings.TrimSpace(string(p)))})
+	}
+	return len(p), nil
+}
 
 // streamConn is a tunnel's TLS stream as a net.Conn, for the HTTP server.
 type streamConn struct{ tlsStream }

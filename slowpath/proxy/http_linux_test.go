@@ -30,6 +30,12 @@ type l7Lab struct {
 	lastHdr   atomic.Pointer[http.Header]
 	snap      *atomic.Pointer[xdsconf.Snapshot]
 	transport *http.Transport
+	// dialMu and dials track the client's dials (net/http dials in the
+	// background, even for a request another connection served): the
+	// namespaces must outlive them.
+	dialMu     sync.Mutex
+	dialsDone  bool
+	dialsGroup sync.WaitGroup
 }
 
 func newL7Lab(t testing.TB) *l7Lab {
@@ -62,12 +68,26 @@ func newL7Lab(t testing.TB) *l7Lab {
 		},
 		MaxIdleConnsPerHost: 64,
 	}
-	t.Cleanup(l7.transport.CloseIdleConnections)
+	t.Cleanup(func() {
+		l7.dialMu.Lock()
+		l7.dialsDone = true
+		l7.dialMu.Unlock()
+		l7.dialsGroup.Wait()
+		l7.transport.CloseIdleConnections()
+	})
 	return l7
 }
 
 // dial connects the client app to its outbound port, for dst.
 func (l *l7Lab) dial(dst netip.AddrPort) (net.Conn, error) {
+	l.dialMu.Lock()
+	if l.dialsDone {
+		l.dialMu.Unlock()
+		return nil, net.ErrClosed
+	}
+	l.dialsGroup.Add(1)
+	l.dialMu.Unlock()
+	defer l.dialsGroup.Done()
 	port := uint16(l.nextPort.Add(1))
 	l.dsts.Store(port, dst)
 	var c net.Conn
@@ -420,5 +440,48 @@ func BenchmarkHTTPRequest(b *testing.B) {
 		if resp.StatusCode != 200 {
 			b.Fatalf("status %d", resp.StatusCode)
 		}
+	}
+}
+
+// TestHTTPServerPodRestart: the server pod's side goes away and comes
+// back (its agent restarted): concurrent requests meanwhile get a 503
+// at once (the failed tunnel dial releases every request waiting on
+// it), and the next ones go through a new tunnel.
+func TestHTTPServerPodRestart(t *testing.T) {
+	l := newL7Lab(t)
+	web := "http://" + webVIP.String() + "/"
+	if resp, _ := l.get(t, web, nil); resp.StatusCode != 200 {
+		t.Fatalf("before: %d", resp.StatusCode)
+	}
+	l.p.RemovePod(l.srv.Namespace, l.srv.Name)
+	var wg sync.WaitGroup
+	codes := make(chan int, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, web, nil)
+			resp, err := l.transport.RoundTrip(req)
+			if err != nil {
+				codes <- -1
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 503 {
+			t.Errorf("a request while the server pod is gone: %d, want 503", c)
+		}
+	}
+	if err := l.p.AddPod(l.srv); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := l.get(t, web, nil); resp.StatusCode != 200 {
+		t.Fatalf("after: %d", resp.StatusCode)
 	}
 }

@@ -47,6 +47,8 @@ type metrics struct {
 	retries   prometheus.Counter
 	timeouts  prometheus.Counter
 	ejections prometheus.Counter
+	// httpErrors counts net/http's reports (EventHTTPError).
+	httpErrors prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -91,6 +93,10 @@ func newMetrics() *metrics {
 			Name: "fibmesh_agent_proxy_http_timeouts_total",
 			Help: "Requests that ran past their route's timeout or their last per-try timeout (504, flag UT).",
 		}),
+		httpErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_http_server_errors_total",
+			Help: "Errors net/http reported on L7 connections (HTTP/2 protocol errors, recovered panics); the agent logs them, sampled.",
+		}),
 		ejections: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fibmesh_agent_proxy_http_outlier_ejections_total",
 			Help: "Endpoints ejected by outlier detection (consecutive 5xx), from one pod's view.",
@@ -108,9 +114,10 @@ func newMetrics() *metrics {
 // fibmesh_agent_proxy_http_overflow_total{kind},
 // fibmesh_agent_proxy_http_faults_total{kind},
 // fibmesh_agent_proxy_http_retries_total,
-// fibmesh_agent_proxy_http_timeouts_total and
-// fibmesh_agent_proxy_http_outlier_ejections_total.
+// fibmesh_agent_proxy_http_timeouts_total,
+// fibmesh_agent_proxy_http_outlier_ejections_total and
+// fibmesh_agent_proxy_http_server_errors_total.
 func (p *Proxy) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.m.conns, p.m.active, p.m.bytes, p.m.denied, p.m.refused,
-		p.m.requests, p.m.overflow, p.m.faults, p.m.retries, p.m.timeouts, p.m.ejections}
+		p.m.requests, p.m.overflow, p.m.faults, p.m.retries, p.m.timeouts, p.m.ejections, p.m.httpErrors}
 }

@@ -146,10 +146,8 @@ func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []s
 		d := &tunnelDialing{done: make(chan struct{})}
 		e.dialing = d
 		tp.mu.Unlock()
-		d.cc, d.peer, d.err = tp.dial(ctx, endpoint, sans, timeout)
+		tp.dialFor(ctx, d, e, endpoint, sans, timeout)
 		tp.mu.Lock()
-		e.dialing = nil
-		close(d.done)
 		if d.err != nil {
 			if e.cc == nil && tp.m[endpoint] == e {
 				// Nothing pooled for it: an endpoint gone leaves no entry.
@@ -163,8 +161,24 @@ func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []s
 			d.cc.Close()
 			return nil, errors.New("pod removed")
 		}
-		e.cc, e.peer, e.requests = d.cc, d.peer, 0
+		// e.cc is the new tunnel (dialFor set it): reserve on it.
 	}
+}
+
+// dialFor dials for an entry and releases its waiters, whatever happens
+// (a panic too: they must not wait for a dial that is gone).
+func (tp *tunnelPool) dialFor(ctx context.Context, d *tunnelDialing, e *tunnelEntry, endpoint netip.AddrPort, sans []spiffeid.ID, timeout time.Duration) {
+	d.err = errors.New("tunnel dial failed")
+	defer func() {
+		tp.mu.Lock()
+		e.dialing = nil
+		if d.err == nil && !tp.closed {
+			e.cc, e.peer, e.requests = d.cc, d.peer, 0
+		}
+		close(d.done)
+		tp.mu.Unlock()
+	}()
+	d.cc, d.peer, d.err = tp.dial(ctx, endpoint, sans, timeout)
 }
 
 func (tp *tunnelPool) dial(ctx context.Context, endpoint netip.AddrPort, sans []spiffeid.ID, timeout time.Duration) (*http.ClientConn, spiffeid.ID, error) {

@@ -1046,6 +1046,49 @@ func TestL7Mesh(t *testing.T) {
 		})
 	})
 
+	t.Run("route matching", func(t *testing.T) {
+		// testdata/l7/25-router.yaml: each route marks itself with an
+		// abort status (461..468); the last one sends to the app.
+		router := l.serviceVIP(t, "l7", "router", 8080)
+		waitL7(t, caller, router, call{host: "router:8080", path: "/ready"}, 200)
+		tests := []struct {
+			name string
+			c    call
+			want int
+		}{
+			{"uri exact", call{path: "/exact"}, 461},
+			{"uri exact is not a prefix", call{path: "/exact/more"}, 200},
+			{"uri exact ignores the query", call{path: "/exact?x=1"}, 461},
+			{"uri prefix", call{path: "/prefix/x"}, 462},
+			{"uri prefix needs its slash", call{path: "/prefix"}, 200},
+			{"uri regex (a full match)", call{path: "/re/123"}, 463},
+			{"uri regex does not match part of a path", call{path: "/re/12x"}, 200},
+			{"header prefix", call{hdr: []string{"X-H", "prefixed"}}, 464},
+			{"header regex (a full match)", call{hdr: []string{"X-H", "rx-abc"}}, 465},
+			{"header regex is case-sensitive", call{hdr: []string{"X-H", "rx-ABC"}}, 200},
+			{"method", call{method: "DELETE"}, 466},
+			{"header presence", call{hdr: []string{"X-P", "anything"}}, 467},
+			{"the first route that matches wins", call{path: "/prefix/x", hdr: []string{"X-H", "prefixed", "X-P", "1"}}, 462},
+			{"a match block needs all its conditions", call{path: "/a/1"}, 200},
+			{"all conditions of a block", call{path: "/a/1", hdr: []string{"X-And", "1"}}, 468},
+			{"any block of a route", call{path: "/b/1"}, 468},
+			{"no route but the last", call{path: "/elsewhere", hdr: []string{"X-H", "other"}}, 200},
+		}
+		for _, tt := range tests {
+			for _, h2c := range []bool{false, true} {
+				tt.c.host, tt.c.h2c = "router:8080", h2c
+				a := caller.must(t, router, tt.c)
+				want := "the mesh"
+				if tt.want == 200 {
+					want = "backend-0"
+				}
+				if a.status != tt.want || (tt.want == 200) != (a.from() == "backend-0") {
+					t.Errorf("%s (%s %s, headers %q, h2c %v): got %v, want %d from %s", tt.name, cmpOr(tt.c.method, "GET"), cmpOr(tt.c.path, "/"), tt.c.hdr, h2c, a, tt.want, want)
+				}
+			}
+		}
+	})
+
 	t.Run("retries", func(t *testing.T) {
 		waitL7(t, caller, retry, call{host: "retry:8080"}, 200)
 		waitL7(t, caller, web, call{host: "web:8080"}, 200)

@@ -25,6 +25,12 @@ app saw them, where the agent connected (the peer agent's tunnel port
 (handshake, established, closed), bytes each way and age. Closed
 connections stay listed for a while, with why they ended.
 
+The mode after the upstream says how: tunnel (one TCP stream over mTLS),
+plaintext, passthrough, http (an app's HTTP connection on an L7 port:
+its requests are routed one by one; the cluster is its latest
+request's), tunnel-h2 (the pod's pooled HTTP/2 tunnel to one endpoint,
+carrying all its requests there).
+
 Flags:
 `
 

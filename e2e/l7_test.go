@@ -1050,7 +1050,14 @@ func TestL7Mesh(t *testing.T) {
 		// testdata/l7/25-router.yaml: each route marks itself with an
 		// abort status (461..468); the last one sends to the app.
 		router := l.serviceVIP(t, "l7", "router", 8080)
-		waitL7(t, caller, router, call{host: "router:8080", path: "/ready"}, 200)
+		testenv.Eventually(t, 60*time.Second, "router's first route in force", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if a, err := caller.do(ctx, router, call{host: "router:8080", path: "/exact"}); err != nil || a.status != 461 {
+				return fmt.Errorf("GET /exact: %v, %v", a, err)
+			}
+			return nil
+		})
 		tests := []struct {
 			name string
 			c    call

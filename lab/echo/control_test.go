@@ -69,6 +69,7 @@ func TestControlHeaders(t *testing.T) {
 		{"delay past the bound", []string{"x-echo-delay", "31s"}, 400, "0..30s", 0},
 		{"negative delay", []string{"x-echo-delay", "-1s"}, 400, "x-echo-delay", 0},
 		{"fail-first without a key", []string{"x-echo-fail-first", "2"}, 400, "x-echo-attempt-key", 0},
+		{"bad fail-status", []string{"x-echo-fail-status", "700"}, 400, "x-echo-fail-status", 0},
 		{"bad fail-first", []string{"x-echo-fail-first", "-1", "x-echo-attempt-key", "k"}, 400, "x-echo-fail-first", 0},
 		{"key too long", []string{"x-echo-attempt-key", strings.Repeat("k", MaxAttemptKeyLen+1)}, 400, "x-echo-attempt-key", 0},
 	}
@@ -101,19 +102,26 @@ func TestControlHeaders(t *testing.T) {
 func TestFailFirst(t *testing.T) {
 	addr := start(t)
 	tests := []struct {
-		failFirst int
-		want      []int // statuses of consecutive requests
+		failFirst  int
+		failStatus string // x-echo-fail-status, "" for none
+		want       []int  // statuses of consecutive requests
 	}{
-		{0, []int{200, 200}},
-		{1, []int{503, 200, 200}},
-		{2, []int{503, 503, 200, 200}},
+		{0, "", []int{200, 200}},
+		{1, "", []int{503, 200, 200}},
+		{2, "", []int{503, 503, 200, 200}},
+		{2, "502", []int{502, 502, 200}},
+		{1, "409", []int{409, 200}},
 	}
 	for cname, c := range clients() {
 		for _, tt := range tests {
-			t.Run(fmt.Sprintf("%s/fail-first %d", cname, tt.failFirst), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/fail-first %d status %s", cname, tt.failFirst, tt.failStatus), func(t *testing.T) {
 				key := t.Name()
+				hdr := []string{"x-echo-fail-first", strconv.Itoa(tt.failFirst), "x-echo-attempt-key", key}
+				if tt.failStatus != "" {
+					hdr = append(hdr, "x-echo-fail-status", tt.failStatus)
+				}
 				for i, want := range tt.want {
-					code, rep, h := get(t, c, addr, "x-echo-fail-first", strconv.Itoa(tt.failFirst), "x-echo-attempt-key", key)
+					code, rep, h := get(t, c, addr, hdr...)
 					if code != want {
 						t.Errorf("request %d: status %d, want %d", i+1, code, want)
 					}

@@ -11,9 +11,10 @@
 // Requests can drive the answer, so a test can make one backend slow or
 // failing without restarting it (the headers are listed in Control):
 // x-echo-status answers that status, x-echo-delay sleeps first,
-// x-echo-fail-first N with x-echo-attempt-key K answers 503 to the first
-// N requests carrying K and 200 afterwards (the count per key is kept by
-// the server and reported as the reply's attempt). Options set the same
+// x-echo-fail-first N with x-echo-attempt-key K answers 503 (or
+// x-echo-fail-status) to the first N requests carrying K and 200
+// afterwards (the count per key is kept by the server and reported as
+// the reply's attempt). Options set the same
 // for every request of a pod (a status, a delay, a failure rate), for
 // outlier-detection tests.
 //
@@ -107,6 +108,10 @@ const (
 	// HeaderFailFirst N makes the first N requests carrying the same
 	// HeaderAttemptKey get 503, later ones their normal answer.
 	HeaderFailFirst = "X-Echo-Fail-First"
+	// HeaderFailStatus is the status HeaderFailFirst's failures answer
+	// (200..599; 503 when not set), to tell retry conditions apart
+	// (5xx, gateway-error, retriable status codes).
+	HeaderFailStatus = "X-Echo-Fail-Status"
 	// HeaderAttemptKey names a counter of requests kept by the server;
 	// the reply's Attempt is its value after this request.
 	HeaderAttemptKey = "X-Echo-Attempt-Key"
@@ -271,12 +276,13 @@ func newHandler(info Info, o Options) *handler {
 
 // control is what a request's headers ask for.
 type control struct {
-	status    int // 0: not asked
-	delay     time.Duration
-	hasDelay  bool
-	failFirst int
-	key       string
-	bodyBytes int64 // -1: not asked
+	status     int // 0: not asked
+	delay      time.Duration
+	hasDelay   bool
+	failFirst  int
+	failStatus int
+	key        string
+	bodyBytes  int64 // -1: not asked
 }
 
 // parseControl reads the control headers of h; the error names the
@@ -317,6 +323,14 @@ func parseControl(h http.Header) (control, error) {
 			return c, fmt.Errorf("header %s needs header %s: set it to an ID shared by the attempts of one request", strings.ToLower(HeaderFailFirst), strings.ToLower(HeaderAttemptKey))
 		}
 		c.failFirst = n
+	}
+	c.failStatus = http.StatusServiceUnavailable
+	if v := h.Get(HeaderFailStatus); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 200 || n > 599 {
+			return c, fmt.Errorf("header %s: %q: want an HTTP status 200..599", strings.ToLower(HeaderFailStatus), v)
+		}
+		c.failStatus = n
 	}
 	return c, nil
 }
@@ -364,7 +378,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case c.key != "" && rep.Attempt <= c.failFirst:
-		rep.Status = http.StatusServiceUnavailable
+		rep.Status = c.failStatus
 	case h.opts.FailRate > 0 && rand.Float64() < h.opts.FailRate:
 		rep.Status = http.StatusServiceUnavailable
 	case c.status != 0:

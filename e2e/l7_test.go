@@ -1100,31 +1100,43 @@ func TestL7Mesh(t *testing.T) {
 		waitL7(t, caller, retry, call{host: "retry:8080"}, 200)
 		waitL7(t, caller, web, call{host: "web:8080"}, 200)
 		tests := []struct {
-			name      string
-			to        netip.AddrPort
-			host      string
-			route     string
-			failFirst int
-			want      int
-			attempts  int // tries the app saw (x-echo-attempt of the last)
+			name       string
+			to         netip.AddrPort
+			host       string
+			route      string
+			failFirst  int
+			failStatus int // 0: the app's 503
+			want       int
+			attempts   int // tries the app saw (x-echo-attempt of the last)
 		}{
 			// Istio's attempts is the number of retries (Envoy's
 			// num_retries): attempts: 3 allows 4 tries.
-			{"attempts 3, the first two fail: the third succeeds", retry, "retry:8080", "retry-3", 2, 200, 3},
-			{"attempts 3, the first four fail: 503 after 4 tries", retry, "retry:8080", "retry-3", 4, 503, 4},
-			{"attempts 1, the first two fail: 503 after 2 tries", retry, "retry:8080", "retry-1", 2, 503, 2},
-			{"attempts 0 (timeout route), the first fails: no retry", retry, "retry:8080", "timeout", 1, 503, 1},
+			{"attempts 3, the first two fail: the third succeeds", retry, "retry:8080", "retry-3", 2, 0, 200, 3},
+			{"attempts 3, the first four fail: 503 after 4 tries", retry, "retry:8080", "retry-3", 4, 0, 503, 4},
+			{"attempts 1, the first two fail: 503 after 2 tries", retry, "retry:8080", "retry-1", 2, 0, 503, 2},
+			{"attempts 0 (timeout route), the first fails: no retry", retry, "retry:8080", "timeout", 1, 0, 503, 1},
+			// retryOn conditions.
+			{"5xx retries a 500", retry, "retry:8080", "retry-3", 2, 500, 200, 3},
+			{"gateway-error retries a 502", retry, "retry:8080", "retry-gw", 1, 502, 200, 2},
+			{"gateway-error retries a 504", retry, "retry:8080", "retry-gw", 1, 504, 200, 2},
+			{"gateway-error does not retry a 500", retry, "retry:8080", "retry-gw", 1, 500, 500, 1},
+			{"retryOn 409 retries a 409", retry, "retry:8080", "retry-409", 1, 409, 200, 2},
+			{"retryOn 409 does not retry a 503", retry, "retry:8080", "retry-409", 1, 503, 503, 1},
 			// No VirtualService: Istio's default policy, 2 retries on
 			// connect-failure, refused-stream, unavailable, cancelled and
 			// retriable-status-codes 503.
-			{"no VirtualService, the first two 503: the third succeeds", web, "web:8080", "", 2, 200, 3},
-			{"no VirtualService, the first three 503: 503 after 3 tries", web, "web:8080", "", 3, 503, 3},
+			{"no VirtualService, the first two 503: the third succeeds", web, "web:8080", "", 2, 0, 200, 3},
+			{"no VirtualService, the first three 503: 503 after 3 tries", web, "web:8080", "", 3, 0, 503, 3},
+			{"no VirtualService, a 500 is not retried", web, "web:8080", "", 1, 500, 500, 1},
 		}
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				key := fmt.Sprintf("e7-retry-%d-%d", i, time.Now().UnixNano())
-				a := caller.must(t, tt.to, call{host: tt.host, hdr: []string{"X-Route", tt.route,
-					echo.HeaderFailFirst, strconv.Itoa(tt.failFirst), echo.HeaderAttemptKey, key, "X-Request-Id", key}})
+				hdr := []string{"X-Route", tt.route, echo.HeaderFailFirst, strconv.Itoa(tt.failFirst), echo.HeaderAttemptKey, key, "X-Request-Id", key}
+				if tt.failStatus != 0 {
+					hdr = append(hdr, echo.HeaderFailStatus, strconv.Itoa(tt.failStatus))
+				}
+				a := caller.must(t, tt.to, call{host: tt.host, hdr: hdr})
 				if a.status != tt.want || a.from() != "backend-0" || a.header.Get(echo.HeaderAttempt) != strconv.Itoa(tt.attempts) {
 					t.Errorf("got %v, %s %q; want %d from backend-0 after %d tries", a, echo.HeaderAttempt, a.header.Get(echo.HeaderAttempt), tt.want, tt.attempts)
 				}

@@ -1305,6 +1305,54 @@ func TestL7Mesh(t *testing.T) {
 		}
 	})
 
+	t.Run("consistent hash on a cookie the mesh sets (MAGLEV)", func(t *testing.T) {
+		cookieSvc := l.serviceVIP(t, "l7", "cookie", 8080)
+		waitL7(t, caller, cookieSvc, call{host: "cookie:8080", hdr: []string{"Cookie", "e7-session=warm-up"}}, 200)
+		// No cookie: the mesh picks an endpoint and sets one that leads
+		// back to it (Envoy's generated cookie: name, path, Max-Age).
+		first := caller.must(t, cookieSvc, call{host: "cookie:8080"})
+		var session *http.Cookie
+		for _, line := range first.header.Values("Set-Cookie") {
+			if c, err := http.ParseSetCookie(line); err == nil && c.Name == "e7-session" {
+				session = c
+			}
+		}
+		if first.status != 200 || !strings.HasPrefix(first.from(), "flaky-good-") || session == nil || session.Value == "" || session.Path != "/" || session.MaxAge != 3600 {
+			t.Fatalf("first request: got %v, Set-Cookie %q; want 200 from flaky-good-* and e7-session with Path=/ and Max-Age=3600", first, first.header.Values("Set-Cookie"))
+		}
+		for i := range 10 {
+			a := caller.must(t, cookieSvc, call{host: "cookie:8080", hdr: []string{"Cookie", "e7-session=" + session.Value}})
+			if a.status != 200 || a.from() != first.from() {
+				t.Fatalf("request %d with the cookie the mesh set: got %v, want %s (the first answer's pod)", i, a, first.from())
+			}
+			if a.header.Get("Set-Cookie") != "" {
+				t.Errorf("request %d sent the cookie and got another: %q", i, a.header.Get("Set-Cookie"))
+			}
+		}
+		// Cookies of many sessions: each keeps its pod, both pods used.
+		const sessions, each = 24, 4
+		as := caller.fanOut(t, cookieSvc, sessions*each, 8, func(i int) call {
+			return call{host: "cookie:8080", hdr: []string{"Cookie", fmt.Sprintf("other=1; e7-session=s-%d", i%sessions)}}
+		})
+		podOf, perPod := map[int]string{}, map[string]int{}
+		for i, a := range as {
+			if a.status != 200 {
+				t.Errorf("session %d: got %v", i%sessions, a)
+				continue
+			}
+			if p, ok := podOf[i%sessions]; ok && p != a.from() {
+				t.Errorf("session %d answered by %s and by %s, want one pod per cookie", i%sessions, p, a.from())
+			} else if !ok {
+				podOf[i%sessions] = a.from()
+				perPod[a.from()]++
+			}
+		}
+		t.Logf("%d sessions over the pods: %v", sessions, perPod)
+		if len(perPod) != 2 {
+			t.Errorf("sessions by pod %v: want both good pods used", perPod)
+		}
+	})
+
 	t.Run("circuit breaker", func(t *testing.T) {
 		waitL7(t, caller, narrow, call{host: "narrow:8080"}, 200)
 		isOverflow := func(name string) bool { return strings.Contains(name, "overflow") }

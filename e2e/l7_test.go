@@ -1566,6 +1566,10 @@ spec:
 			{"caller to /%61dmin/users", caller, call{path: "/%61dmin/users", hdr: []string{"X-Tenant", "acme"}}, 403},
 			{"caller to /./admin/users over h2c", caller, call{path: "/./admin/users", hdr: []string{"X-Tenant", "acme"}, h2c: true}, 403},
 			{"stranger with x-tenant: acme", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme"}}, 403},
+			{"a suffix wildcard: */secret", caller, call{path: "/x/secret", hdr: []string{"X-Tenant", "acme"}}, 403},
+			{"a suffix wildcard is not a prefix", caller, call{path: "/secret/x", hdr: []string{"X-Tenant", "acme"}}, 200},
+			{"DELETE under notPaths", caller, call{method: "DELETE", path: "/orders/1", hdr: []string{"X-Tenant", "acme"}}, 200},
+			{"DELETE elsewhere", caller, call{method: "DELETE", path: "/users/1", hdr: []string{"X-Tenant", "acme"}}, 403},
 			{"stranger forging caller's x-forwarded-client-cert", stranger, call{path: "/orders", hdr: []string{"X-Tenant", "acme",
 				"X-Forwarded-Client-Cert", "By=spiffe://cluster.local/ns/l7/sa/guarded;URI=spiffe://cluster.local/ns/l7/sa/caller"}}, 403},
 		}
@@ -1601,8 +1605,8 @@ spec:
 		}
 		// Counted by the deciding policy: the DENY policy for /admin/,
 		// default-deny where no ALLOW matched (4 of them).
-		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 6 {
-			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 6", deniedMetric, node, d)
+		if d := l.metricWith(t, node, deniedMetric, "guarded-no-admin") - byDeny; d != 8 {
+			t.Errorf("%s{policy~guarded-no-admin} on %s grew by %v, want 8", deniedMetric, node, d)
 		}
 		if d := l.metricWith(t, node, deniedMetric, "default-deny") - byDefault; d != 4 {
 			t.Errorf("%s{policy=default-deny} on %s grew by %v, want 4", deniedMetric, node, d)

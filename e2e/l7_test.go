@@ -1364,52 +1364,56 @@ func TestL7Mesh(t *testing.T) {
 	t.Run("circuit breaker", func(t *testing.T) {
 		waitL7(t, caller, narrow, call{host: "narrow:8080"}, 200)
 		isOverflow := func(name string) bool { return strings.Contains(name, "overflow") }
-		before := l.metricMatching(t, caller.pod.Node, isOverflow)
-		// n slow requests at once: one has the connection, one waits,
-		// the rest overflow at once (Envoy: 503, x-envoy-overloaded).
-		const n = 8
-		var wg sync.WaitGroup
-		as := make([]answer, n)
-		errs := make([]error, n)
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				as[i], errs[i] = caller.do(ctx, narrow, call{host: "narrow:8080", hdr: []string{echo.HeaderDelay, "1s", "X-Request-Id", fmt.Sprintf("e7-cb-%d", i)}})
-			})
-		}
-		close(start)
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			t.Fatal(err)
-		}
-		ok, overflow := 0, 0
-		for _, a := range as {
-			switch {
-			case a.status == 200 && a.from() == "narrow-0":
-				ok++
-			case a.status == 503 && a.from() == "mesh":
-				overflow++
-				if a.took > 900*time.Millisecond {
-					t.Errorf("an overflow answered after %v: it waited instead of failing fast", a.took)
-				}
-				if a.header.Get("X-Envoy-Overloaded") == "" {
-					t.Logf("note: overflow 503 without x-envoy-overloaded (Envoy sets it): %v", a)
-				}
-			default:
-				t.Errorf("got %v, want 200 from narrow-0 or a 503 overflow from the mesh", a)
+		// HTTP/1.1 (8 app connections) and h2c (8 streams on one): the
+		// limits are the upstream's, whatever the app speaks.
+		for _, h2c := range []bool{false, true} {
+			before := l.metricMatching(t, caller.pod.Node, isOverflow)
+			// n slow requests at once: one has the connection, one waits,
+			// the rest overflow at once (Envoy: 503, x-envoy-overloaded).
+			const n = 8
+			var wg sync.WaitGroup
+			as := make([]answer, n)
+			errs := make([]error, n)
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					as[i], errs[i] = caller.do(ctx, narrow, call{host: "narrow:8080", h2c: h2c, hdr: []string{echo.HeaderDelay, "1s", "X-Request-Id", fmt.Sprintf("e7-cb-%d", i)}})
+				})
 			}
-		}
-		t.Logf("%d concurrent requests: %d answered, %d overflowed", n, ok, overflow)
-		if ok < 1 || ok > 2 || overflow != n-ok {
-			t.Errorf("maxConnections 1 + http1MaxPendingRequests 1: %d answered and %d overflowed, want 1..2 answered (one on the connection, one pending) and the rest overflowed", ok, overflow)
-		}
-		after := l.metricMatching(t, caller.pod.Node, isOverflow)
-		t.Logf("%s's agent: metrics named *overflow* %v → %v", caller.pod.Node, before, after)
-		if after-before < float64(overflow) {
-			t.Errorf("%s's agent: metrics named *overflow* grew by %v, want ≥ %d (the overflows)", caller.pod.Node, after-before, overflow)
+			close(start)
+			wg.Wait()
+			if err := errors.Join(errs...); err != nil {
+				t.Fatal(err)
+			}
+			ok, overflow := 0, 0
+			for _, a := range as {
+				switch {
+				case a.status == 200 && a.from() == "narrow-0":
+					ok++
+				case a.status == 503 && a.from() == "mesh":
+					overflow++
+					if a.took > 900*time.Millisecond {
+						t.Errorf("an overflow answered after %v: it waited instead of failing fast", a.took)
+					}
+					if a.header.Get("X-Envoy-Overloaded") == "" {
+						t.Logf("note: overflow 503 without x-envoy-overloaded (Envoy sets it): %v", a)
+					}
+				default:
+					t.Errorf("got %v, want 200 from narrow-0 or a 503 overflow from the mesh", a)
+				}
+			}
+			t.Logf("h2c %v: %d concurrent requests: %d answered, %d overflowed", h2c, n, ok, overflow)
+			if ok < 1 || ok > 2 || overflow != n-ok {
+				t.Errorf("h2c %v: maxConnections 1 + http1MaxPendingRequests 1: %d answered and %d overflowed, want 1..2 answered (one on the connection, one pending) and the rest overflowed", h2c, ok, overflow)
+			}
+			after := l.metricMatching(t, caller.pod.Node, isOverflow)
+			t.Logf("%s's agent: metrics named *overflow* %v → %v", caller.pod.Node, before, after)
+			if after-before < float64(overflow) {
+				t.Errorf("%s's agent: metrics named *overflow* grew by %v, want ≥ %d (the overflows)", caller.pod.Node, after-before, overflow)
+			}
 		}
 		// The pool recovers.
 		if a := caller.must(t, narrow, call{host: "narrow:8080"}); a.status != 200 {

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -117,11 +119,15 @@ func (l *l7Lab) startApp(t testing.TB) {
 	})
 	mux.HandleFunc("/retry/", func(w http.ResponseWriter, r *http.Request) {
 		v, _ := l.attempts.LoadOrStore(r.URL.Path, new(atomic.Int32))
+		b, _ := io.ReadAll(r.Body)
 		if v.(*atomic.Int32).Add(1) <= 2 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "third time")
+		if len(b) > 0 {
+			fmt.Fprintf(w, " %d %x", len(b), sha256.Sum256(b))
+		}
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -220,6 +226,25 @@ func TestHTTPRouting(t *testing.T) {
 		resp, body := l.get(t, web+"/retry/a", nil)
 		if resp.StatusCode != 200 || body != "third time" {
 			t.Fatalf("status %d body %q, want 200 on the third attempt", resp.StatusCode, body)
+		}
+	})
+	t.Run("retries resend the body", func(t *testing.T) {
+		// 200 KiB, chunked (no length): kept as it is sent, replayed.
+		body := make([]byte, 200<<10)
+		for i := range body {
+			body[i] = byte(i * 7)
+		}
+		req, _ := http.NewRequest(http.MethodPost, web+"/retry/body", io.MultiReader(bytes.NewReader(body)))
+		req.ContentLength = -1
+		resp, err := l.transport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("third time %d %x", len(body), sha256.Sum256(body))
+		if resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("status %d body %q, want 200 %q", resp.StatusCode, got, want)
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {

@@ -38,12 +38,11 @@ const (
 
 // Limits of the request path.
 const (
-	// maxRetryBody is the largest request body kept for a retry (Envoy's
-	// per-request buffer limit for retries is the listener's 1 MiB; a
-	// smaller one keeps a pod's memory bounded). A larger body, or one
-	// of unknown length (a stream), is retried only when no byte of it
-	// was sent (a connect failure).
-	maxRetryBody = 64 << 10
+	// maxRetryBody is how much of a request body is kept for a retry,
+	// as it is sent (Envoy buffers up to the listener's 1 MiB, known
+	// length or not): a retry replays it, then goes on reading. A body
+	// longer than that is not retried once it was sent beyond it.
+	maxRetryBody = 1 << 20
 	// retryBaseInterval and retryMaxInterval are Envoy's default retry
 	// back-off: fully jittered, exponential.
 	retryBaseInterval = 25 * time.Millisecond
@@ -249,23 +248,13 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 	if r.ProtoMajor == 2 || ch.HTTP2 {
 		proto = "h2"
 	}
-	// The body: kept for retries when it is small and its length known.
-	var body []byte
-	bodyKept := false
+	// The body, read as the attempts send it and kept for a retry.
 	policy := route.Retry
-	if policy != nil && policy.NumRetries > 0 && r.ContentLength >= 0 && r.ContentLength <= maxRetryBody {
-		body = make([]byte, 0, r.ContentLength)
-		if r.ContentLength > 0 {
-			b, err := io.ReadAll(io.LimitReader(r.Body, maxRetryBody+1))
-			if err != nil {
-				ps.localReply(w, r, ri, http.StatusBadRequest, "DPE", "request body: "+err.Error())
-				return
-			}
-			body = b
-		}
-		bodyKept = true
+	keep := 0
+	if policy != nil && policy.NumRetries > 0 {
+		keep = maxRetryBody
 	}
-	streamBody := &touchReader{r: r.Body}
+	rbody := &replayBody{src: r.Body, keep: keep}
 
 	key := requestHashKey(route, m, r)
 	if len(route.Hash) > 0 {
@@ -293,11 +282,8 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 			tctx, tcancel = context.WithTimeout(ctx, policy.PerTryTimeout)
 		}
 		var rb io.ReadCloser = http.NoBody
-		switch {
-		case bodyKept && len(body) > 0:
-			rb = io.NopCloser(bytes.NewReader(body))
-		case !bodyKept && r.ContentLength != 0:
-			rb = streamBody.attempt()
+		if r.ContentLength != 0 {
+			rb = rbody.attempt()
 		}
 		if attempt > 1 {
 			// An abandoned attempt (a per-try timeout) may still be
@@ -327,7 +313,7 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		}
 		var next *xdsconf.Endpoint
 		retry := policy != nil && retries < policy.NumRetries && ctx.Err() == nil &&
-			retriable(policy, out, resp) && (bodyKept || !streamBody.touched())
+			retriable(policy, out, resp) && rbody.replayable()
 		if retry {
 			// The next endpoint first: with none, the answer in hand
 			// is the request's.
@@ -557,49 +543,81 @@ func upstreamRequest(ctx context.Context, r *http.Request, hdr http.Header, body
 	return req.WithContext(ctx)
 }
 
-// touchReader is a streamed request body shared by the attempts: it
-// remembers whether any byte was read (a retry is then impossible), and
-// each attempt reads it through its own handle, cut off once the
-// handler moved on (a per-try timeout's RoundTrip may still read).
-type touchReader struct {
-	r       io.ReadCloser
-	mu      sync.Mutex // guards read and current, not the reads
-	read    bool
-	current *attemptBody
+// replayBody is a request body shared by the attempts: it is read from
+// the client as an attempt sends it, the first keep bytes kept, so that a
+// retry sends what was read again and then goes on reading. Each attempt
+// reads through its own handle, cut off once the handler moved on (a
+// per-try timeout's RoundTrip may still read); only the current one
+// reads from the client.
+type replayBody struct {
+	src  io.ReadCloser
+	keep int
+
+	mu       sync.Mutex // guards the fields below, not the client reads
+	buf      []byte     // what was read, while it fits in keep
+	overflow bool       // more than keep was read: no replay
+	eof      error      // the client's end of body (io.EOF or an error)
+	current  *attemptBody
 }
 
 // attempt returns the body for a new attempt.
-func (t *touchReader) attempt() io.ReadCloser {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.current = &attemptBody{t: t}
-	return t.current
+func (b *replayBody) attempt() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.current = &attemptBody{b: b}
+	return b.current
 }
 
-// touched cuts the current attempt's handle off and reports whether any
-// byte was read: when not, no attempt can read any more, and a retry
-// may have the body whole.
-func (t *touchReader) touched() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.current = nil
-	return t.read
+// replayable cuts the current attempt's handle off and reports whether
+// a retry can send the body whole: nothing read beyond what was kept.
+func (b *replayBody) replayable() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.current = nil
+	return !b.overflow
 }
 
-type attemptBody struct{ t *touchReader }
+type attemptBody struct {
+	b   *replayBody
+	pos int
+}
 
 var errAbandoned = errors.New("request body: the attempt was abandoned")
 
 func (a *attemptBody) Read(p []byte) (int, error) {
-	t := a.t
-	t.mu.Lock()
-	if t.current != a {
-		t.mu.Unlock()
+	b := a.b
+	b.mu.Lock()
+	if b.current != a {
+		b.mu.Unlock()
 		return 0, errAbandoned
 	}
-	t.read = true
-	t.mu.Unlock()
-	return t.r.Read(p)
+	if a.pos < len(b.buf) {
+		// Replay what an earlier attempt read.
+		n := copy(p, b.buf[a.pos:])
+		a.pos += n
+		b.mu.Unlock()
+		return n, nil
+	}
+	if b.eof != nil {
+		b.mu.Unlock()
+		return 0, b.eof
+	}
+	b.mu.Unlock()
+	n, err := b.src.Read(p)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.overflow {
+		if len(b.buf)+n <= b.keep {
+			b.buf = append(b.buf, p[:n]...)
+		} else {
+			b.overflow, b.buf = true, nil
+		}
+	}
+	a.pos += n
+	if err != nil {
+		b.eof = err
+	}
+	return n, err
 }
 
 func (a *attemptBody) Close() error { return nil }

@@ -78,9 +78,10 @@ var supportedFields = map[protoreflect.FullName][]string{
 	"istio.security.v1beta1.Rule":                         {"from", "to", "when"},
 	"istio.security.v1beta1.Rule.From":                    {"source"},
 	"istio.security.v1beta1.Rule.To":                      {"operation"},
-	"istio.security.v1beta1.Source":                       {"principals", "namespaces", "ipBlocks"},
-	"istio.security.v1beta1.Operation":                    {"hosts", "ports", "methods", "paths"},
-	"istio.security.v1beta1.Condition":                    {"key", "values", "notValues"},
+	"istio.security.v1beta1.Source": {"principals", "notPrincipals", "namespaces", "notNamespaces",
+		"serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"},
+	"istio.security.v1beta1.Operation": {"hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"},
+	"istio.security.v1beta1.Condition": {"key", "values", "notValues"},
 }
 
 // partlySupported are fields in supportedFields that fibmesh implements

@@ -348,12 +348,16 @@ func buildRoute(vs *networkingv1.VirtualService, suffix string) *Route {
 		for _, m := range h.GetMatch() {
 			mm := Match{URI: stringMatch(m.GetUri()), Method: stringMatch(m.GetMethod()), Port: m.GetPort()}
 			for k, v := range m.GetHeaders() {
-				if sm := stringMatch(v); sm != nil {
-					if mm.Headers == nil {
-						mm.Headers = map[string]StringMatch{}
-					}
-					mm.Headers[k] = *sm
+				sm := stringMatch(v)
+				if sm == nil {
+					// `name: {}`: Istio matches a request that has the
+					// header (an empty prefix: present_match).
+					sm = &StringMatch{"prefix", ""}
 				}
+				if mm.Headers == nil {
+					mm.Headers = map[string]StringMatch{}
+				}
+				mm.Headers[k] = *sm
 			}
 			hr.Matches = append(hr.Matches, mm)
 		}

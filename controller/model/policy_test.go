@@ -82,14 +82,14 @@ func TestRoutes(t *testing.T) {
 		{"matches: uri, method, headers, port; ANDed within, ORed across",
 			vs("prod", []string{"a"}, &networkingapi.HTTPRoute{
 				Match: []*networkingapi.HTTPMatchRequest{
-					{Uri: sm("prefix", "/api/"), Method: sm("exact", "GET"), Headers: map[string]*networkingapi.StringMatch{"x-a": sm("regex", "^v[0-9]+$"), "x-b": sm("exact", "")}},
+					{Uri: sm("prefix", "/api/"), Method: sm("exact", "GET"), Headers: map[string]*networkingapi.StringMatch{"x-a": sm("regex", "^v[0-9]+$"), "x-b": sm("exact", ""), "x-c": {}}},
 					{Port: 8080},
 				},
 				Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: "b", Port: &networkingapi.PortSelector{Number: 9080}}}},
 			}),
 			&Route{Namespace: "prod", Name: "vs", Hosts: []string{"a.prod.svc.cluster.local"}, HTTP: []HTTPRoute{{
 				Matches: []Match{
-					{URI: &StringMatch{"prefix", "/api/"}, Method: &StringMatch{"exact", "GET"}, Headers: map[string]StringMatch{"x-a": {"regex", "^v[0-9]+$"}, "x-b": {"exact", ""}}},
+					{URI: &StringMatch{"prefix", "/api/"}, Method: &StringMatch{"exact", "GET"}, Headers: map[string]StringMatch{"x-a": {"regex", "^v[0-9]+$"}, "x-b": {"exact", ""}, "x-c": {"prefix", ""}}},
 					{Port: 8080},
 				},
 				Destinations: []Destination{{Host: "b.prod.svc.cluster.local", Port: 9080, Weight: 100}},

@@ -164,6 +164,15 @@ func (s *Server) Restore(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("pod %s: %s is another network namespace now (inode %d, enrolled in %d): dropped; its producer enrols it again if it still runs", p.Key(), p.Netns, ino, p.NetnsInode))
 			continue
 		}
+		// Enrol gets its own descriptor: a newer enrolment of the pod
+		// (its producer enrolling it again meanwhile) closes p.fd, and
+		// a closed number may be reused by any open before Enrol reads it.
+		efd, err := dupFile(fd)
+		if err != nil {
+			fd.Close()
+			errs = append(errs, fmt.Errorf("pod %s: %w", p.Key(), err))
+			continue
+		}
 		p := p
 		p.fd = fd
 		s.mu.Lock()
@@ -172,9 +181,10 @@ func (s *Server) Restore(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer efd.Close()
 			c, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 			defer cancel()
-			_, _ = s.cfg.Enrol(c, p.Namespace, p.Name, fd)
+			_, _ = s.cfg.Enrol(c, p.Namespace, p.Name, efd)
 			// Removed while it was being enrolled again: what Enrol set
 			// up is undone (a re-enrolment in another namespace keeps
 			// its own).
@@ -397,4 +407,13 @@ func inode(f *os.File) uint64 {
 		return 0
 	}
 	return st.Ino
+}
+
+// dupFile duplicates a namespace descriptor (close-on-exec).
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate %s: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }

@@ -5,5 +5,7 @@
 // "mesh comes alive" wave asks end to end: the FIBs equal the
 // controller's flow tables, edits propagate, the data path survives the
 // controller and the agents going away, and identities stay on their
-// node. Its tests need root and skip without it.
+// node; the slow path's TCP (slowpath_test.go) and HTTP (l7_test.go:
+// the examples' canary and authorization, and every L7 policy on
+// services of its own). Its tests need root and skip without it.
 package e2e

@@ -15,6 +15,7 @@ runtime)
 	command -v ping >/dev/null || need+=(iputils-ping)
 	command -v nsenter >/dev/null || need+=(util-linux)
 	command -v curl >/dev/null || need+=(curl) # the demo's hints curl from pod to pod
+	command -v h2load >/dev/null || need+=(nghttp2-client) # the L7 e2e tests drive h2c with it
 	;;
 proto)
 	command -v protoc >/dev/null || need+=(protobuf-compiler)

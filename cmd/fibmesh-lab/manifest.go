@@ -71,6 +71,12 @@ Request headers drive one answer (bad values get 400 naming the header):
                             4,096 newest keys are kept)
   x-echo-fail-first: 2      with x-echo-attempt-key: the first 2 requests
                             carrying that ID get 503, later ones 200
+  x-echo-fail-status: 502   the status of those failures (default 503)
+  x-echo-body-bytes: 1048576  answer with that many bytes of a checkable
+                            pattern instead of JSON
+Every answer (101 included) carries x-echo-service, x-echo-version and
+x-echo-pod; the JSON reply also has the request body's length and
+SHA-256. An Upgrade request (WebSocket) gets 101, then its bytes echoed.
 --status and --delay set the same for every request (headers override
 them); --fail-rate answers 503 to that share of all requests.
 

@@ -2,13 +2,18 @@ package xds
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fibmesh/fibmesh/controller/xds/envoy"
 )
 
 // workCounts is what the server did: the index and resource work of its
@@ -129,5 +134,64 @@ func TestAckDoesNoWork(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("an ACK allocates %.1f times, want 0", allocs)
+	}
+}
+
+// The single-type services answer like ADS: CDS over StreamClusters
+// (state of the world, type URL left empty as such clients may) and LDS
+// over DeltaListeners; a request for another type on them is refused.
+func TestSingleTypeServices(t *testing.T) {
+	e := newEnv(t)
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+
+	cds, err := clusterservice.NewClusterDiscoveryServiceClient(conn).StreamClusters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cds.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "node1"}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cds.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TypeUrl != resource.ClusterType || len(resp.Resources) == 0 {
+		t.Errorf("StreamClusters answered %s with %d resources, want clusters", resp.TypeUrl, len(resp.Resources))
+	}
+
+	lds, err := listenerservice.NewListenerDiscoveryServiceClient(conn).DeltaListeners(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lds.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "node1"}, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	dresp, err := lds.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range dresp.Resources {
+		names[r.Name] = true
+	}
+	if dresp.TypeUrl != resource.ListenerType || !names[envoy.OutboundListener] {
+		t.Errorf("DeltaListeners answered %s with %v, want node1's listeners with %s", dresp.TypeUrl, names, envoy.OutboundListener)
+	}
+
+	wrong, err := clusterservice.NewClusterDiscoveryServiceClient(conn).StreamClusters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wrong.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "node1"}, TypeUrl: resource.RouteType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wrong.Recv(); err == nil || !strings.Contains(err.Error(), "not served") {
+		t.Errorf("routes over CDS: %v, want refused", err)
 	}
 }

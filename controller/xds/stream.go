@@ -368,7 +368,14 @@ func (s *Server) buildDelta(st *stream, sb *sub) *discovery.DeltaDiscoveryRespon
 	if sb.nonce != "" || !sb.dirty.Load() && len(sb.pages) == 0 {
 		return nil
 	}
-	sb.dirty.Store(false)
+	// A later page of a first sync sends names queued when the sync
+	// began; it is not what an update marked the sub for. The mark stays,
+	// so that what changed meanwhile goes out from the changelog once the
+	// last page is ACKed (a page read the latest version only of the
+	// names it carries).
+	if sb.full || len(sb.pages) == 0 {
+		sb.dirty.Store(false)
+	}
 	st.work.Add(1)
 	sc := sb.sc
 	var res []*discovery.Resource
@@ -399,6 +406,10 @@ func (s *Server) buildDelta(st *stream, sb *sub) *discovery.DeltaDiscoveryRespon
 			}
 		}
 		sb.force, sb.initial = nil, nil
+		// The pages carry the state as of now (or later: each page reads
+		// its names' latest version): the changelog after the sync starts
+		// here.
+		sb.sentSeq = sc.seq
 		s.store.stats.visited.Add(int64(len(sc.res)))
 	}
 	if len(sb.pages) > 0 {

@@ -208,6 +208,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := waitRoute(ctx, o, l, prefix, false, t0); err != nil {
 		return err
 	}
+	// The route leaves as soon as the controller sees the edit; the
+	// kubelet stops the pod's processes after that. Put the file back
+	// once the pod is gone, so that what comes back is a new pod (else
+	// the old one, still stopping, would read as ready).
+	if err := waitPodGone(ctx, o, clientPod); err != nil {
+		return err
+	}
 	say("edit: put %s back; the pod comes back with its IP (the lab keeps allocations)", clientFile)
 	t0 = time.Now()
 	if err := os.WriteFile(clientPath, saved, 0o644); err != nil {
@@ -471,4 +478,31 @@ func l7Step(ctx context.Context, o Options, l *lab.Lab, say func(string, ...any)
 	}
 	fmt.Fprintf(o.Out, "    POST %s: %s\n", url, out)
 	return nil
+}
+
+// waitPodGone polls the kubelet's status until pod (NAMESPACE/NAME) is no
+// longer listed.
+func waitPodGone(ctx context.Context, o Options, pod string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := kubelet.Get(ctx, o.StateDir)
+		if err != nil {
+			return err
+		}
+		listed := false
+		for _, p := range st.Pods {
+			listed = listed || p.Namespace+"/"+p.Name == pod
+		}
+		if !listed {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s still listed a minute after its manifest was removed", pod)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/agent/reconcile"
@@ -62,12 +61,12 @@ func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error
 	// A descriptor of our own for the time of the call: the enrolment
 	// server closes the one it holds when a newer enrolment of the pod
 	// replaces it.
-	fd, err := unix.FcntlInt(ns.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	own, err := netns.Dup(ns, "netns "+key)
 	if err != nil {
 		return fmt.Errorf("pod %s: network namespace handle: %w (the pod was enrolled again meanwhile)", key, err)
 	}
-	own := os.NewFile(uintptr(fd), "netns "+key)
 	defer own.Close()
+	fd := int(own.Fd())
 	if err := capture.Install(fd, capture.Config{DNS: true}); err != nil {
 		return fmt.Errorf("pod %s: capture: %w", key, err)
 	}
@@ -95,11 +94,10 @@ func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error
 // startDNS serves the pod's DNS queries (captured from port 53) on
 // slowpath.DNSPort, UDP and TCP, inside its network namespace.
 func (a *Agent) startDNS(namespace, name string, pns *os.File) (*podPath, error) {
-	fd, err := unix.FcntlInt(pns.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	ns, err := netns.Dup(pns, "netns "+namespace+"/"+name)
 	if err != nil {
 		return nil, fmt.Errorf("network namespace handle: %w", err)
 	}
-	ns := os.NewFile(uintptr(fd), "netns "+namespace+"/"+name)
 	var udp, udp6 net.PacketConn
 	var tcp net.Listener
 	err = netns.Do(int(ns.Fd()), namespace+"/"+name, func() (err error) {

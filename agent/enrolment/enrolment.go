@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/api/enrol"
+	"github.com/fibmesh/fibmesh/internal/netns"
 )
 
 // DefaultTimeout bounds how long an OpAdd waits for the pod to be
@@ -167,7 +168,7 @@ func (s *Server) Restore(ctx context.Context) error {
 		// Enrol gets its own descriptor: a newer enrolment of the pod
 		// (its producer enrolling it again meanwhile) closes p.fd, and
 		// a closed number may be reused by any open before Enrol reads it.
-		efd, err := dupFile(fd)
+		efd, err := netns.Dup(fd, fd.Name())
 		if err != nil {
 			fd.Close()
 			errs = append(errs, fmt.Errorf("pod %s: %w", p.Key(), err))
@@ -407,13 +408,4 @@ func inode(f *os.File) uint64 {
 		return 0
 	}
 	return st.Ino
-}
-
-// dupFile duplicates a namespace descriptor (close-on-exec).
-func dupFile(f *os.File) (*os.File, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("duplicate %s: %w", f.Name(), err)
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }

@@ -126,3 +126,14 @@ func Same(a, b int) bool {
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
+
+// Dup duplicates a namespace descriptor (close-on-exec) into a file of
+// the caller's own, named name: one another goroutine may close the
+// original meanwhile without touching it.
+func Dup(f *os.File, name string) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}

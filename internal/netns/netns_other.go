@@ -26,3 +26,8 @@ func New() (*os.File, error) {
 
 // Same reports whether two descriptors are the same namespace: Linux only.
 func Same(a, b int) bool { return false }
+
+// Dup duplicates a namespace descriptor: Linux only.
+func Dup(f *os.File, name string) (*os.File, error) {
+	return nil, fmt.Errorf("network namespace: not supported on %s", runtime.GOOS)
+}

@@ -161,6 +161,19 @@ func (l *l7Lab) startApp(t testing.TB) {
 	})
 }
 
+// rawConn is a client connection to web's VIP for hand-written
+// requests, with a deadline; closed at the end of the test.
+func (l *l7Lab) rawConn(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := l.dial(webVIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
 func (l *l7Lab) get(t *testing.T, url string, hdr map[string]string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -276,11 +289,7 @@ func TestHTTPRouting(t *testing.T) {
 		// Dot segments are removed before authorization (Envoy's
 		// normalize_path): no way around the DENY rule.
 		for _, path := range []string{"/public/../admin/x", "/public/%2e%2e/admin/x", "/./admin/x"} {
-			c, err := l.dial(webVIP)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c := l.rawConn(t)
 			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", path)
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			c.Close()
@@ -327,12 +336,7 @@ spec:
 		}
 	})
 	t.Run("upgrade passes through", func(t *testing.T) {
-		c, err := l.dial(webVIP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := l.rawConn(t)
 		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		br := bufio.NewReader(c)
 		resp, err := http.ReadResponse(br, nil)
@@ -348,12 +352,7 @@ spec:
 	t.Run("an upgrade the app does not take stays HTTP", func(t *testing.T) {
 		// The app answers 200, not 101: the connection's next request
 		// is authorized as any (the DENY on /admin/* holds).
-		c, err := l.dial(webVIP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := l.rawConn(t)
 		br := bufio.NewReader(c)
 		fmt.Fprintf(c, "GET /public HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
@@ -368,12 +367,7 @@ spec:
 		}
 	})
 	t.Run("only websocket upgrades", func(t *testing.T) {
-		c, err := l.dial(webVIP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := l.rawConn(t)
 		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil || resp.StatusCode != 403 {
@@ -381,12 +375,7 @@ spec:
 		}
 	})
 	t.Run("pipelining", func(t *testing.T) {
-		c, err := l.dial(webVIP)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c := l.rawConn(t)
 		io.WriteString(c, strings.Repeat("GET / HTTP/1.1\r\nHost: web\r\n\r\n", 3))
 		br := bufio.NewReader(c)
 		for i := range 3 {

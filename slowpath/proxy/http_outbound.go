@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -256,13 +255,11 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	rbody := &replayBody{src: r.Body, keep: keep}
 
-	key := requestHashKey(route, m, r)
-	if len(route.Hash) > 0 {
-		if c := route.SetCookie(m.src.Addr(), hashRequest(r)); c != "" {
-			// The cookie the key came from, for the client to send
-			// back (a cookie hash policy with a TTL).
-			w.Header().Add("Set-Cookie", c)
-		}
+	key, cookie := requestHashKey(route, m, r)
+	if cookie != "" {
+		// The cookie the key came from, for the client to send back (a
+		// cookie hash policy with a TTL).
+		w.Header().Add("Set-Cookie", cookie)
 	}
 	var tried []*xdsconf.Endpoint
 	last, lastErr := outResponse, error(nil)
@@ -526,7 +523,7 @@ func isDialError(err error) bool {
 func isRefusedStream(err error) bool {
 	// net/http's HTTP/2 client reports a REFUSED_STREAM reset by its
 	// code's name; the request was not processed.
-	return err != nil && bytes.Contains([]byte(err.Error()), []byte("REFUSED_STREAM"))
+	return err != nil && strings.Contains(err.Error(), "REFUSED_STREAM")
 }
 
 // upstreamRequest builds one attempt's request.
@@ -628,8 +625,8 @@ var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfe
 
 func removeHopByHop(h http.Header) {
 	for _, f := range h.Values("Connection") {
-		for _, name := range splitComma(f) {
-			if name != "" {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
 				h.Del(name)
 			}
 		}
@@ -641,22 +638,6 @@ func removeHopByHop(h http.Header) {
 	if te == "trailers" {
 		h.Set("Te", "trailers")
 	}
-}
-
-func splitComma(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != ',' {
-			i++
-		}
-		out = append(out, string(bytes.TrimSpace([]byte(s[:i]))))
-		if i == len(s) {
-			break
-		}
-		s = s[i+1:]
-	}
-	return out
 }
 
 // copyResponse writes an upstream response to the client: headers
@@ -730,8 +711,8 @@ func upgradeKind(r *http.Request) string {
 	}
 	asked := false
 	for _, f := range r.Header.Values("Connection") {
-		for _, t := range splitComma(f) {
-			asked = asked || http.CanonicalHeaderKey(t) == "Upgrade"
+		for _, t := range strings.Split(f, ",") {
+			asked = asked || strings.EqualFold(strings.TrimSpace(t), "Upgrade")
 		}
 	}
 	switch {
@@ -868,7 +849,8 @@ func (ps *podState) upgradeOutbound(ctx context.Context, w http.ResponseWriter, 
 		ps.localReply(w, r, ri, http.StatusNotImplemented, "", bodyUpgradeH2)
 		return
 	}
-	ep := ps.pickEndpoint(cl, m, requestHashKey(route, m, r), nil, nil, nil)
+	key, _ := requestHashKey(route, m, r)
+	ep := ps.pickEndpoint(cl, m, key, nil, nil, nil)
 	if ep == nil {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
 		return
@@ -1051,13 +1033,15 @@ type hashKey struct {
 }
 
 // requestHashKey computes the key of the route's hash policies (a
-// DestinationRule's consistentHash).
-func requestHashKey(route *xdsconf.Route, m *connMeta, r *http.Request) hashKey {
+// DestinationRule's consistentHash), and the Set-Cookie value when the
+// key came from a cookie the proxy generates ("" otherwise).
+func requestHashKey(route *xdsconf.Route, m *connMeta, r *http.Request) (hashKey, string) {
 	if len(route.Hash) == 0 {
-		return hashKey{}
+		return hashKey{}, ""
 	}
-	h, ok := route.HashKey(m.src.Addr(), hashRequest(r))
-	return hashKey{h, ok}
+	req := hashRequest(r)
+	h, ok := route.HashKey(m.src.Addr(), req)
+	return hashKey{h, ok}, route.SetCookie(m.src.Addr(), req)
 }
 
 func hashRequest(r *http.Request) *xdsconf.HTTPRequest {

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
@@ -144,29 +143,9 @@ func l7Snapshot(t testing.TB, files map[string]string) *xdsconf.Snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mesh, err := envoy.BuildMesh(m)
+	res, err := envoy.NodeResources(m, "node1")
 	if err != nil {
 		t.Fatal(err)
-	}
-	ls, err := envoy.NodeListeners(m, "node1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := map[string]map[string]proto.Message{
-		resource.ClusterType: {}, resource.EndpointType: {}, resource.ListenerType: {}, resource.RouteType: {},
-	}
-	for _, c := range mesh.Clusters {
-		res[resource.ClusterType][c.GetName()] = c
-	}
-	for _, e := range mesh.Endpoints {
-		res[resource.EndpointType][e.GetClusterName()] = e
-	}
-	for _, r := range mesh.Routes {
-		res[resource.RouteType][r.GetName()] = r
-	}
-	res[resource.ListenerType][mesh.Outbound.GetName()] = mesh.Outbound
-	for _, l := range ls {
-		res[resource.ListenerType][l.GetName()] = l
 	}
 	s := xdsconf.NewStore()
 	for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType} {

@@ -73,31 +73,11 @@ func loadModel(t testing.TB, extra map[string]string) *model.Model {
 // translation, by type URL.
 func meshResources(t testing.TB, m *model.Model, node string) map[string]map[string]proto.Message {
 	t.Helper()
-	mesh, err := envoy.BuildMesh(m)
+	res, err := envoy.NodeResources(m, node)
 	if err != nil {
-		t.Fatalf("BuildMesh: %v", err)
+		t.Fatalf("NodeResources(%s): %v", node, err)
 	}
-	ls, err := envoy.NodeListeners(m, node)
-	if err != nil {
-		t.Fatalf("NodeListeners(%s): %v", node, err)
-	}
-	out := map[string]map[string]proto.Message{
-		resource.ClusterType: {}, resource.EndpointType: {}, resource.ListenerType: {}, resource.RouteType: {},
-	}
-	for _, c := range mesh.Clusters {
-		out[resource.ClusterType][c.GetName()] = c
-	}
-	for _, e := range mesh.Endpoints {
-		out[resource.EndpointType][e.GetClusterName()] = e
-	}
-	for _, r := range mesh.Routes {
-		out[resource.RouteType][r.GetName()] = r
-	}
-	out[resource.ListenerType][mesh.Outbound.GetName()] = mesh.Outbound
-	for _, l := range ls {
-		out[resource.ListenerType][l.GetName()] = l
-	}
-	return out
+	return res
 }
 
 // feed updates s with every type in the order the controller pushes

@@ -24,6 +24,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fibmesh/fibmesh/controller/model"
 )
@@ -128,4 +130,36 @@ func httpFamily(p model.Protocol) bool {
 		return true
 	}
 	return false
+}
+
+// NodeResources is what an agent on node holds of CDS, EDS, LDS and RDS:
+// the mesh's resources and the node's listeners, by type URL, then by
+// name (a load assignment by its cluster's name). The server pushes the
+// same; tests of the agent's side compile it as the agent would.
+func NodeResources(m *model.Model, node string) (map[string]map[string]proto.Message, error) {
+	mesh, err := BuildMesh(m)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := NodeListeners(m, node)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]proto.Message{
+		resource.ClusterType: {}, resource.EndpointType: {}, resource.ListenerType: {}, resource.RouteType: {},
+	}
+	for _, c := range mesh.Clusters {
+		out[resource.ClusterType][c.GetName()] = c
+	}
+	for _, e := range mesh.Endpoints {
+		out[resource.EndpointType][e.GetClusterName()] = e
+	}
+	for _, r := range mesh.Routes {
+		out[resource.RouteType][r.GetName()] = r
+	}
+	out[resource.ListenerType][mesh.Outbound.GetName()] = mesh.Outbound
+	for _, l := range ls {
+		out[resource.ListenerType][l.GetName()] = l
+	}
+	return out, nil
 }

@@ -109,6 +109,8 @@ type Config struct {
 	// DNSUpstream is where the pods' DNS proxy forwards names that are
 	// not the mesh's (HOST:PORT); empty answers them REFUSED.
 	DNSUpstream string
+	// NoOffload keeps every mesh connection in userspace (--offload=off).
+	NoOffload bool
 	Log         *slog.Logger
 }
 
@@ -231,7 +233,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
-		TrustDomain: td, Events: a.proxyEvent, Requests: a.proxyRequest, MeshPod: a.meshPod})
+		TrustDomain: td, Events: a.proxyEvent, Requests: a.proxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig()})
 	if err != nil {
 		a.closeEarly()
 		return nil, err

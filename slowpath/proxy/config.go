@@ -102,6 +102,9 @@ type Config struct {
 	// ends (synchronously, on the request's goroutine: keep it quick):
 	// an access log's source.
 	Requests func(RequestInfo)
+	// Offload configures the socket fast path (offload.go); the zero
+	// value offloads where the kernel has kTLS, with no flow entries.
+	Offload Offload
 }
 
 func (c *Config) setDefaults() error {

@@ -1,7 +1,8 @@
 // Package fibv1 holds FDS, the flow table (fibmesh.fib.v1.FlowTable) the
 // controller serves each node over xDS: fib.proto and its generated Go,
 // committed so that `go build` needs no protoc. `make generate` rebuilds
-// it.
+// it. The one thing an agent tells the controller for FDS travels in its
+// xDS node metadata: NodeMetadataNICTLS (nicmeta.go).
 package fibv1
 
 //go:generate sh -c "protoc --plugin=protoc-gen-go=$(go tool -n protoc-gen-go) --go_out=. --go_opt=paths=source_relative fib.proto"

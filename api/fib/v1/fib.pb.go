@@ -308,7 +308,16 @@ type Route struct {
 	// in the mesh: the identity (see identities) its agent presents, so a
 	// peer called by its IP is reached over mTLS and verified. 0 for
 	// prefixes and for pods outside the mesh (plaintext).
-	IdentityId    uint32 `protobuf:"varint,4,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	IdentityId uint32 `protobuf:"varint,4,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	// nic_tls_offload: node's agent reported (the bool
+	// "fibmesh.nic_ktls_offload" of its xDS node metadata, Go constant
+	// NodeMetadataNICTLS) that its NIC offloads kTLS record
+	// crypto (mainline device offload: TLS 1.2 AES-128-GCM). Set on every
+	// route to that node, CIDR and host routes alike. A client whose own
+	// NIC offloads too offers TLS 1.2 AES-128-GCM to pods behind such a
+	// route; false (an agent that reported nothing, or no offload) keeps
+	// TLS 1.3.
+	NicTlsOffload bool `protobuf:"varint,5,opt,name=nic_tls_offload,json=nicTlsOffload,proto3" json:"nic_tls_offload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -369,6 +378,13 @@ func (x *Route) GetIdentityId() uint32 {
 		return x.IdentityId
 	}
 	return 0
+}
+
+func (x *Route) GetNicTlsOffload() bool {
+	if x != nil {
+		return x.NicTlsOffload
+	}
+	return false
 }
 
 // ServiceVIP is a virtual IP and port served by backends.
@@ -669,13 +685,14 @@ const file_fib_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x1f\n" +
 	"\videntity_id\x18\x04 \x01(\rR\n" +
-	"identityId\"o\n" +
+	"identityId\"\x97\x01\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x02 \x01(\tR\anextHop\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1f\n" +
 	"\videntity_id\x18\x04 \x01(\rR\n" +
-	"identityId\"\xb9\x01\n" +
+	"identityId\x12&\n" +
+	"\x0fnic_tls_offload\x18\x05 \x01(\bR\rnicTlsOffload\"\xb9\x01\n" +
 	"\n" +
 	"ServiceVIP\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x10\n" +

@@ -111,7 +111,7 @@ type Config struct {
 	DNSUpstream string
 	// NoOffload keeps every mesh connection in userspace (--offload=off).
 	NoOffload bool
-	Log         *slog.Logger
+	Log       *slog.Logger
 }
 
 // Agent runs one node.
@@ -129,6 +129,7 @@ type Agent struct {
 	m      *metrics
 	conf   *xdsconf.Store
 	proxy  *proxy.Proxy
+	flows  *flowTable // the proxy's XDP flow entries (flows.go); nil without a FIB
 
 	meshPods   atomic.Pointer[map[netip.Addr]spiffeid.ID]
 	refusalLog logLimit
@@ -436,5 +437,5 @@ func (a *Agent) Close() error {
 		_ = a.stopPod(k[0], k[1], nil)
 	}
 	a.svids.Close()
-	return errors.Join(a.proxy.Close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
+	return errors.Join(a.proxy.Close(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
 }

@@ -42,7 +42,13 @@ func newMetrics(a *Agent) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.connected, m.reconnects, m.updates, m.versions, m.state}
+	cs := []prometheus.Collector{m.connected, m.reconnects, m.updates, m.versions, m.state}
+	if ft := m.state.a.flows; ft != nil {
+		// fibmesh_agent_offload_flow_* and the revocation latency
+		// (flows.go).
+		cs = append(cs, ft.collectors()...)
+	}
+	return cs
 }
 
 func (m *metrics) setConnected(up bool) {

@@ -9,5 +9,6 @@ import "github.com/fibmesh/fibmesh/slowpath/proxy"
 func (a *Agent) offloadConfig() proxy.Offload {
 	return proxy.Offload{
 		Disabled: a.cfg.NoOffload,
+		Flows:    a.openFlowTable(),
 	}
 }

@@ -13,9 +13,10 @@ import (
 )
 
 type fakeSource struct {
-	ready  bool
-	why    string
-	fibErr error
+	ready    bool
+	why      string
+	fibErr   error
+	flowsErr error
 }
 
 func (f *fakeSource) ConfigDump() ConfigDump {
@@ -31,6 +32,15 @@ func (f *fakeSource) FIBSummary() (FIB, error) {
 	return FIB{Routes: []Route{{Prefix: "10.200.2.0/24", Ifindex: 2}}}, f.fibErr
 }
 func (f *fakeSource) Ready() (bool, string) { return f.ready, f.why }
+func (f *fakeSource) OffloadFlows() ([]OffloadFlow, error) {
+	if f.flowsErr != nil {
+		return nil, f.flowsErr
+	}
+	return []OffloadFlow{
+		{ConnID: 7, Pod: "a/x", State: "offloaded", Packets: 10},
+		{ConnID: 9, Pod: "a/y", State: "revoked", Revocation: &Revocation{State: "dropped", FirstDropMs: 1.5, Dropped: 3}},
+	}, nil
+}
 func (f *fakeSource) Connections() []Connection {
 	return []Connection{{ID: 1, Pod: "a/x", State: "established"}, {ID: 2, Pod: "a/y", State: "closed"}}
 }
@@ -83,5 +93,55 @@ func TestHandler(t *testing.T) {
 	src.fibErr = errors.New("read routes: boom")
 	if code, body := get(t, h, "/fib"); code != 500 || !strings.Contains(body, "boom") {
 		t.Errorf("/fib error: %d %q", code, body)
+	}
+}
+
+func TestOffloadFlows(t *testing.T) {
+	src := &fakeSource{}
+	h := Handler(src)
+	for _, tt := range []struct {
+		path string
+		code int
+		ids  []uint64
+		body string
+	}{
+		{path: "/offload/flows", code: 200, ids: []uint64{7, 9}},
+		{path: "/offload/flows?pod=a/y", code: 200, ids: []uint64{9}},
+		{path: "/offload/flows?conn=7", code: 200, ids: []uint64{7}},
+		{path: "/offload/flows?conn=7&pod=a/y", code: 200, ids: []uint64{}},
+		{path: "/offload/flows?conn=x", code: 400, body: `conn "x": want a connection id`},
+	} {
+		code, body := get(t, h, tt.path)
+		if code != tt.code {
+			t.Errorf("GET %s: %d %q, want %d", tt.path, code, body, tt.code)
+			continue
+		}
+		if tt.ids == nil {
+			if !strings.Contains(body, tt.body) {
+				t.Errorf("GET %s: %q, want it to contain %q", tt.path, body, tt.body)
+			}
+			continue
+		}
+		var flows []OffloadFlow
+		if err := json.Unmarshal([]byte(body), &flows); err != nil {
+			t.Fatalf("GET %s: %v\n%s", tt.path, err, body)
+		}
+		ids := []uint64{}
+		for _, f := range flows {
+			ids = append(ids, f.ConnID)
+		}
+		if diff := cmp.Diff(tt.ids, ids); diff != "" {
+			t.Errorf("GET %s: connection ids (-want +got):\n%s", tt.path, diff)
+		}
+	}
+	_, body := get(t, h, "/offload/flows?conn=9")
+	for _, field := range []string{`"connID": 9`, `"state": "revoked"`, `"firstDropMs": 1.5`, `"dropped": 3`} {
+		if !strings.Contains(body, field) {
+			t.Errorf("/offload/flows?conn=9: no %s in\n%s", field, body)
+		}
+	}
+	src.flowsErr = errors.New("list flows: boom")
+	if code, body := get(t, h, "/offload/flows"); code != 500 || !strings.Contains(body, "boom") {
+		t.Errorf("/offload/flows error: %d %q", code, body)
 	}
 }

@@ -58,6 +58,30 @@ func (fakeAgent) Connections() []admin.Connection {
 		{ID: 2, Direction: "inbound", Listener: "inbound-plaintext", Pod: "bank/vault", State: "closed", Reason: "no-chain", Start: start, End: start.Add(time.Millisecond)},
 	}
 }
+
+// OffloadFlows: connection 1's tunnel, offloaded then revoked (its
+// entry toward the pod drops), and connection 3, offloaded.
+func (fakeAgent) OffloadFlows() ([]admin.OffloadFlow, error) {
+	at := time.Now().Add(-time.Second)
+	local, remote := netip.MustParseAddrPort("10.200.1.11:40000"), netip.MustParseAddrPort("10.200.2.11:15008")
+	return []admin.OffloadFlow{
+		{ConnID: 1, Pod: "bank/teller", Local: local, Remote: remote,
+			LocalIdentity: "spiffe://cluster.local/ns/bank/sa/teller", PeerIdentity: "spiffe://cluster.local/ns/bank/sa/vault",
+			LocalIdentityID: 3, PeerIdentityID: 4, State: "revoked", Packets: 50000, Bytes: 70 << 20, Installed: at,
+			Entries: []admin.OffloadFlowEntry{
+				{Direction: "out", Src: local, Dst: remote, Action: "forward", SrcID: 3, DstID: 4, Packets: 30000, Bytes: 40 << 20},
+				{Direction: "in", Src: remote, Dst: local, Action: "drop", SrcID: 4, DstID: 3, Packets: 2, Bytes: 132},
+			},
+			Revocation: &admin.Revocation{Pushed: at, RevokedAt: at, State: "dropped", FirstDropMs: 1.234, Dropped: 2}},
+		{ConnID: 3, Pod: "bank/vault", Local: netip.MustParseAddrPort("10.200.1.12:15008"), Remote: netip.MustParseAddrPort("10.200.2.12:41000"),
+			State: "offloaded", Packets: 10, Bytes: 1000, Installed: at,
+			Entries: []admin.OffloadFlowEntry{
+				{Direction: "out", Action: "forward", Packets: 5, Bytes: 500},
+				{Direction: "in", Action: "forward", Packets: 5, Bytes: 500},
+			}},
+	}, nil
+}
+
 func (fakeAgent) Ready() (bool, string) { return true, "" }
 
 func TestConfigDumpAndCerts(t *testing.T) {

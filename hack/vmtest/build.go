@@ -46,23 +46,54 @@ func missing(p listedPackage) bool {
 	return false
 }
 
-// buildTests builds a static test binary for every package the patterns
+// pkgSpec is one entry of -pkgs: a package pattern, optionally with its
+// own -test.run filter after a colon ("./e2e:^TestOffload").
+type pkgSpec struct {
+	Pattern string
+	Run     string // "" means the run's -run filter
+}
+
+// parsePkgSpec splits "PATTERN[:REGEXP]". Go package patterns never
+// contain a colon.
+func parsePkgSpec(s string) (pkgSpec, error) {
+	pat, run, _ := strings.Cut(s, ":")
+	if pat == "" {
+		return pkgSpec{}, fmt.Errorf("package %q: empty pattern before the colon (want PATTERN or PATTERN:REGEXP)", s)
+	}
+	return pkgSpec{Pattern: pat, Run: run}, nil
+}
+
+// buildTests builds a static test binary for every package the specs
 // name, into dir. Packages that do not exist or have no tests are skipped
 // with a note; a package that fails to build is reported (its compiler
-// output logged) and counted in failed, and the others still run.
-func buildTests(ctx context.Context, patterns []string, dir string, logf func(string, ...any)) (tests []testBinary, failed int, err error) {
+// output logged) and counted in failed, and the others still run. A
+// package named twice keeps the first spec's filter.
+func buildTests(ctx context.Context, specs []pkgSpec, dir string, logf func(string, ...any)) (tests []testBinary, failed int, err error) {
 	gobin := envOr("GO", "go")
-	cmd := exec.CommandContext(ctx, gobin, append([]string{"list", "-e", "-f", listFormat}, patterns...)...)
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		ts, f, err := buildSpec(ctx, gobin, spec, dir, seen, logf)
+		if err != nil {
+			return nil, 0, err
+		}
+		tests = append(tests, ts...)
+		failed += f
+	}
+	return tests, failed, nil
+}
+
+// buildSpec is buildTests for one spec.
+func buildSpec(ctx context.Context, gobin string, spec pkgSpec, dir string, seen map[string]bool, logf func(string, ...any)) (tests []testBinary, failed int, err error) {
+	cmd := exec.CommandContext(ctx, gobin, "list", "-e", "-f", listFormat, spec.Pattern)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, 0, fmt.Errorf("go list %s: %w: %s", strings.Join(patterns, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, 0, fmt.Errorf("go list %s: %w: %s", spec.Pattern, err, strings.TrimSpace(stderr.String()))
 	}
 	if s := strings.TrimSpace(stderr.String()); s != "" {
 		logf("go list: %s", s)
 	}
-	seen := map[string]bool{}
 	for _, p := range parseList(string(out)) {
 		switch {
 		case p.Err != "" && missing(p):
@@ -92,7 +123,10 @@ func buildTests(ctx context.Context, patterns []string, dir string, logf func(st
 			failed++
 			continue
 		}
-		t := testBinary{Pkg: p.ImportPath, Name: name, Binary: bin}
+		t := testBinary{Pkg: p.ImportPath, Name: name, Binary: bin, Commands: usesCommands(p.Dir)}
+		if spec.Run != "" {
+			t.Run = " " + shellQuote("-test.run="+spec.Run)
+		}
 		if st, err := os.Stat(filepath.Join(p.Dir, "testdata")); err == nil && st.IsDir() {
 			t.TestData = filepath.Join(p.Dir, "testdata")
 		}
@@ -100,4 +134,40 @@ func buildTests(ctx context.Context, patterns []string, dir string, logf func(st
 		logf("built %s", p.ImportPath)
 	}
 	return tests, failed, nil
+}
+
+// usesCommands reports whether a package's tests run the module's
+// commands (internal/testenv's MainWithCommands or BuildCommands, which
+// take prebuilt ones from $FIBMESH_TEST_BIN in the VM).
+func usesCommands(dir string) bool {
+	files, _ := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil && (bytes.Contains(b, []byte("testenv.MainWithCommands(")) || bytes.Contains(b, []byte("testenv.BuildCommands("))) {
+			return true
+		}
+	}
+	return false
+}
+
+// commands are the module's commands the tests that run real processes
+// use (the lab, its controller and agents, fibctl).
+var commands = []string{"./cmd/fibmesh-lab", "./cmd/fibmesh-controller", "./cmd/fibmesh-agent", "./cmd/fibctl"}
+
+// buildCommands builds cmds statically (CGO_ENABLED=0: busybox has no
+// libc) into dir, for the VM, which has no Go toolchain.
+func buildCommands(ctx context.Context, cmds []string, dir string) error {
+	gobin := envOr("GO", "go")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("commands: %w", err)
+	}
+	// -s -w: no symbol table or DWARF (stack traces keep their names);
+	// the initramfs is unpacked into the guest's memory under emulation.
+	args := append([]string{"build", "-ldflags=-s -w", "-o", dir + string(filepath.Separator)}, cmds...)
+	build := exec.CommandContext(ctx, gobin, args...)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if msg, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, msg)
+	}
+	return nil
 }

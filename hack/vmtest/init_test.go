@@ -21,8 +21,11 @@ func TestRenderInit(t *testing.T) {
 		Nonce:       "0123abcd",
 		Modules:     "veth tls gcm",
 		TestTimeout: "10m0s",
-		TestArgs:    " " + shellQuote("-test.run=TestA|Test'B"),
+		Run:         " " + shellQuote("-test.run=TestA|Test'B"),
+		TestArgs:    " " + shellQuote("-test.short"),
+		Commands:    true,
 		Tests: []testBinary{
+			{Pkg: "github.com/fibmesh/fibmesh/e2e", Name: "e2e", Run: " " + shellQuote("-test.run=^TestOffload")},
 			{Pkg: "github.com/fibmesh/fibmesh/internal/netnstest", Name: "internal_netnstest"},
 			{Pkg: "github.com/fibmesh/fibmesh/fastpath/ktls", Name: "fastpath_ktls"},
 		},
@@ -38,7 +41,10 @@ func TestRenderInit(t *testing.T) {
 		"mount -t bpf bpf /sys/fs/bpf",
 		`preload="veth tls gcm"`,
 		"cd /tests/internal_netnstest\n",
-		`./fastpath_ktls.test -test.v -test.count=1 -test.timeout=10m0s '-test.run=TestA|Test'\''B'` + "\n",
+		`./fastpath_ktls.test -test.v -test.count=1 -test.timeout=10m0s '-test.run=TestA|Test'\''B' '-test.short'` + "\n",
+		`./e2e.test -test.v -test.count=1 -test.timeout=10m0s '-test.run=^TestOffload' '-test.short'` + "\n",
+		"export FIBMESH_TEST_BIN=/opt/fibmesh/bin\n",
+		"export PATH=/usr/local/bin:",
 		"poweroff -f",
 	} {
 		if !strings.Contains(s, want) {

@@ -22,7 +22,13 @@ type testBinary struct {
 	Name     string // directory and file name in the VM: /tests/Name/Name.test
 	Binary   string // host path
 	TestData string // host path of the package's testdata directory, or ""
+	Run      string // the package's own -test.run flag, shell-quoted with a leading space, or ""
+	Commands bool   // its tests run the module's commands (usesCommands)
 }
+
+// commandDir is where the module's prebuilt commands go in the VM; /init
+// exports it as FIBMESH_TEST_BIN (internal/testenv.BinEnv).
+const commandDir = "opt/fibmesh/bin"
 
 // initConfig fills init.sh.tmpl.
 type initConfig struct {
@@ -31,6 +37,8 @@ type initConfig struct {
 	Modules     string // modules to modprobe, space separated
 	TestTimeout string
 	TestArgs    string // shell-quoted, each with a leading space
+	Run         string // the -test.run flag of tests without their own, shell-quoted with a leading space, or ""
+	Commands    bool   // the commands are in /opt/fibmesh/bin
 	Tests       []testBinary
 }
 
@@ -60,6 +68,11 @@ type initramfs struct {
 	Modules []*module
 	Init    []byte
 	Tests   []testBinary
+	// HostFiles are the host's programs and their libraries (hostTools).
+	HostFiles []hostFile
+	// Commands is a host directory of the module's static commands,
+	// packed into commandDir; "" for none.
+	Commands string
 }
 
 // staticBusybox checks that path is a statically linked ELF executable
@@ -133,6 +146,16 @@ func (r *initramfs) write(path string) (int64, error) {
 	}
 	if err := r.writeModules(c); err != nil {
 		return 0, err
+	}
+	for _, h := range r.HostFiles {
+		if err := addFile(c, h.Guest, h.Host, h.Mode); err != nil {
+			return 0, err
+		}
+	}
+	if r.Commands != "" {
+		if err := addTree(c, commandDir, r.Commands); err != nil {
+			return 0, err
+		}
 	}
 	for _, t := range r.Tests {
 		dir := "tests/" + t.Name

@@ -39,11 +39,15 @@ import (
 	"time"
 )
 
-// defaultPkgs are the packages whose tests need the VM's kernel.
-const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice ./perf/ktlsbench"
+// defaultPkgs are the packages whose tests need the VM's kernel; a
+// package may carry its own -test.run filter after a colon: of e2e, the
+// VM runs the offload tests (a lab under TCG takes minutes per test).
+const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice ./perf/ktlsbench ./e2e:^TestOffload"
 
 type options struct {
-	pkgs        []string
+	pkgs        []pkgSpec
+	hostTools   []string
+	commands    string
 	run         string
 	args        []string
 	timeout     time.Duration
@@ -74,19 +78,21 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cache, _ := os.UserCacheDir() // ${XDG_CACHE_HOME:-$HOME/.cache}
-	pkgs := fs.String("pkgs", envOr("VMTEST_PKGS", defaultPkgs), "packages whose tests run in the VM, space separated (env VMTEST_PKGS); missing ones are skipped with a note")
+	pkgs := fs.String("pkgs", envOr("VMTEST_PKGS", defaultPkgs), "packages whose tests run in the VM, space separated, each PATTERN or PATTERN:REGEXP (that package's own -test.run) (env VMTEST_PKGS); missing ones are skipped with a note")
 	o := &options{}
 	fs.StringVar(&o.run, "run", os.Getenv("VMTEST_RUN"), "only tests matching this regexp (-test.run; env VMTEST_RUN)")
 	args := fs.String("args", os.Getenv("VMTEST_ARGS"), "more test binary flags, space separated, e.g. \"-test.short\" (env VMTEST_ARGS)")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "the whole VM run: boot, every test binary, power off")
 	fs.DurationVar(&o.testTimeout, "test-timeout", 10*time.Minute, "each test binary's -test.timeout")
 	fs.IntVar(&o.smp, "smp", 2, "virtual CPUs (multi-threaded TCG with more than one)")
-	fs.StringVar(&o.mem, "mem", "2G", "guest memory (qemu -m)")
+	fs.StringVar(&o.mem, "mem", "3G", "guest memory (qemu -m); the initramfs, /tmp and a lab's processes share it")
 	fs.StringVar(&o.cacheDir, "cache", filepath.Join(cache, "fibmesh", "vmtest"), "where the downloaded kernel is kept")
 	fs.StringVar(&o.kernelDir, "kernel-dir", os.Getenv("VMTEST_KERNEL_DIR"), "an already extracted linux-image package to boot instead of fetching one (env VMTEST_KERNEL_DIR)")
 	fs.StringVar(&o.busybox, "busybox", "busybox", "static busybox (Debian: busybox-static)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "qemu binary")
 	mods := fs.String("modules", "", "more kernel modules to load in the VM, space separated")
+	tools := fs.String("host-tools", strings.Join(defaultHostTools, " "), "host programs to copy into the VM with their shared libraries, space separated (the lab's ip, ethtool, nsenter)")
+	fs.StringVar(&o.commands, "commands", "auto", "build the module's commands (fibmesh-lab, -controller, -agent, fibctl) statically into the VM as $FIBMESH_TEST_BIN: auto (when a package's tests run them), always, never")
 	fs.StringVar(&o.appendArgs, "append", "", "more kernel command line")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (test binaries, initramfs) and print its path")
 	if err := fs.Parse(argv); err != nil {
@@ -95,7 +101,19 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (packages go in -pkgs)", fs.Args())
 	}
-	o.pkgs = strings.Fields(*pkgs)
+	for _, p := range strings.Fields(*pkgs) {
+		spec, err := parsePkgSpec(p)
+		if err != nil {
+			return nil, err
+		}
+		o.pkgs = append(o.pkgs, spec)
+	}
+	o.hostTools = strings.Fields(*tools)
+	switch o.commands {
+	case "auto", "always", "never":
+	default:
+		return nil, fmt.Errorf("-commands %q: want auto, always or never", o.commands)
+	}
 	o.args = strings.Fields(*args)
 	o.modules = append(append([]string(nil), defaultModules...), strings.Fields(*mods)...)
 	if len(o.pkgs) == 0 {
@@ -108,6 +126,16 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-test-timeout %v must be shorter than -timeout %v", o.testTimeout, o.timeout)
 	}
 	return o, nil
+}
+
+// anyCommands reports whether a test binary runs the module's commands.
+func anyCommands(tests []testBinary) bool {
+	for _, t := range tests {
+		if t.Commands {
+			return true
+		}
+	}
+	return false
 }
 
 func run(argv []string, stdout, stderr io.Writer) int {
@@ -180,11 +208,28 @@ func vmtest(ctx context.Context, o *options, stdout io.Writer, logf func(string,
 		return 3, err
 	}
 	if len(tests) == 0 {
-		logf("no test binaries to run (packages: %s)", strings.Join(o.pkgs, " "))
+		var pats []string
+		for _, p := range o.pkgs {
+			pats = append(pats, p.Pattern)
+		}
+		logf("no test binaries to run (packages: %s)", strings.Join(pats, " "))
 		if failedBuilds > 0 {
 			return 1, nil
 		}
 		return 0, nil
+	}
+
+	commandsDir := ""
+	if o.commands == "always" || o.commands == "auto" && anyCommands(tests) {
+		commandsDir = filepath.Join(work, "commands")
+		if err := buildCommands(ctx, commands, commandsDir); err != nil {
+			return 3, err
+		}
+		logf("built %s (static) for $FIBMESH_TEST_BIN", strings.Join(commands, " "))
+	}
+	hostFiles, err := hostTools(ctx, o.hostTools)
+	if err != nil {
+		return 3, err
 	}
 
 	nonce := make([]byte, 8)
@@ -192,8 +237,9 @@ func vmtest(ctx context.Context, o *options, stdout io.Writer, logf func(string,
 		return 3, fmt.Errorf("nonce: %w", err)
 	}
 	var testArgs strings.Builder
+	runFlag := ""
 	if o.run != "" {
-		testArgs.WriteString(" " + shellQuote("-test.run="+o.run))
+		runFlag = " " + shellQuote("-test.run="+o.run)
 	}
 	for _, a := range o.args {
 		testArgs.WriteString(" " + shellQuote(a))
@@ -210,18 +256,20 @@ func vmtest(ctx context.Context, o *options, stdout io.Writer, logf func(string,
 		Modules:     strings.Join(roots, " "),
 		TestTimeout: o.testTimeout.String(),
 		TestArgs:    testArgs.String(),
+		Run:         runFlag,
+		Commands:    commandsDir != "",
 		Tests:       tests,
 	})
 	if err != nil {
 		return 3, err
 	}
-	rd := &initramfs{Busybox: bb, Applets: applets, Kernel: k, Modules: mods, Init: initScript, Tests: tests}
+	rd := &initramfs{Busybox: bb, Applets: applets, Kernel: k, Modules: mods, Init: initScript, Tests: tests, HostFiles: hostFiles, Commands: commandsDir}
 	initrd := filepath.Join(work, "initramfs.cpio")
 	size, err := rd.write(initrd)
 	if err != nil {
 		return 3, err
 	}
-	logf("initramfs: %.1f MiB (%d test binaries, %d modules), built in %v", float64(size)/(1<<20), len(tests), len(mods), time.Since(t0).Round(100*time.Millisecond))
+	logf("initramfs: %.1f MiB (%d test binaries, %d modules, %d host files), built in %v", float64(size)/(1<<20), len(tests), len(mods), len(hostFiles), time.Since(t0).Round(100*time.Millisecond))
 	logf("booting %s under qemu TCG (-smp %d, -m %s, timeout %v)", k.Release, o.smp, o.mem, o.timeout)
 
 	res, err := runVM(ctx, vmConfig{

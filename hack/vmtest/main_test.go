@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +19,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"./a", "./b/..."}, o.pkgs); diff != "" {
+	if diff := cmp.Diff([]pkgSpec{{Pattern: "./a"}, {Pattern: "./b/..."}}, o.pkgs); diff != "" {
 		t.Errorf("pkgs (-want +got):\n%s", diff)
 	}
 	if o.run != "TestKTLS" || strings.Join(o.args, " ") != "-test.short -test.failfast" || o.smp != 2 || o.timeout != 20*time.Minute {
@@ -28,17 +30,66 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(o.pkgs, " ") != "./c" || o.run != "X" || o.modules[len(o.modules)-1] != "sch_netem" {
+	if len(o.pkgs) != 1 || o.pkgs[0].Pattern != "./c" || o.run != "X" || o.modules[len(o.modules)-1] != "sch_netem" {
 		t.Errorf("options %+v", o)
 	}
 	t.Setenv("VMTEST_PKGS", "")
-	if o, err := parseFlags(nil, io.Discard); err != nil || strings.Join(o.pkgs, " ") != defaultPkgs {
+	if o, err := parseFlags(nil, io.Discard); err != nil || len(o.pkgs) != len(strings.Fields(defaultPkgs)) {
 		t.Errorf("empty VMTEST_PKGS: pkgs %v, %v; want the defaults", o.pkgs, err)
 	}
-	for _, bad := range [][]string{{"-smp", "0"}, {"-timeout", "1m", "-test-timeout", "2m"}, {"./pkg"}, {"-pkgs", " "}} {
+	for _, bad := range [][]string{{"-smp", "0"}, {"-timeout", "1m", "-test-timeout", "2m"}, {"./pkg"}, {"-pkgs", " "}, {"-pkgs", ":^TestX"}, {"-commands", "maybe"}} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q): no error", bad)
 		}
+	}
+}
+
+func TestParsePkgSpec(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want pkgSpec
+	}{
+		{"./e2e", pkgSpec{Pattern: "./e2e"}},
+		{"./e2e:^TestOffload", pkgSpec{Pattern: "./e2e", Run: "^TestOffload"}},
+		{"./fastpath/...:TestA|TestB:x", pkgSpec{Pattern: "./fastpath/...", Run: "TestA|TestB:x"}},
+	} {
+		got, err := parsePkgSpec(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("parsePkgSpec(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := parsePkgSpec(":TestX"); err == nil {
+		t.Error("parsePkgSpec(\":TestX\"): no error")
+	}
+}
+
+func TestParseLdd(t *testing.T) {
+	out := `	linux-vdso.so.1 (0x00007ffd)
+	libmnl.so.0 => /lib/x86_64-linux-gnu/libmnl.so.0 (0x00007f80)
+	libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f80)
+	/lib64/ld-linux-x86-64.so.2 (0x00007f80)
+`
+	got, err := parseLdd(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/lib/x86_64-linux-gnu/libmnl.so.0", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("parseLdd (-want +got):\n%s", diff)
+	}
+	if _, err := parseLdd("\tlibfoo.so.1 => not found\n"); err == nil || !strings.Contains(err.Error(), "libfoo") {
+		t.Errorf("a missing library: %v, want an error naming it", err)
+	}
+}
+
+func TestUsesCommands(t *testing.T) {
+	dir := t.TempDir()
+	if usesCommands(dir) {
+		t.Error("an empty directory uses the commands")
+	}
+	os.WriteFile(filepath.Join(dir, "a_test.go"), []byte("package a\nfunc TestMain(m *testing.M) { os.Exit(testenv.MainWithCommands(m, &d, \"cmd/fibctl\")) }\n"), 0o644)
+	if !usesCommands(dir) {
+		t.Error("a package calling testenv.MainWithCommands does not use the commands")
 	}
 }
 

@@ -23,8 +23,19 @@ import (
 // poly1305_x86_64) and the generic ones as fallback. Their dependencies
 // (crypto_simd, cryptd, libchacha, ...) are added from the modules'
 // depends= and softdep= fields. aes, cbc, hmac and sha* are built in.
+//
+// The lab (e2e) adds: bridge for its fabric, and what the pods' capture
+// rules (slowpath/capture: an inet table with nat chains, meta, payload,
+// bitwise, counter and redir expressions, SO_ORIGINAL_DST) load:
+// nf_tables, nft_chain_nat, nft_redir, with nf_nat, nf_conntrack and the
+// defrag modules as their dependencies. Counter, meta, payload, bitwise
+// and immediate are in nf_tables itself on 6.1. nf_tables needs
+// libcrc32c, whose init asks the crypto API for crc32c (a softdep by
+// alias, which the closure cannot name): crc32c_intel and crc32c_generic
+// are loaded first.
 var defaultModules = []string{
 	"veth", "tls",
+	"crc32c_intel", "crc32c_generic", "bridge", "nf_tables", "nft_chain_nat", "nft_redir", "nf_conntrack", "nf_nat",
 	"gcm", "ccm", "ctr", "ghash_generic", "ghash_clmulni_intel", "aesni_intel",
 	"chacha20poly1305", "chacha_generic", "chacha_x86_64", "poly1305_generic", "poly1305_x86_64",
 }

@@ -164,7 +164,7 @@ func TestDebianKernelModules(t *testing.T) {
 	for _, m := range mods {
 		have[m.Name] = true
 	}
-	for _, want := range []string{"tls", "veth", "gcm", "ccm", "chacha20poly1305", "aesni_intel", "crypto_simd", "cryptd"} {
+	for _, want := range []string{"tls", "veth", "gcm", "ccm", "chacha20poly1305", "aesni_intel", "crypto_simd", "cryptd", "bridge", "stp", "llc", "nf_tables", "nft_chain_nat", "nft_redir", "nf_nat", "nf_conntrack", "nf_defrag_ipv4", "nf_defrag_ipv6"} {
 		if !have[want] && !idx.builtin[want] {
 			t.Errorf("%s: %s neither in the closure nor built in", k.Release, want)
 		}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	// The resource types the controller serves, registered for Any.
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -42,6 +43,10 @@ type Subscription = xdsapi.Subscription
 type Config struct {
 	// Node is the xDS node.id: the Kubernetes node name.
 	Node string
+	// Metadata, if set, is the xDS node.metadata sent with the node on
+	// each stream's first request: what the agent reports of itself (api/fib/v1
+	// NodeMetadataNICTLS). It must not be modified once the client runs.
+	Metadata *structpb.Struct
 	// Delta selects the incremental protocol; otherwise
 	// state-of-the-world.
 	Delta bool
@@ -152,7 +157,7 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 func (c *Client) node() *core.Node {
-	return &core.Node{Id: c.cfg.Node, UserAgentName: "fibmesh-agent"}
+	return &core.Node{Id: c.cfg.Node, UserAgentName: "fibmesh-agent", Metadata: c.cfg.Metadata}
 }
 
 // sendErr is the error of a failed Send: gRPC returns io.EOF from Send

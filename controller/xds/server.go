@@ -134,6 +134,9 @@ type Server struct {
 	// lastTables is the flow table last built, for a readiness change to
 	// patch (fds.Tables.WithServices).
 	lastTables *fds.Tables
+	// nics is what each node's agent reported of its NIC's kTLS offload
+	// (noteNICTLS, nictls.go).
+	nics map[string]bool
 	// outboundHash is the outbound listener's as last pushed: when it
 	// changes every node's listeners do.
 	outboundHash  [32]byte
@@ -318,6 +321,7 @@ type pending struct {
 	kinds    model.ChangeKinds
 	services map[string]bool // Change.Services
 	local    map[string]bool // Change.LocalNodes
+	nics     bool            // a node's NIC kTLS offload report changed (noteNICTLS)
 }
 
 func (p *pending) add(c model.Change) {
@@ -450,14 +454,18 @@ func (s *Server) Run(ctx context.Context) error {
 // mTLS modes pick the upstream transport) and destination policies;
 // listeners follow services (the outbound listener, on every node), and
 // workloads and authorization policies (the inbound ones, on their
-// nodes); the flow table follows services, workloads and nodes.
+// nodes); the flow table follows services, workloads, nodes and the
+// nodes' NIC kTLS offload reports (noteNICTLS).
 func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch pending) PushResult {
 	start := time.Now()
 	res := PushResult{Version: m.Version, Updated: map[string]int{}}
 	s.tracker.beginPush(since)
 	k, full := ch.kinds, ch.full
-	if !full && k == (model.ChangeKinds{Routes: true}) {
+	if !full && k == (model.ChangeKinds{Routes: true}) && !ch.nics {
 		return s.pushRoutes(m, ch, res, start)
+	}
+	if !full && k == (model.ChangeKinds{}) && ch.nics && s.lastTables != nil {
+		return s.pushNICTLS(m, res, start)
 	}
 
 	inModel := make(map[string]bool, len(m.Nodes))
@@ -630,7 +638,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		res.Err = err
 		return res
 	}
-	if full || k.Services || k.Workloads || k.Nodes {
+	if full || k.Services || k.Workloads || k.Nodes || ch.nics {
 		// Per-node tables change only on the nodes the change is local
 		// to, unless nodes themselves changed.
 		var onlyNodes func(string) bool
@@ -647,6 +655,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		if tables == nil {
 			tables = fds.Build(m)
 		}
+		tables = tables.WithNICTLS(s.nicSnapshot())
 		s.lastTables = tables
 		if err := step(fds.TypeURL, s.flowTables(tables, m.Version, onlyNodes), nil); err != nil {
 			res.Err = err

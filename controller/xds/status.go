@@ -54,10 +54,12 @@ type NACK struct {
 type Event struct {
 	Node    string
 	TypeURL string
-	// Kind is "connect", "disconnect", "nack" or "converged".
+	// Kind is "connect", "disconnect", "nack", "converged" or
+	// "nic-tls" (a node's first or changed report of its NIC's kTLS
+	// offload, in Reason; see noteNICTLS).
 	Kind    string
 	Version string
-	Reason  string        // for "nack"
+	Reason  string        // for "nack" and "nic-tls"
 	Took    time.Duration // for "converged"
 }
 

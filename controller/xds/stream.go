@@ -268,6 +268,7 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 	if err := s.cb.checkNode(st.id, req.GetNode().GetId()); err != nil {
 		return err
 	}
+	s.noteNICTLS(st.id, req.GetNode())
 	subscribe := req.GetResourceNamesSubscribe()
 	first := s.cb.firstFlowTableRequest(st.id, t)
 	wildcard := slices.Contains(subscribe, "*") || len(subscribe) == 0 && first
@@ -493,6 +494,7 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 	if err := s.cb.checkNode(st.id, req.GetNode().GetId()); err != nil {
 		return err
 	}
+	s.noteNICTLS(st.id, req.GetNode())
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0 || slices.Contains(names, "*")
 	if err := s.cb.checkFlowTables(st.id, t, names, wildcard); err != nil {

@@ -7,8 +7,10 @@
 //
 //   - "mesh" (MeshName): what is the same for every node: the route to
 //     each node's pod CIDRs and a host route to each pod, via its node's
-//     InternalIP, the L4 service VIPs with their weighted backends, and
-//     the identity ids. An agent skips the routes to its own node.
+//     InternalIP, each marked with whether that node's NIC offloads kTLS
+//     (Tables.WithNICTLS, from what its agent reported), the L4 service
+//     VIPs with their weighted backends, and the identity ids. An agent
+//     skips the routes to its own node.
 //   - "<node>" (the Kubernetes node name, the xDS node.id): that node's
 //     local pods and the mTLS mode of their ports. A pod outside the mesh
 //     (model.Workload.OutsideMesh) is listed with no identity (id 0) and
@@ -26,6 +28,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	xdsapi "github.com/fibmesh/fibmesh/api/xds"
@@ -263,6 +267,37 @@ func IdentityID(spiffeID string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(spiffeID))
 	return h.Sum32()
+}
+
+// WithNICTLS returns t with every route's nic_tls_offload set from nics
+// (node name → whether its agent reported that its NIC offloads kTLS;
+// a node missing is false). Routes already right are shared with t, and
+// t itself is returned when none changes, so that a table whose content
+// did not change keeps its hash. t is not modified.
+func (t *Tables) WithNICTLS(nics map[string]bool) *Tables {
+	routes := t.Mesh.GetRoutes()
+	var out []*fibv1.Route
+	for i, r := range routes {
+		want := nics[r.GetNode()]
+		if r.GetNicTlsOffload() == want {
+			if out != nil {
+				out[i] = r
+			}
+			continue
+		}
+		if out == nil {
+			out = make([]*fibv1.Route, len(routes))
+			copy(out, routes[:i])
+		}
+		c := proto.CloneOf(r)
+		c.NicTlsOffload = want
+		out[i] = c
+	}
+	if out == nil {
+		return t
+	}
+	mesh := &fibv1.FlowTable{Node: t.Mesh.GetNode(), Routes: out, Services: t.Mesh.GetServices(), Identities: t.Mesh.GetIdentities()}
+	return &Tables{Mesh: mesh, Nodes: t.Nodes}
 }
 
 // Shards splits the shared table into the MeshShards shards agents

@@ -281,3 +281,68 @@ func TestWithServices(t *testing.T) {
 		t.Error("WithServices patched a host whose VIP another host holds")
 	}
 }
+
+// Two nodes, one whose agent reported a kTLS-offloading NIC: every route
+// to it, CIDR and host route, is marked; the other's are not; the shards
+// carry the marks; an unchanged report returns the same tables.
+func TestWithNICTLS(t *testing.T) {
+	base := Build(testModel())
+	a, b := IdentityID(idA), IdentityID(idB)
+	tests := []struct {
+		name string
+		nics map[string]bool
+		want []*fibv1.Route
+	}{
+		{name: "no reports", nics: nil, want: []*fibv1.Route{
+			{Prefix: "10.200.1.0/24", NextHop: "10.100.0.1", Node: "node1"},
+			{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1", IdentityId: a},
+			{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2"},
+			{Prefix: "10.201.0.5/32", NextHop: "10.100.0.2", Node: "node2", IdentityId: b},
+		}},
+		{name: "node2 offloads, node1 does not", nics: map[string]bool{"node1": false, "node2": true}, want: []*fibv1.Route{
+			{Prefix: "10.200.1.0/24", NextHop: "10.100.0.1", Node: "node1"},
+			{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1", IdentityId: a},
+			{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2", NicTlsOffload: true},
+			{Prefix: "10.201.0.5/32", NextHop: "10.100.0.2", Node: "node2", IdentityId: b, NicTlsOffload: true},
+		}},
+		{name: "a node not in the model", nics: map[string]bool{"node9": true}, want: []*fibv1.Route{
+			{Prefix: "10.200.1.0/24", NextHop: "10.100.0.1", Node: "node1"},
+			{Prefix: "10.200.1.11/32", NextHop: "10.100.0.1", Node: "node1", IdentityId: a},
+			{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2"},
+			{Prefix: "10.201.0.5/32", NextHop: "10.100.0.2", Node: "node2", IdentityId: b},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := proto.CloneOf(base.Mesh)
+			got := base.WithNICTLS(tt.nics)
+			if d := gocmp.Diff(tt.want, got.Mesh.GetRoutes(), protocmp.Transform()); d != "" {
+				t.Errorf("routes (-want +got):\n%s", d)
+			}
+			if d := gocmp.Diff(before, base.Mesh, protocmp.Transform()); d != "" {
+				t.Errorf("WithNICTLS modified its receiver (-before +after):\n%s", d)
+			}
+			var marked []string
+			for _, sh := range got.Shards() {
+				for _, r := range sh.GetRoutes() {
+					if r.GetNicTlsOffload() {
+						marked = append(marked, r.GetPrefix())
+					}
+				}
+			}
+			slices.Sort(marked)
+			var want []string
+			for _, r := range tt.want {
+				if r.GetNicTlsOffload() {
+					want = append(want, r.GetPrefix())
+				}
+			}
+			if !slices.Equal(marked, want) {
+				t.Errorf("shards mark %v; want %v", marked, want)
+			}
+			if again := got.WithNICTLS(tt.nics); again != got {
+				t.Error("the same reports again returned new tables: an unchanged table must keep its messages")
+			}
+		})
+	}
+}

@@ -211,6 +211,7 @@ func (a *Agent) consumeUpdates(ctx context.Context) {
 // nothing), the trust bundle is parsed; the Envoy types are kept for the
 // slow path.
 func (a *Agent) validate(typeURL string, resources map[string]proto.Message) error {
+	received := time.Now()
 	switch typeURL {
 	case xdsapi.FlowTableType:
 		tables := make(map[string]*fibv1.FlowTable, len(resources))
@@ -231,6 +232,10 @@ func (a *Agent) validate(typeURL string, resources map[string]proto.Message) err
 		if err := a.conf.Update(typeURL, resources, ""); err != nil {
 			return err
 		}
+		// Established connections the new config no longer allows are
+		// revoked now (offloaded ones too: their XDP entries turn to
+		// drop), timed from the push's arrival.
+		a.proxy.Reevaluate(received)
 	case resource.SecretType:
 		sec, ok := resources[xdsapi.RootCASecret]
 		if !ok {

@@ -240,6 +240,8 @@ func (a *Agent) proxyEvent(ev proxy.Event) {
 	switch ev.Kind {
 	case proxy.EventDenied:
 		a.log.Info("connection denied by authorization policy", append(attrs, "policy", ev.Reason)...)
+	case proxy.EventRevoked:
+		a.log.Info("established connection revoked by a config change; both sides reset", append(attrs, "state", c.State, "offload", c.Offload, "reason", ev.Reason)...)
 	case proxy.EventHTTPError:
 		if a.refusalLog.allow(time.Now()) {
 			a.log.Warn("HTTP server error (logged at most 10 per second; fibmesh_agent_proxy_http_server_errors_total counts all)", "pod", c.Pod, "err", ev.Err)

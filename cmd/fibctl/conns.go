@@ -21,9 +21,20 @@ One line per connection: direction (outbound: the pod called out;
 inbound: a peer called the pod), the pod, source and destination as the
 app saw them, where the agent connected (the peer agent's tunnel port
 15008, a plaintext endpoint, or the app), the cluster, both SPIFFE IDs
-(verified in the mTLS handshake), the TLS version and cipher, the state
-(handshake, established, closed), bytes each way and age. Closed
-connections stay listed for a while, with why they ended.
+(verified in the mTLS handshake), the TLS version and cipher, the state,
+where its bytes go, bytes each way and age. Closed connections stay
+listed for a while, with why they ended.
+
+States: handshake; l7 (an HTTP connection: routed request by request in
+userspace); established (an L4 stream relayed in userspace); offloaded
+(kTLS does its record crypto and the kernel moves its bytes); revoked (a
+config change no longer allows it: both sides are reset); closed.
+
+OFFLOAD says how an L4 tunnel's bytes move: splice or sockmap (in the
+kernel; with XDP flow entries, their packets are shown after it), or
+userspace with the reason (the kernel has no kTLS, --offload=off, the
+kernel refused this suite). OUT and IN of an offloaded connection are
+the kernel byte path's counters.
 
 The mode after the upstream says how: tunnel (one TCP stream over mTLS),
 plaintext, passthrough, http (an app's HTTP connection on an L7 port:
@@ -60,7 +71,7 @@ func connsCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	now := time.Now()
 	err := output.Write(stdout, f.format, conns, func(w io.Writer) {
-		fmt.Fprintln(w, "ID\tDIR\tPOD\tSOURCE\tDESTINATION\tUPSTREAM\tCLUSTER\tLOCAL ID\tPEER ID\tTLS\tSTATE\tOUT\tIN\tAGE")
+		fmt.Fprintln(w, "ID\tDIR\tPOD\tSOURCE\tDESTINATION\tUPSTREAM\tCLUSTER\tLOCAL ID\tPEER ID\tTLS\tSTATE\tOFFLOAD\tOUT\tIN\tAGE")
 		for _, c := range conns {
 			end := now
 			if !c.End.IsZero() {
@@ -81,9 +92,16 @@ func connsCommand(args []string, stdout, stderr io.Writer) int {
 			if c.Mode != "" {
 				up += " (" + c.Mode + ")"
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Direction, c.Pod,
+			off := c.Offload
+			switch {
+			case c.OffloadReason != "":
+				off += " (" + c.OffloadReason + ")"
+			case c.XDPPackets > 0:
+				off += fmt.Sprintf(" (xdp %d pkts %s)", c.XDPPackets, humanBytes(c.XDPBytes))
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Direction, c.Pod,
 				addr(c.Source), addr(c.Destination), up, dash(c.Cluster), dash(c.LocalIdentity), dash(c.PeerIdentity),
-				dash(tlsDesc), st, humanBytes(c.BytesOut), humanBytes(c.BytesIn), end.Sub(c.Start).Round(time.Millisecond))
+				dash(tlsDesc), st, dash(off), humanBytes(c.BytesOut), humanBytes(c.BytesIn), end.Sub(c.Start).Round(time.Millisecond))
 		}
 	})
 	if err != nil {

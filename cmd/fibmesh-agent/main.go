@@ -121,6 +121,7 @@ func main() {
 	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh's SPIFFE trust domain (the controller's --trust-domain): tunnel peers with an identity from another are refused")
 	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); empty answers them REFUSED")
+	offload := fs.String("offload", "auto", "auto: an L4 mesh connection leaves userspace once established and authorized (kTLS record crypto, the kernel moves its bytes, XDP flow entries) where the kernel has kTLS; off: every connection stays in userspace")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")
 	logFormat := logflag.Register(fs)
@@ -143,6 +144,14 @@ func main() {
 	}
 	if cfg.Node == "" {
 		fmt.Fprintln(os.Stderr, "fibmesh-agent: --node is required (this node's name, as the controller knows it)")
+		os.Exit(2)
+	}
+	switch *offload {
+	case "auto":
+	case "off":
+		cfg.NoOffload = true
+	default:
+		fmt.Fprintf(os.Stderr, "fibmesh-agent: --offload %q: want auto or off\n", *offload)
 		os.Exit(2)
 	}
 	if cfg.PinDir == "" {
@@ -177,7 +186,7 @@ func run(log *slog.Logger, cfg agent.Config) error {
 	defer a.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	logKTLS(log)
+	logKTLS(log, cfg.NoOffload)
 	log.Info("started; ready once the first flow table is applied (GET /readyz)", "node", cfg.Node, "pin_dir", cfg.PinDir,
 		"controller", cfg.Controller, "admin", cfg.AdminListen, "metrics", cfg.MetricsListen)
 	err = a.Run(ctx)
@@ -187,14 +196,16 @@ func run(log *slog.Logger, cfg agent.Config) error {
 
 // logKTLS says once at start-up what the kernel offers for mTLS offload:
 // without kTLS, mesh connections stay in userspace (correct, slower).
-func logKTLS(log *slog.Logger) {
+func logKTLS(log *slog.Logger, off bool) {
 	caps, err := ktls.Probe()
 	switch {
+	case off:
+		log.Info("offload off (--offload=off); mTLS stays in userspace")
 	case err != nil:
 		log.Warn("kTLS probe failed; mTLS stays in userspace", "err", err)
 	case !caps.ULP:
 		log.Warn("kernel has no kTLS; mTLS stays in userspace", "kernel", caps.Kernel, "reason", caps.ULPError)
 	default:
-		log.Info("kTLS available", "ktls", caps.String())
+		log.Info("kTLS available; established L4 mesh connections leave userspace", "ktls", caps.String())
 	}
 }

@@ -169,6 +169,9 @@ const (
 	EventDenied      EventKind = "denied"      // RBAC denied it: Reason is the policy
 	EventEstablished EventKind = "established" // bytes flow
 	EventClosed      EventKind = "closed"      // an established connection ended
+	// EventRevoked: a config change no longer allows an established
+	// connection (Reevaluate); Reason says why. Its EventClosed follows.
+	EventRevoked EventKind = "revoked"
 	// EventHTTPError is net/http's report about an L7 connection (a
 	// protocol error, a recovered panic): Err has its text.
 	EventHTTPError EventKind = "http-error"

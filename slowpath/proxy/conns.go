@@ -19,11 +19,24 @@ const (
 	DirectionInbound  = "inbound"  // a peer called the pod (15008, 15006)
 )
 
-// States of a connection.
+// States of a connection: handshake → l7 (HTTP, routed per request in
+// userspace), or handshake → established (relayed in userspace) →
+// offloaded (kTLS and the kernel byte path) → revoked (a policy change
+// forbade it) → closed.
 const (
 	StateHandshake   = "handshake"   // accepted, not yet relayed
-	StateEstablished = "established" // bytes flow
+	StateEstablished = "established" // bytes flow, relayed in userspace
+	StateOffloaded   = "offloaded"   // bytes flow in the kernel (kTLS + splice/sockmap)
+	StateL7          = "l7"          // an HTTP connection: its requests are routed one by one
+	StateRevoked     = "revoked"     // a policy change forbade it: being torn down
 	StateClosed      = "closed"
+)
+
+// Offload modes of an L4 tunnel connection (ConnInfo.Offload).
+const (
+	OffloadSplice    = "splice"    // kTLS, bytes moved by splice(2)
+	OffloadSockmap   = "sockmap"   // kTLS, bytes moved by the sockmap verdict
+	OffloadUserspace = "userspace" // crypto/tls and the proxy's copy loop: OffloadReason says why
 )
 
 // Modes of a connection's upstream.
@@ -74,10 +87,20 @@ type ConnInfo struct {
 	// signatures; the peer's chain was verified again).
 	TLSResumed bool   `json:"tlsResumed,omitempty"`
 	State      string `json:"state"`
+	// Offload is how an established L4 tunnel connection moves its
+	// bytes (OffloadSplice, OffloadSockmap, OffloadUserspace);
+	// OffloadReason says why one stays in userspace.
+	Offload       string `json:"offload,omitempty"`
+	OffloadReason string `json:"offloadReason,omitempty"`
+	// XDPPackets and XDPBytes are what the XDP FIB's flow entries of an
+	// offloaded connection's tunnel counted, both directions.
+	XDPPackets uint64 `json:"xdpPackets,omitempty"`
+	XDPBytes   uint64 `json:"xdpBytes,omitempty"`
 	// Reason says why a connection was refused or how it ended.
 	Reason string `json:"reason,omitempty"`
 	// BytesOut are the bytes from the local app to the peer, BytesIn the
-	// other way, counted as they are relayed.
+	// other way, counted as they are relayed (offloaded: the kernel byte
+	// path's counters).
 	BytesOut uint64    `json:"bytesOut"`
 	BytesIn  uint64    `json:"bytesIn"`
 	Start    time.Time `json:"start"`
@@ -102,6 +125,15 @@ type conn struct {
 	peeked    []byte        // bytes read from the app to sniff its server name, relayed first
 	idle      time.Duration // the chain's idle timeout (0: the Config's; negative: none)
 	closeOnce sync.Once
+	// l4 is what decided an L4 connection (revoke.go checks it again on
+	// every config change); nil for HTTP and while in setup.
+	l4 *l4Decision
+	// off is the kernel byte path of an offloaded connection.
+	off *offloaded
+	// revoked is closed by revoke; revokeReason says why.
+	revokeCh     chan struct{}
+	revokeReason string
+	revokePushed time.Time
 }
 
 // result is the connections_total result of an established connection.
@@ -118,7 +150,7 @@ func (c *conn) result() string {
 // the pod is stopping.
 func (ps *podState) newConn(port int, down *net.TCPConn) *conn {
 	now := time.Now()
-	c := &conn{ps: ps, id: ps.p.nextID.Add(1), port: port, direction: directionOf(port), start: now, down: down}
+	c := &conn{ps: ps, id: ps.p.nextID.Add(1), port: port, direction: directionOf(port), start: now, down: down, revokeCh: make(chan struct{})}
 	c.info = ConnInfo{ID: c.id, Direction: c.direction, Listener: listenerNames[port], Pod: ps.key(),
 		Source: addrPortOf(down.RemoteAddr()), State: StateHandshake, Start: now}
 	ps.mu.Lock()
@@ -183,8 +215,12 @@ func (c *conn) abort(reason string) {
 	if c.info.Reason == "" {
 		c.info.Reason = reason
 	}
-	down, up := c.down, c.up
+	down, up, off := c.down, c.up, c.off
 	c.mu.Unlock()
+	if off != nil {
+		off.pair.Close() // resets both
+		return
+	}
 	for _, s := range []*net.TCPConn{down, up} {
 		if s != nil {
 			s.SetLinger(0)
@@ -204,8 +240,16 @@ func (c *conn) isAborted() bool {
 func (c *conn) snapshot() ConnInfo {
 	c.mu.Lock()
 	i := c.info
+	off := c.off
 	c.mu.Unlock()
 	i.BytesOut, i.BytesIn = c.out.Load(), c.in.Load()
+	if off != nil {
+		ctr := off.pair.Counters()
+		i.BytesOut, i.BytesIn = ctr.PlainToTLS, ctr.TLSToPlain
+		if off.flow != nil {
+			i.XDPPackets, i.XDPBytes = off.flow.Counters()
+		}
+	}
 	return i
 }
 

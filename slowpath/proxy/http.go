@@ -315,7 +315,7 @@ func (l *l7) stop() {
 func (ps *podState) serveHTTP(c *conn, h *handoff) {
 	p := ps.p
 	c.update(func(i *ConnInfo) {
-		i.State = StateEstablished
+		i.State = StateL7
 		if i.Mode == "" {
 			i.Mode = ModeHTTP
 		}

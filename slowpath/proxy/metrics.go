@@ -49,6 +49,13 @@ type metrics struct {
 	ejections prometheus.Counter
 	// httpErrors counts net/http's reports (EventHTTPError).
 	httpErrors prometheus.Counter
+
+	// Offload.
+	offloadDecisions *prometheus.CounterVec
+	offloaded        *prometheus.GaugeVec
+	offloadedBytes   *prometheus.CounterVec
+	revoked          *prometheus.CounterVec
+	flowErrors       prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -101,6 +108,26 @@ func newMetrics() *metrics {
 			Name: "fibmesh_agent_proxy_http_outlier_ejections_total",
 			Help: "Endpoints ejected by outlier detection (consecutive 5xx), from one pod's view.",
 		}),
+		offloadDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_offload_decisions_total",
+			Help: "Established L4 tunnel connections by where their bytes went: splice or sockmap (kTLS and the kernel byte path), userspace (no kTLS, offload off, or the kernel refused this one; fibctl conns says why).",
+		}, []string{"mode"}),
+		offloaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fibmesh_agent_proxy_offloaded_connections",
+			Help: "Connections whose bytes the kernel moves now, by byte path (splice, sockmap).",
+		}, []string{"mode"}),
+		offloadedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_offloaded_bytes_total",
+			Help: "Bytes the kernel moved for offloaded connections, both ways, from the byte path's counters (read every second and at the end); also in fibmesh_agent_proxy_bytes_total.",
+		}, []string{"mode"}),
+		revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_revocations_total",
+			Help: "Established L4 connections a config change no longer allowed, reset on both sides, by reason (rbac, no-chain, no-cluster, endpoint-removed) and where their bytes were (offloaded, userspace).",
+		}, []string{"reason", "where"}),
+		flowErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fibmesh_agent_proxy_offload_flow_errors_total",
+			Help: "XDP flow entries of offloaded connections that could not be installed or turned to drop (the connection itself was not affected).",
+		}),
 	}
 }
 
@@ -116,8 +143,14 @@ func newMetrics() *metrics {
 // fibmesh_agent_proxy_http_retries_total,
 // fibmesh_agent_proxy_http_timeouts_total,
 // fibmesh_agent_proxy_http_outlier_ejections_total and
-// fibmesh_agent_proxy_http_server_errors_total.
+// fibmesh_agent_proxy_http_server_errors_total; for the offload
+// fibmesh_agent_proxy_offload_decisions_total{mode},
+// fibmesh_agent_proxy_offloaded_connections{mode},
+// fibmesh_agent_proxy_offloaded_bytes_total{mode},
+// fibmesh_agent_proxy_revocations_total{reason,where} and
+// fibmesh_agent_proxy_offload_flow_errors_total.
 func (p *Proxy) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.m.conns, p.m.active, p.m.bytes, p.m.denied, p.m.refused,
-		p.m.requests, p.m.overflow, p.m.faults, p.m.retries, p.m.timeouts, p.m.ejections, p.m.httpErrors}
+		p.m.requests, p.m.overflow, p.m.faults, p.m.retries, p.m.timeouts, p.m.ejections, p.m.httpErrors,
+		p.m.offloadDecisions, p.m.offloaded, p.m.offloadedBytes, p.m.revoked, p.m.flowErrors}
 }

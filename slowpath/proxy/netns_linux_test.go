@@ -412,11 +412,12 @@ func TestEndToEnd(t *testing.T) {
 	echoDone := make(chan struct{})
 	go func() {
 		defer close(echoDone)
-		// While bytes flow both rows are established with both IDs.
+		// While bytes flow both rows are established (offloaded where
+		// the kernel has kTLS) with both IDs.
 		testenv.Until(t, 10*time.Second, "two established rows", func() bool {
 			rows = nil
 			for _, r := range l.p.Connections() {
-				if r.State == StateEstablished {
+				if r.State == l.wantState() {
 					rows = append(rows, r)
 				}
 			}
@@ -470,11 +471,11 @@ func TestEndToEnd(t *testing.T) {
 		Upstream: l.pair.B.AddrPort(slowpath.TunnelPort), Endpoint: l.pair.B.AddrPort(appPort), Mode: ModeTunnel,
 		Cluster: "outbound|80||echo.default.svc.cluster.local", Chain: "10.96.0.10_80",
 		LocalIdentity: l.clientID.String(), PeerIdentity: l.serverID.String(), TLSVersion: "TLS 1.3", State: StateClosed, Reason: "done",
-		BytesOut: 8 << 20, BytesIn: 8 << 20}
+		Offload: l.wantOffload(), OffloadReason: l.p.offloadOff, BytesOut: 8 << 20, BytesIn: 8 << 20}
 	wantIn := ConnInfo{Direction: DirectionInbound, Listener: "inbound", Pod: "default/server", Source: out.Source,
 		Destination: l.pair.B.AddrPort(appPort), Upstream: l.pair.B.AddrPort(appPort), Mode: ModePlaintext, Cluster: "inbound|8080||", Chain: "inbound|8080",
 		LocalIdentity: l.serverID.String(), PeerIdentity: l.clientID.String(), TLSVersion: "TLS 1.3", State: StateClosed, Reason: "done",
-		BytesOut: 8 << 20, BytesIn: 8 << 20}
+		Offload: l.wantOffload(), OffloadReason: l.p.offloadOff, BytesOut: 8 << 20, BytesIn: 8 << 20}
 	for _, tc := range []struct{ got, want ConnInfo }{{out, wantOut}, {in, wantIn}} {
 		got := tc.got
 		if got.Source.Addr() != l.pair.A.Addr {

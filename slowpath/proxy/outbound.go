@@ -86,6 +86,7 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	if cl == nil {
 		return nil, nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
 	}
+	d := &l4Decision{port: slowpath.OutboundPort, src: src, dst: dst, serverName: sni, cluster: name}
 	if cl.MaxConnections > 0 {
 		// The circuit breaker, per pod as a sidecar's: the cluster's
 		// connections from this pod, by name so that it holds across
@@ -112,6 +113,14 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 		up, err = ps.dnsCluster(ctx, c, cl, timeout)
 	default:
 		up, err = ps.endpoints(ctx, c, cl, src, timeout)
+		if err == nil {
+			d.endpoint = c.snapshot().Endpoint.Addr()
+		}
+	}
+	if err == nil {
+		c.mu.Lock()
+		c.l4 = d
+		c.mu.Unlock()
 	}
 	return up, nil, err
 }

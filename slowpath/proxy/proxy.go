@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/slowpath"
 )
@@ -28,9 +27,11 @@ type Proxy struct {
 	cfg    Config
 	m      *metrics
 	nextID atomic.Uint64
-	// userspaceOnly: the kernel has no kTLS, so tunnels keep no record
-	// accounting for an offload (ktls.TLSConn.KeepInUserspace).
+	// userspaceOnly: the kernel has no kTLS or the offload is off, so
+	// tunnels keep no record accounting for an offload
+	// (ktls.TLSConn.KeepInUserspace); offloadOff says why.
 	userspaceOnly bool
+	offloadOff    string
 	// dials bounds the connects in progress (each holds a thread).
 	dials chan struct{}
 	// verified caches peer chains already verified (verifyPeer).
@@ -48,12 +49,11 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{cfg: cfg, m: newMetrics(), pods: map[string]*podState{}, dials: make(chan struct{}, cfg.MaxConcurrentDials)}
-	// Without kTLS in the kernel no tunnel can ever leave userspace:
-	// give up the record accounting an offload needs (a system call per
-	// record saved).
-	if caps, err := ktls.Probe(); err != nil || !caps.ULP {
-		p.userspaceOnly = true
-	}
+	// Without kTLS in the kernel (or with the offload off) no tunnel
+	// can ever leave userspace: give up the record accounting an
+	// offload needs (a system call per record saved).
+	p.offloadOff = offloadOffReason(cfg.Offload)
+	p.userspaceOnly = p.offloadOff != ""
 	return p, nil
 }
 

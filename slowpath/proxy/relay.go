@@ -82,6 +82,10 @@ func (p *Proxy) relay(c *conn, down, up stream) {
 		idle = c.idle // the chain's; negative (xdsconf.NoIdleTimeout): none
 	}
 	c.mu.Unlock()
+	if o := p.offload(c, &down, &up); o != nil {
+		p.relayOffloaded(c, o, idle)
+		return
+	}
 	c.update(func(i *ConnInfo) { i.State = StateEstablished })
 	p.m.conns.WithLabelValues(c.direction, c.result()).Inc()
 	active := p.m.active.WithLabelValues(c.direction)

@@ -124,6 +124,33 @@ func (v *verifiedChains) add(certs []*x509.Certificate, roots []*x509.Certificat
 	v.chains[k] = until
 }
 
+// nicSuites are the TLS 1.2 suites of a tunnel between two nodes whose
+// NICs offload kTLS: AES-128-GCM with ECDHE (forward secrecy), the one
+// cipher mainline kTLS device offload takes.
+var nicSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
+
+// nicConfig is the tunnel server's answer to a client that offers TLS
+// 1.2 besides 1.3, which it does when its rule says both nodes' NICs
+// offload kTLS: where this side's rule (Offload.NICTLS of the client's
+// address) agrees, the handshake is capped at TLS 1.2 with nicSuites, so
+// both ends' NICs can take the record crypto; otherwise (nil) TLS 1.3 as
+// always. A disagreement, such as one agent with a stale flow table,
+// costs the NIC offload, never the connection.
+func (ps *podState) nicConfig(chi *tls.ClientHelloInfo, base *tls.Config) (*tls.Config, error) {
+	nic := ps.p.cfg.Offload.NICTLS
+	if nic == nil || ps.p.userspaceOnly || !slices.Contains(chi.SupportedVersions, tls.VersionTLS12) {
+		return nil, nil
+	}
+	peer, ok := chi.Conn.RemoteAddr().(*net.TCPAddr)
+	if !ok || !nic(peer.AddrPort().Addr().Unmap()) {
+		return nil, nil
+	}
+	cfg := base.Clone()
+	cfg.GetConfigForClient = nil
+	cfg.MinVersion, cfg.MaxVersion, cfg.CipherSuites = tls.VersionTLS12, tls.VersionTLS12, nicSuites
+	return cfg, nil
+}
+
 // errALPN: the ClientHello offered neither tunnel protocol.
 var errALPN = fmt.Errorf("the client offered neither ALPN %q nor %q", slowpath.TunnelALPN, slowpath.TunnelALPNHTTP2)
 
@@ -225,6 +252,12 @@ func (ps *podState) tunnelALPN(ctx context.Context, c *conn, sans []spiffeid.ID,
 			return nil
 		},
 	}
+	if nic := ps.p.cfg.Offload.NICTLS; nic != nil && !ps.p.userspaceOnly && nic(endpoint.Addr()) {
+		// Both nodes' NICs offload kTLS record crypto, which mainline
+		// drivers do for TLS 1.2 AES-128-GCM only: offered besides TLS
+		// 1.3, and chosen by a server that agrees (inboundTunnel).
+		cfg.MinVersion, cfg.CipherSuites = tls.VersionTLS12, nicSuites
+	}
 	if ps.p.userspaceOnly {
 		// Resumption (TLS 1.3 tickets) skips the certificate signatures;
 		// VerifyConnection still checks the session's peer chain and
@@ -298,12 +331,6 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return ps.podCert(&local)
 		},
-		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-			if !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPN) && !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPNHTTP2) {
-				return nil, errALPN
-			}
-			return nil, nil
-		},
 		// Requested, then required and verified in VerifyConnection,
 		// so that a missing certificate is counted as such.
 		ClientAuth: tls.RequestClientCert,
@@ -315,6 +342,12 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 			peer = id
 			return nil
 		},
+	}
+	cfg.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPN) && !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPNHTTP2) {
+			return nil, errALPN
+		}
+		return ps.nicConfig(chi, cfg)
 	}
 	// The local identity is known before the handshake (a resumption
 	// asks for no certificate).
@@ -455,5 +488,8 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 	if err != nil {
 		return nil, nil, refuse(ReasonUpstreamApp, err)
 	}
+	c.mu.Lock()
+	c.l4 = &l4Decision{port: port, src: src, dst: dst, principal: principal}
+	c.mu.Unlock()
 	return up, nil, nil
 }

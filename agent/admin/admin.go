@@ -6,6 +6,7 @@
 //	GET /pods                    enrolled pods: netns, identity, SVID serial and expiry
 //	GET /fib                     the FIB: routes, policies, attached interfaces, pending, counters
 //	GET /connections             connections the slow path proxies (?pod=NS/NAME, ?state=STATE)
+//	GET /offload/flows           the XDP flow entries of offloaded connections (?pod=NS/NAME, ?conn=ID)
 //	GET /debug/pprof/            Go's profiles (CPU, heap, goroutines): the admin API listens on localhost only
 //	GET /healthz                 200 while the process serves
 //	GET /readyz                  200 once the first flow table is applied, 503 with the reason before
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -188,6 +190,83 @@ type Connection struct {
 	End      time.Time `json:"end,omitzero"`
 }
 
+// OffloadFlow is one offloaded connection's XDP flow entries
+// (/offload/flows): the forward entries of both directions of its tunnel
+// 5-tuple, and what a revocation did to them.
+type OffloadFlow struct {
+	// ConnID and Pod name the connection as /connections does.
+	ConnID uint64 `json:"connID"`
+	Pod    string `json:"pod"`
+	// Local is this side's tunnel socket (the local pod's IP and port),
+	// Remote the peer's; one of them is a pod's IP:15008.
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+	// LocalIdentity and PeerIdentity are the SPIFFE IDs of both ends;
+	// the IDs their identity ids in the node's flow tables (0: none
+	// there), written in the entries.
+	LocalIdentity   string `json:"localIdentity,omitempty"`
+	PeerIdentity    string `json:"peerIdentity,omitempty"`
+	LocalIdentityID uint32 `json:"localIdentityID"`
+	PeerIdentityID  uint32 `json:"peerIdentityID"`
+	// State is "offloaded" (both entries forward), "revoked" (the entry
+	// toward the local pod drops) or "draining" (revoked and closed: the
+	// drop entry stays for the grace period, so that the peer's
+	// retransmissions die in XDP).
+	State string `json:"state"`
+	// Packets and Bytes are what the XDP FIB counted for the tunnel, both
+	// directions, including what it counted before a revocation reset
+	// the entry it turned to drop.
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+	// Entries are the two flow entries: "out" (local → remote) first,
+	// then "in" (remote → local).
+	Entries   []OffloadFlowEntry `json:"entries"`
+	Installed time.Time          `json:"installed"`
+	// Revocation is set once the connection was revoked.
+	Revocation *Revocation `json:"revocation,omitempty"`
+}
+
+// OffloadFlowEntry is one flow entry of an offloaded connection, as the
+// FIB's flow map holds it now.
+type OffloadFlowEntry struct {
+	// Direction is "out" (local → remote) or "in" (remote → local).
+	Direction string         `json:"direction"`
+	Src       netip.AddrPort `json:"src"`
+	Dst       netip.AddrPort `json:"dst"`
+	// Action is the entry's action (forward, drop); "missing" when the
+	// map no longer holds it (the LRU evicted it, or a write failed).
+	Action  string `json:"action"`
+	SrcID   uint32 `json:"srcID"`
+	DstID   uint32 `json:"dstID"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+	// IdleMs is the time since the entry's last packet; -1: none yet.
+	IdleMs int64 `json:"idleMs"`
+}
+
+// Revocation is what turning an offloaded connection's entry to drop
+// did, and how long it took to drop the peer's first packet.
+type Revocation struct {
+	// Pushed is when the change that revoked the connection arrived;
+	// RevokedAt when the entry was turned to drop.
+	Pushed    time.Time `json:"pushed"`
+	RevokedAt time.Time `json:"revokedAt"`
+	// State is "waiting" (no packet dropped yet), "dropped" (the first
+	// one was: FirstDropMs is set) or "no-drop" (no packet came before
+	// the deadline, or the entry went first: no latency measured).
+	State string `json:"state"`
+	// FirstDropMs is the revocation latency: from Pushed to the first
+	// packet the drop entry counted (its last_seen_ns, CLOCK_MONOTONIC,
+	// when it had counted one packet). FirstDropErrorMs is its
+	// uncertainty: 0 when exact; otherwise the entry had counted more
+	// than one packet when first read, the first drop lies within that
+	// many ms before FirstDropMs and FirstDropMs is an upper bound.
+	FirstDropMs      float64 `json:"firstDropMs,omitempty"`
+	FirstDropErrorMs float64 `json:"firstDropErrorMs,omitempty"`
+	// Dropped counts the packets the drop entry dropped so far.
+	Dropped uint64 `json:"dropped"`
+}
+
 // Counter is a packet and byte count.
 type Counter struct {
 	Packets uint64 `json:"packets"`
@@ -208,6 +287,9 @@ type Source interface {
 	Pods() []PodInfo
 	FIBSummary() (FIB, error)
 	Connections() []Connection
+	// OffloadFlows lists the XDP flow entries of the offloaded
+	// connections (empty without a flow table), by connection id.
+	OffloadFlows() ([]OffloadFlow, error)
 	// Ready says whether the agent is ready, and if not, why.
 	Ready() (bool, string)
 }
@@ -257,6 +339,29 @@ func Handler(src Source) http.Handler {
 		for _, c := range src.Connections() {
 			if (pod == "" || c.Pod == pod) && (state == "" || strings.EqualFold(c.State, state)) {
 				out = append(out, c)
+			}
+		}
+		writeJSON(w, out)
+	})
+	mux.HandleFunc("GET /offload/flows", func(w http.ResponseWriter, r *http.Request) {
+		pod, conn := r.URL.Query().Get("pod"), r.URL.Query().Get("conn")
+		var id uint64
+		if conn != "" {
+			var err error
+			if id, err = strconv.ParseUint(conn, 10, 64); err != nil {
+				http.Error(w, fmt.Sprintf("conn %q: want a connection id (a number, as /connections lists)", conn), http.StatusBadRequest)
+				return
+			}
+		}
+		flows, err := src.OffloadFlows()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		out := []OffloadFlow{}
+		for _, f := range flows {
+			if (pod == "" || f.Pod == pod) && (conn == "" || f.ConnID == id) {
+				out = append(out, f)
 			}
 		}
 		writeJSON(w, out)

@@ -737,7 +737,10 @@ func (r *runner) watchConnections(ctx context.Context, m Mode, d time.Duration) 
 		case <-ctx.Done():
 		case <-w.stopped:
 		case <-time.After(d / 2):
+			// Relayed in userspace, or offloaded where the kernel has
+			// kTLS.
 			w.poll(ctx, "established")
+			w.poll(ctx, "offloaded")
 		}
 	})
 	return w

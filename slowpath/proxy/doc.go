@@ -27,6 +27,12 @@
 // (capture lets it through) and the pod's IP as its source. Bytes are
 // copied both ways with half-close, reset propagation and an idle timeout;
 // Connections lists what is in flight and Collectors exports the counters.
-// The handshakes go through fastpath/ktls, so a later step can hand the
-// established tunnel to the kernel.
+//
+// The handshakes go through fastpath/ktls, so that an established L4
+// tunnel connection can leave userspace (offload.go): where the kernel has
+// kTLS, its record layer is handed to the kernel, fastpath/splice joins it
+// to the app's socket, and Config.Offload.Flows installs its XDP flow
+// entries; elsewhere it is relayed as above, with the reason in its row.
+// Reevaluate (revoke.go) checks every established L4 connection against a
+// new config and resets those it no longer allows.
 package proxy

@@ -30,6 +30,11 @@ Usage:
 Commands:
   fib                       routes: prefix, next hop interface and MACs, flags
   flows                     flow entries: 5-tuple, action, packets, bytes, idle time
+  flows --offload [--node NETNS] [--pod NS/NAME] [--conn ID] [-o FORMAT]
+                            one line per offloaded connection: conn id, pod,
+                            tunnel 5-tuple, both entries' actions, packets,
+                            bytes, both identities, revocation latency
+                            (admin API /offload/flows)
   stats                     data-path counters by reason (packets, bytes)
   policy                    mTLS mode per {pod IP, port, protocol}
   policy set IP PORT PROTO MODE
@@ -69,6 +74,7 @@ fibctl reads the maps the agent pinned under --pin-dir
 Examples:
   fibctl --node fm-node1 stats
   fibctl --node fm-node1 -o json flows
+  fibctl --node fm-node1 flows --offload
   fibctl --node fm-node2 policy set 10.200.2.11 8080 tcp STRICT
   fibctl nic eth0
   nsenter --net=/run/netns/fm-node1 fibctl -o json nic
@@ -113,14 +119,19 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		return certsCommand(args[1:], stdout, stderr), true
 	case "conns": // conns.go
 		return connsCommand(args[1:], stdout, stderr), true
+	case "flows": // flows.go; without --offload, run reads the flow map
+		if hasFlag(args[1:], "offload") {
+			return offloadFlowsCommand(args[1:], stdout, stderr), true
+		}
 	}
 	return 0, false
 }
 
-// globalFlagsLast rewrites "fibctl --node N [-o F] certs ..." and
-// "fibctl --node N [-o F] config dump ..." (the global flags' place for
-// the FIB commands) as "fibctl certs --node N [-o F] ...": those commands
-// read the agent's admin API and take the flags themselves. Any other
+// globalFlagsLast rewrites "fibctl --node N [-o F] certs ...",
+// "fibctl --node N [-o F] config dump ..." and "fibctl --node N [-o F]
+// flows --offload ..." (the global flags' place for the FIB commands) as
+// "fibctl certs --node N [-o F] ...": those commands read the agent's
+// admin API and take the flags themselves. Any other
 // command line is returned as it is.
 func globalFlagsLast(args []string) []string {
 	fs := flag.NewFlagSet("fibctl", flag.ContinueOnError)
@@ -139,7 +150,7 @@ func globalFlagsLast(args []string) []string {
 	}
 	rest := fs.Args()
 	switch {
-	case rest[0] == "certs" || rest[0] == "conns":
+	case rest[0] == "certs" || rest[0] == "conns" || (rest[0] == "flows" && hasFlag(rest[1:], "offload")):
 		return append(append([]string{rest[0]}, flags...), rest[1:]...)
 	case rest[0] == "config" && len(rest) > 1 && rest[1] == "dump":
 		return append(append([]string{"config", "dump"}, flags...), rest[2:]...)

@@ -111,7 +111,10 @@ type Config struct {
 	DNSUpstream string
 	// NoOffload keeps every mesh connection in userspace (--offload=off).
 	NoOffload bool
-	Log       *slog.Logger
+	// NICKTLSOffload says whether the node's NIC offloads kTLS record
+	// crypto (--nic-ktls-offload; zero: auto, from the NIC profile).
+	NICKTLSOffload NICTLSMode
+	Log            *slog.Logger
 }
 
 // Agent runs one node.
@@ -130,6 +133,7 @@ type Agent struct {
 	conf   *xdsconf.Store
 	proxy  *proxy.Proxy
 	flows  *flowTable // the proxy's XDP flow entries (flows.go); nil without a FIB
+	nic    *nicTLS    // the NIC kTLS offload answers (nictls.go)
 
 	meshPods   atomic.Pointer[map[netip.Addr]spiffeid.ID]
 	refusalLog logLimit
@@ -233,13 +237,14 @@ func New(cfg Config) (*Agent, error) {
 		a.closeEarly()
 		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
 	}
+	a.nic = a.newNICTLS()
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
 		TrustDomain: td, Events: a.proxyEvent, Requests: a.proxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig()})
 	if err != nil {
 		a.closeEarly()
 		return nil, err
 	}
-	a.xds = xdsclient.New(conn, xdsclient.Config{Node: cfg.Node, Delta: true,
+	a.xds = xdsclient.New(conn, xdsclient.Config{Node: cfg.Node, Delta: true, Metadata: a.nic.metadata(),
 		Subscriptions: xdsapi.AgentSubscriptions(cfg.Node), Validate: a.validate})
 	a.enrol, err = enrolment.Listen(enrolment.Config{
 		Socket: enrol.SocketPath(cfg.RunDir, cfg.Node), Enrol: a.enrolPod, Forget: a.forgetPod, Timeout: cfg.EnrolTimeout,

@@ -8,7 +8,9 @@ import "github.com/fibmesh/fibmesh/slowpath/proxy"
 // negotiation (nictls.go).
 func (a *Agent) offloadConfig() proxy.Offload {
 	return proxy.Offload{
-		Disabled: a.cfg.NoOffload,
-		Flows:    a.openFlowTable(),
+		Disabled:    a.cfg.NoOffload,
+		NICTLS:      a.nic.peer,
+		LocalNICTLS: a.nic.local,
+		Flows:       a.openFlowTable(),
 	}
 }

@@ -86,6 +86,7 @@ type Client struct {
 	resources map[string]map[string]proto.Message // type → name → resource
 	versions  map[string]map[string]string        // delta: type → name → version
 	version   map[string]string                   // type → last accepted version
+	gen       map[string]uint64                   // type → responses accepted
 	updates   chan Update
 }
 
@@ -96,6 +97,7 @@ func New(conn grpc.ClientConnInterface, cfg Config) *Client {
 		resources: map[string]map[string]proto.Message{},
 		versions:  map[string]map[string]string{},
 		version:   map[string]string{},
+		gen:       map[string]uint64{},
 		updates:   make(chan Update, 64),
 	}
 }
@@ -117,6 +119,15 @@ func (c *Client) Version(typeURL string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.version[typeURL]
+}
+
+// Generation counts the responses of a type the client has accepted:
+// when it has not changed, neither have Resources. A reader that derives
+// something from a type's resources keeps it until the count moves.
+func (c *Client) Generation(typeURL string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen[typeURL]
 }
 
 func (c *Client) publish(u Update) {
@@ -223,6 +234,7 @@ func (c *Client) runSotW(ctx context.Context, ads discovery.AggregatedDiscoveryS
 				c.resources[resp.GetTypeUrl()] = next
 			}
 			c.version[resp.GetTypeUrl()] = resp.GetVersionInfo()
+			c.gen[resp.GetTypeUrl()]++
 			req.VersionInfo = resp.GetVersionInfo()
 		}
 		c.mu.Unlock()
@@ -362,6 +374,7 @@ func (c *Client) runDelta(ctx context.Context, ads discovery.AggregatedDiscovery
 				delete(versions, n)
 			}
 			c.version[t] = resp.GetSystemVersionInfo()
+			c.gen[t]++
 			c.mu.Unlock()
 		}
 		if err := st.Send(req); err != nil {

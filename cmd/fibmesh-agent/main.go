@@ -121,6 +121,8 @@ func main() {
 	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh's SPIFFE trust domain (the controller's --trust-domain): tunnel peers with an identity from another are refused")
 	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); empty answers them REFUSED")
+	cfg.NICKTLSOffload = agent.NICTLSAuto
+	fs.Var(&cfg.NICKTLSOffload, agent.NICTLSFlag, "`auto|on|off`: whether this node's NIC offloads kTLS record crypto, reported to the controller (FDS marks the routes to this node): auto, from the NIC profile and its tls-hw-tx-offload/tls-hw-rx-offload features (fibctl nic); on forces it, off denies it. Where both ends' NICs offload, the client offers TLS 1.2 AES-128-GCM alone (mainline device offload's one suite), elsewhere TLS 1.3. Forcing it changes the suite only: on a NIC that cannot (veth) the kernel still does the crypto in software kTLS (docs/ktls.md)")
 	offload := fs.String("offload", "auto", "auto: an L4 mesh connection leaves userspace once established and authorized (kTLS record crypto, the kernel moves its bytes, XDP flow entries) where the kernel has kTLS; off: every connection stays in userspace")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -20,8 +21,6 @@ import (
 type Offload struct {
 	// Disabled keeps every connection in userspace.
 	Disabled bool
-	// Mode is the byte path's engine; zero means splice.DefaultMode().
-	Mode splice.Mode
 	// Flows, if set, installs the XDP flow entries of each offloaded
 	// connection and turns them to drop when it is revoked.
 	Flows FlowTable
@@ -141,13 +140,20 @@ func (p *Proxy) offload(c *conn, down, up *stream) *offloaded {
 	}
 	kc, err := tunnel.tc.Offload()
 	if err != nil {
-		// Unsupported leaves the socket untouched; anything else
-		// happened before the first key was set too (Offload checks
-		// the suite first), so the userspace connection goes on.
+		if !errors.Is(err, ktls.ErrUnsupported) {
+			// The kernel took part of it and Offload closed the
+			// socket: the connection cannot go on.
+			c.abort("offload failed: " + err.Error())
+		}
+		// Unsupported leaves the socket untouched: the userspace
+		// relay goes on.
 		return userspace("kTLS: " + err.Error())
 	}
 	*tside = ktlsStream{kc}
-	pair, err := splice.Join(app.TCPConn, kc, splice.Options{Mode: p.cfg.Offload.Mode})
+	// splice.DefaultMode: the sockmap engine cannot carry kTLS on
+	// Debian 12's kernel and half of it runs in userspace on 6.12
+	// (docs/splice.md), so the proxy does not offer it.
+	pair, err := splice.Join(app.TCPConn, kc, splice.Options{})
 	if err != nil {
 		// The kernel has the keys now: the copy loop goes on through
 		// the kTLS connection.

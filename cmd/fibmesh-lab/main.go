@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -223,7 +224,45 @@ var (
 	flagContainer string
 	flagFollow    bool
 	flagOutput    string
+	flagAgentArgs agentArgs
 )
+
+// agentArgs is up's repeatable --agent-arg [NODE:]ARG: an extra
+// fibmesh-agent argument for NODE's agent, or every agent's without
+// NODE: (kubelet.Options.AgentArgs).
+type agentArgs map[string][]string
+
+func (a *agentArgs) String() string {
+	if a == nil {
+		return ""
+	}
+	var out []string
+	for node, args := range *a {
+		for _, arg := range args {
+			out = append(out, node+":"+arg)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+func (a *agentArgs) Set(v string) error {
+	node, arg := "*", v
+	if !strings.HasPrefix(v, "-") {
+		var ok bool
+		if node, arg, ok = strings.Cut(v, ":"); !ok || node == "" {
+			return fmt.Errorf("%q: want [NODE:]ARG, e.g. node1:--nic-ktls-offload=on", v)
+		}
+	}
+	if !strings.HasPrefix(arg, "-") {
+		return fmt.Errorf("%q: the argument %q is no flag: want [NODE:]--FLAG=VALUE, e.g. node1:--nic-ktls-offload=on", v, arg)
+	}
+	if *a == nil {
+		*a = agentArgs{}
+	}
+	(*a)[node] = append((*a)[node], arg)
+	return nil
+}
 
 // newFlagSet returns the flag set of a subcommand. It prints nothing
 // itself: run reports flag errors in one line and prints the usage for
@@ -250,6 +289,7 @@ func newFlagSet(name string, cmd *command) *flag.FlagSet {
 		fs.StringVar(&flagFile, "f", "", "`DIR` of Kubernetes manifests to run (Pods, Deployments, ReplicaSets, Services, Istio kinds)")
 		fs.BoolVar(&flagMesh, "mesh", false, "with -f: also run fibmesh-controller and one fibmesh-agent per node")
 		fs.StringVar(&flagBin, "bin", "", "`DIR` holding fibmesh-controller and fibmesh-agent (default: beside fibmesh-lab)")
+		fs.Var(&flagAgentArgs, "agent-arg", "with --mesh: `[NODE:]ARG`, an extra fibmesh-agent argument for NODE's agent (every node's without NODE:), repeatable; e.g. node1:--nic-ktls-offload=on")
 		fs.DurationVar(&flagBackoff, "backoff-base", kubelet.DefaultBackoffBase, "with -f: first restart back-off of a failing container (kubelet's 10s), doubling to 5m")
 		fs.DurationVar(&flagTimeout, "timeout", 3*time.Minute, "how long up waits for the lab to be ready")
 		prefix()
@@ -288,6 +328,9 @@ func hasFlags(fs *flag.FlagSet) bool {
 func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("up: unexpected arguments %q", args)}
+	}
+	if len(flagAgentArgs) > 0 && !flagMesh {
+		return usageError{errors.New("up: --agent-arg needs --mesh (and -f DIR): it passes arguments to the mesh's agents")}
 	}
 	if flagFile != "" {
 		return upManifests(ctx, stdout, log)

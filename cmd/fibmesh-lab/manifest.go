@@ -138,7 +138,7 @@ func upManifests(ctx context.Context, stdout io.Writer, log *slog.Logger) error 
 		return err
 	}
 	o := kubelet.Options{StateDir: stateDir, Dir: dir, Prefix: flagPrefix, Mesh: flagMesh, BinDir: bin,
-		BackoffBase: flagBackoff, Self: self}
+		BackoffBase: flagBackoff, Self: self, AgentArgs: flagAgentArgs}
 	ctx, cancel := context.WithTimeout(ctx, flagTimeout)
 	defer cancel()
 	start := time.Now()

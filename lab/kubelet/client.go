@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,6 +208,15 @@ func Up(ctx context.Context, o Options, nodes int) (*Status, error) {
 		return nil, fmt.Errorf("nodes of %s: %w", o.Dir, err)
 	}
 	o.Nodes = plans
+	names := make([]string, len(plans))
+	for i, p := range plans {
+		names[i] = p.Name
+	}
+	for node := range o.AgentArgs {
+		if node != "*" && !slices.Contains(names, node) {
+			return nil, fmt.Errorf("--agent-arg %s:...: the lab has no node %s (its nodes: %s)", node, node, strings.Join(names, ", "))
+		}
+	}
 	l, err := lab.UpNodes(ctx, lab.Config{Prefix: o.Prefix, StateDir: o.StateDir}, o.Dir, plans)
 	if err != nil {
 		return nil, err

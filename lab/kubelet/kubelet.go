@@ -61,6 +61,10 @@ type Options struct {
 	Mesh bool `json:"mesh"`
 	// BinDir holds fibmesh-controller and fibmesh-agent (Mesh).
 	BinDir string `json:"binDir,omitempty"`
+	// AgentArgs are extra fibmesh-agent arguments by node name (Mesh),
+	// "*" for every node's, which come first: fibmesh-lab up --agent-arg
+	// (say node1:--nic-ktls-offload=on).
+	AgentArgs map[string][]string `json:"agentArgs,omitempty"`
 	// BackoffBase and BackoffMax shape the restart back-off: no delay
 	// for the first restart, then Base, doubling up to Max.
 	BackoffBase time.Duration `json:"backoffBase"`

@@ -164,6 +164,7 @@ func (m *mesh) start(ctx context.Context) error {
 			if rd := RunDir(sd, d.o.Prefix); rd != "" {
 				args = append(args, "--run-dir", rd)
 			}
+			args = append(append(args, d.o.AgentArgs["*"]...), d.o.AgentArgs[n.Name]...)
 			a := newProc(procSpec{name: "agent-" + n.Name, netns: n.Netns, argv: args, env: env,
 				log: filepath.Join(sd, "agent-"+n.Name+".log"), policy: corev1.RestartPolicyAlways, grace: meshGrace},
 				d.backoff(), d.statusChanged)

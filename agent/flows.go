@@ -16,6 +16,7 @@ import (
 	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/agent/reconcile"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
+	"github.com/fibmesh/fibmesh/slowpath"
 	"github.com/fibmesh/fibmesh/slowpath/proxy"
 )
 
@@ -151,7 +152,43 @@ func (a *Agent) openFlowTable() proxy.FlowTable {
 		desired = a.rec.Desired
 	}
 	a.flows = newFlowTable(a.fib.Flows, desired)
+	if n, err := a.flows.sweep(); err != nil {
+		a.log.Warn("offload flow entries of an earlier agent not removed: they age out through the flow map's LRU", "err", err)
+	} else if n > 0 {
+		a.log.Info("removed the offload flow entries an earlier agent left in the pinned flow map (its connections ended with it)", "entries", n)
+	}
 	return a.flows
+}
+
+// sweep deletes the offload entries an earlier agent left in a pinned
+// flow map: an agent killed without closing (SIGKILL, a crash) cannot
+// delete them, and its offloaded connections died with it, while a drop
+// entry left over would drop the next connection on the same 5-tuple
+// before it is offloaded. An offload entry is a TCP entry with an end at
+// the tunnel port and an identity id: nothing else writes identity ids
+// in the flow map (punted flows' entries have none). Entries whose
+// identities were both unknown to the flow tables (ids 0) cannot be told
+// from punted flows' and are left to the LRU.
+func (t *flowTable) sweep() (int, error) {
+	all, err := t.flows.List()
+	if err != nil {
+		return 0, fmt.Errorf("offload flow table: list flows: %w", err)
+	}
+	var stale []fib.FlowKey
+	for _, e := range all {
+		k := e.Key
+		if k.Proto == fib.ProtoTCP && (k.SrcPort == slowpath.TunnelPort || k.DstPort == slowpath.TunnelPort) &&
+			(e.Flow.SrcID != 0 || e.Flow.DstID != 0) {
+			stale = append(stale, k)
+		}
+	}
+	if len(stale) == 0 {
+		return 0, nil
+	}
+	if err := t.flows.Delete(stale...); err != nil {
+		return 0, fmt.Errorf("offload flow table: delete %d entries of an earlier agent: %w", len(stale), err)
+	}
+	return len(stale), nil
 }
 
 func newFlowTable(flows flowMap, identities func() *reconcile.Desired) *flowTable {

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -594,5 +596,77 @@ func TestNoFIBNoFlowTable(t *testing.T) {
 	}
 	if err := a.flows.close(); err != nil {
 		t.Errorf("close of no flow table: %v", err)
+	}
+}
+
+// The agent's registry carries the flow table's metrics.
+func TestFlowTableMetricsRegistered(t *testing.T) {
+	a := &Agent{}
+	a.flows = newFlowTable(nil, func() *reconcile.Desired { return nil })
+	m := newMetrics(a)
+	reg := prometheus.NewRegistry()
+	for _, c := range m.collectors() {
+		if c != prometheus.Collector(m.state) { // reads the FIB at each scrape
+			reg.MustRegister(c)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{"fibmesh_agent_offload_flow_entries", "fibmesh_agent_offload_flow_connections",
+		"fibmesh_agent_offload_revocation_seconds", "fibmesh_agent_offload_flow_installs_total",
+		"fibmesh_agent_offload_flow_releases_total", "fibmesh_agent_offload_revocations_total", "fibmesh_agent_offload_flow_errors_total"} {
+		if !got[name] {
+			t.Errorf("the agent's metrics lack %s", name)
+		}
+	}
+}
+
+// A restarted agent removes the offload entries an earlier one left in
+// a pinned flow map, and nothing else.
+func TestFlowTableSweep(t *testing.T) {
+	testenv.NeedRoot(t)
+	f, err := fib.Open(fib.Options{MaxFlows: 4096})
+	if err != nil {
+		t.Fatalf("open FIB: %v", err)
+	}
+	defer f.Close()
+	tcp := func(src, dst string) fib.FlowKey {
+		s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+		return fib.FlowKey{Src: s.Addr(), Dst: d.Addr(), SrcPort: s.Port(), DstPort: d.Port(), Proto: fib.ProtoTCP}
+	}
+	udp := tcp("10.200.1.11:5000", "10.200.2.11:15008")
+	udp.Proto = fib.ProtoUDP
+	left := []fib.FlowEntry{
+		{Key: toServer, Flow: fwdToServer},
+		{Key: toClient, Flow: dropToClient},
+		{Key: tcp("10.200.1.13:15008", "10.200.2.13:41000"), Flow: fib.Flow{Action: fib.ActionForward, DstID: 4}},
+	}
+	kept := []fib.FlowEntry{
+		{Key: tcp("10.200.1.11:41000", "10.200.2.11:15008"), Flow: fib.Flow{Action: fib.ActionForward}}, // punted: no ids
+		{Key: tcp("10.200.1.11:41000", "10.200.2.11:8080"), Flow: fib.Flow{Action: fib.ActionDrop, SrcID: 1}},
+		{Key: udp, Flow: fib.Flow{Action: fib.ActionForward, SrcID: 1, DstID: 2}},
+	}
+	if err := f.Flows.Put(append(slices.Clone(left), kept...)...); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{fib: f, log: slog.New(slog.DiscardHandler)}
+	if ft := a.openFlowTable(); ft == nil {
+		t.Fatal("no flow table with a FIB")
+	}
+	want := map[fib.FlowKey]fib.Flow{}
+	for _, e := range kept {
+		want[e.Key] = e.Flow
+	}
+	if diff := cmp.Diff(want, entries(t, f)); diff != "" {
+		t.Errorf("entries after the sweep (-want +got):\n%s", diff)
+	}
+	if err := a.flows.close(); err != nil {
+		t.Error(err)
 	}
 }

@@ -360,6 +360,9 @@ func (h *flowHandle) Revoke(pushed time.Time) error {
 	// this process) the conversion is exact to the two clock reads here;
 	// a wall-clock-only pushed (from another process) carries the wall
 	// clock's steps and slews since then.
+	if pushed.IsZero() {
+		pushed = time.Now() // unknown: measured from the revocation itself
+	}
 	now := t.now()
 	since := time.Since(pushed)
 	pushedMono := now

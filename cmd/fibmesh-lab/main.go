@@ -103,7 +103,7 @@ type command struct {
 var commands = map[string]*command{
 	"up": {
 		summary: "build the lab and print its nodes and pods",
-		usage: `fibmesh-lab up -f DIR [--mesh] [--bin DIR] [--nodes N] [--prefix P] [--state-dir DIR]
+		usage: `fibmesh-lab up -f DIR [--mesh [--agent-arg [NODE:]ARG]...] [--bin DIR] [--nodes N] [--prefix P] [--state-dir DIR]
   fibmesh-lab up [--nodes N] [--pods M] [--prefix P] [--state-dir DIR]
 
 Removes whatever a previous lab with the same prefix left behind, builds a

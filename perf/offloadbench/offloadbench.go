@@ -199,7 +199,7 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	}()
 	start := time.Now()
 	if err := r.lab.Up(ctx, r.manifests, true, o.Timeout); err != nil {
-		return res, err
+		return res, fmt.Errorf("%w\n%s", err, r.logTails())
 	}
 	if err := r.lab.Inspect(ctx); err != nil {
 		return res, err
@@ -384,8 +384,7 @@ func (r *runner) restartAgents(ctx context.Context, mode AgentMode) error {
 			if err == nil {
 				err = fmt.Errorf("not ready: %v", st.NotReady)
 			}
-			return fmt.Errorf("agents restarted with --offload=%s did not come back within %s: %w (logs: %s)", mode, r.o.Timeout, err,
-				filepath.Join(r.o.StateDir, "agent-"+r.t.ClientNode+".log"))
+			return fmt.Errorf("agents restarted with --offload=%s did not come back within %s: %w\n%s", mode, r.o.Timeout, err, r.logTails())
 		}
 		select {
 		case <-ctx.Done():
@@ -401,6 +400,25 @@ func (r *runner) restartAgents(ctx context.Context, mode AgentMode) error {
 	}
 	fmt.Fprintf(r.o.Out, "agents restarted with --offload=%s in %s\n", mode, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// logTails returns the end of the mesh's and the kubelet's logs: in the
+// VM they are gone once it powers off.
+func (r *runner) logTails() string {
+	var b strings.Builder
+	for _, name := range []string{"agent-" + r.t.ClientNode, "agent-" + r.t.ServerNode, "controller", "kubelet"} {
+		path := filepath.Join(r.o.StateDir, name+".log")
+		fmt.Fprintf(&b, "--- the end of %s:\n", path)
+		for l := range strings.Lines(benchlab.Tail(path, 6)) {
+			// A verifier's log is one line of kilobytes: its head says
+			// what failed, its tail why.
+			if l = strings.TrimRight(l, "\n"); len(l) > 1200 {
+				l = l[:600] + " [...] " + l[len(l)-600:]
+			}
+			fmt.Fprintln(&b, l)
+		}
+	}
+	return b.String()
 }
 
 // agentsRestarted says every agent in st runs, ready, with a process id

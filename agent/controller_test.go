@@ -33,6 +33,9 @@ type controller struct {
 	addr      string
 	rootFile  string
 	tokenFile map[string]string // node -> file holding its token
+	// requireNode authenticates xDS streams as fibmesh-controller's TLS
+	// listener does (xds.RequireNode), from the next start.
+	requireNode bool
 
 	mu      sync.Mutex
 	model   atomic.Pointer[model.Model]
@@ -168,7 +171,13 @@ func (c *controller) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc := &tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS13}
-	g := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(tc)))...)
+	opts := append(xds.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(tc)))
+	if c.requireNode {
+		// As fibmesh-controller's TLS listener: every stream
+		// authenticated with its node token, held to its node.
+		opts = append(opts, grpc.ChainStreamInterceptor(xds.RequireNode(func(ctx context.Context) (string, error) { return ca.AuthenticateNode(ctx, c.auth) })))
+	}
+	g := grpc.NewServer(opts...)
 	srv.Register(g)
 	ca.NewServer(c.ca, c.auth, ca.ModelLookup(c.model.Load)).Register(g)
 	var ln net.Listener

@@ -165,8 +165,9 @@ func (c *TLSConn) keys() (tx, rx Keys, txSecret, rxSecret []byte, err error) {
 // no-op on the socket, which the returned Conn owns).
 //
 // If the kernel cannot take this connection's version, cipher or a
-// direction (see Probe), Offload returns an *UnsupportedError before
-// touching the socket and the TLSConn stays usable in userspace.
+// direction (see Probe), or refuses the tls ULP on this socket (it is no
+// longer established), Offload returns an *UnsupportedError and the
+// TLSConn stays usable in userspace.
 func (c *TLSConn) Offload() (*Conn, error) {
 	if c.offloaded {
 		return nil, errors.New("ktls: Offload called twice")
@@ -184,7 +185,7 @@ func (c *TLSConn) Offload() (*Conn, error) {
 	}
 	caps, err := Probe()
 	if err != nil {
-		return nil, &UnsupportedError{Version: tx.Version, Cipher: tx.Cipher, Reason: err.Error()}
+		return nil, &UnsupportedError{Version: tx.Version, Cipher: tx.Cipher, Reason: "this socket refused the tls ULP: " + err.Error()}
 	}
 	for _, d := range []Direction{TX, RX} {
 		if err := caps.Supports(tx.Version, tx.Cipher, d); err != nil {
@@ -196,9 +197,12 @@ func (c *TLSConn) Offload() (*Conn, error) {
 		return nil, fmt.Errorf("ktls: %w", err)
 	}
 	// The ULP alone changes nothing on the wire (without keys the socket
-	// passes bytes as before), so on failure the TLSConn stays usable.
+	// passes bytes as before), so on failure the TLSConn stays usable:
+	// an UnsupportedError. The kernel refuses it on a socket that is no
+	// longer ESTABLISHED (ENOTCONN: the peer's FIN arrived), which a
+	// short connection meets.
 	if err := EnableULP(rc); err != nil {
-		return nil, err
+		return nil, &UnsupportedError{Version: tx.Version, Cipher: tx.Cipher, Reason: "this socket refused the tls ULP: " + err.Error()}
 	}
 	pending, eof, perr := c.detach()
 	if perr != nil {

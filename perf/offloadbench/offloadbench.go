@@ -62,7 +62,7 @@ type Options struct {
 	// Prefix and StateDir are the lab's (default fm-ob- and
 	// DefaultStateDir).
 	Prefix, StateDir string
-	// Bytes per transfer (default 256 MiB); Rounds of every mode
+	// Bytes per transfer (default 256 MiB; VMBytes suits the VM); Rounds of every mode
 	// (default 3); RevokeRounds (default 20, negative: none).
 	Bytes        int64
 	Rounds       int
@@ -75,8 +75,11 @@ type Options struct {
 	// Where and Kernel label the result ("host", "vm-tcg").
 	Where, Kernel string
 	// RevokeChunk bytes are written every RevokeInterval by the
-	// revocation rounds' stream (default 16 KiB every 2 ms: packets keep
-	// arriving, so the drop entry counts one soon after it is set).
+	// revocation rounds' stream (default 1 KiB every millisecond, 8
+	// Mbit/s: a packet arrives at least every millisecond, so the drop
+	// entry counts one within a millisecond of being set, and the stream
+	// stays below what the emulated VM carries, so it does not starve
+	// the agents that handle the push).
 	RevokeChunk    int
 	RevokeInterval time.Duration
 	// Timeout bounds bringing the lab up, an agent restart, waiting for
@@ -98,10 +101,10 @@ func (o Options) withDefaults() Options {
 		o.RevokeRounds = 20
 	}
 	if o.RevokeChunk <= 0 {
-		o.RevokeChunk = 16 << 10
+		o.RevokeChunk = 1 << 10
 	}
 	if o.RevokeInterval <= 0 {
-		o.RevokeInterval = 2 * time.Millisecond
+		o.RevokeInterval = time.Millisecond
 	}
 	if o.Prefix == "" {
 		o.Prefix = "fm-ob-"
@@ -123,6 +126,12 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
+
+// VMBytes is the transfer size for the make vmtest VM: its emulated lab
+// carries about 10 Mbit/s through the mesh (every packet crosses four
+// veths and their XDP programs without segmentation offloads), so 32 MiB
+// takes about 30 s.
+const VMBytes = 32 << 20
 
 // DefaultStateDir is the lab's state directory: a fixed one, so that a
 // run that was killed before it took its lab down has its kubelet

@@ -159,9 +159,15 @@ func TestNICTLSFromNodeMetadata(t *testing.T) {
 			e.push()
 			servedMarks(t, e.srv, []string{"node1"}, []string{"node2"})
 
-			// A changed report is pushed: node1 stops offloading.
+			// A changed report is pushed: node1 stops offloading. The
+			// client's Generation of FDS moves with it (the agent's
+			// NICTLS index is rebuilt on that).
+			gen := c2.Generation(xdsapi.FlowTableType)
 			c1, stop1 = nicClient(t, e, "node1", delta, false, fibv1.NICTLSMetadata(false))
 			awaitMarks(t, c2, nil, both)
+			if g := c2.Generation(xdsapi.FlowTableType); gen == 0 || g <= gen {
+				t.Errorf("FDS generation %d before the change, %d after: want it above 0 and moving", gen, g)
+			}
 			awaitMarks(t, c1, nil, both)
 			stop1()
 			stop2()

@@ -240,6 +240,8 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 				log.Warn("agent refused config (NACK); it keeps its last good config", "node", ev.Node, "type", xds.ShortType(ev.TypeURL), "version", ev.Version, "reason", ev.Reason)
 			case "connect", "disconnect":
 				log.Info("agent "+ev.Kind, "node", ev.Node)
+			case "nic-tls":
+				log.Info("node's NIC kTLS offload report; routes to it in the flow tables follow", "node", ev.Node, "report", ev.Reason)
 			}
 		},
 		OnPush: func(r xds.PushResult) {

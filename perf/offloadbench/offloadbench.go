@@ -231,48 +231,101 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 		}
 	}
 
-	// Phase 1: the agents as they start (auto where the kernel has
-	// kTLS): offloaded and direct rounds, then the revocation rounds.
-	// Phase 2: the agents restarted with --offload=off: userspace and
-	// direct rounds. Direct runs in both, so a drift between the phases
-	// shows.
+	// Every round runs each mesh mode right after its agents (re)started
+	// and settled, each with a direct transfer before or after it, so the
+	// modes compare within minutes of each other; the revocation rounds
+	// run last, with the agents offloading where they can.
+	mesh := []Mode{ModeUserspace}
 	if o.Offload {
-		r.rounds(ctx, ModeOffloaded)
-		r.revocations(ctx)
-		if ctx.Err() != nil {
-			return res, ctx.Err()
+		mesh = []Mode{ModeOffloaded, ModeUserspace}
+	}
+	if err := r.settle(ctx); err != nil {
+		return res, err
+	}
+	for round := 1; round <= o.Rounds && ctx.Err() == nil; round++ {
+		for i := range mesh {
+			// Rotate so that no mode always runs first.
+			m := mesh[(i+round-1)%len(mesh)]
+			want := AgentOff
+			if m == ModeOffloaded {
+				want = AgentAuto
+			}
+			if r.mode != want {
+				if err := r.restartAgents(ctx, want); err != nil {
+					return res, err
+				}
+			}
+			order := []Mode{m, ModeDirect}
+			if round%2 == 0 {
+				slices.Reverse(order)
+			}
+			for _, mode := range order {
+				r.round(ctx, mode, round)
+			}
 		}
-		if err := r.restartAgents(ctx, AgentOff); err != nil {
-			return res, err
+	}
+	if o.RevokeRounds > 0 && ctx.Err() == nil {
+		if o.Offload && r.mode != AgentAuto {
+			if err := r.restartAgents(ctx, AgentAuto); err != nil {
+				return res, err
+			}
 		}
-		r.rounds(ctx, ModeUserspace)
-	} else {
-		r.rounds(ctx, ModeUserspace)
 		r.revocations(ctx)
 	}
 	return res, ctx.Err()
 }
 
-// rounds runs Rounds rounds of mesh mode m and of direct, alternating
-// which goes first.
-func (r *runner) rounds(ctx context.Context, m Mode) {
-	for round := 1; round <= r.o.Rounds && ctx.Err() == nil; round++ {
-		order := []Mode{m, ModeDirect}
-		if round%2 == 0 {
-			slices.Reverse(order)
+// round measures one transfer of mode m and records it.
+func (r *runner) round(ctx context.Context, m Mode, round int) {
+	s, err := r.sample(ctx, m, round)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.fail("round %d %s (agents --offload=%s): %v", round, m, r.mode, err)
 		}
-		for _, mode := range order {
-			s, err := r.sample(ctx, mode, round)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				r.fail("round %d %s (agents --offload=%s): %v", round, mode, r.mode, err)
-				continue
-			}
-			r.res.Samples = append(r.res.Samples, s)
-			fmt.Fprintf(r.o.Out, "round %d %-9s %7.3f Gbit/s (%d MiB in %.2f s)  machine %7.2f CPU-s/GB  agents %7.2f CPU-s/GB  %s\n",
-				round, mode, s.Gbps(), s.Bytes>>20, s.Seconds, s.MachineCPUPerGB(), s.AgentCPUPerGB(), s.Path)
+		return
+	}
+	r.res.Samples = append(r.res.Samples, s)
+	fmt.Fprintf(r.o.Out, "round %d %-9s %7.3f Gbit/s (%d MiB in %.2f s)  machine %7.2f CPU-s/GB  agents %7.2f CPU-s/GB  %s\n",
+		round, m, s.Gbps(), s.Bytes>>20, s.Seconds, s.MachineCPUPerGB(), s.AgentCPUPerGB(), s.Path)
+}
+
+// settleBusy is the agents' CPU use, in CPUs, below which they count as
+// idle; settleWindow the window it is measured over.
+const (
+	settleBusy   = 0.05
+	settleWindow = time.Second
+)
+
+// settle waits until the agents are idle (their start-up work done:
+// enrolments restored, SVIDs fetched, the FIB reconciled), at most
+// Timeout, so that it does not count against the mode measured next,
+// and says how long it waited.
+func (r *runner) settle(ctx context.Context) error {
+	start := time.Now()
+	deadline := start.Add(r.o.Timeout)
+	for {
+		pids, err := r.agentPIDs(ctx)
+		if err != nil {
+			return err
+		}
+		c0, err := benchlab.CPUSeconds(pids)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(settleWindow):
+		}
+		c1, err := benchlab.CPUSeconds(pids)
+		if err != nil {
+			return err
+		}
+		busy := (c1 - c0) / time.Since(t0).Seconds()
+		if busy < settleBusy || time.Now().After(deadline) {
+			fmt.Fprintf(r.o.Out, "agents (--offload=%s) at %.0f%% of a CPU after %s\n", r.mode, busy*100, time.Since(start).Round(time.Millisecond))
+			return nil
 		}
 	}
 }
@@ -408,7 +461,7 @@ func (r *runner) restartAgents(ctx context.Context, mode AgentMode) error {
 		return err
 	}
 	fmt.Fprintf(r.o.Out, "agents restarted with --offload=%s in %s\n", mode, time.Since(start).Round(time.Millisecond))
-	return nil
+	return r.settle(ctx)
 }
 
 // logTails returns the end of the mesh's and the kubelet's logs: in the

@@ -99,16 +99,20 @@ func TestResultLine(t *testing.T) {
 	}
 	deathOnly := &Result{Where: "host", OffloadSkipped: "no kTLS",
 		Samples:     []Sample{s(ModeUserspace, 1.4, 5, 3), s(ModeDirect, 3, 1, 0)},
-		Revocations: []Revocation{{DeathMs: 50, AgentNote: "not offloaded"}, {DeathMs: 70, AgentMs: 1, AgentSource: "offload/flows"}},
+		Revocations: []Revocation{{DeathMs: 50, AgentNote: "not offloaded"}, {DeathMs: 70, AgentMs: 1, AgentSource: "offload/flows"}, {DeathMs: 60, AgentNote: "no-drop"}},
 	}
+	// Most rounds have the agents' figure: theirs, over those rounds.
+	mostly := &Result{Where: "vm-tcg", Revocations: []Revocation{{DeathMs: 900, AgentMs: 12, AgentSource: "offload/flows"},
+		{DeathMs: 800, AgentNote: "no-drop"}, {DeathMs: 700, AgentMs: 30, AgentSource: revocationMetric}}}
 	for _, tc := range []struct {
 		name string
 		r    *Result
 		want string
 	}{
 		{name: "every mode", r: full, want: "offload: offloaded_gbps=0.180 userspace_gbps=0.090 direct_gbps=1.600 cpu_ratio=0.47 revoke_p99_ms=2.0 where=vm-tcg"},
-		// A round without the agents' figure: the bench's own, for all.
+		// Fewer than half the rounds have the agents' figure: the bench's own, for all.
 		{name: "no kTLS, bench's figure", r: deathOnly, want: "offload: offloaded_gbps=0.000 userspace_gbps=1.400 direct_gbps=3.000 cpu_ratio=0.00 revoke_p99_ms=70.0 where=host"},
+		{name: "agents' figure in most rounds", r: mostly, want: "offload: offloaded_gbps=0.000 userspace_gbps=0.000 direct_gbps=0.000 cpu_ratio=0.00 revoke_p99_ms=30.0 where=vm-tcg"},
 		{name: "nothing", r: &Result{Where: "host"}, want: "offload: offloaded_gbps=0.000 userspace_gbps=0.000 direct_gbps=0.000 cpu_ratio=0.00 revoke_p99_ms=0.0 where=host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -126,6 +126,13 @@ func (r *runner) revoke(ctx context.Context, round int) (Revocation, error) {
 		return v, ctx.Err()
 	}
 	v.DeathMs = float64(died.Sub(applied).Microseconds()) / 1000
+	// The agents' figure first: a revoked connection's row leaves
+	// /offload/flows with its drop entry, 5 s after the connection closed.
+	if v.Offloaded {
+		r.agentFigure(ctx, &v, applied, hist)
+	} else {
+		v.AgentNote = "not offloaded: no XDP drop entry to measure"
+	}
 	// The other end's view, for the record.
 	clientDone := false
 	select {
@@ -149,12 +156,6 @@ func (r *runner) revoke(ctx context.Context, round int) (Revocation, error) {
 		v.ServerErr = sr.Err.Error()
 	} else if gotSink {
 		v.ServerErr = "end of file (closed, not reset)"
-	}
-
-	if v.Offloaded {
-		r.agentFigure(ctx, &v, applied, hist)
-	} else {
-		v.AgentNote = "not offloaded: no XDP drop entry to measure"
 	}
 
 	// Remove the policy and wait for the path to open again.

@@ -31,7 +31,9 @@
 // The agents' mode is switched without rebuilding the lab: their binary
 // in the lab's bin directory is a script that runs the real agent with
 // --offload read from a file, and the lab's kubelet restarts an agent
-// that exits.
+// that exits. Each round restarts them for each mesh mode and waits for
+// them to settle, so the modes are measured minutes apart, not phases
+// apart.
 package offloadbench
 
 import (

@@ -35,16 +35,16 @@ Brings up a 2-node lab with the controller and an agent per node (prefix
 fm-ob-): a client pod on node1 and a server pod on node2 in the mesh
 (STRICT mTLS, a Service in front of the server, opaque TCP), and a pair
 outside the mesh. The bench itself opens both ends of the stream in the
-pods' network namespaces. Phase 1, agents with --offload=auto: offloaded
-and direct transfers (--mib each, --rounds of each, alternating), every
-offloaded one checked offloaded on both agents; then --revoke-rounds
-rounds of a paced stream revoked by an AuthorizationPolicy that denies
-the client. Phase 2, the agents restarted with --offload=off: userspace
-and direct transfers. Reports throughput, CPU seconds per GB for the
-whole machine (/proc/stat) and for the agents (/proc/PID/stat), and the
-revocation latency p50/p99: the agents' own figure (the controller's push
-to the first packet the XDP drop entry counted) where they report it, else
-the bench's (policy written to the stream's death), labelled.
+pods' network namespaces. Each of --rounds rounds: the agents restarted
+with --offload=auto for an offloaded transfer (--mib), checked offloaded
+on both agents, and with --offload=off for a userspace one, each beside a
+direct transfer; then --revoke-rounds rounds of a paced stream revoked by
+an AuthorizationPolicy that denies the client, agents on auto. Reports
+throughput, CPU seconds per GB for the whole machine (/proc/stat) and for
+the agents (/proc/PID/stat), and the revocation latency p50/p99: the
+agents' own figure (the controller's push to the first packet the XDP
+drop entry counted) where they report it, else the bench's (policy
+written to the stream's death), labelled.
 
 --where: auto runs here when this kernel has kTLS, else in the make vmtest
 VM (Debian's kernel under qemu TCG: where=vm-tcg, compare ratios, not

@@ -387,9 +387,14 @@ func (h *flowHandle) Revoke(pushed time.Time) error {
 	}
 	drop := r.flow
 	drop.Action = fib.ActionDrop
-	if err := t.flows.Put(fib.FlowEntry{Key: h.in, Flow: drop}); err != nil {
-		t.errs.WithLabelValues("revoke").Inc()
-		return fmt.Errorf("revoke connection %d (pod %s): %w", h.f.ConnID, h.f.Pod, err)
+	// Both ends on this node share the key: when the other end's
+	// revocation already turned it to drop, writing it again would zero
+	// the counts its measurement reads.
+	if r.flow.Action != fib.ActionDrop {
+		if err := t.flows.Put(fib.FlowEntry{Key: h.in, Flow: drop}); err != nil {
+			t.errs.WithLabelValues("revoke").Inc()
+			return fmt.Errorf("revoke connection %d (pod %s): %w", h.f.ConnID, h.f.Pod, err)
+		}
 	}
 	if ok && r.flow.Action != fib.ActionDrop {
 		// Packets counted between the read and the write above (a few

@@ -31,6 +31,7 @@ const (
 	ReasonProxyHeader    = "proxy-header"        // missing, malformed, truncated or slow PROXY header
 	ReasonBadDestination = "bad-destination"     // the PROXY/original destination is not this pod's app
 	ReasonUpstreamApp    = "app-connect"         // the local app refused the connection
+	ReasonOffloadFailed  = "offload-failed"      // the kernel took part of an offload, then failed: the connection was reset
 )
 
 type metrics struct {

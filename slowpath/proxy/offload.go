@@ -116,7 +116,7 @@ func offloadOffReason(cfg Offload) string {
 // or down may have been replaced by the kTLS connection (keys installed,
 // but the byte path refused it: the proxy copies through the kernel's
 // crypto).
-func (p *Proxy) offload(c *conn, down, up *stream) *offloaded {
+func (p *Proxy) offload(c *conn, down, up *stream) (*offloaded, error) {
 	var tunnel *tlsStream
 	var app tcpStream
 	var tside *stream
@@ -128,12 +128,12 @@ func (p *Proxy) offload(c *conn, down, up *stream) *offloaded {
 		t := d.(tlsStream)
 		tunnel, app, tside = &t, u.(tcpStream), down
 	default:
-		return nil // no TLS on this connection
+		return nil, nil // no TLS on this connection
 	}
-	userspace := func(reason string) *offloaded {
+	userspace := func(reason string) (*offloaded, error) {
 		c.update(func(i *ConnInfo) { i.Offload, i.OffloadReason = OffloadUserspace, reason })
 		p.m.offloadDecisions.WithLabelValues(OffloadUserspace).Inc()
-		return nil
+		return nil, nil
 	}
 	if p.offloadOff != "" {
 		return userspace(p.offloadOff)
@@ -143,7 +143,7 @@ func (p *Proxy) offload(c *conn, down, up *stream) *offloaded {
 		if !errors.Is(err, ktls.ErrUnsupported) {
 			// The kernel took part of it and Offload closed the
 			// socket: the connection cannot go on.
-			c.abort("offload failed: " + err.Error())
+			return nil, err
 		}
 		// Unsupported leaves the socket untouched: the userspace
 		// relay goes on.
@@ -155,15 +155,22 @@ func (p *Proxy) offload(c *conn, down, up *stream) *offloaded {
 	// (docs/splice.md), so the proxy does not offer it.
 	pair, err := splice.Join(app.TCPConn, kc, splice.Options{})
 	if err != nil {
-		// The kernel has the keys now: the copy loop goes on through
-		// the kTLS connection.
+		if !errors.Is(err, splice.ErrUnsupported) {
+			// Join reset both sockets (a pipe it could not get).
+			return nil, err
+		}
+		// The kernel has the keys now and Join left the sockets as
+		// they were: the copy loop goes on through the kTLS
+		// connection.
 		return userspace("byte path: " + err.Error())
 	}
 	o := &offloaded{pair: pair}
-	if ft := p.cfg.Offload.Flows; ft != nil {
+	tcp := kc.TCPConn()
+	local, remote := addrPortOf(tcp.LocalAddr()), addrPortOf(tcp.RemoteAddr())
+	// The XDP FIB is IPv4: an IPv6 tunnel is offloaded without entries.
+	if ft := p.cfg.Offload.Flows; ft != nil && local.Addr().Is4() && remote.Addr().Is4() {
 		info := c.snapshot()
-		tcp := kc.TCPConn()
-		f := TunnelFlow{ConnID: c.id, Pod: info.Pod, Local: addrPortOf(tcp.LocalAddr()), Remote: addrPortOf(tcp.RemoteAddr()),
+		f := TunnelFlow{ConnID: c.id, Pod: info.Pod, Local: local, Remote: remote,
 			LocalIdentity: info.LocalIdentity, PeerIdentity: info.PeerIdentity}
 		if h, err := ft.Install(f); err == nil {
 			o.flow = h
@@ -186,7 +193,7 @@ func (p *Proxy) offload(c *conn, down, up *stream) *offloaded {
 		pair.Close()
 	}
 	p.m.offloadDecisions.WithLabelValues(mode).Inc()
-	return o
+	return o, nil
 }
 
 func isTLS(s stream) bool { _, ok := s.(tlsStream); return ok }
@@ -206,6 +213,7 @@ func (s ktlsStream) tcp() *net.TCPConn           { return s.kc.TCPConn() }
 // either way for that long), a revocation, or an abort.
 func (p *Proxy) relayOffloaded(c *conn, o *offloaded, idle time.Duration) {
 	c.update(func(i *ConnInfo) { i.State = StateOffloaded })
+	p.recheck(c) // a revocation is picked up by the loop below
 	p.m.conns.WithLabelValues(c.direction, c.result()).Inc()
 	active := p.m.active.WithLabelValues(c.direction)
 	active.Inc()

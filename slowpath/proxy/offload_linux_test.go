@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
@@ -432,5 +434,103 @@ func TestOffloadManyShort(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(l.p.m.offloaded.WithLabelValues(OffloadSplice)); v != 0 {
 		t.Errorf("offloaded_connections{splice} = %v after every connection ended", v)
+	}
+}
+
+// TestRevokeDuringSetup: a change that arrives while a connection is being
+// set up (Reevaluate skips it then) is applied once it is established.
+func TestRevokeDuringSetup(t *testing.T) {
+	var (
+		l    *lab
+		once sync.Once
+		n    = -1
+	)
+	l = newLab(t, func(c *Config) {
+		cert := c.Certificate
+		c.Certificate = func(ns, pod string) (*tls.Certificate, spiffeid.ID, error) {
+			if pod == "client" {
+				// The client's tunnel is being set up: its endpoint
+				// leaves the cluster now.
+				once.Do(func() {
+					s := l.snapshot(nil)
+					s.Clusters["outbound|80||echo.default.svc.cluster.local"].Endpoints = endpoints()
+					l.snap.Store(s)
+					n = l.p.Reevaluate(time.Now())
+				})
+			}
+			return cert(ns, pod)
+		}
+	})
+	c := l.callOutbound(t, vip)
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("ping"))
+	_, err := io.ReadAll(c)
+	if err == nil {
+		t.Fatal("the connection whose endpoint left during its setup was answered to its end, want a reset")
+	}
+	if n != 0 {
+		t.Errorf("Reevaluate during the setup revoked %d connections, want 0 (the connection was not established yet)", n)
+	}
+	testenv.Until(t, 10*time.Second, "the outbound row revoked", func() bool {
+		for _, r := range l.p.Connections() {
+			if r.Direction == DirectionOutbound && r.State == StateClosed && strings.HasPrefix(r.Reason, "revoked: endpoint ") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestNoRevoke: config changes that still allow a connection leave it
+// alone: a route now sending new connections to another cluster (a
+// canary shift) while its own cluster and endpoint exist, a readiness
+// flap, an RBAC that still allows the caller.
+func TestNoRevoke(t *testing.T) {
+	allowClient := &xdsconf.RBAC{Allow: &xdsconf.RBACFilter{Policies: []*xdsconf.Policy{{Name: "allow-client",
+		Match: func(in xdsconf.AuthzInput) bool { return in.Principal == "spiffe://cluster.local/ns/default/sa/client" }}}}}
+	l := newLab(t)
+	c := l.callOutbound(t, vip)
+	defer c.Close()
+	buf := make([]byte, 4)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(s *xdsconf.Snapshot)
+	}{
+		{"route to another cluster", func(s *xdsconf.Snapshot) {
+			v2 := *s.Clusters["outbound|80||echo.default.svc.cluster.local"]
+			v2.Name = "outbound|80|v2|echo.default.svc.cluster.local"
+			s.Clusters[v2.Name] = &v2
+			s.Outbound.Chains[0].TCP = &xdsconf.TCPProxy{Clusters: []xdsconf.WeightedCluster{{Name: v2.Name, Weight: 1}}}
+		}},
+		{"endpoint unhealthy", func(s *xdsconf.Snapshot) {
+			e := s.Clusters["outbound|80||echo.default.svc.cluster.local"].Endpoints
+			e.Hosts[0].Healthy = false
+			e.Healthy = nil
+		}},
+		{"rbac allows", func(s *xdsconf.Snapshot) {
+			for _, fc := range s.Inbound.Chains {
+				fc.RBAC = allowClient
+			}
+		}},
+	} {
+		s := l.snapshot(nil)
+		tc.change(s)
+		l.snap.Store(s)
+		if n := l.p.Reevaluate(time.Now()); n != 0 {
+			t.Errorf("%s: %d connections revoked, want none", tc.name, n)
+		}
+	}
+	if _, err := c.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "pong" {
+		t.Fatalf("after the changes: read %q, %v", buf, err)
 	}
 }

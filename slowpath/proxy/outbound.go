@@ -86,7 +86,7 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 	if cl == nil {
 		return nil, nil, refuse(ReasonNoCluster, fmt.Errorf("filter chain %s: cluster %s is unknown", chain.Name, name))
 	}
-	d := &l4Decision{port: slowpath.OutboundPort, src: src, dst: dst, serverName: sni, cluster: name}
+	d := &l4Decision{port: slowpath.OutboundPort, src: src, dst: dst, serverName: sni, cluster: name, snap: snap}
 	if cl.MaxConnections > 0 {
 		// The circuit breaker, per pod as a sidecar's: the cluster's
 		// connections from this pod, by name so that it holds across

@@ -82,11 +82,19 @@ func (p *Proxy) relay(c *conn, down, up stream) {
 		idle = c.idle // the chain's; negative (xdsconf.NoIdleTimeout): none
 	}
 	c.mu.Unlock()
-	if o := p.offload(c, &down, &up); o != nil {
+	o, err := p.offload(c, &down, &up)
+	switch {
+	case err != nil:
+		// The kernel took part of the connection and its sockets are
+		// closed.
+		p.fail(c, refuse(ReasonOffloadFailed, err))
+		return
+	case o != nil:
 		p.relayOffloaded(c, o, idle)
 		return
 	}
 	c.update(func(i *ConnInfo) { i.State = StateEstablished })
+	p.recheck(c) // the copiers below end on the resets of a revocation
 	p.m.conns.WithLabelValues(c.direction, c.result()).Inc()
 	active := p.m.active.WithLabelValues(c.direction)
 	active.Inc()

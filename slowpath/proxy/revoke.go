@@ -22,6 +22,10 @@ type l4Decision struct {
 	// picked from it (zero for original-destination and DNS clusters).
 	cluster  string
 	endpoint netip.Addr
+	// snap is the config the decision was made with: a change that
+	// arrives during the connection's setup, when Reevaluate skips it,
+	// is caught by recheck once it is established.
+	snap *xdsconf.Snapshot
 }
 
 // Revocation reasons (fibmesh_agent_proxy_revocations_total's reason).
@@ -93,7 +97,16 @@ func (d *l4Decision) check(snap *xdsconf.Snapshot) (why, detail string) {
 		case d.port == slowpath.TunnelPort && chain.TLS == nil:
 			return RevokeNoChain, "inbound filter chain " + chain.Name + " has no TLS context"
 		case chain.HTTP != nil:
-			return "", "" // now an HTTP port: its requests would be authorized one by one
+			// Now an HTTP port: new connections are authorized request
+			// by request; this byte stream has no requests, so only a
+			// DENY that matches it without one revokes it (an ALLOW
+			// with request rules would fail closed on it).
+			if r := chain.HTTP.RBAC; r != nil && r.Deny != nil {
+				if dec := (&xdsconf.RBAC{Deny: r.Deny}).Evaluate(xdsconf.AuthzInput{Principal: d.principal, Source: d.src, Destination: d.dst}); !dec.Allowed {
+					return RevokeRBAC, "rbac " + dec.Policy
+				}
+			}
+			return "", ""
 		}
 		if dec := chain.RBAC.Evaluate(xdsconf.AuthzInput{Principal: d.principal, Source: d.src, Destination: d.dst}); !dec.Allowed {
 			policy := dec.Policy
@@ -111,12 +124,13 @@ func (d *l4Decision) check(snap *xdsconf.Snapshot) (why, detail string) {
 	if chain == nil {
 		return RevokeNoChain, "no outbound filter chain for " + d.dst.String()
 	}
-	if chain.TCP == nil || d.cluster == "" {
+	if d.cluster == "" {
 		return "", ""
 	}
-	if !slices.ContainsFunc(chain.TCP.Clusters, func(w xdsconf.WeightedCluster) bool { return w.Name == d.cluster && w.Weight > 0 }) {
-		return RevokeNoCluster, "filter chain " + chain.Name + " no longer sends to cluster " + d.cluster
-	}
+	// A route that now sends new connections elsewhere (weights, a
+	// subset, a ServiceEntry taking over a passthrough address) is a
+	// routing change, not a revocation: the connection stays while its
+	// cluster and endpoint exist.
 	cl := snap.Clusters[d.cluster]
 	if cl == nil {
 		return RevokeNoCluster, "cluster " + d.cluster + " removed"
@@ -147,14 +161,35 @@ func (p *Proxy) revoke(c *conn, why, detail string, pushed time.Time) bool {
 		where = "offloaded"
 	}
 	p.m.revoked.WithLabelValues(why, where).Inc()
+	if p.cfg.Events != nil {
+		// Before the teardown, so that it comes before EventClosed.
+		p.cfg.Events(Event{Kind: EventRevoked, Conn: c.snapshot(), Reason: reason})
+	}
 	close(c.revokeCh)
 	if off == nil {
 		// A userspace relay (or one being offloaded: it sees the abort)
 		// ends on the resets.
 		c.abort(reason)
 	}
-	if p.cfg.Events != nil {
-		p.cfg.Events(Event{Kind: EventRevoked, Conn: c.snapshot(), Reason: reason})
-	}
 	return true
+}
+
+// recheck runs the revocation check for a connection that has just
+// become established, if the config changed since its setup decided:
+// Reevaluate skipped it while it was in setup. The store publishes a
+// config before Reevaluate runs, so every change is seen by one of them.
+func (p *Proxy) recheck(c *conn) {
+	c.mu.Lock()
+	d := c.l4
+	c.mu.Unlock()
+	if d == nil {
+		return
+	}
+	cur := p.cfg.Snapshot()
+	if cur == nil || cur == d.snap {
+		return
+	}
+	if why, detail := d.check(cur); why != "" {
+		p.revoke(c, why, detail, time.Now())
+	}
 }

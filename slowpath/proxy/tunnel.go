@@ -138,7 +138,9 @@ var nicSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_EC
 // costs the NIC offload, never the connection.
 func (ps *podState) nicConfig(chi *tls.ClientHelloInfo, base *tls.Config) (*tls.Config, error) {
 	nic := ps.p.cfg.Offload.NICTLS
-	if nic == nil || ps.p.userspaceOnly || !slices.Contains(chi.SupportedVersions, tls.VersionTLS12) {
+	// Only an L4 tunnel can be offloaded; the pooled HTTP/2 tunnel
+	// keeps TLS 1.3.
+	if nic == nil || ps.p.userspaceOnly || !slices.Contains(chi.SupportedVersions, tls.VersionTLS12) || !slices.Contains(chi.SupportedProtos, slowpath.TunnelALPN) {
 		return nil, nil
 	}
 	peer, ok := chi.Conn.RemoteAddr().(*net.TCPAddr)
@@ -252,7 +254,7 @@ func (ps *podState) tunnelALPN(ctx context.Context, c *conn, sans []spiffeid.ID,
 			return nil
 		},
 	}
-	if nic := ps.p.cfg.Offload.NICTLS; nic != nil && !ps.p.userspaceOnly && nic(endpoint.Addr()) {
+	if nic := ps.p.cfg.Offload.NICTLS; nic != nil && !ps.p.userspaceOnly && alpn == slowpath.TunnelALPN && nic(endpoint.Addr()) {
 		// Both nodes' NICs offload kTLS record crypto, which mainline
 		// drivers do for TLS 1.2 AES-128-GCM only: offered besides TLS
 		// 1.3, and chosen by a server that agrees (inboundTunnel).
@@ -489,7 +491,7 @@ func (ps *podState) toApp(ctx context.Context, c *conn, port int, src, dst netip
 		return nil, nil, refuse(ReasonUpstreamApp, err)
 	}
 	c.mu.Lock()
-	c.l4 = &l4Decision{port: port, src: src, dst: dst, principal: principal}
+	c.l4 = &l4Decision{port: port, src: src, dst: dst, principal: principal, snap: snap}
 	c.mu.Unlock()
 	return up, nil, nil
 }

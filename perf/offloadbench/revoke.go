@@ -58,6 +58,7 @@ func (r *runner) revoke(ctx context.Context, round int) (Revocation, error) {
 	// the agents offload, established otherwise.
 	offload := r.mode == AgentAuto && r.o.Offload
 	deadline := time.Now().Add(r.o.Timeout)
+	conns := map[string]uint64{} // node -> the stream's connection id in its agent
 	for {
 		client, server, err := r.tunnelConns(ctx, p.local)
 		if err != nil {
@@ -65,6 +66,7 @@ func (r *runner) revoke(ctx context.Context, round int) (Revocation, error) {
 		}
 		if len(client) == 1 && len(server) == 1 {
 			c, sv := client[0], server[0]
+			conns[r.t.ClientNode], conns[r.t.ServerNode] = c.ID, sv.ID
 			if offload && c.offloaded() && sv.offloaded() {
 				v.Offloaded = true
 				break
@@ -129,7 +131,7 @@ func (r *runner) revoke(ctx context.Context, round int) (Revocation, error) {
 	// The agents' figure first: a revoked connection's row leaves
 	// /offload/flows with its drop entry, 5 s after the connection closed.
 	if v.Offloaded {
-		r.agentFigure(ctx, &v, applied, hist)
+		r.agentFigure(ctx, &v, conns, hist)
 	} else {
 		v.AgentNote = "not offloaded: no XDP drop entry to measure"
 	}
@@ -168,11 +170,11 @@ func (r *runner) revoke(ctx context.Context, round int) (Revocation, error) {
 	return v, nil
 }
 
-// agentFigure reads the agents' revocation latency for the round whose
-// policy was written at applied: the revoked flow in /offload/flows of
-// either agent (the largest figure if both measured one), else the
-// histogram's growth since hist.
-func (r *runner) agentFigure(ctx context.Context, v *Revocation, applied time.Time, hist map[string][2]float64) {
+// agentFigure reads the agents' revocation latency for the round's
+// connection (conns: its id in each node's agent): its revoked flow in
+// /offload/flows of either agent (the largest figure if both measured
+// one), else the histogram's growth since hist.
+func (r *runner) agentFigure(ctx context.Context, v *Revocation, conns map[string]uint64, hist map[string][2]float64) {
 	deadline := time.Now().Add(min(r.o.Timeout, 20*time.Second))
 	pods := map[string]string{r.t.ClientNode: r.t.meshPod("client"), r.t.ServerNode: r.t.meshPod("server")}
 	var notes []string
@@ -186,9 +188,15 @@ func (r *runner) agentFigure(ctx context.Context, v *Revocation, applied time.Ti
 				continue
 			}
 			served = true
+			seen := false
 			for _, f := range fs {
+				if f.ConnID != conns[node] {
+					continue
+				}
+				seen = true
 				rv := f.Revocation
-				if rv == nil || rv.Pushed.Before(applied.Add(-time.Second)) {
+				if rv == nil {
+					notes = append(notes, fmt.Sprintf("%s's agent: conn %d %s, not revoked", node, f.ConnID, f.State))
 					continue
 				}
 				switch rv.State {
@@ -200,15 +208,18 @@ func (r *runner) agentFigure(ctx context.Context, v *Revocation, applied time.Ti
 						v.AgentMs, v.AgentErrorMs = rv.FirstDropMs, rv.FirstDropErrorMs
 					}
 				default:
-					notes = append(notes, fmt.Sprintf("%s's agent: conn %d revocation %s", node, f.ConnID, rv.State))
+					notes = append(notes, fmt.Sprintf("%s's agent: conn %d revocation %s (%d dropped)", node, f.ConnID, rv.State, rv.Dropped))
 				}
+			}
+			if !seen {
+				notes = append(notes, fmt.Sprintf("%s's agent: conn %d not in /offload/flows", node, conns[node]))
 			}
 		}
 		if found && !waiting {
 			v.AgentSource = "offload/flows"
 			return
 		}
-		if !served || time.Now().After(deadline) {
+		if !served || time.Now().After(deadline) || (!waiting && !found) {
 			break
 		}
 		select {
@@ -230,7 +241,7 @@ func (r *runner) agentFigure(ctx context.Context, v *Revocation, applied time.Ti
 	}
 	if v.AgentSource == "" {
 		if len(notes) == 0 {
-			notes = append(notes, "no revoked flow in either agent's /offload/flows and no "+revocationMetric+" growth")
+			notes = append(notes, "no revoked flow of the connection in either agent's /offload/flows and no "+revocationMetric+" growth")
 		}
 		v.AgentNote = fmt.Sprint(notes)
 	}

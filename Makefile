@@ -45,15 +45,16 @@ test: deps fmt vet check-generate ## run every test (root: BPF, lab and integrat
 	@hack/bpffs.sh
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-# make vmtest: packages, -test.run filter, more test binary flags, more
-# hack/vmtest flags (-timeout, -smp, -keep, ...). Empty VMTEST_PKGS means
-# hack/vmtest's default list.
+# make vmtest: packages (each PATTERN or PATTERN:REGEXP, that package's own
+# -test.run), -test.run filter, more test binary flags, more hack/vmtest
+# flags (-timeout, -smp, -keep, ...). Empty VMTEST_PKGS means hack/vmtest's
+# default list (with ./e2e:^TestOffload: the lab in the VM).
 VMTEST_PKGS  ?=
 VMTEST_RUN   ?=
 VMTEST_ARGS  ?=
 VMTEST_FLAGS ?=
 
-vmtest: ## kernel tests (kTLS, sockmap) in a qemu VM on Debian's stock kernel; VMTEST_PKGS, VMTEST_RUN (installs qemu-system-x86, busybox-static)
+vmtest: ## kernel tests (kTLS, sockmap, the e2e offload lab) in a qemu VM on Debian's stock kernel; VMTEST_PKGS, VMTEST_RUN (installs qemu-system-x86, busybox-static)
 	@hack/deps.sh vmtest
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/vmtest ./hack/vmtest

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,5 +112,31 @@ github.com/fibmesh/fibmesh/broken|/w/broken|github.com/fibmesh/fibmesh|1|0|/w/br
 		if missing(got[i]) != want {
 			t.Errorf("missing(%s) = %v, want %v", got[i].ImportPath, !want, want)
 		}
+	}
+}
+
+func TestHostTools(t *testing.T) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("no ip on this host: %v", err)
+	}
+	files, err := hostTools(context.Background(), []string{"ip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range files {
+		if _, err := os.Stat(f.Host); err != nil {
+			t.Errorf("%s: host file %s: %v", f.Guest, f.Host, err)
+		}
+		have[filepath.Base(f.Guest)] = true
+	}
+	if !have["ip"] {
+		t.Errorf("no ip among %+v", files)
+	}
+	if dyn, _ := isDynamic(files[0].Host); dyn && (!have["libc.so.6"] || !have["ld-linux-x86-64.so.2"]) {
+		t.Errorf("a dynamic ip without libc or the loader: %+v", files)
+	}
+	if _, err := hostTools(context.Background(), []string{"no-such-tool-fibmesh"}); err == nil || !strings.Contains(err.Error(), "no-such-tool-fibmesh") {
+		t.Errorf("a missing tool: %v, want an error naming it", err)
 	}
 }

@@ -42,7 +42,7 @@ import (
 // defaultPkgs are the packages whose tests need the VM's kernel; a
 // package may carry its own -test.run filter after a colon: of e2e, the
 // VM runs the offload tests (a lab under TCG takes minutes per test).
-const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice ./perf/ktlsbench ./slowpath/proxy:^(TestEndToEnd|TestOffloadDecision|TestRevoke|TestRevokeDuringSetup|TestNoRevoke|TestNICTLS|TestOffloadManyShort)$ ./e2e:^TestOffload"
+const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice ./perf/ktlsbench ./fastpath/fib:^TestXDP ./slowpath/proxy:^(TestEndToEnd|TestOffloadDecision|TestRevoke|TestRevokeDuringSetup|TestNoRevoke|TestNICTLS|TestOffloadManyShort)$ ./e2e:^TestOffload"
 
 type options struct {
 	pkgs        []pkgSpec

@@ -50,6 +50,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	struct iphdr *ip;
 	__u32 ihl_len;
 	__u16 tot_len;
+	__u64 tot_len_w;
 
 	p->len = data_end - data;
 	if ((void *)(eth + 1) > data_end)
@@ -66,7 +67,14 @@ static __always_inline int parse_packet(void *data, void *data_end, struct packe
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_MALFORMED;
 	ihl_len = ip->ihl * 4;
-	tot_len = bpf_ntohs(ip->tot_len);
+	/* Linux 6.1's verifier keeps no bounds through the byte swap, and
+	 * then refuses the pointer arithmetic below ("math between pkt
+	 * pointer and register with unbounded min value"); clang drops a
+	 * plain mask (it knows a 16-bit swap fits), hence the barrier. */
+	tot_len_w = bpf_ntohs(ip->tot_len);
+	asm volatile("" : "+r"(tot_len_w));
+	tot_len_w &= 0xffff;
+	tot_len = tot_len_w;
 	/* The IP datagram must fit in the frame (Ethernet padding may follow
 	 * it) and hold at least its own header. */
 	if (tot_len < ihl_len || (void *)ip + tot_len > data_end)

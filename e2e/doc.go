@@ -7,5 +7,8 @@
 // controller and the agents going away, and identities stay on their
 // node; the slow path's TCP (slowpath_test.go) and HTTP (l7_test.go:
 // the examples' canary and authorization, and every L7 policy on
-// services of its own). Its tests need root and skip without it.
+// services of its own); the offload (offload_test.go: a stream offloaded
+// on both agents where the kernel has kTLS, make vmtest, in userspace with
+// the reason elsewhere; many short connections without leaks; revocation
+// by an AuthorizationPolicy). Its tests need root and skip without it.
 package e2e

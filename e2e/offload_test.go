@@ -290,7 +290,7 @@ type meshConns struct {
 	client, server admin.Connection // node1's outbound, node2's inbound
 }
 
-// rows finds p's rows: node1's by the client's address, node2's by the
+// rows finds p's rows: node1's open outbound row to the VIP, node2's by the
 // destination port and the peer identity among those not closed (the
 // test holds one stream connection at a time).
 func (e *offloadEnv) rows(t *testing.T, p *pair) (meshConns, error) {
@@ -304,9 +304,13 @@ func (e *offloadEnv) rows(t *testing.T, p *pair) (meshConns, error) {
 	n := 0
 	var seen []string
 	for _, c := range cs {
-		// Not closed: after many short connections a closed row of
-		// the last minute may carry the same source port.
-		if c.Direction == "outbound" && c.Source.Port() == local.Port() && c.Destination == streamVIP && c.State != "closed" {
+		// The one open outbound row to the VIP (the test holds one
+		// stream connection at a time). Not by the source port: after
+		// many short connections conntrack's REDIRECT may give this one
+		// another (the tuple to the outbound port was still taken by
+		// a connection in TIME_WAIT), and a closed row of the last
+		// minute may carry the same.
+		if c.Direction == "outbound" && c.Destination == streamVIP && c.State != "closed" {
 			m.client = c
 			n++
 		}
@@ -315,7 +319,7 @@ func (e *offloadEnv) rows(t *testing.T, p *pair) (meshConns, error) {
 		}
 	}
 	if n != 1 {
-		return m, fmt.Errorf("node1 lists %d outbound connections from %s to %s, want 1 (of %d rows, open: %s)", n, local, streamVIP, len(cs), strings.Join(seen, "; "))
+		return m, fmt.Errorf("node1 lists %d open outbound connections to %s (the client is %s), want 1 (of %d rows, open: %s)", n, streamVIP, local, len(cs), strings.Join(seen, "; "))
 	}
 	cs = nil
 	if err := adminJSON(e.l, "node2", "/connections?pod="+url.QueryEscape("offload/server"), &cs); err != nil {

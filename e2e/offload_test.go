@@ -16,7 +16,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,14 +24,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
-
 	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/internal/netnstest"
+	"github.com/fibmesh/fibmesh/internal/sysbytes"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
 	"github.com/fibmesh/fibmesh/lab"
@@ -456,13 +451,13 @@ func (e *offloadEnv) testStream(t *testing.T) {
 
 	// The agents' syscalls: what they read and write while the stream
 	// runs (splice moves bytes without them).
-	var counters []*syscallBytes
+	var counters []*sysbytes.Counter
 	for _, node := range []string{"node1", "node2"} {
-		sb, err := newSyscallBytes(e.l.process(t, "agent-"+node).PID)
+		sb, err := sysbytes.New(e.l.process(t, "agent-"+node).PID)
 		if err != nil {
 			t.Fatalf("syscall byte counter for %s's agent: %v", node, err)
 		}
-		t.Cleanup(sb.Close)
+		t.Cleanup(func() { sb.Close() })
 		counters = append(counters, sb)
 	}
 
@@ -489,7 +484,10 @@ func (e *offloadEnv) testStream(t *testing.T) {
 
 	var agentBytes [2]uint64
 	for i, sb := range counters {
-		r, w := sb.read(t)
+		r, w, err := sb.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
 		agentBytes[i] = r + w
 		t.Logf("agent-node%d's syscalls moved %d B read, %d B written (%.4f%% of the %d B both ways)", i+1, r, w, 100*float64(r+w)/float64(2*streamSize), 2*streamSize)
 	}
@@ -962,95 +960,4 @@ func (e *offloadEnv) testRevoke(t *testing.T) {
 		s.Close()
 		t.Error("a connection reached the server after the DENY")
 	}
-}
-
-// syscallBytes counts the payload bytes that one process's syscalls
-// moved between the kernel and userspace, as fastpath/splice's
-// measure_linux_test.go does: a raw tracepoint on sys_exit adds the
-// return value of read, pread64, readv, preadv(2), recvfrom and recvmsg
-// to one counter and of their write/send twins to the other. splice(2)
-// is not counted: it moves nothing through userspace. x86-64 syscall
-// numbers.
-type syscallBytes struct {
-	counts *ebpf.Map
-	prog   *ebpf.Program
-	link   link.Link
-}
-
-func newSyscallBytes(pid int) (*syscallBytes, error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("syscall numbers are x86-64 only, this is %s", runtime.GOARCH)
-	}
-	counts, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
-	if err != nil {
-		return nil, err
-	}
-	const origAX = 15 * 8 // offsetof(struct pt_regs, orig_ax)
-	reads := []int32{unix.SYS_READ, unix.SYS_PREAD64, unix.SYS_READV, unix.SYS_RECVFROM, unix.SYS_RECVMSG, unix.SYS_PREADV, unix.SYS_PREADV2}
-	writes := []int32{unix.SYS_WRITE, unix.SYS_PWRITE64, unix.SYS_WRITEV, unix.SYS_SENDTO, unix.SYS_SENDMSG, unix.SYS_PWRITEV, unix.SYS_PWRITEV2}
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.RSh.Imm(asm.R0, 32),
-		asm.JNE.Imm(asm.R0, int32(pid), "out"),
-		asm.LoadMem(asm.R7, asm.R6, 8, asm.DWord), // args[1]: the return value
-		asm.JSLE.Imm(asm.R7, 0, "out"),
-		asm.Mov.Reg(asm.R1, asm.R10),
-		asm.Add.Imm(asm.R1, -8),
-		asm.Mov.Imm(asm.R2, 8),
-		asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord), // args[0]: struct pt_regs *
-		asm.Add.Imm(asm.R3, origAX),
-		asm.FnProbeReadKernel.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
-		asm.LoadMem(asm.R1, asm.R10, -8, asm.DWord), // the syscall number
-		asm.Mov.Imm(asm.R2, 0),
-	}
-	for _, nr := range reads {
-		insns = append(insns, asm.JEq.Imm(asm.R1, nr, "count"))
-	}
-	insns = append(insns, asm.Mov.Imm(asm.R2, 1))
-	for _, nr := range writes {
-		insns = append(insns, asm.JEq.Imm(asm.R1, nr, "count"))
-	}
-	insns = append(insns,
-		asm.Ja.Label("out"),
-		asm.StoreMem(asm.R10, -16, asm.R2, asm.Word).WithSymbol("count"),
-		asm.LoadMapPtr(asm.R1, counts.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -16),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
-		asm.StoreXAdd(asm.R0, asm.R7, asm.DWord),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
-		asm.Return(),
-	)
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.RawTracepoint, Instructions: insns, License: "GPL"})
-	if err != nil {
-		counts.Close()
-		return nil, err
-	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
-	if err != nil {
-		prog.Close()
-		counts.Close()
-		return nil, err
-	}
-	return &syscallBytes{counts: counts, prog: prog, link: l}, nil
-}
-
-func (s *syscallBytes) read(t *testing.T) (reads, writes uint64) {
-	t.Helper()
-	if err := s.counts.Lookup(uint32(0), &reads); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.counts.Lookup(uint32(1), &writes); err != nil {
-		t.Fatal(err)
-	}
-	return
-}
-
-func (s *syscallBytes) Close() {
-	s.link.Close()
-	s.prog.Close()
-	s.counts.Close()
 }

@@ -9,18 +9,15 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
+	"github.com/fibmesh/fibmesh/internal/sysbytes"
 )
 
 // The endpoints of a measured transfer run in a child process (this test
@@ -200,7 +197,7 @@ func transfer(tb testing.TB, eng engine, n int64, withKTLS bool) measurement {
 		side = kc
 	}
 
-	counter, cerr := newSyscallBytes(os.Getpid())
+	counter, cerr := sysbytes.New(os.Getpid())
 	if cerr != nil {
 		tb.Logf("syscall byte counter unavailable (%v): relying on /proc/self/io", cerr)
 	} else {
@@ -230,7 +227,10 @@ func transfer(tb testing.TB, eng engine, n int64, withKTLS bool) measurement {
 	r1, w1 := procIO(tb)
 	m.RChar, m.WChar = r1-r0, w1-w0
 	if counter != nil {
-		m.ReadSyscalls, m.WriteSyscalls = counter.read(tb)
+		var err error
+		if m.ReadSyscalls, m.WriteSyscalls, err = counter.Read(); err != nil {
+			tb.Fatal(err)
+		}
 		m.SyscallCounted = true
 	}
 	if werr != nil {
@@ -322,93 +322,4 @@ func procIO(tb testing.TB) (rchar, wchar int64) {
 		}
 	}
 	return
-}
-
-// syscallBytes counts the payload bytes that the syscalls of one process
-// moved between the kernel and userspace: a raw tracepoint on sys_exit
-// adds the return value of read, pread64, readv, preadv(2), recvfrom and
-// recvmsg to one counter and of their write/send twins to the other.
-// splice(2) returns a byte count too, but moves nothing through userspace,
-// so it is not counted. The syscall numbers are x86-64's.
-type syscallBytes struct {
-	counts *ebpf.Map
-	prog   *ebpf.Program
-	link   link.Link
-}
-
-func newSyscallBytes(pid int) (*syscallBytes, error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("syscall numbers are x86-64 only, this is %s", runtime.GOARCH)
-	}
-	counts, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
-	if err != nil {
-		return nil, err
-	}
-	const origAX = 15 * 8 // offsetof(struct pt_regs, orig_ax)
-	reads := []int32{unix.SYS_READ, unix.SYS_PREAD64, unix.SYS_READV, unix.SYS_RECVFROM, unix.SYS_RECVMSG, unix.SYS_PREADV, unix.SYS_PREADV2}
-	writes := []int32{unix.SYS_WRITE, unix.SYS_PWRITE64, unix.SYS_WRITEV, unix.SYS_SENDTO, unix.SYS_SENDMSG, unix.SYS_PWRITEV, unix.SYS_PWRITEV2}
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.RSh.Imm(asm.R0, 32),
-		asm.JNE.Imm(asm.R0, int32(pid), "out"),
-		asm.LoadMem(asm.R7, asm.R6, 8, asm.DWord), // args[1]: the return value
-		asm.JSLE.Imm(asm.R7, 0, "out"),
-		asm.Mov.Reg(asm.R1, asm.R10),
-		asm.Add.Imm(asm.R1, -8),
-		asm.Mov.Imm(asm.R2, 8),
-		asm.LoadMem(asm.R3, asm.R6, 0, asm.DWord), // args[0]: struct pt_regs *
-		asm.Add.Imm(asm.R3, origAX),
-		asm.FnProbeReadKernel.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
-		asm.LoadMem(asm.R1, asm.R10, -8, asm.DWord), // the syscall number
-		asm.Mov.Imm(asm.R2, 0),
-	}
-	for _, nr := range reads {
-		insns = append(insns, asm.JEq.Imm(asm.R1, nr, "count"))
-	}
-	insns = append(insns, asm.Mov.Imm(asm.R2, 1))
-	for _, nr := range writes {
-		insns = append(insns, asm.JEq.Imm(asm.R1, nr, "count"))
-	}
-	insns = append(insns,
-		asm.Ja.Label("out"),
-		asm.StoreMem(asm.R10, -16, asm.R2, asm.Word).WithSymbol("count"),
-		asm.LoadMapPtr(asm.R1, counts.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -16),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "out"),
-		asm.StoreXAdd(asm.R0, asm.R7, asm.DWord),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
-		asm.Return(),
-	)
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.RawTracepoint, Instructions: insns, License: "GPL"})
-	if err != nil {
-		counts.Close()
-		return nil, err
-	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: prog})
-	if err != nil {
-		prog.Close()
-		counts.Close()
-		return nil, err
-	}
-	return &syscallBytes{counts: counts, prog: prog, link: l}, nil
-}
-
-func (s *syscallBytes) read(tb testing.TB) (reads, writes uint64) {
-	if err := s.counts.Lookup(uint32(0), &reads); err != nil {
-		tb.Fatal(err)
-	}
-	if err := s.counts.Lookup(uint32(1), &writes); err != nil {
-		tb.Fatal(err)
-	}
-	return
-}
-
-func (s *syscallBytes) Close() {
-	s.link.Close()
-	s.prog.Close()
-	s.counts.Close()
 }

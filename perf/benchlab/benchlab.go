@@ -1,5 +1,6 @@
 // Package benchlab drives the fibmesh lab for the side-by-side
-// benchmarks (perf/l4bench, perf/l7bench): it brings a lab up from a
+// benchmarks (perf/l4bench, perf/l7bench, perf/offloadbench): it writes
+// the manifests they share (Namespaces, Pod), brings a lab up from a
 // manifest directory with "fibmesh-lab up" and takes it down, finds the
 // pods' and nodes' network namespaces and the proxies' processes, runs
 // programs inside a pod's namespace, waits for the pods' listeners, and

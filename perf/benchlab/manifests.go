@@ -86,3 +86,31 @@ func (p Pod) YAML() string {
 	w("status: {podIP: %s}\n", p.IP)
 	return b.String()
 }
+
+// Layout is the part of a bench lab's topology that every bench shares:
+// two namespaces, each with a client pod on ClientNode and a server pod on
+// ServerNode at fixed addresses, and the mesh Service's ClusterIP. The
+// pods in MeshNamespace are enrolled and captured; PlainNamespace is
+// labelled OutsideMesh. A bench's Topology embeds it.
+type Layout struct {
+	MeshNamespace, PlainNamespace string
+	// Node names: the clients run on ClientNode, the servers on ServerNode.
+	ClientNode, ServerNode       string
+	ClientIP, ServerIP           netip.Addr // MeshNamespace's pods
+	PlainClientIP, PlainServerIP netip.Addr // PlainNamespace's pods
+	ServiceIP                    netip.Addr // the mesh Service's ClusterIP
+}
+
+// DefaultLayout is the layout the benches run: namespaces "bench" and
+// "bench-plain" on node1 and node2 of the lab (pod CIDRs 10.200.1.0/24 and
+// 10.200.2.0/24), the mesh pods at .11 and the plain ones at .12, and
+// serviceIP (in the lab's service range) as the Service's ClusterIP.
+func DefaultLayout(serviceIP netip.Addr) Layout {
+	return Layout{
+		MeshNamespace: "bench", PlainNamespace: "bench-plain",
+		ClientNode: "node1", ServerNode: "node2",
+		ClientIP: netip.MustParseAddr("10.200.1.11"), ServerIP: netip.MustParseAddr("10.200.2.11"),
+		PlainClientIP: netip.MustParseAddr("10.200.1.12"), PlainServerIP: netip.MustParseAddr("10.200.2.12"),
+		ServiceIP: serviceIP,
+	}
+}

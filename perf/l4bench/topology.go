@@ -25,12 +25,7 @@ const outsideMesh = benchlab.OutsideMesh
 //     disabled: the direct mode, and the haproxy mode, whose two haproxy
 //     instances run as containers of these two pods (a sidecar each).
 type Topology struct {
-	MeshNamespace, PlainNamespace string
-	// Node names: the clients run on ClientNode, the servers on ServerNode.
-	ClientNode, ServerNode       string
-	ClientIP, ServerIP           netip.Addr // MeshNamespace's pods
-	PlainClientIP, PlainServerIP netip.Addr // PlainNamespace's pods
-	ServiceIP                    netip.Addr // the Service's ClusterIP
+	benchlab.Layout // namespaces, nodes, pod and Service addresses
 	// StreamPort is iperf3's (bulk throughput), EchoPort the echo app's
 	// (connections per second), in both server pods and on the Service.
 	StreamPort, EchoPort int
@@ -49,11 +44,7 @@ type Topology struct {
 // service range.
 func DefaultTopology() Topology {
 	return Topology{
-		MeshNamespace: "bench", PlainNamespace: "bench-plain",
-		ClientNode: "node1", ServerNode: "node2",
-		ClientIP: netip.MustParseAddr("10.200.1.11"), ServerIP: netip.MustParseAddr("10.200.2.11"),
-		PlainClientIP: netip.MustParseAddr("10.200.1.12"), PlainServerIP: netip.MustParseAddr("10.200.2.12"),
-		ServiceIP:  netip.MustParseAddr("10.96.0.200"),
+		Layout:     benchlab.DefaultLayout(netip.MustParseAddr("10.96.0.200")),
 		StreamPort: 5201, EchoPort: 8080,
 		ProxyStreamPort: 15201, ProxyEchoPort: 18080,
 		TLSStreamPort: 25201, TLSEchoPort: 28080,

@@ -28,11 +28,7 @@ const outsideMesh = benchlab.OutsideMesh
 //     whose two haproxy instances run as containers of these two pods (a
 //     sidecar each).
 type Topology struct {
-	MeshNamespace, PlainNamespace string
-	ClientNode, ServerNode        string
-	ClientIP, ServerIP            netip.Addr // MeshNamespace's pods
-	PlainClientIP, PlainServerIP  netip.Addr // PlainNamespace's pods
-	ServiceIP                     netip.Addr // the Service's ClusterIP
+	benchlab.Layout // namespaces, nodes, pod and Service addresses
 	// HTTPPort is the server app's, in both server pods and on the
 	// Service (port name http-web: the mesh treats it as HTTP).
 	HTTPPort int
@@ -49,12 +45,8 @@ type Topology struct {
 // service range.
 func DefaultTopology() Topology {
 	return Topology{
-		MeshNamespace: "bench", PlainNamespace: "bench-plain",
-		ClientNode: "node1", ServerNode: "node2",
-		ClientIP: netip.MustParseAddr("10.200.1.11"), ServerIP: netip.MustParseAddr("10.200.2.11"),
-		PlainClientIP: netip.MustParseAddr("10.200.1.12"), PlainServerIP: netip.MustParseAddr("10.200.2.12"),
-		ServiceIP: netip.MustParseAddr("10.96.0.200"),
-		HTTPPort:  8080, ProxyPort: 18080, TLSPort: 28080,
+		Layout:   benchlab.DefaultLayout(netip.MustParseAddr("10.96.0.200")),
+		HTTPPort: 8080, ProxyPort: 18080, TLSPort: 28080,
 		TrustDomain: "cluster.local",
 	}
 }

@@ -22,11 +22,7 @@ import (
 // stream's two ends are sockets the bench opens in the pods' network
 // namespaces itself.
 type Topology struct {
-	MeshNamespace, PlainNamespace string
-	ClientNode, ServerNode        string
-	ClientIP, ServerIP            netip.Addr // MeshNamespace's pods
-	PlainClientIP, PlainServerIP  netip.Addr // PlainNamespace's pods
-	ServiceIP                     netip.Addr // the Service's ClusterIP
+	benchlab.Layout // namespaces, nodes, pod and Service addresses
 	// StreamPort is the stream's port in both server pods and on the
 	// Service; EchoPort the echo app's.
 	StreamPort, EchoPort int
@@ -39,11 +35,7 @@ type Topology struct {
 // service range.
 func DefaultTopology() Topology {
 	return Topology{
-		MeshNamespace: "bench", PlainNamespace: "bench-plain",
-		ClientNode: "node1", ServerNode: "node2",
-		ClientIP: netip.MustParseAddr("10.200.1.11"), ServerIP: netip.MustParseAddr("10.200.2.11"),
-		PlainClientIP: netip.MustParseAddr("10.200.1.12"), PlainServerIP: netip.MustParseAddr("10.200.2.12"),
-		ServiceIP:  netip.MustParseAddr("10.96.0.201"),
+		Layout:     benchlab.DefaultLayout(netip.MustParseAddr("10.96.0.201")),
 		StreamPort: 5201, EchoPort: 8080,
 		TrustDomain: "cluster.local",
 	}

@@ -39,9 +39,8 @@ type Topology struct {
 	TrustDomain string
 }
 
-// DefaultTopology is the topology Run uses: node1 and node2 of the lab
-// (pod CIDRs 10.200.1.0/24 and 10.200.2.0/24), a ClusterIP in the lab's
-// service range.
+// DefaultTopology is the topology Run uses: benchlab.DefaultLayout (node1
+// and node2 of the lab) with its own ClusterIP and ports.
 func DefaultTopology() Topology {
 	return Topology{
 		Layout:     benchlab.DefaultLayout(netip.MustParseAddr("10.96.0.200")),

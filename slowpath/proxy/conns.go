@@ -244,8 +244,11 @@ func (c *conn) snapshot() ConnInfo {
 	c.mu.Unlock()
 	i.BytesOut, i.BytesIn = c.out.Load(), c.in.Load()
 	if off != nil {
+		// Plus what was relayed before the offload (a sniffed
+		// ClientHello).
 		ctr := off.pair.Counters()
-		i.BytesOut, i.BytesIn = ctr.PlainToTLS, ctr.TLSToPlain
+		i.BytesOut += ctr.PlainToTLS
+		i.BytesIn += ctr.TLSToPlain
 		if off.flow != nil {
 			i.XDPPackets, i.XDPBytes = off.flow.Counters()
 		}

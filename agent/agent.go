@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -255,6 +256,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.m = newMetrics(a)
 	a.reg = prometheus.NewRegistry()
+	// The Go runtime's and the process's own (go_goroutines,
+	// process_resident_memory_bytes, open fds), as the controller has.
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(a.m.collectors()...)
 	a.reg.MustRegister(a.proxy.Collectors()...)
 	return a, nil

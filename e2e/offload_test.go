@@ -26,7 +26,6 @@ import (
 
 	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
-	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/sysbytes"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/internal/vmcheck"
@@ -413,38 +412,17 @@ func (e *offloadEnv) testStream(t *testing.T) {
 	// The fabric carries the tunnel between the nodes: capture it on
 	// node2's link, check it is TLS records only and that no window of
 	// either payload crosses it in clear.
-	var mu sync.Mutex
-	checkers := map[string]*netnstest.TLSRecordChecker{}
-	var scanners []*netnstest.PlaintextScanner
 	// A stream to the tunnel port carries the client's payload, one
 	// from it the server's; any other stream is checked for both.
-	newScanners := func(texts ...[]byte) io.Writer {
-		var ws []io.Writer
-		for _, p := range texts {
-			sc, err := netnstest.NewPlaintextScanner(p, netnstest.DefaultWindow, 256)
-			if err != nil {
-				panic(err)
-			}
-			scanners = append(scanners, sc)
-			ws = append(ws, sc)
-		}
-		return io.MultiWriter(ws...)
-	}
-	fabric := netnstest.Existing(t, filepath.Join(lab.NetnsDir, e.l.fabricNetns()), "n2")
-	capt := fabric.Capture(t, netnstest.CaptureConfig{MaxBytes: -1, Sink: func(src, dst netip.AddrPort) io.Writer {
-		mu.Lock()
-		defer mu.Unlock()
-		text := down
+	fw := watchFabric(t, e.l.fabricNetns(), func(src, dst netip.AddrPort) [][]byte {
 		switch {
 		case dst.Port() == slowpath.TunnelPort:
-			text = up
-		case src.Port() != slowpath.TunnelPort:
-			return newScanners(up, down)
+			return [][]byte{up}
+		case src.Port() == slowpath.TunnelPort:
+			return [][]byte{down}
 		}
-		c := &netnstest.TLSRecordChecker{}
-		checkers[src.String()+">"+dst.String()] = c
-		return io.MultiWriter(c, newScanners(text))
-	}})
+		return [][]byte{up, down}
+	})
 
 	p := e.open(t)
 	e.waitMode(t, p)
@@ -539,33 +517,16 @@ func (e *offloadEnv) testStream(t *testing.T) {
 		}
 	}
 
-	res, err := capt.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, sc := range scanners {
-		if m, found := sc.Found(); found {
-			t.Errorf("plaintext of the payload on the fabric: %+v", m)
-		}
-	}
-	var records int64
-	for k, ch := range checkers {
-		if err := ch.Err(); err != nil && res.Dropped == 0 {
-			t.Errorf("tunnel stream %s is not TLS records only: %v", k, err)
-		}
-		records += ch.Records()
-	}
+	records, streams, dropped := fw.stop(t)
 	wantRecords := int64(2 * streamSize / (16 << 10))
-	if res.Dropped > 0 {
-		t.Logf("the capture dropped %d frames: the record count covers each stream up to its first gap", res.Dropped)
+	if dropped > 0 {
+		t.Logf("the capture dropped %d frames: the record count covers each stream up to its first gap", dropped)
 		wantRecords = 1
 	}
-	if len(checkers) == 0 || records < wantRecords {
-		t.Errorf("the fabric carried %d TLS records on port %d in %d streams (dropped frames %d), want at least %d", records, slowpath.TunnelPort, len(checkers), res.Dropped, wantRecords)
+	if streams == 0 || records < wantRecords {
+		t.Errorf("the fabric carried %d TLS records on port %d in %d streams (dropped frames %d), want at least %d", records, slowpath.TunnelPort, streams, dropped, wantRecords)
 	}
-	t.Logf("fabric capture: %d streams, %d TLS records, %d frames dropped", len(checkers), records, res.Dropped)
+	t.Logf("fabric capture: %d streams, %d TLS records, %d frames dropped", streams, records, dropped)
 }
 
 // checkFlows checks an offloaded connection's XDP flow entries on node:

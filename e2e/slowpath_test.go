@@ -23,14 +23,12 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fibmesh/fibmesh/agent/admin"
 	"github.com/fibmesh/fibmesh/fastpath/fib"
-	"github.com/fibmesh/fibmesh/internal/netnstest"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
 	"github.com/fibmesh/fibmesh/lab/kubelet"
@@ -273,30 +271,8 @@ func TestSlowPath(t *testing.T) {
 		r := mrand.NewChaCha8([32]byte{1, 2, 3})
 		r.Read(payload)
 		payload[0] = 0 // not an HTTP method: the echo app echoes
-		var mu sync.Mutex
-		checkers := map[string]*netnstest.TLSRecordChecker{}
-		var scanners []*netnstest.PlaintextScanner
-		newScanner := func() *netnstest.PlaintextScanner {
-			sc, err := netnstest.NewPlaintextScanner(payload, netnstest.DefaultWindow, 256)
-			if err != nil {
-				panic(err)
-			}
-			mu.Lock()
-			scanners = append(scanners, sc)
-			mu.Unlock()
-			return sc
-		}
-		fabric := netnstest.Existing(t, filepath.Join("/run/netns", l.fabricNetns()), "n2")
-		capt := fabric.Capture(t, netnstest.CaptureConfig{MaxBytes: -1, Sink: func(src, dst netip.AddrPort) io.Writer {
-			if src.Port() != slowpath.TunnelPort && dst.Port() != slowpath.TunnelPort {
-				return newScanner() // anything else between the pods must not carry the payload either
-			}
-			c := &netnstest.TLSRecordChecker{}
-			mu.Lock()
-			checkers[src.String()+">"+dst.String()] = c
-			mu.Unlock()
-			return io.MultiWriter(c, newScanner())
-		}})
+		// Anything between the pods must not carry the payload in clear.
+		fw := watchFabric(t, l.fabricNetns(), func(_, _ netip.AddrPort) [][]byte { return [][]byte{payload} })
 
 		c, err := dialIn(l, t, "bank", "teller", vip, 5*time.Second)
 		if err != nil {
@@ -325,34 +301,18 @@ func TestSlowPath(t *testing.T) {
 		took := time.Since(start)
 		t.Logf("64 MiB each way through two agents over mTLS in %s (%.2f Gbit/s each way)", took.Round(time.Millisecond), float64(size*8)/took.Seconds()/1e9)
 
-		res, err := capt.Stop()
-		if err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, sc := range scanners {
-			if m, found := sc.Found(); found {
-				t.Errorf("plaintext of the payload on the fabric: %+v", m)
-			}
-		}
-		var records int64
-		for k, ch := range checkers {
-			if err := ch.Err(); err != nil && res.Dropped == 0 {
-				t.Errorf("tunnel stream %s is not TLS records only: %v", k, err)
-			}
-			records += ch.Records()
-		}
+		records, streams, dropped := fw.stop(t)
+
 		// Under load the capture can fall behind and drop frames; a
 		// stream with a gap loses its record framing from there on, so
 		// the record count is only exact without drops.
 		wantRecords := int64(size / (16 << 10))
-		if res.Dropped > 0 {
-			t.Logf("the capture dropped %d frames (a busy machine): the record count covers the stream up to the first gap", res.Dropped)
+		if dropped > 0 {
+			t.Logf("the capture dropped %d frames (a busy machine): the record count covers the stream up to the first gap", dropped)
 			wantRecords = 1
 		}
-		if len(checkers) == 0 || records < wantRecords {
-			t.Errorf("the fabric carried %d TLS records on port %d in %d streams (dropped frames %d): the payload did not cross it in a tunnel", records, slowpath.TunnelPort, len(checkers), res.Dropped)
+		if streams == 0 || records < wantRecords {
+			t.Errorf("the fabric carried %d TLS records on port %d in %d streams (dropped frames %d): the payload did not cross it in a tunnel", records, slowpath.TunnelPort, streams, dropped)
 		}
 
 		// Both agents list the connection with both identities.

@@ -80,7 +80,8 @@ func (s *Server) pushNICTLS(m *model.Model, res PushResult, start time.Time) Pus
 		return s.recordPush(m, res, start)
 	}
 	s.lastTables = tables
-	n, err := s.shared[fds.TypeURL].apply(s.flowTables(tables, m.Version, func(string) bool { return false }), nil)
+	items, lazy := s.flowTables(tables, m.Version, func(string) bool { return false })
+	n, err := s.shared[fds.TypeURL].apply(items, nil, lazy)
 	res.Updated[ShortType(fds.TypeURL)] = n
 	if err != nil {
 		res.Err = err

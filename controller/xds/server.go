@@ -190,7 +190,7 @@ func New(o Options) *Server {
 	s.tracker.inModel = s.hasNode
 	s.store = newStore(o.Epoch)
 	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.RouteType, resource.SecretType, fds.TypeURL} {
-		sc := newScope(t, versionPrefix(t, o.Epoch), &s.store.stats)
+		sc := newScope(t, versionPrefix(t, o.Epoch), &s.store.stats, &s.store.marks)
 		s.store.shared[t] = sc
 		s.shared[t] = &sharedType{typeURL: t, scope: sc, hashes: map[string]*entry{}}
 	}
@@ -369,7 +369,7 @@ func (s *Server) SetTrustBundle(sec *tlsv3.Secret) error {
 	}
 	s.sdsMu.Lock()
 	defer s.sdsMu.Unlock()
-	_, err := s.shared[resource.SecretType].apply(map[string]proto.Message{sec.GetName(): sec}, nil)
+	_, err := s.shared[resource.SecretType].apply(map[string]proto.Message{sec.GetName(): sec}, nil, nil)
 	return err
 }
 
@@ -458,6 +458,9 @@ func (s *Server) Run(ctx context.Context) error {
 // nodes' NIC kTLS offload reports (noteNICTLS).
 func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch pending) PushResult {
 	start := time.Now()
+	// Streams are woken once the whole push is in the store, each once.
+	s.store.marks.hold()
+	defer s.store.marks.release(&s.store.stats.marks)
 	res := PushResult{Version: m.Version, Updated: map[string]int{}}
 	s.tracker.beginPush(since)
 	k, full := ch.kinds, ch.full
@@ -519,9 +522,9 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		gone []string
 	}
 	var removals []removal
-	step := func(t string, items map[string]proto.Message, only func(name string) bool) error {
+	stepLazy := func(t string, items map[string]proto.Message, only func(name string) bool, lazy map[string][32]byte) error {
 		st := s.shared[t]
-		n, err := st.apply(items, only)
+		n, err := st.apply(items, only, lazy)
 		res.Updated[ShortType(t)] += n
 		gone := st.stale(items)
 		if partial && only != nil {
@@ -531,6 +534,9 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		}
 		removals = append(removals, removal{st, gone})
 		return err
+	}
+	step := func(t string, items map[string]proto.Message, only func(name string) bool) error {
+		return stepLazy(t, items, only, nil)
 	}
 	// A change confined to services (endpoints, ports, routes, policies
 	// of the hosts listed) changes only those hosts' clusters and load
@@ -657,7 +663,8 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		}
 		tables = tables.WithNICTLS(s.nicSnapshot())
 		s.lastTables = tables
-		if err := step(fds.TypeURL, s.flowTables(tables, m.Version, onlyNodes), nil); err != nil {
+		items, lazy := s.flowTables(tables, m.Version, onlyNodes)
+		if err := stepLazy(fds.TypeURL, items, nil, lazy); err != nil {
 			res.Err = err
 			return res
 		}
@@ -756,7 +763,7 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 		res.Err = fmt.Errorf("model version %d: %w", m.Version, err)
 		return res
 	}
-	n, err := st.apply(named(rcs), nil)
+	n, err := st.apply(named(rcs), nil, nil)
 	if err != nil {
 		res.Err = err
 		return res
@@ -771,11 +778,13 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 //
 // With onlyNodes, a node's table already pushed whose name onlyNodes
 // rejects is kept as it was, not hashed.
-func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string) bool) map[string]proto.Message {
+func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string) bool) (map[string]proto.Message, map[string][32]byte) {
 	out := make(map[string]proto.Message, len(t.Nodes)+1+xdsapi.MeshShards)
 	next := make(map[string]flowTable, len(t.Nodes)+1+xdsapi.MeshShards)
 	stamp := func(name string, ft *fibv1.FlowTable) {
-		if prev, ok := s.tables[name]; ok && onlyNodes != nil && !xdsapi.IsMeshTable(name) && !onlyNodes(name) {
+		if prev, ok := s.tables[name]; ok && (prev.table == ft || onlyNodes != nil && !xdsapi.IsMeshTable(name) && !onlyNodes(name)) {
+			// The very table pushed before (a shard the change left
+			// alone), or a node's table the change is not local to.
 			next[name] = prev
 			out[name] = prev.table
 			return
@@ -789,15 +798,32 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 		next[name] = flowTable{ft, h}
 		out[name] = ft
 	}
-	stamp(fds.MeshName, t.Mesh)
+	// The whole table is the shards' content: its hash is theirs, and it
+	// is marshalled only when a stream asks for it (the shards are what
+	// agents read; marshalling ~460 kB on every endpoint change was most
+	// of that push).
+	whole := sha256.New()
 	for i, sh := range t.Shards() {
-		stamp(xdsapi.MeshShard(i), sh)
+		name := xdsapi.MeshShard(i)
+		stamp(name, sh)
+		part := next[name].hash
+		whole.Write(part[:])
 	}
+	var h [32]byte
+	whole.Sum(h[:0])
+	ft := t.Mesh
+	if prev, ok := s.tables[fds.MeshName]; ok && prev.hash == h {
+		ft = prev.table
+	} else {
+		ft.Version = strconv.FormatUint(version, 10)
+	}
+	next[fds.MeshName] = flowTable{ft, h}
+	out[fds.MeshName] = ft
 	for n, ft := range t.Nodes {
 		stamp(n, ft)
 	}
 	s.tables = next
-	return out
+	return out, map[string][32]byte{fds.MeshName: h}
 }
 
 // flowTable is a pushed table and the hash of its content without the
@@ -828,13 +854,23 @@ func hashOf(m proto.Message) [32]byte {
 
 // apply adds or changes resources, removing none; it returns how many
 // changed. With only, resources already known whose name only rejects
-// are taken as unchanged, and not hashed.
-func (st *sharedType) apply(items map[string]proto.Message, only func(string) bool) (int, error) {
+// are taken as unchanged, and not hashed. Items named in lazy have that
+// hash already and are marshalled only when first sent.
+func (st *sharedType) apply(items map[string]proto.Message, only func(string) bool, lazy map[string][32]byte) (int, error) {
 	var changed []*entry
 	for name, it := range items {
 		old, known := st.hashes[name]
 		if known && (old.msg == it || only != nil && !only(name)) {
 			continue // the very message pushed before (a flow table kept), or not touched
+		}
+		if h, ok := lazy[name]; ok {
+			if known && old.hash == h {
+				continue
+			}
+			e := newLazyEntry(st.typeURL, name, it, h)
+			st.hashes[name] = e
+			changed = append(changed, e)
+			continue
 		}
 		e, err := newEntry(st.typeURL, name, it, st.typeURL == fds.TypeURL)
 		if err != nil {

@@ -22,15 +22,51 @@ import (
 // response shares them.
 type entry struct {
 	name    string
+	typeURL string
 	version string
 	hash    [32]byte
 	// msg is the message as pushed, kept only where the same message is
 	// pushed again unchanged (flow tables) and known by identity; the
 	// others keep only their bytes (the translated mesh is garbage once
 	// marshalled: at 1,000 nodes their listeners alone were ~80 MB).
-	msg  proto.Message
+	msg proto.Message
+
+	// fill sets any and dres: at once for most entries, on first use for
+	// a lazy one (newLazyEntry).
+	fill sync.Once
 	any  *anypb.Any
 	dres *discovery.Resource // as a delta response carries it
+}
+
+// anyOf is the entry's Any.
+func (e *entry) anyOf() *anypb.Any {
+	e.fill.Do(e.marshal)
+	return e.any
+}
+
+// resource is the entry as a delta response carries it.
+func (e *entry) resource() *discovery.Resource {
+	e.fill.Do(e.marshal)
+	return e.dres
+}
+
+// marshal builds a lazy entry's Any from its message. The message
+// marshalled before (its parts were hashed), so it does again.
+func (e *entry) marshal() {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(e.msg)
+	if err != nil {
+		b = nil // cannot happen: its parts marshalled; an empty resource is then visible
+	}
+	e.any = &anypb.Any{TypeUrl: e.typeURL, Value: b}
+	e.dres = &discovery.Resource{Name: e.name, Version: e.version, Resource: e.any}
+}
+
+// newLazyEntry is an entry of m whose hash is known (from its parts)
+// and whose bytes are made only when a stream first needs them: the
+// whole shared flow table, which agents do not read (they read its
+// shards).
+func newLazyEntry(typeURL, name string, m proto.Message, hash [32]byte) *entry {
+	return &entry{name: name, typeURL: typeURL, version: hex.EncodeToString(hash[:8]), hash: hash, msg: m}
 }
 
 // newEntry marshals m once and hashes the bytes; keep keeps m.
@@ -40,11 +76,14 @@ func newEntry(typeURL, name string, m proto.Message, keep bool) (*entry, error) 
 		return nil, fmt.Errorf("%s %s: %w", ShortType(typeURL), name, err)
 	}
 	h := sha256.Sum256(b)
-	e := &entry{name: name, version: hex.EncodeToString(h[:8]), hash: h, any: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	e := &entry{name: name, typeURL: typeURL, version: hex.EncodeToString(h[:8]), hash: h}
 	if keep {
 		e.msg = m
 	}
-	e.dres = &discovery.Resource{Name: name, Version: e.version, Resource: e.any}
+	e.fill.Do(func() {
+		e.any = &anypb.Any{TypeUrl: typeURL, Value: b}
+		e.dres = &discovery.Resource{Name: name, Version: e.version, Resource: e.any}
+	})
 	return e, nil
 }
 
@@ -78,6 +117,7 @@ type scope struct {
 	typeURL string
 	prefix  string // of the system version: "<TYPE>-[<epoch>.]"
 	stats   *indexStats
+	marks   *markSet
 
 	mu   sync.RWMutex
 	seq  uint64
@@ -87,8 +127,8 @@ type scope struct {
 	wild map[*sub]struct{}
 }
 
-func newScope(typeURL, prefix string, stats *indexStats) *scope {
-	return &scope{typeURL: typeURL, prefix: prefix, stats: stats, res: map[string]*entry{},
+func newScope(typeURL, prefix string, stats *indexStats, marks *markSet) *scope {
+	return &scope{typeURL: typeURL, prefix: prefix, stats: stats, marks: marks, res: map[string]*entry{},
 		subs: map[string]map[*sub]struct{}{}, wild: map[*sub]struct{}{}}
 }
 
@@ -138,11 +178,60 @@ func (sc *scope) update(set []*entry, remove []string) int {
 	}
 	sc.compactLocked()
 	sc.mu.Unlock()
-	for s := range marked {
-		sc.stats.marks.Add(1)
+	sc.marks.mark(marked, &sc.stats.marks)
+	return n
+}
+
+// markSet marks streams for sending, or, while held (a push in
+// progress), collects them and marks them when released: a push that
+// changes several types (an endpoint change: load assignments and a flow
+// table shard) then wakes each stream once, and the stream builds its
+// responses of every type together, in xDS order, so that they leave in
+// one write rather than in one wave per type.
+type markSet struct {
+	mu   sync.Mutex
+	held bool
+	subs map[*sub]struct{}
+}
+
+// mark marks subs now, or when the set is released.
+func (ms *markSet) mark(subs map[*sub]struct{}, count *atomic.Int64) {
+	ms.mu.Lock()
+	if ms.held {
+		if ms.subs == nil {
+			ms.subs = make(map[*sub]struct{}, len(subs))
+		}
+		for s := range subs {
+			ms.subs[s] = struct{}{}
+		}
+		ms.mu.Unlock()
+		return
+	}
+	ms.mu.Unlock()
+	for s := range subs {
+		count.Add(1)
 		s.markDirty()
 	}
-	return n
+}
+
+// hold defers marking until release.
+func (ms *markSet) hold() {
+	ms.mu.Lock()
+	ms.held = true
+	ms.mu.Unlock()
+}
+
+// release marks what was collected since hold.
+func (ms *markSet) release(count *atomic.Int64) {
+	ms.mu.Lock()
+	ms.held = false
+	subs := ms.subs
+	ms.subs = nil
+	ms.mu.Unlock()
+	for s := range subs {
+		count.Add(1)
+		s.markDirty()
+	}
 }
 
 // compactLocked keeps the changelog at most about twice the resources:
@@ -239,6 +328,7 @@ func (sc *scope) namesLocked() []string {
 // node for listeners.
 type store struct {
 	stats  indexStats
+	marks  markSet
 	shared map[string]*scope // by type URL (not listeners)
 	epoch  uint64
 
@@ -269,7 +359,7 @@ func (st *store) nodeScope(node string) *scope {
 	defer st.mu.Unlock()
 	sc, ok := st.lds[node]
 	if !ok {
-		sc = newScope(resource.ListenerType, versionPrefix(resource.ListenerType, st.epoch), &st.stats)
+		sc = newScope(resource.ListenerType, versionPrefix(resource.ListenerType, st.epoch), &st.stats, &st.marks)
 		st.lds[node] = sc
 	}
 	return sc
@@ -281,7 +371,7 @@ func (sc *scope) resources() (map[string]proto.Message, error) {
 	defer sc.mu.RUnlock()
 	out := make(map[string]proto.Message, len(sc.res))
 	for n, e := range sc.res {
-		m, err := e.any.UnmarshalNew()
+		m, err := e.anyOf().UnmarshalNew()
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %w", ShortType(sc.typeURL), n, err)
 		}

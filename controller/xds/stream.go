@@ -419,7 +419,7 @@ func (s *Server) buildDelta(st *stream, sb *sub) *discovery.DeltaDiscoveryRespon
 		for ; i < len(sb.pages) && (size < pageBytes || i == 0); i++ {
 			if e, ok := sc.res[sb.pages[i]]; ok {
 				res = append(res, e.resource())
-				size += len(e.any.Value)
+				size += len(e.anyOf().Value)
 			}
 		}
 		sb.pages = sb.pages[i:]
@@ -564,12 +564,12 @@ func (s *Server) buildSotW(st *stream, sb *sub) *discovery.DiscoveryResponse {
 		sb.full = false
 		if sb.wildcard {
 			for _, n := range sc.namesLocked() {
-				res = append(res, sc.res[n].any)
+				res = append(res, sc.res[n].anyOf())
 			}
 		} else {
 			for _, n := range sb.names {
 				if e, ok := sc.res[n]; ok {
-					res = append(res, e.any)
+					res = append(res, e.anyOf())
 				}
 			}
 		}
@@ -580,7 +580,7 @@ func (s *Server) buildSotW(st *stream, sb *sub) *discovery.DiscoveryResponse {
 		for _, r := range sc.log[i:] {
 			if e, ok := sc.res[r.name]; ok && sb.wants(r.name) && !seen[r.name] {
 				seen[r.name] = true
-				res = append(res, e.any)
+				res = append(res, e.anyOf())
 			}
 		}
 		s.store.stats.visited.Add(int64(len(sc.log) - i))
@@ -603,9 +603,6 @@ func (s *Server) buildSotW(st *stream, sb *sub) *discovery.DiscoveryResponse {
 	s.tracker.response(st.id, sb.typeURL, version, size, st.node)
 	return resp
 }
-
-// resource is e as a delta response's resource, made once and shared.
-func (e *entry) resource() *discovery.Resource { return e.dres }
 
 // ads serves the ADS service and the single-type services.
 type ads struct{ s *Server }

@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -49,6 +50,11 @@ type Tables struct {
 	// Nodes are the per-node tables, by node name: local pods and port
 	// policies. Every node of the model has one, even with no pods.
 	Nodes map[string]*fibv1.FlowTable
+
+	// shards caches Shards. WithServices sets it, sharing the shards its
+	// change does not touch with the tables it started from.
+	shardsOnce sync.Once
+	shards     []*fibv1.FlowTable
 }
 
 // Build computes the flow table of m. Version fields are left empty: the
@@ -307,7 +313,21 @@ func (t *Tables) WithNICTLS(nics map[string]bool) *Tables {
 // is its name. An endpoint change then changes the one shard of its
 // service. The shards share the table's messages: neither may be
 // modified.
+//
+// The shards are computed once per Tables; tables made by WithServices
+// share the shards the change left alone (the same messages), so that
+// the server hashes and sends only the shards that changed.
 func (t *Tables) Shards() []*fibv1.FlowTable {
+	t.shardsOnce.Do(func() {
+		if t.shards == nil {
+			t.shards = t.split()
+		}
+	})
+	return t.shards
+}
+
+// split computes the shards of t.Mesh.
+func (t *Tables) split() []*fibv1.FlowTable {
 	out := make([]*fibv1.FlowTable, xdsapi.MeshShards)
 	for i := range out {
 		out[i] = &fibv1.FlowTable{Node: xdsapi.MeshShard(i)}
@@ -372,5 +392,23 @@ func (t *Tables) WithServices(m *model.Model, hosts map[string]bool) (out *Table
 		return cmp.Or(strings.Compare(a.Vip, b.Vip), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
 	})
 	mesh := &fibv1.FlowTable{Node: t.Mesh.GetNode(), Routes: t.Mesh.GetRoutes(), Services: kept, Identities: t.Mesh.GetIdentities()}
-	return &Tables{Mesh: mesh, Nodes: t.Nodes}, true
+	out = &Tables{Mesh: mesh, Nodes: t.Nodes}
+	// Only the shards of the changed hosts' VIPs differ: the others are
+	// t's (the same messages).
+	touched := make(map[int]bool, len(hosts))
+	for h := range hosts {
+		touched[xdsapi.MeshShardOf(h)] = true
+	}
+	out.shards = slices.Clone(t.Shards())
+	for i := range touched {
+		old := out.shards[i]
+		sh := &fibv1.FlowTable{Node: old.GetNode(), Routes: old.GetRoutes(), Identities: old.GetIdentities()}
+		for _, v := range kept {
+			if xdsapi.MeshShardOf(v.GetHostname()) == i {
+				sh.Services = append(sh.Services, v)
+			}
+		}
+		out.shards[i] = sh
+	}
+	return out, true
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	gocmp "github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	securityapi "istio.io/api/security/v1beta1"
@@ -106,7 +107,7 @@ func TestBuild(t *testing.T) {
 func TestBuildDeterministic(t *testing.T) {
 	first := Build(testModel())
 	for range 20 {
-		if d := gocmp.Diff(first, Build(testModel()), protocmp.Transform(), gocmp.AllowUnexported(Tables{})); d != "" {
+		if d := gocmp.Diff(first, Build(testModel()), protocmp.Transform(), cmpopts.IgnoreUnexported(Tables{})); d != "" {
 			t.Fatalf("two builds of one model differ:\n%s", d)
 		}
 	}
@@ -271,6 +272,17 @@ func TestWithServices(t *testing.T) {
 	}
 	if gocmp.Equal(before.Mesh, got.Mesh, protocmp.Transform()) {
 		t.Error("the readiness change changed nothing: the test tests nothing")
+	}
+	// The shards are a build's, and only the changed host's shard is a
+	// new message: the server skips the others by identity.
+	if d := gocmp.Diff(want.Shards(), got.Shards(), protocmp.Transform()); d != "" {
+		t.Errorf("patched shards differ from a build's (-build +patched):\n%s", d)
+	}
+	touched := xdsapi.MeshShardOf(next.Services[0].Hostname)
+	for i, sh := range got.Shards() {
+		if same := sh == before.Shards()[i]; same == (i == touched) {
+			t.Errorf("shard %d: shared with the tables before = %v, want %v", i, same, i != touched)
+		}
 	}
 	// A VIP and port shared with another host: Build keeps the first by
 	// hostname, so WithServices declines.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fibmesh/fibmesh/slowpath/capture"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
@@ -102,6 +103,13 @@ type Config struct {
 	// ends (synchronously, on the request's goroutine: keep it quick):
 	// an access log's source.
 	Requests func(RequestInfo)
+	// Tracer, if set, returns the tracer of a pod's spans (called per
+	// request: keep it quick; nil: none): a CLIENT span per outbound and
+	// a SERVER span per inbound HTTP request, continuing the request's
+	// W3C or B3 trace context and propagating it (trace.go). Its sampler
+	// should honour SamplingDecision. Unset: no spans, trace headers
+	// passed as they came.
+	Tracer func(namespace, pod string) trace.Tracer
 	// Offload configures the socket fast path (offload.go); the zero
 	// value offloads where the kernel has kTLS, with no flow entries.
 	Offload Offload

@@ -15,6 +15,7 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 	m := metaOf(r.Context())
 	ri := ps.newRequest(DirectionInbound, r, m)
 	defer ps.requestDone(ri)
+	defer ps.traceRequest(r, ri)()
 	if m == nil {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)
 		return

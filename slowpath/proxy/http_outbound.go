@@ -71,6 +71,7 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 	m := metaOf(r.Context())
 	ri := ps.newRequest(DirectionOutbound, r, m)
 	defer ps.requestDone(ri)
+	defer ps.traceRequest(r, ri)()
 	snap := ps.p.cfg.Snapshot()
 	if m == nil || snap == nil {
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "NR", bodyNoConfig)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/controller"
 	"github.com/fibmesh/fibmesh/controller/ca"
+	"github.com/fibmesh/fibmesh/controller/live"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/file"
@@ -77,6 +78,13 @@ cacerts layout), or else a root generated on first start and kept in
 token checked with TokenReview (--token-audience).
 
 Endpoints on --monitoring-listen:
+  /                     the live page: the mesh as a graph (request rate,
+                        errors, p99, mTLS per edge), each node's fast path,
+                        the control plane; updated every --live-interval
+                        from the agents' metrics (--live-agent-port on
+                        each node's InternalIP); see docs/telemetry.md
+  /api/mesh             the page's snapshot as JSON; /api/mesh/events
+                        streams it (server-sent events)
   /metrics              Prometheus: pushes, convergence, agents, NACKs, CSRs
   /debug/config_status  per node: what was sent, ACKed, NACKed (fibctl
                         config status reads it)
@@ -107,6 +115,8 @@ type flags struct {
 	xdsTLSSANs                                      []string
 	svidTTL, debounce, debounceMax, configDebounce  time.Duration
 	syncConcurrency                                 int
+	liveAgentPort, liveConcurrency                  int
+	liveInterval, liveTimeout                       time.Duration
 }
 
 func main() {
@@ -140,6 +150,10 @@ func main() {
 	fs.DurationVar(&f.debounce, "push-debounce", 10*time.Millisecond, "quiet time before a push: changes within it are pushed together")
 	fs.DurationVar(&f.debounceMax, "push-debounce-max", 500*time.Millisecond, "longest a push waits under a stream of changes")
 	fs.IntVar(&f.syncConcurrency, "sync-concurrency", 64, "agents making their first (full) sync at once; more wait their turn (bounds memory when all reconnect; -1: no bound)")
+	fs.IntVar(&f.liveAgentPort, "live-agent-port", live.DefaultAgentPort, "port of the agents' metrics on each node's InternalIP, scraped for the live page while someone watches it; 0: none")
+	fs.DurationVar(&f.liveInterval, "live-interval", live.DefaultInterval, "live page: time between two scrapes of the agents (and two updates of the page)")
+	fs.DurationVar(&f.liveTimeout, "live-scrape-timeout", live.DefaultTimeout, "live page: longest wait for one agent's metrics (less than --live-interval); an agent that does not answer is shown as down")
+	fs.IntVar(&f.liveConcurrency, "live-scrape-concurrency", live.DefaultConcurrency, "live page: agents scraped at once")
 	logFormat := logflag.Register(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -189,6 +203,12 @@ func checkFlags(f flags) error {
 		return errors.New("--xds-listen and --xds-tls-listen are both empty: agents could not connect")
 	case f.configDebounce <= 0:
 		return fmt.Errorf("--config-debounce %s: want a positive duration", f.configDebounce)
+	case f.liveAgentPort < 0 || f.liveAgentPort > 65535:
+		return fmt.Errorf("--live-agent-port %d: want a port (0: do not scrape agents)", f.liveAgentPort)
+	case f.liveInterval < 100*time.Millisecond || f.liveTimeout <= 0 || f.liveTimeout >= f.liveInterval:
+		return fmt.Errorf("--live-interval %s / --live-scrape-timeout %s: want 0 < timeout < interval, interval at least 100ms", f.liveInterval, f.liveTimeout)
+	case f.liveConcurrency < 1:
+		return fmt.Errorf("--live-scrape-concurrency %d: want at least 1", f.liveConcurrency)
 	case f.debounce <= 0 || f.debounceMax < f.debounce:
 		return fmt.Errorf("--push-debounce %s / --push-debounce-max %s: want 0 < debounce <= max", f.debounce, f.debounceMax)
 	}
@@ -231,6 +251,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 
 	log.Info("memory limit", "bytes", xds.SetDefaultMemoryLimit()) // GOMEMLIMIT, else xds.DefaultMemoryLimit
 	epoch := firstVersion()
+	var page *live.Page // set before xs.Run, which makes the pushes
 	xs := xds.New(xds.Options{
 		Epoch:    epoch,
 		Debounce: f.debounce, DebounceMax: f.debounceMax, SyncConcurrency: f.syncConcurrency,
@@ -245,6 +266,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			}
 		},
 		OnPush: func(r xds.PushResult) {
+			page.NotePush(r.Version, r.Took, r.Err)
 			if r.Err != nil {
 				log.Error("push failed; agents keep the previous config", "version", r.Version, "err", r.Err)
 				return
@@ -292,6 +314,16 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(xs.Collectors()...)
 	reg.MustRegister(csr.Collectors()...)
+
+	agentPort := f.liveAgentPort
+	if agentPort == 0 {
+		agentPort = -1 // live.Options: do not scrape
+	}
+	page, err = live.New(live.Options{Model: c.Model, Agents: xs.Status, Registry: reg, AgentPort: agentPort,
+		Interval: f.liveInterval, Timeout: f.liveTimeout, Concurrency: f.liveConcurrency})
+	if err != nil {
+		return err
+	}
 
 	serve := func(g *grpc.Server) { xs.Register(g); csr.Register(g) }
 	var servers []*grpc.Server
@@ -344,6 +376,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET "+xds.StatusPath, xs.Handler())
 	mux.Handle("/debug/ca/", authority.AdminHandler())
+	page.Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	serveErr := make(chan error, len(servers)+1)
 	go func() {
@@ -358,6 +391,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			}
 		}()
 	}
+	go page.Run(ctx)
 	pushDone := make(chan struct{})
 	go func() { xs.Run(ctx); close(pushDone) }()
 	var xdsAddr, tlsAddr string

@@ -1,0 +1,468 @@
+package live
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/fibmesh/fibmesh/controller/model"
+)
+
+// Istio's standard metrics the graph reads, with Istio's names and label
+// names (https://istio.io/latest/docs/reference/config/metrics/).
+const (
+	metricRequests       = "istio_requests_total"
+	metricDurationBucket = "istio_request_duration_milliseconds_bucket"
+	metricTCPSent        = "istio_tcp_sent_bytes_total"
+	metricTCPReceived    = "istio_tcp_received_bytes_total"
+	metricTCPOpened      = "istio_tcp_connections_opened_total"
+)
+
+// Vertex kinds.
+const (
+	KindService  = "service"
+	KindWorkload = "workload"
+	// KindUnknown is the one vertex for traffic whose source (or
+	// destination) Istio's labels call "unknown": outside the mesh.
+	KindUnknown = "unknown"
+)
+
+// unknownID is the ID of the KindUnknown vertex.
+const unknownID = "unknown"
+
+// Graph is the mesh as a graph: services and workloads, and edges from
+// a calling workload to the service it called and from the service to
+// the workload that answered (Kiali's versioned-app graph, flattened).
+type Graph struct {
+	Vertices []Vertex `json:"vertices"`
+	Edges    []Edge   `json:"edges"`
+}
+
+// Vertex is a service or a workload (the pods of one Deployment, as
+// Istio's source_workload and destination_workload name them).
+type Vertex struct {
+	// ID is "svc:<hostname>", "wl:<namespace>/<workload>" or "unknown".
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	// InModel is false for a vertex seen only in the agents' metrics (a
+	// service or workload the controller's model does not have).
+	InModel bool `json:"inModel"`
+	// Hostname and External are a service's: its FQDN (Istio's
+	// destination_service) and whether a ServiceEntry declares it
+	// MESH_EXTERNAL.
+	Hostname string `json:"hostname,omitempty"`
+	External bool   `json:"external,omitempty"`
+	// App, Version, Nodes, Pods, MTLS and OutsideMesh are a workload's:
+	// its app and version labels, the nodes its pods run on, how many
+	// pods, the mTLS mode its ports take by default (STRICT, PERMISSIVE,
+	// DISABLE; "mixed" when its pods differ), and whether it is outside
+	// the mesh (not captured).
+	App         string   `json:"app,omitempty"`
+	Version     string   `json:"version,omitempty"`
+	Nodes       []string `json:"nodes,omitempty"`
+	Pods        int      `json:"pods,omitempty"`
+	MTLS        string   `json:"mtls,omitempty"`
+	OutsideMesh bool     `json:"outsideMesh,omitempty"`
+	// RPSIn and RPSOut are the requests per second of the edges into
+	// and out of the vertex.
+	RPSIn  float64 `json:"rpsIn"`
+	RPSOut float64 `json:"rpsOut"`
+}
+
+// Edge is traffic from one vertex to another, over the last scrape
+// interval.
+type Edge struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Protocols are "http" (istio_requests_total) and "tcp"
+	// (istio_tcp_*) as seen since the agents started; none for an edge
+	// only the model knows of (a service's endpoint with no traffic yet).
+	Protocols []string `json:"protocols,omitempty"`
+	// RPS is requests per second; Codes splits it by response code
+	// class ("2xx" ... "5xx", and "0" for a reset stream); ErrorRate is
+	// the share of 5xx and resets (0..1).
+	RPS       float64            `json:"rps"`
+	Codes     map[string]float64 `json:"codes,omitempty"`
+	ErrorRate float64            `json:"errorRate"`
+	// P99Ms is the 99th percentile of istio_request_duration_milliseconds
+	// over the interval; absent when no request ended in it.
+	P99Ms *float64 `json:"p99Ms,omitempty"`
+	// MTLS is Istio's connection_security_policy as the destination
+	// reports it: "mutual_tls", "none", "mixed" (both in the interval),
+	// or "unknown" (only a source reported it, or no traffic yet).
+	MTLS string `json:"mtls"`
+	// Offload is where the edge's bytes go: "userspace" for HTTP (L7
+	// requests stay in the slow path by design); empty for TCP, whose
+	// offload Istio's labels do not tell per edge (the nodes' fast path
+	// figures count the offloaded connections).
+	Offload string `json:"offload,omitempty"`
+	// BytesPerSecond (sent and received) and ConnectionsPerSecond
+	// (opened) are a TCP edge's.
+	BytesPerSecond       float64 `json:"bytesPerSecond,omitempty"`
+	ConnectionsPerSecond float64 `json:"connectionsPerSecond,omitempty"`
+	// Reporter says whose figures these are: "destination" (preferred,
+	// as Kiali does) or "source" (for a destination no agent reports:
+	// outside the mesh, or its agent is not scraped).
+	Reporter string `json:"reporter,omitempty"`
+	// Observed is true once traffic was seen on the edge; false for
+	// edges only the model knows of.
+	Observed bool `json:"observed"`
+}
+
+// agentWindow is one agent's last scrape and, when it has an earlier
+// one, the counters' increase between the two over DT seconds.
+type agentWindow struct {
+	cur Samples
+	inc Samples // nil: only one scrape so far
+	dt  float64
+}
+
+// workloadName is the workload a pod belongs to as Istio names it:
+// its service.istio.io/workload-name label, else a Deployment's pod
+// name without the ReplicaSet's pod-template-hash and the pod's suffix
+// (reviews-v1-7d9f8c6b5-x2x4q → reviews-v1), else the pod's name.
+func workloadName(pod string, labels map[string]string) string {
+	if n := labels["service.istio.io/workload-name"]; n != "" {
+		return n
+	}
+	if h := labels["pod-template-hash"]; h != "" {
+		if i := strings.LastIndex(pod, "-"+h+"-"); i > 0 {
+			return pod[:i]
+		}
+	}
+	return pod
+}
+
+func serviceID(host string) string      { return "svc:" + host }
+func workloadID(ns, name string) string { return "wl:" + ns + "/" + name }
+func known(v string) bool               { return v != "" && v != "unknown" }
+func codeClass(code string) string {
+	n, err := strconv.Atoi(code)
+	switch {
+	case err != nil:
+		return "other"
+	case n == 0:
+		return "0"
+	case n >= 100 && n < 600:
+		return strconv.Itoa(n/100) + "xx"
+	}
+	return "other"
+}
+
+// edgeAgg accumulates one edge's figures.
+type edgeAgg struct {
+	Edge
+	protocols map[string]bool
+	errs      float64
+	mtlsRate  map[string]float64 // by connection_security_policy, in the interval
+	mtlsSeen  map[string]bool    // ever, from the cumulative counters
+	buckets   []Sample
+	reporters map[string]bool
+}
+
+// graphBuilder builds a Graph from the model and the agents' metrics.
+type graphBuilder struct {
+	vertices map[string]*Vertex
+	edges    map[[2]string]*edgeAgg
+	// destReported are destination services some agent reports as a
+	// destination: their figures come from the destination reporter.
+	destReported map[string]bool
+}
+
+func (g *graphBuilder) edge(from, to string) *edgeAgg {
+	k := [2]string{from, to}
+	e := g.edges[k]
+	if e == nil {
+		e = &edgeAgg{Edge: Edge{From: from, To: to}, protocols: map[string]bool{}, mtlsRate: map[string]float64{},
+			mtlsSeen: map[string]bool{}, reporters: map[string]bool{}}
+		g.edges[k] = e
+	}
+	return e
+}
+
+func (g *graphBuilder) vertex(id string, make func() *Vertex) {
+	if g.vertices[id] == nil {
+		g.vertices[id] = make()
+	}
+}
+
+// buildGraph joins the model's services and workloads with the traffic
+// in the agents' Istio metrics. m may be nil (no model yet).
+func buildGraph(m *model.Model, agents []agentWindow) Graph {
+	g := &graphBuilder{vertices: map[string]*Vertex{}, edges: map[[2]string]*edgeAgg{}, destReported: map[string]bool{}}
+	pods := map[string]string{} // namespace/pod → workload vertex
+	if m != nil {
+		g.addModel(m, pods)
+	}
+	// Which destinations have a destination reporter, from the
+	// cumulative counters (so the choice does not flap with traffic).
+	for _, a := range agents {
+		for _, name := range []string{metricRequests, metricTCPOpened} {
+			for _, s := range a.cur[name] {
+				if s.Labels["reporter"] == "destination" {
+					g.destReported[destKey(s.Labels)] = true
+				}
+			}
+		}
+	}
+	for _, a := range agents {
+		g.addTraffic(a)
+	}
+	return g.finish()
+}
+
+func (g *graphBuilder) addModel(m *model.Model, pods map[string]string) {
+	for _, s := range m.Services {
+		g.vertices[serviceID(s.Hostname)] = &Vertex{ID: serviceID(s.Hostname), Kind: KindService, Namespace: s.Namespace,
+			Name: s.Name, Hostname: s.Hostname, InModel: true, External: s.Location == "MESH_EXTERNAL"}
+	}
+	nodes := map[string]map[string]bool{}
+	for _, w := range m.Workloads {
+		name := workloadName(w.Name, w.Labels)
+		id := workloadID(w.Namespace, name)
+		pods[w.Namespace+"/"+w.Name] = id
+		v := g.vertices[id]
+		mode := string(w.DefaultMode)
+		if v == nil {
+			v = &Vertex{ID: id, Kind: KindWorkload, Namespace: w.Namespace, Name: name, InModel: true,
+				App: w.Labels["app"], Version: w.Labels["version"], MTLS: mode, OutsideMesh: w.OutsideMesh}
+			g.vertices[id] = v
+			nodes[id] = map[string]bool{}
+		} else if v.MTLS != mode {
+			v.MTLS = "mixed"
+		}
+		v.Pods++
+		if w.Node != "" {
+			nodes[id][w.Node] = true
+		}
+	}
+	for id, ns := range nodes {
+		for n := range ns {
+			g.vertices[id].Nodes = append(g.vertices[id].Nodes, n)
+		}
+		slices.Sort(g.vertices[id].Nodes)
+	}
+	for _, s := range m.Services {
+		for _, ep := range s.Endpoints {
+			if id, ok := pods[ep.Workload]; ok {
+				g.edge(serviceID(s.Hostname), id)
+			}
+		}
+	}
+}
+
+// destKey names a sample's destination for the choice of reporter.
+func destKey(l map[string]string) string {
+	if known(l["destination_service"]) {
+		return l["destination_service"]
+	}
+	return "wl:" + l["destination_workload_namespace"] + "/" + l["destination_workload"]
+}
+
+// use says whether a sample's reporter is the one whose figures count:
+// the destination's, except where no destination reports.
+func (g *graphBuilder) use(l map[string]string) bool {
+	switch l["reporter"] {
+	case "destination":
+		return true
+	case "source":
+		return !g.destReported[destKey(l)]
+	}
+	return false
+}
+
+// path is the vertices a sample's traffic goes through: source,
+// service (empty when the service is unknown), destination (empty when
+// the destination workload is unknown but the service is known).
+func (g *graphBuilder) path(l map[string]string) (src, svc, dst string) {
+	src = unknownID
+	if known(l["source_workload"]) {
+		ns, name := l["source_workload_namespace"], l["source_workload"]
+		src = workloadID(ns, name)
+		g.vertex(src, func() *Vertex {
+			return &Vertex{ID: src, Kind: KindWorkload, Namespace: ns, Name: name, App: l["source_app"], Version: l["source_version"]}
+		})
+	}
+	if host := l["destination_service"]; known(host) {
+		svc = serviceID(host)
+		g.vertex(svc, func() *Vertex {
+			name, ns := l["destination_service_name"], l["destination_service_namespace"]
+			if !known(name) {
+				name = host
+			}
+			if !known(ns) {
+				ns = ""
+			}
+			return &Vertex{ID: svc, Kind: KindService, Namespace: ns, Name: name, Hostname: host}
+		})
+	}
+	if known(l["destination_workload"]) {
+		ns, name := l["destination_workload_namespace"], l["destination_workload"]
+		dst = workloadID(ns, name)
+		g.vertex(dst, func() *Vertex {
+			return &Vertex{ID: dst, Kind: KindWorkload, Namespace: ns, Name: name, App: l["destination_app"], Version: l["destination_version"]}
+		})
+	} else if svc == "" {
+		dst = unknownID
+	}
+	if src == unknownID || dst == unknownID {
+		g.vertex(unknownID, func() *Vertex { return &Vertex{ID: unknownID, Kind: KindUnknown, Name: "unknown"} })
+	}
+	return src, svc, dst
+}
+
+// hops are the edges a sample counts on.
+func (g *graphBuilder) hops(l map[string]string) []*edgeAgg {
+	src, svc, dst := g.path(l)
+	switch {
+	case svc == "":
+		return []*edgeAgg{g.edge(src, dst)}
+	case dst == "":
+		return []*edgeAgg{g.edge(src, svc)}
+	}
+	return []*edgeAgg{g.edge(src, svc), g.edge(svc, dst)}
+}
+
+func (g *graphBuilder) addTraffic(a agentWindow) {
+	// What was ever seen: edges, protocols, mTLS.
+	for _, name := range []string{metricRequests, metricTCPOpened} {
+		proto := "http"
+		if name == metricTCPOpened {
+			proto = "tcp"
+		}
+		for _, s := range a.cur[name] {
+			if !g.use(s.Labels) {
+				continue
+			}
+			for _, e := range g.hops(s.Labels) {
+				e.Observed = true
+				e.protocols[proto] = true
+				e.reporters[s.Labels["reporter"]] = true
+				if p := s.Labels["connection_security_policy"]; known(p) {
+					e.mtlsSeen[p] = true
+				}
+			}
+		}
+	}
+	if a.inc == nil || a.dt <= 0 {
+		return
+	}
+	for _, s := range a.inc[metricRequests] {
+		if !g.use(s.Labels) || s.Value == 0 {
+			continue
+		}
+		r := s.Value / a.dt
+		class := codeClass(s.Labels["response_code"])
+		for _, e := range g.hops(s.Labels) {
+			e.RPS += r
+			if e.Codes == nil {
+				e.Codes = map[string]float64{}
+			}
+			e.Codes[class] += r
+			if class == "5xx" || class == "0" {
+				e.errs += r
+			}
+			if p := s.Labels["connection_security_policy"]; known(p) {
+				e.mtlsRate[p] += r
+			}
+		}
+	}
+	for _, s := range a.inc[metricDurationBucket] {
+		if !g.use(s.Labels) {
+			continue
+		}
+		b := Sample{Labels: map[string]string{"le": s.Labels["le"]}, Value: s.Value}
+		for _, e := range g.hops(s.Labels) {
+			e.buckets = append(e.buckets, b)
+		}
+	}
+	for _, name := range []string{metricTCPSent, metricTCPReceived} {
+		for _, s := range a.inc[name] {
+			if !g.use(s.Labels) || s.Value == 0 {
+				continue
+			}
+			for _, e := range g.hops(s.Labels) {
+				e.BytesPerSecond += s.Value / a.dt
+			}
+		}
+	}
+	for _, s := range a.inc[metricTCPOpened] {
+		if !g.use(s.Labels) || s.Value == 0 {
+			continue
+		}
+		for _, e := range g.hops(s.Labels) {
+			e.ConnectionsPerSecond += s.Value / a.dt
+			if p := s.Labels["connection_security_policy"]; known(p) && e.RPS == 0 {
+				e.mtlsRate[p] += s.Value / a.dt
+			}
+		}
+	}
+}
+
+// mtlsState sums up the policies seen: in the interval if any traffic
+// said, else ever.
+func mtlsState(rate map[string]float64, seen map[string]bool) string {
+	set := map[string]bool{}
+	for p, r := range rate {
+		if r > 0 {
+			set[p] = true
+		}
+	}
+	if len(set) == 0 {
+		set = seen
+	}
+	switch {
+	case set["mutual_tls"] && set["none"]:
+		return "mixed"
+	case set["mutual_tls"]:
+		return "mutual_tls"
+	case set["none"]:
+		return "none"
+	}
+	return "unknown"
+}
+
+func (g *graphBuilder) finish() Graph {
+	out := Graph{Vertices: make([]Vertex, 0, len(g.vertices)), Edges: make([]Edge, 0, len(g.edges))}
+	for _, e := range g.edges {
+		for p := range e.protocols {
+			e.Protocols = append(e.Protocols, p)
+		}
+		slices.Sort(e.Protocols)
+		if e.RPS > 0 {
+			e.ErrorRate = e.errs / e.RPS
+		}
+		if bs, err := Buckets(e.buckets); err == nil {
+			if q := Quantile(0.99, bs); !math.IsNaN(q) {
+				e.P99Ms = &q
+			}
+		}
+		e.MTLS = mtlsState(e.mtlsRate, e.mtlsSeen)
+		if e.protocols["http"] && !e.protocols["tcp"] {
+			e.Offload = "userspace"
+		}
+		switch {
+		case e.reporters["destination"]:
+			e.Reporter = "destination"
+		case e.reporters["source"]:
+			e.Reporter = "source"
+		}
+		if v := g.vertices[e.From]; v != nil {
+			v.RPSOut += e.RPS
+		}
+		if v := g.vertices[e.To]; v != nil {
+			v.RPSIn += e.RPS
+		}
+		out.Edges = append(out.Edges, e.Edge)
+	}
+	for _, v := range g.vertices {
+		out.Vertices = append(out.Vertices, *v)
+	}
+	slices.SortFunc(out.Vertices, func(a, b Vertex) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out.Edges, func(a, b Edge) int { return cmp.Or(cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To)) })
+	return out
+}

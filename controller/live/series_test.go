@@ -32,7 +32,7 @@ rpc_count 3
 untyped_thing 2
 `,
 		want: Samples{
-			"istio_requests_total":   {{map[string]string{"reporter": "destination", "response_code": "200"}, 7}},
+			"istio_requests_total":    {{map[string]string{"reporter": "destination", "response_code": "200"}, 7}},
 			"fibmesh_agent_fib_flows": {{map[string]string{}, 3}},
 			"istio_request_duration_milliseconds_bucket": {
 				{map[string]string{"reporter": "destination", "le": "5"}, 4},

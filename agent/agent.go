@@ -115,7 +115,15 @@ type Config struct {
 	// NICKTLSOffload says whether the node's NIC offloads kTLS record
 	// crypto (--nic-ktls-offload; zero: auto, from the NIC profile).
 	NICKTLSOffload NICTLSMode
-	Log            *slog.Logger
+	// ClusterID is the cluster the node's workloads are in, the
+	// source_cluster/destination_cluster of Istio's metrics (default
+	// DefaultClusterID, Istio's "Kubernetes").
+	ClusterID string
+	// AccessLog is where the access log goes: AccessLogOff (or empty),
+	// AccessLogStdout, AccessLogStderr or a file path; AccessLogFormat
+	// is AccessLogJSON (default) or AccessLogText (telemetry.md).
+	AccessLog, AccessLogFormat string
+	Log                        *slog.Logger
 }
 
 // Agent runs one node.
@@ -135,6 +143,7 @@ type Agent struct {
 	proxy  *proxy.Proxy
 	flows  *flowTable // the proxy's XDP flow entries (flows.go); nil without a FIB
 	nic    *nicTLS    // the NIC kTLS offload answers (nictls.go)
+	tel    *telemetry // Istio's metrics and the access log (telemetry.go)
 
 	meshPods   atomic.Pointer[map[netip.Addr]spiffeid.ID]
 	refusalLog logLimit
@@ -239,12 +248,18 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 	a.nic = a.newNICTLS()
+	if err := a.newTelemetry(); err != nil {
+		a.closeEarly()
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
-		TrustDomain: td, Events: a.proxyEvent, Requests: a.proxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig()})
+		TrustDomain: td, Events: a.onProxyEvent, Requests: a.onProxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig(),
+		Workload: a.podWorkload})
 	if err != nil {
 		a.closeEarly()
 		return nil, err
 	}
+	a.tel.conns = a.proxy.Connections
 	a.xds = xdsclient.New(conn, xdsclient.Config{Node: cfg.Node, Delta: true, Metadata: a.nic.metadata(),
 		Subscriptions: xdsapi.AgentSubscriptions(cfg.Node), Validate: a.validate})
 	a.enrol, err = enrolment.Listen(enrolment.Config{
@@ -261,6 +276,7 @@ func New(cfg Config) (*Agent, error) {
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(a.m.collectors()...)
 	a.reg.MustRegister(a.proxy.Collectors()...)
+	a.reg.MustRegister(a.tel.allCollectors()...)
 	return a, nil
 }
 
@@ -428,6 +444,9 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) closeEarly() {
 	a.conn.Close()
 	a.fib.Close()
+	if a.tel != nil {
+		a.tel.log.close()
+	}
 }
 
 // Close releases the agent's sockets and file descriptors; pinned state
@@ -446,5 +465,5 @@ func (a *Agent) Close() error {
 		_ = a.stopPod(k[0], k[1], nil)
 	}
 	a.svids.Close()
-	return errors.Join(a.proxy.Close(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
+	return errors.Join(a.proxy.Close(), a.tel.log.close(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
 }

@@ -60,7 +60,10 @@ to remove them.
 
 Endpoints: the admin API on --admin-listen (/config_dump, /pods, /fib,
 /connections, /healthz, /readyz: 200 once the first flow table is applied) and
-Prometheus metrics on --metrics-listen (/metrics, fibmesh_agent_*).
+Prometheus metrics on --metrics-listen (/metrics: fibmesh_agent_*, and
+Istio's standard istio_requests_total, istio_request_duration_milliseconds,
+istio_request_bytes, istio_response_bytes and istio_tcp_* with Istio's
+labels, docs/telemetry.md). The access log (--access-log) is off unless set.
 Wait for readiness with /readyz, not by reading the log.
 
 Run it in the node's network namespace. In the lab:
@@ -123,6 +126,9 @@ func main() {
 	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); empty answers them REFUSED")
 	cfg.NICKTLSOffload = agent.NICTLSAuto
 	fs.Var(&cfg.NICKTLSOffload, agent.NICTLSFlag, "`auto|on|off`: whether this node's NIC offloads kTLS record crypto, reported to the controller (FDS marks the routes to this node): auto, from the NIC profile and its tls-hw-tx-offload/tls-hw-rx-offload features (fibctl nic); on forces it, off denies it. Where both ends' NICs offload, the client offers TLS 1.2 AES-128-GCM alone (mainline device offload's one suite), elsewhere TLS 1.3. Forcing it changes the suite only: on a NIC that cannot (veth) the kernel still does the crypto in software kTLS (docs/ktls.md)")
+	fs.StringVar(&cfg.ClusterID, "cluster-id", agent.DefaultClusterID, "the cluster this node is in: source_cluster/destination_cluster of Istio's metrics (Istio's default cluster ID)")
+	fs.StringVar(&cfg.AccessLog, "access-log", agent.AccessLogOff, "`off|stdout|stderr|PATH`: where to write the access log, one line per HTTP request and one per TCP connection (when it closes, or is refused or denied), with Envoy's fields (docs/telemetry.md); a PATH is appended to. Lines are queued, never holding a request: when the writer cannot keep up they are dropped and counted (fibmesh_agent_access_log_lines_total{result=\"dropped\"})")
+	fs.StringVar(&cfg.AccessLogFormat, "access-log-format", agent.AccessLogJSON, "`json|text`: the access log's format: json, one object per line with Envoy's field names (Istio's default JSON format, plus the reporter and workloads); text, Istio's default text format")
 	offload := fs.String("offload", "auto", "auto: an L4 mesh connection leaves userspace once established and authorized (kTLS record crypto, the kernel moves its bytes, XDP flow entries) where the kernel has kTLS; off: every connection stays in userspace")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")

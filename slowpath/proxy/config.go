@@ -110,6 +110,11 @@ type Config struct {
 	// should honour SamplingDecision. Unset: no spans, trace headers
 	// passed as they came.
 	Tracer func(namespace, pod string) trace.Tracer
+	// Workload, if set, says which workload a pod is (its controller,
+	// app and version labels, cluster), called once when the pod is
+	// added: the metadata its HTTP requests' peers learn (hdrPeer) and
+	// RequestInfo.Workload. Unset: only the namespace is known.
+	Workload func(namespace, pod string) WorkloadMeta
 	// Offload configures the socket fast path (offload.go); the zero
 	// value offloads where the kernel has kTLS, with no flow entries.
 	Offload Offload

@@ -33,8 +33,14 @@ func (ps *podState) serveInboundHTTP(w http.ResponseWriter, r *http.Request) {
 		if p := r.Header.Get(hdrProtocol); p == "h2" || p == "http/1.1" {
 			proto = p
 		}
+		// The calling agent's word on its workload, and ours in return
+		// (on every answer, local replies too).
+		ri.MTLS = true
+		ri.PeerWorkload = decodeWorkloadMeta(r.Header.Get(hdrPeer))
+		w.Header().Set(hdrPeer, ps.metaHdr)
 	}
 	r.Header.Del(hdrProtocol)
+	r.Header.Del(hdrPeer)
 	if r.Header.Get(hdrRequestID) == "" {
 		r.Header.Set(hdrRequestID, resilience.RequestID())
 	}

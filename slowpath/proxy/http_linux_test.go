@@ -40,7 +40,7 @@ type l7Lab struct {
 	dialsGroup sync.WaitGroup
 }
 
-func newL7Lab(t testing.TB) *l7Lab {
+func newL7Lab(t testing.TB, opts ...func(*Config)) *l7Lab {
 	l7 := &l7Lab{held: make(chan struct{})}
 	l7.nextPort.Store(41000)
 	var snap atomic.Pointer[xdsconf.Snapshot]
@@ -55,6 +55,9 @@ func newL7Lab(t testing.TB) *l7Lab {
 				}
 			}
 			return orig(conn, pod, port)
+		}
+		for _, o := range opts {
+			o(c)
 		}
 	})
 	l7.lab = l

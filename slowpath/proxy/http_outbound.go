@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fibmesh/fibmesh/slowpath"
@@ -89,8 +90,9 @@ func (ps *podState) serveOutboundHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get(hdrForwardedProto) == "" {
 		r.Header.Set(hdrForwardedProto, "http")
 	}
-	// Only the calling agent sets it, on the tunnel.
+	// Only the calling agent sets them, on the tunnel.
 	r.Header.Del(hdrProtocol)
+	r.Header.Del(hdrPeer)
 	// An app's own x-forwarded-client-cert is not forwarded (Istio's
 	// outbound SANITIZE): only the called agent writes one, from the
 	// certificate it verified.
@@ -290,7 +292,7 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		}
 		req := upstreamRequest(tctx, r, hdr, rb, ep.Addr.String())
 		ep.Active.Add(1)
-		resp, out, err := ps.attempt(tctx, cl, ch, ep, req, proto)
+		resp, out, err := ps.attempt(tctx, cl, ch, ep, req, proto, ri)
 		if retrySlot {
 			// Envoy frees a retry's slot when its attempt is answered.
 			br.DoneRetry()
@@ -330,6 +332,9 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 		if !retry {
 			if out == outResponse {
 				ri.Code = resp.StatusCode
+				if ri.MTLS {
+					ri.PeerWorkload = decodeWorkloadMeta(resp.Header.Get(hdrPeer))
+				}
 				if retries > 0 && policy.RetriableStatus(resp.StatusCode) {
 					ri.addFlag("URX")
 				}
@@ -474,14 +479,15 @@ func (ps *podState) pickEndpoint(cl *xdsconf.Cluster, m *connMeta, key hashKey, 
 
 // attempt sends one try: over the pooled tunnel to a mesh endpoint, else
 // in plaintext (tlsMode disabled, a cluster without TLS).
-func (ps *podState) attempt(ctx context.Context, cl *xdsconf.Cluster, ch *xdsconf.ClusterHTTP, ep *xdsconf.Endpoint, req *http.Request, proto string) (*http.Response, outcome, error) {
+func (ps *podState) attempt(ctx context.Context, cl *xdsconf.Cluster, ch *xdsconf.ClusterHTTP, ep *xdsconf.Endpoint, req *http.Request, proto string, ri *RequestInfo) (*http.Response, outcome, error) {
 	timeout := cl.ConnectTimeout
 	if timeout <= 0 {
 		timeout = ps.p.cfg.ConnectTimeout
 	}
 	var rt http.RoundTripper
+	ri.MTLS, ri.Peer = false, ""
 	if cl.TLS != nil && !(cl.TLS.PlaintextMatch && ep.Plaintext) {
-		cc, err := ps.l7.tunnels.get(ctx, ep.Addr, cl.TLS.SANs, timeout, ch.MaxRequestsPerConnection)
+		cc, peer, err := ps.l7.tunnels.get(ctx, ep.Addr, cl.TLS.SANs, timeout, ch.MaxRequestsPerConnection)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, outPerTry, err
@@ -489,9 +495,15 @@ func (ps *podState) attempt(ctx context.Context, cl *xdsconf.Cluster, ch *xdscon
 			return nil, outConnect, err
 		}
 		req.Header.Set(hdrProtocol, proto)
+		req.Header.Set(hdrPeer, ps.metaHdr)
+		ri.MTLS = true
+		if !peer.IsZero() {
+			ri.Peer = peer.String()
+		}
 		rt = cc
 	} else {
 		req.Header.Del(hdrProtocol)
+		req.Header.Del(hdrPeer)
 		rt = ps.l7.appH1
 		if proto == "h2" {
 			rt = ps.l7.appH2
@@ -646,6 +658,9 @@ func removeHopByHop(h http.Header) {
 // length is unknown or the client speaks HTTP/2: streams, gRPC), then
 // the trailers.
 func (ps *podState) copyResponse(w http.ResponseWriter, resp *http.Response, ri *RequestInfo) error {
+	// A peer agent's metadata was read by the caller (forward); an
+	// app's is no one's.
+	resp.Header.Del(hdrPeer)
 	h := w.Header()
 	for k, vv := range resp.Header {
 		if k == "Set-Cookie" && len(h[k]) > 0 {
@@ -659,6 +674,8 @@ func (ps *podState) copyResponse(w http.ResponseWriter, resp *http.Response, ri 
 	for k := range resp.Trailer {
 		h.Add("Trailer", k)
 	}
+	ri.ResponseHeaderBytes = statusHeadBytes(resp.StatusCode, h)
+	ri.GRPCStatus = resp.Header.Get("Grpc-Status") // trailers-only
 	w.WriteHeader(resp.StatusCode)
 	stream := resp.ContentLength < 0
 	bp := bufPool.Get().(*[]byte)
@@ -685,8 +702,18 @@ func (ps *podState) copyResponse(w http.ResponseWriter, resp *http.Response, ri 
 	}
 	for k, vv := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vv
+		ri.ResponseHeaderBytes += int64(len(k) + 2 + len(strings.Join(vv, ",")) + 2)
+	}
+	if gs := resp.Trailer.Get("Grpc-Status"); gs != "" {
+		ri.GRPCStatus = gs
 	}
 	return nil
+}
+
+// statusHeadBytes is the size of a response's head: the status line
+// and the headers, as HTTP/1.1 writes them.
+func statusHeadBytes(code int, h http.Header) int64 {
+	return int64(len("HTTP/1.1 200 ") + len(http.StatusText(code)) + 2 + headerBytes(h) + 2)
 }
 
 // Upgrade kinds (upgradeKind).
@@ -772,6 +799,7 @@ func (ps *podState) localReply(w http.ResponseWriter, r *http.Request, ri *Reque
 	h := w.Header()
 	h.Set("Content-Type", "text/plain")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	ri.ResponseHeaderBytes = statusHeadBytes(code, h)
 	w.WriteHeader(code)
 	io.WriteString(w, body)
 	ri.BytesSent += int64(len(body))
@@ -784,6 +812,8 @@ func (ps *podState) grpcReply(w http.ResponseWriter, ri *RequestInfo, status int
 	h.Set("Content-Type", "application/grpc")
 	h.Set("Grpc-Status", strconv.Itoa(status))
 	h.Set("Grpc-Message", msg)
+	ri.GRPCStatus = strconv.Itoa(status)
+	ri.ResponseHeaderBytes = statusHeadBytes(http.StatusOK, h)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -986,12 +1016,50 @@ type RequestInfo struct {
 	Upstream  netip.AddrPort
 	Attempts  int
 	RequestID string
-	// Peer is the calling workload's SPIFFE ID (inbound, over mTLS).
+	// Peer is the other side's verified SPIFFE ID: the calling
+	// workload's (inbound, over mTLS), or the endpoint's that answered
+	// (outbound, over the tunnel); "" in plaintext.
 	Peer string
 	// Policy is the RBAC policy that denied the request, if any.
-	Policy    string
-	BytesSent int64
-	Err       error
+	Policy string
+	// BytesSent are the response body bytes sent to the client,
+	// BytesReceived the request body bytes read from it (Envoy's
+	// BYTES_SENT and BYTES_RECEIVED).
+	BytesSent     int64
+	BytesReceived int64
+	// RequestHeaderBytes and ResponseHeaderBytes are the sizes of the
+	// request's and the response's heads (the request or status line
+	// and each header as "Name: value\r\n"), for Istio's
+	// istio_request_bytes and istio_response_bytes (heads and bodies).
+	RequestHeaderBytes  int64
+	ResponseHeaderBytes int64
+	Err                 error
+
+	// Workload is the local pod's workload (Config.Workload);
+	// PeerWorkload the other side's, as its agent told over the tunnel
+	// (hdrPeer): zero when the peer is no mesh agent, the request went
+	// or came in plaintext, or never reached it.
+	Workload     WorkloadMeta
+	PeerWorkload WorkloadMeta
+	// MTLS: the request came (inbound) or went (outbound, its last
+	// attempt) over the mesh's mTLS tunnel.
+	MTLS bool
+	// GRPC: the request's content-type is application/grpc (Istio's
+	// request_protocol "grpc"). GRPCStatus is the response's
+	// grpc-status (trailer or trailers-only header), "" when none.
+	GRPC       bool
+	GRPCStatus string
+	// Source is the downstream's address (the calling app's, as the
+	// PROXY header or the socket says); Destination the address it
+	// called (a VIP:port outbound, the pod IP:port inbound).
+	Source, Destination netip.AddrPort
+	// UserAgent and ForwardedFor are the request's User-Agent and
+	// X-Forwarded-For headers as received.
+	UserAgent, ForwardedFor string
+
+	// body counts BytesReceived as the request body is read (by the
+	// transport's goroutine too).
+	body *atomic.Int64
 }
 
 func (ri *RequestInfo) addFlag(f string) {
@@ -1007,16 +1075,57 @@ func (ri *RequestInfo) addFlag(f string) {
 
 func (ps *podState) newRequest(direction string, r *http.Request, m *connMeta) *RequestInfo {
 	ri := &RequestInfo{Direction: direction, Pod: ps.key(), Start: time.Now(), Method: r.Method,
-		Authority: r.Host, Path: r.URL.Path, Protocol: r.Proto, RequestID: r.Header.Get(hdrRequestID)}
+		Authority: r.Host, Path: r.URL.Path, Protocol: r.Proto, RequestID: r.Header.Get(hdrRequestID),
+		Workload: ps.meta, UserAgent: r.Header.Get("User-Agent"), ForwardedFor: r.Header.Get("X-Forwarded-For"),
+		RequestHeaderBytes: requestHeadBytes(r), GRPC: isGRPC(r), body: new(atomic.Int64)}
 	if m != nil {
 		ri.Peer = m.principal
+		ri.Source, ri.Destination = m.src, m.dst
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, n: ri.body}
 	}
 	return ri
+}
+
+// countingBody counts a request body's bytes as they are read.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// requestHeadBytes is the size of a request's head: the request line
+// and the headers, as HTTP/1.1 writes them.
+func requestHeadBytes(r *http.Request) int64 {
+	n := len(r.Method) + 1 + len(requestPath(r)) + 1 + len(r.Proto) + 2
+	n += len("Host: ") + len(r.Host) + 2
+	n += headerBytes(r.Header)
+	return int64(n + 2)
+}
+
+// headerBytes is the size of h written as "Name: value\r\n" lines.
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vv := range h {
+		for _, v := range vv {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
 }
 
 // requestDone counts a request and hands it to the Requests hook.
 func (ps *podState) requestDone(ri *RequestInfo) {
 	ri.Duration = time.Since(ri.Start)
+	if ri.body != nil {
+		ri.BytesReceived = ri.body.Load()
+	}
 	flags := ri.Flags
 	if flags == "" {
 		flags = "-"

@@ -85,6 +85,10 @@ type podState struct {
 	wg      sync.WaitGroup
 	// l7 serves the pod's HTTP connections (http.go).
 	l7 *l7
+	// meta is the pod's workload (Config.Workload), metaHdr its hdrPeer
+	// value, sent to the peer agents of its HTTP requests.
+	meta    WorkloadMeta
+	metaHdr string
 
 	// clusterConns counts the pod's outbound connections per cluster
 	// name (*atomic.Int64), for the clusters' max_connections.
@@ -162,6 +166,13 @@ func (p *Proxy) AddPod(pod Pod) error {
 		},
 		conns: map[uint64]*conn{},
 	}
+	if p.cfg.Workload != nil {
+		ps.meta = p.cfg.Workload(pod.Namespace, pod.Name)
+	}
+	if ps.meta.Namespace == "" {
+		ps.meta.Namespace = pod.Namespace
+	}
+	ps.metaHdr = ps.meta.encode()
 	ps.sessions = tls.NewLRUClientSessionCache(256)
 	if _, err := rand.Read(ps.ticketKey[:]); err != nil {
 		ps.pod.Netns.Close()

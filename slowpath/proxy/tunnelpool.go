@@ -94,13 +94,14 @@ var errTunnelIdentity = errors.New("tunnel peer identity")
 // stream is reserved: the caller must RoundTrip on it or Release it),
 // dialling one when needed. The peer must be one of sans (empty: any of
 // the trust domain). maxRequests is the cluster's
-// max_requests_per_connection (0: no limit).
-func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []spiffeid.ID, timeout time.Duration, maxRequests uint32) (*http.ClientConn, error) {
+// max_requests_per_connection (0: no limit). peer is the identity the
+// tunnel's server presented.
+func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []spiffeid.ID, timeout time.Duration, maxRequests uint32) (*http.ClientConn, spiffeid.ID, error) {
 	tp.mu.Lock()
 	for {
 		if tp.closed {
 			tp.mu.Unlock()
-			return nil, errors.New("pod removed")
+			return nil, spiffeid.ID{}, errors.New("pod removed")
 		}
 		e := tp.m[endpoint]
 		if e == nil {
@@ -120,9 +121,9 @@ func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []s
 				tp.mu.Unlock()
 				if len(sans) > 0 && !slices.Contains(sans, peer) {
 					cc.Release()
-					return nil, fmt.Errorf("%w: %s presents %s, none of the cluster's %v", errTunnelIdentity, endpoint, peer, sans)
+					return nil, spiffeid.ID{}, fmt.Errorf("%w: %s presents %s, none of the cluster's %v", errTunnelIdentity, endpoint, peer, sans)
 				}
-				return cc, nil
+				return cc, peer, nil
 			}
 			// Failed, at its request limit, or with no stream free:
 			// another tunnel takes the new requests; this one closes
@@ -135,10 +136,10 @@ func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []s
 			select {
 			case <-d.done:
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, spiffeid.ID{}, ctx.Err()
 			}
 			if d.err != nil {
-				return nil, d.err
+				return nil, spiffeid.ID{}, d.err
 			}
 			tp.mu.Lock()
 			continue
@@ -154,12 +155,12 @@ func (tp *tunnelPool) get(ctx context.Context, endpoint netip.AddrPort, sans []s
 				delete(tp.m, endpoint)
 			}
 			tp.mu.Unlock()
-			return nil, d.err
+			return nil, spiffeid.ID{}, d.err
 		}
 		if tp.closed {
 			tp.mu.Unlock()
 			d.cc.Close()
-			return nil, errors.New("pod removed")
+			return nil, spiffeid.ID{}, errors.New("pod removed")
 		}
 		// e.cc is the new tunnel (dialFor set it): reserve on it.
 	}

@@ -378,3 +378,14 @@ func (tc traceContext) withDecision(ctx context.Context) context.Context {
 	}
 	return context.WithValue(ctx, samplingKey{}, d)
 }
+
+// WithSamplingDecision returns ctx carrying a caller's sampling
+// decision, as the proxy passes it to its Config.Tracer's Start (for
+// tests of a tracer's sampler, and callers starting spans of their own).
+func WithSamplingDecision(ctx context.Context, sampled bool) context.Context {
+	d := decisionDrop
+	if sampled {
+		d = decisionSample
+	}
+	return context.WithValue(ctx, samplingKey{}, d)
+}

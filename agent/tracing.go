@@ -1,0 +1,236 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/fibmesh/fibmesh/slowpath/proxy"
+)
+
+// Tracing defaults.
+const (
+	// DefaultTracingSampling is the percentage of new traces sampled:
+	// Istio's default (meshConfig.defaultConfig.tracing.sampling, 1%).
+	DefaultTracingSampling = 1.0
+	// DefaultTracingQueue bounds the spans waiting for export; beyond it
+	// new spans are dropped (never waited for).
+	DefaultTracingQueue = 2048
+	// DefaultTracingBatchTimeout is the longest a span waits before its
+	// batch is sent.
+	DefaultTracingBatchTimeout = 2 * time.Second
+	// tracingMaxBatch is the most spans in one OTLP export.
+	tracingMaxBatch = 512
+	// tracingMaxProviders bounds the per-pod tracer cache: past it the
+	// cache starts over (pods come and go; a tracer is cheap).
+	tracingMaxProviders = 4096
+)
+
+// TracingConfig configures the agent's traces: a span per HTTP request
+// on an L7 port, client and server side (slowpath/proxy trace.go),
+// exported over OTLP gRPC.
+type TracingConfig struct {
+	// Collector is the OTLP gRPC collector (HOST:PORT, e.g. an
+	// OpenTelemetry Collector's :4317); empty: no spans, no exporter,
+	// no goroutine, trace headers passed through as they came.
+	Collector string
+	// CollectorCA, if set, is a PEM file of the roots the collector's
+	// serving certificate must chain to: the export uses TLS. Empty:
+	// plaintext (as Istio's OpenTelemetry provider speaks to a
+	// collector in the cluster).
+	CollectorCA string
+	// Sampling is the percentage (0 to 100) of new traces sampled. A
+	// caller's decision is honoured whatever it is (a sampled
+	// traceparent, X-B3-Sampled), as Envoy does: 0 starts none but
+	// still reports traces that callers sampled. cmd/fibmesh-agent's
+	// flag defaults to DefaultTracingSampling; here zero is zero.
+	Sampling float64
+	// Queue and BatchTimeout: see DefaultTracingQueue and
+	// DefaultTracingBatchTimeout (zero: those).
+	Queue        int
+	BatchTimeout time.Duration
+}
+
+// Validate checks c; errors name the flag and the fix.
+func (c TracingConfig) Validate() error {
+	if c.Collector == "" {
+		if c.CollectorCA != "" {
+			return errors.New("agent: --tracing-collector-ca is set without --tracing-collector: set the collector's HOST:PORT")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(c.Collector)
+	if err != nil || host == "" {
+		return fmt.Errorf("agent: --tracing-collector %q: want HOST:PORT of an OTLP gRPC collector (e.g. otel-collector.observability:4317)", c.Collector)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("agent: --tracing-collector %q: port %q is not a port number (1-65535)", c.Collector, port)
+	}
+	if math.IsNaN(c.Sampling) || c.Sampling < 0 || c.Sampling > 100 {
+		return fmt.Errorf("agent: --tracing-sampling %v: want a percentage from 0 to 100 (Istio's default is 1)", c.Sampling)
+	}
+	if c.Queue < 0 || c.BatchTimeout < 0 {
+		return errors.New("agent: tracing queue and batch timeout must not be negative")
+	}
+	return nil
+}
+
+// tracing exports the proxy's spans: one OTLP exporter and one batch
+// processor (a bounded queue and one goroutine) shared by a tracer
+// provider per pod, whose resource names the workload.
+type tracing struct {
+	node     string
+	workload func(namespace, pod string) string
+	sampler  sdktrace.Sampler
+	bsp      sdktrace.SpanProcessor
+
+	mu     sync.Mutex
+	tracer map[string]trace.Tracer // by namespace/pod
+}
+
+// newTracing starts the exporter of cfg (nil, nil when cfg has no
+// collector). workload names a pod's workload (its Deployment's name);
+// nil takes the pod's name.
+func newTracing(cfg TracingConfig, node string, workload func(namespace, pod string) string) (*tracing, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Collector == "" {
+		return nil, nil
+	}
+	opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(cfg.Collector), otlptracegrpc.WithTimeout(10 * time.Second)}
+	if cfg.CollectorCA == "" {
+		opts = append(opts, otlptracegrpc.WithInsecure())
+	} else {
+		pem, err := os.ReadFile(cfg.CollectorCA)
+		if err != nil {
+			return nil, fmt.Errorf("agent: --tracing-collector-ca: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("agent: --tracing-collector-ca %s: no PEM certificate in it", cfg.CollectorCA)
+		}
+		opts = append(opts, otlptracegrpc.WithTLSCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})))
+	}
+	// New does not connect: the gRPC client connects (and reconnects)
+	// on its own, so an absent collector costs only dropped spans.
+	exp, err := otlptracegrpc.New(context.Background(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: --tracing-collector %s: %w", cfg.Collector, err)
+	}
+	queue := cfg.Queue
+	if queue == 0 {
+		queue = DefaultTracingQueue
+	}
+	batch := cfg.BatchTimeout
+	if batch == 0 {
+		batch = DefaultTracingBatchTimeout
+	}
+	if workload == nil {
+		workload = func(_, pod string) string { return pod }
+	}
+	return &tracing{
+		node: node, workload: workload,
+		sampler: newSampler(cfg.Sampling),
+		// Never blocking on a full queue (the default): a span that does
+		// not fit is dropped, the request goes on.
+		bsp: sdktrace.NewBatchSpanProcessor(exp, sdktrace.WithMaxQueueSize(queue), sdktrace.WithBatchTimeout(batch),
+			sdktrace.WithMaxExportBatchSize(min(tracingMaxBatch, queue))),
+		tracer: map[string]trace.Tracer{},
+	}, nil
+}
+
+// Tracer is the proxy's Config.Tracer: the tracer of a pod, its
+// resource the pod's workload (service.name "<workload>.<namespace>",
+// Istio's default service name), namespace, pod and node.
+func (t *tracing) Tracer(namespace, pod string) trace.Tracer {
+	key := namespace + "/" + pod
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tr, ok := t.tracer[key]; ok {
+		return tr
+	}
+	if len(t.tracer) >= tracingMaxProviders {
+		clear(t.tracer)
+	}
+	wl := t.workload(namespace, pod)
+	res := resource.NewSchemaless(
+		attribute.String("service.name", wl+"."+namespace),
+		attribute.String("service.namespace", namespace),
+		attribute.String("k8s.namespace.name", namespace),
+		attribute.String("k8s.pod.name", pod),
+		attribute.String("k8s.node.name", t.node),
+		attribute.String("istio.canonical_service", wl),
+		attribute.String("istio.namespace", namespace),
+	)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(t.sampler), sdktrace.WithSpanProcessor(t.bsp), sdktrace.WithResource(res))
+	tr := &nodeTracer{Tracer: tp.Tracer("github.com/fibmesh/fibmesh/slowpath/proxy"),
+		start: trace.WithAttributes(attribute.String("node_id", t.node))}
+	t.tracer[key] = tr
+	return tr
+}
+
+// nodeTracer tags each span with Envoy's node_id (the agent's node).
+type nodeTracer struct {
+	trace.Tracer
+	start trace.SpanStartOption
+}
+
+func (t *nodeTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return t.Tracer.Start(ctx, name, append(opts, t.start)...)
+}
+
+// close sends what is queued (within ctx) and stops the exporter.
+func (t *tracing) close(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	if err := t.bsp.Shutdown(ctx); err != nil {
+		return fmt.Errorf("agent: tracing: flushing spans: %w", err)
+	}
+	return nil
+}
+
+// sampler samples as the caller decided (proxy.SamplingDecision: a
+// parent's sampled flag, B3's X-B3-Sampled), else a percentage of new
+// traces by trace id (so both agents of a request agree).
+type sampler struct {
+	ratio sdktrace.Sampler
+	desc  string
+}
+
+func newSampler(percent float64) sampler {
+	return sampler{ratio: sdktrace.TraceIDRatioBased(percent / 100),
+		desc: fmt.Sprintf("FibmeshSampler{caller's decision, else %v%%}", percent)}
+}
+
+func (s sampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	ts := trace.SpanContextFromContext(p.ParentContext).TraceState()
+	if sampled, ok := proxy.SamplingDecision(p.ParentContext); ok {
+		d := sdktrace.Drop
+		if sampled {
+			d = sdktrace.RecordAndSample
+		}
+		return sdktrace.SamplingResult{Decision: d, Tracestate: ts}
+	}
+	r := s.ratio.ShouldSample(p)
+	r.Tracestate = ts
+	return r
+}
+
+func (s sampler) Description() string { return s.desc }

@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/fibmesh/fibmesh/internal/otlpsink"
+	"github.com/fibmesh/fibmesh/slowpath/proxy"
+)
+
+func TestTracingConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     TracingConfig
+		wantErr string
+	}{
+		{"unset", TracingConfig{}, ""},
+		{"ok", TracingConfig{Collector: "otel-collector.observability:4317", Sampling: 1}, ""},
+		{"ok ipv6", TracingConfig{Collector: "[::1]:4317", Sampling: 100}, ""},
+		{"no port", TracingConfig{Collector: "otel-collector"}, "--tracing-collector \"otel-collector\": want HOST:PORT"},
+		{"bad port", TracingConfig{Collector: "collector:http"}, "is not a port number"},
+		{"port 0", TracingConfig{Collector: "collector:0"}, "is not a port number"},
+		{"no host", TracingConfig{Collector: ":4317"}, "want HOST:PORT"},
+		{"sampling above 100", TracingConfig{Collector: "c:4317", Sampling: 101}, "--tracing-sampling 101: want a percentage"},
+		{"sampling negative", TracingConfig{Collector: "c:4317", Sampling: -1}, "--tracing-sampling -1"},
+		{"ca without collector", TracingConfig{CollectorCA: "/ca.pem"}, "--tracing-collector-ca is set without --tracing-collector"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Validate: %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestTracingUnset: no collector, no tracing (no exporter, no goroutine).
+func TestTracingUnset(t *testing.T) {
+	tr, err := newTracing(TracingConfig{Sampling: 50}, "node1", nil)
+	if err != nil || tr != nil {
+		t.Fatalf("newTracing without a collector = %v, %v; want nil, nil", tr, err)
+	}
+}
+
+func startSink(t *testing.T) (*otlpsink.Sink, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := otlpsink.Start(l)
+	t.Cleanup(s.Close)
+	return s, l.Addr().String()
+}
+
+func TestTracingExport(t *testing.T) {
+	sink, addr := startSink(t)
+	tr, err := newTracing(TracingConfig{Collector: addr, Sampling: 0, BatchTimeout: 20 * time.Millisecond}, "node1",
+		func(_, pod string) string { return strings.TrimSuffix(pod, "-7d4f9-x2x9z") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.close(context.Background()) })
+	tracer := tr.Tracer("production", "reviews-v1-7d4f9-x2x9z")
+	if tracer != tr.Tracer("production", "reviews-v1-7d4f9-x2x9z") {
+		t.Error("a pod's tracer is not cached")
+	}
+
+	parentTID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	parentSID, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: parentTID, SpanID: parentSID, TraceFlags: trace.FlagsSampled, Remote: true})
+
+	// At 0%, a new trace is not sampled, a caller's unsampled one
+	// neither, a caller's sampled one is.
+	_, root := tracer.Start(context.Background(), "new trace", trace.WithSpanKind(trace.SpanKindClient))
+	_, dropped := tracer.Start(proxy.WithSamplingDecision(trace.ContextWithRemoteSpanContext(context.Background(),
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: parentTID, SpanID: parentSID, Remote: true})), false), "caller said no")
+	_, child := tracer.Start(proxy.WithSamplingDecision(trace.ContextWithRemoteSpanContext(context.Background(), parent), true),
+		"reviews.production.svc.cluster.local:9080/*", trace.WithSpanKind(trace.SpanKindServer))
+	for _, s := range []trace.Span{root, dropped} {
+		if s.IsRecording() || s.SpanContext().IsSampled() {
+			t.Errorf("span %v is sampled at 0%%", s.SpanContext())
+		}
+		if !s.SpanContext().IsValid() {
+			t.Errorf("an unsampled span has no ids to propagate: %v", s.SpanContext())
+		}
+	}
+	root.End()
+	dropped.End()
+	child.End()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	spans, err := sink.Wait(ctx, func(s []otlpsink.Span) bool { return len(s) > 0 })
+	if err != nil {
+		t.Fatalf("no span reached the collector: %v", err)
+	}
+	// The unsampled spans ended before the sampled one, in the same
+	// queue: had they been exported, they would be here.
+	if len(spans) != 1 {
+		t.Fatalf("got %d spans, want the sampled one only: %+v", len(spans), spans)
+	}
+	got := spans[0]
+	want := map[string]string{"service.name": "reviews-v1.production", "k8s.namespace.name": "production",
+		"k8s.pod.name": "reviews-v1-7d4f9-x2x9z", "k8s.node.name": "node1", "istio.canonical_service": "reviews-v1"}
+	for k, v := range want {
+		if got.ResourceAttributes[k] != v {
+			t.Errorf("resource %s = %q, want %q (all: %v)", k, got.ResourceAttributes[k], v, got.ResourceAttributes)
+		}
+	}
+	if got.TraceID != parentTID.String() || got.ParentSpanID != parentSID.String() || got.Kind != tracepb.Span_SPAN_KIND_SERVER ||
+		got.Attributes["node_id"] != "node1" || got.Name != "reviews.production.svc.cluster.local:9080/*" {
+		t.Errorf("span %+v: want trace %s, parent %s, kind server, node_id node1", got, parentTID, parentSID)
+	}
+}
+
+// TestTracingNeverBlocks: with a collector that accepts connections and
+// never answers, ending spans does not wait (a full queue drops them).
+func TestTracingNeverBlocks(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never read
+		}
+	}()
+	tr, err := newTracing(TracingConfig{Collector: l.Addr().String(), Sampling: 100, Queue: 16, BatchTimeout: time.Millisecond}, "node1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		tr.close(ctx) // the stuck export is abandoned
+	}()
+	tracer := tr.Tracer("ns", "pod")
+	start := time.Now()
+	const n = 20000
+	for range n {
+		_, s := tracer.Start(context.Background(), "x")
+		s.End()
+	}
+	// 20,000 spans take milliseconds when nothing waits; one 10 s export
+	// timeout would show.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("%d spans took %v with a collector that does not answer", n, d)
+	}
+}

@@ -20,13 +20,13 @@ import (
 
 // Span is one received span.
 type Span struct {
-	Name                            string
-	Kind                            tracepb.Span_SpanKind
-	TraceID, SpanID, ParentSpanID   string // lower-case hex; ParentSpanID "" for a root
-	TraceState                      string
-	Start, End                      time.Time
-	StatusCode                      tracepb.Status_StatusCode
-	StatusMessage                   string
+	Name                           string
+	Kind                           tracepb.Span_SpanKind
+	TraceID, SpanID, ParentSpanID  string // lower-case hex; ParentSpanID "" for a root
+	TraceState                     string
+	Start, End                     time.Time
+	StatusCode                     tracepb.Status_StatusCode
+	StatusMessage                  string
 	Attributes, ResourceAttributes map[string]string // values as strings
 }
 

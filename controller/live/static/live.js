@@ -102,7 +102,7 @@
         place();
       }
     }
-    const W = 190, H = 46, GX = 110, GY = 26, M = 16;
+    const W = 190, H = 46, GX = 210, GY = 30, M = 16;
     const tallest = Math.max(1, ...layers.map((l) => l.length));
     const height = M * 2 + tallest * H + (tallest - 1) * GY;
     const xy = {};
@@ -140,9 +140,19 @@
     if (e.protocols && e.protocols.includes("http")) {
       parts.push(num(e.rps) + " rps");
       if (e.rps > 0) parts.push(pct(e.errorRate) + " err");
-      if (e.p99Ms !== undefined) parts.push("p99 " + msText(e.p99Ms));
     }
     if (e.protocols && e.protocols.includes("tcp")) parts.push(bytes(e.bytesPerSecond));
+    return parts.join(" · ");
+  }
+
+  function edgeSecond(e) {
+    if (!e.observed) return "";
+    const parts = [];
+    if (e.p99Ms !== undefined) parts.push("p99 " + msText(e.p99Ms));
+    if (e.mtls === "mutual_tls") parts.push("mTLS");
+    else if (e.mtls === "none") parts.push("plaintext");
+    else if (e.mtls === "mixed") parts.push("mTLS + plaintext");
+    if (e.offload === "kernel") parts.push("kernel");
     return parts.join(" · ");
   }
 
@@ -259,7 +269,7 @@
       c.flow.style.display = moving ? "" : "none";
       if (moving) c.flow.style.animationDuration = Math.max(0.25, 2 / Math.log2(2 + e.rps)).toFixed(2) + "s";
       c.label.textContent = edgeLabel(e);
-      c.sec.textContent = e.observed ? (e.mtls === "mutual_tls" ? "mTLS" : e.mtls === "none" ? "plaintext" : e.mtls === "mixed" ? "mTLS + plaintext" : "") + (e.offload === "kernel" ? " · kernel" : "") : "";
+      c.sec.textContent = edgeSecond(e);
       c.sec.setAttribute("class", e.mtls === "mutual_tls" ? "mtls" : e.mtls === "none" || e.mtls === "mixed" ? "plain" : "");
     }
     for (const v of vertices) {

@@ -218,10 +218,16 @@ var promqlWords = map[string]bool{
 	"inf": true, "nan": true,
 }
 
+var (
+	nameMatcherRE = regexp.MustCompile(`__name__\s*=~?\s*"([^"]*)"`)
+	metricNameRE  = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+)
+
 // MetricNames returns the metric names expr reads (sorted, unique): the
 // identifiers that are not functions, keywords, label names (inside {}
 // or after by/without/on/ignoring/group_left/group_right), strings,
-// numbers or durations. It knows PromQL's lexical forms, not its whole
+// numbers or durations, and the names a __name__ matcher lists
+// ({__name__=~"a|b"}: a and b). It knows PromQL's lexical forms, not its whole
 // grammar, which is all the dashboards' queries need.
 func MetricNames(expr string) []string {
 	var out []string
@@ -249,7 +255,8 @@ func MetricNames(expr string) []string {
 			i = j + 1
 		case c == '{':
 			// A selector's matchers: skip to the closing brace (strings
-			// hold no braces that matter: skip them too).
+			// hold no braces that matter: skip them too), taking the
+			// names a __name__ matcher lists (__name__=~"a|b").
 			j := i + 1
 			for j < len(expr) && expr[j] != '}' {
 				if q := expr[j]; q == '"' || q == '\'' || q == '`' {
@@ -262,6 +269,13 @@ func MetricNames(expr string) []string {
 					}
 				}
 				j++
+			}
+			for _, m := range nameMatcherRE.FindAllStringSubmatch(expr[i:min(j+1, len(expr))], -1) {
+				for _, n := range strings.Split(m[1], "|") {
+					if metricNameRE.MatchString(n) && !slices.Contains(out, n) {
+						out = append(out, n)
+					}
+				}
 			}
 			i = j + 1
 		case c == '[':

@@ -107,8 +107,8 @@ func TestDashboards(t *testing.T) {
 					t.Error(err)
 					continue
 				}
-				if len(MetricNames(sel)) != 1 {
-					t.Errorf("variable %s: selector %q, want one metric", v.Name, sel)
+				if len(MetricNames(sel)) == 0 {
+					t.Errorf("variable %s: selector %q names no metric", v.Name, sel)
 				}
 				if !v.Multi || !v.IncludeAll || v.AllValue != ".*" {
 					t.Errorf("variable %s: want multi-value with All (.*), got multi=%v includeAll=%v allValue=%q", v.Name, v.Multi, v.IncludeAll, v.AllValue)
@@ -152,7 +152,9 @@ func TestMetricNames(t *testing.T) {
 		{`count(x{state="nack"}) or vector(0)`, []string{"x"}},
 		{`round(sum(rate(m:rec[1m])), 0.001) > 1e3`, []string{"m:rec"}},
 		{`max(y) by (instance) * 2`, []string{"y"}},
-		{`{__name__="z"}`, nil},
+		{`{__name__="z"}`, []string{"z"}},
+		{`{__name__=~"istio_requests_total|istio_tcp_received_bytes_total", ns=~"$namespace"}`, []string{"istio_requests_total", "istio_tcp_received_bytes_total"}},
+		{`{__name__=~"istio_.*"}`, nil}, // a pattern names no metric
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, MetricNames(tt.expr)); diff != "" {
@@ -191,6 +193,7 @@ func TestLabelValues(t *testing.T) {
 		bad             bool
 	}{
 		{`label_values(istio_requests_total, destination_workload_namespace)`, "istio_requests_total", "destination_workload_namespace", false},
+		{`label_values({__name__=~"a|b", n=~"$namespace"}, w)`, `{__name__=~"a|b", n=~"$namespace"}`, "w", false},
 		{`label_values(x{a=~"$b", c="d,e"}, f)`, `x{a=~"$b", c="d,e"}`, "f", false},
 		{`query_result(up)`, "", "", true},
 	}

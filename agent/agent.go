@@ -115,6 +115,9 @@ type Config struct {
 	// NICKTLSOffload says whether the node's NIC offloads kTLS record
 	// crypto (--nic-ktls-offload; zero: auto, from the NIC profile).
 	NICKTLSOffload NICTLSMode
+	// Tracing exports a span per HTTP request (client and server side)
+	// over OTLP gRPC to a collector; zero: no spans (tracing.go).
+	Tracing TracingConfig
 	// ClusterID is the cluster the node's workloads are in, the
 	// source_cluster/destination_cluster of Istio's metrics (default
 	// DefaultClusterID, Istio's "Kubernetes").
@@ -144,6 +147,7 @@ type Agent struct {
 	flows  *flowTable // the proxy's XDP flow entries (flows.go); nil without a FIB
 	nic    *nicTLS    // the NIC kTLS offload answers (nictls.go)
 	tel    *telemetry // Istio's metrics and the access log (telemetry.go)
+	traces *tracing   // the spans' exporter (tracing.go); nil without a collector
 
 	meshPods   atomic.Pointer[map[netip.Addr]spiffeid.ID]
 	refusalLog logLimit
@@ -252,9 +256,13 @@ func New(cfg Config) (*Agent, error) {
 		a.closeEarly()
 		return nil, err
 	}
+	if a.traces, err = newTracing(cfg.Tracing, cfg.Node, func(ns, pod string) string { return a.podWorkload(ns, pod).Name }); err != nil {
+		a.closeEarly()
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
 		TrustDomain: td, Events: a.onProxyEvent, Requests: a.onProxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig(),
-		Workload: a.podWorkload})
+		Workload: a.podWorkload, Tracer: a.traces.hook()})
 	if err != nil {
 		a.closeEarly()
 		return nil, err
@@ -447,6 +455,7 @@ func (a *Agent) closeEarly() {
 	if a.tel != nil {
 		a.tel.log.close()
 	}
+	a.traces.flush()
 }
 
 // Close releases the agent's sockets and file descriptors; pinned state
@@ -465,5 +474,5 @@ func (a *Agent) Close() error {
 		_ = a.stopPod(k[0], k[1], nil)
 	}
 	a.svids.Close()
-	return errors.Join(a.proxy.Close(), a.tel.log.close(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
+	return errors.Join(a.proxy.Close(), a.tel.log.close(), a.traces.flush(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
 }

@@ -34,6 +34,9 @@ const (
 	// DefaultTracingBatchTimeout is the longest a span waits before its
 	// batch is sent.
 	DefaultTracingBatchTimeout = 2 * time.Second
+	// tracingFlushTimeout bounds the agent's wait for queued spans to
+	// leave when it stops.
+	tracingFlushTimeout = 5 * time.Second
 	// tracingMaxBatch is the most spans in one OTLP export.
 	tracingMaxBatch = 512
 	// tracingMaxProviders bounds the per-pod tracer cache: past it the
@@ -193,6 +196,22 @@ type nodeTracer struct {
 
 func (t *nodeTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	return t.Tracer.Start(ctx, name, append(opts, t.start)...)
+}
+
+// hook is the proxy's Config.Tracer: nil without tracing.
+func (t *tracing) hook() func(namespace, pod string) trace.Tracer {
+	if t == nil {
+		return nil
+	}
+	return t.Tracer
+}
+
+// flush closes t, giving the queued spans up to
+// tracingFlushTimeout to leave.
+func (t *tracing) flush() error {
+	ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+	defer cancel()
+	return t.close(ctx)
 }
 
 // close sends what is queued (within ctx) and stops the exporter.

@@ -64,6 +64,10 @@ Prometheus metrics on --metrics-listen (/metrics: fibmesh_agent_*, and
 Istio's standard istio_requests_total, istio_request_duration_milliseconds,
 istio_request_bytes, istio_response_bytes and istio_tcp_* with Istio's
 labels, docs/telemetry.md). The access log (--access-log) is off unless set.
+Traces (--tracing-collector) are off unless set: then a span per HTTP request,
+client and server side, goes to that OTLP gRPC collector (W3C traceparent and
+B3 propagated; --tracing-sampling percent of new traces, a caller's decision
+honoured).
 Wait for readiness with /readyz, not by reading the log.
 
 Run it in the node's network namespace. In the lab:
@@ -129,6 +133,9 @@ func main() {
 	fs.StringVar(&cfg.ClusterID, "cluster-id", agent.DefaultClusterID, "the cluster this node is in: source_cluster/destination_cluster of Istio's metrics (Istio's default cluster ID)")
 	fs.StringVar(&cfg.AccessLog, "access-log", agent.AccessLogOff, "`off|stdout|stderr|PATH`: where to write the access log, one line per HTTP request and one per TCP connection (when it closes, or is refused or denied), with Envoy's fields (docs/telemetry.md); a PATH is appended to. Lines are queued, never holding a request: when the writer cannot keep up they are dropped and counted (fibmesh_agent_access_log_lines_total{result=\"dropped\"})")
 	fs.StringVar(&cfg.AccessLogFormat, "access-log-format", agent.AccessLogJSON, "`json|text`: the access log's format: json, one object per line with Envoy's field names (Istio's default JSON format, plus the reporter and workloads); text, Istio's default text format")
+	fs.StringVar(&cfg.Tracing.Collector, "tracing-collector", "", "`HOST:PORT` of an OTLP gRPC collector (e.g. an OpenTelemetry Collector's 4317) that gets a span per HTTP request, client side (the calling pod's agent) and server side (the called pod's), with W3C traceparent and B3 propagated to the apps; plaintext unless --tracing-collector-ca. Empty: no spans, no exporter (docs/telemetry.md)")
+	fs.StringVar(&cfg.Tracing.CollectorCA, "tracing-collector-ca", "", "`PEM` file of the roots the collector's certificate must chain to: export over TLS instead of plaintext")
+	fs.Float64Var(&cfg.Tracing.Sampling, "tracing-sampling", agent.DefaultTracingSampling, "`PERCENT` (0-100) of new traces sampled (Istio's default, 1); a caller's decision (a sampled traceparent, X-B3-Sampled) is honoured either way")
 	offload := fs.String("offload", "auto", "auto: an L4 mesh connection leaves userspace once established and authorized (kTLS record crypto, the kernel moves its bytes, XDP flow entries) where the kernel has kTLS; off: every connection stays in userspace")
 	maxFlows := fs.Uint("max-flows", 0, "flow table size (default 262144)")
 	cleanup := fs.Bool("cleanup", false, "detach the FIB and remove everything pinned in --pin-dir, then exit")

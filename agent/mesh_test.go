@@ -129,7 +129,7 @@ func TestFIBEqualsTables(t *testing.T) {
 	// The admin API says what the agent accepted.
 	var dump admin.ConfigDump
 	adminJSON(t, e.nodes[0], "/config_dump?type=FDS", &dump)
-	if len(dump.Configs) != 1 || dump.Configs[0].VersionInfo == "" || len(dump.Configs[0].Resources) != xdsapi.MeshShards+1 { // the shared table's shards and the node's
+	if len(dump.Configs) != 1 || dump.Configs[0].VersionInfo == "" || len(dump.Configs[0].Resources) != len(xdsapi.MeshShardNames())+1 { // the shared table's shards and the node's
 		t.Errorf("config_dump FDS: %+v", dump)
 	}
 	adminJSON(t, e.nodes[0], "/config_dump?type=SDS", &dump)

@@ -113,7 +113,7 @@ func TestCompileMeshPods(t *testing.T) {
 	}
 }
 
-// The shared table split in shards (api/xds MeshShard) compiles to the
+// The shared table split in shards (api/xds MeshShard, MeshServiceShard) compiles to the
 // same FIB as the table whole.
 func TestCompileShards(t *testing.T) {
 	tb := tables()
@@ -122,13 +122,13 @@ func TestCompileShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	sharded := map[string]*fibv1.FlowTable{"node1": tb["node1"]}
-	shard := func(key string) *fibv1.FlowTable {
-		name := xdsapi.MeshShard(xdsapi.MeshShardOf(key))
+	shardNamed := func(name string) *fibv1.FlowTable {
 		if sharded[name] == nil {
 			sharded[name] = &fibv1.FlowTable{Node: name}
 		}
 		return sharded[name]
 	}
+	shard := func(key string) *fibv1.FlowTable { return shardNamed(xdsapi.MeshShard(xdsapi.MeshShardOf(key))) }
 	for _, r := range tb["mesh"].Routes {
 		sh := shard(r.Prefix)
 		sh.Routes = append(sh.Routes, r)
@@ -138,7 +138,7 @@ func TestCompileShards(t *testing.T) {
 		sh.Identities = append(sh.Identities, id)
 	}
 	for _, v := range tb["mesh"].Services {
-		sh := shard(v.Hostname)
+		sh := shardNamed(xdsapi.MeshServiceShard(xdsapi.MeshServiceShardOf(v.Hostname)))
 		sh.Services = append(sh.Services, v)
 	}
 	if len(sharded) < 3 {

@@ -18,33 +18,57 @@ const FlowTableType = "type.googleapis.com/fibmesh.fib.v1.FlowTable"
 // every node's pods, L4 service VIPs, identity ids. Each node also has a
 // table named after the node (its local pods and their port policies).
 //
-// The shared table is also served split in MeshShards shards, which is
-// what agents subscribe to (AgentSubscriptions): an endpoint change then
-// sends the shard that changed (~1/MeshShards of the table) rather than
-// the whole table (~460 kB for 10,000 pods) to every node. Shard i, named
-// MeshShard(i), holds the routes whose prefix, the service VIPs whose
-// hostname and the identities whose SPIFFE ID MeshShardOf puts in i, in
-// the table's order; a shard's FlowTable.node is its name. Together the
-// shards are the shared table; MeshTable stays served whole for readers
-// that want it in one piece (tests, fibctl).
+// The shared table is also served split in shards, which is what agents
+// subscribe to (AgentSubscriptions): an endpoint change then sends the
+// one small shard that changed rather than the whole table (~460 kB for
+// 10,000 pods) to every node. There are two kinds, so that what changes
+// most often is sent alone:
+//
+//   - MeshShards route shards, MeshShard(i) = "mesh/<i>": the routes
+//     whose prefix and the identities whose SPIFFE ID MeshShardOf puts
+//     in i (they change when pods come and go);
+//   - MeshServiceShards service shards, MeshServiceShard(i) =
+//     "mesh/svc/<i>": the service VIPs whose hostname
+//     MeshServiceShardOf puts in i (they change when an endpoint's
+//     readiness flips, which is the commonest change).
+//
+// A shard keeps the table's order, and its FlowTable.node is its name.
+// Together the shards are the shared table; MeshTable stays served whole
+// for readers that want it in one piece (tests, fibctl).
 const MeshTable = "mesh"
 
-// MeshShards is the number of shards of the shared flow table.
+// MeshShards is the number of route shards of the shared flow table.
 const MeshShards = 64
 
-// MeshShard is the name of shard i of the shared flow table: "mesh/<i>".
+// MeshServiceShards is the number of service shards of the shared flow
+// table. A readiness flip sends one (~3 kB at 1,000 services of 10
+// endpoints) to every node, and each node decodes it: more shards make
+// that smaller and the controller's subscription index larger.
+const MeshServiceShards = 128
+
+// MeshShard is the name of route shard i of the shared flow table:
+// "mesh/<i>".
 func MeshShard(i int) string { return MeshTable + "/" + strconv.Itoa(i) }
 
-// MeshShardOf is the shard a route (by its prefix), a service VIP (by its
-// hostname) or an identity (by its SPIFFE ID) lives in: FNV-1a of the
-// key, modulo MeshShards.
-func MeshShardOf(key string) int {
+// MeshServiceShard is the name of service shard i of the shared flow
+// table: "mesh/svc/<i>".
+func MeshServiceShard(i int) string { return MeshTable + "/svc/" + strconv.Itoa(i) }
+
+// MeshShardOf is the route shard a route (by its prefix) or an identity
+// (by its SPIFFE ID) lives in: FNV-1a of the key, modulo MeshShards.
+func MeshShardOf(key string) int { return int(fnv1a(key) % MeshShards) }
+
+// MeshServiceShardOf is the service shard a service VIP lives in, by its
+// hostname: FNV-1a of it, modulo MeshServiceShards.
+func MeshServiceShardOf(hostname string) int { return int(fnv1a(hostname) % MeshServiceShards) }
+
+func fnv1a(key string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(key); i++ {
 		h ^= uint32(key[i])
 		h *= 16777619
 	}
-	return int(h % MeshShards)
+	return h
 }
 
 // IsMeshTable reports whether name is the shared flow table or one of
@@ -53,12 +77,15 @@ func IsMeshTable(name string) bool {
 	return name == MeshTable || strings.HasPrefix(name, MeshTable+"/")
 }
 
-// MeshShardNames are the names of the shared flow table's shards, in
-// order.
+// MeshShardNames are the names of the shared flow table's shards: the
+// route shards in order, then the service shards in order.
 func MeshShardNames() []string {
-	out := make([]string, MeshShards)
-	for i := range out {
-		out[i] = MeshShard(i)
+	out := make([]string, 0, MeshShards+MeshServiceShards)
+	for i := range MeshShards {
+		out = append(out, MeshShard(i))
+	}
+	for i := range MeshServiceShards {
+		out = append(out, MeshServiceShard(i))
 	}
 	return out
 }

@@ -56,7 +56,6 @@ import (
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -239,22 +238,6 @@ func GRPCServerOptions() []grpc.ServerOption {
 		grpc.WriteBufferSize(32 << 10),
 		grpc.ReadBufferSize(8 << 10),
 	}
-}
-
-// exactCodec is gRPC's proto codec marshalling into a buffer of the
-// message's size, which the garbage collector frees once sent.
-type exactCodec struct{ encoding.CodecV2 }
-
-func (exactCodec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("xds codec: %T is not a proto message", v)
-	}
-	b, err := proto.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 }
 
 // DefaultMemoryLimit is the soft memory limit (runtime/debug
@@ -779,8 +762,8 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 // With onlyNodes, a node's table already pushed whose name onlyNodes
 // rejects is kept as it was, not hashed.
 func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string) bool) (map[string]proto.Message, map[string][32]byte) {
-	out := make(map[string]proto.Message, len(t.Nodes)+1+xdsapi.MeshShards)
-	next := make(map[string]flowTable, len(t.Nodes)+1+xdsapi.MeshShards)
+	out := make(map[string]proto.Message, len(t.Nodes)+1+xdsapi.MeshShards+xdsapi.MeshServiceShards)
+	next := make(map[string]flowTable, len(t.Nodes)+1+xdsapi.MeshShards+xdsapi.MeshServiceShards)
 	stamp := func(name string, ft *fibv1.FlowTable) {
 		if prev, ok := s.tables[name]; ok && (prev.table == ft || onlyNodes != nil && !xdsapi.IsMeshTable(name) && !onlyNodes(name)) {
 			// The very table pushed before (a shard the change left
@@ -803,8 +786,8 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 	// agents read; marshalling ~460 kB on every endpoint change was most
 	// of that push).
 	whole := sha256.New()
-	for i, sh := range t.Shards() {
-		name := xdsapi.MeshShard(i)
+	for _, sh := range t.Shards() {
+		name := sh.GetNode() // a shard's node is its name
 		stamp(name, sh)
 		part := next[name].hash
 		whole.Write(part[:])

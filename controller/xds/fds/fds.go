@@ -306,17 +306,18 @@ func (t *Tables) WithNICTLS(nics map[string]bool) *Tables {
 	return &Tables{Mesh: mesh, Nodes: t.Nodes}
 }
 
-// Shards splits the shared table into the MeshShards shards agents
-// subscribe to (api/xds MeshShard): each route goes to the shard of its
-// prefix, each service VIP to the shard of its hostname, each identity to
-// the shard of its SPIFFE ID, keeping the table's order. A shard's Node
-// is its name. An endpoint change then changes the one shard of its
-// service. The shards share the table's messages: neither may be
-// modified.
+// Shards splits the shared table into the shards agents subscribe to
+// (api/xds MeshShardNames, in that order): each route goes to the route
+// shard of its prefix, each identity to the route shard of its SPIFFE
+// ID, each service VIP to the service shard of its hostname, keeping the
+// table's order. A shard's Node is its name. A readiness flip then
+// changes the one service shard of its service. The shards share the
+// table's messages: neither may be modified.
 //
 // The shards are computed once per Tables; tables made by WithServices
-// share the shards the change left alone (the same messages), so that
-// the server hashes and sends only the shards that changed.
+// share the shards its change does not touch with the tables it started
+// from (the same messages), so that the server hashes and sends only the
+// shards that changed.
 func (t *Tables) Shards() []*fibv1.FlowTable {
 	t.shardsOnce.Do(func() {
 		if t.shards == nil {
@@ -328,21 +329,21 @@ func (t *Tables) Shards() []*fibv1.FlowTable {
 
 // split computes the shards of t.Mesh.
 func (t *Tables) split() []*fibv1.FlowTable {
-	out := make([]*fibv1.FlowTable, xdsapi.MeshShards)
-	for i := range out {
-		out[i] = &fibv1.FlowTable{Node: xdsapi.MeshShard(i)}
+	out := make([]*fibv1.FlowTable, xdsapi.MeshShards+xdsapi.MeshServiceShards)
+	for i, name := range xdsapi.MeshShardNames() {
+		out[i] = &fibv1.FlowTable{Node: name}
 	}
 	for _, r := range t.Mesh.GetRoutes() {
 		sh := out[xdsapi.MeshShardOf(r.GetPrefix())]
 		sh.Routes = append(sh.Routes, r)
 	}
-	for _, v := range t.Mesh.GetServices() {
-		sh := out[xdsapi.MeshShardOf(v.GetHostname())]
-		sh.Services = append(sh.Services, v)
-	}
 	for _, id := range t.Mesh.GetIdentities() {
 		sh := out[xdsapi.MeshShardOf(id.GetSpiffeId())]
 		sh.Identities = append(sh.Identities, id)
+	}
+	for _, v := range t.Mesh.GetServices() {
+		sh := out[xdsapi.MeshShards+xdsapi.MeshServiceShardOf(v.GetHostname())]
+		sh.Services = append(sh.Services, v)
 	}
 	return out
 }
@@ -397,18 +398,17 @@ func (t *Tables) WithServices(m *model.Model, hosts map[string]bool) (out *Table
 	// t's (the same messages).
 	touched := make(map[int]bool, len(hosts))
 	for h := range hosts {
-		touched[xdsapi.MeshShardOf(h)] = true
+		touched[xdsapi.MeshServiceShardOf(h)] = true
 	}
 	out.shards = slices.Clone(t.Shards())
 	for i := range touched {
-		old := out.shards[i]
-		sh := &fibv1.FlowTable{Node: old.GetNode(), Routes: old.GetRoutes(), Identities: old.GetIdentities()}
+		sh := &fibv1.FlowTable{Node: xdsapi.MeshServiceShard(i)}
 		for _, v := range kept {
-			if xdsapi.MeshShardOf(v.GetHostname()) == i {
+			if xdsapi.MeshServiceShardOf(v.GetHostname()) == i {
 				sh.Services = append(sh.Services, v)
 			}
 		}
-		out.shards[i] = sh
+		out.shards[xdsapi.MeshShards+i] = sh
 	}
 	return out, true
 }

@@ -220,22 +220,28 @@ func TestOutsideMesh(t *testing.T) {
 func TestShards(t *testing.T) {
 	tb := Build(testModel())
 	shards := tb.Shards()
-	if len(shards) != xdsapi.MeshShards {
-		t.Fatalf("%d shards, want %d", len(shards), xdsapi.MeshShards)
+	names := xdsapi.MeshShardNames()
+	if len(shards) != len(names) {
+		t.Fatalf("%d shards, want %d", len(shards), len(names))
 	}
 	merged := &fibv1.FlowTable{}
 	for i, sh := range shards {
-		if sh.Node != xdsapi.MeshShard(i) {
-			t.Errorf("shard %d names itself %q", i, sh.Node)
+		if sh.Node != names[i] {
+			t.Errorf("shard %d names itself %q, want %q", i, sh.Node, names[i])
 		}
 		for _, r := range sh.Routes {
-			if xdsapi.MeshShardOf(r.Prefix) != i {
-				t.Errorf("route %s in shard %d, want %d", r.Prefix, i, xdsapi.MeshShardOf(r.Prefix))
+			if want := xdsapi.MeshShard(xdsapi.MeshShardOf(r.Prefix)); sh.Node != want {
+				t.Errorf("route %s in shard %s, want %s", r.Prefix, sh.Node, want)
+			}
+		}
+		for _, id := range sh.Identities {
+			if want := xdsapi.MeshShard(xdsapi.MeshShardOf(id.SpiffeId)); sh.Node != want {
+				t.Errorf("identity %s in shard %s, want %s", id.SpiffeId, sh.Node, want)
 			}
 		}
 		for _, v := range sh.Services {
-			if xdsapi.MeshShardOf(v.Hostname) != i {
-				t.Errorf("VIP of %s in shard %d", v.Hostname, i)
+			if want := xdsapi.MeshServiceShard(xdsapi.MeshServiceShardOf(v.Hostname)); sh.Node != want {
+				t.Errorf("VIP of %s in shard %s, want %s", v.Hostname, sh.Node, want)
 			}
 		}
 		merged.Routes = append(merged.Routes, sh.Routes...)
@@ -278,7 +284,7 @@ func TestWithServices(t *testing.T) {
 	if d := gocmp.Diff(want.Shards(), got.Shards(), protocmp.Transform()); d != "" {
 		t.Errorf("patched shards differ from a build's (-build +patched):\n%s", d)
 	}
-	touched := xdsapi.MeshShardOf(next.Services[0].Hostname)
+	touched := xdsapi.MeshShards + xdsapi.MeshServiceShardOf(next.Services[0].Hostname)
 	for i, sh := range got.Shards() {
 		if same := sh == before.Shards()[i]; same == (i == touched) {
 			t.Errorf("shard %d: shared with the tables before = %v, want %v", i, same, i != touched)

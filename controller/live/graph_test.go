@@ -113,7 +113,11 @@ func TestWorkloadName(t *testing.T) {
 		want   string
 	}{
 		{"reviews-v1-7d9f8c6b5-x2x4q", map[string]string{"pod-template-hash": "7d9f8c6b5"}, "reviews-v1"},
-		{"reviews-v1-7d9f8c6b5-x2x4q", nil, "reviews-v1-7d9f8c6b5-x2x4q"},
+		{"reviews-v1-7d9f8c6b5-x2x4q", nil, "reviews-v1"},
+		{"reviews-v1-7d9f8c6b5-x2x4q", map[string]string{"pod-template-hash": "other"}, "reviews-v1"},
+		{"fluentd-x2x4q", nil, "fluentd"},
+		{"node1-pod1", nil, "node1-pod1"},
+		{"web-abcde", nil, "web-abcde"}, // vowels: not a generated suffix
 		{"client", map[string]string{"app": "client"}, "client"},
 		{"db-0", map[string]string{"pod-template-hash": "zzz"}, "db-0"},
 		{"x-abc-def", map[string]string{"service.istio.io/workload-name": "named", "pod-template-hash": "abc"}, "named"},

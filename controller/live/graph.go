@@ -92,8 +92,9 @@ type Edge struct {
 	// over the interval; absent when no request ended in it.
 	P99Ms *float64 `json:"p99Ms,omitempty"`
 	// MTLS is Istio's connection_security_policy as the destination
-	// reports it: "mutual_tls", "none", "mixed" (both in the interval),
-	// or "unknown" (only a source reported it, or no traffic yet).
+	// reports it (for the caller's hop too): "mutual_tls", "none",
+	// "mixed" (both in the interval), or "unknown" (only a source
+	// reported it, or no traffic yet).
 	MTLS string `json:"mtls"`
 	// Offload is where the edge's bytes go: "userspace" for HTTP (L7
 	// requests stay in the slow path by design); empty for TCP, whose
@@ -104,9 +105,10 @@ type Edge struct {
 	// (opened) are a TCP edge's.
 	BytesPerSecond       float64 `json:"bytesPerSecond,omitempty"`
 	ConnectionsPerSecond float64 `json:"connectionsPerSecond,omitempty"`
-	// Reporter says whose figures these are: "destination" (preferred,
-	// as Kiali does) or "source" (for a destination no agent reports:
-	// outside the mesh, or its agent is not scraped).
+	// Reporter says whose figures these are: "source" for a caller →
+	// service hop, "destination" for service → workload (see
+	// buildGraph), the other where that side is not reported, "both"
+	// where some of the traffic is reported by each.
 	Reporter string `json:"reporter,omitempty"`
 	// Observed is true once traffic was seen on the edge; false for
 	// edges only the model knows of.
@@ -194,9 +196,10 @@ type edgeAgg struct {
 type graphBuilder struct {
 	vertices map[string]*Vertex
 	edges    map[[2]string]*edgeAgg
-	// destReported are destination services some agent reports as a
-	// destination: their figures come from the destination reporter.
-	destReported map[string]bool
+	// destReported are the destinations (service host, else workload)
+	// some agent reports as reporter="destination"; srcReported the
+	// workloads some agent reports as reporter="source".
+	destReported, srcReported map[string]bool
 }
 
 func (g *graphBuilder) edge(from, to string) *edgeAgg {
@@ -210,27 +213,35 @@ func (g *graphBuilder) edge(from, to string) *edgeAgg {
 	return e
 }
 
-func (g *graphBuilder) vertex(id string, make func() *Vertex) {
-	if g.vertices[id] == nil {
-		g.vertices[id] = make()
-	}
-}
-
 // buildGraph joins the model's services and workloads with the traffic
 // in the agents' Istio metrics. m may be nil (no model yet).
+//
+// Each hop is counted by the side that knows both its ends, as each
+// sidecar reports in Istio: caller → service by the caller's agent
+// (reporter="source": what the caller saw, its retries, timeouts and
+// local 503s included), service → workload by the called pod's agent
+// (reporter="destination", which also says whether the request came
+// over mTLS). Where that side is not reported (a caller outside the
+// mesh, a destination outside it, an agent not scraped), the other
+// side's figures stand in. A request is thus counted once per hop.
 func buildGraph(m *model.Model, agents []agentWindow) Graph {
-	g := &graphBuilder{vertices: map[string]*Vertex{}, edges: map[[2]string]*edgeAgg{}, destReported: map[string]bool{}}
-	pods := map[string]string{} // namespace/pod → workload vertex
+	g := &graphBuilder{vertices: map[string]*Vertex{}, edges: map[[2]string]*edgeAgg{},
+		destReported: map[string]bool{}, srcReported: map[string]bool{}}
 	if m != nil {
-		g.addModel(m, pods)
+		g.addModel(m)
 	}
-	// Which destinations have a destination reporter, from the
-	// cumulative counters (so the choice does not flap with traffic).
+	// Who reports what, from the cumulative counters (so the choice
+	// does not flap with the traffic).
 	for _, a := range agents {
 		for _, name := range []string{metricRequests, metricTCPOpened} {
 			for _, s := range a.cur[name] {
-				if s.Labels["reporter"] == "destination" {
+				switch s.Labels["reporter"] {
+				case "destination":
 					g.destReported[destKey(s.Labels)] = true
+				case "source":
+					if known(s.Labels["source_workload"]) {
+						g.srcReported[workloadID(s.Labels["source_workload_namespace"], s.Labels["source_workload"])] = true
+					}
 				}
 			}
 		}
@@ -241,7 +252,8 @@ func buildGraph(m *model.Model, agents []agentWindow) Graph {
 	return g.finish()
 }
 
-func (g *graphBuilder) addModel(m *model.Model, pods map[string]string) {
+func (g *graphBuilder) addModel(m *model.Model) {
+	pods := map[string]string{} // namespace/pod → workload vertex
 	for _, s := range m.Services {
 		g.vertices[serviceID(s.Hostname)] = &Vertex{ID: serviceID(s.Hostname), Kind: KindService, Namespace: s.Namespace,
 			Name: s.Name, Hostname: s.Hostname, InModel: true, External: s.Location == "MESH_EXTERNAL"}
@@ -286,71 +298,113 @@ func destKey(l map[string]string) string {
 	if known(l["destination_service"]) {
 		return l["destination_service"]
 	}
-	return "wl:" + l["destination_workload_namespace"] + "/" + l["destination_workload"]
+	return workloadID(l["destination_workload_namespace"], l["destination_workload"])
 }
 
-// use says whether a sample's reporter is the one whose figures count:
-// the destination's, except where no destination reports.
-func (g *graphBuilder) use(l map[string]string) bool {
-	switch l["reporter"] {
-	case "destination":
-		return true
-	case "source":
-		return !g.destReported[destKey(l)]
-	}
-	return false
+// ends are a sample's vertices, not created yet: source ("unknown"
+// outside the mesh), service ("" when not known), destination workload
+// ("" when not known).
+type ends struct {
+	src, svc, dst string
+	l             map[string]string
 }
 
-// path is the vertices a sample's traffic goes through: source,
-// service (empty when the service is unknown), destination (empty when
-// the destination workload is unknown but the service is known).
-func (g *graphBuilder) path(l map[string]string) (src, svc, dst string) {
-	src = unknownID
+func endsOf(l map[string]string) ends {
+	e := ends{src: unknownID, l: l}
 	if known(l["source_workload"]) {
-		ns, name := l["source_workload_namespace"], l["source_workload"]
-		src = workloadID(ns, name)
-		g.vertex(src, func() *Vertex {
-			return &Vertex{ID: src, Kind: KindWorkload, Namespace: ns, Name: name, App: l["source_app"], Version: l["source_version"]}
-		})
+		e.src = workloadID(l["source_workload_namespace"], l["source_workload"])
 	}
 	if host := l["destination_service"]; known(host) {
-		svc = serviceID(host)
-		g.vertex(svc, func() *Vertex {
-			name, ns := l["destination_service_name"], l["destination_service_namespace"]
-			if !known(name) {
-				name = host
-			}
-			if !known(ns) {
-				ns = ""
-			}
-			return &Vertex{ID: svc, Kind: KindService, Namespace: ns, Name: name, Hostname: host}
-		})
+		e.svc = serviceID(host)
 	}
 	if known(l["destination_workload"]) {
-		ns, name := l["destination_workload_namespace"], l["destination_workload"]
-		dst = workloadID(ns, name)
-		g.vertex(dst, func() *Vertex {
-			return &Vertex{ID: dst, Kind: KindWorkload, Namespace: ns, Name: name, App: l["destination_app"], Version: l["destination_version"]}
-		})
-	} else if svc == "" {
-		dst = unknownID
+		e.dst = workloadID(l["destination_workload_namespace"], l["destination_workload"])
 	}
-	if src == unknownID || dst == unknownID {
-		g.vertex(unknownID, func() *Vertex { return &Vertex{ID: unknownID, Kind: KindUnknown, Name: "unknown"} })
-	}
-	return src, svc, dst
+	return e
 }
 
-// hops are the edges a sample counts on.
-func (g *graphBuilder) hops(l map[string]string) []*edgeAgg {
-	src, svc, dst := g.path(l)
-	switch {
-	case svc == "":
-		return []*edgeAgg{g.edge(src, dst)}
-	case dst == "":
-		return []*edgeAgg{g.edge(src, svc)}
+// ensure creates the vertex id of a sample's ends if it is new (one
+// seen only in the metrics).
+func (g *graphBuilder) ensure(id string, e ends) {
+	if g.vertices[id] != nil {
+		return
 	}
-	return []*edgeAgg{g.edge(src, svc), g.edge(svc, dst)}
+	l := e.l
+	var v *Vertex
+	switch id {
+	case unknownID:
+		v = &Vertex{ID: id, Kind: KindUnknown, Name: "unknown"}
+	case e.src:
+		v = &Vertex{ID: id, Kind: KindWorkload, Namespace: l["source_workload_namespace"], Name: l["source_workload"],
+			App: knownOr(l["source_app"]), Version: knownOr(l["source_version"])}
+	case e.svc:
+		host := l["destination_service"]
+		name := l["destination_service_name"]
+		if !known(name) {
+			name = host
+		}
+		v = &Vertex{ID: id, Kind: KindService, Namespace: knownOr(l["destination_service_namespace"]), Name: name, Hostname: host}
+	case e.dst:
+		v = &Vertex{ID: id, Kind: KindWorkload, Namespace: l["destination_workload_namespace"], Name: l["destination_workload"],
+			App: knownOr(l["destination_app"]), Version: knownOr(l["destination_version"])}
+	}
+	g.vertices[id] = v
+}
+
+func knownOr(v string) string {
+	if known(v) {
+		return v
+	}
+	return ""
+}
+
+// hop is an edge a sample counts on: rated (its requests, errors,
+// latency and bytes count there) or only for its mTLS.
+type hop struct {
+	e     *edgeAgg
+	rated bool
+}
+
+// hops are the edges a sample counts on (see buildGraph).
+func (g *graphBuilder) hops(l map[string]string) []hop {
+	e := endsOf(l)
+	var out []hop
+	add := func(from, to string, rated bool) {
+		if from == "" || to == "" {
+			return
+		}
+		g.ensure(from, e)
+		g.ensure(to, e)
+		out = append(out, hop{g.edge(from, to), rated})
+	}
+	// The first hop ends at the service, or at the workload when the
+	// service is not known (a call to a pod's address).
+	first := e.svc
+	if first == "" {
+		first = e.dst
+		if first == "" {
+			first = unknownID
+		}
+	}
+	switch l["reporter"] {
+	case "source":
+		add(e.src, first, true)
+		if e.svc != "" && !g.destReported[destKey(l)] {
+			add(e.svc, e.dst, true)
+		}
+	case "destination":
+		if e.svc != "" {
+			add(e.svc, e.dst, true)
+		}
+		outside := e.src == unknownID && !known(l["source_principal"])
+		switch {
+		case outside || e.src != unknownID && !g.srcReported[e.src]:
+			add(e.src, first, true)
+		case e.src != unknownID:
+			add(e.src, first, false)
+		}
+	}
+	return out
 }
 
 func (g *graphBuilder) addTraffic(a agentWindow) {
@@ -361,15 +415,15 @@ func (g *graphBuilder) addTraffic(a agentWindow) {
 			proto = "tcp"
 		}
 		for _, s := range a.cur[name] {
-			if !g.use(s.Labels) {
-				continue
-			}
-			for _, e := range g.hops(s.Labels) {
-				e.Observed = true
-				e.protocols[proto] = true
-				e.reporters[s.Labels["reporter"]] = true
-				if p := s.Labels["connection_security_policy"]; known(p) {
-					e.mtlsSeen[p] = true
+			p := s.Labels["connection_security_policy"]
+			for _, h := range g.hops(s.Labels) {
+				if known(p) {
+					h.e.mtlsSeen[p] = true
+				}
+				if h.rated {
+					h.e.Observed = true
+					h.e.protocols[proto] = true
+					h.e.reporters[s.Labels["reporter"]] = true
 				}
 			}
 		}
@@ -378,52 +432,60 @@ func (g *graphBuilder) addTraffic(a agentWindow) {
 		return
 	}
 	for _, s := range a.inc[metricRequests] {
-		if !g.use(s.Labels) || s.Value == 0 {
+		if s.Value == 0 {
 			continue
 		}
 		r := s.Value / a.dt
 		class := codeClass(s.Labels["response_code"])
-		for _, e := range g.hops(s.Labels) {
-			e.RPS += r
-			if e.Codes == nil {
-				e.Codes = map[string]float64{}
+		p := s.Labels["connection_security_policy"]
+		for _, h := range g.hops(s.Labels) {
+			if known(p) {
+				h.e.mtlsRate[p] += r
 			}
-			e.Codes[class] += r
+			if !h.rated {
+				continue
+			}
+			h.e.RPS += r
+			if h.e.Codes == nil {
+				h.e.Codes = map[string]float64{}
+			}
+			h.e.Codes[class] += r
 			if class == "5xx" || class == "0" {
-				e.errs += r
-			}
-			if p := s.Labels["connection_security_policy"]; known(p) {
-				e.mtlsRate[p] += r
+				h.e.errs += r
 			}
 		}
 	}
 	for _, s := range a.inc[metricDurationBucket] {
-		if !g.use(s.Labels) {
-			continue
-		}
 		b := Sample{Labels: map[string]string{"le": s.Labels["le"]}, Value: s.Value}
-		for _, e := range g.hops(s.Labels) {
-			e.buckets = append(e.buckets, b)
+		for _, h := range g.hops(s.Labels) {
+			if h.rated {
+				h.e.buckets = append(h.e.buckets, b)
+			}
 		}
 	}
 	for _, name := range []string{metricTCPSent, metricTCPReceived} {
 		for _, s := range a.inc[name] {
-			if !g.use(s.Labels) || s.Value == 0 {
+			if s.Value == 0 {
 				continue
 			}
-			for _, e := range g.hops(s.Labels) {
-				e.BytesPerSecond += s.Value / a.dt
+			for _, h := range g.hops(s.Labels) {
+				if h.rated {
+					h.e.BytesPerSecond += s.Value / a.dt
+				}
 			}
 		}
 	}
 	for _, s := range a.inc[metricTCPOpened] {
-		if !g.use(s.Labels) || s.Value == 0 {
+		if s.Value == 0 {
 			continue
 		}
-		for _, e := range g.hops(s.Labels) {
-			e.ConnectionsPerSecond += s.Value / a.dt
-			if p := s.Labels["connection_security_policy"]; known(p) && e.RPS == 0 {
-				e.mtlsRate[p] += s.Value / a.dt
+		p := s.Labels["connection_security_policy"]
+		for _, h := range g.hops(s.Labels) {
+			if known(p) {
+				h.e.mtlsRate[p] += s.Value / a.dt
+			}
+			if h.rated {
+				h.e.ConnectionsPerSecond += s.Value / a.dt
 			}
 		}
 	}
@@ -472,6 +534,8 @@ func (g *graphBuilder) finish() Graph {
 			e.Offload = "userspace"
 		}
 		switch {
+		case e.reporters["destination"] && e.reporters["source"]:
+			e.Reporter = "both"
 		case e.reporters["destination"]:
 			e.Reporter = "destination"
 		case e.reporters["source"]:

@@ -153,7 +153,7 @@ func TestBuildGraph(t *testing.T) {
 			"wl:prod/reviews-v2 workload model=true nodes=[node2] pods=1 mtls=STRICT in=0 out=0",
 		},
 	}, {
-		name:  "destination reporter preferred; the source's copy is not counted twice",
+		name:  "each hop by the side that knows both ends; nothing counted twice",
 		model: demoModel(),
 		agents: []agentWindow{{ // node1: frontend's source reports, reviews-v1's destination reports
 			dt: 2,
@@ -185,7 +185,7 @@ func TestBuildGraph(t *testing.T) {
 		wantEdges: []string{
 			"svc:reviews.prod.svc.cluster.local > wl:prod/reviews-v1 [http] rps=10 err=0.1 p99=99.1 mtls=mutual_tls offload=userspace rep=destination observed=true",
 			"svc:reviews.prod.svc.cluster.local > wl:prod/reviews-v2 [http] rps=2 err=0 p99=9.9 mtls=mutual_tls offload=userspace rep=destination observed=true",
-			"wl:prod/frontend > svc:reviews.prod.svc.cluster.local [http] rps=12 err=0.08333 p99=98.92 mtls=mutual_tls offload=userspace rep=destination observed=true",
+			"wl:prod/frontend > svc:reviews.prod.svc.cluster.local [http] rps=12 err=0.08333 p99=9.9 mtls=mutual_tls offload=userspace rep=source observed=true",
 		},
 	}, {
 		name:  "a destination no agent reports: the source reporter's figures",
@@ -239,7 +239,38 @@ func TestBuildGraph(t *testing.T) {
 			"wl:a/y > wl:a/z [http] rps=0 err=0 p99=- mtls=none offload=userspace rep=destination observed=true",
 		},
 	}, {
-		name: "TCP: bytes and connections per second, offload left to the nodes",
+		name: "TCP as the agents report it: the destination does not know the caller's workload, only its principal",
+		agents: []agentWindow{{ // the caller's node
+			dt: 2,
+			cur: Samples{
+				metricTCPOpened: {istio(4, "source", "db/cli", "pg.db.svc.cluster.local", "", "", "unknown")},
+			},
+			inc: Samples{
+				metricTCPOpened:   {istio(2, "source", "db/cli", "pg.db.svc.cluster.local", "", "", "unknown")},
+				metricTCPSent:     {istio(3000, "source", "db/cli", "pg.db.svc.cluster.local", "", "", "unknown")},
+				metricTCPReceived: {istio(1000, "source", "db/cli", "pg.db.svc.cluster.local", "", "", "unknown")},
+			},
+		}, { // the server's node
+			dt: 2,
+			cur: Samples{
+				metricTCPOpened: {istio(4, "destination", "unknown", "pg.db.svc.cluster.local", "db/pg", "", "mutual_tls", "source_principal", "spiffe://cluster.local/ns/db/sa/cli")},
+			},
+			inc: Samples{
+				metricTCPOpened: {istio(2, "destination", "unknown", "pg.db.svc.cluster.local", "db/pg", "", "mutual_tls", "source_principal", "spiffe://cluster.local/ns/db/sa/cli")},
+				metricTCPSent:   {istio(8000, "destination", "unknown", "pg.db.svc.cluster.local", "db/pg", "", "mutual_tls", "source_principal", "spiffe://cluster.local/ns/db/sa/cli")},
+			},
+		}},
+		wantEdges: []string{
+			"svc:pg.db.svc.cluster.local > wl:db/pg [tcp] rps=0 err=0 p99=- mtls=mutual_tls offload= rep=destination observed=true Bps=4000 cps=1",
+			"wl:db/cli > svc:pg.db.svc.cluster.local [tcp] rps=0 err=0 p99=- mtls=unknown offload= rep=source observed=true Bps=2000 cps=1",
+		},
+		wantVertices: []string{
+			"svc:pg.db.svc.cluster.local service model=false nodes=[] pods=0 mtls= in=0 out=0",
+			"wl:db/cli workload model=false nodes=[] pods=0 mtls= in=0 out=0",
+			"wl:db/pg workload model=false nodes=[] pods=0 mtls= in=0 out=0",
+		},
+	}, {
+		name: "TCP reported by the destination only (the caller's agent not scraped)",
 		agents: []agentWindow{{
 			dt: 2,
 			cur: Samples{

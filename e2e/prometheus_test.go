@@ -600,6 +600,8 @@ func TestPrometheusDashboards(t *testing.T) {
 		}
 	})
 
+	t.Run("fibctl top", func(t *testing.T) { checkTop(t, l) })
+
 	stopTraffic()
 	t.Logf("traffic: %d GETs answered 200, %d POSTs and %d GETs from another identity answered 403, %d short TCP connections",
 		tr.ok200.Load(), tr.frontend403.Load(), tr.client403.Load(), tr.tcpConns.Load())
@@ -866,4 +868,54 @@ func checkIstioTCP(t *testing.T, prom *promServer, tr *promTraffic) {
 			return nil
 		})
 	}
+}
+
+// checkTop runs fibctl top -o json on node1 while the traffic runs: the
+// long-lived TCP connection of tcp-client is listed, with a rate.
+func checkTop(t *testing.T, l *meshLab) {
+	cmd := exec.Command(filepath.Join(binDir, "fibctl"), "--node", l.nodeNetns("node1"), "top", "-o", "json", "--interval", "1s",
+		"--pod", "production/tcp-client")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fibctl top -o json: %v\n%s", err, stderr.String())
+	}
+	var snap struct {
+		IntervalSeconds float64 `json:"intervalSeconds"`
+		Summary         struct {
+			Connections int            `json:"connections"`
+			ByOffload   map[string]int `json:"byOffload"`
+		} `json:"summary"`
+		Connections []struct {
+			Pod          string  `json:"pod"`
+			Direction    string  `json:"direction"`
+			State        string  `json:"state"`
+			Offload      string  `json:"offload"`
+			PeerIdentity string  `json:"peerIdentity"`
+			BytesPerSec  float64 `json:"bytesPerSec"`
+			OutPerSec    float64 `json:"outPerSec"`
+			InPerSec     float64 `json:"inPerSec"`
+		} `json:"connections"`
+	}
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatalf("fibctl top -o json: %v\n%s", err, out)
+	}
+	if snap.IntervalSeconds < 1 || len(snap.Connections) == 0 {
+		t.Fatalf("fibctl top -o json: interval %v s, %d connections, want >= 1 s and tcp-client's:\n%s", snap.IntervalSeconds, len(snap.Connections), out)
+	}
+	c := snap.Connections[0] // the busiest
+	if c.Pod != "production/tcp-client" || c.Direction != "outbound" || c.PeerIdentity != "spiffe://cluster.local/ns/production/sa/tcp-echo" ||
+		c.OutPerSec <= 0 || c.InPerSec <= 0 || c.Offload == "" {
+		t.Errorf("fibctl top -o json: the busiest connection %+v, want tcp-client's long-lived one to tcp-echo, bytes both ways, an offload mode", c)
+	}
+	if snap.Summary.Connections != len(snap.Connections) || snap.Summary.ByOffload[c.Offload] == 0 {
+		t.Errorf("fibctl top -o json: summary %+v for %d connections", snap.Summary, len(snap.Connections))
+	}
+	// The live view, twice, piped: no ANSI codes.
+	view, err := exec.Command(filepath.Join(binDir, "fibctl"), "--node", l.nodeNetns("node1"), "top", "--interval", "500ms", "--count", "2").CombinedOutput()
+	if err != nil || bytes.Contains(view, []byte("\x1b[")) || bytes.Count(view, []byte("fibctl top: node")) != 2 {
+		t.Errorf("fibctl top --count 2: %v, want two views without ANSI codes:\n%q", err, view)
+	}
+	t.Logf("fibctl --node %s top --count 2:\n%s", l.nodeNetns("node1"), view)
 }

@@ -348,7 +348,7 @@ func renderTop(w io.Writer, s TopSnapshot, limit int) {
 			}
 			off := c.Offload
 			if c.OffloadReason != "" {
-				off += " (" + c.OffloadReason + ")"
+				off += " (" + shortReason(c.OffloadReason) + ")"
 			}
 			if c.XDPPacketsPerSec > 0 {
 				off += fmt.Sprintf(" xdp %s pkt/s", humanCount(c.XDPPacketsPerSec))
@@ -373,6 +373,22 @@ func renderTop(w io.Writer, s TopSnapshot, limit int) {
 				humanCount(f.PacketsPerSec), humanRate(f.BytesPerSec), f.Packets, humanBytes(f.Bytes))
 		}
 	})
+}
+
+// shortReason is the head of an offload reason, for the table: up to
+// its first explanation (" (" or ": ") and at most 40 characters; -o json
+// and fibctl conns give it whole.
+func shortReason(r string) string {
+	if i := strings.Index(r, " ("); i > 0 {
+		r = r[:i]
+	}
+	if i := strings.Index(r, ": "); i > 0 {
+		r = r[:i]
+	}
+	if rs := []rune(r); len(rs) > 40 {
+		r = string(rs[:39]) + "…"
+	}
+	return r
 }
 
 // counts prints a map of counts as "a 1, b 2" in key order, "-" when

@@ -168,6 +168,20 @@ func TestComputeTop(t *testing.T) {
 	}
 }
 
+func TestShortReason(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"no kTLS", "no kTLS"},
+		{"kernel 6.18.44 has no kTLS (no tls in tcp_available_ulp): the kernel has no tls ULP", "kernel 6.18.44 has no kTLS"},
+		{"offload off: --offload=off", "offload off"},
+		{strings.Repeat("x", 50), strings.Repeat("x", 39) + "…"},
+	}
+	for _, tt := range tests {
+		if got := shortReason(tt.in); got != tt.want {
+			t.Errorf("shortReason(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestRenderTop(t *testing.T) {
 	s := TopSnapshot{Node: "fm-node1", Time: time.Date(2026, 12, 3, 17, 0, 0, 0, time.Local), IntervalSeconds: 2,
 		Summary: TopSummary{Connections: 3, ByState: map[string]int{"offloaded": 1, "established": 1, "l7": 1},

@@ -31,10 +31,17 @@ type inputs struct {
 }
 
 // Build makes the model of s. prev, the model in force (nil for the
-// first), only numbers the new one (prev.Version+1, else
+// first), numbers the new one (prev.Version+1, else
 // Options.FirstVersion) and is
 // compared with it for Change; it is not modified. Build never modifies
-// the snapshot and shares no memory with it. The error, wrapping
+// the snapshot and shares no memory with it.
+//
+// A workload of prev built from the very pod object s still holds (a
+// store shares unchanged objects between snapshots, and never modifies
+// them), with the same namespaces, PeerAuthentications and trust domain,
+// is the new model's too (the same *Workload): a mesh of 10,000 pods is
+// not rebuilt and compared pod by pod for one changed object. Models are
+// never modified once built, so sharing workloads is safe. The error, wrapping
 // ErrUnusable, is for input that makes a model impossible (see
 // validate); the previous model should then stay in force.
 func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
@@ -44,7 +51,11 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{TrustDomain: o.TrustDomain}
-	m.Workloads, m.MeshMTLS, m.NamespaceMTLS, m.NamespacesOutsideMesh = buildWorkloads(in, o)
+	var before *workloadMemo
+	if prev != nil {
+		before = prev.memo
+	}
+	m.Workloads, m.MeshMTLS, m.NamespaceMTLS, m.NamespacesOutsideMesh, m.memo = buildWorkloads(in, o, before)
 	m.Nodes = buildNodes(in.nodes)
 	m.Services = buildServices(in, m.Workloads, o)
 	for _, vs := range in.vss {
@@ -74,23 +85,64 @@ func byNSName(ans, an, bns, bn string) int {
 	return cmp.Or(strings.Compare(ans, bns), strings.Compare(an, bn))
 }
 
+// workloadMemo is what buildWorkloads needs to reuse a model's workloads:
+// the inputs every workload depends on, and each workload by the pod
+// object it was built from.
+type workloadMemo struct {
+	trustDomain string
+	namespaces  []*corev1.Namespace
+	pas         []*securityv1.PeerAuthentication
+	byPod       map[*corev1.Pod]*Workload
+	pods        []*corev1.Pod // in snapshot order
+	sorted      []*Workload   // the workloads built from pods, sorted
+	meshMode    Mode
+	nsModes     map[string]Mode
+	outside     []string
+}
+
 // buildWorkloads makes the workloads, sorted by namespace and name, with
 // their identities and mTLS modes, and the mesh and namespace modes, and
 // the namespaces outside the mesh. A pod outside the mesh (CaptureOff)
-// has no identity and every port DISABLE.
-func buildWorkloads(in *inputs, o Options) ([]*Workload, Mode, map[string]Mode, []string) {
-	pa := indexPeerAuthn(in.pas)
+// has no identity and every port DISABLE. With before (the previous
+// build's memo) made from the same namespaces, PeerAuthentications and
+// trust domain, a pod object seen then gets the same *Workload.
+func buildWorkloads(in *inputs, o Options, before *workloadMemo) ([]*Workload, Mode, map[string]Mode, []string, *workloadMemo) {
+	if before != nil && (before.trustDomain != o.TrustDomain || !slices.Equal(before.namespaces, in.namespaces) || !slices.Equal(before.pas, in.pas)) {
+		before = nil
+	}
+	if before != nil && slices.Equal(before.pods, in.pods) {
+		// The very same pods: the very same workloads.
+		return before.sorted, before.meshMode, before.nsModes, before.outside, before
+	}
+	after := &workloadMemo{trustDomain: o.TrustDomain, namespaces: in.namespaces, pas: in.pas, pods: in.pods,
+		byPod: make(map[*corev1.Pod]*Workload, len(in.pods))}
+	var pa *peerAuthn
+	if before != nil {
+		after.meshMode, after.nsModes, after.outside = before.meshMode, before.nsModes, before.outside
+	} else {
+		pa = indexPeerAuthn(in.pas)
+		after.meshMode, after.nsModes = pa.meshMode(), pa.namespaceModes()
+	}
 	nsLabels := make(map[string]map[string]string, len(in.namespaces))
-	var outside []string
 	for _, ns := range in.namespaces {
 		nsLabels[ns.Name] = ns.Labels
-		if _, off := CaptureOff(nil, nil, ns.Labels); off {
-			outside = append(outside, ns.Name)
+		if _, off := CaptureOff(nil, nil, ns.Labels); off && before == nil {
+			after.outside = append(after.outside, ns.Name)
 		}
 	}
-	slices.Sort(outside)
+	if before == nil {
+		slices.Sort(after.outside)
+	}
 	ws := make([]*Workload, 0, len(in.pods))
 	for _, p := range in.pods {
+		if w, ok := before.reuse(p); ok {
+			after.byPod[p] = w
+			ws = append(ws, w)
+			continue
+		}
+		if pa == nil {
+			pa = indexPeerAuthn(in.pas)
+		}
 		sa := cmp.Or(p.Spec.ServiceAccountName, p.Spec.DeprecatedServiceAccount, "default")
 		w := &Workload{
 			Namespace: p.Namespace, Name: p.Name, IP: p.Status.PodIP, Node: p.Spec.NodeName,
@@ -105,10 +157,24 @@ func buildWorkloads(in *inputs, o Options) ([]*Workload, Mode, map[string]Mode, 
 		} else {
 			pa.resolve(w)
 		}
+		after.byPod[p] = w
 		ws = append(ws, w)
 	}
-	slices.SortFunc(ws, func(a, b *Workload) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) })
-	return ws, pa.meshMode(), pa.namespaceModes(), outside
+	byName := func(a, b *Workload) int { return byNSName(a.Namespace, a.Name, b.Namespace, b.Name) }
+	if !slices.IsSortedFunc(ws, byName) {
+		slices.SortFunc(ws, byName)
+	}
+	after.sorted = ws
+	return ws, after.meshMode, after.nsModes, after.outside, after
+}
+
+// reuse is the workload built from pod p by the memo's build, if any.
+func (wm *workloadMemo) reuse(p *corev1.Pod) (*Workload, bool) {
+	if wm == nil {
+		return nil, false
+	}
+	w, ok := wm.byPod[p]
+	return w, ok
 }
 
 // buildNodes makes the nodes, sorted by name.

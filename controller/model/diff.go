@@ -178,6 +178,9 @@ func diff(prev, m *Model) Change {
 // nil), removed (new nil) or changed (not equal) between prev and cur.
 // Removed objects come in key order.
 func changed[T any, K comparable](prev, cur []*T, key func(*T) K, equal func(a, b *T) bool, f func(o, n *T)) {
+	if len(prev) == len(cur) && (len(cur) == 0 || &prev[0] == &cur[0]) {
+		return // the same slice: Build reused the previous model's
+	}
 	old := make(map[K]*T, len(prev))
 	for _, o := range prev {
 		old[key(o)] = o
@@ -188,7 +191,7 @@ func changed[T any, K comparable](prev, cur []*T, key func(*T) K, equal func(a, 
 		delete(old, k)
 		if !ok {
 			f(nil, n)
-		} else if !equal(o, n) {
+		} else if o != n && !equal(o, n) { // the same object: a workload Build reused
 			f(o, n)
 		}
 	}

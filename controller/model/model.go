@@ -89,6 +89,9 @@ type Model struct {
 	// Change says what differs from the previous version. It is not part
 	// of Dump: the same inputs give the same Dump whatever came before.
 	Change Change `json:"-"`
+
+	// memo lets the next Build reuse this one's workloads.
+	memo *workloadMemo
 }
 
 // Service is a Kubernetes Service, or a host of a ServiceEntry.

@@ -547,3 +547,45 @@ func BenchmarkBuildIncremental(b *testing.B) {
 		}
 	}
 }
+
+// Build reuses the previous model's workload for a pod object the new
+// snapshot still holds, builds again the one whose object was replaced,
+// and builds every workload again when what all of them depend on (a
+// PeerAuthentication, a namespace) changes; the models equal fresh builds
+// either way.
+func TestBuildReusesWorkloads(t *testing.T) {
+	a := pod("prod", "a", "node1", "10.1.0.1", map[string]string{"app": "a"})
+	b := pod("prod", "b", "node1", "10.1.0.2", map[string]string{"app": "b"})
+	b2 := pod("prod", "b", "node1", "10.1.0.2", map[string]string{"app": "b", "version": "v2"})
+	strictNS := pa("strict", mtlsLevel{ns: "prod", mode: strict})
+	steps := []struct {
+		name   string
+		objs   []runtime.Object
+		reused map[string]bool // workload name → the previous model's object
+	}{
+		{name: "first", objs: []runtime.Object{a, b}},
+		{name: "same objects", objs: []runtime.Object{a, b}, reused: map[string]bool{"a": true, "b": true}},
+		{name: "b replaced", objs: []runtime.Object{a, b2}, reused: map[string]bool{"a": true}},
+		{name: "a PeerAuthentication added", objs: []runtime.Object{a, b2, strictNS}},
+		{name: "unchanged again", objs: []runtime.Object{a, b2, strictNS}, reused: map[string]bool{"a": true, "b": true}},
+	}
+	var prev *Model
+	for _, st := range steps {
+		m := build(t, snap(st.objs...), prev, Options{})
+		fresh := build(t, snap(st.objs...), nil, Options{})
+		if d := cmp.Diff(fresh.Workloads, m.Workloads); d != "" {
+			t.Errorf("%s: workloads differ from a fresh build (-fresh +got):\n%s", st.name, d)
+		}
+		if prev != nil {
+			for i, w := range m.Workloads {
+				if reused := w == prev.Workloads[i]; reused != st.reused[w.Name] {
+					t.Errorf("%s: workload %s reused = %v, want %v", st.name, w.Name, reused, st.reused[w.Name])
+				}
+			}
+		}
+		prev = m
+	}
+	if got := prev.Workloads[0].DefaultMode; got != ModeStrict {
+		t.Errorf("after the PeerAuthentication, a's mode is %s, want STRICT", got)
+	}
+}

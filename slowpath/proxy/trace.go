@@ -132,22 +132,23 @@ func hasFlag(flags, f string) bool {
 	return false
 }
 
-// spanName is Istio's route decorator for the request: "HOST:PORT/*",
-// the service's name and port from the cluster ("outbound|PORT|SUBSET|
-// HOST"; an inbound cluster, "inbound|PORT|...", names the port of the
-// authority's host), else the authority followed by "/*".
+// spanName is Istio's route decorator for the request, "HOST:PORT/*":
+// outbound, the service and port of the route's cluster
+// ("outbound|PORT|SUBSET|HOST"); inbound, the authority's host and the
+// app's port; else the authority followed by "/*".
 func spanName(ri *RequestInfo) string {
-	host := ri.Authority
-	if parts := strings.Split(ri.Cluster, "|"); len(parts) == 4 && parts[1] != "" {
-		switch {
-		case parts[0] == "outbound" && parts[3] != "":
+	if ri.Direction == DirectionOutbound {
+		if parts := strings.Split(ri.Cluster, "|"); len(parts) == 4 && parts[0] == "outbound" && parts[1] != "" && parts[3] != "" {
 			return parts[3] + ":" + parts[1] + "/*"
-		case parts[0] == "inbound":
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
-			return host + ":" + parts[1] + "/*"
 		}
+		return ri.Authority + "/*"
 	}
-	return host + "/*"
+	if !ri.Upstream.IsValid() {
+		return ri.Authority + "/*"
+	}
+	host := ri.Authority
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(ri.Upstream.Port()))) + "/*"
 }

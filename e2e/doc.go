@@ -10,5 +10,7 @@
 // services of its own); the offload (offload_test.go: a stream offloaded
 // on both agents where the kernel has kTLS, make vmtest, in userspace with
 // the reason elsewhere; many short connections without leaks; revocation
-// by an AuthorizationPolicy). Its tests need root and skip without it.
+// by an AuthorizationPolicy); traces (tracing_test.go: both agents'
+// spans at an in-test OTLP receiver, the trace context the apps see).
+// Its tests need root and skip without it.
 package e2e

@@ -55,12 +55,19 @@ func TestLivePage(t *testing.T) {
 	waitL7(t, frontend, ratings, call{path: "/api/ratings/0", host: "ratings:9080"}, 200)
 
 	ctx, stop := context.WithCancel(context.Background())
-	tr := runLiveTraffic(ctx, []liveCall{
-		{frontend, reviews, call{path: "/api/reviews/1", host: "reviews:9080"}},
-		{frontend, reviews, call{path: "/api/reviews/2", host: "reviews:9080"}},
+	// reviews' split route delays 1% of its requests by 5 s (the
+	// example's fault), which stalls a caller for most of the time: the
+	// canary testers' route (x-canary-user, to v2, no fault) keeps
+	// frontend's rate up.
+	calls := []liveCall{
 		{frontend, ratings, call{path: "/api/ratings/1", host: "ratings:9080"}},
 		{client, reviews, call{path: "/api/reviews/3", host: "reviews:9080"}},
-	})
+	}
+	for i := range 3 {
+		calls = append(calls, liveCall{frontend, reviews, call{path: fmt.Sprintf("/api/reviews/%d", i), host: "reviews:9080"}},
+			liveCall{frontend, reviews, call{path: fmt.Sprintf("/api/reviews/%d", i), host: "reviews:9080", hdr: []string{"X-Canary-User", "true"}}})
+	}
+	tr := runLiveTraffic(ctx, calls)
 	defer tr.stop(t, stop)
 
 	base := netnsProxy(t, l.fabricNetns(), kubelet.ControllerMonitoring)

@@ -229,12 +229,20 @@
         const line = sel("path", { class: "line", d });
         const flow = sel("path", { class: "flow", d });
         const hit = sel("path", { class: "hit", d });
-        const lx = e.from === e.to ? a.x + a.w : (a.x + a.w + b.x) / 2;
-        const ly = e.from === e.to ? a.y - 26 : (a.y + a.h / 2 + b.y + b.h / 2) / 2 - 6;
+        g.append(line, flow, hit);
+        ge.appendChild(g);
+        // The label goes toward the end that fewer edges share, where
+        // it does not sit on its neighbours' labels.
+        let lx = a.x + a.w, ly = a.y - 26;
+        if (e.from !== e.to) {
+          const outs = edges.filter((x) => x.from === e.from).length, ins = edges.filter((x) => x.to === e.to).length;
+          const len = line.getTotalLength();
+          const pt = line.getPointAtLength(len * (ins > outs ? 0.3 : outs > ins ? 0.7 : 0.5));
+          lx = pt.x; ly = pt.y - 6;
+        }
         const label = sel("text", { x: lx, y: ly, "text-anchor": "middle" });
         const sec = sel("text", { x: lx, y: ly + 12, "text-anchor": "middle", class: "sec" });
-        g.append(line, flow, hit, label, sec);
-        ge.appendChild(g);
+        g.append(label, sec);
         const k = e.from + ">" + e.to;
         current.edges[k] = { g, line, flow, label, sec, data: e };
         tip(g, () => edgeTip(current.edges[k].data));

@@ -452,6 +452,18 @@ func (t *telemetry) event(ev proxy.Event) {
 			t.log.conn(c, tc.labels, "")
 		}
 	case proxy.EventRefused, proxy.EventDenied:
+		// Refused before it was established: nothing was counted. (Were
+		// it tracked, it ends here, so that the table cannot grow.)
+		t.mu.Lock()
+		tc := t.tcp[c.ID]
+		delete(t.tcp, c.ID)
+		if tc != nil {
+			tc.add(c)
+		}
+		t.mu.Unlock()
+		if tc != nil {
+			t.tcpClosed.WithLabelValues(tc.labels...).Inc()
+		}
 		if t.log != nil {
 			t.log.conn(c, t.connLabelValues(c), connFlags(ev))
 		}

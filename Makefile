@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
 
-.PHONY: all build test unit generate check-generate demo demo-down bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 bench-l7 bench-offload clean deps deps-bpf deps-proto fmt vet help vmtest
+.PHONY: all build test unit generate check-generate demo demo-down bench bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 bench-l7 bench-offload clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -109,6 +109,9 @@ bench-offload: deps build ## the lab's opaque TCP stream across two agents: offl
 	@hack/bpffs.sh
 	$(GO) build -o $(BIN)/bench-offload ./perf/cmd/bench-offload
 	$(BIN)/bench-offload --bin $(BIN) $(BENCH_OFFLOAD_FLAGS)
+
+bench: deps build ## every benchmark in sequence (fib fds l4 l7 offload xds ktls), one line per step; perf/out/report.json + report.html (charts, aims, machine, what could not run); summary lines last. BENCH_FLAGS=--only fds,xds, --from-logs
+	$(GO) run ./perf/cmd/bench-all $(BENCH_FLAGS)
 
 clean: ## remove build output (not the lab: see demo-down)
 	rm -rf $(BIN) perf/out

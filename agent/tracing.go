@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -102,8 +103,10 @@ type tracing struct {
 	sampler  sdktrace.Sampler
 	bsp      sdktrace.SpanProcessor
 
-	mu     sync.Mutex
-	tracer map[string]trace.Tracer // by namespace/pod
+	// tracer holds each pod's tracer by namespace/pod (read on every
+	// request: a sync.Map reads without a lock); n counts its entries.
+	tracer sync.Map
+	n      atomic.Int64
 }
 
 // newTracing starts the exporter of cfg (nil, nil when cfg has no
@@ -154,7 +157,6 @@ func newTracing(cfg TracingConfig, node string, workload func(namespace, pod str
 		// not fit is dropped, the request goes on.
 		bsp: sdktrace.NewBatchSpanProcessor(exp, sdktrace.WithMaxQueueSize(queue), sdktrace.WithBatchTimeout(batch),
 			sdktrace.WithMaxExportBatchSize(min(tracingMaxBatch, queue))),
-		tracer: map[string]trace.Tracer{},
 	}, nil
 }
 
@@ -163,13 +165,12 @@ func newTracing(cfg TracingConfig, node string, workload func(namespace, pod str
 // Istio's default service name), namespace, pod and node.
 func (t *tracing) Tracer(namespace, pod string) trace.Tracer {
 	key := namespace + "/" + pod
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if tr, ok := t.tracer[key]; ok {
-		return tr
+	if tr, ok := t.tracer.Load(key); ok {
+		return tr.(trace.Tracer)
 	}
-	if len(t.tracer) >= tracingMaxProviders {
-		clear(t.tracer)
+	if t.n.Load() >= tracingMaxProviders {
+		t.tracer.Clear()
+		t.n.Store(0)
 	}
 	wl := t.workload(namespace, pod)
 	res := resource.NewSchemaless(
@@ -182,10 +183,12 @@ func (t *tracing) Tracer(namespace, pod string) trace.Tracer {
 		attribute.String("istio.namespace", namespace),
 	)
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(t.sampler), sdktrace.WithSpanProcessor(t.bsp), sdktrace.WithResource(res))
-	tr := &nodeTracer{Tracer: tp.Tracer("github.com/fibmesh/fibmesh/slowpath/proxy"),
-		start: trace.WithAttributes(attribute.String("node_id", t.node))}
-	t.tracer[key] = tr
-	return tr
+	tr, loaded := t.tracer.LoadOrStore(key, &nodeTracer{Tracer: tp.Tracer("github.com/fibmesh/fibmesh/slowpath/proxy"),
+		start: trace.WithAttributes(attribute.String("node_id", t.node))})
+	if !loaded {
+		t.n.Add(1)
+	}
+	return tr.(trace.Tracer)
 }
 
 // nodeTracer tags each span with Envoy's node_id (the agent's node).

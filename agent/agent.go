@@ -207,6 +207,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ReconnectCap <= 0 {
 		cfg.ReconnectCap = DefaultReconnectCap
 	}
+	if err := cfg.Tracing.Validate(); err != nil {
+		return nil, err
+	}
 	conn, err := dial(cfg)
 	if err != nil {
 		return nil, err

@@ -64,7 +64,7 @@ func chart(c Comparison) svgChart {
 		}
 		y := chartMargin + float64(i)*(barHeight+barGap)
 		ch.Bars = append(ch.Bars, svgBar{Label: b.Label, Value: formatValue(b.Value) + " " + c.Unit, Y: y, W: math.Max(w, 1),
-			TextY: y + barHeight*0.7, ValueX: labelWidth + math.Max(w, 1) + 6, Best: i == best && len(c.Bars) > 1})
+			TextY: y + barHeight*0.7, ValueX: labelWidth + math.Max(w, 1) + 6, Best: i == best && len(c.Bars) > 1 && !c.Distribution})
 	}
 	ch.Height = 2*chartMargin + float64(len(c.Bars))*(barHeight+barGap)
 	return ch

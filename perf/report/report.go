@@ -126,6 +126,9 @@ type Comparison struct {
 	Source string `json:"source"`
 	// Note qualifies the figures (e.g. where=vm-tcg: an emulated CPU).
 	Note string `json:"note,omitempty"`
+	// Distribution: the bars are one figure's percentiles (or related
+	// figures), not alternatives side by side: no best one is marked.
+	Distribution bool `json:"distribution,omitempty"`
 }
 
 // Machine is where the report was measured.
@@ -191,6 +194,8 @@ func (r *Report) SummaryLines() []string {
 // comparisonSpec says how a summary line becomes comparisons.
 type comparisonSpec struct {
 	title, unit, better string
+	// dist: the bars are percentiles of one figure (Comparison.Distribution).
+	dist bool
 	// bars: label → key of the summary.
 	bars [][2]string
 	// aim judges the summary; nil: no aim.
@@ -242,17 +247,17 @@ var specs = map[string][]comparisonSpec{
 	"fib-node-forwarding": {{title: "One node (pod veth → NIC) 64-byte UDP forwarding: XDP FIB vs the kernel", unit: "packets/s", better: "higher",
 		bars: [][2]string{{"XDP FIB", "xdp_pps"}, {"kernel forwarding", "kernel_pps"}},
 		aim:  ratioAim("XDP FIB faster than the kernel's forwarding", "xdp_pps", "kernel_pps", 1, "the kernel")}},
-	"fds-propagation": {{title: "FDS propagation: a Pod written to the manifests → its route in the remote node's XDP FIB", unit: "ms", better: "lower",
+	"fds-propagation": {{title: "FDS propagation: a Pod written to the manifests → its route in the remote node's XDP FIB", unit: "ms", better: "lower", dist: true,
 		bars: [][2]string{{"p50", "p50_ms"}, {"p99", "p99_ms"}},
 		aim:  boundAim("p99 ≤ 100 ms", "p99_ms", 100, false, "ms")}},
-	"fds-propagation-remove": {{title: "FDS propagation: a Pod removed → its route gone from the remote node's XDP FIB", unit: "ms", better: "lower",
+	"fds-propagation-remove": {{title: "FDS propagation: a Pod removed → its route gone from the remote node's XDP FIB", unit: "ms", better: "lower", dist: true,
 		bars: [][2]string{{"p50", "p50_ms"}, {"p99", "p99_ms"}},
 		aim:  boundAim("p99 ≤ 100 ms", "p99_ms", 100, false, "ms")}},
 	"xds-convergence": {
-		{title: "xDS convergence: an edit reaching every simulated agent", unit: "ms", better: "lower",
+		{title: "xDS convergence: an edit reaching every simulated agent", unit: "ms", better: "lower", dist: true,
 			bars: [][2]string{{"p50", "p50_ms"}, {"p99", "p99_ms"}},
 			aim:  boundAim("p99 ≤ 100 ms at 1,000 agents", "p99_ms", 100, false, "ms")},
-		{title: "Controller memory with the simulated agents", unit: "MB", better: "lower",
+		{title: "Controller memory with the simulated agents", unit: "MB", better: "lower", dist: true,
 			bars: [][2]string{{"RSS after the rounds", "rss_mb"}, {"peak RSS", "peak_rss_mb"}},
 			aim:  boundAim("RSS ≤ 150 MB at 1,000 agents (peak ≤ 300 MB)", "rss_mb", 150, false, "MB")},
 	},
@@ -271,7 +276,7 @@ var specs = map[string][]comparisonSpec{
 		{title: "L7 (HTTP/1.1, 1 KB answers) requests per second at full load", unit: "req/s", better: "higher",
 			bars: [][2]string{{"fibmesh", "rps"}, {"haproxy mTLS pair", "haproxy_rps"}, {"direct", "direct_rps"}},
 			aim:  ratioAim("fibmesh ≥ haproxy", "rps", "haproxy_rps", 1, "haproxy")},
-		{title: "L7 latency added at 1,000 req/s (over direct)", unit: "µs", better: "lower",
+		{title: "L7 latency added at 1,000 req/s (over direct)", unit: "µs", better: "lower", dist: true,
 			bars: [][2]string{{"fibmesh p50", "added_p50_us"}, {"fibmesh p99", "added_p99_us"}, {"haproxy p99", "haproxy_added_p99_us"}},
 			aim:  boundAim("fibmesh added p99 ≤ 100 µs", "added_p99_us", 100, false, "µs")},
 	},
@@ -279,7 +284,7 @@ var specs = map[string][]comparisonSpec{
 		{title: "Offloaded vs userspace mTLS vs direct: an opaque TCP stream across two agents", unit: "Gbit/s", better: "higher",
 			bars: [][2]string{{"offloaded (kTLS, kernel byte path, XDP flows)", "offloaded_gbps"}, {"userspace mTLS", "userspace_gbps"}, {"direct", "direct_gbps"}},
 			aim:  boundAim("CPU per GB ≤ 0.5 of userspace", "cpu_ratio", 0.5, false, "of userspace's CPU per GB")},
-		{title: "Revocation latency of an offloaded connection (policy push → first packet dropped in XDP)", unit: "ms", better: "lower",
+		{title: "Revocation latency of an offloaded connection (policy push → first packet dropped in XDP)", unit: "ms", better: "lower", dist: true,
 			bars: [][2]string{{"p99", "revoke_p99_ms"}},
 			aim:  boundAim("p99 ≤ 10 ms", "revoke_p99_ms", 10, false, "ms")},
 	},
@@ -305,7 +310,7 @@ func Compare(bench string, s Summary) []Comparison {
 	}
 	var out []Comparison
 	for _, sp := range ss {
-		c := Comparison{Bench: bench, Title: sp.title, Unit: sp.unit, Better: sp.better, Source: s.Line, Note: note}
+		c := Comparison{Bench: bench, Title: sp.title, Unit: sp.unit, Better: sp.better, Source: s.Line, Note: note, Distribution: sp.dist}
 		for _, b := range sp.bars {
 			if v, ok := s.Float(b[1]); ok && !math.IsNaN(v) {
 				c.Bars = append(c.Bars, Bar{Label: b[0], Value: v})

@@ -195,6 +195,9 @@ func TestWriteHTML(t *testing.T) {
 
 func TestChart(t *testing.T) {
 	c := chart(Comparison{Unit: "ms", Better: "lower", Bars: []Bar{{"p50", 50}, {"p99", 100}}})
+	if d := chart(Comparison{Unit: "ms", Better: "lower", Distribution: true, Bars: []Bar{{"p50", 50}, {"p99", 100}}}); d.Bars[0].Best || d.Bars[1].Best {
+		t.Errorf("a distribution's bars are not alternatives: none is best, got %+v", d.Bars)
+	}
 	if len(c.Bars) != 2 || c.Bars[1].W != c.BarMax || c.Bars[0].W != c.BarMax/2 {
 		t.Errorf("bars %+v, want p99 full width and p50 half", c.Bars)
 	}

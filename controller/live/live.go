@@ -162,6 +162,17 @@ type Page struct {
 var rateNames = []string{metricRequests, metricDurationBucket, metricTCPSent, metricTCPReceived, metricTCPOpened,
 	metricFIBPackets, metricOffloadedBytes, metricOffloadDecisions, metricRevocations, metricProxyRequests, metricProxyBytes}
 
+// agentNames are the series of an agent's scrape the page keeps: the
+// rest is dropped at once (an agent's Istio histograms of sizes, its Go
+// runtime's metrics).
+var agentNames = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range append(rateNames, metricFIBFlows, metricReady, metricOffloaded, metricFlowConnections, metricProxyActive) {
+		m[n] = true
+	}
+	return m
+}()
+
 // New returns a Page; Run makes its snapshots.
 func New(o Options) (*Page, error) {
 	if o.Model == nil || o.Agents == nil || o.Registry == nil {
@@ -240,6 +251,10 @@ func (p *Page) Run(ctx context.Context) {
 	for {
 		if p.wanted() {
 			p.tick(ctx)
+			// The next scrape is an interval from now, not from a
+			// tick that came while this one ran or while idle: rates
+			// never span a few milliseconds.
+			t.Reset(p.o.Interval)
 		}
 		select {
 		case <-ctx.Done():

@@ -15,7 +15,6 @@ const (
 	metricOffloadedBytes   = "fibmesh_agent_proxy_offloaded_bytes_total"
 	metricOffloadDecisions = "fibmesh_agent_proxy_offload_decisions_total"
 	metricFlowConnections  = "fibmesh_agent_offload_flow_connections"
-	metricFlowEntries      = "fibmesh_agent_offload_flow_entries"
 	metricRevocations      = "fibmesh_agent_proxy_revocations_total"
 	metricProxyRequests    = "fibmesh_agent_proxy_http_requests_total"
 	metricProxyActive      = "fibmesh_agent_proxy_active_connections"

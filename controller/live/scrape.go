@@ -159,5 +159,10 @@ func (s *scraper) one(ctx context.Context, url string) (Samples, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
+	for name := range smp {
+		if !agentNames[name] {
+			delete(smp, name)
+		}
+	}
 	return smp, nil
 }

@@ -259,7 +259,7 @@ func New(cfg Config) (*Agent, error) {
 		a.closeEarly()
 		return nil, err
 	}
-	if a.traces, err = newTracing(cfg.Tracing, cfg.Node, func(ns, pod string) string { return a.podWorkload(ns, pod).Name }); err != nil {
+	if a.traces, err = newTracing(cfg.Tracing, cfg.Node, func(ns, pod string) string { return a.podWorkload(ns, pod).Name }, cfg.Log); err != nil {
 		a.closeEarly()
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -38,6 +40,8 @@ const (
 	// tracingFlushTimeout bounds the agent's wait for queued spans to
 	// leave when it stops.
 	tracingFlushTimeout = 5 * time.Second
+	// tracingLogEvery spaces the log lines of failed exports.
+	tracingLogEvery = 30 * time.Second
 	// tracingMaxBatch is the most spans in one OTLP export.
 	tracingMaxBatch = 512
 	// tracingMaxProviders bounds the per-pod tracer cache: past it the
@@ -111,8 +115,10 @@ type tracing struct {
 
 // newTracing starts the exporter of cfg (nil, nil when cfg has no
 // collector). workload names a pod's workload (its Deployment's name);
-// nil takes the pod's name.
-func newTracing(cfg TracingConfig, node string, workload func(namespace, pod string) string) (*tracing, error) {
+// nil takes the pod's name. Failed exports are logged to log, at most
+// one line per tracingLogEvery (OpenTelemetry's error handler is
+// process-wide: the last agent started gets them).
+func newTracing(cfg TracingConfig, node string, workload func(namespace, pod string) string, log *slog.Logger) (*tracing, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -149,6 +155,15 @@ func newTracing(cfg TracingConfig, node string, workload func(namespace, pod str
 	}
 	if workload == nil {
 		workload = func(_, pod string) string { return pod }
+	}
+	if log != nil {
+		var last atomic.Int64
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			now := time.Now().UnixNano()
+			if l := last.Load(); now-l >= int64(tracingLogEvery) && last.CompareAndSwap(l, now) {
+				log.Warn("tracing: exporting spans failed (spans are dropped while it fails)", "collector", cfg.Collector, "err", err)
+			}
+		}))
 	}
 	return &tracing{
 		node: node, workload: workload,

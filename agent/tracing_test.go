@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func TestTracingConfigValidate(t *testing.T) {
 
 // TestTracingUnset: no collector, no tracing (no exporter, no goroutine).
 func TestTracingUnset(t *testing.T) {
-	tr, err := newTracing(TracingConfig{Sampling: 50}, "node1", nil)
+	tr, err := newTracing(TracingConfig{Sampling: 50}, "node1", nil, nil)
 	if err != nil || tr != nil {
 		t.Fatalf("newTracing without a collector = %v, %v; want nil, nil", tr, err)
 	}
@@ -66,7 +67,7 @@ func startSink(t *testing.T) (*otlpsink.Sink, string) {
 func TestTracingExport(t *testing.T) {
 	sink, addr := startSink(t)
 	tr, err := newTracing(TracingConfig{Collector: addr, Sampling: 0, BatchTimeout: 20 * time.Millisecond}, "node1",
-		func(_, pod string) string { return strings.TrimSuffix(pod, "-7d4f9-x2x9z") })
+		func(_, pod string) string { return strings.TrimSuffix(pod, "-7d4f9-x2x9z") }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestTracingNeverBlocks(t *testing.T) {
 			defer c.Close() // held open, never read
 		}
 	}()
-	tr, err := newTracing(TracingConfig{Collector: l.Addr().String(), Sampling: 100, Queue: 16, BatchTimeout: time.Millisecond}, "node1", nil)
+	tr, err := newTracing(TracingConfig{Collector: l.Addr().String(), Sampling: 100, Queue: 16, BatchTimeout: time.Millisecond}, "node1", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -223,6 +223,9 @@ type telemetry struct {
 	mu sync.Mutex
 	// tcp are the established TCP connections being counted, by ID.
 	tcp map[uint64]*tcpConn
+
+	seriesMu  sync.RWMutex
+	reqSeries map[string]*requestSeries // by the label values joined (series)
 }
 
 // tcpConn is a TCP connection's labels and the bytes already counted.
@@ -237,8 +240,9 @@ func newTelemetry(cluster string) *telemetry {
 		cluster = DefaultClusterID
 	}
 	return &telemetry{
-		cluster: cluster,
-		tcp:     map[uint64]*tcpConn{},
+		cluster:   cluster,
+		tcp:       map[uint64]*tcpConn{},
+		reqSeries: map[string]*requestSeries{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
 			Help: "HTTP requests on L7 ports, reported by both sides (reporter=source: the calling pod's agent; destination: the called pod's), as Istio's."}, requestLabels),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
@@ -402,15 +406,48 @@ func sideLabels(direction string, local, peer workload, svc service, proto, flag
 	return append(v, extra...)
 }
 
+// requestSeries are one label set's request metrics.
+type requestSeries struct {
+	labels             []string
+	requests           prometheus.Counter
+	duration, req, res prometheus.Observer
+}
+
+// series returns the request metrics of a label set. The client
+// library hashes the 25 label values byte by byte at every lookup; one
+// map lookup by the joined values replaces four of them
+// (BenchmarkTelemetryRequest: 1.4-5 µs and 9 allocations per request on
+// the shared 2-core machine). The map holds what the metrics hold: one
+// entry per series, bounded as they are.
+func (t *telemetry) series(lv []string) *requestSeries {
+	key := strings.Join(lv, "\xff")
+	t.seriesMu.RLock()
+	s := t.reqSeries[key]
+	t.seriesMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	s = &requestSeries{labels: lv, requests: t.requests.WithLabelValues(lv...), duration: t.duration.WithLabelValues(lv...),
+		req: t.reqSize.WithLabelValues(lv...), res: t.resSize.WithLabelValues(lv...)}
+	t.seriesMu.Lock()
+	if old := t.reqSeries[key]; old != nil {
+		s = old
+	} else {
+		t.reqSeries[key] = s
+	}
+	t.seriesMu.Unlock()
+	return s
+}
+
 // request counts an HTTP request and logs it.
 func (t *telemetry) request(ri *proxy.RequestInfo) {
-	lv := t.requestLabelValues(ri)
-	t.requests.WithLabelValues(lv...).Inc()
-	t.duration.WithLabelValues(lv...).Observe(float64(ri.Duration.Microseconds()) / 1000)
-	t.reqSize.WithLabelValues(lv...).Observe(float64(ri.RequestHeaderBytes + ri.BytesReceived))
-	t.resSize.WithLabelValues(lv...).Observe(float64(ri.ResponseHeaderBytes + ri.BytesSent))
+	s := t.series(t.requestLabelValues(ri))
+	s.requests.Inc()
+	s.duration.Observe(float64(ri.Duration.Microseconds()) / 1000)
+	s.req.Observe(float64(ri.RequestHeaderBytes + ri.BytesReceived))
+	s.res.Observe(float64(ri.ResponseHeaderBytes + ri.BytesSent))
 	if t.log != nil {
-		t.log.request(ri, lv)
+		t.log.request(ri, s.labels)
 	}
 }
 

@@ -42,8 +42,18 @@ func ParseText(r io.Reader) (Samples, error) {
 }
 
 // Flatten turns metric families (a registry's Gather, or a parsed
-// scrape) into Samples.
+// scrape) into Samples. A sample whose value is NaN or infinite is
+// dropped: no rate or sum the page shows can use it (and JSON has no
+// such numbers).
 func Flatten(mfs []*dto.MetricFamily) Samples {
+	s := flatten(mfs)
+	for name, ss := range s {
+		s[name] = slices.DeleteFunc(ss, func(x Sample) bool { return math.IsNaN(x.Value) || math.IsInf(x.Value, 0) })
+	}
+	return s
+}
+
+func flatten(mfs []*dto.MetricFamily) Samples {
 	s := Samples{}
 	for _, mf := range mfs {
 		name := mf.GetName()

@@ -1,9 +1,11 @@
 package live
 
 import (
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -144,4 +146,31 @@ func TestBuckets(t *testing.T) {
 	if _, err := Buckets([]Sample{s(1, "le", "ten")}); err == nil || !strings.Contains(err.Error(), `le "ten"`) {
 		t.Errorf("bad le: err %v", err)
 	}
+}
+
+// FuzzParseText feeds exposition text (what an agent, or anything
+// answering on its port, serves) through everything the page computes
+// from a scrape: nothing may panic, and the snapshot must encode.
+func FuzzParseText(f *testing.F) {
+	f.Add(agentText(1), agentText(2))
+	f.Add("a_total NaN\nb +Inf\n", "a_total 1\n")
+	f.Add("# TYPE istio_request_duration_milliseconds histogram\nistio_request_duration_milliseconds_bucket{reporter=\"source\",le=\"+Inf\"} 1\n", "")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		prev, err1 := ParseText(strings.NewReader(a))
+		cur, err2 := ParseText(strings.NewReader(b))
+		if err1 != nil || err2 != nil {
+			return
+		}
+		w := agentWindow{cur: cur, inc: Samples{}, dt: 2}
+		for name, c := range cur {
+			w.inc[name] = Increase(prev[name], c)
+		}
+		var v NodeView
+		fillNode(&v, w)
+		g := buildGraph(demoModel(), []agentWindow{w, {cur: prev}})
+		cp := controlPlane(cur, w.inc[metricConvBucket], time.Minute, nil)
+		if _, err := json.Marshal(Snapshot{Graph: g, Nodes: []NodeView{v}, ControlPlane: cp}); err != nil {
+			t.Fatalf("snapshot does not encode: %v", err)
+		}
+	})
 }

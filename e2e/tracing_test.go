@@ -167,7 +167,7 @@ func TestTraces(t *testing.T) {
 		// What each side says.
 		reviewsPod := l.pod(t, "production", s.a.reply.Pod)
 		wantClient := map[string]string{"component": "proxy", "http.method": "GET", "http.status_code": "200",
-			"guid:x-request-id": fmt.Sprintf("tb-sampled-%d", i), "node_id": frontendNode, "response_flags": "-"}
+			"guid:x-request-id": fmt.Sprintf("tb-sampled-%d", i), "node_id": frontendNode}
 		wantServer := map[string]string{"component": "proxy", "http.method": "GET", "http.status_code": "200",
 			"guid:x-request-id": fmt.Sprintf("tb-sampled-%d", i), "node_id": reviewsPod.Node,
 			"peer.principal": spiffe("production", "frontend")}
@@ -199,6 +199,13 @@ func TestTraces(t *testing.T) {
 			if c.span.StatusCode == tracepb.Status_STATUS_CODE_ERROR || !c.span.End.After(c.span.Start) {
 				t.Errorf("request %d: %s span status %v, %v to %v", i, c.whichSide, c.span.StatusCode, c.span.Start, c.span.End)
 			}
+		}
+		// "DI": the example's 1% fault delay on the split route.
+		if f := client.Attributes["response_flags"]; f != "-" && f != "DI" {
+			t.Errorf("request %d: client span response_flags %q, want - (or DI, the example's delay)", i, f)
+		}
+		if f := server.Attributes["response_flags"]; f != "-" {
+			t.Errorf("request %d: server span response_flags %q, want -", i, f)
 		}
 		if !strings.HasPrefix(client.Attributes["upstream_cluster"], "outbound|9080|") {
 			t.Errorf("request %d: client span upstream_cluster %q, want outbound|9080|...", i, client.Attributes["upstream_cluster"])

@@ -2,8 +2,18 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +172,71 @@ func TestTracingNeverBlocks(t *testing.T) {
 	// timeout would show.
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("%d spans took %v with a collector that does not answer", n, d)
+	}
+}
+
+// TestTracingTLS: with --tracing-collector-ca the export is TLS, the
+// collector's certificate checked against that CA.
+func TestTracingTLS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := otlpsink.Start(tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		NextProtos: []string{"h2"}}))
+	t.Cleanup(sink.Close)
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+
+	tests := []struct {
+		name   string
+		ca     string
+		wantOK bool
+	}{
+		{"trusted", caFile, true},
+		{"no such file", filepath.Join(t.TempDir(), "missing.pem"), false},
+		{"not PEM", "tracing_test.go", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := newTracing(TracingConfig{Collector: "localhost:" + port, CollectorCA: tt.ca, Sampling: 100, BatchTimeout: 10 * time.Millisecond}, "node1", nil, nil)
+			if !tt.wantOK {
+				if err == nil {
+					tr.close(context.Background())
+					t.Fatal("newTracing accepted the CA file, want an error")
+				}
+				if !strings.Contains(err.Error(), "--tracing-collector-ca") {
+					t.Errorf("error %q does not name the flag", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.close(context.Background())
+			_, s := tr.Tracer("ns", "pod").Start(context.Background(), "over TLS")
+			s.End()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := sink.Wait(ctx, func(spans []otlpsink.Span) bool {
+				return slices.ContainsFunc(spans, func(x otlpsink.Span) bool { return x.Name == "over TLS" })
+			}); err != nil {
+				t.Fatalf("the span did not arrive over TLS: %v", err)
+			}
+		})
 	}
 }

@@ -77,11 +77,12 @@
       }
       if (!changed) break;
     }
-    // A service nobody calls sits one layer before its workloads.
+    // What nothing points to (a caller, a service nobody calls) sits one
+    // layer before the nearest thing it points to, so that its edges do
+    // not run across other layers' boxes.
     for (const v of vertices) {
-      if (v.kind !== "service") continue;
-      const outs = edges.filter((e) => e.from === v.id).map((e) => rank[e.to]);
-      const ins = edges.filter((e) => e.to === v.id);
+      const outs = edges.filter((e) => e.from === v.id && e.to !== v.id).map((e) => rank[e.to]);
+      const ins = edges.filter((e) => e.to === v.id && e.from !== v.id);
       if (ins.length === 0 && outs.length) rank[v.id] = Math.max(0, Math.min(...outs) - 1);
     }
     const layers = [];

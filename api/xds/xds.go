@@ -41,10 +41,11 @@ const MeshTable = "mesh"
 const MeshShards = 64
 
 // MeshServiceShards is the number of service shards of the shared flow
-// table. A readiness flip sends one (~3 kB at 1,000 services of 10
-// endpoints) to every node, and each node decodes it: more shards make
-// that smaller and the controller's subscription index larger.
-const MeshServiceShards = 128
+// table. A readiness flip sends one (~1.5 kB at 1,000 services of 10
+// endpoints) to every node, and each node decodes it. Agents subscribe
+// to every shard with one glob (MeshShardsGlob), so more shards cost the
+// controller's subscriber index nothing.
+const MeshServiceShards = 256
 
 // MeshShard is the name of route shard i of the shared flow table:
 // "mesh/<i>".
@@ -76,6 +77,14 @@ func fnv1a(key string) uint32 {
 func IsMeshTable(name string) bool {
 	return name == MeshTable || strings.HasPrefix(name, MeshTable+"/")
 }
+
+// MeshShardsGlob is the glob name ("mesh/*") of every shard of the
+// shared flow table, route and service shards, as an xDS glob
+// collection: a subscription to it gets every shard and any added later.
+// Agents subscribe to it rather than to each shard by name, which costs
+// the controller's subscriber index one entry per agent rather than one
+// per shard (MeshShards + MeshServiceShards).
+const MeshShardsGlob = MeshTable + "/*"
 
 // MeshShardNames are the names of the shared flow table's shards: the
 // route shards in order, then the service shards in order.
@@ -117,7 +126,7 @@ type Subscription struct {
 // AgentSubscriptions are what a node's agent subscribes to, in the order
 // it requests them: every cluster, load assignment, listener and route
 // configuration (its listeners are its own node's), the trust bundle,
-// and the shared flow table's shards (MeshShardNames) and its own.
+// and the shared flow table's shards (MeshShardsGlob) and its own.
 func AgentSubscriptions(node string) []Subscription {
 	return []Subscription{
 		{TypeURL: resource.ClusterType},
@@ -125,7 +134,7 @@ func AgentSubscriptions(node string) []Subscription {
 		{TypeURL: resource.ListenerType},
 		{TypeURL: resource.RouteType},
 		{TypeURL: resource.SecretType, Names: []string{RootCASecret}},
-		{TypeURL: FlowTableType, Names: append(MeshShardNames(), node)},
+		{TypeURL: FlowTableType, Names: []string{MeshShardsGlob, node}},
 	}
 }
 

@@ -125,11 +125,14 @@ type scope struct {
 	log  []logRec // by seq; compacted to the last record per name
 	subs map[string]map[*sub]struct{}
 	wild map[*sub]struct{}
+	// globs are the glob subscriptions ("<prefix>/*", isGlob) and their
+	// streams; a scope sees few distinct globs.
+	globs map[string]map[*sub]struct{}
 }
 
 func newScope(typeURL, prefix string, stats *indexStats, marks *markSet) *scope {
 	return &scope{typeURL: typeURL, prefix: prefix, stats: stats, marks: marks, res: map[string]*entry{},
-		subs: map[string]map[*sub]struct{}{}, wild: map[*sub]struct{}{}}
+		subs: map[string]map[*sub]struct{}{}, wild: map[*sub]struct{}{}, globs: map[string]map[*sub]struct{}{}}
 }
 
 // versionLocked is the scope's system version. sc.mu is held.
@@ -146,6 +149,13 @@ func (sc *scope) update(set []*entry, remove []string) int {
 		sc.stats.indexOps.Add(1)
 		for s := range sc.subs[name] {
 			marked[s] = struct{}{}
+		}
+		for g, set := range sc.globs {
+			if globMatch(g, name) {
+				for s := range set {
+					marked[s] = struct{}{}
+				}
+			}
 		}
 	}
 	next := sc.seq + 1
@@ -251,6 +261,11 @@ func (sc *scope) compactLocked() {
 			low = min(low, s.sentSeq)
 		}
 	}
+	for _, set := range sc.globs {
+		for s := range set {
+			low = min(low, s.sentSeq)
+		}
+	}
 	last := make(map[string]uint64, len(sc.res))
 	for _, r := range sc.log {
 		last[r.name] = r.seq
@@ -285,10 +300,14 @@ func (sc *scope) subscribe(s *sub, wildcard bool, names []string) {
 	}
 	for _, n := range names {
 		sc.stats.indexOps.Add(1)
-		set, ok := sc.subs[n]
+		index := sc.subs
+		if isGlob(n) {
+			index = sc.globs
+		}
+		set, ok := index[n]
 		if !ok {
 			set = map[*sub]struct{}{}
-			sc.subs[n] = set
+			index[n] = set
 		}
 		set[s] = struct{}{}
 	}
@@ -305,13 +324,48 @@ func (sc *scope) unsubscribe(s *sub, wildcard bool, names []string) {
 	}
 	for _, n := range names {
 		sc.stats.indexOps.Add(1)
-		if set, ok := sc.subs[n]; ok {
+		index := sc.subs
+		if isGlob(n) {
+			index = sc.globs
+		}
+		if set, ok := index[n]; ok {
 			delete(set, s)
 			if len(set) == 0 {
-				delete(sc.subs, n)
+				delete(index, n)
 			}
 		}
 	}
+}
+
+// expandLocked is names with each glob replaced by the scope's resources
+// it matches, sorted; names not held are kept (a client may subscribe to
+// a name before it exists). sc.mu is held.
+func (sc *scope) expandLocked(names []string) []string {
+	var globs []string
+	for _, n := range names {
+		if isGlob(n) {
+			globs = append(globs, n)
+		}
+	}
+	if len(globs) == 0 {
+		return names
+	}
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if !isGlob(n) {
+			out = append(out, n)
+		}
+	}
+	for n := range sc.res {
+		for _, g := range globs {
+			if globMatch(g, n) {
+				out = append(out, n)
+				break
+			}
+		}
+	}
+	sc.stats.visited.Add(int64(len(sc.res)))
+	return slices.Compact(slices.Sorted(slices.Values(out)))
 }
 
 // names returns the scope's resource names, sorted.

@@ -95,3 +95,68 @@ func TestChangelogCompaction(t *testing.T) {
 		}
 	}
 }
+
+// A glob name ("a/*") subscribes to every resource under its prefix, now
+// and later, with one index entry; other names under other prefixes are
+// not sent and do not mark the stream; a reconnecting client told of a
+// name under the glob that is gone has it removed.
+func TestGlobSubscription(t *testing.T) {
+	s := New(Options{})
+	sc := s.store.shared[resource.RouteType]
+	set := func(names ...string) {
+		var es []*entry
+		for _, n := range names {
+			e, err := newEntry(resource.RouteType, n, &routev3.RouteConfiguration{Name: n, VirtualHosts: []*routev3.VirtualHost{{Name: fmt.Sprint(sc.seq)}}}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			es = append(es, e)
+		}
+		sc.update(es, nil)
+	}
+	set("a/1", "a/2", "ab", "b/1", "x")
+	st := &stream{id: -1, delta: true, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
+	st.mu.Lock()
+	sb := s.newSub(st, resource.RouteType, false, []string{"a/*", "x"})
+	sb.force = []string{"a/*", "x"}
+	sb.initial = map[string]string{"a/9": "old"}
+	st.mu.Unlock()
+	read := func() (names, removed []string) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for {
+			resp := s.buildDelta(st, sb)
+			if resp == nil {
+				return names, removed
+			}
+			sb.nonce = ""
+			for _, r := range resp.Resources {
+				names = append(names, r.Name)
+			}
+			removed = append(removed, resp.RemovedResources...)
+		}
+	}
+	if names, removed := read(); fmt.Sprint(names, removed) != "[a/1 a/2 x] [a/9]" {
+		t.Errorf("first sync sent %v and removed %v, want [a/1 a/2 x] and [a/9]", names, removed)
+	}
+	if len(sc.subs) != 1 || len(sc.globs) != 1 || len(sc.globs["a/*"]) != 1 {
+		t.Errorf("index: %d names, globs %v; want x alone by name and a/* as one glob", len(sc.subs), sc.globs)
+	}
+	sb.dirty.Store(false)
+	set("b/2", "ab")
+	if sb.dirty.Load() {
+		t.Error("b/2 and ab, not under a/, marked the stream")
+	}
+	set("a/3")
+	sc.update(nil, []string{"a/1"})
+	if !sb.dirty.Load() {
+		t.Error("a/3 added under the glob did not mark the stream")
+	}
+	if names, removed := read(); fmt.Sprint(names, removed) != "[a/3] [a/1]" {
+		t.Errorf("after a/3 added and a/1 removed: sent %v, removed %v", names, removed)
+	}
+	sc.unsubscribe(sb, false, []string{"a/*"})
+	if len(sc.globs) != 0 {
+		t.Errorf("unsubscribed, the glob index still holds %v", sc.globs)
+	}
+}

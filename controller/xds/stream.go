@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -40,7 +41,8 @@ type sub struct {
 	typeURL  string
 	sc       *scope
 	wildcard bool
-	names    nameSet // explicit subscriptions
+	names    nameSet  // explicit subscriptions, globs included
+	globs    []string // the glob names of names (isGlob), under st.mu
 
 	// dirty: the scope changed something this sub wants since it was
 	// last sent (set by updates, cleared by the sender).
@@ -61,10 +63,42 @@ type sub struct {
 }
 
 func (s *sub) wants(name string) bool {
-	if s.wildcard {
+	if s.wildcard || s.names.has(name) {
 		return true
 	}
-	return s.names.has(name)
+	for _, n := range s.globs {
+		if globMatch(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// A glob name, "<prefix>/*", subscribes to every resource whose name
+// starts with "<prefix>/", now and later, as an xDS glob collection does
+// (xdstp://.../<prefix>/*): an agent subscribes to the shared flow
+// table's ~200 shards as "mesh/*" (api/xds MeshShardsGlob), which costs
+// the subscriber index one entry per stream instead of one per shard.
+func isGlob(name string) bool { return len(name) > 2 && strings.HasSuffix(name, "/*") }
+
+// globPrefix is a glob's prefix, with its slash.
+func globPrefix(glob string) string { return glob[:len(glob)-1] }
+
+// globMatch reports whether name is one of glob's resources.
+func globMatch(glob, name string) bool {
+	return isGlob(glob) && strings.HasPrefix(name, globPrefix(glob)) && len(name) > len(glob)-1
+}
+
+// globs are the glob names of the set. A name set holds few (an agent's
+// has one), and the slice is only scanned.
+func (ns nameSet) globs() []string {
+	var out []string
+	for _, n := range ns {
+		if isGlob(n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // nameSet is a set of names as a sorted slice: an agent subscribes to
@@ -248,6 +282,7 @@ func (st *stream) bindNode(n *core.Node) {
 // newSub subscribes a stream to a type. st.mu is held.
 func (s *Server) newSub(st *stream, typeURL string, wildcard bool, names []string) *sub {
 	sb := &sub{st: st, typeURL: typeURL, sc: s.store.scope(typeURL, st.node), wildcard: wildcard, names: newNameSet(names), full: true}
+	sb.globs = sb.names.globs()
 	sb.sc.mu.Lock()
 	sb.sentSeq = sb.sc.seq
 	sb.sc.mu.Unlock()
@@ -339,6 +374,7 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 	if unstar {
 		sb.wildcard = false
 	}
+	sb.globs = sb.names.globs()
 	changed := star || unstar || len(added) > 0 || len(removed) > 0 || len(subscribe) > 0
 	// The index changes under st.mu, so that a stream closing meanwhile
 	// leaves nothing of it in the index.
@@ -382,6 +418,7 @@ func (s *Server) buildDelta(st *stream, sb *sub) *discovery.DeltaDiscoveryRespon
 	var res []*discovery.Resource
 	var removed []string
 	sc.mu.RLock()
+	sb.force = sc.expandLocked(sb.force)
 	switch {
 	case sb.full:
 		// First sync: every subscribed resource the client does not hold
@@ -539,6 +576,7 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 	}
 	old, oldWild := sb.names, sb.wildcard
 	sb.wildcard, sb.names, sb.full = wildcard, newNameSet(withoutStar(names)), true
+	sb.globs = sb.names.globs()
 	sb.sc.unsubscribe(sb, oldWild, old)
 	sb.sc.subscribe(sb, wildcard, withoutStar(names))
 	st.mu.Unlock()
@@ -567,7 +605,7 @@ func (s *Server) buildSotW(st *stream, sb *sub) *discovery.DiscoveryResponse {
 				res = append(res, sc.res[n].anyOf())
 			}
 		} else {
-			for _, n := range sb.names {
+			for _, n := range sc.expandLocked(sb.names) {
 				if e, ok := sc.res[n]; ok {
 					res = append(res, e.anyOf())
 				}

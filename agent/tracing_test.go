@@ -20,6 +20,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"go.uber.org/goleak"
 
 	"github.com/fibmesh/fibmesh/internal/otlpsink"
 	"github.com/fibmesh/fibmesh/slowpath/proxy"
@@ -57,10 +58,15 @@ func TestTracingConfigValidate(t *testing.T) {
 
 // TestTracingUnset: no collector, no tracing (no exporter, no goroutine).
 func TestTracingUnset(t *testing.T) {
+	before := goleak.IgnoreCurrent()
 	tr, err := newTracing(TracingConfig{Sampling: 50}, "node1", nil, nil)
 	if err != nil || tr != nil {
 		t.Fatalf("newTracing without a collector = %v, %v; want nil, nil", tr, err)
 	}
+	if tr.hook() != nil {
+		t.Error("the proxy gets a tracer without a collector")
+	}
+	goleak.VerifyNone(t, before)
 }
 
 func startSink(t *testing.T) (*otlpsink.Sink, string) {

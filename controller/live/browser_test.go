@@ -53,7 +53,7 @@ func TestPageInChromium(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	res := livetest.Watch(t, srv.URL+"/", 1400, 1000, 30*time.Second, func(s livetest.State) error {
+	res := livetest.Watch(t, srv.URL+"/", 1400, 1000, 60*time.Second, func(s livetest.State) error {
 		switch {
 		case s.Snapshots < 3:
 			return fmt.Errorf("%d snapshots rendered, want 3", s.Snapshots)

@@ -322,7 +322,7 @@ func TestNew(t *testing.T) {
 // assets, /api/mesh (waiting for a snapshot with rates), the event
 // stream, the viewer limit, and the streams' end when Run ends.
 func TestServe(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // earlier tests' browser and clients may still be ending
 	agent := httptest.NewServer(&fakeAgent{})
 	defer agent.Close()
 	m := demoModel()

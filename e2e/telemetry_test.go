@@ -59,8 +59,13 @@ func TestTelemetry(t *testing.T) {
 		nTCP, tcpBytes      = 3, 5000
 	)
 	for i := range nOK {
-		if a := frontend.must(t, reviews, call{path: fmt.Sprintf("/api/reviews/%d", i), host: "reviews:9080", hdr: canary(fmt.Sprintf("ta-ok-%d", i))}); a.status != 200 {
+		a := frontend.must(t, reviews, call{path: fmt.Sprintf("/api/reviews/%d", i), host: "reviews:9080", hdr: canary(fmt.Sprintf("ta-ok-%d", i))})
+		if a.status != 200 || !a.isReply {
 			t.Fatalf("GET %d: %v", i, a)
+		}
+		// The agents' workload exchange stays between them.
+		if v, w := a.reply.Headers.Get("X-Fibmesh-Peer-Metadata"), a.header.Get("X-Fibmesh-Peer-Metadata"); v != "" || w != "" {
+			t.Errorf("GET %d: x-fibmesh-peer-metadata reached the server app (%q) or the client (%q)", i, v, w)
 		}
 	}
 	for i := range nPost {

@@ -98,37 +98,27 @@ func TestScrapeOne(t *testing.T) {
 // concurrency at once, each given up after the timeout, so a round
 // takes about ceil(n/concurrency) timeouts.
 func TestScrapeAllBounded(t *testing.T) {
-	var mu sync.Mutex
-	inFlight, most := 0, 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
-		<-r.Context().Done()
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-	}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	defer srv.Close()
+	// Counted on the client's side: the server sees a cancelled request
+	// end only some time after the client gave up on it.
+	ct := &countingTransport{next: srv.Client().Transport}
 	var ts []target
 	for i := range 6 {
 		ts = append(ts, target{node: fmt.Sprint("n", i), url: srv.URL + "/metrics"})
 	}
 	ts = append(ts, target{node: "no-agent", state: StateNoAgent})
 	const timeout = 200 * time.Millisecond
-	s := scraper{client: srv.Client(), timeout: timeout, concurrency: 2, maxBody: 1 << 20, now: time.Now}
+	s := scraper{client: &http.Client{Transport: ct}, timeout: timeout, concurrency: 2, maxBody: 1 << 20, now: time.Now}
 	start := time.Now()
 	res := s.all(context.Background(), ts)
 	took := time.Since(start)
 	if took < 3*timeout || took > 3*timeout+2*time.Second {
 		t.Errorf("6 hung agents, 2 at once, %v each: took %v, want about %v", timeout, took, 3*timeout)
 	}
-	mu.Lock()
-	if most > 2 {
+	if most := ct.most(); most > 2 {
 		t.Errorf("%d scrapes at once, want at most 2", most)
 	}
-	mu.Unlock()
 	for i, r := range res[:6] {
 		if r.err == nil || !strings.Contains(r.err.Error(), "no answer within 200ms") {
 			t.Errorf("%s: %v", ts[i].node, r.err)
@@ -137,4 +127,30 @@ func TestScrapeAllBounded(t *testing.T) {
 	if res[6].err != nil || res[6].samples != nil {
 		t.Errorf("a target without an agent was scraped: %+v", res[6])
 	}
+}
+
+// countingTransport counts the requests in flight through it.
+type countingTransport struct {
+	next           http.RoundTripper
+	mu             sync.Mutex
+	inFlight, peak int
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.inFlight++
+	c.peak = max(c.peak, c.inFlight)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inFlight--
+		c.mu.Unlock()
+	}()
+	return c.next.RoundTrip(r)
+}
+
+func (c *countingTransport) most() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peak
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -38,10 +39,14 @@ type accessLog struct {
 	format string
 	w      io.Writer
 	closer io.Closer // the file, nil for stdout/stderr
+	path   string    // the file's path, "" for stdout/stderr
 	ch     chan logEntry
 	stop   chan struct{}
 	done   chan struct{}
 	once   sync.Once
+	// reopen asks the writer to open path again (log rotation); it
+	// answers on the channel it is given.
+	reopen chan chan error
 	// lines counts by result: written, dropped, failed.
 	lines                   *prometheus.CounterVec
 	written, dropped, ioErr prometheus.Counter
@@ -76,19 +81,45 @@ func openAccessLog(dest, format string) (*accessLog, error) {
 	case AccessLogStderr:
 		l.w = os.Stderr
 	default:
-		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := openFile(dest)
 		if err != nil {
 			return nil, fmt.Errorf("agent: --access-log %s: %w (want off, stdout, stderr or a file the agent can write)", dest, err)
 		}
 		l.w, l.closer = f, f
 	}
-	return newAccessLog(l.w, l.closer, format), nil
+	nl := newAccessLog(l.w, l.closer, format)
+	if l.closer != nil {
+		nl.path = dest
+	}
+	return nl, nil
+}
+
+// openFile opens an access log file for appending.
+func openFile(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+}
+
+// Reopen closes the access log's file and opens its path again, so that
+// a log rotated by renaming goes on in a new file (Envoy reopens its
+// access logs on SIGUSR1 too). Lines queued meanwhile wait; none is
+// lost. A log to stdout or stderr, or none, has nothing to reopen.
+func (l *accessLog) Reopen() error {
+	if l == nil || l.path == "" {
+		return nil
+	}
+	answer := make(chan error, 1)
+	select {
+	case l.reopen <- answer:
+	case <-l.done:
+		return nil
+	}
+	return <-answer
 }
 
 // newAccessLog starts a log writing to w.
 func newAccessLog(w io.Writer, closer io.Closer, format string) *accessLog {
 	l := &accessLog{format: format, w: w, closer: closer, ch: make(chan logEntry, accessLogQueue),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), reopen: make(chan chan error),
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fibmesh_agent_access_log_lines_total",
 			Help: "Access log lines by result: written, dropped (the queue of 4096 lines was full: the writer could not keep up), failed (the write failed)."}, []string{"result"})}
 	l.written, l.dropped, l.ioErr = l.lines.WithLabelValues("written"), l.lines.WithLabelValues("dropped"), l.lines.WithLabelValues("failed")
@@ -140,6 +171,20 @@ func (l *accessLog) run() {
 			if err := bw.Flush(); err != nil {
 				l.ioErr.Inc()
 			}
+		case answer := <-l.reopen:
+			err := bw.Flush()
+			f, oerr := openFile(l.path)
+			if oerr != nil {
+				// Keep writing to the old file rather than nowhere.
+				answer <- fmt.Errorf("agent: reopen access log %s: %w", l.path, oerr)
+				continue
+			}
+			if l.closer != nil {
+				err = errors.Join(err, l.closer.Close())
+			}
+			l.w, l.closer = f, f
+			bw.Reset(f)
+			answer <- err
 		case <-l.stop:
 			for n := len(l.ch); n > 0; n-- {
 				write(<-l.ch)

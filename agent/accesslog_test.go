@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/slowpath/proxy"
 )
 
@@ -217,5 +218,53 @@ func TestOpenAccessLog(t *testing.T) {
 	}
 	if !bytes.Contains(b, []byte(`"request_id":"6c1b9a43"`)) {
 		t.Errorf("file has %q", b)
+	}
+}
+
+// TestAccessLogReopen rotates the log by renaming it: after Reopen the
+// lines go to a new file at the path, none is lost.
+func TestAccessLogReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	l, err := openAccessLog(path, AccessLogJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := logRequest, logRequest
+	first.RequestID, second.RequestID = "before-rotation", "after-rotation"
+	l.request(&first, nil)
+	// The line is written before the reopen: the writer takes the queue
+	// in order and reopen waits behind it.
+	testenv.Eventually(t, 5*time.Second, "the first line written", func() error {
+		if testutil.ToFloat64(l.written) < 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	l.request(&second, nil)
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ file, want, notWant string }{
+		{path + ".1", "before-rotation", "after-rotation"},
+		{path, "after-rotation", "before-rotation"},
+	} {
+		b, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(tc.want)) || bytes.Contains(b, []byte(tc.notWant)) {
+			t.Errorf("%s has %q, want %s and not %s", tc.file, b, tc.want, tc.notWant)
+		}
+	}
+	// Nothing to reopen for stdout or no log.
+	var none *accessLog
+	if err := none.Reopen(); err != nil {
+		t.Error(err)
 	}
 }

@@ -635,3 +635,7 @@ func (a *Agent) onProxyRequest(ri proxy.RequestInfo) {
 	a.tel.request(&ri)
 	a.proxyRequest(ri)
 }
+
+// ReopenAccessLog opens the access log file again (--access-log PATH),
+// after a rotation renamed it; a no-op for stdout, stderr or none.
+func (a *Agent) ReopenAccessLog() error { return a.tel.log.Reopen() }

@@ -77,7 +77,8 @@ Run it in the node's network namespace. In the lab:
 
 (not 'ip netns exec', which remounts /sys and hides /sys/fs/bpf).
 
-Signals: SIGINT/SIGTERM stop the agent (the FIB stays).
+Signals: SIGINT/SIGTERM stop the agent (the FIB stays); SIGUSR1 reopens
+the --access-log file (after a rotation renamed it), as Envoy does.
 
 Flags:
 `
@@ -201,6 +202,23 @@ func run(log *slog.Logger, cfg agent.Config) error {
 	defer a.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, syscall.SIGUSR1)
+	defer signal.Stop(reopen)
+	go func() {
+		for {
+			select {
+			case <-reopen:
+				if err := a.ReopenAccessLog(); err != nil {
+					log.Warn("access log not reopened; still writing to the old file", "err", err)
+				} else {
+					log.Info("access log reopened", "path", cfg.AccessLog)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	logKTLS(log, cfg.NoOffload)
 	log.Info("started; ready once the first flow table is applied (GET /readyz)", "node", cfg.Node, "pin_dir", cfg.PinDir,
 		"controller", cfg.Controller, "admin", cfg.AdminListen, "metrics", cfg.MetricsListen)

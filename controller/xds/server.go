@@ -18,7 +18,9 @@
 //
 // Pushes are debounced: model versions arriving within Options.Debounce
 // of each other are pushed once, the latest, with the union of their
-// changes; a push never waits longer than Options.DebounceMax. A push
+// changes; a push never waits longer than Options.DebounceMax. A version
+// arriving after Debounce of quiet since the last push is pushed at once:
+// only bursts wait. A push
 // translates what the change can have touched, hashes each resource and
 // hands the store only those whose hash changed. A node that NACKs is not
 // sent the refused version again; it keeps its last good config until
@@ -367,32 +369,20 @@ func (s *Server) Ready() bool {
 // every open xDS stream (agents reconnect to the next controller).
 func (s *Server) Run(ctx context.Context) error {
 	defer s.stopStreams()
+	var lastPush time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
 		}
-		// Debounce: wait for Debounce of quiet, at most DebounceMax.
-		s.mu.Lock()
-		first := s.since
-		s.mu.Unlock()
-		deadline := first.Add(s.opts.DebounceMax)
-		timer := time.NewTimer(s.opts.Debounce)
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
+		// Debounce: wait for Debounce of quiet, at most DebounceMax;
+		// but a change that comes after Debounce of quiet since the
+		// last push is pushed at once (a lone edit waits for nothing; a
+		// burst is merged from its second version on).
+		if lastPush.IsZero() || time.Since(lastPush) < s.opts.Debounce {
+			if !s.debounce(ctx) {
 				return nil
-			case <-s.kick:
-				d := min(s.opts.Debounce, time.Until(deadline))
-				if !timer.Stop() {
-					<-timer.C
-				}
-				timer.Reset(max(d, 0))
-			case <-timer.C:
-				break wait
 			}
 		}
 		s.mu.Lock()
@@ -403,6 +393,7 @@ func (s *Server) Run(ctx context.Context) error {
 			continue
 		}
 		res := s.push(ctx, m, since, change)
+		lastPush = time.Now()
 		if res.Err != nil {
 			// Nothing of a failed push may be skipped by the next one.
 			s.mu.Lock()
@@ -424,6 +415,27 @@ func (s *Server) Run(ctx context.Context) error {
 			default:
 			}
 			s.pushed <- m.Version
+		}
+	}
+}
+
+// debounce waits for Debounce of quiet after the last kick, at most
+// DebounceMax after the first change pending; false when ctx is done.
+func (s *Server) debounce(ctx context.Context) bool {
+	s.mu.Lock()
+	first := s.since
+	s.mu.Unlock()
+	deadline := first.Add(s.opts.DebounceMax)
+	timer := time.NewTimer(s.opts.Debounce)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-s.kick:
+			timer.Reset(max(min(s.opts.Debounce, time.Until(deadline)), 0))
+		case <-timer.C:
+			return true
 		}
 	}
 }

@@ -314,7 +314,7 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("agent: token file: %w", err)
 	}
 	tc := &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS13}
-	conn, err := grpc.NewClient(cfg.Controller,
+	conn, err := grpc.NewClient(cfg.Controller, append(xdsclient.DialOptions(),
 		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
 		grpc.WithPerRPCCredentials(svid.Credentials(svid.TokenFromFile(cfg.TokenFile))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -325,7 +325,7 @@ func dial(cfg Config) (*grpc.ClientConn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: cfg.ReconnectBase, Multiplier: 2, Jitter: 1, MaxDelay: cfg.ReconnectCap},
 			MinConnectTimeout: 10 * time.Second,
-		}),
+		}))...,
 	)
 	if err != nil {
 		return nil, fmt.Errorf("agent: controller %s: %w", cfg.Controller, err)

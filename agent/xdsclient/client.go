@@ -91,6 +91,21 @@ type Client struct {
 }
 
 // New returns a client that will speak over conn.
+// DialOptions are the connection options an xDS client of the fibmesh
+// controller dials with (besides credentials): fixed HTTP/2 flow-control
+// windows. With gRPC's default dynamic windows, every burst of data
+// received is followed by a bandwidth-estimation PING and its ACK, in
+// both directions: for an xDS stream, whose responses and ACKs are each a
+// burst, that doubled the frames, writes and wake-ups per response (the
+// controller sets the same on its side, xds.GRPCServerOptions). A window
+// of 1 MiB holds a first sync's pages of every type at once.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithStaticStreamWindowSize(1 << 20),
+		grpc.WithStaticConnWindowSize(1 << 20),
+	}
+}
+
 func New(conn grpc.ClientConnInterface, cfg Config) *Client {
 	return &Client{
 		cfg: cfg, conn: conn,

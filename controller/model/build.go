@@ -39,8 +39,10 @@ type inputs struct {
 // A workload of prev built from the very pod object s still holds (a
 // store shares unchanged objects between snapshots, and never modifies
 // them), with the same namespaces, PeerAuthentications and trust domain,
-// is the new model's too (the same *Workload): a mesh of 10,000 pods is
-// not rebuilt and compared pod by pod for one changed object. Models are
+// is the new model's too (the same *Workload), and so is a Service built
+// from the very Service and EndpointSlice objects against the same
+// workloads: a mesh of 10,000 pods is not rebuilt and compared pod by pod
+// for one changed object. Models are
 // never modified once built, so sharing workloads is safe. The error, wrapping
 // ErrUnusable, is for input that makes a model impossible (see
 // validate); the previous model should then stay in force.
@@ -57,7 +59,11 @@ func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 	}
 	m.Workloads, m.MeshMTLS, m.NamespaceMTLS, m.NamespacesOutsideMesh, m.memo = buildWorkloads(in, o, before)
 	m.Nodes = buildNodes(in.nodes)
-	m.Services = buildServices(in, m.Workloads, o)
+	var services *serviceMemo
+	if prev != nil {
+		services = prev.services
+	}
+	m.Services, m.services = buildServices(in, m.Workloads, o, services)
 	for _, vs := range in.vss {
 		m.Routes = append(m.Routes, buildRoute(vs, o.DomainSuffix))
 	}
@@ -199,19 +205,30 @@ func buildNodes(nodes []*corev1.Node) []*Node {
 // buildServices makes the Kubernetes Services with their endpoints, and
 // a service per ServiceEntry host; sorted by hostname, Kubernetes
 // Services before ServiceEntries, then by namespace and name.
-func buildServices(in *inputs, workloads []*Workload, o Options) []*Service {
-	byPod := make(map[string]*Workload, len(workloads))
-	byIP := make(map[string]*Workload, len(workloads))
-	ambiguous := map[string]bool{}
-	for _, w := range workloads {
-		byPod[w.Namespace+"/"+w.Name] = w
-		if w.IP == "" {
-			continue
+func buildServices(in *inputs, workloads []*Workload, o Options, before *serviceMemo) ([]*Service, *serviceMemo) {
+	if before != nil && (before.suffix != o.DomainSuffix || !sameList(before.workloads, workloads)) {
+		before = nil
+	}
+	after := &serviceMemo{workloads: workloads, suffix: o.DomainSuffix, bySvc: make(map[*corev1.Service]builtService, len(in.services))}
+	var byPod, byIP map[string]*Workload
+	var ambiguous map[string]bool
+	index := func() { // only when a service is built
+		if byPod != nil {
+			return
 		}
-		if _, dup := byIP[w.IP]; dup {
-			ambiguous[w.IP] = true // host-network pods share their node's IP
+		byPod = make(map[string]*Workload, len(workloads))
+		byIP = make(map[string]*Workload, len(workloads))
+		ambiguous = map[string]bool{}
+		for _, w := range workloads {
+			byPod[w.Namespace+"/"+w.Name] = w
+			if w.IP == "" {
+				continue
+			}
+			if _, dup := byIP[w.IP]; dup {
+				ambiguous[w.IP] = true // host-network pods share their node's IP
+			}
+			byIP[w.IP] = w
 		}
-		byIP[w.IP] = w
 	}
 	slicesOf := map[string][]*discoveryv1.EndpointSlice{}
 	for _, es := range in.slices {
@@ -222,6 +239,13 @@ func buildServices(in *inputs, workloads []*Workload, o Options) []*Service {
 	}
 	out := make([]*Service, 0, len(in.services)+len(in.ses))
 	for _, svc := range in.services {
+		its := slicesOf[svc.Namespace+"/"+svc.Name]
+		if b, ok := before.reuse(svc, its); ok {
+			after.bySvc[svc] = b
+			out = append(out, b.svc)
+			continue
+		}
+		index()
 		ms := &Service{
 			Hostname:  svc.Name + "." + svc.Namespace + ".svc." + o.DomainSuffix,
 			Namespace: svc.Namespace, Name: svc.Name, Endpoints: []*Endpoint{},
@@ -234,7 +258,7 @@ func buildServices(in *inputs, workloads []*Workload, o Options) []*Service {
 		for _, p := range svc.Spec.Ports {
 			ms.Ports = append(ms.Ports, Port{Name: p.Name, Port: p.Port, Protocol: protocolOf(string(p.Protocol), p.AppProtocol, p.Name)})
 		}
-		for _, es := range slicesOf[svc.Namespace+"/"+svc.Name] {
+		for _, es := range its {
 			var ports []EndpointPort
 			for _, p := range es.Ports {
 				ep := EndpointPort{Name: deref(p.Name), Port: deref(p.Port)}
@@ -268,6 +292,7 @@ func buildServices(in *inputs, workloads []*Workload, o Options) []*Service {
 			}
 		}
 		sortEndpoints(ms.Endpoints)
+		after.bySvc[svc] = builtService{slices: its, svc: ms}
 		out = append(out, ms)
 	}
 	for _, se := range in.ses {
@@ -285,7 +310,38 @@ func buildServices(in *inputs, workloads []*Workload, o Options) []*Service {
 		return cmp.Or(strings.Compare(a.Hostname, b.Hostname), cmp.Compare(se(a), se(b)),
 			strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
-	return out
+	return out, after
+}
+
+// serviceMemo is what buildServices needs to reuse a model's services:
+// the workloads they were built against, and each Kubernetes Service's
+// by the objects it was built from.
+type serviceMemo struct {
+	workloads []*Workload
+	suffix    string
+	bySvc     map[*corev1.Service]builtService
+}
+
+// builtService is a Service built from a Kubernetes Service and these
+// EndpointSlices.
+type builtService struct {
+	slices []*discoveryv1.EndpointSlice
+	svc    *Service
+}
+
+// reuse is the service built from svc and these slices by the memo's
+// build, if any.
+func (sm *serviceMemo) reuse(svc *corev1.Service, its []*discoveryv1.EndpointSlice) (builtService, bool) {
+	if sm == nil {
+		return builtService{}, false
+	}
+	b, ok := sm.bySvc[svc]
+	return b, ok && slices.Equal(b.slices, its)
+}
+
+// sameList reports whether a and b are the same slice (not just equal).
+func sameList[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // buildServiceEntryHost makes the service of one host of a ServiceEntry.

@@ -178,7 +178,7 @@ func diff(prev, m *Model) Change {
 // nil), removed (new nil) or changed (not equal) between prev and cur.
 // Removed objects come in key order.
 func changed[T any, K comparable](prev, cur []*T, key func(*T) K, equal func(a, b *T) bool, f func(o, n *T)) {
-	if len(prev) == len(cur) && (len(cur) == 0 || &prev[0] == &cur[0]) {
+	if sameList(prev, cur) {
 		return // the same slice: Build reused the previous model's
 	}
 	old := make(map[K]*T, len(prev))

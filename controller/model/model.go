@@ -90,8 +90,10 @@ type Model struct {
 	// of Dump: the same inputs give the same Dump whatever came before.
 	Change Change `json:"-"`
 
-	// memo lets the next Build reuse this one's workloads.
-	memo *workloadMemo
+	// memo and services let the next Build reuse this one's workloads
+	// and services.
+	memo     *workloadMemo
+	services *serviceMemo
 }
 
 // Service is a Kubernetes Service, or a host of a ServiceEntry.

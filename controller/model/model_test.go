@@ -589,3 +589,47 @@ func TestBuildReusesWorkloads(t *testing.T) {
 		t.Errorf("after the PeerAuthentication, a's mode is %s, want STRICT", got)
 	}
 }
+
+// Build reuses a Service built from the very Service and EndpointSlice
+// objects against the same workloads; a replaced EndpointSlice rebuilds
+// its service alone, a changed pod every service (endpoints carry their
+// workloads' identities and labels); the models equal fresh builds.
+func TestBuildReusesServices(t *testing.T) {
+	a := pod("prod", "a", "node1", "10.1.0.1", map[string]string{"app": "a"})
+	b := pod("prod", "b", "node1", "10.1.0.2", map[string]string{"app": "b"})
+	b2 := pod("prod", "b", "node1", "10.1.0.2", map[string]string{"app": "b", "version": "v2"})
+	port := corev1.ServicePort{Name: "http", Port: 80}
+	svcA, svcB := service("prod", "a", "10.96.0.1", port), service("prod", "b", "10.96.0.2", port)
+	esA, esB := slice("a", 8080, a), slice("b", 8080, b)
+	esA2 := esA.DeepCopy()
+	esA2.Endpoints[0].Conditions.Ready = ptr(false)
+	steps := []struct {
+		name   string
+		objs   []runtime.Object
+		reused map[string]bool // service name → the previous model's object
+	}{
+		{name: "first", objs: []runtime.Object{a, b, svcA, svcB, esA, esB}},
+		{name: "same objects", objs: []runtime.Object{a, b, svcA, svcB, esA, esB}, reused: map[string]bool{"a": true, "b": true}},
+		{name: "a's slice replaced", objs: []runtime.Object{a, b, svcA, svcB, esA2, esB}, reused: map[string]bool{"b": true}},
+		{name: "pod b replaced", objs: []runtime.Object{a, b2, svcA, svcB, esA2, esB}},
+	}
+	var prev *Model
+	for _, st := range steps {
+		m := build(t, snap(st.objs...), prev, Options{})
+		fresh := build(t, snap(st.objs...), nil, Options{})
+		if d := cmp.Diff(fresh.Services, m.Services); d != "" {
+			t.Errorf("%s: services differ from a fresh build (-fresh +got):\n%s", st.name, d)
+		}
+		if prev != nil {
+			for i, s := range m.Services {
+				if reused := s == prev.Services[i]; reused != st.reused[s.Name] {
+					t.Errorf("%s: service %s reused = %v, want %v", st.name, s.Name, reused, st.reused[s.Name])
+				}
+			}
+		}
+		prev = m
+	}
+	if prev.Services[0].Endpoints[0].Ready {
+		t.Error("a's endpoint is ready after its slice said not")
+	}
+}

@@ -67,13 +67,16 @@ func TestRandomEditsConverge(t *testing.T) {
 			return fmt.Sprintf("reviews canary %d/%d", w, 100-w)
 		},
 		func() string {
-			var all []*discoveryv1.EndpointSlice
-			for _, r := range e.snap.Resources {
-				if es, ok := r.Object.(*discoveryv1.EndpointSlice); ok {
-					all = append(all, es)
+			var all []int
+			for i, r := range e.snap.Resources {
+				if _, ok := r.Object.(*discoveryv1.EndpointSlice); ok {
+					all = append(all, i)
 				}
 			}
-			es := all[rng.IntN(len(all))]
+			// A changed copy replaces it, as a store does.
+			at := all[rng.IntN(len(all))]
+			es := e.snap.Resources[at].Object.(*discoveryv1.EndpointSlice).DeepCopy()
+			e.snap.Resources[at].Object = es
 			ep := &es.Endpoints[rng.IntN(len(es.Endpoints))]
 			ready := ep.Conditions.Ready == nil || !*ep.Conditions.Ready
 			ep.Conditions.Ready = &ready
@@ -103,7 +106,14 @@ func TestRandomEditsConverge(t *testing.T) {
 			return fmt.Sprintf("service db present=%v", dbIn)
 		},
 		func() string {
-			db.Spec.Ports[0].Port = int32(5432 + rng.IntN(3))
+			c := db.DeepCopy() // a changed copy replaces it, as a store does
+			c.Spec.Ports[0].Port = int32(5432 + rng.IntN(3))
+			for i, r := range e.snap.Resources {
+				if r.Object == db {
+					e.snap.Resources[i].Object = c
+				}
+			}
+			db = c
 			return fmt.Sprintf("db port %d (present=%v)", db.Spec.Ports[0].Port, dbIn)
 		},
 	}

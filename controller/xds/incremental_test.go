@@ -34,10 +34,16 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// find returns an object to edit: a copy, which replaces it in the
+	// snapshot, as a store replaces an object that changed (objects in a
+	// snapshot are never modified; model.Build reuses what it built from
+	// an object it saw before).
 	find := func(kind, ns, name string) any {
-		for _, r := range snap.Resources {
+		for i, r := range snap.Resources {
 			if r.GVK.Kind == kind && r.Namespace == ns && r.Name == name {
-				return r.Object
+				c := r.Object.DeepCopyObject()
+				snap.Resources[i].Object = c
+				return c
 			}
 		}
 		t.Fatalf("no %s %s/%s in examples", kind, ns, name)

@@ -237,6 +237,11 @@ func GRPCServerOptions() []grpc.ServerOption {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.SharedWriteBuffer(true),
+		// Fixed flow-control windows: no bandwidth-estimation PING after
+		// every ACK received (agents set theirs too, xdsclient.DialOptions).
+		// Agents send small requests; 64 KiB per stream is plenty.
+		grpc.StaticStreamWindowSize(64 << 10),
+		grpc.StaticConnWindowSize(256 << 10),
 		grpc.WriteBufferSize(32 << 10),
 		grpc.ReadBufferSize(8 << 10),
 	}

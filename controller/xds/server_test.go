@@ -103,10 +103,17 @@ func (e *env) push() {
 	}
 }
 
+//
+// It returns a copy, which replaces the VirtualService in the snapshot:
+// objects in a snapshot are never modified (a store replaces an object it
+// changes), and model.Build reuses what it built from an object it saw
+// before.
 func (e *env) virtualService(ns, name string) *networkingv1.VirtualService {
-	for _, r := range e.snap.Resources {
+	for i, r := range e.snap.Resources {
 		if vs, ok := r.Object.(*networkingv1.VirtualService); ok && vs.Namespace == ns && vs.Name == name {
-			return vs
+			c := vs.DeepCopy()
+			e.snap.Resources[i].Object = c
+			return c
 		}
 	}
 	e.t.Fatalf("no VirtualService %s/%s in examples", ns, name)

@@ -30,6 +30,10 @@ type Mesh struct {
 	// has (the last service takes the remainder).
 	slices     []*discoveryv1.EndpointSlice
 	perService int
+	// at is where each object is in Snapshot.Resources: an edit replaces
+	// the object there with a changed copy, as a store does (objects in
+	// a snapshot are shared and never modified).
+	at map[runtime.Object]int
 }
 
 // Namespaces the services and pods are spread over.
@@ -62,9 +66,10 @@ func New(services, pods, nodes int) (*Mesh, error) {
 	if nodes > 65536 || pods/nodes > 240 {
 		return nil, fmt.Errorf("xdsbench: at most 65536 nodes and 240 pods per node (got %d nodes, %d pods)", nodes, pods)
 	}
-	m := &Mesh{Snapshot: &config.Snapshot{}, vs: map[int]*networkingv1.VirtualService{}}
+	m := &Mesh{Snapshot: &config.Snapshot{}, vs: map[int]*networkingv1.VirtualService{}, at: map[runtime.Object]int{}}
 	add := func(kind, group, version string, o runtime.Object) {
 		meta := o.(metav1.Object)
+		m.at[o] = len(m.Snapshot.Resources)
 		m.Snapshot.Resources = append(m.Snapshot.Resources, config.Resource{
 			GVK:       schema.GroupVersionKind{Group: group, Version: version, Kind: kind},
 			Namespace: meta.GetNamespace(), Name: meta.GetName(), Object: o,
@@ -143,8 +148,19 @@ func (m *Mesh) SetCanary(s int, w1 int32) {
 	if !ok {
 		panic(fmt.Sprintf("xdsbench: service %d has no VirtualService (want a multiple of %d)", s, CanaryEvery))
 	}
-	r := vs.Spec.Http[0].Route
+	c := vs.DeepCopy()
+	r := c.Spec.Http[0].Route
 	r[0].Weight, r[1].Weight = w1, 100-w1
+	m.vs[s] = c
+	m.replace(vs, c)
+}
+
+// replace puts c where old is in the snapshot.
+func (m *Mesh) replace(old, c runtime.Object) {
+	i := m.at[old]
+	delete(m.at, old)
+	m.at[c] = i
+	m.Snapshot.Resources[i].Object = c
 }
 
 // PodService is the service whose endpoint pod i is, in a mesh of pods
@@ -155,7 +171,10 @@ func PodService(i, pods, services int) int { return min(i/(pods/services), servi
 // flipping): the endpoint churn the benchmark times.
 func (m *Mesh) SetReady(i int, ready bool) {
 	s := min(i/m.perService, len(m.slices)-1)
-	m.slices[s].Endpoints[i-s*m.perService].Conditions.Ready = ptr(ready)
+	c := m.slices[s].DeepCopy()
+	c.Endpoints[i-s*m.perService].Conditions.Ready = ptr(ready)
+	m.replace(m.slices[s], c)
+	m.slices[s] = c
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -661,7 +661,7 @@ func (a *agent) arm(items []wantItem) {
 }
 
 func startAgent(ctx context.Context, addr, node string, delta bool, wg *sync.WaitGroup) (*agent, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append(xdsclient.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,6 @@ func (e *env) push() {
 	}
 }
 
-//
 // It returns a copy, which replaces the VirtualService in the snapshot:
 // objects in a snapshot are never modified (a store replaces an object it
 // changes), and model.Build reuses what it built from an object it saw

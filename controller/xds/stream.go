@@ -193,6 +193,7 @@ func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func
 	}
 	defer s.closeStream(st)
 	errc := make(chan error, 1)
+	var resps []*Resp
 	go func() {
 		for {
 			req, err := gs.Recv()
@@ -218,31 +219,46 @@ func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func
 			return err
 		case <-st.wakeCh:
 		}
+		// Build every type that is ready, then send them back to back,
+		// so that the responses one change caused (an endpoint change's
+		// load assignments and flow-table shard) leave in one write.
+		st.mu.Lock()
+		ready := false
 		for _, t := range Types {
-			st.mu.Lock()
 			sb := st.subs[t]
-			ready := sb != nil && sb.nonce == "" && (sb.dirty.Load() || len(sb.pages) > 0)
-			st.mu.Unlock()
-			if !ready {
-				continue
+			if sb != nil && sb.nonce == "" && (sb.dirty.Load() || len(sb.pages) > 0) {
+				ready = true
+				break
 			}
-			select {
-			case s.senders <- struct{}{}:
-			case <-ctx.Done():
-				return nil
-			}
-			st.mu.Lock()
-			resp := build(st, sb)
-			st.mu.Unlock()
-			<-s.senders
-			// Send (marshal, and wait while the stream's flow-control
-			// window is full) holds no slot: a slow agent must not hold
-			// up the others. What waits is bounded by the one
-			// outstanding response per type, paged.
-			if resp != nil {
-				if err := gs.Send(resp); err != nil {
-					return err
+		}
+		st.mu.Unlock()
+		if !ready {
+			continue
+		}
+		select {
+		case s.senders <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		resps = resps[:0]
+		st.mu.Lock()
+		for _, t := range Types {
+			if sb := st.subs[t]; sb != nil {
+				if resp := build(st, sb); resp != nil {
+					resps = append(resps, resp)
 				}
+			}
+		}
+		st.mu.Unlock()
+		<-s.senders
+		// Send (marshal, and wait while the stream's flow-control
+		// window is full) holds no slot: a slow agent must not hold up
+		// the others. What waits is bounded by the one outstanding
+		// response per type, paged.
+		for i, resp := range resps {
+			resps[i] = nil
+			if err := gs.Send(resp); err != nil {
+				return err
 			}
 		}
 	}

@@ -494,6 +494,18 @@ func bench(o opts) error {
 	var rounds []round
 	prev := st0
 	total := o.rounds + o.churn
+	// BENCH_XDS_AGENTS_CPUPROFILE: the simulated agents' side of the
+	// rounds (BENCH_XDS_CPUPROFILE is the controller's).
+	if path := os.Getenv("BENCH_XDS_AGENTS_CPUPROFILE"); path != "" {
+		pf, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for r := range total {
 		var cmdLine, what string
 		var items []wantItem

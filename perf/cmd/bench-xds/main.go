@@ -109,15 +109,31 @@ func main() {
 		return
 	}
 	out := o.out
-	for _, n := range counts {
-		o.agents = n
-		if len(counts) > 1 {
-			o.out = strings.TrimSuffix(out, ".json") + "-" + strconv.Itoa(n) + ".json"
-		}
-		if err := bench(o); err != nil {
+	if len(counts) > 1 {
+		// One process per count: the simulated agents of a large run
+		// (5,000 held 6.7 GB) would otherwise stay in this process's heap
+		// and its collector would take CPU from the next, smaller run.
+		self, err := os.Executable()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench-xds:", err)
 			os.Exit(1)
 		}
+		for _, n := range counts {
+			args := append(slices.Clone(os.Args[1:]), "--agents", strconv.Itoa(n),
+				"--out", strings.TrimSuffix(out, ".json")+"-"+strconv.Itoa(n)+".json")
+			cmd := exec.Command(self, args...)
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				fmt.Fprintf(os.Stderr, "bench-xds: %d agents: %v\n", n, err)
+				os.Exit(1)
+			}
+		}
+		return
+	}
+	o.agents = counts[0]
+	if err := bench(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-xds:", err)
+		os.Exit(1)
 	}
 }
 

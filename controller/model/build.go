@@ -210,24 +210,12 @@ func buildServices(in *inputs, workloads []*Workload, o Options, before *service
 		before = nil
 	}
 	after := &serviceMemo{workloads: workloads, suffix: o.DomainSuffix, bySvc: make(map[*corev1.Service]builtService, len(in.services))}
-	var byPod, byIP map[string]*Workload
-	var ambiguous map[string]bool
+	if before != nil {
+		after.ix = before.ix // the same workloads: the same index
+	}
 	index := func() { // only when a service is built
-		if byPod != nil {
-			return
-		}
-		byPod = make(map[string]*Workload, len(workloads))
-		byIP = make(map[string]*Workload, len(workloads))
-		ambiguous = map[string]bool{}
-		for _, w := range workloads {
-			byPod[w.Namespace+"/"+w.Name] = w
-			if w.IP == "" {
-				continue
-			}
-			if _, dup := byIP[w.IP]; dup {
-				ambiguous[w.IP] = true // host-network pods share their node's IP
-			}
-			byIP[w.IP] = w
+		if after.ix == nil {
+			after.ix = indexWorkloads(workloads)
 		}
 	}
 	slicesOf := map[string][]*discoveryv1.EndpointSlice{}
@@ -278,10 +266,10 @@ func buildServices(in *inputs, workloads []*Workload, o Options, before *service
 					var w *Workload
 					if e.TargetRef != nil {
 						if e.TargetRef.Kind == "Pod" {
-							w = byPod[cmp.Or(e.TargetRef.Namespace, es.Namespace)+"/"+e.TargetRef.Name]
+							w = after.ix.byPod[cmp.Or(e.TargetRef.Namespace, es.Namespace)+"/"+e.TargetRef.Name]
 						}
-					} else if !ambiguous[addr] {
-						w = byIP[addr]
+					} else if !after.ix.ambiguous[addr] {
+						w = after.ix.byIP[addr]
 					}
 					if w != nil {
 						ep.Workload, ep.Identity, ep.Labels = w.Namespace+"/"+w.Name, w.Identity, w.Labels
@@ -320,6 +308,29 @@ type serviceMemo struct {
 	workloads []*Workload
 	suffix    string
 	bySvc     map[*corev1.Service]builtService
+	ix        *workloadIndex // of workloads, made when a service is built
+}
+
+// workloadIndex finds an endpoint's workload by pod name or by IP.
+type workloadIndex struct {
+	byPod, byIP map[string]*Workload
+	ambiguous   map[string]bool // IPs several workloads share
+}
+
+func indexWorkloads(workloads []*Workload) *workloadIndex {
+	ix := &workloadIndex{byPod: make(map[string]*Workload, len(workloads)), byIP: make(map[string]*Workload, len(workloads)),
+		ambiguous: map[string]bool{}}
+	for _, w := range workloads {
+		ix.byPod[w.Namespace+"/"+w.Name] = w
+		if w.IP == "" {
+			continue
+		}
+		if _, dup := ix.byIP[w.IP]; dup {
+			ix.ambiguous[w.IP] = true // host-network pods share their node's IP
+		}
+		ix.byIP[w.IP] = w
+	}
+	return ix
 }
 
 // builtService is a Service built from a Kubernetes Service and these

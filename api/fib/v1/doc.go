@@ -1,7 +1,8 @@
 // Package fibv1 holds FDS, the flow table (fibmesh.fib.v1.FlowTable) the
 // controller serves each node over xDS: fib.proto and its generated Go,
 // committed so that `go build` needs no protoc. `make generate` rebuilds
-// it. The one thing an agent tells the controller for FDS travels in its
+// it. A local pod carries the few labels Istio's metrics read
+// (WorkloadLabels, labels.go). The one thing an agent tells the controller for FDS travels in its
 // xDS node metadata: NodeMetadataNICTLS (nicmeta.go).
 package fibv1
 

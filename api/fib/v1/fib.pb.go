@@ -231,11 +231,27 @@ func (x *FlowTable) GetIdentities() []*Identity {
 
 // LocalPod is a pod on this node.
 type LocalPod struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Ip            string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"`
-	IdentityId    uint32                 `protobuf:"varint,4,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Namespace  string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Ip         string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"`
+	IdentityId uint32                 `protobuf:"varint,4,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	// workload is the workload the pod belongs to, as Istio names it in its
+	// metrics (source_workload, destination_workload): the pod's
+	// "service.istio.io/workload-name" label, else a Deployment's name (the
+	// pod's name less "-<pod-template-hash>-<suffix>"). Empty when the
+	// controller cannot tell: the agent then names it from the pod's name.
+	Workload string `protobuf:"bytes,5,opt,name=workload,proto3" json:"workload,omitempty"`
+	// labels are the pod's labels that Istio's metrics read, and no others
+	// (Go: WorkloadLabels): "app", "version", "app.kubernetes.io/name",
+	// "app.kubernetes.io/version", "service.istio.io/canonical-name",
+	// "service.istio.io/canonical-revision"; those the pod lacks are
+	// absent. The agent derives the app, version, canonical service and
+	// revision labels of its metrics from them, and tells its peers over
+	// the tunnel. Only these: a pod's other labels would make the table
+	// bigger, and changing one would send every agent of the node a new
+	// table for nothing.
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,6 +312,20 @@ func (x *LocalPod) GetIdentityId() uint32 {
 		return x.IdentityId
 	}
 	return 0
+}
+
+func (x *LocalPod) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *LocalPod) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Route sends packets for prefix to the node whose InternalIP is next_hop.
@@ -679,13 +709,18 @@ const file_fib_proto_rawDesc = "" +
 	"\rport_policies\x18\x06 \x03(\v2\x1a.fibmesh.fib.v1.PortPolicyR\fportPolicies\x128\n" +
 	"\n" +
 	"identities\x18\a \x03(\v2\x18.fibmesh.fib.v1.IdentityR\n" +
-	"identities\"m\n" +
+	"identities\"\x82\x02\n" +
 	"\bLocalPod\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x1f\n" +
 	"\videntity_id\x18\x04 \x01(\rR\n" +
-	"identityId\"\x97\x01\n" +
+	"identityId\x12\x1a\n" +
+	"\bworkload\x18\x05 \x01(\tR\bworkload\x12<\n" +
+	"\x06labels\x18\x06 \x03(\v2$.fibmesh.fib.v1.LocalPod.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x01\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x02 \x01(\tR\anextHop\x12\x12\n" +
@@ -741,7 +776,7 @@ func file_fib_proto_rawDescGZIP() []byte {
 }
 
 var file_fib_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fib_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_fib_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_fib_proto_goTypes = []any{
 	(Protocol)(0),      // 0: fibmesh.fib.v1.Protocol
 	(MTLSMode)(0),      // 1: fibmesh.fib.v1.MTLSMode
@@ -752,22 +787,24 @@ var file_fib_proto_goTypes = []any{
 	(*Backend)(nil),    // 6: fibmesh.fib.v1.Backend
 	(*PortPolicy)(nil), // 7: fibmesh.fib.v1.PortPolicy
 	(*Identity)(nil),   // 8: fibmesh.fib.v1.Identity
+	nil,                // 9: fibmesh.fib.v1.LocalPod.LabelsEntry
 }
 var file_fib_proto_depIdxs = []int32{
-	3, // 0: fibmesh.fib.v1.FlowTable.local_pods:type_name -> fibmesh.fib.v1.LocalPod
-	4, // 1: fibmesh.fib.v1.FlowTable.routes:type_name -> fibmesh.fib.v1.Route
-	5, // 2: fibmesh.fib.v1.FlowTable.services:type_name -> fibmesh.fib.v1.ServiceVIP
-	7, // 3: fibmesh.fib.v1.FlowTable.port_policies:type_name -> fibmesh.fib.v1.PortPolicy
-	8, // 4: fibmesh.fib.v1.FlowTable.identities:type_name -> fibmesh.fib.v1.Identity
-	0, // 5: fibmesh.fib.v1.ServiceVIP.protocol:type_name -> fibmesh.fib.v1.Protocol
-	6, // 6: fibmesh.fib.v1.ServiceVIP.backends:type_name -> fibmesh.fib.v1.Backend
-	0, // 7: fibmesh.fib.v1.PortPolicy.protocol:type_name -> fibmesh.fib.v1.Protocol
-	1, // 8: fibmesh.fib.v1.PortPolicy.mode:type_name -> fibmesh.fib.v1.MTLSMode
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	3,  // 0: fibmesh.fib.v1.FlowTable.local_pods:type_name -> fibmesh.fib.v1.LocalPod
+	4,  // 1: fibmesh.fib.v1.FlowTable.routes:type_name -> fibmesh.fib.v1.Route
+	5,  // 2: fibmesh.fib.v1.FlowTable.services:type_name -> fibmesh.fib.v1.ServiceVIP
+	7,  // 3: fibmesh.fib.v1.FlowTable.port_policies:type_name -> fibmesh.fib.v1.PortPolicy
+	8,  // 4: fibmesh.fib.v1.FlowTable.identities:type_name -> fibmesh.fib.v1.Identity
+	9,  // 5: fibmesh.fib.v1.LocalPod.labels:type_name -> fibmesh.fib.v1.LocalPod.LabelsEntry
+	0,  // 6: fibmesh.fib.v1.ServiceVIP.protocol:type_name -> fibmesh.fib.v1.Protocol
+	6,  // 7: fibmesh.fib.v1.ServiceVIP.backends:type_name -> fibmesh.fib.v1.Backend
+	0,  // 8: fibmesh.fib.v1.PortPolicy.protocol:type_name -> fibmesh.fib.v1.Protocol
+	1,  // 9: fibmesh.fib.v1.PortPolicy.mode:type_name -> fibmesh.fib.v1.MTLSMode
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_fib_proto_init() }
@@ -781,7 +818,7 @@ func file_fib_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fib_proto_rawDesc), len(file_fib_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -14,8 +14,9 @@ import (
 func TestFlowTableRoundTrip(t *testing.T) {
 	in := &FlowTable{
 		Node: "node1", Version: "7",
-		LocalPods: []*LocalPod{{Namespace: "production", Name: "reviews-v1", Ip: "10.200.1.11", IdentityId: 1}},
-		Routes:    []*Route{{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2", NicTlsOffload: true}},
+		LocalPods: []*LocalPod{{Namespace: "production", Name: "reviews-v1-7d9f8c6b5-x2x4q", Ip: "10.200.1.11", IdentityId: 1,
+			Workload: "reviews-v1", Labels: map[string]string{LabelApp: "reviews", LabelVersion: "v1"}}},
+		Routes: []*Route{{Prefix: "10.200.2.0/24", NextHop: "10.100.0.2", Node: "node2", NicTlsOffload: true}},
 		Services: []*ServiceVIP{{Hostname: "reviews.production.svc.cluster.local", Vip: "10.96.0.11", Port: 9080, Protocol: Protocol_TCP,
 			Backends: []*Backend{{Ip: "10.200.1.11", Port: 9080, Weight: 1, Node: "node1", IdentityId: 1}}}},
 		PortPolicies: []*PortPolicy{{Ip: "10.200.1.11", Port: 9080, Protocol: Protocol_TCP, Mode: MTLSMode_STRICT}},

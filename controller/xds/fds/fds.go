@@ -85,7 +85,7 @@ func Build(m *model.Model) *Tables {
 			t.Nodes[w.Node] = nt
 		}
 		key := w.Namespace + "/" + w.Name
-		nt.LocalPods = append(nt.LocalPods, &fibv1.LocalPod{Namespace: w.Namespace, Name: w.Name, Ip: w.IP, IdentityId: ids[w.Identity]})
+		nt.LocalPods = append(nt.LocalPods, localPod(w, ids[w.Identity]))
 		for _, p := range ports[key] {
 			nt.PortPolicies = append(nt.PortPolicies, &fibv1.PortPolicy{Ip: w.IP, Port: p.port, Protocol: p.proto, Mode: mode(w.MTLSMode(p.port))})
 		}

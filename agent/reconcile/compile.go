@@ -33,6 +33,13 @@ type Pod struct {
 	// Identity is the SPIFFE ID of IdentityID ("" when the mesh table does
 	// not name it).
 	Identity string
+	// Workload is the pod's workload as the controller names it
+	// (LocalPod.workload); "" when it could not tell.
+	Workload string
+	// Labels are the pod's labels that Istio's metrics read
+	// (LocalPod.labels, fibv1.WorkloadLabels); nil when it has none.
+	// Shared with the Desired it belongs to: read only.
+	Labels map[string]string
 }
 
 // Key is the pod's "namespace/name".
@@ -153,7 +160,15 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 			if !ip.Is4() {
 				return nil, fmt.Errorf("%s.ip %q: the FIB routes IPv4 only", where, lp.GetIp())
 			}
-			pod := Pod{Namespace: lp.GetNamespace(), Name: lp.GetName(), IP: ip, IdentityID: lp.GetIdentityId(), Identity: d.Identities[lp.GetIdentityId()]}
+			if w := lp.GetWorkload(); w != "" && !isWorkloadName(w) {
+				return nil, fmt.Errorf("%s.workload %q: want a workload name (at most 253 lowercase letters, digits, '-' and '.') or none", where, w)
+			}
+			labels, err := workloadLabels(lp.GetLabels())
+			if err != nil {
+				return nil, fmt.Errorf("%s.%w", where, err)
+			}
+			pod := Pod{Namespace: lp.GetNamespace(), Name: lp.GetName(), IP: ip, IdentityID: lp.GetIdentityId(), Identity: d.Identities[lp.GetIdentityId()],
+				Workload: lp.GetWorkload(), Labels: labels}
 			if prev, dup := d.Pods[pod.Key()]; dup {
 				return nil, fmt.Errorf("%s: listed twice (also with ip %s)", where, prev.IP)
 			}
@@ -174,6 +189,59 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 		}
 	}
 	return d, nil
+}
+
+// workloadLabels are the labels of a LocalPod the agent reads
+// (fibv1.WorkloadLabels), checked: their values become metric labels and
+// travel to peers in the tunnel's metadata header. A key it does not
+// read is left out, not refused: a newer controller may send more.
+func workloadLabels(in map[string]string) (map[string]string, error) {
+	var out map[string]string
+	for _, k := range fibv1.WorkloadLabels {
+		v, ok := in[k]
+		if !ok {
+			continue
+		}
+		if !isLabelValue(v) {
+			return nil, fmt.Errorf("labels[%q] %q: want a Kubernetes label value (at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit)", k, v)
+		}
+		if out == nil {
+			out = make(map[string]string, len(fibv1.WorkloadLabels))
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// isLabelValue reports whether v is a valid Kubernetes label value
+// (empty included).
+func isLabelValue(v string) bool {
+	if len(v) > 63 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && ((c != '-' && c != '_' && c != '.') || i == 0 || i == len(v)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// isWorkloadName reports whether w can be a Kubernetes object's name
+// (a DNS-1123 subdomain's characters and length).
+func isWorkloadName(w string) bool {
+	if len(w) > 253 {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func policy(pp *fibv1.PortPolicy) (fib.PolicyKey, fib.Mode, error) {

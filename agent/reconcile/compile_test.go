@@ -52,6 +52,15 @@ func TestCompileRefuses(t *testing.T) {
 			`flow table "mesh": routes[1].identity_id 7: only a pod's host route (/32, /128) has an identity, not 10.200.2.0/24`},
 		{"unknown identity", func(m map[string]*fibv1.FlowTable) { m["mesh"].Routes[2].IdentityId = 8 },
 			`flow table "mesh": routes[2].identity_id 8: not in the tables' identities`},
+		{"workload name", func(m map[string]*fibv1.FlowTable) { m["node1"].LocalPods[0].Workload = "Reviews V1" },
+			`flow table "node1": local_pods[0] (default/a).workload "Reviews V1": want a workload name`},
+		{"label value", func(m map[string]*fibv1.FlowTable) {
+			m["node1"].LocalPods[0].Labels = map[string]string{"version": "v1 beta"}
+		},
+			`flow table "node1": local_pods[0] (default/a).labels["version"] "v1 beta": want a Kubernetes label value`},
+		{"label value too long", func(m map[string]*fibv1.FlowTable) {
+			m["node1"].LocalPods[0].Labels = map[string]string{"app": strings.Repeat("a", 64)}
+		}, `local_pods[0] (default/a).labels["app"]`},
 		{"duplicate pod ip", func(m map[string]*fibv1.FlowTable) {
 			m["node1"].LocalPods = append(m["node1"].LocalPods, &fibv1.LocalPod{Namespace: "default", Name: "b", Ip: "10.200.1.11"})
 		}, `local_pods[1] (default/b).ip 10.200.1.11: also the ip of local pod default/a`},
@@ -156,5 +165,38 @@ func TestCompileShards(t *testing.T) {
 	}
 	if _, err := Compile("node1", map[string]*fibv1.FlowTable{"mesh/x": {}, "node2": {}}); err == nil || !strings.Contains(err.Error(), `"node2"`) {
 		t.Errorf("another node's table: %v, want refused", err)
+	}
+}
+
+// A local pod's workload and the labels the agent reads reach its Pod;
+// labels it does not read are left out.
+func TestCompilePodWorkload(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		workload string
+		labels   map[string]string
+		want     Pod
+	}{
+		{"none", "", nil, Pod{}},
+		{"app and version", "reviews-v1", map[string]string{"app": "reviews", "version": "v1"},
+			Pod{Workload: "reviews-v1", Labels: map[string]string{"app": "reviews", "version": "v1"}}},
+		{"every label read, empty value kept", "", map[string]string{"app.kubernetes.io/name": "ratings", "app.kubernetes.io/version": "1.2.0",
+			"service.istio.io/canonical-name": "ratings-svc", "service.istio.io/canonical-revision": "", "team": "books"},
+			Pod{Labels: map[string]string{"app.kubernetes.io/name": "ratings", "app.kubernetes.io/version": "1.2.0",
+				"service.istio.io/canonical-name": "ratings-svc", "service.istio.io/canonical-revision": ""}}},
+		{"only labels it does not read", "db", map[string]string{"team": "books"}, Pod{Workload: "db"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := tables()
+			tb["node1"].LocalPods[0].Workload, tb["node1"].LocalPods[0].Labels = tt.workload, tt.labels
+			d, err := Compile("node1", tb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := d.Pods["default/a"]
+			if d := cmp.Diff(tt.want, Pod{Workload: p.Workload, Labels: p.Labels}, cmpopts.EquateComparable(netip.Addr{})); d != "" {
+				t.Errorf("pod (-want +got):\n%s", d)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/fibmesh/fibmesh/agent/reconcile"
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	"github.com/fibmesh/fibmesh/slowpath/proxy"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
@@ -21,11 +24,13 @@ import (
 // request between two meshed pods is counted twice, once by each agent,
 // as Istio's two sidecars do.
 //
-// What a side knows of the other comes from the peer's verified SPIFFE
-// ID (principal, namespace) and, for HTTP, from the metadata the two
-// agents exchange on the tunnel (proxy.WorkloadMeta: workload name, app,
-// version, cluster). A label whose value is not known is "unknown", as
-// in Istio. No label carries a pod IP, a path or anything else that
+// What a side knows of its own pod comes from its node's flow table
+// (the pod's workload and the labels Istio reads: podWorkload); of the
+// other side, from the peer's verified SPIFFE ID (principal, namespace)
+// and, for HTTP, from the metadata the two agents exchange on the tunnel
+// (proxy.WorkloadMeta: workload name, app, version, canonical service
+// and revision, cluster). A label whose value is not known is "unknown",
+// as in Istio. No label carries a pod IP, a path or anything else that
 // grows without bound: services come from the xDS cluster chosen or the
 // mesh's own host names, never from a client's free text.
 
@@ -71,18 +76,18 @@ var (
 // it.
 type workload struct {
 	name, namespace, principal, app, version, cluster string
+	// canonicalService, canonicalRevision: as the workload's agent
+	// derived them (workloadMeta); "" when it did not say.
+	canonicalService, canonicalRevision string
 }
 
-// labelValues is one side's seven labels (workload, namespace,
+// labelValues is one side's eight labels (workload, namespace,
 // principal, app, version, canonical service and revision, cluster),
-// "unknown" where not known. Istio's canonical service is the app label,
-// else the workload name; its canonical revision the version label,
-// else "latest".
+// "unknown" where not known. A canonical service or revision its agent
+// did not say is, as Istio's, the app, else the workload name; the
+// version, else "latest".
 func (w workload) labelValues() []string {
-	cs, cr := w.app, w.version
-	if cs == "" {
-		cs = w.name
-	}
+	cs, cr := cmp.Or(w.canonicalService, w.app, w.name), cmp.Or(w.canonicalRevision, w.version)
 	if cr == "" && w.name != "" {
 		cr = "latest"
 	}
@@ -207,6 +212,9 @@ type telemetry struct {
 	cluster string
 	// principal returns a local pod's SPIFFE ID ("" when it has no SVID).
 	principal func(namespace, pod string) string
+	// workload returns what the flow table says of a local pod's workload
+	// (podWorkload); nil: only its name is known.
+	workload func(namespace, pod string) proxy.WorkloadMeta
 	// snapshot is the current xDS config (mesh hosts, endpoints).
 	snapshot func() *xdsconf.Snapshot
 	// conns is the proxy's connection table, read at each scrape for the
@@ -288,10 +296,15 @@ func (c tcpCollector) Collect(ch chan<- prometheus.Metric) {
 	c.t.tcpClosed.Collect(ch)
 }
 
-// localWorkload is the local pod's side.
+// localWorkload is the local pod's side: meta, what the proxy was told
+// of it; when that is nothing (a TCP connection), the flow table's.
 func (t *telemetry) localWorkload(pod string, meta proxy.WorkloadMeta) workload {
 	ns, name, _ := strings.Cut(pod, "/")
-	w := workload{name: meta.Name, namespace: meta.Namespace, app: meta.App, version: meta.Version, cluster: meta.Cluster}
+	if meta.IsZero() && t.workload != nil {
+		meta = t.workload(ns, name)
+	}
+	w := workload{name: meta.Name, namespace: meta.Namespace, app: meta.App, version: meta.Version, cluster: meta.Cluster,
+		canonicalService: meta.CanonicalService, canonicalRevision: meta.CanonicalRevision}
 	if w.name == "" {
 		w.name = workloadName(name)
 	}
@@ -311,7 +324,8 @@ func (t *telemetry) localWorkload(pod string, meta proxy.WorkloadMeta) workload 
 // agent said of it (HTTP). A peer verified over mTLS is of this mesh,
 // hence of its cluster, unless its agent said otherwise.
 func (t *telemetry) peerWorkload(principal string, meta proxy.WorkloadMeta) workload {
-	w := workload{name: meta.Name, namespace: meta.Namespace, principal: principal, app: meta.App, version: meta.Version, cluster: meta.Cluster}
+	w := workload{name: meta.Name, namespace: meta.Namespace, principal: principal, app: meta.App, version: meta.Version, cluster: meta.Cluster,
+		canonicalService: meta.CanonicalService, canonicalRevision: meta.CanonicalRevision}
 	if w.namespace == "" {
 		w.namespace = namespaceOf(principal)
 	}
@@ -593,6 +607,7 @@ func (a *Agent) newTelemetry() error {
 	t := newTelemetry(a.cfg.ClusterID)
 	t.log = log
 	t.snapshot = a.conf.Snapshot
+	t.workload = a.podWorkload
 	t.principal = func(ns, pod string) string {
 		if r := a.svids.Get(ns, pod); r != nil {
 			if s := r.Current(); s != nil {
@@ -614,12 +629,39 @@ func (t *telemetry) allCollectors() []prometheus.Collector {
 	return cs
 }
 
-// podWorkload is the proxy's Workload: what the agent knows of a pod's
-// workload. The flow tables give a pod's namespace and name only, so
-// the workload is named from the pod's name (workloadName) and its app
-// and version labels are not known.
+// podWorkload is the proxy's Workload: what the agent knows of a local
+// pod's workload, from its node's flow table (workloadMeta). A pod the
+// table does not list yet is named from its name alone.
 func (a *Agent) podWorkload(namespace, pod string) proxy.WorkloadMeta {
-	return proxy.WorkloadMeta{Name: workloadName(pod), Namespace: namespace, Cluster: a.tel.cluster}
+	p := reconcile.Pod{Namespace: namespace, Name: pod}
+	if d := a.rec.Desired(); d != nil { // nil before the first flow table
+		if fp, ok := d.Pods[p.Key()]; ok {
+			p = fp
+		}
+	}
+	return workloadMeta(p, a.tel.cluster)
+}
+
+// workloadMeta is what Istio's metrics say of a local pod, from what its
+// node's flow table says of it (reconcile.Pod: LocalPod's workload and
+// labels), as Istio derives it (istio/proxy's peer metadata, Istio's
+// injector for the canonical labels):
+//   - workload: the controller's name for it, else workloadName(pod);
+//   - app: "app.kubernetes.io/name", else "app";
+//   - version: "app.kubernetes.io/version", else "version";
+//   - canonical service: "service.istio.io/canonical-name", else the app
+//     labels in that order, else the workload;
+//   - canonical revision: "service.istio.io/canonical-revision", else the
+//     version labels in that order, else "latest".
+//
+// An absent or empty label is not known: its metric label says "unknown".
+func workloadMeta(p reconcile.Pod, cluster string) proxy.WorkloadMeta {
+	l := p.Labels
+	w := proxy.WorkloadMeta{Name: cmp.Or(p.Workload, workloadName(p.Name)), Namespace: p.Namespace, Cluster: cluster,
+		App: cmp.Or(l[fibv1.LabelAppName], l[fibv1.LabelApp]), Version: cmp.Or(l[fibv1.LabelAppVersion], l[fibv1.LabelVersion])}
+	w.CanonicalService = cmp.Or(l[fibv1.LabelCanonicalName], w.App, w.Name)
+	w.CanonicalRevision = cmp.Or(l[fibv1.LabelCanonicalRevision], w.Version, "latest")
+	return w
 }
 
 // onProxyEvent is the proxy's Events hook: Istio's TCP metrics and the

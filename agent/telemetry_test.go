@@ -1,15 +1,17 @@
 package agent
 
 import (
+	"cmp"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/fibmesh/fibmesh/agent/reconcile"
 	"github.com/fibmesh/fibmesh/slowpath/proxy"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
@@ -27,6 +29,72 @@ func TestWorkloadName(t *testing.T) {
 	} {
 		if got := workloadName(tc.pod); got != tc.want {
 			t.Errorf("workloadName(%q) = %q, want %q", tc.pod, got, tc.want)
+		}
+	}
+}
+
+// A local pod's workload, app, version, canonical service and revision,
+// from its flow table entry, as Istio derives them from its labels.
+func TestWorkloadMeta(t *testing.T) {
+	const pod = "reviews-v1-7d4b9c8f5d-x2kzq"
+	for _, tc := range []struct {
+		name     string
+		workload string
+		labels   map[string]string
+		want     proxy.WorkloadMeta // Name, Namespace and Cluster are added
+	}{
+		{"app and version labels", "reviews-v1", map[string]string{"app": "reviews", "version": "v1"},
+			proxy.WorkloadMeta{App: "reviews", Version: "v1", CanonicalService: "reviews", CanonicalRevision: "v1"}},
+		{"Kubernetes' recommended labels", "reviews-v1", map[string]string{"app.kubernetes.io/name": "reviews", "app.kubernetes.io/version": "1.4.2"},
+			proxy.WorkloadMeta{App: "reviews", Version: "1.4.2", CanonicalService: "reviews", CanonicalRevision: "1.4.2"}},
+		{"recommended labels win over app and version", "reviews-v1",
+			map[string]string{"app": "old", "version": "v0", "app.kubernetes.io/name": "reviews", "app.kubernetes.io/version": "1.4.2"},
+			proxy.WorkloadMeta{App: "reviews", Version: "1.4.2", CanonicalService: "reviews", CanonicalRevision: "1.4.2"}},
+		{"canonical labels override, app and version stay", "reviews-v1",
+			map[string]string{"app": "reviews", "version": "v1", "service.istio.io/canonical-name": "bookinfo-reviews",
+				"service.istio.io/canonical-revision": "2024-06"},
+			proxy.WorkloadMeta{App: "reviews", Version: "v1", CanonicalService: "bookinfo-reviews", CanonicalRevision: "2024-06"}},
+		{"canonical labels alone", "reviews-v1",
+			map[string]string{"service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "v1"},
+			proxy.WorkloadMeta{CanonicalService: "reviews", CanonicalRevision: "v1"}},
+		{"app without version", "reviews-v1", map[string]string{"app": "reviews"},
+			proxy.WorkloadMeta{App: "reviews", CanonicalService: "reviews", CanonicalRevision: "latest"}},
+		{"empty label: not known", "reviews-v1", map[string]string{"app": "", "version": "v1"},
+			proxy.WorkloadMeta{Version: "v1", CanonicalService: "reviews-v1", CanonicalRevision: "v1"}},
+		{"no labels", "reviews-v1", nil,
+			proxy.WorkloadMeta{CanonicalService: "reviews-v1", CanonicalRevision: "latest"}},
+		{"no workload from the controller: named from the pod", "", map[string]string{"app": "reviews"},
+			proxy.WorkloadMeta{Name: "reviews-v1", App: "reviews", CanonicalService: "reviews", CanonicalRevision: "latest"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := tc.want
+			want.Name, want.Namespace, want.Cluster = cmp.Or(want.Name, tc.workload), "production", "Kubernetes"
+			got := workloadMeta(reconcile.Pod{Namespace: "production", Name: pod, Workload: tc.workload, Labels: tc.labels}, "Kubernetes")
+			if d := gocmp.Diff(want, got); d != "" {
+				t.Errorf("workloadMeta (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// The labels of both sides of a TCP connection: the local pod's from the
+// flow table (no metadata is exchanged), the peer's from its identity.
+func TestConnLabelsLocalWorkload(t *testing.T) {
+	tel := testTelemetry()
+	tel.workload = func(ns, pod string) proxy.WorkloadMeta {
+		return workloadMeta(reconcile.Pod{Namespace: ns, Name: pod, Workload: "frontend",
+			Labels: map[string]string{"app": "frontend", "version": "v1"}}, "Kubernetes")
+	}
+	c := proxy.ConnInfo{ID: 1, Direction: proxy.DirectionOutbound, Listener: "outbound", Pod: "production/frontend-5c6d7f8b9-bcdfg",
+		Mode: proxy.ModeTunnel, Cluster: "outbound|9080||reviews.production.svc.cluster.local", PeerIdentity: reviewsID}
+	got := labelMap(tcpLabels, tel.connLabelValues(&c))
+	want := map[string]string{"source_workload": "frontend", "source_app": "frontend", "source_version": "v1",
+		"source_canonical_service": "frontend", "source_canonical_revision": "v1",
+		"destination_workload": "unknown", "destination_app": "unknown", "destination_version": "unknown",
+		"destination_canonical_service": "unknown", "destination_canonical_revision": "unknown"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
 		}
 	}
 }
@@ -148,6 +216,13 @@ func TestRequestLabels(t *testing.T) {
 			proxy.RequestInfo{Direction: proxy.DirectionOutbound, Pod: "production/frontend-5c6d7f8b9-bcdfg", Code: 200, MTLS: true,
 				Cluster: "outbound|9080|v1|reviews.production.svc.cluster.local", Peer: reviewsID, Workload: frontendMeta, PeerWorkload: reviewsMeta},
 			base(merge(frontend, reviews, map[string]string{"reporter": "source", "response_code": "200", "connection_security_policy": "unknown"}))},
+		{"outbound, the peer's canonical labels as its agent said them",
+			proxy.RequestInfo{Direction: proxy.DirectionOutbound, Pod: "production/frontend-5c6d7f8b9-bcdfg", Code: 200, MTLS: true,
+				Cluster: "outbound|9080|v1|reviews.production.svc.cluster.local", Peer: reviewsID, Workload: frontendMeta,
+				PeerWorkload: proxy.WorkloadMeta{Name: "reviews-v1", Namespace: "production", App: "reviews", Version: "v1",
+					CanonicalService: "bookinfo-reviews", CanonicalRevision: "2024-06", Cluster: "Kubernetes"}},
+			base(merge(frontend, reviews, map[string]string{"reporter": "source", "response_code": "200", "connection_security_policy": "unknown",
+				"destination_canonical_service": "bookinfo-reviews", "destination_canonical_revision": "2024-06"}))},
 		{"inbound, denied by RBAC",
 			proxy.RequestInfo{Direction: proxy.DirectionInbound, Pod: "production/reviews-v1-7d4b9c8f5d-x2kzq", Code: 403, Flags: "RBAC", MTLS: true,
 				Authority: "reviews:9080", Peer: frontendID, Workload: reviewsMeta, PeerWorkload: frontendMeta},
@@ -173,7 +248,7 @@ func TestRequestLabels(t *testing.T) {
 			if len(got) != len(requestLabels) {
 				t.Fatalf("%d values for %d labels", len(got), len(requestLabels))
 			}
-			if diff := cmp.Diff(tc.want, labelMap(requestLabels, got)); diff != "" {
+			if diff := gocmp.Diff(tc.want, labelMap(requestLabels, got)); diff != "" {
 				t.Errorf("labels (-want +got):\n%s", diff)
 			}
 		})
@@ -244,7 +319,7 @@ func TestTCPMetrics(t *testing.T) {
 			"closed destination":    sum("istio_tcp_connections_closed_total", dst),
 			"opened, all reporters": sum("istio_tcp_connections_opened_total", nil),
 		}
-		if diff := cmp.Diff(want, got); diff != "" {
+		if diff := gocmp.Diff(want, got); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", when, diff)
 		}
 	}

@@ -14,33 +14,54 @@ import (
 // dropped), and never reaches an app.
 const hdrPeer = "X-Fibmesh-Peer-Metadata"
 
-// maxPeerMeta bounds the header a side accepts: a name, a namespace and
-// two labels of at most 253 bytes each, escaped, fit in it.
+// maxPeerMeta bounds the header a side accepts: a name and a cluster of
+// at most 253 bytes, a namespace and four label values of at most 63
+// (Kubernetes' limits), and their keys fit in it.
 const maxPeerMeta = 2048
 
 // WorkloadMeta is what the metrics and access logs say about a workload,
 // in Istio's terms: the workload is the pod's controller (a Deployment's
-// name) or the pod itself, App and Version its "app" and "version"
-// labels, Cluster the cluster it runs in. An empty field is not known.
+// name) or the pod itself; App and Version are its app and version as
+// Istio reads them from its labels ("app.kubernetes.io/name" else
+// "app", "app.kubernetes.io/version" else "version"); CanonicalService
+// and CanonicalRevision its canonical service and revision
+// ("service.istio.io/canonical-name" else the app labels else the
+// workload name; "service.istio.io/canonical-revision" else the version
+// labels else "latest"); Cluster the cluster it runs in. An empty field
+// is not known.
 type WorkloadMeta struct {
-	Name      string `json:"name,omitempty"`
-	Namespace string `json:"namespace,omitempty"`
-	App       string `json:"app,omitempty"`
-	Version   string `json:"version,omitempty"`
-	Cluster   string `json:"cluster,omitempty"`
+	Name              string `json:"name,omitempty"`
+	Namespace         string `json:"namespace,omitempty"`
+	App               string `json:"app,omitempty"`
+	Version           string `json:"version,omitempty"`
+	CanonicalService  string `json:"canonical_service,omitempty"`
+	CanonicalRevision string `json:"canonical_revision,omitempty"`
+	Cluster           string `json:"cluster,omitempty"`
 }
 
 // IsZero reports whether nothing is known.
 func (w WorkloadMeta) IsZero() bool { return w == WorkloadMeta{} }
 
+// fields are w's fields with their keys in hdrPeer.
+func (w *WorkloadMeta) fields() []struct {
+	k string
+	v *string
+} {
+	return []struct {
+		k string
+		v *string
+	}{{"name", &w.Name}, {"namespace", &w.Namespace}, {"app", &w.App}, {"version", &w.Version},
+		{"canonical_service", &w.CanonicalService}, {"canonical_revision", &w.CanonicalRevision}, {"cluster", &w.Cluster}}
+}
+
 // encode writes w as the value of hdrPeer: a URL query
-// ("name=reviews-v1&namespace=production&..."), empty fields left out.
+// ("app=reviews&name=reviews-v1&namespace=production&..."), empty fields
+// left out.
 func (w WorkloadMeta) encode() string {
 	v := url.Values{}
-	for _, f := range []struct{ k, v string }{{"name", w.Name}, {"namespace", w.Namespace}, {"app", w.App},
-		{"version", w.Version}, {"cluster", w.Cluster}} {
-		if f.v != "" {
-			v.Set(f.k, f.v)
+	for _, f := range w.fields() {
+		if *f.v != "" {
+			v.Set(f.k, *f.v)
 		}
 	}
 	return v.Encode()
@@ -57,10 +78,10 @@ func decodeWorkloadMeta(s string) WorkloadMeta {
 	if err != nil {
 		return WorkloadMeta{}
 	}
-	w := WorkloadMeta{Name: v.Get("name"), Namespace: v.Get("namespace"), App: v.Get("app"),
-		Version: v.Get("version"), Cluster: v.Get("cluster")}
-	for _, f := range []string{w.Name, w.Namespace, w.App, w.Version, w.Cluster} {
-		if len(f) > 253 || strings.ContainsFunc(f, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+	var w WorkloadMeta
+	for _, f := range w.fields() {
+		*f.v = v.Get(f.k)
+		if len(*f.v) > 253 || strings.ContainsFunc(*f.v, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
 			return WorkloadMeta{}
 		}
 	}

@@ -83,20 +83,50 @@ func TestTelemetry(t *testing.T) {
 			t.Fatalf("TCP %d: %v", i, err)
 		}
 	}
+	// Without the canary header the route splits 90/10 between v1 and
+	// v2: at least nSplit requests, until one reached v1; each answer
+	// says which version served it.
+	const nSplit, maxSplit = 5, 60
+	split := map[string]int{} // by version
+	for i := 0; i < maxSplit && (i < nSplit || split["v1"] == 0); i++ {
+		a := frontend.must(t, reviews, call{path: "/api/reviews/2", host: "reviews:9080", hdr: []string{"X-Request-Id", fmt.Sprintf("ta-split-%d", i)}})
+		if a.status != 200 || !a.isReply || (a.reply.Version != "v1" && a.reply.Version != "v2") {
+			t.Fatalf("GET without the canary header %d: %v, want 200 from v1 or v2", i, a)
+		}
+		split[a.reply.Version]++
+	}
+	if split["v1"] == 0 {
+		t.Fatalf("%d requests without the canary header, none reached v1 (90%% should)", maxSplit)
+	}
+	t.Logf("without the canary header: %d to v1, %d to v2", split["v1"], split["v2"])
 
 	frontendID, reviewsID, clientID, echoID := spiffe("production", "frontend"), spiffe("production", "reviews"), spiffe("production", "default"), spiffe("production", "tcp-echo")
 	reviewsSvc := "reviews.production.svc.cluster.local"
 	frontendToV2 := map[string]string{"source_workload": "frontend", "source_workload_namespace": "production", "source_principal": frontendID,
 		"source_cluster": "Kubernetes", "destination_workload": "reviews-v2", "destination_workload_namespace": "production",
 		"destination_principal": reviewsID, "destination_service": reviewsSvc, "destination_service_name": "reviews",
-		"destination_service_namespace": "production", "destination_cluster": "Kubernetes", "request_protocol": "http", "grpc_response_status": ""}
-	clientToV2 := withLabels(frontendToV2, "source_workload", "client", "source_principal", clientID)
+		"destination_service_namespace": "production", "destination_cluster": "Kubernetes", "request_protocol": "http", "grpc_response_status": "",
+		// The pods' app and version labels (examples/03-deployments.yaml),
+		// each agent's own pod's from its flow table, the other's from
+		// the metadata the agents exchange: on both reporters.
+		"source_app": "frontend", "source_version": "v1", "source_canonical_service": "frontend", "source_canonical_revision": "v1",
+		"destination_app": "reviews", "destination_version": "v2", "destination_canonical_service": "reviews", "destination_canonical_revision": "v2"}
+	frontendToV1 := withLabels(frontendToV2, "destination_workload", "reviews-v1", "destination_version", "v1", "destination_canonical_revision", "v1")
+	// client has an app label and no version: Istio's "unknown", and
+	// its canonical revision "latest".
+	clientToV2 := withLabels(frontendToV2, "source_workload", "client", "source_principal", clientID,
+		"source_app", "client", "source_version", "unknown", "source_canonical_service", "client", "source_canonical_revision", "latest")
 	// TCP has no metadata exchange: each side knows the other by its
-	// verified identity only (principal, namespace), its workload is
-	// "unknown".
+	// verified identity only (principal, namespace), its workload, app
+	// and version are "unknown"; its own pod's come from the flow table.
 	frontendToEcho := map[string]string{"source_principal": frontendID, "source_workload_namespace": "production", "destination_workload_namespace": "production",
 		"destination_principal": echoID, "destination_service": "tcp-echo.production.svc.cluster.local", "destination_service_name": "tcp-echo",
 		"request_protocol": "tcp", "response_flags": "-"}
+	echoSource := withLabels(frontendToEcho, "reporter", "source", "source_workload", "frontend", "source_app", "frontend", "source_version", "v1",
+		"destination_workload", "unknown", "destination_app", "unknown", "destination_version", "unknown")
+	echoDestination := withLabels(frontendToEcho, "reporter", "destination", "source_workload", "unknown", "source_app", "unknown", "source_version", "unknown",
+		"destination_workload", "tcp-echo", "destination_app", "tcp-echo", "destination_version", "v1", "destination_canonical_service", "tcp-echo",
+		"destination_canonical_revision", "v1")
 	type want struct {
 		what   string
 		metric string
@@ -104,22 +134,24 @@ func TestTelemetry(t *testing.T) {
 		value  float64
 	}
 	wants := []want{
-		{"allowed, the caller's count", "istio_requests_total", withLabels(frontendToV2, "reporter", "source", "response_code", "200", "response_flags", "-", "connection_security_policy", "unknown"), nOK + 1},
-		{"allowed, the server's count", "istio_requests_total", withLabels(frontendToV2, "reporter", "destination", "response_code", "200", "response_flags", "-", "connection_security_policy", "mutual_tls"), nOK + 1},
-		{"allowed, durations", "istio_request_duration_milliseconds_count", withLabels(frontendToV2, "reporter", "destination", "response_code", "200"), nOK + 1},
-		{"allowed, request sizes", "istio_request_bytes_count", withLabels(frontendToV2, "reporter", "source", "response_code", "200"), nOK + 1},
-		{"allowed, response sizes", "istio_response_bytes_count", withLabels(frontendToV2, "reporter", "source", "response_code", "200"), nOK + 1},
+		{"allowed, the caller's count", "istio_requests_total", withLabels(frontendToV2, "reporter", "source", "response_code", "200", "response_flags", "-", "connection_security_policy", "unknown"), float64(nOK + 1 + split["v2"])},
+		{"allowed, the server's count", "istio_requests_total", withLabels(frontendToV2, "reporter", "destination", "response_code", "200", "response_flags", "-", "connection_security_policy", "mutual_tls"), float64(nOK + 1 + split["v2"])},
+		{"allowed, durations", "istio_request_duration_milliseconds_count", withLabels(frontendToV2, "reporter", "destination", "response_code", "200"), float64(nOK + 1 + split["v2"])},
+		{"allowed, request sizes", "istio_request_bytes_count", withLabels(frontendToV2, "reporter", "source", "response_code", "200"), float64(nOK + 1 + split["v2"])},
+		{"allowed, response sizes", "istio_response_bytes_count", withLabels(frontendToV2, "reporter", "source", "response_code", "200"), float64(nOK + 1 + split["v2"])},
+		{"to v1, the caller's count", "istio_requests_total", withLabels(frontendToV1, "reporter", "source", "response_code", "200", "connection_security_policy", "unknown"), float64(split["v1"])},
+		{"to v1, the server's count", "istio_requests_total", withLabels(frontendToV1, "reporter", "destination", "response_code", "200", "connection_security_policy", "mutual_tls"), float64(split["v1"])},
 		{"POST denied, the caller's count", "istio_requests_total", withLabels(frontendToV2, "reporter", "source", "response_code", "403", "response_flags", "-"), nPost},
 		{"POST denied, the server's count", "istio_requests_total", withLabels(frontendToV2, "reporter", "destination", "response_code", "403", "response_flags", "RBAC", "connection_security_policy", "mutual_tls"), nPost},
 		{"client denied, the caller's count", "istio_requests_total", withLabels(clientToV2, "reporter", "source", "response_code", "403"), nClient},
 		{"client denied, the server's count", "istio_requests_total", withLabels(clientToV2, "reporter", "destination", "response_code", "403", "response_flags", "RBAC"), nClient},
-		{"every request to reviews, both sides", "istio_requests_total", map[string]string{"destination_service_name": "reviews"}, 2 * (nOK + 1 + nPost + nClient)},
-		{"TCP opened, the caller's count", "istio_tcp_connections_opened_total", withLabels(frontendToEcho, "reporter", "source", "source_workload", "frontend", "destination_workload", "unknown", "connection_security_policy", "unknown"), nTCP},
+		{"every request to reviews, both sides", "istio_requests_total", map[string]string{"destination_service_name": "reviews"}, float64(2 * (nOK + 1 + nPost + nClient + split["v1"] + split["v2"]))},
+		{"TCP opened, the caller's count", "istio_tcp_connections_opened_total", withLabels(echoSource, "connection_security_policy", "unknown"), nTCP},
 		{"TCP closed, the caller's count", "istio_tcp_connections_closed_total", withLabels(frontendToEcho, "reporter", "source"), nTCP},
 		{"TCP bytes to the server, the caller's count", "istio_tcp_received_bytes_total", withLabels(frontendToEcho, "reporter", "source"), nTCP * tcpBytes},
 		{"TCP bytes back, the caller's count", "istio_tcp_sent_bytes_total", withLabels(frontendToEcho, "reporter", "source"), nTCP * tcpBytes},
-		{"TCP opened, the server's count", "istio_tcp_connections_opened_total", withLabels(frontendToEcho, "reporter", "destination", "source_workload", "unknown", "destination_workload", "tcp-echo", "connection_security_policy", "mutual_tls"), nTCP},
-		{"TCP closed, the server's count", "istio_tcp_connections_closed_total", withLabels(frontendToEcho, "reporter", "destination", "destination_workload", "tcp-echo"), nTCP},
+		{"TCP opened, the server's count", "istio_tcp_connections_opened_total", withLabels(echoDestination, "connection_security_policy", "mutual_tls"), nTCP},
+		{"TCP closed, the server's count", "istio_tcp_connections_closed_total", echoDestination, nTCP},
 		{"TCP bytes to the server, the server's count", "istio_tcp_received_bytes_total", withLabels(frontendToEcho, "reporter", "destination"), nTCP * tcpBytes},
 		{"TCP bytes back, the server's count", "istio_tcp_sent_bytes_total", withLabels(frontendToEcho, "reporter", "destination"), nTCP * tcpBytes},
 	}

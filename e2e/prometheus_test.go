@@ -336,7 +336,7 @@ func (p *promServer) labelValues(selector, label string) ([]string, error) {
 // example's allowed GETs (200) and denied POSTs (403) from frontend, the
 // client's denied GETs (another identity: 403), and short TCP echo
 // connections from tcp-client, beside one long-lived one that echoes a
-// line every round. It counts what it got.
+// line every 100 ms. It counts what it got.
 type promTraffic struct {
 	ok200, frontend403, client403, tcpConns atomic.Int64
 	errs                                    chan error
@@ -381,8 +381,23 @@ func runPromTraffic(ctx context.Context, l *meshLab, t *testing.T, tcpVIP netip.
 	if err != nil {
 		t.Fatalf("tcp-client → tcp-echo: %v", err)
 	}
+	// The long-lived connection echoes on its own, every 100 ms, so that
+	// a slow request of the loop below (the example's fault delay) never
+	// leaves it idle for a second fibctl top samples.
 	go func() {
 		defer long.Close()
+		for i := 0; ctx.Err() == nil; i++ {
+			if err := echo(long, fmt.Sprintf("long-lived %d %s\n", i, strings.Repeat("x", 4096))); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("long-lived TCP connection: %w", err))
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	go func() {
 		for i := 0; ctx.Err() == nil; i++ {
 			rid := []string{"X-Request-Id", fmt.Sprintf("td-%d", i)}
 			check := func(what string, pc *podClient, c call, want int, n *atomic.Int64) {
@@ -411,9 +426,6 @@ func runPromTraffic(ctx context.Context, l *meshLab, t *testing.T, tcpVIP netip.
 				} else if err == nil {
 					tr.tcpConns.Add(1)
 				}
-			}
-			if err := echo(long, fmt.Sprintf("long-lived %d %s\n", i, strings.Repeat("x", 4096))); err != nil && ctx.Err() == nil {
-				fail(fmt.Errorf("long-lived TCP connection: %w", err))
 			}
 			select {
 			case <-ctx.Done():

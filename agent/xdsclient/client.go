@@ -90,7 +90,6 @@ type Client struct {
 	updates   chan Update
 }
 
-// New returns a client that will speak over conn.
 // DialOptions are the connection options an xDS client of the fibmesh
 // controller dials with (besides credentials): fixed HTTP/2 flow-control
 // windows. With gRPC's default dynamic windows, every burst of data
@@ -106,6 +105,7 @@ func DialOptions() []grpc.DialOption {
 	}
 }
 
+// New returns a client that will speak over conn.
 func New(conn grpc.ClientConnInterface, cfg Config) *Client {
 	return &Client{
 		cfg: cfg, conn: conn,

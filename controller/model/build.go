@@ -34,7 +34,8 @@ type inputs struct {
 // first), numbers the new one (prev.Version+1, else
 // Options.FirstVersion) and is
 // compared with it for Change; it is not modified. Build never modifies
-// the snapshot and shares no memory with it.
+// the snapshot, and the model shares no memory with it (the model keeps
+// references to the snapshot's objects only as keys of what it reuses).
 //
 // A workload of prev built from the very pod object s still holds (a
 // store shares unchanged objects between snapshots, and never modifies

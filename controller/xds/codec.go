@@ -95,7 +95,7 @@ func encodeDelta(r *discovery.DeltaDiscoveryResponse) (_ mem.BufferSlice, ok boo
 // encodeSotW is encodeDelta for a state-of-the-world response: its Anys'
 // values are referenced.
 func encodeSotW(r *discovery.DiscoveryResponse) (_ mem.BufferSlice, ok bool) {
-	if r.ControlPlane != nil || len(r.ProtoReflect().GetUnknown()) > 0 {
+	if r.ControlPlane != nil || len(r.ResourceErrors) > 0 || len(r.ProtoReflect().GetUnknown()) > 0 {
 		return nil, false
 	}
 	for _, a := range r.Resources {

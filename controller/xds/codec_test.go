@@ -39,6 +39,10 @@ func TestCodecEncodesResponses(t *testing.T) {
 			Resources: []*anypb.Any{a, empty, a}}},
 		{name: "sotw canary", msg: &discovery.DiscoveryResponse{VersionInfo: "1", Canary: true, Nonce: "4"}},
 		{name: "sotw with a control plane is marshalled whole", wantRaw: true, msg: &discovery.DiscoveryResponse{ControlPlane: &core.ControlPlane{Identifier: "x"}}},
+		{name: "sotw with resource errors is marshalled whole", wantRaw: true, msg: &discovery.DiscoveryResponse{Nonce: "5",
+			ResourceErrors: []*discovery.ResourceError{{ResourceName: &discovery.ResourceName{Name: "a"}}}}},
+		{name: "delta with resource errors is marshalled whole", wantRaw: true, msg: &discovery.DeltaDiscoveryResponse{Nonce: "6",
+			ResourceErrors: []*discovery.ResourceError{{ResourceName: &discovery.ResourceName{Name: "a"}}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

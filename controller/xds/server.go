@@ -803,9 +803,15 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 	// agents read; marshalling ~460 kB on every endpoint change was most
 	// of that push).
 	whole := sha256.New()
-	for _, sh := range t.Shards() {
+	for i, sh := range t.Shards() {
 		name := sh.GetNode() // a shard's node is its name
 		stamp(name, sh)
+		if pushed := next[name].table; pushed != sh {
+			// Equal to the shard pushed before: t holds that one from
+			// now on, so that tables derived from t (WithServices)
+			// share it and the next push skips it by identity.
+			t.KeepShard(i, pushed)
+		}
 		part := next[name].hash
 		whole.Write(part[:])
 	}
@@ -823,7 +829,15 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 		stamp(n, ft)
 	}
 	s.tables = next
-	return out, map[string][32]byte{fds.MeshName: h}
+	// The served version identifies the bytes: the content's hash and
+	// the version stamp in the table (content A, then B, then A again is
+	// a third version, as its stamp is).
+	served := sha256.New()
+	served.Write(h[:])
+	served.Write([]byte(ft.GetVersion()))
+	var v [32]byte
+	served.Sum(v[:0])
+	return out, map[string][32]byte{fds.MeshName: v}
 }
 
 // flowTable is a pushed table and the hash of its content without the

@@ -61,7 +61,9 @@ func newEnv(t *testing.T, opts ...grpc.ServerOption) *env {
 	if err := e.srv.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, authority.Bundle())); err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(opts...)
+	// The server's own options (its codec, fixed windows), as
+	// fibmesh-controller runs it, then the test's.
+	g := grpc.NewServer(append(GRPCServerOptions(), opts...)...)
 	e.srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -123,7 +125,7 @@ func (e *env) virtualService(ns, name string) *networkingv1.VirtualService {
 // function (the test's cleanup does too).
 func (e *env) client(node string, delta bool, validate func(string, map[string]proto.Message) error) *xdsclient.Client {
 	e.t.Helper()
-	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(e.addr, append(xdsclient.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -25,9 +25,9 @@ import (
 // than this goes out in pages, the next sent when the last is ACKed, so
 // that the bytes marshalled and queued for one stream stay near one page
 // per type however large the mesh (a 1,000-service mesh is ~3.4 MB per
-// agent). A page is about one HTTP/2 flow-control window, and fits the
-// 64 KiB tier of the server's buffer pool (GRPCServerOptions) with its
-// framing.
+// agent). A page is about one stream's HTTP/2 flow-control window on the
+// server's side (64 KiB, GRPCServerOptions), and the codec sends its
+// resources' stored bytes without copying them.
 const pageBytes = 60 << 10
 
 // sub is one stream's subscription to one type: what it subscribes to,
@@ -76,8 +76,11 @@ func (s *sub) wants(name string) bool {
 
 // A glob name, "<prefix>/*", subscribes to every resource whose name
 // starts with "<prefix>/", now and later, as an xDS glob collection does
-// (xdstp://.../<prefix>/*): an agent subscribes to the shared flow
-// table's ~200 shards as "mesh/*" (api/xds MeshShardsGlob), which costs
+// (xdstp://.../<prefix>/*). A state-of-the-world subscriber of a type
+// whose responses carry only what changed (EDS, RDS, SDS, FDS) is not told
+// of removals, as with names (the shards under "mesh/" are never removed).
+// An agent subscribes to the shared flow
+// table's 320 shards as "mesh/*" (api/xds MeshShardsGlob), which costs
 // the subscriber index one entry per stream instead of one per shard.
 func isGlob(name string) bool { return len(name) > 2 && strings.HasSuffix(name, "/*") }
 

@@ -16,7 +16,8 @@
 //     (model.Workload.OutsideMesh) is listed with no identity (id 0) and
 //     its ports DISABLE, so XDP forwards plaintext to it.
 //
-// An agent subscribes by name to "mesh" and its own node. Identity ids are
+// An agent subscribes to the shared table's shards (the glob "mesh/*",
+// api/xds MeshShardsGlob) and by name to its own node. Identity ids are
 // stable across versions: an id is derived from the SPIFFE ID's hash, so
 // adding one identity does not renumber the others (and so does not
 // rewrite every table).
@@ -325,6 +326,14 @@ func (t *Tables) Shards() []*fibv1.FlowTable {
 		}
 	})
 	return t.shards
+}
+
+// KeepShard replaces shard i of t by sh, a table of the same content (the
+// one the server pushed before), so that t and the tables derived from it
+// by WithServices hold the pushed message, which the server skips by
+// identity. It is for the one goroutine that pushes t.
+func (t *Tables) KeepShard(i int, sh *fibv1.FlowTable) {
+	t.Shards()[i] = sh
 }
 
 // split computes the shards of t.Mesh.

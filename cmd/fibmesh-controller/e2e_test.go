@@ -742,6 +742,10 @@ func TestFlagErrors(t *testing.T) {
 		{"config-dir missing", []string{"--config-dir", "/nonexistent"}, "--config-dir /nonexistent: not a readable directory"},
 		{"config-dir and kubeconfig", []string{"--config-dir", dir, "--kubeconfig", filepath.Join(dir, "kubeconfig")}, "--config-dir and --kubeconfig are exclusive"},
 		{"log-format", []string{"--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{"live-agent-port out of range", []string{"--live-agent-port", "70000"}, "--live-agent-port 70000: want a port (0: do not scrape agents)"},
+		{"live-scrape-timeout not under the interval", []string{"--live-interval", "1s", "--live-scrape-timeout", "2s"}, "--live-interval 1s / --live-scrape-timeout 2s: want 0 < timeout < interval"},
+		{"live-interval too short", []string{"--live-interval", "50ms", "--live-scrape-timeout", "10ms"}, "interval at least 100ms"},
+		{"live-scrape-concurrency zero", []string{"--live-scrape-concurrency", "0"}, "--live-scrape-concurrency 0: want at least 1"},
 		{"unknown flag", []string{"--xds-listn", ":0"}, "-xds-listn"},
 		{"argument", []string{"--config-dir", dir, "examples"}, `unexpected argument "examples"`},
 	} {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -90,20 +89,10 @@ type TopSummary struct {
 	OffloadedBytesRatio float64 `json:"offloadedBytesRatio"`
 }
 
-// TopConnection is one connection with its rates.
+// TopConnection is one connection, its /connections row (all of its
+// fields, under their names), with its rates.
 type TopConnection struct {
-	ID            uint64         `json:"id"`
-	Direction     string         `json:"direction"`
-	Pod           string         `json:"pod"`
-	Source        netip.AddrPort `json:"source,omitzero"`
-	Destination   netip.AddrPort `json:"destination,omitzero"`
-	Cluster       string         `json:"cluster,omitempty"`
-	PeerIdentity  string         `json:"peerIdentity,omitempty"`
-	State         string         `json:"state"`
-	Offload       string         `json:"offload,omitempty"`
-	OffloadReason string         `json:"offloadReason,omitempty"`
-	BytesOut      uint64         `json:"bytesOut"`
-	BytesIn       uint64         `json:"bytesIn"`
+	admin.Connection
 	// OutPerSec and InPerSec are bytes per second since the last read
 	// (from the app, to the app); BytesPerSec their sum.
 	OutPerSec   float64 `json:"outPerSec"`
@@ -111,25 +100,17 @@ type TopConnection struct {
 	BytesPerSec float64 `json:"bytesPerSec"`
 	// XDPPacketsPerSec and XDPBytesPerSec are the rates of the
 	// connection's XDP flow entries, when it is offloaded with them.
-	XDPPacketsPerSec float64   `json:"xdpPacketsPerSec,omitempty"`
-	XDPBytesPerSec   float64   `json:"xdpBytesPerSec,omitempty"`
-	Start            time.Time `json:"start"`
-	End              time.Time `json:"end,omitzero"`
-	AgeSeconds       float64   `json:"ageSeconds"`
+	XDPPacketsPerSec float64 `json:"xdpPacketsPerSec,omitempty"`
+	XDPBytesPerSec   float64 `json:"xdpBytesPerSec,omitempty"`
+	AgeSeconds       float64 `json:"ageSeconds"`
 }
 
-// TopFlow is one offloaded connection's XDP flow entries with their
-// rates.
+// TopFlow is one offloaded connection's XDP flow entries, its
+// /offload/flows row, with their rates.
 type TopFlow struct {
-	ConnID        uint64         `json:"connID"`
-	Pod           string         `json:"pod"`
-	Local         netip.AddrPort `json:"local"`
-	Remote        netip.AddrPort `json:"remote"`
-	State         string         `json:"state"`
-	Packets       uint64         `json:"packets"`
-	Bytes         uint64         `json:"bytes"`
-	PacketsPerSec float64        `json:"packetsPerSec"`
-	BytesPerSec   float64        `json:"bytesPerSec"`
+	admin.OffloadFlow
+	PacketsPerSec float64 `json:"packetsPerSec"`
+	BytesPerSec   float64 `json:"bytesPerSec"`
 }
 
 // topRead is one read of the agent's tables.
@@ -157,16 +138,39 @@ func rate(cur, prev uint64, dt float64) float64 {
 	return float64(cur-prev) / dt
 }
 
+// rater rates the counters of the things in a read against the previous
+// read.
+type rater struct {
+	since time.Time // the previous read; zero for none
+	at    time.Time // this read
+}
+
+// rates returns the per-second rates of two counters of a thing that
+// lived from start to end (zero: still alive): their growth from prev
+// (zero for a thing new since the last read) to cur, over the part of
+// [since, at] the thing overlaps.
+func (r rater) rates(start, end time.Time, cur, prev [2]uint64) (float64, float64) {
+	from, to := start, r.at
+	if from.Before(r.since) {
+		from = r.since
+	}
+	if !end.IsZero() && end.Before(to) {
+		to = end
+	}
+	dt := to.Sub(from).Seconds()
+	return rate(cur[0], prev[0], dt), rate(cur[1], prev[1], dt)
+}
+
 // computeTop rates cur against prev (nil: the first read, everything is
 // rated over its own lifetime up to cur.at) and sorts.
 func computeTop(node string, prev *topRead, cur topRead, o topOptions) TopSnapshot {
 	s := TopSnapshot{Node: node, Time: cur.at, Connections: []TopConnection{}, Flows: []TopFlow{},
 		Summary: TopSummary{ByState: map[string]int{}, ByOffload: map[string]int{}}}
-	var since time.Time // the previous read; zero for none
+	r := rater{at: cur.at}
 	prevConns := map[uint64]admin.Connection{}
 	prevFlows := map[uint64]admin.OffloadFlow{}
 	if prev != nil {
-		since = prev.at
+		r.since = prev.at
 		s.IntervalSeconds = cur.at.Sub(prev.at).Seconds()
 		for _, c := range prev.conns {
 			prevConns[c.ID] = c
@@ -175,25 +179,11 @@ func computeTop(node string, prev *topRead, cur topRead, o topOptions) TopSnapsh
 			prevFlows[f.ConnID] = f
 		}
 	}
-	// window is the part of [since, cur.at] a thing that lived from
-	// start to end (zero: still alive) overlaps, in seconds.
-	window := func(start, end time.Time) float64 {
-		from, to := start, cur.at
-		if from.Before(since) {
-			from = since
-		}
-		if !end.IsZero() && end.Before(to) {
-			to = end
-		}
-		return to.Sub(from).Seconds()
-	}
 	flowRates := map[uint64]TopFlow{}
 	for _, f := range cur.flows {
-		p := prevFlows[f.ConnID] // zero: new since the last read
-		dt := window(f.Installed, time.Time{})
-		tf := TopFlow{ConnID: f.ConnID, Pod: f.Pod, Local: f.Local, Remote: f.Remote, State: f.State,
-			Packets: f.Packets, Bytes: f.Bytes,
-			PacketsPerSec: rate(f.Packets, p.Packets, dt), BytesPerSec: rate(f.Bytes, p.Bytes, dt)}
+		p := prevFlows[f.ConnID]
+		tf := TopFlow{OffloadFlow: f}
+		tf.PacketsPerSec, tf.BytesPerSec = r.rates(f.Installed, time.Time{}, [2]uint64{f.Packets, f.Bytes}, [2]uint64{p.Packets, p.Bytes})
 		s.Flows = append(s.Flows, tf)
 		flowRates[f.ConnID] = tf
 		s.Summary.XDPPacketsPerSec += tf.PacketsPerSec
@@ -202,20 +192,16 @@ func computeTop(node string, prev *topRead, cur topRead, o topOptions) TopSnapsh
 	s.Summary.OffloadedFlows = len(s.Flows)
 	var offloadedRate float64
 	for _, c := range cur.conns {
-		if !o.all && !c.End.IsZero() && (since.IsZero() || c.End.Before(since)) {
+		if !o.all && !c.End.IsZero() && (r.since.IsZero() || c.End.Before(r.since)) {
 			continue // closed before the previous read
 		}
 		p := prevConns[c.ID]
-		dt := window(c.Start, c.End)
 		end := cur.at
 		if !c.End.IsZero() {
 			end = c.End
 		}
-		tc := TopConnection{ID: c.ID, Direction: c.Direction, Pod: c.Pod, Source: c.Source, Destination: c.Destination,
-			Cluster: c.Cluster, PeerIdentity: c.PeerIdentity, State: c.State, Offload: c.Offload, OffloadReason: c.OffloadReason,
-			BytesOut: c.BytesOut, BytesIn: c.BytesIn,
-			OutPerSec: rate(c.BytesOut, p.BytesOut, dt), InPerSec: rate(c.BytesIn, p.BytesIn, dt),
-			Start: c.Start, End: c.End, AgeSeconds: math.Max(0, end.Sub(c.Start).Seconds())}
+		tc := TopConnection{Connection: c, AgeSeconds: math.Max(0, end.Sub(c.Start).Seconds())}
+		tc.OutPerSec, tc.InPerSec = r.rates(c.Start, c.End, [2]uint64{c.BytesOut, c.BytesIn}, [2]uint64{p.BytesOut, p.BytesIn})
 		tc.BytesPerSec = tc.OutPerSec + tc.InPerSec
 		if f, ok := flowRates[c.ID]; ok {
 			tc.XDPPacketsPerSec, tc.XDPBytesPerSec = f.PacketsPerSec, f.BytesPerSec

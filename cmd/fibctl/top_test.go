@@ -188,14 +188,14 @@ func TestRenderTop(t *testing.T) {
 			ByOffload: map[string]int{"splice": 1, "userspace": 1}, BytesPerSec: 3 << 20, OffloadedFlows: 1,
 			XDPPacketsPerSec: 2500, XDPBytesPerSec: 2 << 20, OffloadedBytesRatio: 2.0 / 3},
 		Connections: []TopConnection{
-			{ID: 7, Direction: "outbound", Pod: "bank/teller", PeerIdentity: "spiffe://cluster.local/ns/bank/sa/vault", State: "offloaded",
-				Offload: "splice", OutPerSec: 2 << 20, BytesOut: 64 << 20, AgeSeconds: 61, XDPPacketsPerSec: 2500},
-			{ID: 3, Direction: "inbound", Pod: "bank/vault", Destination: netip.MustParseAddrPort("10.200.2.11:9000"), State: "established",
-				Offload: "userspace", OffloadReason: "no kTLS", InPerSec: 1 << 20, BytesIn: 1 << 20, AgeSeconds: 2},
-			{ID: 9, Direction: "outbound", Pod: "bank/teller", State: "l7"},
+			{Connection: admin.Connection{ID: 7, Direction: "outbound", Pod: "bank/teller", PeerIdentity: "spiffe://cluster.local/ns/bank/sa/vault",
+				State: "offloaded", Offload: "splice", BytesOut: 64 << 20}, OutPerSec: 2 << 20, AgeSeconds: 61, XDPPacketsPerSec: 2500},
+			{Connection: admin.Connection{ID: 3, Direction: "inbound", Pod: "bank/vault", Destination: netip.MustParseAddrPort("10.200.2.11:9000"),
+				State: "established", Offload: "userspace", OffloadReason: "no kTLS", BytesIn: 1 << 20}, InPerSec: 1 << 20, AgeSeconds: 2},
+			{Connection: admin.Connection{ID: 9, Direction: "outbound", Pod: "bank/teller", State: "l7"}},
 		},
-		Flows: []TopFlow{{ConnID: 7, Pod: "bank/teller", Local: netip.MustParseAddrPort("10.200.1.11:40000"),
-			Remote: netip.MustParseAddrPort("10.200.2.11:15008"), State: "offloaded", PacketsPerSec: 2500, BytesPerSec: 2 << 20, Packets: 90000, Bytes: 64 << 20}},
+		Flows: []TopFlow{{OffloadFlow: admin.OffloadFlow{ConnID: 7, Pod: "bank/teller", Local: netip.MustParseAddrPort("10.200.1.11:40000"),
+			Remote: netip.MustParseAddrPort("10.200.2.11:15008"), State: "offloaded", Packets: 90000, Bytes: 64 << 20}, PacketsPerSec: 2500, BytesPerSec: 2 << 20}},
 	}
 	tests := []struct {
 		name   string
@@ -291,6 +291,31 @@ func TestTopJSON(t *testing.T) {
 	}
 	if g.reads != 2 {
 		t.Errorf("%d reads of /connections, want 2", g.reads)
+	}
+	// The field names scripts read: the /connections and /offload/flows
+	// rows' own, flat, beside the rates.
+	var raw struct {
+		Connections []map[string]any `json:"connections"`
+		Flows       []map[string]any `json:"flows"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &raw); err != nil || len(raw.Connections) == 0 || len(raw.Flows) == 0 {
+		t.Fatalf("-o json: %v, %d connections, %d flows\n%s", err, len(raw.Connections), len(raw.Flows), stdout.String())
+	}
+	for _, tc := range []struct {
+		what string
+		row  map[string]any
+		keys []string
+	}{
+		{"connections[0]", raw.Connections[0], []string{"id", "direction", "listener", "pod", "peerIdentity", "state", "offload", "bytesOut", "bytesIn",
+			"start", "outPerSec", "inPerSec", "bytesPerSec", "xdpPacketsPerSec", "xdpBytesPerSec", "ageSeconds"}},
+		{"flows[0]", raw.Flows[0], []string{"connID", "pod", "local", "remote", "state", "packets", "bytes", "entries", "installed",
+			"packetsPerSec", "bytesPerSec"}},
+	} {
+		for _, k := range tc.keys {
+			if _, ok := tc.row[k]; !ok {
+				t.Errorf("-o json: %s has no %q: %v", tc.what, k, tc.row)
+			}
+		}
 	}
 	if diff := cmp.Diff([]string{"bank/teller", "bank/teller"}, g.pods); diff != "" {
 		t.Errorf("pod queries (-want +got):\n%s", diff)

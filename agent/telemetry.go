@@ -158,40 +158,6 @@ func (s service) labelValues() []string {
 	return []string{orUnknown(s.host), orUnknown(s.name), orUnknown(s.namespace)}
 }
 
-// workloadName is the workload a pod belongs to, from its name alone,
-// as Kubernetes names the pods of its controllers: a Deployment's pod is
-// "<deployment>-<pod-template-hash>-<5 characters>", a DaemonSet's or
-// Job's "<name>-<5 characters>", where the hash and suffix use
-// Kubernetes' safe alphabet (no vowels, no 0, 1, 3). Any other pod (a
-// bare Pod, a StatefulSet member) is its own workload. Istio reads the
-// owner references; the agent has only the name, which gives the same
-// answer for the pods controllers make.
-func workloadName(pod string) string {
-	parts := strings.Split(pod, "-")
-	n := len(parts)
-	if n >= 3 && isSafe(parts[n-1], 5, 5) && isSafe(parts[n-2], 6, 10) {
-		return strings.Join(parts[:n-2], "-")
-	}
-	if n >= 2 && isSafe(parts[n-1], 5, 5) {
-		return strings.Join(parts[:n-1], "-")
-	}
-	return pod
-}
-
-// isSafe reports whether s is min to max characters of Kubernetes'
-// rand.SafeEncodeString alphabet.
-func isSafe(s string, min, max int) bool {
-	if len(s) < min || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune("bcdfghjklmnpqrstvwxz2456789", rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
 // namespaceOf is the namespace of a SPIFFE ID of the mesh's form
 // (spiffe://<td>/ns/<ns>/sa/<sa>); "" otherwise.
 func namespaceOf(principal string) string {
@@ -306,7 +272,7 @@ func (t *telemetry) localWorkload(pod string, meta proxy.WorkloadMeta) workload 
 	w := workload{name: meta.Name, namespace: meta.Namespace, app: meta.App, version: meta.Version, cluster: meta.Cluster,
 		canonicalService: meta.CanonicalService, canonicalRevision: meta.CanonicalRevision}
 	if w.name == "" {
-		w.name = workloadName(name)
+		w.name = fibv1.WorkloadName(name, nil)
 	}
 	if w.namespace == "" {
 		w.namespace = ns
@@ -646,7 +612,8 @@ func (a *Agent) podWorkload(namespace, pod string) proxy.WorkloadMeta {
 // node's flow table says of it (reconcile.Pod: LocalPod's workload and
 // labels), as Istio derives it (istio/proxy's peer metadata, Istio's
 // injector for the canonical labels):
-//   - workload: the controller's name for it, else workloadName(pod);
+//   - workload: the controller's name for it (LocalPod.workload), else
+//     fibv1.WorkloadName of the pod's name;
 //   - app: "app.kubernetes.io/name", else "app";
 //   - version: "app.kubernetes.io/version", else "version";
 //   - canonical service: "service.istio.io/canonical-name", else the app
@@ -657,7 +624,7 @@ func (a *Agent) podWorkload(namespace, pod string) proxy.WorkloadMeta {
 // An absent or empty label is not known: its metric label says "unknown".
 func workloadMeta(p reconcile.Pod, cluster string) proxy.WorkloadMeta {
 	l := p.Labels
-	w := proxy.WorkloadMeta{Name: cmp.Or(p.Workload, workloadName(p.Name)), Namespace: p.Namespace, Cluster: cluster,
+	w := proxy.WorkloadMeta{Name: cmp.Or(p.Workload, fibv1.WorkloadName(p.Name, p.Labels)), Namespace: p.Namespace, Cluster: cluster,
 		App: cmp.Or(l[fibv1.LabelAppName], l[fibv1.LabelApp]), Version: cmp.Or(l[fibv1.LabelAppVersion], l[fibv1.LabelVersion])}
 	w.CanonicalService = cmp.Or(l[fibv1.LabelCanonicalName], w.App, w.Name)
 	w.CanonicalRevision = cmp.Or(l[fibv1.LabelCanonicalRevision], w.Version, "latest")

@@ -16,23 +16,6 @@ import (
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
 
-func TestWorkloadName(t *testing.T) {
-	for _, tc := range []struct{ pod, want string }{
-		{"reviews-v1-7d4b9c8f5d-x2kzq", "reviews-v1"},            // Deployment
-		{"frontend-5c6d7f8b9-abcde", "frontend-5c6d7f8b9-abcde"}, // vowels: not Kubernetes' suffix
-		{"frontend-5c6d7f8b9-bcdfg", "frontend"},
-		{"node-exporter-x2kzq", "node-exporter"}, // DaemonSet
-		{"client", "client"},                     // bare Pod
-		{"web-0", "web-0"},                       // StatefulSet member: its own
-		{"ratings-v1-v2", "ratings-v1-v2"},       // too short for a hash
-		{"my-app-v2-bcdfg", "my-app-v2"},         // "v2" is no hash (too short): a DaemonSet-like suffix
-	} {
-		if got := workloadName(tc.pod); got != tc.want {
-			t.Errorf("workloadName(%q) = %q, want %q", tc.pod, got, tc.want)
-		}
-	}
-}
-
 // A local pod's workload, app, version, canonical service and revision,
 // from its flow table entry, as Istio derives them from its labels.
 func TestWorkloadMeta(t *testing.T) {

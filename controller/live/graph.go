@@ -5,8 +5,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 
+	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
@@ -123,48 +123,6 @@ type agentWindow struct {
 	dt  float64
 }
 
-// workloadName is the workload a pod belongs to as Istio names it (and
-// the agents label their metrics): its service.istio.io/workload-name
-// label; else a Deployment's pod name without the ReplicaSet's
-// pod-template-hash and the pod's suffix (reviews-v1-7d9f8c6b5-x2x4q →
-// reviews-v1); else, from the name alone as the agent does
-// (agent/telemetry.go workloadName), a name ending in "-<6..10>-<5>" or
-// "-<5>" characters of Kubernetes' safe alphabet without them; else the
-// pod's name.
-func workloadName(pod string, labels map[string]string) string {
-	if n := labels["service.istio.io/workload-name"]; n != "" {
-		return n
-	}
-	if h := labels["pod-template-hash"]; h != "" {
-		if i := strings.LastIndex(pod, "-"+h+"-"); i > 0 {
-			return pod[:i]
-		}
-	}
-	parts := strings.Split(pod, "-")
-	n := len(parts)
-	switch {
-	case n >= 3 && isSafe(parts[n-1], 5, 5) && isSafe(parts[n-2], 6, 10):
-		return strings.Join(parts[:n-2], "-")
-	case n >= 2 && isSafe(parts[n-1], 5, 5):
-		return strings.Join(parts[:n-1], "-")
-	}
-	return pod
-}
-
-// isSafe reports whether s is min to max characters of Kubernetes'
-// rand.SafeEncodeString alphabet.
-func isSafe(s string, min, max int) bool {
-	if len(s) < min || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune("bcdfghjklmnpqrstvwxz2456789", rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
-
 func serviceID(host string) string      { return "svc:" + host }
 func workloadID(ns, name string) string { return "wl:" + ns + "/" + name }
 func known(v string) bool               { return v != "" && v != "unknown" }
@@ -260,7 +218,7 @@ func (g *graphBuilder) addModel(m *model.Model) {
 	}
 	nodes := map[string]map[string]bool{}
 	for _, w := range m.Workloads {
-		name := workloadName(w.Name, w.Labels)
+		name := fibv1.WorkloadName(w.Name, w.Labels)
 		id := workloadID(w.Namespace, name)
 		pods[w.Namespace+"/"+w.Name] = id
 		v := g.vertices[id]

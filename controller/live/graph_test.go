@@ -106,28 +106,6 @@ func demoModel() *model.Model {
 	}
 }
 
-func TestWorkloadName(t *testing.T) {
-	for _, tc := range []struct {
-		pod    string
-		labels map[string]string
-		want   string
-	}{
-		{"reviews-v1-7d9f8c6b5-x2x4q", map[string]string{"pod-template-hash": "7d9f8c6b5"}, "reviews-v1"},
-		{"reviews-v1-7d9f8c6b5-x2x4q", nil, "reviews-v1"},
-		{"reviews-v1-7d9f8c6b5-x2x4q", map[string]string{"pod-template-hash": "other"}, "reviews-v1"},
-		{"fluentd-x2x4q", nil, "fluentd"},
-		{"node1-pod1", nil, "node1-pod1"},
-		{"web-abcde", nil, "web-abcde"}, // vowels: not a generated suffix
-		{"client", map[string]string{"app": "client"}, "client"},
-		{"db-0", map[string]string{"pod-template-hash": "zzz"}, "db-0"},
-		{"x-abc-def", map[string]string{"service.istio.io/workload-name": "named", "pod-template-hash": "abc"}, "named"},
-	} {
-		if got := workloadName(tc.pod, tc.labels); got != tc.want {
-			t.Errorf("workloadName(%q, %v) = %q, want %q", tc.pod, tc.labels, got, tc.want)
-		}
-	}
-}
-
 func TestBuildGraph(t *testing.T) {
 	const reviews, ext = "reviews.prod.svc.cluster.local", "api.example.com"
 	const fe, v1, v2 = "prod/frontend", "prod/reviews-v1", "prod/reviews-v2"

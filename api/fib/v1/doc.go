@@ -2,8 +2,11 @@
 // controller serves each node over xDS: fib.proto and its generated Go,
 // committed so that `go build` needs no protoc. `make generate` rebuilds
 // it. A local pod carries the few labels Istio's metrics read
-// (WorkloadLabels, labels.go). The one thing an agent tells the controller for FDS travels in its
-// xDS node metadata: NodeMetadataNICTLS (nicmeta.go).
+// (WorkloadLabels, labels.go) and its workload's name; WorkloadName
+// (workload.go) is the one rule that names a pod's workload, for the
+// agents and the controller's live page. The one thing an agent tells the
+// controller for FDS travels in its xDS node metadata: NodeMetadataNICTLS
+// (nicmeta.go).
 package fibv1
 
 //go:generate sh -c "protoc --plugin=protoc-gen-go=$(go tool -n protoc-gen-go) --go_out=. --go_opt=paths=source_relative fib.proto"

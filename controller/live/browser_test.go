@@ -2,11 +2,8 @@ package live
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,7 +11,6 @@ import (
 	"time"
 
 	"github.com/fibmesh/fibmesh/controller/live/livetest"
-	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds"
 )
 
@@ -25,33 +21,12 @@ import (
 // the internet). The screenshot goes to $LIVE_SCREENSHOT if set.
 func TestPageInChromium(t *testing.T) {
 	livetest.Chromium(t)
-	agent := httptest.NewServer(&fakeAgent{})
-	defer agent.Close()
-	m := demoModel()
-	p, err := New(Options{
-		Model: func() *model.Model { return m },
-		Agents: func() []xds.NodeStatus {
+	srv := servePage(t, "http://127.0.0.1:1/metrics", func(o *Options) { // nothing listens there: node2 is down
+		o.Agents = func() []xds.NodeStatus {
 			return []xds.NodeStatus{{Node: "node1", InModel: true, Streams: 1}, {Node: "node2", InModel: true}}
-		},
-		Registry: testRegistry(), Interval: 300 * time.Millisecond, Timeout: 200 * time.Millisecond,
-		AgentURL: func(n *model.Node) string {
-			if n.Name == "node1" {
-				return agent.URL + "/metrics"
-			}
-			return "http://127.0.0.1:1/metrics" // nothing listens: node2 is down
-		},
+		}
+		o.Interval, o.Timeout = 300*time.Millisecond, 200*time.Millisecond
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { p.Run(ctx); close(ran) }()
-	defer func() { cancel(); <-ran }()
-	mux := http.NewServeMux()
-	p.Register(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
 
 	res := livetest.Watch(t, srv.URL+"/", 1400, 1000, 60*time.Second, func(s livetest.State) error {
 		switch {

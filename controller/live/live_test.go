@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/fibmesh/fibmesh/controller/live/livetest"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds"
 )
@@ -65,19 +66,28 @@ fibmesh_agent_proxy_active_connections{direction="outbound"} 1
 	return b.String()
 }
 
-// fakeAgent serves agentText, one n per scrape.
-type fakeAgent struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.n++
-	n := f.n
-	f.mu.Unlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	io.WriteString(w, agentText(n))
+// servePage serves a page over demoModel and testRegistry whose node1
+// is a fake agent serving agentText, and whose other nodes' metrics are
+// at other; edit sets the rest of o. Everything ends with the test.
+func servePage(t *testing.T, other string, edit func(o *Options)) *livetest.Served {
+	t.Helper()
+	agent := livetest.Agent(t, agentText)
+	m := demoModel()
+	o := Options{
+		Model: func() *model.Model { return m }, Registry: testRegistry(),
+		AgentURL: func(n *model.Node) string {
+			if n.Name == "node1" {
+				return agent.URL + "/metrics"
+			}
+			return other
+		},
+	}
+	edit(&o)
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return livetest.Serve(t, p)
 }
 
 // clock is a settable clock.
@@ -113,8 +123,7 @@ func testRegistry() *prometheus.Registry {
 }
 
 func TestTick(t *testing.T) {
-	good := httptest.NewServer(&fakeAgent{})
-	defer good.Close()
+	good := livetest.Agent(t, agentText)
 	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "metrics are broken", http.StatusInternalServerError)
 	}))
@@ -322,35 +331,18 @@ func TestNew(t *testing.T) {
 // assets, /api/mesh (waiting for a snapshot with rates), the event
 // stream, the viewer limit, and the streams' end when Run ends.
 func TestServe(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // earlier tests' browser and clients may still be ending
-	agent := httptest.NewServer(&fakeAgent{})
-	defer agent.Close()
-	m := demoModel()
+	// Checked once every cleanup has run; earlier tests' browser and
+	// clients may still be ending.
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	client := &http.Client{Transport: &http.Transport{}}
-	defer client.CloseIdleConnections()
-	p, err := New(Options{
-		Model: func() *model.Model { return m }, Agents: func() []xds.NodeStatus { return []xds.NodeStatus{{Node: "node1", InModel: true, Streams: 1}} },
-		Registry: testRegistry(), Interval: 150 * time.Millisecond, Timeout: 100 * time.Millisecond, MaxViewers: 1, Client: client,
-		AgentURL: func(n *model.Node) string {
-			if n.Name == "node1" {
-				return agent.URL + "/metrics"
-			}
-			return ""
-		},
+	t.Cleanup(client.CloseIdleConnections)
+	srv := servePage(t, "", func(o *Options) {
+		o.Agents = func() []xds.NodeStatus { return []xds.NodeStatus{{Node: "node1", InModel: true, Streams: 1}} }
+		o.Interval, o.Timeout, o.MaxViewers, o.Client = 150*time.Millisecond, 100*time.Millisecond, 1, client
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { p.Run(ctx); close(ran) }()
-	defer func() { cancel(); <-ran }()
-	mux := http.NewServeMux()
-	p.Register(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	c := srv.Client()
-	defer c.CloseIdleConnections()
+	c := srv.Server.Client()
+	t.Cleanup(c.CloseIdleConnections)
 
 	get := func(path string) (*http.Response, string) {
 		t.Helper()
@@ -425,8 +417,7 @@ func TestServe(t *testing.T) {
 	}
 
 	// Run ends: the stream ends.
-	cancel()
-	<-ran
+	srv.StopRun()
 	done := make(chan struct{})
 	go func() {
 		for sc.Scan() {

@@ -10,6 +10,13 @@
 // the caller's bound is an error that says which. Read consumes exactly
 // the header and never reads past it, so the stream that follows can be
 // read from the same reader.
+//
+// The header's TLVs (type-length-value fields after the addresses) are
+// kept, in order, so that the tunnel can carry what the PROXY protocol
+// has no field for: the calling agent puts its workload's metadata in a
+// TLV of the custom range (TypeWorkload), as Istio's sidecars exchange
+// theirs in-band on TCP. A receiver that does not know a type skips it,
+// so old and new agents interoperate.
 package proxyproto
 
 import (
@@ -34,9 +41,38 @@ const (
 	IPv6Length = 36
 	// DefaultMaxLength bounds a header Read accepts when the caller
 	// passes 0: the fixed part, an IPv6 address block and 204 bytes of
-	// TLVs, which is more than any TLV the tunnel sends (none).
+	// TLVs. A caller that expects larger TLVs (the tunnel's workload
+	// metadata) passes its own bound.
 	DefaultMaxLength = 256
+	// TLVHeaderLength is a TLV's type byte and 16-bit length.
+	TLVHeaderLength = 3
+	// MaxTLVs bounds the TLVs of one header that Parse and Read accept:
+	// a header of zero-length TLVs within a large bound would otherwise
+	// cost a slice entry per three bytes.
+	MaxTLVs = 16
 )
+
+// TLV types. The PROXY protocol reserves 0xE0 to 0xEF for
+// application-specific types (PP2_TYPE_MIN_CUSTOM to PP2_TYPE_MAX_CUSTOM).
+const (
+	// TypeALPN is the protocol's own PP2_TYPE_ALPN (the tunnel does not
+	// send it; listed for tests and readers).
+	TypeALPN = 0x01
+	// TypeWorkload carries the sending agent's workload metadata: the
+	// workload, namespace, app, version, canonical service and revision
+	// and cluster of the pod that opened the tunnel (the tunnel's
+	// encoding: slowpath/proxy, WorkloadMeta). Custom range.
+	TypeWorkload = 0xE0
+)
+
+// TLV is one type-length-value field of a header.
+type TLV struct {
+	Type byte
+	// Value is at most 65535 bytes (the length is 16 bits). A parsed
+	// TLV's Value aliases the parsed bytes: copy it to keep it past
+	// them.
+	Value []byte
+}
 
 // Command is the header's command.
 type Command uint8
@@ -69,16 +105,38 @@ type Header struct {
 	// (::ffff:10.0.0.1 reads as 10.0.0.1), so a header from an IPv6
 	// socket compares equal to the pod's IPv4 address.
 	Source, Destination netip.AddrPort
+	// TLVs are the header's TLVs in order (none: nil). A LOCAL header
+	// carries them too.
+	TLVs []TLV
+}
+
+// TLV returns the value of the first TLV of type typ, and whether there
+// is one.
+func (h Header) TLV(typ byte) ([]byte, bool) {
+	for _, t := range h.TLVs {
+		if t.Type == typ {
+			return t.Value, true
+		}
+	}
+	return nil, false
+}
+
+// tlvLength is the encoded length of h's TLVs.
+func (h Header) tlvLength() int {
+	n := 0
+	for _, t := range h.TLVs {
+		n += TLVHeaderLength + len(t.Value)
+	}
+	return n
 }
 
 const (
-	version2   = 0x2
-	famUnspec  = 0x0
-	famInet    = 0x1
-	famInet6   = 0x2
-	protoUnsp  = 0x0
-	protoStrm  = 0x1
-	tlvHdrSize = 3
+	version2  = 0x2
+	famUnspec = 0x0
+	famInet   = 0x1
+	famInet6  = 0x2
+	protoUnsp = 0x0
+	protoStrm = 0x1
 )
 
 // Errors Parse and Read wrap, so callers can count refusals by kind.
@@ -99,24 +157,37 @@ var (
 
 // Len returns the encoded length of h.
 func (h Header) Len() int {
-	if h.Command == Local {
-		return FixedLength
+	n := FixedLength + h.tlvLength()
+	switch {
+	case h.Command == Local:
+	case h.Source.Addr().Unmap().Is4() && h.Destination.Addr().Unmap().Is4():
+		n += IPv4Length
+	default:
+		n += IPv6Length
 	}
-	if h.Source.Addr().Unmap().Is4() && h.Destination.Addr().Unmap().Is4() {
-		return FixedLength + IPv4Length
-	}
-	return FixedLength + IPv6Length
+	return n
 }
 
 // Append encodes h after b. A Proxy header needs valid Source and
 // Destination: both IPv4 (or IPv4-mapped) are sent as INET, anything
 // else as INET6 (an IPv4 address beside an IPv6 one as IPv4-mapped). A
-// Local header carries no addresses.
+// Local header carries no addresses. The TLVs follow the addresses; the
+// header after the fixed part must fit its 16-bit length, and there may
+// be at most MaxTLVs.
 func (h Header) Append(b []byte) ([]byte, error) {
+	if len(h.TLVs) > MaxTLVs {
+		return b, fmt.Errorf("proxyproto: encode: %d TLVs, at most %d", len(h.TLVs), MaxTLVs)
+	}
+	body := h.Len() - FixedLength
+	if body > 0xffff {
+		return b, fmt.Errorf("proxyproto: encode: %d bytes after the fixed part, at most 65535 (TLVs too long)", body)
+	}
 	switch h.Command {
 	case Local:
 		b = append(b, Signature...)
-		return append(b, version2<<4|byte(Local), famUnspec<<4|protoUnsp, 0, 0), nil
+		b = append(b, version2<<4|byte(Local), famUnspec<<4|protoUnsp)
+		b = binary.BigEndian.AppendUint16(b, uint16(body))
+		return h.appendTLVs(b), nil
 	case Proxy:
 	default:
 		return b, fmt.Errorf("proxyproto: encode: %w: command %v", ErrUnsupported, h.Command)
@@ -127,19 +198,31 @@ func (h Header) Append(b []byte) ([]byte, error) {
 	}
 	b = append(b, Signature...)
 	if src.Is4() && dst.Is4() {
-		b = append(b, version2<<4|byte(Proxy), famInet<<4|protoStrm, 0, IPv4Length)
+		b = append(b, version2<<4|byte(Proxy), famInet<<4|protoStrm)
+		b = binary.BigEndian.AppendUint16(b, uint16(body))
 		s, d := src.As4(), dst.As4()
 		b = append(b, s[:]...)
 		b = append(b, d[:]...)
 	} else {
-		b = append(b, version2<<4|byte(Proxy), famInet6<<4|protoStrm, 0, IPv6Length)
+		b = append(b, version2<<4|byte(Proxy), famInet6<<4|protoStrm)
+		b = binary.BigEndian.AppendUint16(b, uint16(body))
 		s, d := src.As16(), dst.As16()
 		b = append(b, s[:]...)
 		b = append(b, d[:]...)
 	}
 	b = binary.BigEndian.AppendUint16(b, h.Source.Port())
 	b = binary.BigEndian.AppendUint16(b, h.Destination.Port())
-	return b, nil
+	return h.appendTLVs(b), nil
+}
+
+// appendTLVs encodes h's TLVs after b (their lengths already checked).
+func (h Header) appendTLVs(b []byte) []byte {
+	for _, t := range h.TLVs {
+		b = append(b, t.Type)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(t.Value)))
+		b = append(b, t.Value...)
+	}
+	return b
 }
 
 // Marshal returns h encoded.
@@ -234,18 +317,34 @@ func parseBody(verCmd, famProto byte, body []byte) (Header, error) {
 			h.Destination = netip.AddrPortFrom(netip.AddrFrom16([16]byte(a[16:32])).Unmap(), binary.BigEndian.Uint16(a[34:36]))
 		}
 	}
-	tlvs := body[addrLen:]
-	for len(tlvs) > 0 {
-		if len(tlvs) < tlvHdrSize {
-			return Header{}, fmt.Errorf("%w: %d trailing bytes, shorter than a TLV header", ErrMalformed, len(tlvs))
-		}
-		l := int(binary.BigEndian.Uint16(tlvs[1:3]))
-		if tlvHdrSize+l > len(tlvs) {
-			return Header{}, fmt.Errorf("%w: TLV type %#x of %d bytes overruns the header", ErrMalformed, tlvs[0], l)
-		}
-		tlvs = tlvs[tlvHdrSize+l:]
+	tlvs, err := parseTLVs(body[addrLen:])
+	if err != nil {
+		return Header{}, err
 	}
+	h.TLVs = tlvs
 	return h, nil
+}
+
+// parseTLVs splits b, the bytes after the address block, into TLVs: each
+// one's 3-byte header must fit, its value must end inside b, and there
+// may be at most MaxTLVs. The values alias b.
+func parseTLVs(b []byte) ([]TLV, error) {
+	var out []TLV
+	for len(b) > 0 {
+		if len(b) < TLVHeaderLength {
+			return nil, fmt.Errorf("%w: %d trailing bytes, shorter than a TLV header", ErrMalformed, len(b))
+		}
+		l := int(binary.BigEndian.Uint16(b[1:3]))
+		if TLVHeaderLength+l > len(b) {
+			return nil, fmt.Errorf("%w: TLV type %#x of %d bytes overruns the header (%d bytes left)", ErrMalformed, b[0], l, len(b)-TLVHeaderLength)
+		}
+		if len(out) == MaxTLVs {
+			return nil, fmt.Errorf("%w: more than %d TLVs", ErrMalformed, MaxTLVs)
+		}
+		out = append(out, TLV{Type: b[0], Value: b[TLVHeaderLength : TLVHeaderLength+l : TLVHeaderLength+l]})
+		b = b[TLVHeaderLength+l:]
+	}
+	return out, nil
 }
 
 // Read reads exactly one header from r (never more), and returns it. max

@@ -51,14 +51,7 @@ kind: Namespace
 metadata:
   name: offload
 `,
-	"accounts.yaml": `apiVersion: v1
-kind: ServiceAccount
-metadata: {name: client, namespace: offload}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: server, namespace: offload}
-`,
+	"accounts.yaml": serviceAccounts("offload", "client", "server"),
 	"policy.yaml": `apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata:
@@ -67,47 +60,10 @@ metadata:
 spec:
   mtls: {mode: STRICT}
 `,
-	"server.yaml": `apiVersion: v1
-kind: Pod
-metadata:
-  name: server
-  namespace: offload
-  labels: {app: server}
-spec:
-  nodeName: node2
-  serviceAccountName: server
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "9000"]
-    readinessProbe:
-      tcpSocket: {port: 9000}
-      periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: stream
-  namespace: offload
-spec:
-  clusterIP: 10.96.91.10
-  selector: {app: server}
-  ports:
-  - {name: tcp-echo, port: 9000, targetPort: 9000}
-  - {name: tcp-stream, port: 9100, targetPort: 9100}
-`,
-	"client.yaml": `apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  namespace: offload
-  labels: {app: client}
-spec:
-  nodeName: node1
-  serviceAccountName: client
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "8080"]
-`,
+	"server.yaml": manifests(
+		echoPod{namespace: "offload", name: "server", node: "node2", serviceAccount: "server", port: 9000, ready: true}.yaml(),
+		echoService{namespace: "offload", name: "stream", app: "server", clusterIP: "10.96.91.10", ports: []string{"tcp-echo:9000", "tcp-stream:9100"}}.yaml()),
+	"client.yaml": echoPod{namespace: "offload", name: "client", node: "node1", serviceAccount: "client", port: 8080}.yaml(),
 }
 
 // denyClient is the AuthorizationPolicy TestOffload/Revoke applies: the
@@ -167,10 +123,7 @@ func expectOffload(t *testing.T) (bool, string) {
 func TestOffload(t *testing.T) {
 	testenv.NeedBPFFS(t)
 	want, kernel := expectOffload(t)
-	l := upMesh(t, "fm-e4-", offloadMesh, "--backoff-base", "1s")
-	for _, n := range []string{"node1", "node2"} {
-		l.agentReady(t, n, 60*time.Second)
-	}
+	l, _ := upMeshReady(t, "fm-e4-", offloadMesh, 60*time.Second, "--backoff-base", "1s")
 	e := &offloadEnv{l: l, client: l.pod(t, "offload", "client"), server: l.pod(t, "offload", "server"), offload: want, kernel: kernel}
 	err := lab.InNetns(e.server.Netns, func() error {
 		ln, err := net.ListenTCP("tcp", &net.TCPAddr{Port: int(streamVIP.Port())})
@@ -187,9 +140,7 @@ func TestOffload(t *testing.T) {
 		t.Logf("kernel %s has no kTLS: connections must stay in userspace, saying why", kernel)
 	}
 	// The mesh is up once the client reaches the server through it.
-	testenv.Eventually(t, 60*time.Second, "client → server echo through the mesh", func() error {
-		return e.echoOnce(0, 5*time.Second)
-	})
+	l.waitEcho(t, "offload", "client", echoVIP, 60*time.Second)
 
 	// Stream first (the agents' state is fresh), then the short
 	// connections, then the revocation, which changes the policy.

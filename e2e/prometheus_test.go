@@ -64,60 +64,13 @@ const (
 // the tcp-client pod on node1. They are written once Prometheus runs, so
 // that its pushes, convergence and CSRs happen while it scrapes.
 var tcpManifests = map[string]string{
-	"90-tcp.yaml": `apiVersion: v1
-kind: ServiceAccount
-metadata: {name: tcp-echo, namespace: production}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: tcp-client, namespace: production}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: tcp-echo
-  namespace: production
-  labels: {app: tcp-echo, version: v1}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: tcp-echo}
-  template:
-    metadata:
-      labels: {app: tcp-echo, version: v1}
-    spec:
-      nodeName: node2
-      serviceAccountName: tcp-echo
-      containers:
-      - name: echo
-        command: [fibmesh-lab, app, echo, --port, "9000"]
-        readinessProbe:
-          tcpSocket: {port: 9000}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: tcp-echo
-  namespace: production
-spec:
-  selector: {app: tcp-echo}
-  ports:
-  - {name: tcp-echo, port: 9000, targetPort: 9000}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: tcp-client
-  namespace: production
-  labels: {app: tcp-client, version: v1}
-spec:
-  nodeName: node1
-  serviceAccountName: tcp-client
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "8080"]
-`,
+	"90-tcp.yaml": manifests(
+		serviceAccounts("production", "tcp-echo", "tcp-client"),
+		echoPod{namespace: "production", name: "tcp-echo", node: "node2", serviceAccount: "tcp-echo", labels: map[string]string{"version": "v1"},
+			port: 9000, ready: true, deployment: true}.yaml(),
+		echoService{namespace: "production", name: "tcp-echo", app: "tcp-echo", ports: []string{"tcp-echo:9000"}}.yaml(),
+		echoPod{namespace: "production", name: "tcp-client", node: "node1", serviceAccount: "tcp-client", labels: map[string]string{"version": "v1"},
+			port: 8080}.yaml()),
 }
 
 // noDataInLab lists the panel queries (dashboards.Query.Name without
@@ -505,13 +458,9 @@ func TestPrometheusDashboards(t *testing.T) {
 	}
 	l := upMesh(t, promPrefix, manifestsIn(t, "../examples"))
 	diagnoseOnFailure(t, l, "node1", "node2")
-	st, err := lab.Load(l.state)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes := l.agentsReady(t, 60*time.Second)
 	var agents []string
-	for _, n := range st.Nodes {
-		l.agentReady(t, n.Name, 60*time.Second)
+	for _, n := range nodes {
 		agents = append(agents, netip.AddrPortFrom(n.IP, 15090).String())
 	}
 	prom := startPrometheus(t, l.fabricNetns(), agents, kubelet.ControllerMonitoring)
@@ -538,22 +487,7 @@ func TestPrometheusDashboards(t *testing.T) {
 		return nil
 	})
 	tcpVIP := l.serviceVIP(t, "production", "tcp-echo", 9000)
-	tcpClient := l.pod(t, "production", "tcp-client")
-	testenv.Eventually(t, 60*time.Second, "tcp-client → tcp-echo through the mesh", func() error {
-		return lab.InNetns(tcpClient.Netns, func() error {
-			c, err := net.DialTimeout("tcp", tcpVIP.String(), 2*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			if _, err := io.WriteString(c, "ping\n"); err != nil {
-				return err
-			}
-			_, err = io.ReadFull(c, make([]byte, 5))
-			return err
-		})
-	})
+	l.waitEcho(t, "production", "tcp-client", tcpVIP, 60*time.Second)
 	frontend := newPodClient(t, l.podNamed(t, "production", "frontend-"))
 	waitL7(t, frontend, l.serviceVIP(t, "production", "reviews", 9080), call{path: "/api/reviews/0", host: "reviews:9080",
 		hdr: []string{"X-Request-Id", "td-ready"}}, 200)
@@ -589,7 +523,7 @@ func TestPrometheusDashboards(t *testing.T) {
 
 	t.Run("panels", func(t *testing.T) { checkPanels(t, prom, ds, caps.ULP, trafficErr) })
 	t.Run("metric names", func(t *testing.T) {
-		names := registeredNames(t, l, st.Nodes)
+		names := registeredNames(t, l, nodes)
 		for _, d := range ds {
 			for _, q := range d.Queries() {
 				for _, m := range dashboards.MetricNames(q.Expr) {

@@ -57,18 +57,7 @@ kind: Namespace
 metadata:
   name: legacy
 `,
-	"accounts.yaml": `apiVersion: v1
-kind: ServiceAccount
-metadata: {name: vault, namespace: bank}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: teller, namespace: bank}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: robber, namespace: bank}
-`,
+	"accounts.yaml": serviceAccounts("bank", "vault", "teller", "robber"),
 	"policy.yaml": `apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata:
@@ -102,86 +91,14 @@ spec:
     - operation:
         ports: ["9000"]
 `,
-	"vault.yaml": `apiVersion: v1
-kind: Pod
-metadata:
-  name: vault
-  namespace: bank
-  labels: {app: vault}
-spec:
-  nodeName: node2
-  serviceAccountName: vault
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "9000"]
-    readinessProbe:
-      tcpSocket: {port: 9000}
-      periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: vault
-  namespace: bank
-spec:
-  clusterIP: 10.96.90.9
-  selector: {app: vault}
-  ports:
-  - {name: tcp-vault, port: 9000, targetPort: 9000}
-`,
-	"callers.yaml": `apiVersion: v1
-kind: Pod
-metadata:
-  name: teller
-  namespace: bank
-  labels: {app: teller}
-spec:
-  nodeName: node1
-  serviceAccountName: teller
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "8080"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: robber
-  namespace: bank
-  labels: {app: robber}
-spec:
-  nodeName: node1
-  serviceAccountName: robber
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "8080"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: outsider
-  namespace: bank
-  labels: {app: outsider, fibmesh.io/capture: disabled}
-spec:
-  nodeName: node1
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "8080"]
-`,
-	"legacy.yaml": `apiVersion: v1
-kind: Pod
-metadata:
-  name: old
-  namespace: legacy
-  labels: {app: old}
-spec:
-  nodeName: node2
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "9000"]
-    readinessProbe:
-      tcpSocket: {port: 9000}
-      periodSeconds: 1
-`,
+	"vault.yaml": manifests(
+		echoPod{namespace: "bank", name: "vault", node: "node2", serviceAccount: "vault", port: 9000, ready: true}.yaml(),
+		echoService{namespace: "bank", name: "vault", app: "vault", clusterIP: "10.96.90.9", ports: []string{"tcp-vault:9000"}}.yaml()),
+	"callers.yaml": manifests(
+		echoPod{namespace: "bank", name: "teller", node: "node1", serviceAccount: "teller", port: 8080}.yaml(),
+		echoPod{namespace: "bank", name: "robber", node: "node1", serviceAccount: "robber", port: 8080}.yaml(),
+		echoPod{namespace: "bank", name: "outsider", node: "node1", labels: map[string]string{"fibmesh.io/capture": "disabled"}, port: 8080}.yaml()),
+	"legacy.yaml": echoPod{namespace: "legacy", name: "old", node: "node2", port: 9000, ready: true}.yaml(),
 }
 
 // vaultVIP is the vault Service's ClusterIP (set in its manifest).
@@ -245,25 +162,11 @@ func connections(t *testing.T, l *meshLab, node, pod string) []admin.Connection 
 }
 
 func TestSlowPath(t *testing.T) {
-	l := upMesh(t, "fm-e2s-", bank, "--backoff-base", "1s")
-	for _, n := range []string{"node1", "node2"} {
-		l.agentReady(t, n, 30*time.Second)
-	}
+	l, _ := upMeshReady(t, "fm-e2s-", bank, 30*time.Second, "--backoff-base", "1s")
 	vip := vaultVIP
 	vault := podAddr(t, l, "bank", "vault", 9000)
 	teller := l.pod(t, "bank", "teller")
-
-	// The teller reaches the vault by VIP: up to a few attempts while the
-	// pods' enrolment and listeners settle (the lab reports pods Running
-	// once their processes are).
-	testenv.Eventually(t, 20*time.Second, "teller → vault VIP round trip", func() error {
-		c, err := dialIn(l, t, "bank", "teller", vip, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		return roundTripOn(c, 1)
-	})
+	l.waitEcho(t, "bank", "teller", vip, 20*time.Second)
 
 	t.Run("TCP64MiBOverMTLS", func(t *testing.T) {
 		const size = 64 << 20

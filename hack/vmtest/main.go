@@ -45,22 +45,23 @@ import (
 const defaultPkgs = "./internal/vmcheck ./internal/netnstest ./fastpath/ktls ./fastpath/splice ./perf/ktlsbench ./fastpath/fib:^TestXDP ./slowpath/proxy:^(TestEndToEnd|TestOffloadDecision|TestRevoke|TestRevokeDuringSetup|TestNoRevoke|TestNICTLS|TestOffloadManyShort)$ ./e2e:^TestOffload"
 
 type options struct {
-	pkgs        []pkgSpec
-	hostTools   []string
-	commands    string
-	run         string
-	args        []string
-	timeout     time.Duration
-	testTimeout time.Duration
-	smp         int
-	mem         string
-	cacheDir    string
-	kernelDir   string
-	busybox     string
-	qemu        string
-	modules     []string
-	appendArgs  string
-	keep        bool
+	pkgs         []pkgSpec
+	hostTools    []string
+	commands     string
+	run          string
+	args         []string
+	timeout      time.Duration
+	testTimeout  time.Duration
+	smp          int
+	mem          string
+	cacheDir     string
+	kernelDir    string
+	busybox      string
+	qemu         string
+	modules      []string
+	appendArgs   string
+	panicRetries int
+	keep         bool
 }
 
 func main() {
@@ -94,6 +95,7 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 	tools := fs.String("host-tools", strings.Join(defaultHostTools, " "), "host programs to copy into the VM with their shared libraries, space separated (the lab's ip, ethtool, nsenter)")
 	fs.StringVar(&o.commands, "commands", "auto", "build the module's commands (fibmesh-lab, -controller, -agent, fibctl) statically into the VM as $FIBMESH_TEST_BIN: auto (when a package's tests run them), always, never")
 	fs.StringVar(&o.appendArgs, "append", "", "more kernel command line")
+	fs.IntVar(&o.panicRetries, "panic-retries", 1, "if the guest kernel panics, boot a fresh VM this many times to run the test binary that was running and the rest (the panic is logged and named in the last line); 0 fails at once")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (test binaries, initramfs) and print its path")
 	if err := fs.Parse(argv); err != nil {
 		return nil, err
@@ -118,6 +120,9 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 	o.modules = append(append([]string(nil), defaultModules...), strings.Fields(*mods)...)
 	if len(o.pkgs) == 0 {
 		return nil, errors.New("no packages (-pkgs)")
+	}
+	if o.panicRetries < 0 {
+		return nil, fmt.Errorf("-panic-retries %d: want 0 or more", o.panicRetries)
 	}
 	if o.smp < 1 {
 		return nil, fmt.Errorf("-smp %d: want at least 1", o.smp)
@@ -272,27 +277,121 @@ func vmtest(ctx context.Context, o *options, stdout io.Writer, logf func(string,
 	logf("initramfs: %.1f MiB (%d test binaries, %d modules, %d host files), built in %v", float64(size)/(1<<20), len(tests), len(mods), len(hostFiles), time.Since(t0).Round(100*time.Millisecond))
 	logf("booting %s under qemu TCG (-smp %d, -m %s, timeout %v)", k.Release, o.smp, o.mem, o.timeout)
 
-	res, err := runVM(ctx, vmConfig{
-		Qemu: qemu, Kernel: k.Vmlinuz, Initrd: initrd, SMP: o.smp, Memory: o.mem,
-		Append: o.appendArgs, Nonce: hex.EncodeToString(nonce), Timeout: o.timeout, Console: stdout,
-	})
-	if res != nil {
-		boot := "no /init start seen"
-		if res.Boot > 0 {
-			boot = fmt.Sprintf("%v to /init (guest uptime %ss)", res.Boot.Round(100*time.Millisecond), res.GuestUp)
+	boot := func(skip int, onLine func(string)) (*vmResult, error) {
+		app := o.appendArgs
+		if skip > 0 {
+			app = strings.TrimSpace(app + fmt.Sprintf(" vmtest.skip=%d", skip))
 		}
-		logf("boot: %s; VM run %v; whole vmtest %v", boot, res.Total.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
+		res, err := runVM(ctx, vmConfig{
+			Qemu: qemu, Kernel: k.Vmlinuz, Initrd: initrd, SMP: o.smp, Memory: o.mem,
+			Append: app, Nonce: hex.EncodeToString(nonce), Timeout: o.timeout, Console: stdout, OnLine: onLine,
+		})
+		if res != nil {
+			at := "no /init start seen"
+			if res.Boot > 0 {
+				at = fmt.Sprintf("%v to /init (guest uptime %ss)", res.Boot.Round(100*time.Millisecond), res.GuestUp)
+			}
+			logf("boot: %s; VM run %v; whole vmtest %v", at, res.Total.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond))
+		}
+		return res, err
 	}
+	rc, err := runAll(len(tests), o.panicRetries, boot, logf)
 	if err != nil {
-		if res != nil && len(res.LastSeen) > 0 {
-			err = fmt.Errorf("%w; last console lines:\n\t%s", err, strings.Join(res.LastSeen, "\n\t"))
-		}
-		return 3, err
+		return rc, err
 	}
-	if res.RC != 0 || failedBuilds > 0 {
-		logf("FAIL (tests status %d, %d packages failed to build)", res.RC, failedBuilds)
+	if rc == 0 && failedBuilds > 0 {
+		logf("FAIL (%d packages failed to build)", failedBuilds)
 		return 1, nil
 	}
-	logf("PASS")
-	return 0, nil
+	return rc, nil
+}
+
+// progress follows the VM's console: which test binary runs, which test
+// in it started last, and how many binaries finished (in every VM of
+// the run, counted in order: a rerun skips the ones done).
+type progress struct {
+	done, failed int
+	pkg, test    string // running now ("" between binaries)
+	finished     string // the last binary that finished
+}
+
+func (p *progress) line(s string) {
+	switch {
+	case strings.HasPrefix(s, "=== vmtest: "):
+		p.pkg, p.test = strings.TrimPrefix(s, "=== vmtest: "), ""
+	case strings.HasPrefix(s, "=== RUN "):
+		p.test = strings.TrimSpace(strings.TrimPrefix(s, "=== RUN "))
+	case strings.HasPrefix(s, "--- vmtest: ok "), strings.HasPrefix(s, "--- vmtest: FAIL "):
+		p.done++
+		if strings.HasPrefix(s, "--- vmtest: FAIL ") {
+			p.failed++
+		}
+		p.finished, p.pkg, p.test = p.pkg, "", ""
+	}
+}
+
+// where names the binary and test that were running.
+func (p *progress) where() string {
+	if p.pkg == "" && p.finished != "" {
+		return "no test binary, after " + p.finished + " finished"
+	}
+	if p.pkg == "" {
+		return "no test binary yet"
+	}
+	if p.test == "" {
+		return p.pkg
+	}
+	return p.pkg + " (" + p.test + ")"
+}
+
+// runAll boots VMs until the n test binaries have run: the first VM runs
+// them all; if its kernel panics, a fresh VM (boot(skip)) runs the binary
+// that was running and the ones after it, at most retries times. A panic
+// is a kernel bug, not a test result (this kernel's kTLS has had races
+// at socket teardown), but it is never hidden: its report is logged and
+// the run's last line names every panic and the rerun's outcome. It
+// returns the exit status: 0 all passed, 1 a test binary failed, 3 the VM
+// gave no result (a panic past the retries, a timeout).
+func runAll(n, retries int, boot func(skip int, onLine func(string)) (*vmResult, error), logf func(string, ...any)) (int, error) {
+	p := &progress{}
+	var panics []string
+	for attempt := 0; ; attempt++ {
+		skip := p.done
+		res, err := boot(skip, p.line)
+		if err != nil {
+			if res != nil && res.Panicked {
+				where := p.where()
+				panics = append(panics, where)
+				report := res.Oops
+				if len(report) == 0 {
+					report = res.LastSeen
+				}
+				logf("the guest kernel panicked while running %s; its report:\n\t%s", where, strings.Join(report, "\n\t"))
+				if attempt < retries && p.done < n {
+					logf("booting a fresh VM for the %d test binaries not finished (kernel panic rerun %d of %d)", n-p.done, attempt+1, retries)
+					p.pkg, p.test, p.finished = "", "", ""
+					continue
+				}
+				return 3, fmt.Errorf("%w; kernel panic in %s (no reruns left: -panic-retries %d)", err, strings.Join(panics, ", then in "), retries)
+			}
+			if res != nil && len(res.LastSeen) > 0 {
+				err = fmt.Errorf("%w; while running %s; last console lines:\n\t%s", err, p.where(), strings.Join(res.LastSeen, "\n\t"))
+			}
+			return 3, err
+		}
+		rc := 0
+		if res.RC != 0 || p.failed > 0 {
+			rc = 1
+		}
+		verdict := "PASS"
+		if rc != 0 {
+			verdict = fmt.Sprintf("FAIL (tests status %d, %d test binaries failed)", res.RC, p.failed)
+		}
+		if len(panics) > 0 {
+			logf("%s after %d kernel panic(s), each rerun in a fresh VM: in %s; see the report(s) above", verdict, len(panics), strings.Join(panics, ", then in "))
+		} else {
+			logf("%s", verdict)
+		}
+		return rc, nil
+	}
 }

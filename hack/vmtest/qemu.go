@@ -24,6 +24,9 @@ type vmConfig struct {
 	Nonce   string // in the init's marker lines, so test output cannot fake them
 	Timeout time.Duration
 	Console io.Writer // the VM's console, line by line, \r stripped
+	// OnLine, if set, sees each console line after Console (the run's
+	// progress: which package and test are running).
+	OnLine func(string)
 }
 
 // vmResult is what the VM run showed.
@@ -33,7 +36,19 @@ type vmResult struct {
 	Total    time.Duration // qemu start to qemu exit
 	GuestUp  string        // the guest's uptime when /init started
 	LastSeen []string      // the console's last lines
+	// Panicked is set when the guest kernel panicked (an oops panics:
+	// oops=panic); Oops holds the report from its first line ("BUG:",
+	// "Oops:", "general protection fault", ...), up to oopsLines lines,
+	// so the faulting function and its call trace survive a long dump.
+	Panicked bool
+	Oops     []string
 }
+
+// oopsStart matches the first line of a kernel oops or panic report.
+var oopsStart = regexp.MustCompile(`\] (BUG: |Oops: |general protection fault|kernel BUG at|Kernel panic - )`)
+
+// oopsLines bounds the oops report kept in vmResult.Oops.
+const oopsLines = 80
 
 // errNoResult means the VM ended (or was stopped) without printing the
 // result marker: a kernel panic, an init that died, a hang, an OOM kill.
@@ -126,7 +141,13 @@ func runVM(ctx context.Context, cfg vmConfig) (*vmResult, error) {
 			line = strings.TrimRight(line, "\r\n")
 			line = strings.ReplaceAll(line, "\r", "")
 			fmt.Fprintln(cfg.Console, line)
+			if cfg.OnLine != nil {
+				cfg.OnLine(line)
+			}
 			last.add(line)
+			if (len(res.Oops) > 0 || oopsStart.MatchString(line)) && len(res.Oops) < oopsLines {
+				res.Oops = append(res.Oops, line)
+			}
 			if m := mk.boot.FindStringSubmatch(line); m != nil && res.Boot == 0 {
 				res.Boot, res.GuestUp = time.Since(start), m[1]
 			}
@@ -167,6 +188,7 @@ func runVM(ctx context.Context, cfg vmConfig) (*vmResult, error) {
 		why += "; qemu stderr: " + s
 	}
 	if last.contains("Kernel panic") {
+		res.Panicked = true
 		why += "; the kernel panicked"
 	}
 	if last.contains("Out of memory") {

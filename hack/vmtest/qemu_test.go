@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,7 @@ func TestRunVM(t *testing.T) {
 		wantErr  string // "" for a result
 		wantOut  string
 		wantBoot bool
+		wantOops []string // vmResult.Oops, from the oops's first line
 	}{
 		{
 			name:     "pass",
@@ -56,6 +58,18 @@ func TestRunVM(t *testing.T) {
 			name:    "kernel panic",
 			script:  `echo "[    1.0] Kernel panic - not syncing: Attempted to kill init!"; exit 0`,
 			wantErr: "the kernel panicked; /init never started",
+		},
+		{
+			// The report's start survives a dump longer than LastSeen.
+			name: "an oops in a test, then a long dump",
+			script: `echo "VMTEST-BOOT feedc0de uptime=1"; echo "=== RUN   TestX"
+echo "[  302.2] BUG: kernel NULL pointer dereference, address: 0000000000000000"
+echo "[  302.2] RIP: 0010:__wake_up_common+0x4c/0x180"
+i=0; while [ $i -lt 100 ]; do echo "[  302.2]  frame$i"; i=$((i+1)); done
+echo "[  302.3] Kernel panic - not syncing: Fatal exception in interrupt"; exit 0`,
+			wantErr:  "the kernel panicked",
+			wantBoot: true,
+			wantOops: []string{"[  302.2] BUG: kernel NULL pointer dereference, address: 0000000000000000", "[  302.2] RIP: 0010:__wake_up_common+0x4c/0x180", "[  302.2]  frame0"},
 		},
 		{
 			name:    "qemu fails",
@@ -95,6 +109,12 @@ func TestRunVM(t *testing.T) {
 			}
 			if tt.wantOut != "" && out.String() != tt.wantOut {
 				t.Errorf("console %q, want %q", out.String(), tt.wantOut)
+			}
+			if res.Panicked != strings.Contains(tt.wantErr, "panicked") {
+				t.Errorf("Panicked = %v, want %v", res.Panicked, !res.Panicked)
+			}
+			if len(tt.wantOops) > 0 && (len(res.Oops) != oopsLines || fmt.Sprint(res.Oops[:len(tt.wantOops)]) != fmt.Sprint(tt.wantOops)) {
+				t.Errorf("Oops (%d lines) starts %q, want %d lines from %q", len(res.Oops), res.Oops[:min(3, len(res.Oops))], oopsLines, tt.wantOops)
 			}
 			if (res.Boot > 0) != tt.wantBoot {
 				t.Errorf("Boot = %v, want a boot time: %v", res.Boot, tt.wantBoot)

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fibmesh/fibmesh/slowpath/capture"
+	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
 
@@ -27,9 +28,10 @@ const (
 	// limit is 10,000 threads per process).
 	DefaultMaxConcurrentDials = 1024
 	// MaxProxyHeader bounds the PROXY header the tunnel port reads:
-	// the fixed part, an IPv6 address block and some TLVs (the agent
-	// sends none).
-	MaxProxyHeader = 256
+	// the fixed part, an IPv6 address block and the calling agent's
+	// workload metadata (a proxyproto.TypeWorkload TLV of at most
+	// maxPeerMeta bytes).
+	MaxProxyHeader = proxyproto.FixedLength + proxyproto.IPv6Length + proxyproto.TLVHeaderLength + maxPeerMeta
 	// connectRetries is how many more endpoints an outbound connection
 	// tries after a failed connect.
 	connectRetries = 2
@@ -112,8 +114,10 @@ type Config struct {
 	Tracer func(namespace, pod string) trace.Tracer
 	// Workload, if set, says which workload a pod is (its controller,
 	// app and version labels, cluster), called once when the pod is
-	// added: the metadata its HTTP requests' peers learn (hdrPeer) and
-	// RequestInfo.Workload. Unset: only the namespace is known.
+	// added: the metadata its HTTP requests' peers learn (hdrPeer), that
+	// its L4 tunnels carry to the called agent (a PROXY header TLV,
+	// Event.PeerWorkload there) and RequestInfo.Workload. Unset: only
+	// the namespace is known.
 	Workload func(namespace, pod string) WorkloadMeta
 	// Offload configures the socket fast path (offload.go); the zero
 	// value offloads where the kernel has kTLS, with no flow entries.
@@ -166,6 +170,13 @@ type Event struct {
 	Kind EventKind
 	// Conn is the connection as the table shows it.
 	Conn ConnInfo
+	// PeerWorkload is what the peer's agent said of its workload:
+	// inbound on an L4 tunnel, the calling pod's, from the tunnel's
+	// PROXY header (a proxyproto.TypeWorkload TLV). Zero when it said
+	// nothing (an agent older than the TLV, plaintext, outbound: the
+	// PROXY header goes one way only), or something malformed or of
+	// another namespace than the peer's SPIFFE ID.
+	PeerWorkload WorkloadMeta
 	// Reason is the refusal reason (the refused_total label) or the
 	// denying policy.
 	Reason string

@@ -130,6 +130,9 @@ type conn struct {
 	l4 *l4Decision
 	// off is the kernel byte path of an offloaded connection.
 	off *offloaded
+	// peerMeta is what the peer's agent said of its workload (Event's
+	// PeerWorkload).
+	peerMeta WorkloadMeta
 	// revoked is closed by revoke; revokeReason says why.
 	revokeCh     chan struct{}
 	revokeReason string
@@ -160,6 +163,13 @@ func (ps *podState) newConn(port int, down *net.TCPConn) *conn {
 	}
 	ps.conns[c.id] = c
 	return c
+}
+
+// peerWorkload is what the peer's agent said of its workload.
+func (c *conn) peerWorkload() WorkloadMeta {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerMeta
 }
 
 // update changes the connection's row.
@@ -399,7 +409,7 @@ func (p *Proxy) fail(c *conn, err error) {
 		if result == resultDenied {
 			kind, ev = EventDenied, d.policy
 		}
-		p.cfg.Events(Event{Kind: kind, Conn: info, Reason: ev, Err: err})
+		p.cfg.Events(Event{Kind: kind, Conn: info, PeerWorkload: c.peerWorkload(), Reason: ev, Err: err})
 	}
 }
 

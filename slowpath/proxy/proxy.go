@@ -19,6 +19,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
 )
 
 // Proxy serves the captured pods' listeners. Its methods are safe for
@@ -89,6 +90,9 @@ type podState struct {
 	// value, sent to the peer agents of its HTTP requests.
 	meta    WorkloadMeta
 	metaHdr string
+	// metaTLV carries metaHdr in the PROXY header of the pod's L4
+	// tunnels (nil when empty or too long to be accepted).
+	metaTLV []proxyproto.TLV
 
 	// clusterConns counts the pod's outbound connections per cluster
 	// name (*atomic.Int64), for the clusters' max_connections.
@@ -173,6 +177,9 @@ func (p *Proxy) AddPod(pod Pod) error {
 		ps.meta.Namespace = pod.Namespace
 	}
 	ps.metaHdr = ps.meta.encode()
+	if ps.metaHdr != "" && len(ps.metaHdr) <= maxPeerMeta {
+		ps.metaTLV = []proxyproto.TLV{{Type: proxyproto.TypeWorkload, Value: []byte(ps.metaHdr)}}
+	}
 	ps.sessions = tls.NewLRUClientSessionCache(256)
 	if _, err := rand.Read(ps.ticketKey[:]); err != nil {
 		ps.pod.Netns.Close()

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,8 +12,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/fibmesh/fibmesh/internal/testenv"
+	"github.com/fibmesh/fibmesh/slowpath"
+	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
 )
 
 // TestRequestTelemetry checks what the Requests hook says of a request
@@ -126,6 +131,130 @@ func TestWorkloadMetaHeader(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := decodeWorkloadMeta(tc.in); got != tc.want {
 				t.Errorf("decode(%q) = %+v, want %+v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTCPWorkloadTLV checks the workload metadata an L4 tunnel carries
+// in its PROXY header (proxyproto.TypeWorkload): the called side's
+// events name the calling pod's workload; a caller that sends none (an
+// older agent), one that sends a malformed value, or one that claims
+// another namespace than its SPIFFE ID's is still relayed, with the
+// workload not known.
+func TestTCPWorkloadTLV(t *testing.T) {
+	meta := func(ns, pod string) WorkloadMeta {
+		return WorkloadMeta{Name: pod + "-v1", Namespace: ns, App: pod, Version: "v1", CanonicalService: pod, CanonicalRevision: "v1", Cluster: "Kubernetes"}
+	}
+	l := newLab(t, func(c *Config) { c.Workload = meta })
+	good, _ := l.ca.svid(t, "/ns/default/sa/client")
+	src := l.pair.A.AddrPort(40000)
+	// closedEvent waits for the closed event of the next connection
+	// with the given direction, after the first n events.
+	closedEvent := func(t *testing.T, n int, direction string) Event {
+		t.Helper()
+		var ev Event
+		testenv.Until(t, 10*time.Second, "a closed "+direction+" event", func() bool {
+			l.evMu.Lock()
+			defer l.evMu.Unlock()
+			for _, e := range l.events[n:] {
+				if e.Kind == EventClosed && e.Conn.Direction == direction {
+					ev = e
+					return true
+				}
+			}
+			return false
+		})
+		return ev
+	}
+	count := func() int {
+		l.evMu.Lock()
+		defer l.evMu.Unlock()
+		return len(l.events)
+	}
+
+	t.Run("agent to agent", func(t *testing.T) {
+		n := count()
+		echo(t, l.callOutbound(t, vip), 1000)
+		in := closedEvent(t, n, DirectionInbound)
+		if diff := cmp.Diff(meta("default", "client"), in.PeerWorkload); diff != "" {
+			t.Errorf("inbound PeerWorkload (-want +got):\n%s", diff)
+		}
+		if in.Conn.PeerIdentity != l.clientID.String() {
+			t.Errorf("inbound peer %q, want %s", in.Conn.PeerIdentity, l.clientID)
+		}
+		// The header goes one way: the caller learns nothing.
+		if out := closedEvent(t, n, DirectionOutbound); !out.PeerWorkload.IsZero() {
+			t.Errorf("outbound PeerWorkload %+v, want none", out.PeerWorkload)
+		}
+	})
+
+	for _, tc := range []struct {
+		name string
+		tlvs []proxyproto.TLV
+		want WorkloadMeta
+	}{
+		{"older agent: no TLV", nil, WorkloadMeta{}},
+		{"namespace left out: the peer's", []proxyproto.TLV{{Type: proxyproto.TypeWorkload, Value: []byte("name=legacy&app=legacy")}},
+			WorkloadMeta{Name: "legacy", Namespace: "default", App: "legacy"}},
+		{"another namespace than the SPIFFE ID's", []proxyproto.TLV{{Type: proxyproto.TypeWorkload, Value: []byte("name=admin&namespace=kube-system")}}, WorkloadMeta{}},
+		{"malformed value", []proxyproto.TLV{{Type: proxyproto.TypeWorkload, Value: []byte("name=%zz")}}, WorkloadMeta{}},
+		{"control bytes in a value", []proxyproto.TLV{{Type: proxyproto.TypeWorkload, Value: []byte("name=a%0Ab")}}, WorkloadMeta{}},
+		{"other TLVs skipped", []proxyproto.TLV{{Type: 0xef, Value: []byte("x")}, {Type: proxyproto.TypeWorkload, Value: []byte("name=w&namespace=default")}},
+			WorkloadMeta{Name: "w", Namespace: "default"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := count()
+			raw := l.rawTunnel(t)
+			if raw == nil {
+				t.Fatal("the tunnel port reset the connection")
+			}
+			tlsc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{slowpath.TunnelALPN}, Certificates: []tls.Certificate{*good}})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tlsc.HandshakeContext(ctx); err != nil {
+				t.Fatal(err)
+			}
+			hdr, err := proxyproto.Header{Command: proxyproto.Proxy, Source: src, Destination: l.pair.B.AddrPort(appPort), TLVs: tc.tlvs}.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tlsc.Write(append(hdr, "ping"...)); err != nil {
+				t.Fatal(err)
+			}
+			tlsc.CloseWrite()
+			tlsc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if got, err := io.ReadAll(tlsc); err != nil || string(got) != "ping" {
+				t.Fatalf("echo = %q, %v; want ping (the connection is relayed whatever its metadata)", got, err)
+			}
+			tlsc.Close()
+			if diff := cmp.Diff(tc.want, closedEvent(t, n, DirectionInbound).PeerWorkload); diff != "" {
+				t.Errorf("PeerWorkload (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPeerWorkloadTLV(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	prod := spiffeid.RequireFromPath(td, "/ns/production/sa/frontend")
+	odd := spiffeid.RequireFromPath(td, "/workload/frontend")
+	for _, tc := range []struct {
+		name string
+		v    string
+		peer spiffeid.ID
+		want WorkloadMeta
+	}{
+		{"same namespace", "name=frontend&namespace=production&app=frontend", prod, WorkloadMeta{Name: "frontend", Namespace: "production", App: "frontend"}},
+		{"namespace from the peer", "name=frontend", prod, WorkloadMeta{Name: "frontend", Namespace: "production"}},
+		{"other namespace", "name=frontend&namespace=default", prod, WorkloadMeta{}},
+		{"peer not of the mesh's form", "name=frontend", odd, WorkloadMeta{}},
+		{"empty", "", prod, WorkloadMeta{}},
+		{"too long", "name=" + strings.Repeat("a", maxPeerMeta), prod, WorkloadMeta{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := peerWorkloadTLV([]byte(tc.v), tc.peer); got != tc.want {
+				t.Errorf("peerWorkloadTLV(%q, %s) = %+v, want %+v", tc.v, tc.peer, got, tc.want)
 			}
 		})
 	}

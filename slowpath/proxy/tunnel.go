@@ -293,7 +293,13 @@ func (ps *podState) tunnelALPN(ctx context.Context, c *conn, sans []spiffeid.ID,
 		c.clearUpstream(raw)
 		return tlsStream{}, fmt.Errorf("TLS handshake with %v: ALPN %q, want %q", target, st.NegotiatedProtocol, alpn)
 	}
-	hdr, err := proxyproto.Header{Command: proxyproto.Proxy, Source: src, Destination: endpoint}.Marshal()
+	h := proxyproto.Header{Command: proxyproto.Proxy, Source: src, Destination: endpoint}
+	if alpn == slowpath.TunnelALPN {
+		// The pod's workload, for the called agent's metrics and access
+		// log (an HTTP/2 tunnel's requests carry it in hdrPeer).
+		h.TLVs = ps.metaTLV
+	}
+	hdr, err := h.Marshal()
 	if err == nil {
 		_, err = tc.Write(hdr)
 	}
@@ -403,7 +409,13 @@ func (ps *podState) inboundTunnel(ctx context.Context, c *conn, down *net.TCPCon
 	if from := addrPortOf(down.RemoteAddr()).Addr(); hdr.Source.Addr().Unmap() != from.Unmap() {
 		return nil, nil, nil, refuse(ReasonProxyHeader, fmt.Errorf("PROXY header source %v is not the tunnel's peer %v", hdr.Source.Addr(), from))
 	}
-	c.update(func(i *ConnInfo) { i.Source, i.Destination = hdr.Source, hdr.Destination })
+	var peerMeta WorkloadMeta
+	if v, ok := hdr.TLV(proxyproto.TypeWorkload); ok && !h2 {
+		peerMeta = peerWorkloadTLV(v, peer)
+	}
+	c.mu.Lock()
+	c.info.Source, c.info.Destination, c.peerMeta = hdr.Source, hdr.Destination, peerMeta
+	c.mu.Unlock()
 	dn := tlsStream{tc: tc, raw: down, batch: batch}
 	up, meta, err := ps.toApp(ctx, c, slowpath.TunnelPort, hdr.Source, hdr.Destination, peer.String())
 	if err != nil {

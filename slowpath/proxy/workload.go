@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/url"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // hdrPeer carries a workload's metadata between the two agents of an
@@ -67,7 +69,39 @@ func (w WorkloadMeta) encode() string {
 	return v.Encode()
 }
 
-// decodeWorkloadMeta reads a hdrPeer value; the zero WorkloadMeta when it
+// peerWorkloadTLV is the calling pod's workload from the PROXY header's
+// TypeWorkload TLV, trusted as far as the verified peer: the zero
+// WorkloadMeta when it is malformed (decodeWorkloadMeta) or names
+// another namespace than the peer's SPIFFE ID (an agent speaks only for
+// its own pods' identities). A namespace it leaves out is the peer's.
+func peerWorkloadTLV(v []byte, peer spiffeid.ID) WorkloadMeta {
+	w := decodeWorkloadMeta(string(v))
+	if w.IsZero() {
+		return w
+	}
+	ns, ok := spiffeNamespace(peer)
+	switch {
+	case !ok:
+		return WorkloadMeta{}
+	case w.Namespace == "":
+		w.Namespace = ns
+	case w.Namespace != ns:
+		return WorkloadMeta{}
+	}
+	return w
+}
+
+// spiffeNamespace is the namespace of a SPIFFE ID of the mesh's form
+// (spiffe://<td>/ns/<ns>/sa/<sa>).
+func spiffeNamespace(id spiffeid.ID) (string, bool) {
+	segs := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(segs) != 4 || segs[0] != "ns" || segs[2] != "sa" || segs[1] == "" {
+		return "", false
+	}
+	return segs[1], true
+}
+
+// decodeWorkloadMeta reads a hdrPeer value (or a TypeWorkload TLV's); the zero WorkloadMeta when it
 // is empty, too long or malformed (a peer's metadata is a label value:
 // nothing that does not look like one is taken).
 func decodeWorkloadMeta(s string) WorkloadMeta {

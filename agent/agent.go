@@ -144,10 +144,12 @@ type Agent struct {
 	m      *metrics
 	conf   *xdsconf.Store
 	proxy  *proxy.Proxy
-	flows  *flowTable // the proxy's XDP flow entries (flows.go); nil without a FIB
-	nic    *nicTLS    // the NIC kTLS offload answers (nictls.go)
-	tel    *telemetry // Istio's metrics and the access log (telemetry.go)
-	traces *tracing   // the spans' exporter (tracing.go); nil without a collector
+	flows  *flowTable    // the proxy's XDP flow entries (flows.go); nil without a FIB
+	nic    *nicTLS       // the NIC kTLS offload answers (nictls.go)
+	tel    *telemetry    // Istio's metrics and the access log (telemetry.go)
+	traces *tracing      // the spans' exporter (tracing.go); nil without a collector
+	spans  *traceMetrics // the spans' counters (tracebatch.go)
+	ktls   *ktlsMetrics  // the offloaded connections' kTLS state (ktlsmetrics.go)
 
 	meshPods   atomic.Pointer[map[netip.Addr]spiffeid.ID]
 	refusalLog logLimit
@@ -255,16 +257,18 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: trust domain %q: %w", cfg.TrustDomain, err)
 	}
 	a.nic = a.newNICTLS()
+	a.ktls = newKTLSMetrics(cfg.NIC, nicProfile(cfg.NIC), a.nic.local())
+	a.spans = newTraceMetrics()
 	if err := a.newTelemetry(); err != nil {
 		a.closeEarly()
 		return nil, err
 	}
-	if a.traces, err = newTracing(cfg.Tracing, cfg.Node, func(ns, pod string) string { return a.podWorkload(ns, pod).Name }, cfg.Log); err != nil {
+	if a.traces, err = newTracing(cfg.Tracing, cfg.Node, func(ns, pod string) string { return a.podWorkload(ns, pod).Name }, a.spans, cfg.Log); err != nil {
 		a.closeEarly()
 		return nil, err
 	}
 	a.proxy, err = proxy.New(proxy.Config{Snapshot: a.conf.Snapshot, Certificate: a.podCertificate, TrustBundle: a.trustBundle,
-		TrustDomain: td, Events: a.onProxyEvent, Requests: a.onProxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig(),
+		TrustDomain: td, Events: a.onProxyEvents, Requests: a.onProxyRequest, MeshPod: a.meshPod, Offload: a.offloadConfig(),
 		Workload: a.podWorkload, Tracer: a.traces.hook()})
 	if err != nil {
 		a.closeEarly()

@@ -43,6 +43,10 @@ func newMetrics(a *Agent) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	cs := []prometheus.Collector{m.connected, m.reconnects, m.updates, m.versions, m.state}
+	// fibmesh_agent_trace_* (tracebatch.go) and fibmesh_agent_ktls_*,
+	// fibmesh_agent_nic_ktls_offload (ktlsmetrics.go).
+	cs = append(cs, m.state.a.spans.collectors()...)
+	cs = append(cs, m.state.a.ktls.collectors()...)
 	if ft := m.state.a.flows; ft != nil {
 		// fibmesh_agent_offload_flow_* and the revocation latency
 		// (flows.go).

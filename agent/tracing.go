@@ -105,7 +105,7 @@ type tracing struct {
 	node     string
 	workload func(namespace, pod string) string
 	sampler  sdktrace.Sampler
-	bsp      sdktrace.SpanProcessor
+	bsp      *spanBatcher
 
 	// tracer holds each pod's tracer by namespace/pod (read on every
 	// request: a sync.Map reads without a lock); n counts its entries.
@@ -115,10 +115,10 @@ type tracing struct {
 
 // newTracing starts the exporter of cfg (nil, nil when cfg has no
 // collector). workload names a pod's workload (its Deployment's name);
-// nil takes the pod's name. Failed exports are logged to log, at most
+// nil takes the pod's name. m counts the spans (nil: a set of its own). Failed exports are logged to log, at most
 // one line per tracingLogEvery (OpenTelemetry's error handler is
 // process-wide: the last agent started gets them).
-func newTracing(cfg TracingConfig, node string, workload func(namespace, pod string) string, log *slog.Logger) (*tracing, error) {
+func newTracing(cfg TracingConfig, node string, workload func(namespace, pod string) string, m *traceMetrics, log *slog.Logger) (*tracing, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -156,6 +156,9 @@ func newTracing(cfg TracingConfig, node string, workload func(namespace, pod str
 	if workload == nil {
 		workload = func(_, pod string) string { return pod }
 	}
+	if m == nil {
+		m = newTraceMetrics()
+	}
 	if log != nil {
 		var last atomic.Int64
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
@@ -168,10 +171,9 @@ func newTracing(cfg TracingConfig, node string, workload func(namespace, pod str
 	return &tracing{
 		node: node, workload: workload,
 		sampler: newSampler(cfg.Sampling),
-		// Never blocking on a full queue (the default): a span that does
-		// not fit is dropped, the request goes on.
-		bsp: sdktrace.NewBatchSpanProcessor(exp, sdktrace.WithMaxQueueSize(queue), sdktrace.WithBatchTimeout(batch),
-			sdktrace.WithMaxExportBatchSize(min(tracingMaxBatch, queue))),
+		// Never blocking on a full queue: a span that does not fit is
+		// dropped (and counted), the request goes on.
+		bsp: newSpanBatcher(exp, queue, min(tracingMaxBatch, queue), batch, m),
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
@@ -18,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/goleak"
@@ -59,7 +62,7 @@ func TestTracingConfigValidate(t *testing.T) {
 // TestTracingUnset: no collector, no tracing (no exporter, no goroutine).
 func TestTracingUnset(t *testing.T) {
 	before := goleak.IgnoreCurrent()
-	tr, err := newTracing(TracingConfig{Sampling: 50}, "node1", nil, nil)
+	tr, err := newTracing(TracingConfig{Sampling: 50}, "node1", nil, nil, nil)
 	if err != nil || tr != nil {
 		t.Fatalf("newTracing without a collector = %v, %v; want nil, nil", tr, err)
 	}
@@ -82,8 +85,9 @@ func startSink(t *testing.T) (*otlpsink.Sink, string) {
 
 func TestTracingExport(t *testing.T) {
 	sink, addr := startSink(t)
+	m := newTraceMetrics()
 	tr, err := newTracing(TracingConfig{Collector: addr, Sampling: 0, BatchTimeout: 20 * time.Millisecond}, "node1",
-		func(_, pod string) string { return strings.TrimSuffix(pod, "-7d4f9-x2x9z") }, nil)
+		func(_, pod string) string { return strings.TrimSuffix(pod, "-7d4f9-x2x9z") }, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +131,8 @@ func TestTracingExport(t *testing.T) {
 	if len(spans) != 1 {
 		t.Fatalf("got %d spans, want the sampled one only: %+v", len(spans), spans)
 	}
+	// The export is counted once it returned.
+	waitCounters(t, m, 1, 0, 0)
 	got := spans[0]
 	want := map[string]string{"service.name": "reviews-v1.production", "k8s.namespace.name": "production",
 		"k8s.pod.name": "reviews-v1-7d4f9-x2x9z", "k8s.node.name": "node1", "istio.canonical_service": "reviews-v1"}
@@ -158,7 +164,9 @@ func TestTracingNeverBlocks(t *testing.T) {
 			defer c.Close() // held open, never read
 		}
 	}()
-	tr, err := newTracing(TracingConfig{Collector: l.Addr().String(), Sampling: 100, Queue: 16, BatchTimeout: time.Millisecond}, "node1", nil, slog.New(slog.DiscardHandler))
+	m := newTraceMetrics()
+	tr, err := newTracing(TracingConfig{Collector: l.Addr().String(), Sampling: 100, Queue: 16, BatchTimeout: time.Millisecond}, "node1", nil, m,
+		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +186,11 @@ func TestTracingNeverBlocks(t *testing.T) {
 	// timeout would show.
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("%d spans took %v with a collector that does not answer", n, d)
+	}
+	// At most the queue (16) and one batch being exported (16) were
+	// taken; every other span is counted as dropped.
+	if d := testutil.ToFloat64(m.dropped); d < n-32 || d > n {
+		t.Errorf("fibmesh_agent_trace_spans_dropped_total %v, want %d to %d", d, n-32, n)
 	}
 }
 
@@ -219,7 +232,7 @@ func TestTracingTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr, err := newTracing(TracingConfig{Collector: "localhost:" + port, CollectorCA: tt.ca, Sampling: 100, BatchTimeout: 10 * time.Millisecond}, "node1", nil, nil)
+			tr, err := newTracing(TracingConfig{Collector: "localhost:" + port, CollectorCA: tt.ca, Sampling: 100, BatchTimeout: 10 * time.Millisecond}, "node1", nil, nil, nil)
 			if !tt.wantOK {
 				if err == nil {
 					tr.close(context.Background())
@@ -244,5 +257,83 @@ func TestTracingTLS(t *testing.T) {
 				t.Fatalf("the span did not arrive over TLS: %v", err)
 			}
 		})
+	}
+}
+
+// waitCounters waits (up to 10 s) for the span counters to read ok
+// exported, failed and dropped.
+func waitCounters(t *testing.T, m *traceMetrics, ok, failed, dropped float64) {
+	t.Helper()
+	var got [3]float64
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got = [3]float64{testutil.ToFloat64(m.exported.WithLabelValues("ok")), testutil.ToFloat64(m.exported.WithLabelValues("failed")),
+			testutil.ToFloat64(m.dropped)}
+		if got == [3]float64{ok, failed, dropped} || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got != [3]float64{ok, failed, dropped} {
+		t.Fatalf("spans exported ok %v, failed %v, dropped %v; want %v, %v, %v", got[0], got[1], got[2], ok, failed, dropped)
+	}
+}
+
+// gateExporter is a span exporter whose exports wait for a value on
+// release (nil: success) and report each call on called.
+type gateExporter struct {
+	called  chan int
+	release chan error
+}
+
+func (e *gateExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	e.called <- len(spans)
+	return <-e.release
+}
+
+func (e *gateExporter) Shutdown(context.Context) error { return nil }
+
+// TestSpanBatcherCounts: with the export stuck, the queue fills and
+// every span beyond it is counted dropped; exported spans are counted ok
+// or failed by the export's result.
+func TestSpanBatcherCounts(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	m := newTraceMetrics()
+	exp := &gateExporter{called: make(chan int, 1), release: make(chan error)}
+	b := newSpanBatcher(exp, 4, 2, time.Hour, m)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(b))
+	tracer := tp.Tracer("test")
+	end := func(n int) {
+		for range n {
+			_, s := tracer.Start(context.Background(), "x")
+			s.End()
+		}
+	}
+	_, unsampled := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSpanProcessor(b)).
+		Tracer("test").Start(context.Background(), "not sampled")
+	unsampled.End() // neither queued nor dropped
+
+	end(2) // one full batch: its export is stuck
+	if n := <-exp.called; n != 2 {
+		t.Fatalf("first export of %d spans, want 2", n)
+	}
+	end(10) // 4 fit in the queue, 6 are dropped
+	waitCounters(t, m, 0, 0, 6)
+	exp.release <- nil // the first batch: ok
+	for _, res := range []error{errors.New("collector unavailable"), nil} {
+		if n := <-exp.called; n != 2 {
+			t.Fatalf("export of %d spans, want 2", n)
+		}
+		exp.release <- res
+	}
+	waitCounters(t, m, 4, 2, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	end(1) // after the shutdown: dropped
+	waitCounters(t, m, 4, 2, 7)
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

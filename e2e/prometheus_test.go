@@ -88,6 +88,8 @@ var noDataInLab = map[string]string{
 var noDataWithoutKTLS = []string{
 	"node.json / Offloaded Connections by Mode (11)",
 	"node.json / Offloaded Bytes by Mode (12)",
+	"node.json / kTLS Connections by Version, Cipher and Mode (28)",
+	"node.json / kTLS Connections Opened by NIC Profile and Mode (29)",
 }
 
 // wantVarValues are values the dashboards' variables must list in this

@@ -59,7 +59,7 @@ func TestAccessLogJSON(t *testing.T) {
 			"destination_workload": "reviews-v1", "destination_namespace": "production", "destination_principal": reviewsID,
 			"destination_service": "reviews.production.svc.cluster.local", "connection_security_policy": "mutual_tls", "offload": nil,
 		}},
-		{"offloaded TCP connection, calling side", logEntry{conn: &logConn, labels: tel.connLabelValues(&logConn)}, map[string]any{
+		{"offloaded TCP connection, calling side", logEntry{conn: &logConn, labels: tel.connLabelValues(&logConn, proxy.WorkloadMeta{})}, map[string]any{
 			"start_time": "2026-12-03T16:40:50.123Z", "method": nil, "path": nil, "protocol": nil,
 			"response_code": 0.0, "response_flags": "-", "response_code_details": nil,
 			"connection_termination_details": "idle timeout", "upstream_transport_failure_reason": nil,
@@ -104,7 +104,7 @@ func TestAccessLogText(t *testing.T) {
 			`[2026-12-03T16:40:50.123Z] "POST /api/reviews/1 HTTP/1.1" 403 RBAC rbac_access_denied_matched_policy[ns[production]-policy[allow]-rule[0]] - "-" 7 19 2 - "-" "curl \"quoted\"" "6c1b9a43" "reviews:9080" "-" - - 10.200.2.5:9080 10.200.1.4:43122 - - destination production/frontend production/reviews-v1 ` + frontendID + "\n"},
 		{"path and error escaped", logEntry{req: &bad, labels: tel.requestLabelValues(&bad)},
 			`[2026-12-03T16:40:50.123Z] "POST /a b\"c HTTP/1.1" 403 RBAC rbac_access_denied_matched_policy[ns[production]-policy[allow]-rule[0]] - "dial tcp: connection refused" 7 19 2 - "-" "curl \"quoted\"" "6c1b9a43" "reviews:9080" "-" - - 10.200.2.5:9080 10.200.1.4:43122 - - destination production/frontend production/reviews-v1 ` + frontendID + "\n"},
-		{"TCP connection", logEntry{conn: &logConn, labels: tel.connLabelValues(&logConn)},
+		{"TCP connection", logEntry{conn: &logConn, labels: tel.connLabelValues(&logConn, proxy.WorkloadMeta{})},
 			`[2026-12-03T16:40:50.123Z] "- - -" 0 - - idle_timeout "-" 1000 64000 1500 - "-" "-" "-" "-" "10.200.2.5:15008" outbound|9090||db.production.svc.cluster.local - 10.96.0.9:9090 10.200.1.4:40000 - - source production/frontend production/- ` + reviewsID + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package agent
 import (
 	"cmp"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,9 +28,13 @@ import (
 // What a side knows of its own pod comes from its node's flow table
 // (the pod's workload and the labels Istio reads: podWorkload); of the
 // other side, from the peer's verified SPIFFE ID (principal, namespace)
-// and, for HTTP, from the metadata the two agents exchange on the tunnel
+// and from the metadata the agents exchange on the tunnel
 // (proxy.WorkloadMeta: workload name, app, version, canonical service
-// and revision, cluster). A label whose value is not known is "unknown",
+// and revision, cluster): both ways for HTTP (a header on the request
+// and on the response), from caller to called for TCP (a TLV of the
+// tunnel's PROXY header, which goes one way). A TCP caller knows the
+// called pod's workload when that pod runs on its own node (its flow
+// table's entry: localPodByIP); otherwise "unknown". A label whose value is not known is "unknown",
 // as in Istio. No label carries a pod IP, a path or anything else that
 // grows without bound: services come from the xDS cluster chosen or the
 // mesh's own host names, never from a client's free text.
@@ -63,6 +68,22 @@ var istioLabels = []string{
 var (
 	requestLabels = append(append([]string(nil), istioLabels...), "response_code", "grpc_response_status")
 	tcpLabels     = istioLabels
+)
+
+// offloadLabels are the labels of fibmesh_agent_tcp_offloaded_connections:
+// the edge (Istio's labels of its two workloads and the service, no
+// addresses) and the offload mode; offloadLabelIndex their positions in
+// tcpLabels (mode excepted).
+var (
+	offloadLabels = []string{"reporter", "source_workload", "source_workload_namespace",
+		"destination_workload", "destination_workload_namespace", "destination_service", "mode"}
+	offloadLabelIndex = func() []int {
+		idx := make([]int, len(offloadLabels)-1)
+		for i, l := range offloadLabels[:len(offloadLabels)-1] {
+			idx[i] = slices.Index(tcpLabels, l)
+		}
+		return idx
+	}()
 )
 
 // Istio's histogram buckets: milliseconds for durations, powers of ten
@@ -181,6 +202,9 @@ type telemetry struct {
 	// workload returns what the flow table says of a local pod's workload
 	// (podWorkload); nil: only its name is known.
 	workload func(namespace, pod string) proxy.WorkloadMeta
+	// localPodByIP returns the local pod with address ip, if the flow
+	// table lists one; nil: none is known.
+	localPodByIP func(ip netip.Addr) (namespace, pod string, ok bool)
 	// snapshot is the current xDS config (mesh hosts, endpoints).
 	snapshot func() *xdsconf.Snapshot
 	// conns is the proxy's connection table, read at each scrape for the
@@ -193,6 +217,9 @@ type telemetry struct {
 	duration, reqSize, resSize *prometheus.HistogramVec
 	tcpSent, tcpReceived       *prometheus.CounterVec
 	tcpOpened, tcpClosed       *prometheus.CounterVec
+	// tcpOffloaded are the L4 tunnel connections open now, by edge and
+	// offload mode.
+	tcpOffloaded *prometheus.GaugeVec
 
 	mu sync.Mutex
 	// tcp are the established TCP connections being counted, by ID.
@@ -207,6 +234,9 @@ type tcpConn struct {
 	labels            []string
 	counted           [2]uint64 // received (request direction), sent (response direction)
 	received, sentCtr prometheus.Counter
+	// offloaded is its fibmesh_agent_tcp_offloaded_connections series
+	// while it is counted there (an L4 tunnel); nil otherwise.
+	offloaded prometheus.Gauge
 }
 
 func newTelemetry(cluster string) *telemetry {
@@ -233,6 +263,8 @@ func newTelemetry(cluster string) *telemetry {
 			Help: "TCP connections established (relayed in userspace or offloaded), as Istio's."}, tcpLabels),
 		tcpClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_closed_total",
 			Help: "TCP connections that ended, as Istio's."}, tcpLabels),
+		tcpOffloaded: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fibmesh_agent_tcp_offloaded_connections",
+			Help: "L4 tunnel (mTLS) connections open now, by edge (Istio's reporter, workload, namespace and destination_service labels) and how their bytes move: mode splice or sockmap (offloaded: kTLS and the kernel byte path), userspace (kept in the slow path; fibmesh_agent_proxy_offload_decisions_total and the connection table say why)."}, offloadLabels),
 	}
 }
 
@@ -240,7 +272,7 @@ func newTelemetry(cluster string) *telemetry {
 // metrics, and the TCP ones behind a collector that brings open
 // connections' bytes up to date first.
 func (t *telemetry) collectors() []prometheus.Collector {
-	return []prometheus.Collector{t.requests, t.duration, t.reqSize, t.resSize, tcpCollector{t}}
+	return []prometheus.Collector{t.requests, t.duration, t.reqSize, t.resSize, tcpCollector{t}, t.tcpOffloaded}
 }
 
 // tcpCollector collects the istio_tcp_* metrics, after adding what the
@@ -342,16 +374,39 @@ func (t *telemetry) requestLabelValues(ri *proxy.RequestInfo) []string {
 }
 
 // connLabelValues are a TCP connection's label values, in tcpLabels'
-// order.
-func (t *telemetry) connLabelValues(c *proxy.ConnInfo) []string {
+// order; peerMeta is what the peer's agent said of its workload
+// (proxy.Event's PeerWorkload).
+func (t *telemetry) connLabelValues(c *proxy.ConnInfo, peerMeta proxy.WorkloadMeta) []string {
 	local := t.localWorkload(c.Pod, proxy.WorkloadMeta{})
-	peer := t.peerWorkload(c.PeerIdentity, proxy.WorkloadMeta{})
+	if peerMeta.IsZero() {
+		peerMeta = t.endpointWorkload(c)
+	}
+	peer := t.peerWorkload(c.PeerIdentity, peerMeta)
 	ns, _, _ := strings.Cut(c.Pod, "/")
 	svc := t.destinationService(c.Direction, c.Cluster, "", ns, c.Destination)
 	if c.Mode == proxy.ModePassthrough {
 		svc = service{name: passthroughService}
 	}
 	return sideLabels(c.Direction, local, peer, svc, "tcp", "-", connMTLS(c))
+}
+
+// endpointWorkload is the workload of an outbound tunnel's endpoint
+// when it is a pod of this node (the flow table's entry for its IP, if
+// the pod's SPIFFE ID is the one the tunnel verified); zero otherwise:
+// the PROXY header carries the caller's workload to the called agent,
+// and nothing comes back.
+func (t *telemetry) endpointWorkload(c *proxy.ConnInfo) proxy.WorkloadMeta {
+	if c.Direction != proxy.DirectionOutbound || c.Mode != proxy.ModeTunnel || !c.Endpoint.IsValid() || t.localPodByIP == nil {
+		return proxy.WorkloadMeta{}
+	}
+	ns, pod, ok := t.localPodByIP(c.Endpoint.Addr())
+	if !ok || t.principal == nil || t.principal(ns, pod) != c.PeerIdentity {
+		return proxy.WorkloadMeta{}
+	}
+	if t.workload == nil {
+		return proxy.WorkloadMeta{Name: fibv1.WorkloadName(pod, nil), Namespace: ns}
+	}
+	return t.workload(ns, pod)
 }
 
 // connMTLS reports whether a connection's mesh side is mTLS: the tunnel
@@ -445,7 +500,7 @@ func (t *telemetry) event(ev proxy.Event) {
 		if !isTCPMode(c.Mode) {
 			return
 		}
-		tc := t.track(c)
+		tc := t.track(c, ev.PeerWorkload)
 		t.tcpOpened.WithLabelValues(tc.labels...).Inc()
 	case proxy.EventClosed:
 		if !isTCPMode(c.Mode) {
@@ -458,12 +513,13 @@ func (t *telemetry) event(ev proxy.Event) {
 		if tc == nil {
 			// Its EventEstablished was not seen (the agent's hook was set
 			// after it opened): counted from here.
-			tc = t.newTCPConn(c)
+			tc = t.newTCPConn(c, ev.PeerWorkload)
 			t.tcpOpened.WithLabelValues(tc.labels...).Inc()
 		}
 		t.mu.Lock()
 		tc.add(c)
 		t.mu.Unlock()
+		tc.untrackOffload()
 		t.tcpClosed.WithLabelValues(tc.labels...).Inc()
 		if t.log != nil {
 			t.log.conn(c, tc.labels, "")
@@ -479,10 +535,11 @@ func (t *telemetry) event(ev proxy.Event) {
 		}
 		t.mu.Unlock()
 		if tc != nil {
+			tc.untrackOffload()
 			t.tcpClosed.WithLabelValues(tc.labels...).Inc()
 		}
 		if t.log != nil {
-			t.log.conn(c, t.connLabelValues(c), connFlags(ev))
+			t.log.conn(c, t.connLabelValues(c, ev.PeerWorkload), connFlags(ev))
 		}
 	}
 }
@@ -509,21 +566,42 @@ func connFlags(ev proxy.Event) string {
 	return "-"
 }
 
-// track starts counting an established TCP connection.
-func (t *telemetry) track(c *proxy.ConnInfo) *tcpConn {
-	tc := t.newTCPConn(c)
+// track starts counting an established TCP connection; an L4 tunnel's
+// (one with an offload mode) also in fibmesh_agent_tcp_offloaded_connections
+// until it ends.
+func (t *telemetry) track(c *proxy.ConnInfo, peerMeta proxy.WorkloadMeta) *tcpConn {
+	tc := t.newTCPConn(c, peerMeta)
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if old := t.tcp[c.ID]; old != nil {
+		t.mu.Unlock()
 		return old
 	}
 	t.tcp[c.ID] = tc
 	tc.add(c)
+	t.mu.Unlock()
+	if c.Offload != "" {
+		lv := make([]string, 0, len(offloadLabels))
+		for _, i := range offloadLabelIndex {
+			lv = append(lv, tc.labels[i])
+		}
+		tc.offloaded = t.tcpOffloaded.WithLabelValues(append(lv, c.Offload)...)
+		tc.offloaded.Inc()
+	}
 	return tc
 }
 
-func (t *telemetry) newTCPConn(c *proxy.ConnInfo) *tcpConn {
-	lv := t.connLabelValues(c)
+// untrackOffload takes an ended connection out of
+// fibmesh_agent_tcp_offloaded_connections (once: the caller took it out
+// of the table).
+func (tc *tcpConn) untrackOffload() {
+	if tc.offloaded != nil {
+		tc.offloaded.Dec()
+		tc.offloaded = nil
+	}
+}
+
+func (t *telemetry) newTCPConn(c *proxy.ConnInfo, peerMeta proxy.WorkloadMeta) *tcpConn {
+	lv := t.connLabelValues(c, peerMeta)
 	return &tcpConn{labels: lv, received: t.tcpReceived.WithLabelValues(lv...), sentCtr: t.tcpSent.WithLabelValues(lv...)}
 }
 
@@ -574,6 +652,7 @@ func (a *Agent) newTelemetry() error {
 	t.log = log
 	t.snapshot = a.conf.Snapshot
 	t.workload = a.podWorkload
+	t.localPodByIP = a.localPodByIP
 	t.principal = func(ns, pod string) string {
 		if r := a.svids.Get(ns, pod); r != nil {
 			if s := r.Current(); s != nil {
@@ -606,6 +685,23 @@ func (a *Agent) podWorkload(namespace, pod string) proxy.WorkloadMeta {
 		}
 	}
 	return workloadMeta(p, a.tel.cluster)
+}
+
+// localPodByIP is the local pod with address ip in the node's flow
+// table, if one has it. The table lists the node's pods (tens to a few
+// hundred), and this runs once per outbound L4 tunnel connection.
+func (a *Agent) localPodByIP(ip netip.Addr) (namespace, pod string, ok bool) {
+	d := a.rec.Desired()
+	if d == nil {
+		return "", "", false
+	}
+	ip = ip.Unmap()
+	for _, p := range d.Pods {
+		if p.IP == ip {
+			return p.Namespace, p.Name, true
+		}
+	}
+	return "", "", false
 }
 
 // workloadMeta is what Istio's metrics say of a local pod, from what its

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -61,24 +62,74 @@ func TestWorkloadMeta(t *testing.T) {
 }
 
 // The labels of both sides of a TCP connection: the local pod's from the
-// flow table (no metadata is exchanged), the peer's from its identity.
-func TestConnLabelsLocalWorkload(t *testing.T) {
+// flow table; the peer's from its identity, from the workload metadata
+// its agent sent in the tunnel's PROXY header (inbound), or from the
+// flow table when the called pod runs on the same node (outbound).
+func TestConnLabelsWorkloads(t *testing.T) {
 	tel := testTelemetry()
 	tel.workload = func(ns, pod string) proxy.WorkloadMeta {
-		return workloadMeta(reconcile.Pod{Namespace: ns, Name: pod, Workload: "frontend",
-			Labels: map[string]string{"app": "frontend", "version": "v1"}}, "Kubernetes")
+		app, _, _ := strings.Cut(pod, "-")
+		return workloadMeta(reconcile.Pod{Namespace: ns, Name: pod, Labels: map[string]string{"app": app, "version": "v1"}}, "Kubernetes")
 	}
-	c := proxy.ConnInfo{ID: 1, Direction: proxy.DirectionOutbound, Listener: "outbound", Pod: "production/frontend-5c6d7f8b9-bcdfg",
-		Mode: proxy.ModeTunnel, Cluster: "outbound|9080||reviews.production.svc.cluster.local", PeerIdentity: reviewsID}
-	got := labelMap(tcpLabels, tel.connLabelValues(&c))
-	want := map[string]string{"source_workload": "frontend", "source_app": "frontend", "source_version": "v1",
-		"source_canonical_service": "frontend", "source_canonical_revision": "v1",
-		"destination_workload": "unknown", "destination_app": "unknown", "destination_version": "unknown",
-		"destination_canonical_service": "unknown", "destination_canonical_revision": "unknown"}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s=%q, want %q", k, got[k], v)
+	local := netip.MustParseAddr("10.200.1.7") // reviews-v1's pod, on this node
+	tel.localPodByIP = func(ip netip.Addr) (string, string, bool) {
+		if ip == local {
+			return "production", "reviews-v1-7d4b9c8f5d-x2kzq", true
 		}
+		return "", "", false
+	}
+	out := proxy.ConnInfo{ID: 1, Direction: proxy.DirectionOutbound, Listener: "outbound", Pod: "production/frontend-5c6d7f8b9-bcdfg",
+		Mode: proxy.ModeTunnel, Cluster: "outbound|9080||reviews.production.svc.cluster.local", PeerIdentity: reviewsID,
+		Endpoint: netip.MustParseAddrPort("10.200.2.5:9080")}
+	in := proxy.ConnInfo{ID: 2, Direction: proxy.DirectionInbound, Listener: "inbound", Pod: "production/reviews-v1-7d4b9c8f5d-x2kzq",
+		Mode: proxy.ModePlaintext, PeerIdentity: frontendID, Destination: netip.MustParseAddrPort("10.200.2.5:9080")}
+	frontendSrc := map[string]string{"source_workload": "frontend", "source_app": "frontend", "source_version": "v1",
+		"source_canonical_service": "frontend", "source_canonical_revision": "v1"}
+	reviewsDst := map[string]string{"destination_workload": "reviews-v1", "destination_app": "reviews", "destination_version": "v1",
+		"destination_canonical_service": "reviews", "destination_canonical_revision": "v1"}
+	unknownDst := map[string]string{"destination_workload": "unknown", "destination_app": "unknown", "destination_version": "unknown",
+		"destination_canonical_service": "unknown", "destination_canonical_revision": "unknown", "destination_workload_namespace": "production"}
+	unknownSrc := map[string]string{"source_workload": "unknown", "source_app": "unknown", "source_version": "unknown",
+		"source_workload_namespace": "production", "source_principal": frontendID}
+	merge := func(ms ...map[string]string) map[string]string {
+		out := map[string]string{}
+		for _, m := range ms {
+			for k, v := range m {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	with := func(c proxy.ConnInfo, f func(*proxy.ConnInfo)) proxy.ConnInfo { f(&c); return c }
+	for _, tc := range []struct {
+		name string
+		c    proxy.ConnInfo
+		peer proxy.WorkloadMeta
+		want map[string]string
+	}{
+		{"outbound to another node: the callee's workload is not known", out, proxy.WorkloadMeta{}, merge(frontendSrc, unknownDst)},
+		{"outbound to a pod of this node: its flow table entry", with(out, func(c *proxy.ConnInfo) { c.Endpoint = netip.AddrPortFrom(local, 9080) }),
+			proxy.WorkloadMeta{}, merge(frontendSrc, reviewsDst, map[string]string{"destination_principal": reviewsID})},
+		{"outbound to a pod of this node with another identity", with(out, func(c *proxy.ConnInfo) {
+			c.Endpoint, c.PeerIdentity = netip.AddrPortFrom(local, 9080), "spiffe://cluster.local/ns/production/sa/other"
+		}), proxy.WorkloadMeta{}, merge(frontendSrc, unknownDst)},
+		{"outbound in plaintext: no identity to match", with(out, func(c *proxy.ConnInfo) {
+			c.Endpoint, c.Mode, c.PeerIdentity = netip.AddrPortFrom(local, 9080), proxy.ModePlaintext, ""
+		}), proxy.WorkloadMeta{}, merge(frontendSrc, map[string]string{"destination_workload": "unknown"})},
+		{"inbound from an agent that sent its workload", in,
+			proxy.WorkloadMeta{Name: "frontend", Namespace: "production", App: "frontend", Version: "v2", CanonicalService: "frontend", CanonicalRevision: "v2", Cluster: "Kubernetes"},
+			merge(reviewsDst, map[string]string{"source_workload": "frontend", "source_app": "frontend", "source_version": "v2",
+				"source_canonical_service": "frontend", "source_canonical_revision": "v2", "source_cluster": "Kubernetes", "source_principal": frontendID})},
+		{"inbound from an agent that sent none (older)", in, proxy.WorkloadMeta{}, merge(reviewsDst, unknownSrc)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := labelMap(tcpLabels, tel.connLabelValues(&tc.c, tc.peer))
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Errorf("%s=%q, want %q", k, got[k], v)
+				}
+			}
+		})
 	}
 }
 
@@ -309,6 +360,31 @@ func TestTCPMetrics(t *testing.T) {
 	check("open", map[string]float64{"opened source": 1, "opened destination": 1, "opened passthrough": 1, "closed source": 0,
 		"received source": 1000, "sent source": 50000, "received destination": 1000, "sent destination": 50000,
 		"closed destination": 0, "opened, all reporters": 3})
+	// The offloaded tunnel, by edge and mode; the plaintext and
+	// passthrough connections are no tunnels.
+	offloaded := func() string {
+		var b strings.Builder
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "fibmesh_agent_tcp_offloaded_connections" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					fmt.Fprintf(&b, "%s=%s,", lp.GetName(), lp.GetValue())
+				}
+				fmt.Fprintf(&b, " %v\n", m.GetGauge().GetValue())
+			}
+		}
+		return b.String()
+	}
+	edge := "destination_service=reviews.production.svc.cluster.local,destination_workload=unknown,destination_workload_namespace=production,mode=splice,reporter=source,source_workload=frontend,source_workload_namespace=production,"
+	if got, want := offloaded(), edge+" 1\n"; got != want {
+		t.Errorf("fibmesh_agent_tcp_offloaded_connections while open:\n%s\nwant\n%s", got, want)
+	}
 	// They end: the last bytes come with EventClosed; the table may
 	// already have dropped them.
 	out.BytesOut, out.BytesIn, out.State = 1500, 80000, proxy.StateClosed
@@ -322,6 +398,14 @@ func TestTCPMetrics(t *testing.T) {
 		"closed destination": 1, "opened, all reporters": 3})
 	if n := len(tel.tcp); n != 1 {
 		t.Errorf("%d connections still tracked, want 1 (the passthrough one)", n)
+	}
+	if got, want := offloaded(), edge+" 0\n"; got != want {
+		t.Errorf("fibmesh_agent_tcp_offloaded_connections after the close:\n%s\nwant\n%s", got, want)
+	}
+	// An end seen twice (a refusal after the close) counts once.
+	tel.event(proxy.Event{Kind: proxy.EventRefused, Conn: out})
+	if got, want := offloaded(), edge+" 0\n"; got != want {
+		t.Errorf("fibmesh_agent_tcp_offloaded_connections after a second end:\n%s\nwant\n%s", got, want)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(""), "istio_requests_total"); err != nil {
 		t.Errorf("no requests yet: %v", err)

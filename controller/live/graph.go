@@ -2,6 +2,7 @@ package live
 
 import (
 	"cmp"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -18,6 +19,9 @@ const (
 	metricTCPSent        = "istio_tcp_sent_bytes_total"
 	metricTCPReceived    = "istio_tcp_received_bytes_total"
 	metricTCPOpened      = "istio_tcp_connections_opened_total"
+	// metricTCPOffloaded is the agents' gauge of L4 tunnel connections
+	// open now, by edge (Istio's label names) and offload mode.
+	metricTCPOffloaded = "fibmesh_agent_tcp_offloaded_connections"
 )
 
 // Vertex kinds.
@@ -97,10 +101,17 @@ type Edge struct {
 	// reported it, or no traffic yet).
 	MTLS string `json:"mtls"`
 	// Offload is where the edge's bytes go: "userspace" for HTTP (L7
-	// requests stay in the slow path by design); empty for TCP, whose
-	// offload Istio's labels do not tell per edge (the nodes' fast path
-	// figures count the offloaded connections).
+	// requests stay in the slow path by design); for TCP over the mTLS
+	// tunnel, how its connections open now move their bytes ("splice"
+	// or "sockmap": offloaded to kTLS and the kernel byte path;
+	// "userspace": kept in the slow path), "mixed" when they differ,
+	// and when none is open the modes its connections had before (one,
+	// else "mixed"). Empty for plaintext TCP and where no agent says
+	// (fibmesh_agent_tcp_offloaded_connections).
 	Offload string `json:"offload,omitempty"`
+	// OffloadConnections are a TCP edge's tunnel connections open now,
+	// by offload mode (those above); absent when none is open.
+	OffloadConnections map[string]float64 `json:"offloadConnections,omitempty"`
 	// BytesPerSecond (sent and received) and ConnectionsPerSecond
 	// (opened) are a TCP edge's.
 	BytesPerSecond       float64 `json:"bytesPerSecond,omitempty"`
@@ -148,6 +159,9 @@ type edgeAgg struct {
 	mtlsSeen  map[string]bool    // ever, from the cumulative counters
 	buckets   []Sample
 	reporters map[string]bool
+	// offloadSeen are the offload modes the agents' gauge has for the
+	// edge (open now or before).
+	offloadSeen map[string]bool
 }
 
 // graphBuilder builds a Graph from the model and the agents' metrics.
@@ -165,7 +179,7 @@ func (g *graphBuilder) edge(from, to string) *edgeAgg {
 	e := g.edges[k]
 	if e == nil {
 		e = &edgeAgg{Edge: Edge{From: from, To: to}, protocols: map[string]bool{}, mtlsRate: map[string]float64{},
-			mtlsSeen: map[string]bool{}, reporters: map[string]bool{}}
+			mtlsSeen: map[string]bool{}, reporters: map[string]bool{}, offloadSeen: map[string]bool{}}
 		g.edges[k] = e
 	}
 	return e
@@ -386,6 +400,33 @@ func (g *graphBuilder) addTraffic(a agentWindow) {
 			}
 		}
 	}
+	// How the TCP edges' tunnel connections move their bytes, now.
+	for _, s := range a.cur[metricTCPOffloaded] {
+		mode := s.Labels["mode"]
+		if mode == "" {
+			continue
+		}
+		// The gauge has no principals; a tunnel's peer is always a
+		// verified mesh identity, so an unknown source workload is
+		// inside the mesh (hops draws no edge from outside for it).
+		l := s.Labels
+		if l["reporter"] == "destination" && !known(l["source_workload"]) {
+			l = maps.Clone(l)
+			l["source_principal"] = "verified"
+		}
+		for _, h := range g.hops(l) {
+			if !h.rated {
+				continue
+			}
+			h.e.offloadSeen[mode] = true
+			if s.Value > 0 {
+				if h.e.OffloadConnections == nil {
+					h.e.OffloadConnections = map[string]float64{}
+				}
+				h.e.OffloadConnections[mode] += s.Value
+			}
+		}
+	}
 	if a.inc == nil || a.dt <= 0 {
 		return
 	}
@@ -472,6 +513,16 @@ func mtlsState(rate map[string]float64, seen map[string]bool) string {
 	return "unknown"
 }
 
+// offloadState is one mode of a set, or "mixed".
+func offloadState[V any](modes map[string]V) string {
+	if len(modes) == 1 {
+		for m := range modes {
+			return m
+		}
+	}
+	return "mixed"
+}
+
 func (g *graphBuilder) finish() Graph {
 	out := Graph{Vertices: make([]Vertex, 0, len(g.vertices)), Edges: make([]Edge, 0, len(g.edges))}
 	for _, e := range g.edges {
@@ -488,8 +539,13 @@ func (g *graphBuilder) finish() Graph {
 			}
 		}
 		e.MTLS = mtlsState(e.mtlsRate, e.mtlsSeen)
-		if e.protocols["http"] && !e.protocols["tcp"] {
+		switch {
+		case e.protocols["http"] && !e.protocols["tcp"]:
 			e.Offload = "userspace"
+		case len(e.OffloadConnections) > 0:
+			e.Offload = offloadState(e.OffloadConnections)
+		case len(e.offloadSeen) > 0:
+			e.Offload = offloadState(e.offloadSeen)
 		}
 		switch {
 		case e.reporters["destination"] && e.reporters["source"]:

@@ -37,6 +37,18 @@ func istio(v float64, reporter, src, svc, dst, code, policy string, extra ...str
 	return Sample{l, v}
 }
 
+// offloaded is a sample of the agents' fibmesh_agent_tcp_offloaded_connections:
+// the edge's labels (no principals) and the mode.
+func offloaded(v float64, reporter, src, svc, dst, mode string) Sample {
+	full := istio(v, reporter, src, svc, dst, "", "").Labels
+	l := map[string]string{"mode": mode}
+	for _, k := range []string{"reporter", "source_workload", "source_workload_namespace", "destination_workload",
+		"destination_workload_namespace", "destination_service"} {
+		l[k] = full[k]
+	}
+	return Sample{l, v}
+}
+
 func cmpOrS(a, b string) string {
 	if a == "" {
 		return b
@@ -68,6 +80,9 @@ func edgeLines(g Graph) []string {
 			e.From, e.To, e.Protocols, e.RPS, e.ErrorRate, p99, e.MTLS, e.Offload, e.Reporter, e.Observed)
 		if e.BytesPerSecond > 0 || e.ConnectionsPerSecond > 0 {
 			line += fmt.Sprintf(" Bps=%.4g cps=%.4g", e.BytesPerSecond, e.ConnectionsPerSecond)
+		}
+		if len(e.OffloadConnections) > 0 {
+			line += fmt.Sprintf(" conns=%v", e.OffloadConnections)
 		}
 		out = append(out, line)
 	}
@@ -263,6 +278,55 @@ func TestBuildGraph(t *testing.T) {
 		wantEdges: []string{
 			"svc:pg.db.svc.cluster.local > wl:db/pg [tcp] rps=0 err=0 p99=- mtls=mutual_tls offload= rep=destination observed=true Bps=2000 cps=1",
 			"wl:db/cli > svc:pg.db.svc.cluster.local [tcp] rps=0 err=0 p99=- mtls=mutual_tls offload= rep=destination observed=true Bps=2000 cps=1",
+		},
+	}, {
+		name: "TCP offload per edge: each hop by its side's gauge, an older caller's connections inside the mesh",
+		agents: []agentWindow{{ // the caller's node: two offloaded connections
+			dt: 2,
+			cur: Samples{
+				metricTCPOpened:    {istio(4, "source", "db/cli", "pg.db.svc.cluster.local", "db/pg", "", "unknown")},
+				metricTCPOffloaded: {offloaded(2, "source", "db/cli", "pg.db.svc.cluster.local", "db/pg", "splice")},
+			},
+			inc: Samples{metricTCPOpened: {istio(2, "source", "db/cli", "pg.db.svc.cluster.local", "db/pg", "", "unknown")}},
+		}, { // the server's node: those two, and one from an agent that
+			// sends no workload, kept in userspace
+			dt: 2,
+			cur: Samples{
+				metricTCPOpened: {
+					istio(4, "destination", "db/cli", "pg.db.svc.cluster.local", "db/pg", "", "mutual_tls"),
+					istio(1, "destination", "unknown", "pg.db.svc.cluster.local", "db/pg", "", "mutual_tls", "source_principal", "spiffe://cluster.local/ns/db/sa/old"),
+				},
+				metricTCPOffloaded: {
+					offloaded(2, "destination", "db/cli", "pg.db.svc.cluster.local", "db/pg", "splice"),
+					offloaded(1, "destination", "unknown", "pg.db.svc.cluster.local", "db/pg", "userspace"),
+				},
+			},
+			inc: Samples{metricTCPOpened: {istio(2, "destination", "db/cli", "pg.db.svc.cluster.local", "db/pg", "", "mutual_tls")}},
+		}},
+		wantEdges: []string{
+			"svc:pg.db.svc.cluster.local > wl:db/pg [tcp] rps=0 err=0 p99=- mtls=mutual_tls offload=mixed rep=destination observed=true Bps=0 cps=1 conns=map[splice:2 userspace:1]",
+			"wl:db/cli > svc:pg.db.svc.cluster.local [tcp] rps=0 err=0 p99=- mtls=mutual_tls offload=splice rep=source observed=true Bps=0 cps=1 conns=map[splice:2]",
+		},
+	}, {
+		name: "TCP offload: none open now, the mode seen before",
+		agents: []agentWindow{{
+			cur: Samples{
+				metricTCPOpened:    {istio(4, "source", "db/cli", "pg.db.svc.cluster.local", "db/pg", "", "unknown")},
+				metricTCPOffloaded: {offloaded(0, "source", "db/cli", "pg.db.svc.cluster.local", "db/pg", "sockmap")},
+			},
+		}},
+		wantEdges: []string{
+			"svc:pg.db.svc.cluster.local > wl:db/pg [tcp] rps=0 err=0 p99=- mtls=unknown offload=sockmap rep=source observed=true",
+			"wl:db/cli > svc:pg.db.svc.cluster.local [tcp] rps=0 err=0 p99=- mtls=unknown offload=sockmap rep=source observed=true",
+		},
+	}, {
+		name: "plaintext TCP: no tunnel, no offload state",
+		agents: []agentWindow{{
+			cur: Samples{metricTCPOpened: {istio(4, "destination", "db/cli", "pg.db.svc.cluster.local", "db/pg", "", "none")}},
+		}},
+		wantEdges: []string{
+			"svc:pg.db.svc.cluster.local > wl:db/pg [tcp] rps=0 err=0 p99=- mtls=none offload= rep=destination observed=true",
+			"wl:db/cli > svc:pg.db.svc.cluster.local [tcp] rps=0 err=0 p99=- mtls=none offload= rep=destination observed=true",
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

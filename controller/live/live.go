@@ -167,7 +167,7 @@ var rateNames = []string{metricRequests, metricDurationBucket, metricTCPSent, me
 // runtime's metrics).
 var agentNames = func() map[string]bool {
 	m := map[string]bool{}
-	for _, n := range append(rateNames, metricFIBFlows, metricReady, metricOffloaded, metricFlowConnections, metricProxyActive) {
+	for _, n := range append(rateNames, metricFIBFlows, metricReady, metricOffloaded, metricFlowConnections, metricProxyActive, metricTCPOffloaded) {
 		m[n] = true
 	}
 	return m

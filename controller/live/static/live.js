@@ -153,8 +153,17 @@
     if (e.mtls === "mutual_tls") parts.push("mTLS");
     else if (e.mtls === "none") parts.push("plaintext");
     else if (e.mtls === "mixed") parts.push("mTLS + plaintext");
-    if (e.offload === "kernel") parts.push("kernel");
+    if (e.protocols && e.protocols.includes("tcp") && e.offload) parts.push(offloadText(e));
     return parts.join(" · ");
+  }
+
+  // offloadText is a TCP edge's offload state: its tunnel connections
+  // open now by mode ("splice 3, userspace 1"), else the mode they had.
+  function offloadText(e) {
+    const c = e.offloadConnections || {};
+    const modes = Object.keys(c).sort();
+    if (modes.length) return modes.map((m) => m + " " + num(c[m], 0)).join(", ");
+    return e.offload;
   }
 
   function edgeTip(e) {
@@ -164,7 +173,7 @@
     lines.push("errors      " + pct(e.errorRate));
     lines.push("p99         " + msText(e.p99Ms));
     lines.push("mTLS        " + e.mtls);
-    lines.push("offload     " + (e.offload || "see the nodes"));
+    lines.push("offload     " + (e.offload ? offloadText(e) : "–"));
     if (e.bytesPerSecond) lines.push("TCP         " + bytes(e.bytesPerSecond) + ", " + num(e.connectionsPerSecond) + " conn/s");
     lines.push("reporter    " + (e.reporter || "model only"));
     return lines.join("\n");
@@ -297,7 +306,7 @@
       const tr = el("tr", { "data-from": e.from, "data-to": e.to });
       tr.append(el("td", {}, name[e.from] || e.from), el("td", {}, name[e.to] || e.to),
         el("td", { class: "num rps" }, num(e.rps)), el("td", { class: "num" }, pct(e.errorRate)),
-        el("td", { class: "num" }, msText(e.p99Ms)), el("td", {}, e.mtls), el("td", {}, e.offload || "–"),
+        el("td", { class: "num" }, msText(e.p99Ms)), el("td", {}, e.mtls), el("td", {}, e.offload ? offloadText(e) : "–"),
         el("td", { class: "num" }, e.bytesPerSecond ? bytes(e.bytesPerSecond) : "–"));
       return tr;
     }));

@@ -116,17 +116,25 @@ func TestTelemetry(t *testing.T) {
 	// its canonical revision "latest".
 	clientToV2 := withLabels(frontendToV2, "source_workload", "client", "source_principal", clientID,
 		"source_app", "client", "source_version", "unknown", "source_canonical_service", "client", "source_canonical_revision", "latest")
-	// TCP has no metadata exchange: each side knows the other by its
-	// verified identity only (principal, namespace), its workload, app
-	// and version are "unknown"; its own pod's come from the flow table.
+	// TCP: each agent's own pod's labels come from its flow table. The
+	// calling agent sends its pod's workload in the tunnel's PROXY
+	// header (a TLV), so the called side names frontend as HTTP does.
+	// The header goes one way: the caller names the called workload
+	// only when it runs on its own node (its flow table's entry), and
+	// knows it otherwise by its verified identity only (principal,
+	// namespace; workload, app and version "unknown").
 	frontendToEcho := map[string]string{"source_principal": frontendID, "source_workload_namespace": "production", "destination_workload_namespace": "production",
 		"destination_principal": echoID, "destination_service": "tcp-echo.production.svc.cluster.local", "destination_service_name": "tcp-echo",
-		"request_protocol": "tcp", "response_flags": "-"}
-	echoSource := withLabels(frontendToEcho, "reporter", "source", "source_workload", "frontend", "source_app", "frontend", "source_version", "v1",
+		"request_protocol": "tcp", "response_flags": "-", "source_workload": "frontend", "source_app": "frontend", "source_version": "v1",
+		"source_canonical_service": "frontend", "source_canonical_revision": "v1"}
+	echoWorkload := []string{"destination_workload", "tcp-echo", "destination_app", "tcp-echo", "destination_version", "v1",
+		"destination_canonical_service", "tcp-echo", "destination_canonical_revision", "v1"}
+	echoSource := withLabels(frontendToEcho, "reporter", "source",
 		"destination_workload", "unknown", "destination_app", "unknown", "destination_version", "unknown")
-	echoDestination := withLabels(frontendToEcho, "reporter", "destination", "source_workload", "unknown", "source_app", "unknown", "source_version", "unknown",
-		"destination_workload", "tcp-echo", "destination_app", "tcp-echo", "destination_version", "v1", "destination_canonical_service", "tcp-echo",
-		"destination_canonical_revision", "v1")
+	if echoPod.Node == frontend.pod.Node {
+		echoSource = withLabels(frontendToEcho, append([]string{"reporter", "source"}, echoWorkload...)...)
+	}
+	echoDestination := withLabels(frontendToEcho, append([]string{"reporter", "destination"}, echoWorkload...)...)
 	type want struct {
 		what   string
 		metric string
@@ -147,7 +155,7 @@ func TestTelemetry(t *testing.T) {
 		{"client denied, the server's count", "istio_requests_total", withLabels(clientToV2, "reporter", "destination", "response_code", "403", "response_flags", "RBAC"), nClient},
 		{"every request to reviews, both sides", "istio_requests_total", map[string]string{"destination_service_name": "reviews"}, float64(2 * (nOK + 1 + nPost + nClient + split["v1"] + split["v2"]))},
 		{"TCP opened, the caller's count", "istio_tcp_connections_opened_total", withLabels(echoSource, "connection_security_policy", "unknown"), nTCP},
-		{"TCP closed, the caller's count", "istio_tcp_connections_closed_total", withLabels(frontendToEcho, "reporter", "source"), nTCP},
+		{"TCP closed, the caller's count", "istio_tcp_connections_closed_total", echoSource, nTCP},
 		{"TCP bytes to the server, the caller's count", "istio_tcp_received_bytes_total", withLabels(frontendToEcho, "reporter", "source"), nTCP * tcpBytes},
 		{"TCP bytes back, the caller's count", "istio_tcp_sent_bytes_total", withLabels(frontendToEcho, "reporter", "source"), nTCP * tcpBytes},
 		{"TCP opened, the server's count", "istio_tcp_connections_opened_total", withLabels(echoDestination, "connection_security_policy", "mutual_tls"), nTCP},
@@ -180,6 +188,29 @@ func TestTelemetry(t *testing.T) {
 		if got[i] != w.value {
 			t.Errorf("%s: %s%v = %v, want %v", w.what, w.metric, w.labels, got[i], w.value)
 		}
+	}
+	// Each side's tunnel connections by edge and offload mode: all closed
+	// now, the series stay at zero with the mode they had (splice or
+	// sockmap where the kernel has kTLS, userspace elsewhere).
+	for _, side := range []map[string]string{echoSource, echoDestination} {
+		want := map[string]string{}
+		for _, k := range []string{"reporter", "source_workload", "source_workload_namespace", "destination_workload", "destination_workload_namespace", "destination_service"} {
+			want[k] = side[k]
+		}
+		var modes []string
+		for _, m := range families["fibmesh_agent_tcp_offloaded_connections"].GetMetric() {
+			l := labelsOf(m)
+			if hasLabels(l, want) {
+				modes = append(modes, fmt.Sprintf("%s=%v", l["mode"], m.GetGauge().GetValue()))
+				if mode := l["mode"]; mode != "splice" && mode != "sockmap" && mode != "userspace" || m.GetGauge().GetValue() != 0 {
+					t.Errorf("fibmesh_agent_tcp_offloaded_connections%v = %v, want 0 (all closed) of mode splice, sockmap or userspace", l, m.GetGauge().GetValue())
+				}
+			}
+		}
+		if len(modes) == 0 {
+			t.Errorf("no fibmesh_agent_tcp_offloaded_connections%v series", want)
+		}
+		t.Logf("fibmesh_agent_tcp_offloaded_connections%v: %v", want, modes)
 	}
 	// No label carries an address or a path.
 	for name, mf := range families {
@@ -298,9 +329,18 @@ func TestTelemetry(t *testing.T) {
 			if len(tcp[r]) != nTCP {
 				t.Errorf("%d TCP lines from the %s, want %d", len(tcp[r]), r, nTCP)
 			}
+			// Both workloads, as the metrics name them ("unknown" is
+			// left out of a line: null).
+			wantDst := any("tcp-echo")
+			if r == "source" && echoPod.Node != frontend.pod.Node {
+				wantDst = nil
+			}
 			for _, m := range tcp[r] {
 				if m["bytes_received"] != float64(tcpBytes) || m["bytes_sent"] != float64(tcpBytes) || m["response_code"] != 0.0 {
 					t.Errorf("TCP line from the %s: %v, want %d bytes each way", r, m, tcpBytes)
+				}
+				if m["source_workload"] != "frontend" || m["destination_workload"] != wantDst {
+					t.Errorf("TCP line from the %s: source_workload %v, destination_workload %v; want frontend, %v", r, m["source_workload"], m["destination_workload"], wantDst)
 				}
 			}
 		}
@@ -475,6 +515,16 @@ func labelsOf(m *dto.Metric) map[string]string {
 		out[lp.GetName()] = lp.GetValue()
 	}
 	return out
+}
+
+// hasLabels reports whether l has every label of want.
+func hasLabels(l, want map[string]string) bool {
+	for k, v := range want {
+		if l[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // with returns a copy of m with the key/value pairs kv set.

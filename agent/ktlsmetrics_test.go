@@ -132,3 +132,23 @@ func series(t *testing.T, cs ...prometheus.Collector) []string {
 	slices.Sort(out)
 	return out
 }
+
+func TestSparseCollectors(t *testing.T) {
+	var got []string
+	for _, c := range SparseCollectors() {
+		ch := make(chan *prometheus.Desc, 8)
+		c.Describe(ch)
+		close(ch)
+		for d := range ch {
+			_, rest, _ := strings.Cut(d.String(), `fqName: "`)
+			name, _, _ := strings.Cut(rest, `"`)
+			got = append(got, name)
+		}
+	}
+	slices.Sort(got)
+	want := []string{"fibmesh_agent_ktls_connections", "fibmesh_agent_ktls_connections_total", "fibmesh_agent_nic_ktls_offload",
+		"fibmesh_agent_trace_spans_dropped_total", "fibmesh_agent_trace_spans_exported_total"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("described metrics (-want +got):\n%s", diff)
+	}
+}

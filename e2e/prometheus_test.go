@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/fibmesh/fibmesh/agent"
 	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/internal/testenv"
@@ -415,7 +416,8 @@ func registeredNames(t *testing.T, l *meshLab, nodes []*lab.Node) map[string]boo
 		scrape(n.Netns, "http://127.0.0.1:15090/metrics")
 	}
 	scrape(l.fabricNetns(), "http://"+kubelet.ControllerMonitoring+"/metrics")
-	// The proxy's and the CA's collectors, described.
+	// The proxy's, the CA's and the agent's sparse collectors,
+	// described.
 	p, err := proxy.New(proxy.Config{
 		Snapshot: func() *xdsconf.Snapshot { return nil },
 		Certificate: func(string, string) (*tls.Certificate, spiffeid.ID, error) {
@@ -428,6 +430,7 @@ func registeredNames(t *testing.T, l *meshLab, nodes []*lab.Node) map[string]boo
 		t.Fatal(err)
 	}
 	cs := append(p.Collectors(), ca.NewServer(nil, nil, nil).Collectors()...)
+	cs = append(cs, agent.SparseCollectors()...)
 	descRE := regexp.MustCompile(`fqName: "([^"]+)"`)
 	for _, c := range cs {
 		ch := make(chan *prometheus.Desc, 64)

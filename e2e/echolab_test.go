@@ -6,13 +6,19 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/lab"
+	"github.com/fibmesh/fibmesh/lab/cluster"
 )
 
 // The lab scenarios built on TCP echo apps (the slow path, the offload
@@ -135,19 +141,25 @@ func (l *meshLab) echoFrom(t *testing.T, ns, pod string, addr netip.AddrPort, ms
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(timeout))
-		if _, err := io.WriteString(c, msg); err != nil {
-			return err
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, got); err != nil {
-			return err
-		}
-		if string(got) != msg {
-			return fmt.Errorf("echo %q, want %q", got, msg)
-		}
-		return nil
+		return echoOn(c, msg, timeout)
 	})
+}
+
+// echoOn sends msg on c, a connection to the echo app, and wants it
+// back within timeout.
+func echoOn(c net.Conn, msg string, timeout time.Duration) error {
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
 }
 
 // waitEcho waits (up to timeout) until pod ns/pod reaches addr through
@@ -161,90 +173,76 @@ func (l *meshLab) waitEcho(t *testing.T, ns, pod string, addr netip.AddrPort, ti
 	})
 }
 
-// TestEchoManifests checks the helpers' manifests against hand-written
-// ones (it needs no lab).
+// TestEchoManifests loads the helpers' manifests as fibmesh-lab does
+// (lab/cluster: strict decoding, Deployments expanded into pods) and
+// checks what the lab will run (it needs no lab).
 func TestEchoManifests(t *testing.T) {
-	tests := []struct {
-		name, got, want string
-	}{
-		{"pod", echoPod{namespace: "bank", name: "vault", node: "node2", serviceAccount: "vault", port: 9000, ready: true}.yaml(), `apiVersion: v1
-kind: Pod
-metadata:
-  name: vault
-  namespace: bank
-  labels: {app: vault}
-spec:
-  nodeName: node2
-  serviceAccountName: vault
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "9000"]
-    readinessProbe:
-      tcpSocket: {port: 9000}
-      periodSeconds: 1
-`},
-		{"pod without account, labels", echoPod{namespace: "bank", name: "outsider", node: "node1", labels: map[string]string{"fibmesh.io/capture": "disabled"},
-			port: 8080}.yaml(), `apiVersion: v1
-kind: Pod
-metadata:
-  name: outsider
-  namespace: bank
-  labels: {app: outsider, fibmesh.io/capture: disabled}
-spec:
-  nodeName: node1
-  containers:
-  - name: echo
-    command: [fibmesh-lab, app, echo, --port, "8080"]
-`},
-		{"deployment", echoPod{namespace: "production", name: "tcp-echo", node: "node2", serviceAccount: "tcp-echo", labels: map[string]string{"version": "v1"},
-			port: 9000, ready: true, deployment: true}.yaml(), `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: tcp-echo
-  namespace: production
-  labels: {app: tcp-echo, version: v1}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: tcp-echo}
-  template:
-    metadata:
-      labels: {app: tcp-echo, version: v1}
-    spec:
-      nodeName: node2
-      serviceAccountName: tcp-echo
-      containers:
-      - name: echo
-        command: [fibmesh-lab, app, echo, --port, "9000"]
-        readinessProbe:
-          tcpSocket: {port: 9000}
-          periodSeconds: 1
-`},
-		{"service", echoService{namespace: "offload", name: "stream", app: "server", clusterIP: "10.96.91.10", ports: []string{"tcp-echo:9000", "tcp-stream:9100"}}.yaml(),
-			`apiVersion: v1
-kind: Service
-metadata:
-  name: stream
-  namespace: offload
-spec:
-  clusterIP: 10.96.91.10
-  selector: {app: server}
-  ports:
-  - {name: tcp-echo, port: 9000, targetPort: 9000}
-  - {name: tcp-stream, port: 9100, targetPort: 9100}
-`},
-		{"accounts", serviceAccounts("offload", "client", "server"), `apiVersion: v1
-kind: ServiceAccount
-metadata: {name: client, namespace: offload}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: server, namespace: offload}
-`},
+	dir := t.TempDir()
+	docs := manifests(
+		serviceAccounts("bank", "vault", "teller"),
+		echoPod{namespace: "bank", name: "vault", node: "node2", serviceAccount: "vault", port: 9000, ready: true}.yaml(),
+		echoPod{namespace: "bank", name: "outsider", node: "node1", labels: map[string]string{"fibmesh.io/capture": "disabled"}, port: 8080}.yaml(),
+		echoPod{namespace: "bank", name: "teller", node: "node1", serviceAccount: "teller", labels: map[string]string{"version": "v1"},
+			port: 9001, ready: true, deployment: true}.yaml(),
+		echoService{namespace: "bank", name: "vault", app: "vault", clusterIP: "10.96.90.9", ports: []string{"tcp-vault:9000", "tcp-admin:9100"}}.yaml(),
+		echoService{namespace: "bank", name: "teller", app: "teller", ports: []string{"tcp:9001"}}.yaml(),
+	)
+	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(docs), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		if tt.got != tt.want {
-			t.Errorf("%s:\n%s\nwant:\n%s", tt.name, tt.got, tt.want)
+	m, err := cluster.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Errors) > 0 {
+		t.Fatalf("the lab refuses the manifests: %v\n%s", m.Errors, docs)
+	}
+	// A pod as the lab will run it: "ns/name node account labels port ready".
+	var pods []string
+	for _, p := range m.Pods {
+		name := p.Name
+		if strings.HasPrefix(name, "teller-") {
+			name = "teller-<hash>"
 		}
+		c := p.Spec.Containers[0]
+		// Ready: a TCP probe of the echo app's port.
+		ready := c.ReadinessProbe != nil && c.ReadinessProbe.TCPSocket != nil && c.ReadinessProbe.TCPSocket.Port.String() == c.Command[len(c.Command)-1]
+		labels := make([]string, 0, len(p.Labels))
+		for _, k := range slices.Sorted(maps.Keys(p.Labels)) {
+			if k != "pod-template-hash" {
+				labels = append(labels, k+"="+p.Labels[k])
+			}
+		}
+		pods = append(pods, fmt.Sprintf("%s/%s %s %q %s %s ready=%v", p.Namespace, name, p.Spec.NodeName, p.Spec.ServiceAccountName,
+			strings.Join(labels, ","), strings.Join(c.Command, " "), ready))
+	}
+	want := []string{
+		`bank/outsider node1 "" app=outsider,fibmesh.io/capture=disabled fibmesh-lab app echo --port 8080 ready=false`,
+		`bank/teller-<hash> node1 "teller" app=teller,version=v1 fibmesh-lab app echo --port 9001 ready=true`,
+		`bank/vault node2 "vault" app=vault fibmesh-lab app echo --port 9000 ready=true`,
+	}
+	if diff := cmp.Diff(want, pods); diff != "" {
+		t.Errorf("pods (-want +got):\n%s", diff)
+	}
+	var svcs []string
+	for _, s := range m.Services {
+		var ports []string
+		for _, p := range s.Spec.Ports {
+			ports = append(ports, fmt.Sprintf("%s:%d>%s", p.Name, p.Port, p.TargetPort.String()))
+		}
+		svcs = append(svcs, fmt.Sprintf("%s/%s %q app=%s %s", s.Namespace, s.Name, s.Spec.ClusterIP, s.Spec.Selector["app"], strings.Join(ports, " ")))
+	}
+	wantSvcs := []string{`bank/teller "" app=teller tcp:9001>9001`, `bank/vault "10.96.90.9" app=vault tcp-vault:9000>9000 tcp-admin:9100>9100`}
+	if diff := cmp.Diff(wantSvcs, svcs); diff != "" {
+		t.Errorf("services (-want +got):\n%s", diff)
+	}
+	var accounts []string
+	for _, d := range m.Others {
+		if d.Kind == "ServiceAccount" {
+			accounts = append(accounts, d.Namespace+"/"+d.Name)
+		}
+	}
+	if diff := cmp.Diff([]string{"bank/teller", "bank/vault"}, accounts, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("service accounts (-want +got):\n%s", diff)
 	}
 }

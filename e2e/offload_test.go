@@ -170,19 +170,7 @@ func (e *offloadEnv) echoOnce(i int, timeout time.Duration) error {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	msg := fmt.Appendf(nil, "~short %08d ~~~~~~~~~~~~~~~~~~~~~~~~~~~~\n", i)
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if !bytes.Equal(got, msg) {
-		return fmt.Errorf("echo %q, want %q", got, msg)
-	}
-	return nil
+	return echoOn(c, fmt.Sprintf("~short %08d ~~~~~~~~~~~~~~~~~~~~~~~~~~~~\n", i), timeout)
 }
 
 // pair is one mesh connection whose two ends the test holds: cli in the

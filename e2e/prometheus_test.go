@@ -312,20 +312,6 @@ func runPromTraffic(ctx context.Context, l *meshLab, t *testing.T, tcpVIP netip.
 		})
 		return c, err
 	}
-	echo := func(c net.Conn, msg string) error {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, msg); err != nil {
-			return err
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, got); err != nil {
-			return err
-		}
-		if string(got) != msg {
-			return fmt.Errorf("TCP echo %q, want %q", got, msg)
-		}
-		return nil
-	}
 	tr := &promTraffic{errs: make(chan error, 1)}
 	fail := func(err error) {
 		select {
@@ -343,7 +329,7 @@ func runPromTraffic(ctx context.Context, l *meshLab, t *testing.T, tcpVIP netip.
 	go func() {
 		defer long.Close()
 		for i := 0; ctx.Err() == nil; i++ {
-			if err := echo(long, fmt.Sprintf("long-lived %d %s\n", i, strings.Repeat("x", 4096))); err != nil && ctx.Err() == nil {
+			if err := echoOn(long, fmt.Sprintf("long-lived %d %s\n", i, strings.Repeat("x", 4096)), 5*time.Second); err != nil && ctx.Err() == nil {
 				fail(fmt.Errorf("long-lived TCP connection: %w", err))
 				return
 			}
@@ -374,7 +360,7 @@ func runPromTraffic(ctx context.Context, l *meshLab, t *testing.T, tcpVIP netip.
 			if i%2 == 0 {
 				c, err := dial()
 				if err == nil {
-					err = echo(c, fmt.Sprintf("short %d\n", i))
+					err = echoOn(c, fmt.Sprintf("short %d\n", i), 5*time.Second)
 					c.Close()
 				}
 				if err != nil && ctx.Err() == nil {

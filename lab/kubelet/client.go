@@ -110,10 +110,16 @@ func get(ctx context.Context, c *http.Client) (*Status, error) {
 	return &st, nil
 }
 
+// socketClient talks to the daemon of stateDir over its unix socket. The
+// caller's context bounds a call; the client's own timeout only catches
+// a daemon that accepts and never answers. It is generous: /status waits
+// for a reconcile in progress (it writes the cluster view), which took
+// over 5 s in the VM under TCG on a loaded machine (make bench: the
+// offload bench's first status after the lab came up).
 func socketClient(stateDir string) *http.Client {
 	sock := filepath.Join(stateDir, SocketFile)
 	return &http.Client{
-		Timeout: 5 * time.Second,
+		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
 			DisableKeepAlives: true,
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

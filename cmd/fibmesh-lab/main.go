@@ -137,8 +137,10 @@ deletes every network namespace
 whose name starts with P, links in the root namespace starting with P,
 pinned BPF state under /sys/fs/bpf/fibmesh/P*, and the state file. Works
 without a state file (for example after a crash) and when nothing is
-left. Matching is by plain prefix: "--prefix fm-" also removes a lab
-built with "--prefix fm-x-".
+left. Without --prefix, P is the prefix of the lab in --state-dir (the
+one "up --prefix" built there), else fm-. Matching is by plain prefix:
+"--prefix fm-" also removes a lab built with "--prefix fm-x-" (every
+lab on the machine, the tests' included).
 
 Example:
   sudo fibmesh-lab down`,
@@ -360,6 +362,13 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Write
 func runDown(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("down: unexpected arguments %q", args)}
+	}
+	// A lab's state names its prefix: "down --state-dir DIR" removes that
+	// lab, not every lab under the default prefix.
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "prefix" })
+	if l, err := lab.Load(flagStateDir); err == nil && !explicit && l.Config.Prefix != "" {
+		flagPrefix = l.Config.Prefix
 	}
 	if err := (lab.Config{Nodes: 1, PodsPerNode: 1, Prefix: flagPrefix, StateDir: flagStateDir}).Validate(); err != nil {
 		return usageError{fmt.Errorf("down: %w", err)}

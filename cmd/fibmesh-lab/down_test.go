@@ -16,9 +16,11 @@ import (
 func TestDownTakesTheStateDirsPrefix(t *testing.T) {
 	testenv.NeedRoot(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	labs := []struct{ prefix, dir string }{{"fm-dta-", t.TempDir()}, {"fm-dtb-", t.TempDir()}}
+	labs := []struct{ prefix, dir string }{{"fm-ld1-", t.TempDir()}, {"fm-ld2-", t.TempDir()}}
 	for _, l := range labs {
-		t.Cleanup(func() { _ = run([]string{"down", "--prefix", l.prefix, "--state-dir", l.dir}, io.Discard, io.Discard, log) })
+		t.Cleanup(func() {
+			_ = run([]string{"down", "--prefix", l.prefix, "--state-dir", l.dir}, io.Discard, io.Discard, log)
+		})
 		if err := run([]string{"up", "--nodes", "1", "--pods", "1", "--prefix", l.prefix, "--state-dir", l.dir}, io.Discard, io.Discard, log); err != nil {
 			t.Fatalf("up %s: %v", l.prefix, err)
 		}

@@ -9,6 +9,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
@@ -48,9 +49,7 @@ func assignment(plan *portPlan, name string, labels map[string]string) *endpoint
 			cla.Endpoints = append(cla.Endpoints, cur)
 		}
 		lb := lbEndpoint(ep.Address, uint32(ep.PortFor(plan.port)), ep.Ready)
-		if plan.mixed && plan.plaintext[i] {
-			lb.Metadata = plaintextMetadata()
-		}
+		lb.Metadata = endpointMetadata(ep, plan.mixed && plan.plaintext[i])
 		cur.LbEndpoints = append(cur.LbEndpoints, lb)
 	}
 	return cla
@@ -67,12 +66,36 @@ func lbEndpoint(addr string, port uint32, ready bool) *endpointv3.LbEndpoint {
 	}
 }
 
-// plaintextMetadata marks an endpoint for the cluster's plaintext
-// transport socket match.
-func plaintextMetadata() *corev3.Metadata {
-	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{socketMatchKey: {
-		Fields: map[string]*structpb.Value{tlsModeKey: structpb.NewStringValue(tlsModePlaintext)},
-	}}}
+// endpointMetadata is an EDS endpoint's metadata, nil when it has none:
+// plaintext marks it for the cluster's plaintext transport socket match;
+// an endpoint backed by a known pod carries its workload as Istio's EDS
+// does (filter_metadata "istio" workload, xdsapi.EndpointWorkload), for
+// the client's telemetry to name the destination workload. A workload
+// the agents would refuse (a label value the file store let through
+// with a character Kubernetes refuses) is left out rather than have
+// every agent NACK the assignment.
+func endpointMetadata(ep *model.Endpoint, plaintext bool) *corev3.Metadata {
+	var fm map[string]*structpb.Struct
+	if plaintext {
+		fm = map[string]*structpb.Struct{socketMatchKey: {
+			Fields: map[string]*structpb.Value{tlsModeKey: structpb.NewStringValue(tlsModePlaintext)},
+		}}
+	}
+	if ns, pod, ok := strings.Cut(ep.Workload, "/"); ok {
+		w := xdsapi.EndpointWorkloadOf(ns, pod, ep.Labels)
+		if w.Valid() == nil {
+			if fm == nil {
+				fm = make(map[string]*structpb.Struct, 1)
+			}
+			fm[xdsapi.EndpointMetadataKey] = &structpb.Struct{
+				Fields: map[string]*structpb.Value{xdsapi.EndpointWorkloadField: structpb.NewStringValue(w.Encode())},
+			}
+		}
+	}
+	if fm == nil {
+		return nil
+	}
+	return &corev3.Metadata{FilterMetadata: fm}
 }
 
 // dnsAssignment is the inline assignment of a DNS ServiceEntry's

@@ -251,8 +251,8 @@ func TestExamplesEndpoints(t *testing.T) {
 		}
 	}
 	mesh := buildMesh(t, m)
-	v1 := wantLB("10.200.1.11", 9080, corev3.HealthStatus_HEALTHY)
-	v2 := wantLB("10.200.2.11", 9080, corev3.HealthStatus_UNHEALTHY)
+	v1 := withWorkload(wantLB("10.200.1.11", 9080, corev3.HealthStatus_HEALTHY), "reviews-v1;production;reviews;v1;")
+	v2 := withWorkload(wantLB("10.200.2.11", 9080, corev3.HealthStatus_UNHEALTHY), "reviews-v2;production;reviews;v2;")
 	for _, tc := range []struct {
 		subset string
 		want   []*endpointv3.LocalityLbEndpoints

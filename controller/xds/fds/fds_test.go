@@ -84,14 +84,14 @@ func TestBuild(t *testing.T) {
 	}
 	wantNodes := map[string]*fibv1.FlowTable{
 		"node1": {Node: "node1",
-			LocalPods: []*fibv1.LocalPod{{Namespace: "prod", Name: "a", Ip: "10.200.1.11", IdentityId: a}},
+			LocalPods: []*fibv1.LocalPod{{Namespace: "prod", Name: "a", Ip: "10.200.1.11", IdentityId: a, Workload: "a"}},
 			PortPolicies: []*fibv1.PortPolicy{
 				{Ip: "10.200.1.11", Port: 5353, Protocol: fibv1.Protocol_UDP, Mode: fibv1.MTLSMode_STRICT},
 				{Ip: "10.200.1.11", Port: 8080, Protocol: fibv1.Protocol_TCP, Mode: fibv1.MTLSMode_STRICT},
 				{Ip: "10.200.1.11", Port: 9090, Protocol: fibv1.Protocol_TCP, Mode: fibv1.MTLSMode_PERMISSIVE},
 			}},
 		"node2": {Node: "node2",
-			LocalPods: []*fibv1.LocalPod{{Namespace: "prod", Name: "b", Ip: "10.201.0.5", IdentityId: b}},
+			LocalPods: []*fibv1.LocalPod{{Namespace: "prod", Name: "b", Ip: "10.201.0.5", IdentityId: b, Workload: "b"}},
 			PortPolicies: []*fibv1.PortPolicy{
 				// an endpoint that is not ready still gets its policy
 				{Ip: "10.201.0.5", Port: 53, Protocol: fibv1.Protocol_UDP, Mode: fibv1.MTLSMode_PERMISSIVE},
@@ -181,10 +181,10 @@ func TestOutsideMesh(t *testing.T) {
 	in := IdentityID("spiffe://cluster.local/ns/prod/sa/in")
 	want := &fibv1.FlowTable{Node: "node1",
 		LocalPods: []*fibv1.LocalPod{
-			{Namespace: "legacy", Name: "old", Ip: "10.200.1.13"},
-			{Namespace: "prod", Name: "hostnet", Ip: "10.100.0.1"},
-			{Namespace: "prod", Name: "in", Ip: "10.200.1.11", IdentityId: in},
-			{Namespace: "prod", Name: "out", Ip: "10.200.1.12"},
+			{Namespace: "legacy", Name: "old", Ip: "10.200.1.13", Workload: "old"},
+			{Namespace: "prod", Name: "hostnet", Ip: "10.100.0.1", Workload: "hostnet"},
+			{Namespace: "prod", Name: "in", Ip: "10.200.1.11", IdentityId: in, Workload: "in"},
+			{Namespace: "prod", Name: "out", Ip: "10.200.1.12", Workload: "out"},
 		},
 		PortPolicies: []*fibv1.PortPolicy{
 			{Ip: "10.200.1.11", Port: 5432, Protocol: fibv1.Protocol_TCP, Mode: fibv1.MTLSMode_STRICT},

@@ -10,8 +10,9 @@ import (
 	"github.com/fibmesh/fibmesh/controller/model"
 )
 
-// A local pod carries its workload's name and the labels Istio's metrics
-// read, and none of its other labels.
+// A local pod carries its workload's name (fibv1.WorkloadName: always
+// one) and the labels Istio's metrics read, and none of its other
+// labels.
 func TestLocalPodWorkloadAndLabels(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -34,10 +35,11 @@ func TestLocalPodWorkloadAndLabels(t *testing.T) {
 			&fibv1.LocalPod{Workload: "db", Labels: map[string]string{"app": "db"}}},
 		{"hash not in the name", "web-abcde",
 			map[string]string{"pod-template-hash": "7d9f8c6b5"},
-			&fibv1.LocalPod{}},
+			&fibv1.LocalPod{Workload: "web-abcde"}},
+		{"daemonset pod by its name", "agent-x7k2p", nil, &fibv1.LocalPod{Workload: "agent"}},
 		{"empty label value kept", "x", map[string]string{"version": ""},
-			&fibv1.LocalPod{Labels: map[string]string{"version": ""}}},
-		{"no labels", "bare", nil, &fibv1.LocalPod{}},
+			&fibv1.LocalPod{Workload: "x", Labels: map[string]string{"version": ""}}},
+		{"no labels", "bare", nil, &fibv1.LocalPod{Workload: "bare"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &model.Model{

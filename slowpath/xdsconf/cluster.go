@@ -17,6 +17,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
@@ -442,7 +443,35 @@ func lbEndpoint(lb *endpointv3.LbEndpoint, path string, ip bool) (*Endpoint, err
 	if md := lb.GetMetadata().GetFilterMetadata()[socketMatchKey]; md != nil {
 		out.Plaintext = md.GetFields()[tlsModeKey].GetStringValue() == tlsModePlaintext
 	}
+	w, err := endpointWorkload(lb.GetMetadata(), path+".metadata")
+	if err != nil {
+		return nil, err
+	}
+	out.Workload = w
 	return out, nil
+}
+
+// endpointWorkload reads an endpoint's workload from its metadata
+// (filter_metadata "istio" workload, as Istio's EDS writes it:
+// xdsapi.ParseEndpointWorkload); nil when it has none. A value that is
+// not a string, too long, or not made of names and label values is
+// refused: it would become metric labels. Other keys of the "istio"
+// struct are not read, as Envoy ignores metadata no filter reads.
+func endpointWorkload(md *corev3.Metadata, path string) (*xdsapi.EndpointWorkload, error) {
+	v, ok := md.GetFilterMetadata()[xdsapi.EndpointMetadataKey].GetFields()[xdsapi.EndpointWorkloadField]
+	if !ok {
+		return nil, nil
+	}
+	path = fmt.Sprintf("%s.filter_metadata[%q].%s", path, xdsapi.EndpointMetadataKey, xdsapi.EndpointWorkloadField)
+	s, isString := v.GetKind().(*structpb.Value_StringValue)
+	if !isString {
+		return nil, errorf(path, "want a string (name;namespace;canonical service;canonical revision;cluster[;app;version])")
+	}
+	w, err := xdsapi.ParseEndpointWorkload(s.StringValue)
+	if err != nil {
+		return nil, errorf(path, "%.64q: %v", s.StringValue, err)
+	}
+	return &w, nil
 }
 
 // socketAddress reads a TCP socket address with a numeric port.

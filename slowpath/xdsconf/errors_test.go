@@ -17,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -88,6 +89,15 @@ func TestStoreRefuses(t *testing.T) {
 		ctx.CommonTlsContext.GetCombinedValidationContext().DefaultValidationContext.MatchTypedSubjectAltNames = m
 		c.TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, ctx)}
 	}
+	// editWorkload sets the workload metadata of reviews' first endpoint.
+	editWorkload := func(v *structpb.Value) func(map[string]map[string]proto.Message) string {
+		return func(res map[string]map[string]proto.Message) string {
+			c := proto.Clone(res[resource.EndpointType][reviewsCluster]).(*endpointv3.ClusterLoadAssignment)
+			c.Endpoints[0].LbEndpoints[0].Metadata.FilterMetadata["istio"].Fields["workload"] = v
+			res[resource.EndpointType][reviewsCluster] = c
+			return resource.EndpointType
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		edit func(map[string]map[string]proto.Message) string
@@ -158,6 +168,14 @@ func TestStoreRefuses(t *testing.T) {
 			res[resource.EndpointType][reviewsCluster] = c
 			return resource.EndpointType
 		}, []string{"endpoint.address.socket_address.address", `"reviews-v1" is not an IP address`}},
+		{"endpoint workload not a string", editWorkload(structpb.NewNumberValue(7)),
+			[]string{`endpoints "` + reviewsCluster + `".endpoints[0].lb_endpoints[0].metadata.filter_metadata["istio"].workload`, "want a string"}},
+		{"endpoint workload with a space", editWorkload(structpb.NewStringValue("reviews v1;production;reviews;v1;")),
+			[]string{`lb_endpoints[0].metadata.filter_metadata["istio"].workload`, `name "reviews v1"`, "want letters, digits"}},
+		{"endpoint workload too long", editWorkload(structpb.NewStringValue(strings.Repeat("x", 4096) + ";production;a;b;")),
+			[]string{`filter_metadata["istio"].workload`, "4112 bytes: at most 1777"}},
+		{"endpoint workload without a namespace", editWorkload(structpb.NewStringValue("reviews-v1;;reviews;v1;")),
+			[]string{`filter_metadata["istio"].workload`, "empty namespace"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := NewStore()

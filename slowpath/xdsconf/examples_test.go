@@ -19,6 +19,8 @@ import (
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/xds/envoy"
+
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
 
 // The controller's fixture: the cluster view of the demo mesh.
@@ -174,9 +176,16 @@ func TestExamplesOutbound(t *testing.T) {
 
 func TestExamplesClusters(t *testing.T) {
 	snap := storeFor(t, nil, "node1")
-	ep := func(addr, node string) *Endpoint {
-		return &Endpoint{Addr: ap(addr), Healthy: true, Node: node, Weight: 1}
+	// ep is an endpoint of the examples: its address, node, and
+	// workload metadata as EDS encodes it.
+	ep := func(addr, node, workload string) *Endpoint {
+		w, err := xdsapi.ParseEndpointWorkload(workload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Endpoint{Addr: ap(addr), Healthy: true, Node: node, Weight: 1, Workload: &w}
 	}
+	const v1, v2 = "reviews-v1;production;reviews;v1;", "reviews-v2;production;reviews;v2;"
 	for _, tc := range []struct {
 		name      string
 		typ       ClusterType
@@ -188,15 +197,15 @@ func TestExamplesClusters(t *testing.T) {
 		dnsHosts  []string
 	}{
 		{name: "outbound|9080||" + reviews, lb: LeastRequest, maxConns: 100, sans: ids(idReviews),
-			endpoints: []*Endpoint{ep("10.200.1.11:9080", "node1"), ep("10.200.2.11:9080", "node2")}},
+			endpoints: []*Endpoint{ep("10.200.1.11:9080", "node1", v1), ep("10.200.2.11:9080", "node2", v2)}},
 		{name: "outbound|9080|v1|" + reviews, lb: LeastRequest, maxConns: 100, sans: ids(idReviews),
-			endpoints: []*Endpoint{ep("10.200.1.11:9080", "node1")}},
+			endpoints: []*Endpoint{ep("10.200.1.11:9080", "node1", v1)}},
 		{name: "outbound|9080|v2|" + reviews, lb: LeastRequest, maxConns: 100, sans: ids(idReviews),
-			endpoints: []*Endpoint{ep("10.200.2.11:9080", "node2")}},
+			endpoints: []*Endpoint{ep("10.200.2.11:9080", "node2", v2)}},
 		{name: "outbound|9080||" + ratings, lb: RoundRobin, sans: ids(idRatings),
-			endpoints: []*Endpoint{ep("10.200.2.12:9080", "node2")}},
+			endpoints: []*Endpoint{ep("10.200.2.12:9080", "node2", "ratings;production;ratings;v1;")}},
 		{name: "outbound|8080||" + frontend, sans: ids(idFrontend),
-			endpoints: []*Endpoint{ep("10.200.1.12:8080", "node1")}},
+			endpoints: []*Endpoint{ep("10.200.1.12:8080", "node1", "frontend;production;frontend;v1;")}},
 		{name: "outbound|443||" + books, typ: ClusterDNS, plaintext: true, dnsHosts: []string{books + ":443"}},
 		{name: "inbound-passthrough", typ: ClusterOriginalDst, lb: ClusterProvided, plaintext: true},
 		{name: "outbound-passthrough", typ: ClusterOriginalDst, lb: ClusterProvided, plaintext: true},
@@ -228,7 +237,8 @@ func TestExamplesClusters(t *testing.T) {
 				t.Fatal("EDS not joined")
 			}
 			opt := cmp.Comparer(func(a, b *Endpoint) bool {
-				return a.Addr == b.Addr && a.Healthy == b.Healthy && a.Node == b.Node && a.Weight == b.Weight && a.Plaintext == b.Plaintext
+				return a.Addr == b.Addr && a.Healthy == b.Healthy && a.Node == b.Node && a.Weight == b.Weight && a.Plaintext == b.Plaintext &&
+					(a.Workload == nil) == (b.Workload == nil) && (a.Workload == nil || *a.Workload == *b.Workload)
 			})
 			if diff := cmp.Diff(tc.endpoints, c.Endpoints.Hosts, opt); diff != "" {
 				t.Errorf("hosts (-want +got):\n%s", diff)

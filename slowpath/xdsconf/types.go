@@ -70,6 +70,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 )
 
 // Listener names (docs/xds.md).
@@ -344,6 +346,11 @@ type Endpoint struct {
 	// Node is the locality's sub_zone (the node name).
 	Node   string
 	Weight uint32
+	// Workload is the endpoint's workload as EDS says it (Istio's
+	// filter_metadata "istio" workload); nil when it says none. The
+	// client side's telemetry names the destination workload by it
+	// when the other side does not.
+	Workload *xdsapi.EndpointWorkload
 	// Active counts connections in flight to it (least request); updated
 	// atomically by the proxy.
 	Active atomic.Int64

@@ -40,6 +40,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -149,6 +150,15 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	xds.SetDefaultMemoryLimit() // as fibmesh-controller does
+	// BENCH_XDS_MEMPROFILERATE: sample the heap profiles finer than
+	// every 512 kB (bytes; e.g. 65536).
+	if v := os.Getenv("BENCH_XDS_MEMPROFILERATE"); v != "" {
+		rate, err := strconv.Atoi(v)
+		if err != nil || rate <= 0 {
+			return fmt.Errorf("BENCH_XDS_MEMPROFILERATE=%q: want bytes between samples, like 65536", v)
+		}
+		runtime.MemProfileRate = rate
+	}
 	mesh, err := xdsbench.New(o.services, o.pods, o.agents)
 	if err != nil {
 		return err
@@ -260,21 +270,23 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 				cpuMs = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 			}
-			if path := os.Getenv("BENCH_XDS_HEAPPROFILE"); path != "" {
-				runtime.GC()
-				hf, err := os.Create(path)
-				if err != nil {
-					return err
-				}
-				pprof.WriteHeapProfile(hf)
-				hf.Close()
-			}
 			// "stats rss": return freed memory first, so that RSS is
 			// what the controller holds, not what a burst left mapped
 			// (VmHWM keeps the peak). Not between rounds: the next
 			// push would fault the pages back in.
 			if len(f) == 2 && f[1] == "rss" {
 				debug.FreeOSMemory()
+				// The heap as that collection found it: what the RSS
+				// measured holds (after the sync, then after the
+				// rounds, which overwrites it).
+				if path := os.Getenv("BENCH_XDS_HEAPPROFILE"); path != "" {
+					hf, err := os.Create(path)
+					if err != nil {
+						return err
+					}
+					pprof.WriteHeapProfile(hf)
+					hf.Close()
+				}
 			}
 			st, err := stats(reg)
 			if err != nil {
@@ -284,6 +296,7 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			st.HeapMB, st.StacksMB = float64(ms.HeapInuse)/(1<<20), float64(ms.StackInuse)/(1<<20)
+			st.Mem = memMetrics()
 			b, _ := json.Marshal(st)
 			fmt.Fprintf(out, "%s\n", b)
 		default:
@@ -327,6 +340,70 @@ type ctlStats struct {
 	// stacks (runtime.MemStats HeapInuse, StackInuse).
 	HeapMB   float64 `json:"heap_mb"`
 	StacksMB float64 `json:"stacks_mb"`
+	// Mem is where the runtime's memory goes (runtime/metrics, MB but
+	// goroutines and gc_cycles), as memMetrics reads it.
+	Mem map[string]float64 `json:"mem"`
+}
+
+// memSamples are the runtime/metrics memMetrics reads, by the name it
+// reports them under.
+var memSamples = []struct{ name, metric string }{
+	{"live", "/gc/heap/live:bytes"},                           // marked live by the last GC
+	{"objects", "/memory/classes/heap/objects:bytes"},         // live and not yet swept
+	{"unused", "/memory/classes/heap/unused:bytes"},           // in-use spans, no object: fragmentation
+	{"free", "/memory/classes/heap/free:bytes"},               // free spans still mapped
+	{"released", "/memory/classes/heap/released:bytes"},       // free spans returned to the OS
+	{"stacks", "/memory/classes/heap/stacks:bytes"},           // goroutine stacks
+	{"os_stacks", "/memory/classes/os-stacks:bytes"},          // threads' stacks
+	{"metadata", "/memory/classes/metadata/other:bytes"},      // GC and allocator metadata
+	{"mspan", "/memory/classes/metadata/mspan/inuse:bytes"},   // span structures
+	{"mcache", "/memory/classes/metadata/mcache/inuse:bytes"}, //
+	{"other", "/memory/classes/other:bytes"},                  // the rest of the runtime's
+	{"profiling", "/memory/classes/profiling/buckets:bytes"},  // profiling buckets
+	{"total", "/memory/classes/total:bytes"},                  // all the runtime mapped
+	{"goal", "/gc/heap/goal:bytes"},                           // heap size the next GC aims at
+	{"goroutines", "/sched/goroutines:goroutines"},            // count
+	{"gc_cycles", "/gc/cycles/total:gc-cycles"},               // count
+	{"alloc", "/gc/heap/allocs:bytes"},                        // allocated in all
+	{"alloc_objects", "/gc/heap/allocs:objects"},              // count
+}
+
+// memMetrics reads memSamples: bytes in MB, counts as they are.
+func memMetrics() map[string]float64 {
+	ss := make([]metrics.Sample, len(memSamples))
+	for i, m := range memSamples {
+		ss[i].Name = m.metric
+	}
+	metrics.Read(ss)
+	out := make(map[string]float64, len(ss))
+	for i, s := range ss {
+		if s.Value.Kind() != metrics.KindUint64 {
+			continue // not in this Go version
+		}
+		v := float64(s.Value.Uint64())
+		if strings.HasSuffix(s.Name, ":bytes") {
+			v /= 1 << 20
+		}
+		out[memSamples[i].name] = v
+	}
+	return out
+}
+
+// memLine is memMetrics as one line, in memSamples' order.
+func memLine(m map[string]float64) string {
+	var b strings.Builder
+	for _, s := range memSamples {
+		v, ok := m[s.name]
+		if !ok {
+			continue
+		}
+		if strings.HasSuffix(s.metric, ":bytes") {
+			fmt.Fprintf(&b, " %s=%.1f", s.name, v)
+		} else {
+			fmt.Fprintf(&b, " %s=%.0f", s.name, v)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 func stats(reg *prometheus.Registry) (ctlStats, error) {
@@ -625,6 +702,11 @@ func bench(o opts) error {
 	}
 	fmt.Printf("controller: %d pushes, %d responses, %.1f MB sent in all; RSS %.0f MB after the rounds (heap %.0f MB, stacks %.0f MB; peak %.0f MB, during the first sync)\n",
 		int(st.Pushes), int(sum(st.Responses)), sum(st.Bytes)/1e6, st.RSSMB, st.HeapMB, st.StacksMB, st.HWMMB)
+	// Where the RSS goes (MB, runtime/metrics after the same forced
+	// collection and release as rss_mb), after the sync and after the
+	// rounds: a diagnostic line, not the benchmark's result.
+	fmt.Printf("controller memory after sync (MB): rss=%.0f %s\n", st0.RSSMB, memLine(st0.Mem))
+	fmt.Printf("controller memory after rounds (MB): rss=%.0f %s\n", st.RSSMB, memLine(st.Mem))
 	if err := writeJSON(o, rounds, st, st0); err != nil {
 		return err
 	}

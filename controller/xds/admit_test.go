@@ -16,10 +16,10 @@ func TestSyncSlots(t *testing.T) {
 	tr.open(1)
 	tr.open(2)
 	tr.open(3)
-	tr.admit(1, never)
-	tr.admit(1, never) // later requests of a stream never wait
+	tr.admit(1, never, nil)
+	tr.admit(1, never, nil) // later requests of a stream never wait
 	second := make(chan struct{})
-	go func() { tr.admit(2, never); close(second) }()
+	go func() { tr.admit(2, never, nil); close(second) }()
 	for i, typ := range Types {
 		select {
 		case <-second:
@@ -38,7 +38,7 @@ func TestSyncSlots(t *testing.T) {
 
 	// Stream 2 holds the slot; 3 waits until 2 closes.
 	third := make(chan struct{})
-	go func() { tr.admit(3, never); close(third) }()
+	go func() { tr.admit(3, never, nil); close(third) }()
 	tr.closed(2)
 	select {
 	case <-third:
@@ -50,7 +50,7 @@ func TestSyncSlots(t *testing.T) {
 	tr.open(4)
 	stop := make(chan struct{})
 	fourth := make(chan struct{})
-	go func() { tr.admit(4, stop); close(fourth) }()
+	go func() { tr.admit(4, stop, nil); close(fourth) }()
 	close(stop)
 	select {
 	case <-fourth:
@@ -64,9 +64,9 @@ func TestSyncSlots(t *testing.T) {
 	tr2.slotTimeout = time.Millisecond
 	tr2.open(1)
 	tr2.open(2)
-	tr2.admit(1, never) // never ACKs
+	tr2.admit(1, never, nil) // never ACKs
 	done := make(chan struct{})
-	go func() { tr2.admit(2, never); close(done) }()
+	go func() { tr2.admit(2, never, nil); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):

@@ -48,7 +48,7 @@ type deltaDriver struct {
 
 func newDeltaDriver(t *testing.T, s *Server, typ string, names []string) *deltaDriver {
 	d := &deltaDriver{t: t, s: s, typ: typ, got: map[string]string{},
-		st: &stream{id: -1, delta: true, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}}
+		st: newStream(-1, true, "")}
 	if err := s.handleDelta(d.st, &discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "node1"}, TypeUrl: typ, ResourceNamesSubscribe: names}); err != nil {
 		t.Fatal(err)
 	}

@@ -117,8 +117,9 @@ type tracker struct {
 // agent connects at once (a controller restart), each full sync
 // (megabytes per agent) is marshalled and queued only for the streams
 // holding a slot, which bounds the controller's memory. It returns at once
-// for later requests, and when done closes.
-func (t *tracker) admit(stream int64, done <-chan struct{}) {
+// for later requests, and when done (the server's) or streamDone (the
+// stream's; nil: none) closes.
+func (t *tracker) admit(stream int64, done, streamDone <-chan struct{}) {
 	t.mu.Lock()
 	st, ok := t.streams[stream]
 	if !ok {
@@ -134,6 +135,8 @@ func (t *tracker) admit(stream int64, done <-chan struct{}) {
 	select {
 	case t.slots <- struct{}{}:
 	case <-done:
+		return
+	case <-streamDone:
 		return
 	}
 	t.mu.Lock()

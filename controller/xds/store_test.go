@@ -25,7 +25,7 @@ func TestChangelogCompaction(t *testing.T) {
 	}
 	var clients []*client
 	for i, every := range []int{1, 7, 100, 0} {
-		st := &stream{id: -int64(i + 1), delta: true, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
+		st := newStream(-int64(i+1), true, "")
 		st.mu.Lock()
 		sb := s.newSub(st, resource.RouteType, true, nil)
 		st.mu.Unlock()
@@ -115,7 +115,7 @@ func TestGlobSubscription(t *testing.T) {
 		sc.update(es, nil)
 	}
 	set("a/1", "a/2", "ab", "b/1", "x")
-	st := &stream{id: -1, delta: true, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
+	st := newStream(-1, true, "")
 	st.mu.Lock()
 	sb := s.newSub(st, resource.RouteType, false, []string{"a/*", "x"})
 	sb.force = []string{"a/*", "x"}

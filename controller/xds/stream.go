@@ -147,11 +147,33 @@ func (s *sub) markDirty() {
 
 // stream is one xDS stream (ADS, or a single-type service when
 // fixedType is set), delta or state-of-the-world.
+//
+// An idle stream has one goroutine of its own: the gRPC handler, blocked
+// in Recv. A sender goroutine runs only while the stream has something
+// to send: the first wake starts one (wake), which builds and sends every
+// ready type, again while it is woken meanwhile, and exits. At 1,000
+// agents a sender parked per stream was ~1,000 goroutine stacks.
 type stream struct {
 	id        int64 // tracker key: SotW streams > 0, delta < 0
 	delta     bool
 	fixedType string
-	wakeCh    chan struct{}
+	// send builds and sends what the stream's subs are ready for (set
+	// by serve; nil for a stream driven by hand in tests, which wake
+	// then only marks).
+	send func() error
+	// done is the stream's context's Done (nil in hand-driven tests).
+	done <-chan struct{}
+
+	// smu guards the sender's state.
+	smu     sync.Mutex
+	sending bool // a sender goroutine runs
+	again   bool // woken while it ran: it runs once more
+	ended   bool // the handler is returning: no sender starts
+	sendErr error
+	idle    sync.Cond // on smu: signalled when the sender exits
+	// stop ends the stream with err's status (nil: OK): a Send failed,
+	// or Run ended (serve).
+	stop func(err error)
 
 	mu     sync.Mutex
 	closed bool // the handler returned: requests still received are dropped
@@ -164,11 +186,69 @@ type stream struct {
 	work atomic.Int64
 }
 
+func newStream(id int64, delta bool, fixedType string) *stream {
+	st := &stream{id: id, delta: delta, fixedType: fixedType, subs: map[string]*sub{}}
+	st.idle.L = &st.smu
+	return st
+}
+
+// wake has the stream send what is ready: it starts a sender unless one
+// runs, which then runs once more.
 func (st *stream) wake() {
-	select {
-	case st.wakeCh <- struct{}{}:
-	default:
+	st.smu.Lock()
+	switch {
+	case st.sending:
+		st.again = true
+		st.smu.Unlock()
+		return
+	case st.ended || st.send == nil:
+		st.smu.Unlock()
+		return
 	}
+	st.sending = true
+	st.smu.Unlock()
+	go st.runSender()
+}
+
+// runSender sends until nothing is ready and it was not woken meanwhile.
+// A failed Send ends the stream (cancel): its handler returns the error.
+func (st *stream) runSender() {
+	for {
+		err := st.send()
+		st.smu.Lock()
+		if err == nil && st.again && !st.ended {
+			st.again = false
+			st.smu.Unlock()
+			continue
+		}
+		if err != nil && st.sendErr == nil {
+			st.sendErr = err
+		}
+		st.sending, st.again = false, false
+		st.idle.Broadcast()
+		st.smu.Unlock()
+		if err != nil {
+			st.stop(err)
+		}
+		return
+	}
+}
+
+// end stops the stream's sending: no sender starts from now on, and a
+// running one is waited for. It returns the error a Send failed with.
+// unblock, if set, is called first when a sender runs, so that a Send
+// waiting for flow control returns.
+func (st *stream) end(unblock func()) error {
+	st.smu.Lock()
+	defer st.smu.Unlock()
+	st.ended = true
+	if st.sending && unblock != nil {
+		unblock()
+	}
+	for st.sending {
+		st.idle.Wait()
+	}
+	return st.sendErr
 }
 
 func (st *stream) nextNonce() string {
@@ -183,88 +263,148 @@ type bidi[Req, Resp any] interface {
 	Context() context.Context
 }
 
-// serve runs one stream: a goroutine receives and handles requests
-// (ACKs cost O(1)); this one sends what the stream's subs are marked
-// for, holding one of the server's sender slots while it builds a
-// response (so that after an edit at most 4 × GOMAXPROCS streams collect
-// their changes at once, rather than a thousand contending for the
-// scopes' locks), then sending it.
+// statusWriter is what gRPC's server-side transport stream (in a
+// handler's context, grpc.ServerTransportStreamFromContext) does to end
+// a stream: write its status. The stream's context is then done and a
+// Recv blocked on it returns, with that status already sent.
+type statusWriter interface {
+	WriteStatus(*status.Status) error
+}
+
+// oneGoroutine lets serve end a stream from outside its handler (tests
+// turn it off to run the fallback).
+var oneGoroutine = true
+
+// serve runs one stream. This goroutine receives and handles requests
+// (ACKs cost O(1)); a sender runs while something is to be sent
+// (stream.wake), holding one of the server's sender slots while it
+// builds the responses (so that after an edit at most 4 × GOMAXPROCS
+// streams collect their changes at once, rather than a thousand
+// contending for the scopes' locks), then sending them.
+//
+// The stream ends when the client ends it, a request is refused, a Send
+// fails, or Run ends. For the last two, serve writes the stream's status
+// (OK when Run ends, the Send's error) through gRPC's transport stream,
+// which ends the Recv this goroutine is blocked in. Where the transport
+// stream cannot (another gRPC), a second goroutine per stream receives
+// while this one waits for any of those, as before.
 func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func(*stream, *Req) error, build func(*stream, *sub) *Resp) error {
 	ctx := gs.Context()
 	if err := s.cb.opened(ctx, st.id); err != nil {
 		return err
 	}
 	defer s.closeStream(st)
-	errc := make(chan error, 1)
-	var resps []*Resp
-	go func() {
+	sw, direct := grpc.ServerTransportStreamFromContext(ctx).(statusWriter)
+	direct = direct && oneGoroutine
+	var stop chan struct{}
+	if direct {
+		st.stop = func(err error) { sw.WriteStatus(statusOf(err)) }
+	} else {
+		stop = make(chan struct{})
+		var once sync.Once
+		st.stop = func(error) { once.Do(func() { close(stop) }) }
+	}
+	st.done = ctx.Done()
+	st.send = func() error { return sendReady(s, gs, st, build) }
+	defer context.AfterFunc(s.streams, func() { st.stop(nil) })()
+	recv := func() error {
 		for {
 			req, err := gs.Recv()
 			if err == nil {
 				err = handle(st, req)
 			}
 			if err != nil {
-				errc <- err
-				return
-			}
-		}
-	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.streams.Done():
-			return nil
-		case err := <-errc:
-			if isEOF(err) {
-				return nil
-			}
-			return err
-		case <-st.wakeCh:
-		}
-		// Build every type that is ready, then send them back to back,
-		// so that the responses one change caused (an endpoint change's
-		// load assignments and flow-table shard) leave in one write.
-		st.mu.Lock()
-		ready := false
-		for _, t := range Types {
-			sb := st.subs[t]
-			if sb != nil && sb.nonce == "" && (sb.dirty.Load() || len(sb.pages) > 0) {
-				ready = true
-				break
-			}
-		}
-		st.mu.Unlock()
-		if !ready {
-			continue
-		}
-		select {
-		case s.senders <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-		resps = resps[:0]
-		st.mu.Lock()
-		for _, t := range Types {
-			if sb := st.subs[t]; sb != nil {
-				if resp := build(st, sb); resp != nil {
-					resps = append(resps, resp)
-				}
-			}
-		}
-		st.mu.Unlock()
-		<-s.senders
-		// Send (marshal, and wait while the stream's flow-control
-		// window is full) holds no slot: a slow agent must not hold up
-		// the others. What waits is bounded by the one outstanding
-		// response per type, paged.
-		for i, resp := range resps {
-			resps[i] = nil
-			if err := gs.Send(resp); err != nil {
 				return err
 			}
 		}
 	}
+	var err error
+	if direct {
+		err = recv()
+	} else {
+		errc := make(chan error, 1)
+		go func() { errc <- recv() }()
+		select {
+		case err = <-errc:
+		case <-stop:
+		case <-ctx.Done():
+		}
+	}
+	// A sender waiting for flow control returns once the stream's
+	// status is written (the handler's return writes it on the
+	// fallback).
+	var endSending func()
+	if direct {
+		endSending = func() { st.stop(err) }
+	}
+	sendErr := st.end(endSending)
+	switch {
+	case s.streams.Err() != nil:
+		return nil // Run ended: agents reconnect to the next controller
+	case sendErr != nil:
+		return sendErr
+	case err == nil || isEOF(err):
+		return nil
+	}
+	return err
+}
+
+// statusOf is the status a handler returning err ends its stream with,
+// as gRPC makes it (nil: OK).
+func statusOf(err error) *status.Status {
+	if err == nil || isEOF(err) {
+		return status.New(codes.OK, "")
+	}
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
+	return status.FromContextError(err)
+}
+
+// sendReady builds every type that is ready, then sends them back to
+// back, so that the responses one change caused (an endpoint change's
+// load assignments and flow-table shard) leave in one write.
+func sendReady[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, build func(*stream, *sub) *Resp) error {
+	st.mu.Lock()
+	ready := false
+	for _, t := range Types {
+		sb := st.subs[t]
+		if sb != nil && sb.nonce == "" && (sb.dirty.Load() || len(sb.pages) > 0) {
+			ready = true
+			break
+		}
+	}
+	st.mu.Unlock()
+	if !ready {
+		return nil
+	}
+	select {
+	case s.senders <- struct{}{}:
+	case <-st.done:
+		return nil
+	}
+	var buf [8]*Resp
+	resps := buf[:0]
+	st.mu.Lock()
+	for _, t := range Types {
+		if sb := st.subs[t]; sb != nil {
+			if resp := build(st, sb); resp != nil {
+				resps = append(resps, resp)
+			}
+		}
+	}
+	st.mu.Unlock()
+	<-s.senders
+	// Send (marshal, and wait while the stream's flow-control window is
+	// full) holds no slot: a slow agent must not hold up the others.
+	// What waits is bounded by the one outstanding response per type,
+	// paged.
+	for _, resp := range resps {
+		if err := gs.Send(resp); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // closeStream drops a stream's subscriptions from the indexes.
@@ -329,7 +469,7 @@ func (s *Server) handleDelta(st *stream, req *discovery.DeltaDiscoveryRequest) e
 	if err := s.cb.checkFlowTables(st.id, t, subscribe, wildcard); err != nil {
 		return err
 	}
-	s.tracker.admit(st.id, s.streams.Done())
+	s.tracker.admit(st.id, s.streams.Done(), st.done)
 	st.work.Add(1)
 	st.mu.Lock()
 	if st.closed {
@@ -556,7 +696,7 @@ func (s *Server) handleSotW(st *stream, req *discovery.DiscoveryRequest) error {
 	if err := s.cb.checkFlowTables(st.id, t, names, wildcard); err != nil {
 		return err
 	}
-	s.tracker.admit(st.id, s.streams.Done())
+	s.tracker.admit(st.id, s.streams.Done(), st.done)
 	st.work.Add(1)
 	st.mu.Lock()
 	if st.closed {
@@ -673,13 +813,11 @@ func (a ads) DeltaAggregatedResources(gs grpc.BidiStreamingServer[discovery.Delt
 }
 
 func (s *Server) serveSotW(gs grpc.BidiStreamingServer[discovery.DiscoveryRequest, discovery.DiscoveryResponse], typeURL string) error {
-	st := &stream{id: s.sotwIDs.Add(1), fixedType: typeURL, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
-	return serve(s, gs, st, s.handleSotW, s.buildSotW)
+	return serve(s, gs, newStream(s.sotwIDs.Add(1), false, typeURL), s.handleSotW, s.buildSotW)
 }
 
 func (s *Server) serveDelta(gs grpc.BidiStreamingServer[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse], typeURL string) error {
-	st := &stream{id: -s.deltaIDs.Add(1), delta: true, fixedType: typeURL, wakeCh: make(chan struct{}, 1), subs: map[string]*sub{}}
-	return serve(s, gs, st, s.handleDelta, s.buildDelta)
+	return serve(s, gs, newStream(-s.deltaIDs.Add(1), true, typeURL), s.handleDelta, s.buildDelta)
 }
 
 // fetch refuses REST-style fetches, as before.

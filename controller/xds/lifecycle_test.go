@@ -1,0 +1,196 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resource "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fibmesh/fibmesh/agent/xdsclient"
+	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/controller/model"
+)
+
+// goroutinesIn counts the goroutines with a frame of fn (a function's
+// qualified name, as stack traces print it) on their stack.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
+}
+
+// waitFor polls cond every 10 ms until it holds, failing after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+const (
+	serveFrame  = "fibmesh/controller/xds.serve["
+	senderFrame = "fibmesh/controller/xds.(*stream).runSender"
+)
+
+// TestIdleStreamGoroutines: an idle stream runs one goroutine of the
+// server's own (its handler, in Recv); a sender runs only while
+// something is to be sent, and an edit still reaches every stream.
+func TestIdleStreamGoroutines(t *testing.T) {
+	e := newEnv(t)
+	var clients []*xdsclient.Client
+	for i, delta := range []bool{true, true, true, false, false} {
+		c := e.client(fmt.Sprintf("node%d", i%2+1), delta, nil)
+		synced(t, c)
+		clients = append(clients, c)
+	}
+	waitFor(t, "the senders to exit", func() bool { return goroutinesIn(senderFrame) == 0 })
+	if n := goroutinesIn(serveFrame); n != len(clients) {
+		t.Errorf("%d goroutines in serve for %d idle streams, want one each", n, len(clients))
+	}
+	vs := e.virtualService("production", "reviews")
+	vs.Spec.Http[1].Route[0].Weight, vs.Spec.Http[1].Route[1].Weight = 30, 70
+	e.push()
+	for i, c := range clients {
+		await(t, c, fmt.Sprintf("client %d: the edited route", i), func(u xdsclient.Update) bool {
+			return u.NACK == nil && u.TypeURL == resource.RouteType
+		})
+	}
+	waitFor(t, "the senders to exit after the edit", func() bool { return goroutinesIn(senderFrame) == 0 })
+	if n := goroutinesIn(serveFrame); n != len(clients) {
+		t.Errorf("after the edit: %d goroutines in serve for %d idle streams, want one each", n, len(clients))
+	}
+}
+
+// TestRunEndEndsStreams: when Run returns, every open stream ends (the
+// client sees its end, status OK) and a graceful gRPC stop returns
+// without waiting for the agents, delta and state-of-the-world: with one
+// goroutine per stream (its handler, blocked in Recv, is ended by
+// writing the stream's status), and on the fallback (a goroutine per
+// stream receives), on a server with GRPCServerOptions and a plain one.
+func TestRunEndEndsStreams(t *testing.T) {
+	snap, err := config.LoadDir("../testdata/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Build(snap, nil, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { oneGoroutine = true }()
+	for _, tc := range []struct {
+		name   string
+		direct bool
+		opts   []grpc.ServerOption
+	}{
+		{"one goroutine, GRPCServerOptions", true, GRPCServerOptions()},
+		{"one goroutine, plain gRPC server", true, nil},
+		{"fallback, GRPCServerOptions", false, GRPCServerOptions()},
+		{"fallback, plain gRPC server", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			oneGoroutine = tc.direct
+			s := New(Options{Debounce: time.Millisecond})
+			g := grpc.NewServer(tc.opts...)
+			s.Register(g)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan struct{})
+			go func() { g.Serve(ln); close(served) }()
+			defer func() { g.Stop(); <-served }()
+			ctx, stopRun := context.WithCancel(context.Background())
+			ran := make(chan struct{})
+			go func() { s.Run(ctx); close(ran) }()
+			defer func() { stopRun(); <-ran }()
+			s.Update(m)
+			<-s.FirstPush()
+
+			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
+			node := &core.Node{Id: "node1"}
+			delta, err := ads.DeltaAggregatedResources(cctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := delta.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := delta.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			sotw, err := ads.StreamAggregatedResources(cctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sotw.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sotw.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.direct {
+				waitFor(t, "the senders to exit", func() bool { return goroutinesIn(senderFrame) == 0 })
+				if n := goroutinesIn(serveFrame); n != 2 {
+					t.Errorf("%d goroutines in serve for 2 idle streams, want one each", n)
+				}
+			}
+
+			stopRun()
+			<-ran
+			stopped := make(chan struct{})
+			go func() { g.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(10 * time.Second):
+				t.Fatal("GracefulStop still waits 10 s after Run returned: the streams did not end")
+			}
+			for name, recv := range map[string]func() error{
+				"delta": func() error { _, err := delta.Recv(); return err },
+				"sotw":  func() error { _, err := sotw.Recv(); return err },
+			} {
+				err := recv()
+				for err == nil { // a response sent before the end
+					err = recv()
+				}
+				if !errors.Is(err, io.EOF) {
+					t.Errorf("%s stream ended with %v, want its end (io.EOF: status OK)", name, err)
+				}
+			}
+		})
+	}
+}

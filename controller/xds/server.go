@@ -220,11 +220,16 @@ func AgentSubscriptions(node string) []xdsapi.Subscription { return xdsapi.Agent
 
 // GRPCServerOptions are the gRPC server options for many long-lived,
 // mostly idle agent streams: keepalives that notice a vanished agent
-// (and refuse agents pinging more often than every 10 s), one write
-// buffer shared by all connections instead of 32 KiB held by each, and
-// an 8 KiB read buffer instead of 32 KiB (agents send small requests:
-// ACKs and subscriptions). At 1,000 agents the two buffers held 64 MB
-// before (grpc-go #5751); now ~8 MB.
+// (and refuse agents pinging more often than every 10 s), and 8 KiB
+// write and read buffers that connections take from one pool while they
+// write or read (SharedWriteBuffer; gRPC pools read buffers itself)
+// instead of 32 KiB held by each (at 1,000 agents the two held 64 MB,
+// grpc-go #5751). Why 8 KiB and not 32 KiB for writes: after an edit
+// every connection writes at once, and gRPC's writer yields while it
+// holds a pooled buffer, so the pool grows to one buffer per connection,
+// which it keeps until two garbage collections later (32 MB of 32 KiB
+// buffers at 1,000 agents, measured after the rounds of bench-xds; 8 MB
+// now). A first sync's 60 kB pages then take 8 writes each instead of 2.
 //
 // Messages are marshalled by exactCodec: gRPC's own proto codec takes each
 // message's buffer from a pool whose tiers jump from 32 KiB to 1 MiB, so
@@ -242,7 +247,7 @@ func GRPCServerOptions() []grpc.ServerOption {
 		// Agents send small requests; 64 KiB per stream is plenty.
 		grpc.StaticStreamWindowSize(64 << 10),
 		grpc.StaticConnWindowSize(256 << 10),
-		grpc.WriteBufferSize(32 << 10),
+		grpc.WriteBufferSize(8 << 10),
 		grpc.ReadBufferSize(8 << 10),
 	}
 }

@@ -177,6 +177,13 @@ type Event struct {
 	// PROXY header goes one way only), or something malformed or of
 	// another namespace than the peer's SPIFFE ID.
 	PeerWorkload WorkloadMeta
+	// EndpointWorkload is what EDS says of the workload of the endpoint
+	// an outbound connection went to (Istio's endpoint metadata,
+	// xdsconf.Endpoint.Workload): what names the destination workload
+	// on the caller, where the PROXY header says nothing back. Zero
+	// inbound, before an endpoint is connected, and when the endpoint's
+	// metadata says none.
+	EndpointWorkload WorkloadMeta
 	// Reason is the refusal reason (the refused_total label) or the
 	// denying policy.
 	Reason string

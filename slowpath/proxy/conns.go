@@ -133,6 +133,9 @@ type conn struct {
 	// peerMeta is what the peer's agent said of its workload (Event's
 	// PeerWorkload).
 	peerMeta WorkloadMeta
+	// endpointMeta is what EDS says of the workload of the endpoint an
+	// outbound connection went to (Event's EndpointWorkload).
+	endpointMeta WorkloadMeta
 	// revoked is closed by revoke; revokeReason says why.
 	revokeCh     chan struct{}
 	revokeReason string
@@ -170,6 +173,14 @@ func (c *conn) peerWorkload() WorkloadMeta {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.peerMeta
+}
+
+// endpointWorkload is what EDS said of the workload of the endpoint the
+// connection went to (Event.EndpointWorkload).
+func (c *conn) endpointWorkload() WorkloadMeta {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.endpointMeta
 }
 
 // update changes the connection's row.
@@ -409,7 +420,7 @@ func (p *Proxy) fail(c *conn, err error) {
 		if result == resultDenied {
 			kind, ev = EventDenied, d.policy
 		}
-		p.cfg.Events(Event{Kind: kind, Conn: info, PeerWorkload: c.peerWorkload(), Reason: ev, Err: err})
+		p.cfg.Events(Event{Kind: kind, Conn: info, PeerWorkload: c.peerWorkload(), EndpointWorkload: c.endpointWorkload(), Reason: ev, Err: err})
 	}
 }
 

@@ -276,7 +276,7 @@ func (ps *podState) forward(ctx context.Context, w http.ResponseWriter, r *http.
 	for attempt := 1; ; attempt++ {
 		ri.Attempts = attempt
 		tried = append(tried, ep)
-		ri.Upstream = ep.Addr
+		ri.Upstream, ri.EndpointWorkload = ep.Addr, endpointWorkload(ep)
 		tctx, tcancel := ctx, context.CancelFunc(func() {})
 		if policy != nil && policy.PerTryTimeout > 0 {
 			tctx, tcancel = context.WithTimeout(ctx, policy.PerTryTimeout)
@@ -886,7 +886,7 @@ func (ps *podState) upgradeOutbound(ctx context.Context, w http.ResponseWriter, 
 		ps.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", bodyNoHealthy)
 		return
 	}
-	ri.Upstream = ep.Addr
+	ri.Upstream, ri.EndpointWorkload = ep.Addr, endpointWorkload(ep)
 	timeout := cl.ConnectTimeout
 	if timeout <= 0 {
 		timeout = ps.p.cfg.ConnectTimeout
@@ -1041,6 +1041,11 @@ type RequestInfo struct {
 	// or came in plaintext, or never reached it.
 	Workload     WorkloadMeta
 	PeerWorkload WorkloadMeta
+	// EndpointWorkload is the workload of the endpoint the last attempt
+	// went to (outbound), as EDS says it (Istio's endpoint metadata):
+	// what names the destination when the peer's agent did not answer.
+	// Zero inbound, or when the endpoint's metadata says none.
+	EndpointWorkload WorkloadMeta
 	// MTLS: the request came (inbound) or went (outbound, its last
 	// attempt) over the mesh's mTLS tunnel.
 	MTLS bool

@@ -221,7 +221,7 @@ func (p *Proxy) relayOffloaded(c *conn, o *offloaded, idle time.Duration) {
 	offActive := p.m.offloaded.WithLabelValues(mode)
 	offActive.Inc()
 	if p.cfg.Events != nil {
-		p.cfg.Events(Event{Kind: EventEstablished, Conn: c.snapshot(), PeerWorkload: c.peerWorkload()})
+		p.cfg.Events(Event{Kind: EventEstablished, Conn: c.snapshot(), PeerWorkload: c.peerWorkload(), EndpointWorkload: c.endpointWorkload()})
 	}
 	bytes := p.m.bytes.WithLabelValues(c.direction)
 	offBytes := p.m.offloadedBytes.WithLabelValues(mode)
@@ -282,6 +282,6 @@ wait:
 	offActive.Dec()
 	info := c.finish(reason)
 	if p.cfg.Events != nil {
-		p.cfg.Events(Event{Kind: EventClosed, Conn: info, PeerWorkload: c.peerWorkload(), Reason: reason, Err: err})
+		p.cfg.Events(Event{Kind: EventClosed, Conn: info, PeerWorkload: c.peerWorkload(), EndpointWorkload: c.endpointWorkload(), Reason: reason, Err: err})
 	}
 }

@@ -237,6 +237,11 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 				c.update(func(i *ConnInfo) { i.Endpoint = ep.Addr })
 			}
 		}
+		if err == nil && ep.Workload != nil {
+			c.mu.Lock()
+			c.endpointMeta = endpointWorkload(ep)
+			c.mu.Unlock()
+		}
 		if err == nil {
 			c.mu.Lock()
 			c.onClose = append(c.onClose, func() { ep.Active.Add(-1) })

@@ -99,7 +99,7 @@ func (p *Proxy) relay(c *conn, down, up stream) {
 	active := p.m.active.WithLabelValues(c.direction)
 	active.Inc()
 	if p.cfg.Events != nil {
-		p.cfg.Events(Event{Kind: EventEstablished, Conn: c.snapshot(), PeerWorkload: c.peerWorkload()})
+		p.cfg.Events(Event{Kind: EventEstablished, Conn: c.snapshot(), PeerWorkload: c.peerWorkload(), EndpointWorkload: c.endpointWorkload()})
 	}
 	bytes := p.m.bytes.WithLabelValues(c.direction)
 	// Outbound, the app is downstream; inbound, upstream.
@@ -123,7 +123,7 @@ func (p *Proxy) relay(c *conn, down, up stream) {
 	active.Dec()
 	info := c.finish(reason)
 	if p.cfg.Events != nil {
-		p.cfg.Events(Event{Kind: EventClosed, Conn: info, PeerWorkload: c.peerWorkload(), Reason: reason, Err: errors.Join(err1, err2)})
+		p.cfg.Events(Event{Kind: EventClosed, Conn: info, PeerWorkload: c.peerWorkload(), EndpointWorkload: c.endpointWorkload(), Reason: reason, Err: errors.Join(err1, err2)})
 	}
 }
 

@@ -163,7 +163,7 @@ func (p *Proxy) revoke(c *conn, why, detail string, pushed time.Time) bool {
 	p.m.revoked.WithLabelValues(why, where).Inc()
 	if p.cfg.Events != nil {
 		// Before the teardown, so that it comes before EventClosed.
-		p.cfg.Events(Event{Kind: EventRevoked, Conn: c.snapshot(), PeerWorkload: c.peerWorkload(), Reason: reason})
+		p.cfg.Events(Event{Kind: EventRevoked, Conn: c.snapshot(), PeerWorkload: c.peerWorkload(), EndpointWorkload: c.endpointWorkload(), Reason: reason})
 	}
 	close(c.revokeCh)
 	if off == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/internal/testenv"
 	"github.com/fibmesh/fibmesh/slowpath"
 	"github.com/fibmesh/fibmesh/slowpath/proxyproto"
@@ -75,9 +76,12 @@ func TestRequestTelemetry(t *testing.T) {
 		return nil
 	})
 	clientMeta, serverMeta := meta("default", "client"), meta("default", "server")
+	// What the controller's EDS says of the server pod (labels {app:
+	// server}, no version).
+	serverEDS := WorkloadMeta{Name: "server", Namespace: "default", App: "server", CanonicalService: "server", CanonicalRevision: "latest"}
 	type view struct {
 		Pod, Peer                                 string
-		Workload, PeerWorkload                    WorkloadMeta
+		Workload, PeerWorkload, EndpointWorkload  WorkloadMeta
 		MTLS                                      bool
 		Code                                      int
 		BytesReceived, BytesSent                  int64
@@ -85,7 +89,7 @@ func TestRequestTelemetry(t *testing.T) {
 		HasHeads, HasDestination, HasSource, GRPC bool
 	}
 	v := func(r RequestInfo) view {
-		return view{Pod: r.Pod, Peer: r.Peer, Workload: r.Workload, PeerWorkload: r.PeerWorkload, MTLS: r.MTLS, Code: r.Code,
+		return view{Pod: r.Pod, Peer: r.Peer, Workload: r.Workload, PeerWorkload: r.PeerWorkload, EndpointWorkload: r.EndpointWorkload, MTLS: r.MTLS, Code: r.Code,
 			BytesReceived: r.BytesReceived, BytesSent: r.BytesSent, UserAgent: r.UserAgent, RequestID: r.RequestID,
 			HasHeads: r.RequestHeaderBytes > 50 && r.ResponseHeaderBytes > 20, HasDestination: r.Destination.IsValid(),
 			HasSource: r.Source.IsValid(), GRPC: r.GRPC}
@@ -95,7 +99,7 @@ func TestRequestTelemetry(t *testing.T) {
 		got  RequestInfo
 		want view
 	}{
-		{"outbound", out, view{Pod: "default/client", Peer: l.serverID.String(), Workload: clientMeta, PeerWorkload: serverMeta,
+		{"outbound", out, view{Pod: "default/client", Peer: l.serverID.String(), Workload: clientMeta, PeerWorkload: serverMeta, EndpointWorkload: serverEDS,
 			MTLS: true, Code: 200, BytesReceived: 1000, BytesSent: int64(len(got)), UserAgent: "telemetry-test", RequestID: out.RequestID,
 			HasHeads: true, HasDestination: true, HasSource: true}},
 		{"inbound", in, view{Pod: "default/server", Peer: l.clientID.String(), Workload: serverMeta, PeerWorkload: clientMeta,
@@ -174,6 +178,13 @@ func TestTCPWorkloadTLV(t *testing.T) {
 	}
 
 	t.Run("agent to agent", func(t *testing.T) {
+		// The endpoint's workload as EDS says it: the caller's only
+		// word on the called workload.
+		eds := &xdsapi.EndpointWorkload{Name: "server-v1", Namespace: "default", CanonicalService: "server", CanonicalRevision: "v1", App: "server", Version: "v1"}
+		snap := l.snapshot(nil)
+		snap.Clusters["outbound|80||echo.default.svc.cluster.local"].Endpoints.Hosts[0].Workload = eds
+		l.snap.Store(snap)
+		t.Cleanup(func() { l.snap.Store(l.snapshot(nil)) })
 		n := count()
 		echo(t, l.callOutbound(t, vip), 1000)
 		in := closedEvent(t, n, DirectionInbound)
@@ -184,8 +195,16 @@ func TestTCPWorkloadTLV(t *testing.T) {
 			t.Errorf("inbound peer %q, want %s", in.Conn.PeerIdentity, l.clientID)
 		}
 		// The header goes one way: the caller learns nothing.
-		if out := closedEvent(t, n, DirectionOutbound); !out.PeerWorkload.IsZero() {
+		out := closedEvent(t, n, DirectionOutbound)
+		if !out.PeerWorkload.IsZero() {
 			t.Errorf("outbound PeerWorkload %+v, want none", out.PeerWorkload)
+		}
+		want := WorkloadMeta{Name: "server-v1", Namespace: "default", App: "server", Version: "v1", CanonicalService: "server", CanonicalRevision: "v1"}
+		if diff := cmp.Diff(want, out.EndpointWorkload); diff != "" {
+			t.Errorf("outbound EndpointWorkload (-want +got):\n%s", diff)
+		}
+		if !in.EndpointWorkload.IsZero() {
+			t.Errorf("inbound EndpointWorkload %+v, want none", in.EndpointWorkload)
 		}
 	})
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
 
 // hdrPeer carries a workload's metadata between the two agents of an
@@ -43,6 +45,17 @@ type WorkloadMeta struct {
 
 // IsZero reports whether nothing is known.
 func (w WorkloadMeta) IsZero() bool { return w == WorkloadMeta{} }
+
+// endpointWorkload is what EDS says of the workload behind ep (Istio's
+// endpoint metadata); zero when it says nothing.
+func endpointWorkload(ep *xdsconf.Endpoint) WorkloadMeta {
+	w := ep.Workload
+	if w == nil {
+		return WorkloadMeta{}
+	}
+	return WorkloadMeta{Name: w.Name, Namespace: w.Namespace, App: w.App, Version: w.Version,
+		CanonicalService: w.CanonicalService, CanonicalRevision: w.CanonicalRevision, Cluster: w.Cluster}
+}
 
 // fields are w's fields with their keys in hdrPeer.
 func (w *WorkloadMeta) fields() []struct {

@@ -181,7 +181,7 @@ type Event struct {
 	// an outbound connection went to (Istio's endpoint metadata,
 	// xdsconf.Endpoint.Workload): what names the destination workload
 	// on the caller, where the PROXY header says nothing back. Zero
-	// inbound, before an endpoint is connected, and when the endpoint's
+	// inbound, before an endpoint is picked, and when the endpoint's
 	// metadata says none.
 	EndpointWorkload WorkloadMeta
 	// Reason is the refusal reason (the refused_total label) or the

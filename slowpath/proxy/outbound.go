@@ -228,6 +228,11 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 		}
 		tried = append(tried, ep)
 		ep.Active.Add(1)
+		// Before connecting: the connection's events from here on
+		// (established, or refused after the last try) name it.
+		c.mu.Lock()
+		c.endpointMeta = endpointWorkload(ep)
+		c.mu.Unlock()
 		var up stream
 		if cl.TLS != nil && !(cl.TLS.PlaintextMatch && ep.Plaintext) {
 			up, err = ps.tunnel(ctx, c, cl.TLS.SANs, ep.Addr, src, timeout)
@@ -236,11 +241,6 @@ func (ps *podState) endpoints(ctx context.Context, c *conn, cl *xdsconf.Cluster,
 			if err == nil {
 				c.update(func(i *ConnInfo) { i.Endpoint = ep.Addr })
 			}
-		}
-		if err == nil && ep.Workload != nil {
-			c.mu.Lock()
-			c.endpointMeta = endpointWorkload(ep)
-			c.mu.Unlock()
 		}
 		if err == nil {
 			c.mu.Lock()

@@ -32,10 +32,12 @@ import (
 // (proxy.WorkloadMeta: workload name, app, version, canonical service
 // and revision, cluster): both ways for HTTP (a header on the request
 // and on the response), from caller to called for TCP (a TLV of the
-// tunnel's PROXY header, which goes one way). A TCP caller knows the
-// called pod's workload when that pod runs on its own node (its flow
-// table's entry: localPodByIP); otherwise "unknown". A label whose value is not known is "unknown",
-// as in Istio. No label carries a pod IP, a path or anything else that
+// tunnel's PROXY header, which goes one way). Where the called side
+// says nothing back (TCP; a request that got no answer), the caller
+// names it as Istio's client-side telemetry does, from the endpoint's
+// EDS metadata (edsWorkload), and a pod of its own node called by its
+// IP from its flow table (localPodByIP). A label whose value is not
+// known is "unknown", as in Istio. No label carries a pod IP, a path or anything else that
 // grows without bound: services come from the xDS cluster chosen or the
 // mesh's own host names, never from a client's free text.
 
@@ -359,7 +361,11 @@ func (t *telemetry) destinationService(direction, cluster, authority, ns string,
 // order.
 func (t *telemetry) requestLabelValues(ri *proxy.RequestInfo) []string {
 	local := t.localWorkload(ri.Pod, ri.Workload)
-	peer := t.peerWorkload(ri.Peer, ri.PeerWorkload)
+	peerMeta := ri.PeerWorkload
+	if peerMeta.IsZero() {
+		peerMeta = edsWorkload(ri.Direction, ri.Peer, ri.EndpointWorkload)
+	}
+	peer := t.peerWorkload(ri.Peer, peerMeta)
 	ns, _, _ := strings.Cut(ri.Pod, "/")
 	svc := t.destinationService(ri.Direction, ri.Cluster, ri.Authority, ns, ri.Destination)
 	proto := "http"
@@ -373,9 +379,37 @@ func (t *telemetry) requestLabelValues(ri *proxy.RequestInfo) []string {
 	return sideLabels(ri.Direction, local, peer, svc, proto, flags, ri.MTLS, strconv.Itoa(ri.Code), ri.GRPCStatus)
 }
 
+// edsWorkload is what names the called workload on the caller when the
+// peer's agent said nothing (an L4 tunnel: the PROXY header goes one
+// way; a request that got no answer): what EDS says of the endpoint
+// (Istio's endpoint metadata, proxy.Event's and RequestInfo's
+// EndpointWorkload), as Istio's client-side telemetry reads it. Zero
+// inbound, and when the tunnel verified an identity of another
+// namespace than EDS says: the verified identity wins.
+func edsWorkload(direction, principal string, eds proxy.WorkloadMeta) proxy.WorkloadMeta {
+	if direction != proxy.DirectionOutbound || eds.IsZero() {
+		return proxy.WorkloadMeta{}
+	}
+	if principal != "" && namespaceOf(principal) != eds.Namespace {
+		return proxy.WorkloadMeta{}
+	}
+	return eds
+}
+
+// connPeerMeta is what names the other side of a connection: what its
+// agent said (proxy.Event's PeerWorkload: inbound, the tunnel's PROXY
+// header), else what EDS says of the endpoint (edsWorkload).
+func connPeerMeta(ev *proxy.Event) proxy.WorkloadMeta {
+	if !ev.PeerWorkload.IsZero() {
+		return ev.PeerWorkload
+	}
+	return edsWorkload(ev.Conn.Direction, ev.Conn.PeerIdentity, ev.EndpointWorkload)
+}
+
 // connLabelValues are a TCP connection's label values, in tcpLabels'
-// order; peerMeta is what the peer's agent said of its workload
-// (proxy.Event's PeerWorkload).
+// order; peerMeta is what names the peer's workload (connPeerMeta);
+// where that is nothing, a called pod of this node is named from the
+// flow table (endpointWorkload: a pod called by its IP).
 func (t *telemetry) connLabelValues(c *proxy.ConnInfo, peerMeta proxy.WorkloadMeta) []string {
 	local := t.localWorkload(c.Pod, proxy.WorkloadMeta{})
 	if peerMeta.IsZero() {
@@ -500,7 +534,7 @@ func (t *telemetry) event(ev proxy.Event) {
 		if !isTCPMode(c.Mode) {
 			return
 		}
-		tc := t.track(c, ev.PeerWorkload)
+		tc := t.track(c, connPeerMeta(&ev))
 		t.tcpOpened.WithLabelValues(tc.labels...).Inc()
 	case proxy.EventClosed:
 		if !isTCPMode(c.Mode) {
@@ -513,7 +547,7 @@ func (t *telemetry) event(ev proxy.Event) {
 		if tc == nil {
 			// Its EventEstablished was not seen (the agent's hook was set
 			// after it opened): counted from here.
-			tc = t.newTCPConn(c, ev.PeerWorkload)
+			tc = t.newTCPConn(c, connPeerMeta(&ev))
 			t.tcpOpened.WithLabelValues(tc.labels...).Inc()
 		}
 		t.mu.Lock()
@@ -539,7 +573,7 @@ func (t *telemetry) event(ev proxy.Event) {
 			t.tcpClosed.WithLabelValues(tc.labels...).Inc()
 		}
 		if t.log != nil {
-			t.log.conn(c, t.connLabelValues(c, ev.PeerWorkload), connFlags(ev))
+			t.log.conn(c, t.connLabelValues(c, connPeerMeta(&ev)), connFlags(ev))
 		}
 	}
 }

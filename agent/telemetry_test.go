@@ -101,29 +101,42 @@ func TestConnLabelsWorkloads(t *testing.T) {
 		return out
 	}
 	with := func(c proxy.ConnInfo, f func(*proxy.ConnInfo)) proxy.ConnInfo { f(&c); return c }
+	// What EDS says of reviews-v1's endpoint (Istio's endpoint metadata).
+	reviewsEDS := proxy.WorkloadMeta{Name: "reviews-v1", Namespace: "production", App: "reviews", Version: "v1", CanonicalService: "reviews", CanonicalRevision: "v1"}
 	for _, tc := range []struct {
 		name string
 		c    proxy.ConnInfo
 		peer proxy.WorkloadMeta
+		eds  proxy.WorkloadMeta // Event.EndpointWorkload
 		want map[string]string
 	}{
-		{"outbound to another node: the callee's workload is not known", out, proxy.WorkloadMeta{}, merge(frontendSrc, unknownDst)},
-		{"outbound to a pod of this node: its flow table entry", with(out, func(c *proxy.ConnInfo) { c.Endpoint = netip.AddrPortFrom(local, 9080) }),
-			proxy.WorkloadMeta{}, merge(frontendSrc, reviewsDst, map[string]string{"destination_principal": reviewsID})},
+		{"outbound to another node: EDS names the callee", out, proxy.WorkloadMeta{}, reviewsEDS,
+			merge(frontendSrc, reviewsDst, map[string]string{"destination_principal": reviewsID, "destination_cluster": "Kubernetes"})},
+		{"outbound, EDS of another namespace than the verified identity", out, proxy.WorkloadMeta{},
+			proxy.WorkloadMeta{Name: "admin", Namespace: "kube-system"}, merge(frontendSrc, unknownDst)},
+		{"outbound in plaintext: EDS names the callee", with(out, func(c *proxy.ConnInfo) { c.Mode, c.PeerIdentity = proxy.ModePlaintext, "" }),
+			proxy.WorkloadMeta{}, reviewsEDS, merge(frontendSrc, reviewsDst, map[string]string{"destination_principal": "unknown"})},
+		{"outbound to another node, EDS without metadata (older controller): not known", out, proxy.WorkloadMeta{}, proxy.WorkloadMeta{},
+			merge(frontendSrc, unknownDst)},
+		{"outbound to a pod of this node without EDS metadata: its flow table entry", with(out, func(c *proxy.ConnInfo) { c.Endpoint = netip.AddrPortFrom(local, 9080) }),
+			proxy.WorkloadMeta{}, proxy.WorkloadMeta{}, merge(frontendSrc, reviewsDst, map[string]string{"destination_principal": reviewsID})},
 		{"outbound to a pod of this node with another identity", with(out, func(c *proxy.ConnInfo) {
 			c.Endpoint, c.PeerIdentity = netip.AddrPortFrom(local, 9080), "spiffe://cluster.local/ns/production/sa/other"
-		}), proxy.WorkloadMeta{}, merge(frontendSrc, unknownDst)},
-		{"outbound in plaintext: no identity to match", with(out, func(c *proxy.ConnInfo) {
+		}), proxy.WorkloadMeta{}, proxy.WorkloadMeta{}, merge(frontendSrc, unknownDst)},
+		{"outbound in plaintext, no EDS metadata: no identity to match", with(out, func(c *proxy.ConnInfo) {
 			c.Endpoint, c.Mode, c.PeerIdentity = netip.AddrPortFrom(local, 9080), proxy.ModePlaintext, ""
-		}), proxy.WorkloadMeta{}, merge(frontendSrc, map[string]string{"destination_workload": "unknown"})},
+		}), proxy.WorkloadMeta{}, proxy.WorkloadMeta{}, merge(frontendSrc, map[string]string{"destination_workload": "unknown"})},
 		{"inbound from an agent that sent its workload", in,
 			proxy.WorkloadMeta{Name: "frontend", Namespace: "production", App: "frontend", Version: "v2", CanonicalService: "frontend", CanonicalRevision: "v2", Cluster: "Kubernetes"},
+			proxy.WorkloadMeta{},
 			merge(reviewsDst, map[string]string{"source_workload": "frontend", "source_app": "frontend", "source_version": "v2",
 				"source_canonical_service": "frontend", "source_canonical_revision": "v2", "source_cluster": "Kubernetes", "source_principal": frontendID})},
-		{"inbound from an agent that sent none (older)", in, proxy.WorkloadMeta{}, merge(reviewsDst, unknownSrc)},
+		{"inbound from an agent that sent none (older)", in, proxy.WorkloadMeta{}, proxy.WorkloadMeta{}, merge(reviewsDst, unknownSrc)},
+		{"inbound: EDS is not read", in, proxy.WorkloadMeta{}, reviewsEDS, merge(reviewsDst, unknownSrc)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := labelMap(tcpLabels, tel.connLabelValues(&tc.c, tc.peer))
+			ev := proxy.Event{Kind: proxy.EventClosed, Conn: tc.c, PeerWorkload: tc.peer, EndpointWorkload: tc.eds}
+			got := labelMap(tcpLabels, tel.connLabelValues(&tc.c, connPeerMeta(&ev)))
 			for k, v := range tc.want {
 				if got[k] != v {
 					t.Errorf("%s=%q, want %q", k, got[k], v)
@@ -276,6 +289,18 @@ func TestRequestLabels(t *testing.T) {
 				"destination_workload": "unknown", "destination_workload_namespace": "production", "destination_principal": reviewsID,
 				"destination_app": "unknown", "destination_version": "unknown", "destination_canonical_service": "unknown",
 				"destination_canonical_revision": "unknown", "destination_cluster": "Kubernetes"}))},
+		{"outbound, no exchange: EDS names the endpoint's workload",
+			proxy.RequestInfo{Direction: proxy.DirectionOutbound, Pod: "production/frontend-5c6d7f8b9-bcdfg", Code: 503, Flags: "UF",
+				Cluster: "outbound|9080||reviews.production.svc.cluster.local", Peer: reviewsID, MTLS: true, Workload: frontendMeta,
+				EndpointWorkload: proxy.WorkloadMeta{Name: "reviews-v1", Namespace: "production", App: "reviews", Version: "v1",
+					CanonicalService: "reviews", CanonicalRevision: "v1"}},
+			base(merge(frontend, reviews, map[string]string{"reporter": "source", "response_code": "503", "response_flags": "UF",
+				"connection_security_policy": "unknown"}))},
+		{"outbound, the peer's own word over EDS's",
+			proxy.RequestInfo{Direction: proxy.DirectionOutbound, Pod: "production/frontend-5c6d7f8b9-bcdfg", Code: 200, MTLS: true,
+				Cluster: "outbound|9080||reviews.production.svc.cluster.local", Peer: reviewsID, Workload: frontendMeta, PeerWorkload: reviewsMeta,
+				EndpointWorkload: proxy.WorkloadMeta{Name: "stale", Namespace: "production"}},
+			base(merge(frontend, reviews, map[string]string{"reporter": "source", "response_code": "200", "connection_security_policy": "unknown"}))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := tel.requestLabelValues(&tc.ri)

@@ -19,10 +19,19 @@
 // where p50/p99 are the worse of the two kinds' medians and
 // bytes_per_edit the bytes sent per edit, averaged over every round.
 //
+// Two lines before it, "controller memory after sync (MB)" and "after
+// rounds", say where the controller's RSS goes at the point rss_mb is
+// read (runtime/metrics): the live heap, in-use spans' unused bytes
+// (fragmentation), goroutine stacks, the runtime's metadata, the
+// goroutine count and the GC goal; what RSS has beyond the runtime's
+// total less released is the executable's mapped text and data.
+//
 // BENCH_XDS_CPUPROFILE, BENCH_XDS_HEAPPROFILE and
 // BENCH_XDS_SYNC_HEAPPROFILE name files for the controller's CPU profile
-// of the rounds, its heap profile after them and its heap profile
-// mid-sync (half the agents served).
+// of the rounds, its heap profile as the collection before rss_mb found
+// it (after the sync, then after the rounds) and its heap profile
+// mid-sync (half the agents served). BENCH_XDS_MEMPROFILERATE samples the
+// heap profiles every that many bytes (default 512 kB).
 package main
 
 import (

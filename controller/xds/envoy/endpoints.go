@@ -82,13 +82,13 @@ func endpointMetadata(ep *model.Endpoint, plaintext bool) *corev3.Metadata {
 		}}
 	}
 	if ns, pod, ok := strings.Cut(ep.Workload, "/"); ok {
-		w := xdsapi.EndpointWorkloadOf(ns, pod, ep.Labels)
-		if w.Valid() == nil {
+		enc := xdsapi.EndpointWorkloadOf(ns, pod, ep.Labels).Encode()
+		if _, err := xdsapi.ParseEndpointWorkload(enc); err == nil {
 			if fm == nil {
 				fm = make(map[string]*structpb.Struct, 1)
 			}
 			fm[xdsapi.EndpointMetadataKey] = &structpb.Struct{
-				Fields: map[string]*structpb.Value{xdsapi.EndpointWorkloadField: structpb.NewStringValue(w.Encode())},
+				Fields: map[string]*structpb.Value{xdsapi.EndpointWorkloadField: structpb.NewStringValue(enc)},
 			}
 		}
 	}

@@ -131,6 +131,13 @@ func (ps *podState) outbound(ctx context.Context, c *conn, down *net.TCPConn) (s
 func (ps *podState) originalDst(ctx context.Context, c *conn, snap *xdsconf.Snapshot, src, dst netip.AddrPort, timeout time.Duration) (stream, error) {
 	ec := snap.Endpoints[dst.Addr()]
 	plaintextEndpoint := ec != nil && ec.TLS != nil && endpointPlaintext(ec, dst.Addr())
+	if ep := hostAt(ec, dst.Addr()); ep != nil && ep.Workload != nil {
+		// A pod called by its IP is the endpoint of a mesh cluster:
+		// what EDS says of it names it, as for a picked endpoint.
+		c.mu.Lock()
+		c.endpointMeta = endpointWorkload(ep)
+		c.mu.Unlock()
+	}
 	if ps.p.cfg.MeshPod != nil && !plaintextEndpoint {
 		if id, ok := ps.p.cfg.MeshPod(dst.Addr()); ok {
 			// A mesh pod called by its IP: tunnelled, and it must be
@@ -172,12 +179,22 @@ func endpointPlaintext(cl *xdsconf.Cluster, ip netip.Addr) bool {
 	if cl.Endpoints == nil || cl.TLS == nil || !cl.TLS.PlaintextMatch {
 		return false
 	}
+	e := hostAt(cl, ip)
+	return e != nil && e.Plaintext
+}
+
+// hostAt is the host of cluster cl at ip (the first, whatever its
+// port); nil when cl is nil or has none there.
+func hostAt(cl *xdsconf.Cluster, ip netip.Addr) *xdsconf.Endpoint {
+	if cl == nil || cl.Endpoints == nil {
+		return nil
+	}
 	for _, e := range cl.Endpoints.Hosts {
 		if e.Addr.Addr() == ip {
-			return e.Plaintext
+			return e
 		}
 	}
-	return false
+	return nil
 }
 
 // dnsCluster connects to a DNS cluster's hosts in order, in plaintext

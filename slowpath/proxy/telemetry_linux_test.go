@@ -208,6 +208,27 @@ func TestTCPWorkloadTLV(t *testing.T) {
 		}
 	})
 
+	t.Run("pod called by its IP", func(t *testing.T) {
+		// A pod called by its IP is the endpoint of its mesh cluster
+		// (Snapshot.Endpoints): EDS's word on it names it too.
+		snap := l.snapshot(nil)
+		cl := snap.Clusters["outbound|80||echo.default.svc.cluster.local"]
+		cl.Endpoints.Hosts[0].Workload = &xdsapi.EndpointWorkload{Name: "server", Namespace: "default", CanonicalService: "server", CanonicalRevision: "latest"}
+		snap.Endpoints[l.pair.B.Addr] = cl
+		l.snap.Store(snap)
+		t.Cleanup(func() { l.snap.Store(l.snapshot(nil)) })
+		n := count()
+		echo(t, l.callOutbound(t, l.pair.B.AddrPort(appPort)), 1000)
+		out := closedEvent(t, n, DirectionOutbound)
+		want := WorkloadMeta{Name: "server", Namespace: "default", CanonicalService: "server", CanonicalRevision: "latest"}
+		if out.Conn.Mode != ModeTunnel {
+			t.Errorf("mode %q, want %q", out.Conn.Mode, ModeTunnel)
+		}
+		if diff := cmp.Diff(want, out.EndpointWorkload); diff != "" {
+			t.Errorf("outbound EndpointWorkload (-want +got):\n%s", diff)
+		}
+	})
+
 	for _, tc := range []struct {
 		name string
 		tlvs []proxyproto.TLV

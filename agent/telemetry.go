@@ -35,8 +35,8 @@ import (
 // tunnel's PROXY header, which goes one way). Where the called side
 // says nothing back (TCP; a request that got no answer), the caller
 // names it as Istio's client-side telemetry does, from the endpoint's
-// EDS metadata (edsWorkload), and a pod of its own node called by its
-// IP from its flow table (localPodByIP). A label whose value is not
+// EDS metadata (edsWorkload); where EDS says nothing, a pod of its own
+// node from its flow table (localPodByIP). A label whose value is not
 // known is "unknown", as in Istio. No label carries a pod IP, a path or anything else that
 // grows without bound: services come from the xDS cluster chosen or the
 // mesh's own host names, never from a client's free text.
@@ -408,8 +408,8 @@ func connPeerMeta(ev *proxy.Event) proxy.WorkloadMeta {
 
 // connLabelValues are a TCP connection's label values, in tcpLabels'
 // order; peerMeta is what names the peer's workload (connPeerMeta);
-// where that is nothing, a called pod of this node is named from the
-// flow table (endpointWorkload: a pod called by its IP).
+// where that is nothing (EDS without workload metadata), a called pod
+// of this node is named from the flow table (endpointWorkload).
 func (t *telemetry) connLabelValues(c *proxy.ConnInfo, peerMeta proxy.WorkloadMeta) []string {
 	local := t.localWorkload(c.Pod, proxy.WorkloadMeta{})
 	if peerMeta.IsZero() {

@@ -22,8 +22,11 @@
 // or validation context is not the agent's (a workload SVID named by its
 // SPIFFE ID downstream, SDS "default" upstream, SDS "ROOTCA" for peers),
 // upstream SAN matchers other than exact SPIFFE IDs, RBAC matchers on
-// metadata, filter state or CEL, and regular expressions RE2 does not
-// compile. DNS tuning is accepted and left to the resolver.
+// metadata, filter state or CEL, regular expressions RE2 does not
+// compile, and an endpoint's workload metadata (Istio's
+// filter_metadata "istio" workload: Endpoint.Workload) that is not a
+// bounded value of names and label values. DNS tuning is accepted and
+// left to the resolver.
 //
 // L7 (route_l7.go): every route configuration, RDS or inline, is also
 // compiled whole (Snapshot.Routes, HTTPChain.Routes, Snapshot.RoutesFor):

@@ -20,6 +20,7 @@ import (
 	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
+	"github.com/fibmesh/fibmesh/perf/xdsbench"
 )
 
 // goroutinesIn counts the goroutines with a frame of fn (a function's
@@ -191,6 +192,126 @@ func TestRunEndEndsStreams(t *testing.T) {
 					t.Errorf("%s stream ended with %v, want its end (io.EOF: status OK)", name, err)
 				}
 			}
+		})
+	}
+}
+
+// TestRunEndWhileSending: Run ends while pushes are being sent to many
+// streams; every stream still ends and a graceful stop returns (senders
+// blocked in Send are ended with their streams), with the race detector
+// watching the status written beside a running Send.
+func TestRunEndWhileSending(t *testing.T) {
+	e := newEnv(t)
+	conn, err := grpc.NewClient(e.addr, append(xdsclient.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan struct{}, 12)
+	for i := range 12 {
+		// The streams end with the server: what Run returns is not
+		// the test's (Run's end is).
+		c := xdsclient.New(conn, xdsclient.Config{Node: fmt.Sprintf("node%d", i%2+1), Delta: i%3 != 0, Subscriptions: AgentSubscriptions(fmt.Sprintf("node%d", i%2+1))})
+		go func() { c.Run(ctx); ended <- struct{}{} }()
+		synced(t, c)
+	}
+	for i := range 5 {
+		vs := e.virtualService("production", "reviews")
+		w := int32(10 + 10*i)
+		vs.Spec.Http[1].Route[0].Weight, vs.Spec.Http[1].Route[1].Weight = w, 100-w
+		e.push() // pushed; the senders are still sending it
+	}
+	e.stopRun()
+	stopped := make(chan struct{})
+	go func() { e.g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GracefulStop still waits 10 s after Run returned amid pushes")
+	}
+	waitFor(t, "every stream's goroutines to end", func() bool {
+		return goroutinesIn(serveFrame) == 0 && goroutinesIn(senderFrame) == 0
+	})
+	for range 12 {
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client's stream did not end with the server")
+		}
+	}
+}
+
+// TestBlockedSendEndsOnStop: a client that never reads leaves its
+// stream's sender waiting in Send (flow control: a first sync of 200
+// services and 2,000 pods is more than the windows hold). Its status
+// cannot be written either (it queues behind the data), so a graceful
+// stop waits for that client, as it did with the sender in the handler
+// (fibmesh-controller stops hard after 5 s); a hard stop then ends the
+// stream, its handler and its sender.
+func TestBlockedSendEndsOnStop(t *testing.T) {
+	defer func() { oneGoroutine = true }()
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("one goroutine=%v", direct), func(t *testing.T) {
+			oneGoroutine = direct
+			mesh, err := xdsbench.New(200, 2000, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := model.Build(mesh.Snapshot, nil, model.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := New(Options{Debounce: time.Millisecond, SyncConcurrency: -1})
+			g := grpc.NewServer(GRPCServerOptions()...)
+			s.Register(g)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan struct{})
+			go func() { g.Serve(ln); close(served) }()
+			defer func() { g.Stop(); <-served }()
+			ctx, stopRun := context.WithCancel(context.Background())
+			ran := make(chan struct{})
+			go func() { s.Run(ctx); close(ran) }()
+			defer func() { stopRun(); <-ran }()
+			s.Update(m)
+			<-s.FirstPush()
+
+			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			cctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			delta, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(cctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, typ := range Types {
+				if err := delta.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: xdsbench.NodeName(0)}, TypeUrl: typ}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Never read: the sender fills the windows and waits in Send.
+			stuck := 0
+			waitFor(t, "the sender to wait in Send", func() bool {
+				if goroutinesIn(senderFrame) == 1 {
+					stuck++
+				} else {
+					stuck = 0
+				}
+				return stuck >= 20 // still there after 200 ms
+			})
+			stopRun()
+			<-ran
+			g.Stop()
+			waitFor(t, "the stream's goroutines to end", func() bool {
+				return goroutinesIn(serveFrame) == 0 && goroutinesIn(senderFrame) == 0
+			})
 		})
 	}
 }

@@ -43,6 +43,9 @@ type env struct {
 	snap *config.Snapshot
 	m    *model.Model
 	ctx  context.Context
+	// g is the gRPC server; stopRun ends the server's Run.
+	g       *grpc.Server
+	stopRun context.CancelFunc
 }
 
 func newEnv(t *testing.T, opts ...grpc.ServerOption) *env {
@@ -64,6 +67,7 @@ func newEnv(t *testing.T, opts ...grpc.ServerOption) *env {
 	// The server's own options (its codec, fixed windows), as
 	// fibmesh-controller runs it, then the test's.
 	g := grpc.NewServer(append(GRPCServerOptions(), opts...)...)
+	e.g, e.stopRun = g, cancel
 	e.srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

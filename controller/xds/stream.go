@@ -285,9 +285,12 @@ var oneGoroutine = true
 // The stream ends when the client ends it, a request is refused, a Send
 // fails, or Run ends. For the last two, serve writes the stream's status
 // (OK when Run ends, the Send's error) through gRPC's transport stream,
-// which ends the Recv this goroutine is blocked in. Where the transport
-// stream cannot (another gRPC), a second goroutine per stream receives
-// while this one waits for any of those, as before.
+// which ends the Recv this goroutine is blocked in (unless the client
+// stopped reading: the status then queues behind the data, and the
+// stream ends when gRPC stops hard, as when the handler itself was
+// blocked in Send). Where the transport stream cannot (another gRPC), a
+// second goroutine per stream receives while this one waits for any of
+// those, as before.
 func serve[Req, Resp any](s *Server, gs bidi[Req, Resp], st *stream, handle func(*stream, *Req) error, build func(*stream, *sub) *Resp) error {
 	ctx := gs.Context()
 	if err := s.cb.opened(ctx, st.id); err != nil {

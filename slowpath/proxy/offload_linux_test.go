@@ -462,13 +462,14 @@ func TestRevokeDuringSetup(t *testing.T) {
 			return cert(ns, pod)
 		}
 	})
-	c := l.callOutbound(t, vip)
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte("ping"))
-	_, err := io.ReadAll(c)
-	if err == nil {
-		t.Fatal("the connection whose endpoint left during its setup was answered to its end, want a reset")
+	// The reset can come before the dial returns (a loaded machine):
+	// dialMaybe gives nil then, the same outcome as a reset read.
+	if c := l.callOutbound(t, vip); c != nil {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("ping"))
+		if _, err := io.ReadAll(c); err == nil {
+			t.Fatal("the connection whose endpoint left during its setup was answered to its end, want a reset")
+		}
 	}
 	if v := n.Load(); v != 1 {
 		t.Errorf("Reevaluate during the setup revoked %d connections, want 0 (the connection was not established yet; -1: it did not run)", v-1)

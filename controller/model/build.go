@@ -153,7 +153,7 @@ func buildWorkloads(in *inputs, o Options, before *workloadMemo) ([]*Workload, M
 		sa := cmp.Or(p.Spec.ServiceAccountName, p.Spec.DeprecatedServiceAccount, "default")
 		w := &Workload{
 			Namespace: p.Namespace, Name: p.Name, IP: p.Status.PodIP, Node: p.Spec.NodeName,
-			Labels: maps.Clone(p.Labels), ServiceAccount: sa, Identity: Identity(o.TrustDomain, p.Namespace, sa),
+			Labels: p.Labels, ServiceAccount: sa, Identity: Identity(o.TrustDomain, p.Namespace, sa),
 		}
 		if why, off := CaptureOff(p.Labels, p.Annotations, nsLabels[p.Namespace]); off {
 			w.Identity, w.DefaultMode, w.OutsideMesh, w.OutsideMeshBy = "", ModeDisable, true, why

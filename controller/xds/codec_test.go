@@ -12,11 +12,15 @@ import (
 )
 
 // The codec's encoding of a response decodes to the response, and
-// refers to the resources' bytes instead of copying them; a response with
-// fields the server does not set is marshalled whole.
+// refers to the resources' bytes of inlineBelow or more instead of
+// copying them, in one buffer besides (the smaller values copied into
+// it); a response with fields the server does not set is marshalled
+// whole.
 func TestCodecEncodesResponses(t *testing.T) {
-	val := []byte("\x0a\x05hello\x12\x03abc") // any bytes: the codec does not look inside
+	// Any bytes: the codec does not look inside.
+	val := append([]byte("\x0a\x05hello\x12\x03abc"), make([]byte, inlineBelow)...)
 	a := &anypb.Any{TypeUrl: resource.ClusterType, Value: val}
+	small := &anypb.Any{TypeUrl: resource.ClusterType, Value: val[:inlineBelow-1]}
 	empty := &anypb.Any{TypeUrl: resource.ClusterType}
 	tests := []struct {
 		name    string
@@ -37,6 +41,10 @@ func TestCodecEncodesResponses(t *testing.T) {
 			ControlPlane: &core.ControlPlane{Identifier: "x"}}},
 		{name: "sotw", refs: 2, msg: &discovery.DiscoveryResponse{VersionInfo: "EDS-2", TypeUrl: resource.EndpointType, Nonce: "3",
 			Resources: []*anypb.Any{a, empty, a}}},
+		{name: "sotw small values copied", msg: &discovery.DiscoveryResponse{VersionInfo: "EDS-3", TypeUrl: resource.EndpointType, Nonce: "4",
+			Resources: []*anypb.Any{small, small, empty}}},
+		{name: "delta small and large", refs: 1, msg: &discovery.DeltaDiscoveryResponse{SystemVersionInfo: "CDS-5", TypeUrl: resource.ClusterType, Nonce: "10",
+			Resources: []*discovery.Resource{{Name: "a", Version: "v1", Resource: small}, {Name: "b", Version: "v2", Resource: a}, {Name: "c", Version: "v3", Resource: small}}}},
 		{name: "sotw canary", msg: &discovery.DiscoveryResponse{VersionInfo: "1", Canary: true, Nonce: "4"}},
 		{name: "sotw with a control plane is marshalled whole", wantRaw: true, msg: &discovery.DiscoveryResponse{ControlPlane: &core.ControlPlane{Identifier: "x"}}},
 		{name: "sotw with resource errors is marshalled whole", wantRaw: true, msg: &discovery.DiscoveryResponse{Nonce: "5",
@@ -69,6 +77,9 @@ func TestCodecEncodesResponses(t *testing.T) {
 			}
 			if refs != tc.refs {
 				t.Errorf("%d buffers are the resources' bytes, want %d", refs, tc.refs)
+			}
+			if !tc.wantRaw && len(bs) > 2*tc.refs+1 {
+				t.Errorf("encoded in %d pieces, want at most %d (a piece of its own per referenced value, one buffer besides)", len(bs), 2*tc.refs+1)
 			}
 			if raw := len(bs) == 1; tc.wantRaw && !raw {
 				t.Errorf("encoded in %d pieces, want it marshalled whole", len(bs))

@@ -595,6 +595,20 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 			return res
 		}
 	}
+	// Two passes: the first translates and marshals every node's
+	// listeners (~70 kB of garbage per node), the second makes what the
+	// store keeps (entries, scopes, changelogs). Made in the first pass,
+	// a node's few small kept objects sat among its garbage and kept most
+	// of the heap's spans in use after it was collected: 11 MB of
+	// fragmentation at 1,000 nodes (bench-xds, "unused" before any agent).
+	type nodeListeners struct {
+		node    string
+		bytes   [][]byte
+		names   []string
+		hashes  [][32]byte
+		version string
+	}
+	built := make([]nodeListeners, 0, len(nodes))
 	for _, n := range nodes {
 		ls, err := nix.Listeners(n)
 		if err != nil {
@@ -603,19 +617,28 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		}
 		h := sha256.New()
 		h.Write(outbound.hash[:])
-		items := []*entry{outbound} // one outbound listener, shared by every node's scope
+		nl := nodeListeners{node: n}
 		for _, l := range ls {
-			e, err := newEntry(resource.ListenerType, l.GetName(), l, false)
+			b, hash, err := marshalHashed(resource.ListenerType, l.GetName(), l)
 			if err != nil {
 				res.Err = fmt.Errorf("listeners of node %s: %w", n, err)
 				return res
 			}
-			h.Write(e.hash[:])
-			items = append(items, e)
+			h.Write(hash[:])
+			nl.bytes, nl.names, nl.hashes = append(nl.bytes, b), append(nl.names, l.GetName()), append(nl.hashes, hash)
 		}
-		version := fmt.Sprintf("LDS-%x", h.Sum(nil)[:8])
-		if s.ldsHash[n] == version {
+		nl.version = fmt.Sprintf("LDS-%x", h.Sum(nil)[:8])
+		if s.ldsHash[n] == nl.version {
 			continue
+		}
+		built = append(built, nl)
+	}
+	for _, nl := range built {
+		n := nl.node
+		items := make([]*entry, 1, 1+len(nl.bytes))
+		items[0] = outbound // one outbound listener, shared by every node's scope
+		for i, b := range nl.bytes {
+			items = append(items, entryOf(resource.ListenerType, strings.Clone(nl.names[i]), b, nl.hashes[i]))
 		}
 		names := make([]string, len(items))
 		keep := make(map[string]bool, len(items))
@@ -630,7 +653,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 			}
 		}
 		s.store.nodeScope(n).update(items, gone)
-		s.ldsHash[n] = version
+		s.ldsHash[n] = nl.version
 		s.ldsNames[n] = names
 		res.Nodes++
 		res.Updated["LDS"] += len(items)

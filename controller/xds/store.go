@@ -71,20 +71,34 @@ func newLazyEntry(typeURL, name string, m proto.Message, hash [32]byte) *entry {
 
 // newEntry marshals m once and hashes the bytes; keep keeps m.
 func newEntry(typeURL, name string, m proto.Message, keep bool) (*entry, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	b, h, err := marshalHashed(typeURL, name, m)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", ShortType(typeURL), name, err)
+		return nil, err
 	}
-	h := sha256.Sum256(b)
-	e := &entry{name: name, typeURL: typeURL, version: hex.EncodeToString(h[:8]), hash: h}
+	e := entryOf(typeURL, name, b, h)
 	if keep {
 		e.msg = m
 	}
+	return e, nil
+}
+
+// marshalHashed is m's deterministic encoding and its SHA-256.
+func marshalHashed(typeURL, name string, m proto.Message) ([]byte, [32]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("%s %s: %w", ShortType(typeURL), name, err)
+	}
+	return b, sha256.Sum256(b), nil
+}
+
+// entryOf is the entry of b, a resource's encoding whose hash is h.
+func entryOf(typeURL, name string, b []byte, h [32]byte) *entry {
+	e := &entry{name: name, typeURL: typeURL, version: hex.EncodeToString(h[:8]), hash: h}
 	e.fill.Do(func() {
 		e.any = &anypb.Any{TypeUrl: typeURL, Value: b}
 		e.dres = &discovery.Resource{Name: name, Version: e.version, Resource: e.any}
 	})
-	return e, nil
+	return e
 }
 
 // logRec is one change of a scope: at seq, name was set or removed (a

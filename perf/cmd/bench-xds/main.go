@@ -19,16 +19,16 @@
 // where p50/p99 are the worse of the two kinds' medians and
 // bytes_per_edit the bytes sent per edit, averaged over every round.
 //
-// Two lines before it, "controller memory after sync (MB)" and "after
-// rounds", say where the controller's RSS goes at the point rss_mb is
+// Lines before it, "controller memory before the agents (MB)", "after
+// sync" and "after rounds", say where the controller's RSS goes at the point rss_mb is
 // read (runtime/metrics): the live heap, in-use spans' unused bytes
 // (fragmentation), goroutine stacks, the runtime's metadata, the
 // goroutine count and the GC goal; what RSS has beyond the runtime's
 // total less released is the executable's mapped text and data.
 //
-// BENCH_XDS_CPUPROFILE, BENCH_XDS_HEAPPROFILE and
-// BENCH_XDS_SYNC_HEAPPROFILE name files for the controller's CPU profile
-// of the rounds, its heap profile as the collection before rss_mb found
+// BENCH_XDS_CPUPROFILE, BENCH_XDS_SYNC_CPUPROFILE, BENCH_XDS_HEAPPROFILE
+// and BENCH_XDS_SYNC_HEAPPROFILE name files for the controller's CPU
+// profile of the rounds, of the first sync, its heap profile as the collection before rss_mb found
 // it (after the sync, then after the rounds) and its heap profile
 // mid-sync (half the agents served). BENCH_XDS_MEMPROFILERATE samples the
 // heap profiles every that many bytes (default 512 kB).
@@ -210,6 +210,10 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 	runtime.GC()
 	fmt.Fprintf(out, "ready %s %d %d\n", ln.Addr(), buildFirst.Nanoseconds(), time.Since(start).Nanoseconds())
 
+	// BENCH_XDS_SYNC_CPUPROFILE: profile the first sync, from the
+	// parent's first "stats" (before it starts the agents) to its second
+	// (every agent synced).
+	syncProfile, nstats := os.Getenv("BENCH_XDS_SYNC_CPUPROFILE"), 0
 	profiling := false
 	defer func() {
 		if profiling {
@@ -272,6 +276,10 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			hf.Close()
 			fmt.Fprintln(out, "heap written")
 		case len(f) >= 1 && f[0] == "stats":
+			nstats++
+			if syncProfile != "" && nstats == 2 {
+				pprof.StopCPUProfile()
+			}
 			// CPU first: the collections below are the benchmark's, not
 			// the rounds'.
 			var ru syscall.Rusage
@@ -307,6 +315,15 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			st.HeapMB, st.StacksMB = float64(ms.HeapInuse)/(1<<20), float64(ms.StackInuse)/(1<<20)
 			st.Mem = memMetrics()
 			b, _ := json.Marshal(st)
+			if syncProfile != "" && nstats == 1 {
+				pf, err := os.Create(syncProfile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(out, "%s\n", b)
 		default:
 			return fmt.Errorf("controller: unknown command %q", sc.Text())
@@ -536,6 +553,13 @@ func bench(o opts) error {
 		return st, err
 	}
 
+	// Where the RSS goes with the mesh built and pushed, before any
+	// agent: the model, the served resources, what the build left.
+	stReady, err := ctlStatsNow(true)
+	if err != nil {
+		return err
+	}
+
 	// Agents.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -590,8 +614,8 @@ func bench(o opts) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("agents: %d connected (%s), all synced %.0f ms after the first dial; %.1f MB sent to sync them; controller RSS %.0f MB\n",
-		int(st0.Connected), o.protocol, float64(time.Since(connStart).Milliseconds()), sum(st0.Bytes)/1e6, st0.RSSMB)
+	fmt.Printf("agents: %d connected (%s), all synced %.0f ms after the first dial; %.1f MB sent to sync them; controller CPU %.1f s (mesh build included); controller RSS %.0f MB\n",
+		int(st0.Connected), o.protocol, float64(time.Since(connStart).Milliseconds()), sum(st0.Bytes)/1e6, st0.CPUMs/1e3, st0.RSSMB)
 
 	var rounds []round
 	prev := st0
@@ -714,6 +738,7 @@ func bench(o opts) error {
 	// Where the RSS goes (MB, runtime/metrics after the same forced
 	// collection and release as rss_mb), after the sync and after the
 	// rounds: a diagnostic line, not the benchmark's result.
+	fmt.Printf("controller memory before the agents (MB): rss=%.0f %s\n", stReady.RSSMB, memLine(stReady.Mem))
 	fmt.Printf("controller memory after sync (MB): rss=%.0f %s\n", st0.RSSMB, memLine(st0.Mem))
 	fmt.Printf("controller memory after rounds (MB): rss=%.0f %s\n", st.RSSMB, memLine(st.Mem))
 	if err := writeJSON(o, rounds, st, st0); err != nil {

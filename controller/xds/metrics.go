@@ -22,6 +22,9 @@ var Types = []string{
 	fds.TypeURL,
 }
 
+// numTypes is len(Types).
+const numTypes = 6
+
 func typeOrder(url string) int {
 	for i, t := range Types {
 		if t == url {

@@ -809,6 +809,7 @@ func (s *Server) pushRoutes(m *model.Model, ch pending, res PushResult, start ti
 func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string) bool) (map[string]proto.Message, map[string][32]byte) {
 	out := make(map[string]proto.Message, len(t.Nodes)+1+xdsapi.MeshShards+xdsapi.MeshServiceShards)
 	next := make(map[string]flowTable, len(t.Nodes)+1+xdsapi.MeshShards+xdsapi.MeshServiceShards)
+	versionStr := strconv.FormatUint(version, 10) // one string for every table it stamps
 	stamp := func(name string, ft *fibv1.FlowTable) {
 		if prev, ok := s.tables[name]; ok && (prev.table == ft || onlyNodes != nil && !xdsapi.IsMeshTable(name) && !onlyNodes(name)) {
 			// The very table pushed before (a shard the change left
@@ -821,7 +822,7 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 		if prev, ok := s.tables[name]; ok && prev.hash == h {
 			ft = prev.table
 		} else {
-			ft.Version = strconv.FormatUint(version, 10)
+			ft.Version = versionStr
 		}
 		next[name] = flowTable{ft, h}
 		out[name] = ft
@@ -849,7 +850,7 @@ func (s *Server) flowTables(t *fds.Tables, version uint64, onlyNodes func(string
 	if prev, ok := s.tables[fds.MeshName]; ok && prev.hash == h {
 		ft = prev.table
 	} else {
-		ft.Version = strconv.FormatUint(version, 10)
+		ft.Version = versionStr
 	}
 	next[fds.MeshName] = flowTable{ft, h}
 	out[fds.MeshName] = ft

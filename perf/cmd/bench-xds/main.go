@@ -314,6 +314,7 @@ func controller(o opts, in io.Reader, out io.Writer) error {
 			runtime.ReadMemStats(&ms)
 			st.HeapMB, st.StacksMB = float64(ms.HeapInuse)/(1<<20), float64(ms.StackInuse)/(1<<20)
 			st.Mem = memMetrics()
+			procRSS(st.Mem)
 			b, _ := json.Marshal(st)
 			if syncProfile != "" && nstats == 1 {
 				pf, err := os.Create(syncProfile)
@@ -416,8 +417,28 @@ func memMetrics() map[string]float64 {
 }
 
 // memLine is memMetrics as one line, in memSamples' order.
+// procRSS adds to m where the RSS is (MB): anonymous memory (the
+// runtime's) and the executable's pages, mapped from its file.
+func procRSS(m map[string]float64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && (f[0] == "RssAnon:" || f[0] == "RssFile:") {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			m[strings.ToLower(strings.TrimSuffix(f[0], ":"))] = kb / 1024
+		}
+	}
+}
+
 func memLine(m map[string]float64) string {
 	var b strings.Builder
+	for _, k := range []string{"rssanon", "rssfile"} {
+		if v, ok := m[k]; ok {
+			fmt.Fprintf(&b, " %s=%.1f", k, v)
+		}
+	}
 	for _, s := range memSamples {
 		v, ok := m[s.name]
 		if !ok {

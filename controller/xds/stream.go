@@ -427,10 +427,12 @@ func (st *stream) typeOf(url string) (string, error) {
 	if url == "" {
 		url = st.fixedType
 	}
-	if !slices.Contains(Types, url) || st.fixedType != "" && url != st.fixedType {
+	i := typeOrder(url)
+	if i == len(Types) || st.fixedType != "" && url != st.fixedType {
 		return "", fmt.Errorf("resource type %q is not served: fibmesh serves %v", url, Types)
 	}
-	return url, nil
+	// The server's own string, not the request's: the stream keeps it.
+	return Types[i], nil
 }
 
 // bindNode is the node of the stream's first request naming one.

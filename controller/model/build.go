@@ -49,11 +49,15 @@ type inputs struct {
 // validate); the previous model should then stay in force.
 func Build(s *config.Snapshot, prev *Model, o Options) (*Model, error) {
 	o = o.withDefaults()
-	in, err := validate(s, o)
+	var keys uint64
+	if prev != nil {
+		keys = prev.keys
+	}
+	in, keys, err := validate(s, o, keys)
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{TrustDomain: o.TrustDomain}
+	m := &Model{TrustDomain: o.TrustDomain, keys: keys}
 	var before *workloadMemo
 	if prev != nil {
 		before = prev.memo

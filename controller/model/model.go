@@ -94,6 +94,9 @@ type Model struct {
 	// and services.
 	memo     *workloadMemo
 	services *serviceMemo
+	// keys is the hash of the sequence of the snapshot's object keys,
+	// which validate found free of duplicates.
+	keys uint64
 }
 
 // Service is a Kubernetes Service, or a host of a ServiceEntry.

@@ -308,6 +308,24 @@ func TestUnusableInput(t *testing.T) {
 			}
 		})
 	}
+	// A build on top of a previous model checks duplicates again when
+	// the keys are not the previous snapshot's (same count, one renamed
+	// into a duplicate), and passes an edit that keeps them.
+	prev, err := Build(snap(p, pod("prod", "b", "n", "10.0.0.5", nil)), nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(snap(p, pod("prod", "a", "m", "10.0.0.3", nil)), prev, Options{}); !errors.Is(err, ErrUnusable) ||
+		!strings.Contains(err.Error(), "duplicate Pod prod/a") {
+		t.Errorf("duplicate after a previous model: error %v, want the duplicate", err)
+	}
+	edited, err := Build(snap(p, pod("prod", "b", "m", "10.0.0.6", nil)), prev, Options{})
+	if err != nil {
+		t.Fatalf("an edit keeping the keys: %v", err)
+	}
+	if edited.keys != prev.keys || edited.keys == 0 {
+		t.Errorf("keys hash %x after an edit keeping the keys, want the previous %x", edited.keys, prev.keys)
+	}
 	// Same names in different kinds or namespaces, and a Node and a
 	// Namespace with one name, are fine.
 	ok := snap(p, pod("staging", "a", "n", "10.0.0.4", nil), service("prod", "a", "10.96.0.1"),

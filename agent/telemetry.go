@@ -13,6 +13,7 @@ import (
 
 	"github.com/fibmesh/fibmesh/agent/reconcile"
 	fibv1 "github.com/fibmesh/fibmesh/api/fib/v1"
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/slowpath/proxy"
 	"github.com/fibmesh/fibmesh/slowpath/xdsconf"
 )
@@ -751,14 +752,13 @@ func (a *Agent) localPodByIP(ip netip.Addr) (namespace, pod string, ok bool) {
 //   - canonical revision: "service.istio.io/canonical-revision", else the
 //     version labels in that order, else "latest".
 //
-// An absent or empty label is not known: its metric label says "unknown".
+// These are xdsapi.NamedWorkload's rules, the ones the controller names
+// EDS endpoints by. An absent or empty label is not known: its metric
+// label says "unknown".
 func workloadMeta(p reconcile.Pod, cluster string) proxy.WorkloadMeta {
-	l := p.Labels
-	w := proxy.WorkloadMeta{Name: cmp.Or(p.Workload, fibv1.WorkloadName(p.Name, p.Labels)), Namespace: p.Namespace, Cluster: cluster,
-		App: cmp.Or(l[fibv1.LabelAppName], l[fibv1.LabelApp]), Version: cmp.Or(l[fibv1.LabelAppVersion], l[fibv1.LabelVersion])}
-	w.CanonicalService = cmp.Or(l[fibv1.LabelCanonicalName], w.App, w.Name)
-	w.CanonicalRevision = cmp.Or(l[fibv1.LabelCanonicalRevision], w.Version, "latest")
-	return w
+	w := xdsapi.NamedWorkload(cmp.Or(p.Workload, fibv1.WorkloadName(p.Name, p.Labels)), p.Namespace, p.Labels)
+	return proxy.WorkloadMeta{Name: w.Name, Namespace: w.Namespace, App: w.App, Version: w.Version,
+		CanonicalService: w.CanonicalService, CanonicalRevision: w.CanonicalRevision, Cluster: cluster}
 }
 
 // onProxyEvent is the proxy's Events hook: Istio's TCP metrics and the

@@ -56,7 +56,14 @@ type EndpointWorkload struct {
 // cluster ID, and a client that verified the endpoint's identity knows
 // it is of its own mesh.
 func EndpointWorkloadOf(namespace, pod string, labels map[string]string) EndpointWorkload {
-	w := EndpointWorkload{Name: fibv1.WorkloadName(pod, labels), Namespace: namespace,
+	return NamedWorkload(fibv1.WorkloadName(pod, labels), namespace, labels)
+}
+
+// NamedWorkload is EndpointWorkloadOf for a workload whose name is known
+// (an agent's local pod, named by the controller's LocalPod.workload):
+// the same label rules, the canonical service falling back to name.
+func NamedWorkload(name, namespace string, labels map[string]string) EndpointWorkload {
+	w := EndpointWorkload{Name: name, Namespace: namespace,
 		App:     cmp.Or(labels[fibv1.LabelAppName], labels[fibv1.LabelApp]),
 		Version: cmp.Or(labels[fibv1.LabelAppVersion], labels[fibv1.LabelVersion])}
 	w.CanonicalService = cmp.Or(labels[fibv1.LabelCanonicalName], w.App, w.Name)

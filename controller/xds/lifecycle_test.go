@@ -118,24 +118,10 @@ func TestRunEndEndsStreams(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			oneGoroutine = tc.direct
-			s := New(Options{Debounce: time.Millisecond})
-			g := grpc.NewServer(tc.opts...)
-			s.Register(g)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan struct{})
-			go func() { g.Serve(ln); close(served) }()
-			defer func() { g.Stop(); <-served }()
-			ctx, stopRun := context.WithCancel(context.Background())
-			ran := make(chan struct{})
-			go func() { s.Run(ctx); close(ran) }()
-			defer func() { stopRun(); <-ran }()
-			s.Update(m)
-			<-s.FirstPush()
+			sv := serveModel(t, Options{Debounce: time.Millisecond}, m, tc.opts...)
+			g, stopRun, ran := sv.g, sv.stopRun, sv.ran
 
-			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(sv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,24 +249,10 @@ func TestBlockedSendEndsOnStop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := New(Options{Debounce: time.Millisecond, SyncConcurrency: -1})
-			g := grpc.NewServer(GRPCServerOptions()...)
-			s.Register(g)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan struct{})
-			go func() { g.Serve(ln); close(served) }()
-			defer func() { g.Stop(); <-served }()
-			ctx, stopRun := context.WithCancel(context.Background())
-			ran := make(chan struct{})
-			go func() { s.Run(ctx); close(ran) }()
-			defer func() { stopRun(); <-ran }()
-			s.Update(m)
-			<-s.FirstPush()
+			sv := serveModel(t, Options{Debounce: time.Millisecond, SyncConcurrency: -1}, m, GRPCServerOptions()...)
+			g, stopRun, ran := sv.g, sv.stopRun, sv.ran
 
-			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(sv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -314,4 +286,37 @@ func TestBlockedSendEndsOnStop(t *testing.T) {
 			})
 		})
 	}
+}
+
+// servedModel is a Server serving a model on loopback, with its gRPC
+// server and Run in goroutines of their own, both ended by t's cleanup.
+type servedModel struct {
+	s       *Server
+	g       *grpc.Server
+	addr    string
+	stopRun context.CancelFunc
+	ran     chan struct{} // closed when Run returned
+}
+
+// serveModel starts a Server with o on a gRPC server with gopts, pushes
+// m and waits for that first push.
+func serveModel(t *testing.T, o Options, m *model.Model, gopts ...grpc.ServerOption) *servedModel {
+	t.Helper()
+	s := New(o)
+	g := grpc.NewServer(gopts...)
+	s.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { g.Serve(ln); close(served) }()
+	t.Cleanup(func() { g.Stop(); <-served })
+	ctx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { s.Run(ctx); close(ran) }()
+	t.Cleanup(func() { stopRun(); <-ran })
+	s.Update(m)
+	<-s.FirstPush()
+	return &servedModel{s, g, ln.Addr().String(), stopRun, ran}
 }

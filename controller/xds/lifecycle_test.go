@@ -303,6 +303,20 @@ type servedModel struct {
 func serveModel(t *testing.T, o Options, m *model.Model, gopts ...grpc.ServerOption) *servedModel {
 	t.Helper()
 	s := New(o)
+	g, addr := serveGRPC(t, s, gopts...)
+	ctx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { s.Run(ctx); close(ran) }()
+	t.Cleanup(func() { stopRun(); <-ran })
+	s.Update(m)
+	<-s.FirstPush()
+	return &servedModel{s, g, addr, stopRun, ran}
+}
+
+// serveGRPC serves s on a gRPC server with gopts on loopback, stopped by
+// t's cleanup, and returns it and its address.
+func serveGRPC(t *testing.T, s *Server, gopts ...grpc.ServerOption) (*grpc.Server, string) {
+	t.Helper()
 	g := grpc.NewServer(gopts...)
 	s.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -312,11 +326,5 @@ func serveModel(t *testing.T, o Options, m *model.Model, gopts ...grpc.ServerOpt
 	served := make(chan struct{})
 	go func() { g.Serve(ln); close(served) }()
 	t.Cleanup(func() { g.Stop(); <-served })
-	ctx, stopRun := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { s.Run(ctx); close(ran) }()
-	t.Cleanup(func() { stopRun(); <-ran })
-	s.Update(m)
-	<-s.FirstPush()
-	return &servedModel{s, g, ln.Addr().String(), stopRun, ran}
+	return g, ln.Addr().String()
 }

@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -203,14 +202,6 @@ func servedMarks(t *testing.T, s *Server, on, off []string) {
 // serveAnonymous serves s on a second gRPC server without RequireNode.
 func serveAnonymous(t *testing.T, s *Server) string {
 	t.Helper()
-	g := grpc.NewServer()
-	s.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { g.Serve(ln); close(done) }()
-	t.Cleanup(func() { g.Stop(); <-done })
-	return ln.Addr().String()
+	_, addr := serveGRPC(t, s)
+	return addr
 }

@@ -220,6 +220,9 @@ func TestTCPWorkloadTLV(t *testing.T) {
 		n := count()
 		echo(t, l.callOutbound(t, l.pair.B.AddrPort(appPort)), 1000)
 		out := closedEvent(t, n, DirectionOutbound)
+		// Its inbound side's event too, before the next subtest counts
+		// events: it can come after the caller saw the end.
+		closedEvent(t, n, DirectionInbound)
 		want := WorkloadMeta{Name: "server", Namespace: "default", CanonicalService: "server", CanonicalRevision: "latest"}
 		if out.Conn.Mode != ModeTunnel {
 			t.Errorf("mode %q, want %q", out.Conn.Mode, ModeTunnel)

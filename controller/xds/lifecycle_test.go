@@ -291,7 +291,6 @@ func TestBlockedSendEndsOnStop(t *testing.T) {
 // servedModel is a Server serving a model on loopback, with its gRPC
 // server and Run in goroutines of their own, both ended by t's cleanup.
 type servedModel struct {
-	s       *Server
 	g       *grpc.Server
 	addr    string
 	stopRun context.CancelFunc
@@ -310,7 +309,7 @@ func serveModel(t *testing.T, o Options, m *model.Model, gopts ...grpc.ServerOpt
 	t.Cleanup(func() { stopRun(); <-ran })
 	s.Update(m)
 	<-s.FirstPush()
-	return &servedModel{s, g, addr, stopRun, ran}
+	return &servedModel{g, addr, stopRun, ran}
 }
 
 // serveGRPC serves s on a gRPC server with gopts on loopback, stopped by

@@ -13,7 +13,11 @@ import (
 // Types are the resource types the server serves, in the order a push
 // applies them (make before break: clusters before the listeners and
 // routes that use them).
-var Types = []string{
+var Types = servedTypes[:]
+
+// servedTypes holds Types; its length sizes each node's inline type
+// states (numTypes).
+var servedTypes = [...]string{
 	resource.ClusterType,
 	resource.EndpointType,
 	resource.ListenerType,
@@ -22,8 +26,7 @@ var Types = []string{
 	fds.TypeURL,
 }
 
-// numTypes is len(Types).
-const numTypes = 6
+const numTypes = len(servedTypes)
 
 func typeOrder(url string) int {
 	for i, t := range Types {

@@ -601,12 +601,15 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	// a node's few small kept objects sat among its garbage and kept most
 	// of the heap's spans in use after it was collected: 11 MB of
 	// fragmentation at 1,000 nodes (bench-xds, "unused" before any agent).
+	type listener struct {
+		name  string
+		bytes []byte
+		hash  [32]byte
+	}
 	type nodeListeners struct {
-		node    string
-		bytes   [][]byte
-		names   []string
-		hashes  [][32]byte
-		version string
+		node      string
+		listeners []listener
+		version   string
 	}
 	built := make([]nodeListeners, 0, len(nodes))
 	for _, n := range nodes {
@@ -625,7 +628,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 				return res
 			}
 			h.Write(hash[:])
-			nl.bytes, nl.names, nl.hashes = append(nl.bytes, b), append(nl.names, l.GetName()), append(nl.hashes, hash)
+			nl.listeners = append(nl.listeners, listener{l.GetName(), b, hash})
 		}
 		nl.version = fmt.Sprintf("LDS-%x", h.Sum(nil)[:8])
 		if s.ldsHash[n] == nl.version {
@@ -635,10 +638,12 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 	}
 	for _, nl := range built {
 		n := nl.node
-		items := make([]*entry, 1, 1+len(nl.bytes))
+		items := make([]*entry, 1, 1+len(nl.listeners))
 		items[0] = outbound // one outbound listener, shared by every node's scope
-		for i, b := range nl.bytes {
-			items = append(items, entryOf(resource.ListenerType, strings.Clone(nl.names[i]), b, nl.hashes[i]))
+		for _, l := range nl.listeners {
+			// The name is the translated listener's string: a copy made
+			// here does not hold a span of that garbage.
+			items = append(items, entryOf(resource.ListenerType, strings.Clone(l.name), l.bytes, l.hash))
 		}
 		names := make([]string, len(items))
 		keep := make(map[string]bool, len(items))

@@ -528,10 +528,3 @@ func TestListenerNACK(t *testing.T) {
 		})
 	}
 }
-
-// numTypes sizes each node's inline type states: it must be len(Types).
-func TestNumTypes(t *testing.T) {
-	if numTypes != len(Types) {
-		t.Fatalf("numTypes = %d, len(Types) = %d", numTypes, len(Types))
-	}
-}

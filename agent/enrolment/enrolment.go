@@ -261,6 +261,8 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 	}
 	key := req.Namespace + "/" + req.Name
 	switch req.Op {
+	case enrol.OpCheck:
+		return s.check(key, req.Netns)
 	case enrol.OpRemove:
 		s.mu.Lock()
 		p, ok := s.pods[key]
@@ -319,6 +321,37 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 		return enrol.Response{Error: err.Error()}
 	}
 	return enrol.Response{OK: true, Identity: res.Identity, SVIDExpiry: res.Expiry}
+}
+
+// check answers OpCheck: the pod is enrolled, in the network namespace
+// netns names when it is given (the same namespace, by inode, not only
+// the same path).
+func (s *Server) check(key, netnsPath string) enrol.Response {
+	s.mu.Lock()
+	p, ok := s.pods[key]
+	var id string
+	var ino uint64
+	var path string
+	if ok {
+		id, path = p.Identity, p.Netns
+		ino = inode(p.fd)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return enrol.Response{Error: fmt.Sprintf("pod %s is not enrolled on this node", key)}
+	}
+	if netnsPath != "" {
+		f, err := openNetns(netnsPath)
+		if err != nil {
+			return enrol.Response{Error: fmt.Sprintf("pod %s: %v", key, err)}
+		}
+		got := inode(f)
+		f.Close()
+		if got != ino {
+			return enrol.Response{Error: fmt.Sprintf("pod %s is enrolled in network namespace %s, not %s", key, path, netnsPath)}
+		}
+	}
+	return enrol.Response{OK: true, Identity: id}
 }
 
 // Pods returns the enrolled pods, sorted by namespace/name.

@@ -105,6 +105,24 @@ func TestEnrolmentSocket(t *testing.T) {
 	if !s.Enrolled("default", "a") || s.Enrolled("default", "b") || s.Netns("default", "a") == nil {
 		t.Errorf("enrolled: %+v", s.Pods())
 	}
+	// OpCheck: enrolled, in that namespace; changes nothing.
+	if resp, err := enrol.Call(ctx, sock, enrol.Request{Op: enrol.OpCheck, Namespace: "default", Name: "a", Netns: "/proc/self/ns/net"}); err != nil || resp.Identity != "spiffe://cluster.local/ns/default/sa/default" {
+		t.Errorf("check an enrolled pod: %+v, %v", resp, err)
+	}
+	if _, err := enrol.Call(ctx, sock, enrol.Request{Op: enrol.OpCheck, Namespace: "default", Name: "a"}); err != nil {
+		t.Errorf("check an enrolled pod without its netns: %v", err)
+	}
+	for _, tt := range []struct{ name, netns, want string }{
+		{"b", "", "pod default/b is not enrolled on this node"},
+		{"a", "/proc/self/ns/uts", "is not a network namespace"},
+	} {
+		if _, err := enrol.Call(ctx, sock, enrol.Request{Op: enrol.OpCheck, Namespace: "default", Name: tt.name, Netns: tt.netns}); !errors.Is(err, enrol.ErrRefused) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("check %s in %q: %v, want a refusal saying %q", tt.name, tt.netns, err, tt.want)
+		}
+	}
+	if a.calls != 2 || len(a.forgot) != 0 { // the two adds that reached Enrol
+		t.Errorf("check called the agent: %d enrol calls, forgot %v", a.calls, a.forgot)
+	}
 	// The state file names the pod and its netns.
 	b, err := os.ReadFile(filepath.Join(filepath.Dir(sock), StateFileName))
 	if err != nil || !strings.Contains(string(b), `"netns": "/proc/self/ns/net"`) {

@@ -39,6 +39,10 @@ const (
 	OpAdd = "add"
 	// OpRemove forgets a pod: the agent closes its netns handle.
 	OpRemove = "remove"
+	// OpCheck asks whether a pod is enrolled (in the network namespace
+	// Netns names, when given): the CNI plugin's CHECK. It changes
+	// nothing.
+	OpCheck = "check"
 )
 
 // Request is what a producer sends.
@@ -54,9 +58,9 @@ type Request struct {
 // Validate says what is wrong with r, naming the field.
 func (r Request) Validate() error {
 	switch r.Op {
-	case OpAdd, OpRemove:
+	case OpAdd, OpRemove, OpCheck:
 	default:
-		return fmt.Errorf("enrol request: op %q: want %q or %q", r.Op, OpAdd, OpRemove)
+		return fmt.Errorf("enrol request: op %q: want %q, %q or %q", r.Op, OpAdd, OpRemove, OpCheck)
 	}
 	if r.Namespace == "" || r.Name == "" {
 		return fmt.Errorf("enrol request: namespace and name are required (got %q/%q)", r.Namespace, r.Name)
@@ -71,8 +75,8 @@ func (r Request) Validate() error {
 type Response struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
-	// Identity is the pod's SPIFFE ID and SVIDExpiry the expiry of the
-	// certificate issued for it (OpAdd only).
+	// Identity is the pod's SPIFFE ID (OpAdd, OpCheck) and SVIDExpiry
+	// the expiry of the certificate issued for it (OpAdd only).
 	Identity   string    `json:"identity,omitempty"`
 	SVIDExpiry time.Time `json:"svidExpiry,omitzero"`
 }

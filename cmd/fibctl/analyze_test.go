@@ -29,7 +29,9 @@ spec:
   - route:
     - destination: {host: reviews}
 `
-	// reviewsBadWeights splits reviews' traffic 60/60 (FM0001).
+	// reviewsBadWeights splits reviews' traffic 0/0: Istio's validation
+	// rejects it (IST0106, an Error). 60/60 would be a Warning (FM0001):
+	// Istio accepts any other total and splits in proportion.
 	reviewsBadWeights = `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: r, namespace: default}
@@ -37,8 +39,8 @@ spec:
   hosts: [reviews]
   http:
   - route:
-    - {destination: {host: reviews}, weight: 60}
-    - {destination: {host: reviews}, weight: 60}
+    - {destination: {host: reviews}, weight: 0}
+    - {destination: {host: reviews}, weight: 0}
 `
 )
 
@@ -74,7 +76,7 @@ func TestAnalyzeExitCodes(t *testing.T) {
 		{"help", []string{"--help"}, good, 0, "Usage: fibctl analyze -f DIR", ""},
 		{"clean", []string{"-f", "d"}, good, 0, "No findings.", ""},
 		{"clean long flags", []string{"--filename", "d", "--output", "json"}, good, 0, "[]", ""},
-		{"error finding", []string{"-f", "d", "-o", "yaml"}, badWeights, 1, "code: FM0001", ""},
+		{"error finding", []string{"-f", "d", "-o", "yaml"}, badWeights, 1, "code: IST0106", ""},
 		{"decode error", []string{"-f", "d"}, decodeErr, 1, "IST0106", ""},
 		{"unusable", []string{"-f", "/nope"}, unusable, 2, "", "open /nope"},
 		{"unexpected error", []string{"-f", "d"}, other, 2, "", "boom"},
@@ -123,6 +125,9 @@ spec:
 		{"broken document", write(t, map[string]string{"mesh.yaml": service, "bad.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {bogus: 1}\n"}), 1},
 		{"missing path", filepath.Join(t.TempDir(), "missing"), 2},
 		{"nothing is YAML", write(t, map[string]string{"notes.txt": "hello"}), 2},
+		// A directory whose only manifest is broken reports that file's
+		// error (IST0106), not "no file holds YAML".
+		{"only file broken", write(t, map[string]string{"mesh.yaml": strings.Repeat("[", 20000)}), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if code, stdout, stderr := fibctlMain("analyze", "-f", tc.dir); code != tc.code {

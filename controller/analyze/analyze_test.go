@@ -1,12 +1,14 @@
 package analyze
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"istio.io/api/networking/v1alpha3"
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/fibmesh/fibmesh/controller/config"
@@ -74,11 +76,18 @@ func TestRouteWeights(t *testing.T) {
 		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 50)}},
 		{Route: []*v1alpha3.HTTPRouteDestination{dest("reviews", "v1", 0), dest("reviews", "v2", 0)}},
 	}})
+	tcp := vs("default", "t", &v1alpha3.VirtualService{Hosts: []string{"db"}, Tcp: []*v1alpha3.TCPRoute{{Route: []*v1alpha3.RouteDestination{
+		{Destination: &v1alpha3.Destination{Host: "db"}, Weight: 30}, {Destination: &v1alpha3.Destination{Host: "db2"}, Weight: 30},
+	}}}})
 	runCases(t, routeWeights, []analyzerCase{
+		// Istio accepts any total above 0 (and a sole destination's
+		// weight, whatever it is); only 0 is a schema error.
 		{name: "good and bad routes", snap: snap(bad), want: []Finding{
-			want(RouteWeightsNotHundred, bad, "spec.http[1].route weights add up to 90 (80+10), not 100: set the weights so that they add up to exactly 100"),
-			want(RouteWeightsNotHundred, bad, "spec.http[3].route weights add up to 50 (50), not 100: set the weights so that they add up to exactly 100"),
-			want(RouteWeightsNotHundred, bad, "spec.http[4].route weights add up to 0 (0+0), not 100: set the weights so that they add up to exactly 100"),
+			want(SchemaValidationError, bad, "Schema validation error: spec.http[4].route: total destination weight = 0 (0+0): give the destinations weights, e.g. adding up to 100"),
+			want(RouteWeightsNotHundred, bad, "spec.http[1].route weights add up to 90 (80+10), not 100: traffic is split in proportion to them; set weights that add up to 100 to say what you mean"),
+		}},
+		{name: "tcp", snap: snap(tcp), want: []Finding{
+			want(RouteWeightsNotHundred, tcp, "spec.tcp[0].route weights add up to 60 (30+30), not 100: traffic is split in proportion to them; set weights that add up to 100 to say what you mean"),
 		}},
 	})
 }
@@ -101,14 +110,48 @@ func TestIneffectiveMatches(t *testing.T) {
 		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: exact("/api/reviews"), Method: exact("GET")}, {Uri: prefix("/static")}}, Route: route},
 		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/api/v1")}, {Uri: prefix("/static/img")}}, Route: route},
 	}})
+	twoCatchAlls := vs("default", "two", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{{Route: route}, {Route: route}}})
+	dupNamed := vs("default", "dup", &v1alpha3.VirtualService{Hosts: []string{"reviews"}, Http: []*v1alpha3.HTTPRoute{
+		{Name: "a", Match: []*v1alpha3.HTTPMatchRequest{canary}, Route: route},
+		{Name: "b", Match: []*v1alpha3.HTTPMatchRequest{{Name: "canary", Headers: canary.Headers}}, Route: route},
+	}})
+	l4route := []*v1alpha3.RouteDestination{{Destination: &v1alpha3.Destination{Host: "db"}}}
+	l4 := vs("default", "l4", &v1alpha3.VirtualService{Hosts: []string{"db"},
+		Tcp: []*v1alpha3.TCPRoute{
+			{Match: []*v1alpha3.L4MatchAttributes{{Port: 5432}}, Route: l4route},
+			{Match: []*v1alpha3.L4MatchAttributes{{Port: 5432}}, Route: l4route},
+			{Match: []*v1alpha3.L4MatchAttributes{{Port: 5433}}, Route: l4route},
+		},
+		Tls: []*v1alpha3.TLSRoute{
+			{Route: l4route},
+			{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"db"}}}, Route: l4route},
+		},
+	})
 	runCases(t, ineffectiveMatches, []analyzerCase{
 		{name: "specific before general", snap: snap(good)},
+		// Istio: "route without matches defined before", IST0130 only.
 		{name: "rule after catch-all", snap: snap(afterCatchAll), want: []Finding{
-			want(VirtualServiceUnreachableRule, afterCatchAll, `VirtualService rule #1 ("canary") not used (rule #0 catches every request it matches): move it earlier, or remove it`),
+			want(VirtualServiceUnreachableRule, afterCatchAll, `VirtualService rule #1 ("canary") not used (route without matches defined before: rule #0 has no match and catches everything first): move it before rule #0, or remove it`),
 		}},
+		{name: "two catch-alls", snap: snap(twoCatchAlls), want: []Finding{
+			want(VirtualServiceUnreachableRule, twoCatchAlls, "VirtualService rule #1 not used (only the last rule can have no matches: rule #0 has none and catches everything first): add a match, or remove it"),
+		}},
+		// An unreachable rule's matches are each ineffective too: Istio
+		// reports IST0130 with an IST0131 per match.
 		{name: "shadowed matches", snap: snap(shadowed), want: []Finding{
-			want(VirtualServiceUnreachableRule, shadowed, "VirtualService rule #2 not used (rules #0, #1 catch every request it matches): move it earlier, or remove it"),
-			want(VirtualServiceIneffectiveMatch, shadowed, "VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0): remove the match or move the rule earlier"),
+			want(VirtualServiceUnreachableRule, shadowed, "VirtualService rule #2 not used (all matches used by prior rules: rules #0, #1 catch every request it matches): move it earlier, or remove it"),
+			want(VirtualServiceIneffectiveMatch, shadowed, "VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0): remove the match, or move the rule before rule #0"),
+			want(VirtualServiceIneffectiveMatch, shadowed, "VirtualService rule #2 match #0 is not used (duplicate/overlapping match in rule #0): remove the match, or move the rule before rule #0"),
+			want(VirtualServiceIneffectiveMatch, shadowed, "VirtualService rule #2 match #1 is not used (duplicate/overlapping match in rule #1): remove the match, or move the rule before rule #1"),
+		}},
+		{name: "duplicate named match", snap: snap(dupNamed), want: []Finding{
+			want(VirtualServiceUnreachableRule, dupNamed, `VirtualService rule #1 ("b") not used (all matches used by prior rules: rule #0 ("a") catches every request it matches): move it earlier, or remove it`),
+			want(VirtualServiceIneffectiveMatch, dupNamed, `VirtualService rule #1 ("b") match #0 ("canary") is not used (duplicate/overlapping match in rule #0 ("a")): remove the match, or move the rule before rule #0 ("a")`),
+		}},
+		{name: "tcp and tls duplicates", snap: snap(l4), want: []Finding{
+			want(VirtualServiceUnreachableRule, l4, "VirtualService tcp rule #1 not used (all matches used by prior rules: rule #0 catches every request it matches): move it earlier, or remove it"),
+			want(VirtualServiceUnreachableRule, l4, "VirtualService tls rule #1 not used (route without matches defined before: rule #0 has no match and catches everything first): move it before rule #0, or remove it"),
+			want(VirtualServiceIneffectiveMatch, l4, "VirtualService tcp rule #1 match #0 is not used (duplicate/overlapping match in rule #0): remove the match, or move the rule before rule #0"),
 		}},
 	})
 }
@@ -139,16 +182,48 @@ func TestPortProtocols(t *testing.T) {
 	l4 := ap("default", "l4", &securityv1beta1.AuthorizationPolicy{
 		Rules: []*securityv1beta1.Rule{{From: []*securityv1beta1.Rule_From{{Source: &securityv1beta1.Source{Namespaces: []string{"default"}}}}}},
 	})
+	appProto := port("web", 8080)
+	appProto.AppProtocol = ptr("HTTP")
+	badAppProto := port("http", 8081) // appProtocol wins over the name, as in Istio
+	badAppProto.AppProtocol = ptr("kafka")
+	dnsPort, udp, grpcWeb := port("dns", 53), port("stats", 8125), port("GRPC-Web-ui", 8443)
+	udp.Protocol = corev1.ProtocolUDP
+	declared := svc("default", "declared", nil, appProto, dnsPort, udp, grpcWeb, port("tcp", 5432), port("mysql-main", 3307))
+	others := svc("default", "others", nil, badAppProto, port("", 80), port("postgres", 5432))
+	system := svc("kube-system", "dns", nil, port("metrics", 9153))
+	own := svc("fibmesh-system", "fibmesh-controller", nil, port("monitoring", 15014))
+	istiod := svc("istio-system", "istiod", nil, port("monitoring", 15014))
+	istiod.Object.(*corev1.Service).Labels = map[string]string{"istio": "pilot"}
+	external := svc("default", "ext", nil, port("tcp", 443), port("web", 80), port("https", 8443))
+	external.Object.(*corev1.Service).Spec.Type = corev1.ServiceTypeExternalName
+	msg := func(name string, port int32, note string) string {
+		return fmt.Sprintf(`Port name %q (port: %d, targetPort: %d) doesn't follow the naming convention of Istio port, so its protocol is detected per connection%s: name it <protocol>-<suffix> (http-…, grpc-…, tcp-…) or set appProtocol`, name, port, port, note)
+	}
 	runCases(t, portProtocols, []analyzerCase{
-		{name: "no L7 policy", snap: snap(unnamed, l4)},
+		// Istio reports every such port, with or without L7 policy,
+		// with or without pods.
+		{name: "no L7 policy", snap: snap(unnamed, l4), want: []Finding{want(PortNameIsNotUnderNamingConvention, unnamed, msg("web", 9080, ""))}},
 		{name: "VirtualService", snap: snap(unnamed, route), want: []Finding{
-			want(PortNameIsNotUnderNamingConvention, unnamed, `Port name "web" (port: 9080, targetPort: 9080) doesn't follow the naming convention of Istio port, but L7 policy applies to it (VirtualService default/r): name it http-<suffix>, http2-<suffix> or grpc-<suffix>, or set appProtocol, so fibmesh need not detect the protocol`),
+			want(PortNameIsNotUnderNamingConvention, unnamed, msg("web", 9080, "; L7 policy applies to it (VirtualService default/r) and depends on that detection")),
 		}},
 		{name: "AuthorizationPolicy with methods", snap: snap(unnamed, authz), want: []Finding{
-			want(PortNameIsNotUnderNamingConvention, unnamed, `Port name "web" (port: 9080, targetPort: 9080) doesn't follow the naming convention of Istio port, but L7 policy applies to it (AuthorizationPolicy default/get-only): name it http-<suffix>, http2-<suffix> or grpc-<suffix>, or set appProtocol, so fibmesh need not detect the protocol`),
+			want(PortNameIsNotUnderNamingConvention, unnamed, msg("web", 9080, "; L7 policy applies to it (AuthorizationPolicy default/get-only) and depends on that detection")),
+		}},
+		{name: "appProtocol, well-known port, UDP, grpc-web, tcp", snap: snap(declared)},
+		{name: "undeclared", snap: snap(others), want: []Finding{
+			want(PortNameIsNotUnderNamingConvention, others, msg("", 80, "")),
+			want(PortNameIsNotUnderNamingConvention, others, msg("http", 8081, "")),
+			want(PortNameIsNotUnderNamingConvention, others, msg("postgres", 5432, "")),
+		}},
+		{name: "system namespaces and control planes", snap: snap(system, own, istiod)},
+		{name: "ExternalName", snap: snap(external), want: []Finding{
+			want(ExternalNameServiceTypeInvalidPortName, external, `Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol from being forwarded correctly (port "tcp", 443): name it <protocol>-<suffix> with a protocol other than tcp (http-…, tls-…), or set appProtocol`),
+			want(ExternalNameServiceTypeInvalidPortName, external, `Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol from being forwarded correctly (port "web", 80): name it <protocol>-<suffix> with a protocol other than tcp (http-…, tls-…), or set appProtocol`),
 		}},
 	})
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func TestPeerAuthenticationConflicts(t *testing.T) {
 	strict := &securityv1beta1.PeerAuthentication{Mtls: &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_STRICT}}
@@ -160,43 +235,54 @@ func TestPeerAuthenticationConflicts(t *testing.T) {
 	runCases(t, peerAuthenticationConflicts, []analyzerCase{
 		{name: "mesh, namespace and workload levels", snap: snap(mesh1, pa("prod", "a", permissive), w1)},
 		{name: "two mesh-wide", snap: snap(mesh1, mesh2), want: []Finding{
-			want(ConflictingPeerAuthentications, mesh1, "PeerAuthentications istio-system/default, istio-system/other are all mesh-wide (namespace istio-system, no selector), so which mTLS mode applies is undefined: merge them into one"),
-			want(ConflictingPeerAuthentications, mesh2, "PeerAuthentications istio-system/default, istio-system/other are all mesh-wide (namespace istio-system, no selector), so which mTLS mode applies is undefined: merge them into one"),
+			want(ConflictingPeerAuthentications, mesh1, "PeerAuthentications istio-system/default, istio-system/other are all mesh-wide (namespace istio-system, no selector); only the oldest applies (then the first by name), the others are ignored: merge them into one"),
+			want(ConflictingPeerAuthentications, mesh2, "PeerAuthentications istio-system/default, istio-system/other are all mesh-wide (namespace istio-system, no selector); only the oldest applies (then the first by name), the others are ignored: merge them into one"),
 		}},
 		{name: "two namespace-wide", snap: snap(ns1, ns2), want: []Finding{
-			want(ConflictingPeerAuthentications, ns1, "PeerAuthentications prod/a, prod/b are all namespace-wide in namespace prod (no selector), so which mTLS mode applies is undefined: merge them into one"),
-			want(ConflictingPeerAuthentications, ns2, "PeerAuthentications prod/a, prod/b are all namespace-wide in namespace prod (no selector), so which mTLS mode applies is undefined: merge them into one"),
+			want(ConflictingPeerAuthentications, ns1, "PeerAuthentications prod/a, prod/b are all namespace-wide in namespace prod (no selector); only the oldest applies (then the first by name), the others are ignored: merge them into one"),
+			want(ConflictingPeerAuthentications, ns2, "PeerAuthentications prod/a, prod/b are all namespace-wide in namespace prod (no selector); only the oldest applies (then the first by name), the others are ignored: merge them into one"),
 		}},
 		{name: "same selector", snap: snap(w1, w2), want: []Finding{
-			want(ConflictingPeerAuthentications, w1, "PeerAuthentications prod/w1, prod/w2 select the same workloads (app=x) in namespace prod, so which mTLS mode applies is undefined: merge them into one"),
-			want(ConflictingPeerAuthentications, w2, "PeerAuthentications prod/w1, prod/w2 select the same workloads (app=x) in namespace prod, so which mTLS mode applies is undefined: merge them into one"),
+			want(ConflictingPeerAuthentications, w1, "PeerAuthentications prod/w1, prod/w2 select the same workloads (app=x) in namespace prod; only the oldest applies (then the first by name), the others are ignored: merge them into one"),
+			want(ConflictingPeerAuthentications, w2, "PeerAuthentications prod/w1, prod/w2 select the same workloads (app=x) in namespace prod; only the oldest applies (then the first by name), the others are ignored: merge them into one"),
 		}},
 	})
 }
 
 func TestSelectorsWithoutWorkloads(t *testing.T) {
 	p := pod("prod", "reviews-1", labelsOf("app", "reviews", "version", "v1"))
+	outside := pod("legacy", "old", labelsOf("app", "old", "fibmesh.io/capture", "disabled"))
 	hit := ap("prod", "hit", &securityv1beta1.AuthorizationPolicy{Selector: selector("app", "reviews")})
 	miss := pa("prod", "miss", &securityv1beta1.PeerAuthentication{Selector: selector("app", "ratings")})
 	meshWide := ap(RootNamespace, "mesh", &securityv1beta1.AuthorizationPolicy{Selector: selector("version", "v1")})
+	meshMiss := ap(RootNamespace, "mesh-miss", &securityv1beta1.AuthorizationPolicy{Selector: selector("version", "v9")})
+	meshAll := ap(RootNamespace, "all", &securityv1beta1.AuthorizationPolicy{})
 	otherNS := ap("dev", "other", &securityv1beta1.AuthorizationPolicy{Selector: selector("app", "reviews")})
+	nsWide := ap("prod", "ns-wide", &securityv1beta1.AuthorizationPolicy{})
+	emptyNS := ap("empty", "ns-wide", &securityv1beta1.AuthorizationPolicy{})
+	emptyPA := pa("empty", "default", &securityv1beta1.PeerAuthentication{})
+	legacy := ap("legacy", "deny-all", &securityv1beta1.AuthorizationPolicy{})
+	legacySel := ap("legacy", "old", &securityv1beta1.AuthorizationPolicy{Selector: selector("app", "old")})
+	const none = "No matching workloads for this resource with the following labels: (none: the policy has no selector and applies to the whole namespace, where no pod in the mesh runs); deploy the workloads, or remove the policy"
 	runCases(t, selectorsWithoutWorkloads, []analyzerCase{
-		{name: "no pods in the input: not checked", snap: snap(miss)},
-		{name: "matches", snap: snap(p, hit, meshWide)},
-		{name: "matches nothing", snap: snap(p, miss, otherNS), want: []Finding{
-			want(NoMatchingWorkloadsFound, otherNS, "No matching workloads for this resource with the following labels: app=reviews; fix the selector or deploy the workload"),
-			want(NoMatchingWorkloadsFound, miss, "No matching workloads for this resource with the following labels: app=ratings; fix the selector or deploy the workload"),
+		// Istio checks whether or not the input has pods.
+		{name: "no pods in the input", snap: snap(miss), want: []Finding{
+			want(NoMatchingWorkloadsFound, miss, "No matching workloads for this resource with the following labels: app=ratings (no pod in the mesh in namespace prod has them); fix the selector or deploy the workload"),
 		}},
-	})
-}
-
-func TestSubsetsWithoutWorkloads(t *testing.T) {
-	v1 := pod("default", "reviews-v1", labelsOf("app", "reviews", "version", "v1"))
-	v2 := pod("default", "reviews-v2", labelsOf("app", "reviews", "version", "v2"))
-	runCases(t, subsetsWithoutWorkloads, []analyzerCase{
-		{name: "every subset has pods", snap: snap(reviews, reviewsR, v1, v2)},
-		{name: "v2 has none", snap: snap(reviews, reviewsR, v1), want: []Finding{
-			want(SubsetSelectsNoWorkload, reviewsR, `spec.subsets[1] ("v2") selects no pod: no pod in namespace default has the labels app=reviews,version=v2 (Service reviews selector plus subset labels); fix the subset labels or deploy that version`),
+		{name: "matches", snap: snap(p, hit, meshWide, meshAll, nsWide)},
+		{name: "matches nothing", snap: snap(p, miss, otherNS, meshMiss), want: []Finding{
+			want(NoMatchingWorkloadsFound, otherNS, "No matching workloads for this resource with the following labels: app=reviews (no pod in the mesh in namespace dev has them); fix the selector or deploy the workload"),
+			want(NoMatchingWorkloadsFound, meshMiss, "No matching workloads for this resource with the following labels: version=v9 (no pod in the mesh in any namespace has them); fix the selector or deploy the workload"),
+			want(NoMatchingWorkloadsFound, miss, "No matching workloads for this resource with the following labels: app=ratings (no pod in the mesh in namespace prod has them); fix the selector or deploy the workload"),
+		}},
+		{name: "namespace-wide in a namespace without workloads", snap: snap(p, emptyNS, emptyPA), want: []Finding{
+			want(NoMatchingWorkloadsFound, emptyNS, none),
+			want(NoMatchingWorkloadsFound, emptyPA, none),
+		}},
+		// Istio counts only pods in the mesh.
+		{name: "pods outside the mesh", snap: snap(outside, legacy, legacySel), want: []Finding{
+			want(NoMatchingWorkloadsFound, legacy, none),
+			want(NoMatchingWorkloadsFound, legacySel, "No matching workloads for this resource with the following labels: app=old (no pod in the mesh in namespace legacy has them); fix the selector or deploy the workload"),
 		}},
 	})
 }

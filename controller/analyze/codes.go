@@ -1,5 +1,7 @@
 package analyze
 
+import "slices"
+
 // Code describes one kind of finding. ID and Name are stable: users and
 // scripts match on them. Istio codes (IST...) keep istioctl's meaning;
 // fibmesh-only codes start with FM.
@@ -12,40 +14,69 @@ type Code struct {
 // The codes Analyze and FromDecodeErrors emit. docs/analyze.md documents
 // each with an example and its fix; a test keeps the two in step.
 var (
-	// ReferencedResourceNotFound: a VirtualService routes to a host that
-	// is no known Service or ServiceEntry, or to a subset no
-	// DestinationRule for that host defines.
+	// ReferencedResourceNotFound: a VirtualService routes (or mirrors)
+	// to a host that no Service or ServiceEntry visible to its namespace
+	// defines (exportTo), to a port the host does not have, or to a
+	// subset no DestinationRule for that host defines; or an
+	// AuthorizationPolicy names a namespace that does not exist.
+	// Istio: virtualservice/destinationhosts.go, destinationrules.go,
+	// authz/authorizationpolicies.go.
 	ReferencedResourceNotFound = Code{"IST0101", "ReferencedResourceNotFound", Error}
-	// SchemaValidationError: a document could not be decoded.
+	// SchemaValidationError: a document could not be decoded, or breaks
+	// a rule of Istio's schema validation (an HTTP, TCP or TLS route
+	// whose destinations' weights add up to 0).
 	SchemaValidationError = Code{"IST0106", "SchemaValidationError", Error}
 	// ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound
-	// to the mesh gateway define the same host.
+	// to the mesh gateway define the same host for the same namespaces
+	// (exportTo). Istio: virtualservice/conflictingmeshgatewayhosts.go.
 	ConflictingMeshGatewayVirtualServiceHosts = Code{"IST0109", "ConflictingMeshGatewayVirtualServiceHosts", Error}
-	// PortNameIsNotUnderNamingConvention: a Service port that L7 policy
-	// applies to declares no protocol. istioctl reports every such port
-	// at Info; fibmesh reports only those where L7 policy applies, at
-	// Warning.
-	PortNameIsNotUnderNamingConvention = Code{"IST0118", "PortNameIsNotUnderNamingConvention", Warning}
-	// NoMatchingWorkloadsFound: a PeerAuthentication or
-	// AuthorizationPolicy selector matches no pod.
+	// VirtualServiceDestinationPortSelectorRequired: a destination
+	// without a port, for a host with more than one port. Istio:
+	// virtualservice/destinationhosts.go.
+	VirtualServiceDestinationPortSelectorRequired = Code{"IST0112", "VirtualServiceDestinationPortSelectorRequired", Error}
+	// PortNameIsNotUnderNamingConvention: a Service port declares no
+	// protocol (name prefix or appProtocol), so it is left to protocol
+	// detection. Every such port outside the system namespaces, as
+	// istioctl. Istio: service/portname.go.
+	PortNameIsNotUnderNamingConvention = Code{"IST0118", "PortNameIsNotUnderNamingConvention", Info}
+	// NoMatchingWorkloadsFound: an AuthorizationPolicy (or, in fibmesh,
+	// a PeerAuthentication) applies to no pod in the mesh: its selector
+	// matches none, or it has no selector and its namespace has no pod.
+	// Istio: authz/authorizationpolicies.go.
 	NoMatchingWorkloadsFound = Code{"IST0127", "NoMatchingWorkloadsFound", Warning}
-	// VirtualServiceUnreachableRule: an HTTP route can never be used,
-	// because every one of its matches is shadowed by an earlier route.
+	// VirtualServiceUnreachableRule: an HTTP, TCP or TLS rule can never
+	// be used: an earlier rule has no match, or every one of its matches
+	// is covered by earlier rules. Istio: pkg/config/validation
+	// (analyzeUnreachableHTTPRules, reported by schema/validation.go).
 	VirtualServiceUnreachableRule = Code{"IST0130", "VirtualServiceUnreachableRule", Warning}
-	// VirtualServiceIneffectiveMatch: one match of an HTTP route is
-	// shadowed by an earlier match; the route is still reachable by its
-	// other matches.
+	// VirtualServiceIneffectiveMatch: one match of a rule is covered by
+	// a match of an earlier rule. Reported for each such match, also
+	// when the rule is unreachable (with IST0130), as Istio does.
 	VirtualServiceIneffectiveMatch = Code{"IST0131", "VirtualServiceIneffectiveMatch", Info}
+	// ExternalNameServiceTypeInvalidPortName: a port of an ExternalName
+	// Service declares no protocol, or is named "tcp". Istio:
+	// service/portname.go.
+	ExternalNameServiceTypeInvalidPortName = Code{"IST0150", "ExternalNameServiceTypeInvalidPortName", Warning}
+	// DestinationRuleSubsetNotSelectPods: a DestinationRule subset's
+	// labels match no pod. Istio: destinationrule/subset.go.
+	DestinationRuleSubsetNotSelectPods = Code{"IST0173", "DestinationRuleSubsetNotSelectPods", Error}
+	// UnknownDestinationRuleHost: a DestinationRule's host is no Service
+	// or ServiceEntry visible to its namespace. Istio:
+	// destinationrule/subset.go.
+	UnknownDestinationRuleHost = Code{"IST0174", "UnknownDestinationRuleHost", Warning}
 
-	// RouteWeightsNotHundred: the weights of an HTTP route's destinations
-	// do not add up to 100.
-	RouteWeightsNotHundred = Code{"FM0001", "RouteWeightsNotHundred", Error}
+	// RouteWeightsNotHundred: the weights of a route's destinations do
+	// not add up to 100 (but to more than 0); traffic is split in
+	// proportion to them. Istio accepts such weights.
+	RouteWeightsNotHundred = Code{"FM0001", "RouteWeightsNotHundred", Warning}
 	// ConflictingPeerAuthentications: more than one PeerAuthentication at
 	// the same scope (mesh, namespace, or one identical workload
-	// selector), so which mode applies is undefined.
-	ConflictingPeerAuthentications = Code{"FM0002", "ConflictingPeerAuthentications", Error}
-	// SubsetSelectsNoWorkload: a DestinationRule subset's labels, together
-	// with its Service's selector, match no pod.
+	// selector); the oldest applies, as in Istio, which has no analyzer
+	// for it.
+	ConflictingPeerAuthentications = Code{"FM0002", "ConflictingPeerAuthentications", Warning}
+	// SubsetSelectsNoWorkload: a DestinationRule subset's labels match
+	// pods (so IST0173 does not fire), but none of those the Service
+	// selects: the subset has no endpoint.
 	SubsetSelectsNoWorkload = Code{"FM0003", "SubsetSelectsNoWorkload", Warning}
 	// UnsupportedField: a field of an Istio resource that fibmesh does not
 	// implement yet; it has no effect.
@@ -76,10 +107,14 @@ var Codes = []Code{
 	ReferencedResourceNotFound,
 	SchemaValidationError,
 	ConflictingMeshGatewayVirtualServiceHosts,
+	VirtualServiceDestinationPortSelectorRequired,
 	PortNameIsNotUnderNamingConvention,
 	NoMatchingWorkloadsFound,
 	VirtualServiceUnreachableRule,
 	VirtualServiceIneffectiveMatch,
+	ExternalNameServiceTypeInvalidPortName,
+	DestinationRuleSubsetNotSelectPods,
+	UnknownDestinationRuleHost,
 	RouteWeightsNotHundred,
 	ConflictingPeerAuthentications,
 	SubsetSelectsNoWorkload,
@@ -98,4 +133,19 @@ func CodeByID(id string) (Code, bool) {
 		}
 	}
 	return Code{}, false
+}
+
+// podDependent are the codes whose findings depend on which pods exist:
+// they come and go as pods do.
+var podDependent = []string{
+	NoMatchingWorkloadsFound.ID, DestinationRuleSubsetNotSelectPods.ID, SubsetSelectsNoWorkload.ID, PeerAuthenticationNotEnforced.ID,
+}
+
+// PodDependent reports whether findings with code c depend on which pods
+// exist (IST0127, IST0173, FM0003, FM0007). Istio's own admission webhook
+// runs no analyzer; one that denies on analyze's Errors may want to let
+// these pass, since the pods of a Deployment applied in the same
+// `kubectl apply` do not exist yet when the DestinationRule arrives.
+func (c Code) PodDependent() bool {
+	return slices.Contains(podDependent, c.ID)
 }

@@ -8,7 +8,6 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/fibmesh/fibmesh/controller/config"
 )
@@ -34,10 +33,33 @@ type index struct {
 	pas       []typed[*securityv1.PeerAuthentication]
 	aps       []typed[*securityv1.AuthorizationPolicy]
 	nsLabels  map[string]map[string]string      // Namespace labels by name
+	nodes     map[string]*corev1.Node           // Nodes by name
 	byHost    map[string]typed[*corev1.Service] // FQDN → Service
 	seHosts   []string                          // ServiceEntry hosts, may start with "*."
 	istioKind []config.Resource                 // every Istio resource, for the field check
+	// registry is every Service and ServiceEntry host with the
+	// namespaces it is visible to, as Istio's analyzers see them.
+	registry []registered
+	// namespaces are the namespaces known to exist: Namespace objects,
+	// the namespace of every object, and those every cluster has.
+	namespaces map[string]bool
 }
+
+// registered is one host of a Service or ServiceEntry, visible to the
+// namespace scope ("*" for every namespace), with its ports, and for a
+// ServiceEntry the labels of its workloadSelector (for a Service, svc
+// holds it).
+type registered struct {
+	scope    string
+	host     string
+	ports    []uint32
+	selector map[string]string
+	svc      *corev1.Service // nil for a ServiceEntry
+}
+
+// clusterNamespaces exist in every Kubernetes cluster, whether or not the
+// input holds their Namespace objects.
+var clusterNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
 
 type typed[T any] struct {
 	config.Resource
@@ -45,21 +67,37 @@ type typed[T any] struct {
 }
 
 func newIndex(s *config.Snapshot) *index {
-	ix := &index{snap: s, byHost: map[string]typed[*corev1.Service]{}, nsLabels: map[string]map[string]string{}}
+	ix := &index{snap: s, byHost: map[string]typed[*corev1.Service]{}, nsLabels: map[string]map[string]string{}, nodes: map[string]*corev1.Node{}}
 	rs := slices.Clone(s.Resources)
 	slices.SortStableFunc(rs, func(a, b config.Resource) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
+	ix.namespaces = map[string]bool{}
+	for _, ns := range clusterNamespaces {
+		ix.namespaces[ns] = true
+	}
+	for _, r := range s.Skipped {
+		if r.Namespace != "" {
+			ix.namespaces[r.Namespace] = true
+		}
+	}
 	for _, r := range rs {
+		if r.Namespace != "" {
+			ix.namespaces[r.Namespace] = true
+		}
 		switch o := r.Object.(type) {
 		case *corev1.Service:
 			t := typed[*corev1.Service]{r, o}
 			ix.services = append(ix.services, t)
 			ix.byHost[o.Name+"."+r.Namespace+"."+clusterDomain] = t
+			ix.registerService(r.Namespace, o)
 		case *corev1.Pod:
 			ix.pods = append(ix.pods, typed[*corev1.Pod]{r, o})
+		case *corev1.Node:
+			ix.nodes[o.Name] = o
 		case *corev1.Namespace:
 			ix.nsLabels[o.Name] = o.Labels
+			ix.namespaces[o.Name] = true
 		case *networkingv1.VirtualService:
 			ix.vss = append(ix.vss, typed[*networkingv1.VirtualService]{r, o})
 			ix.istioKind = append(ix.istioKind, r)
@@ -72,6 +110,7 @@ func newIndex(s *config.Snapshot) *index {
 			for _, h := range o.Spec.GetHosts() {
 				ix.seHosts = append(ix.seHosts, fqdn(h, r.Namespace))
 			}
+			ix.registerServiceEntry(r.Namespace, o)
 		case *securityv1.PeerAuthentication:
 			ix.pas = append(ix.pas, typed[*securityv1.PeerAuthentication]{r, o})
 			ix.istioKind = append(ix.istioKind, r)
@@ -81,6 +120,114 @@ func newIndex(s *config.Snapshot) *index {
 		}
 	}
 	return ix
+}
+
+// exportToAnnotation is the annotation that limits which namespaces see a
+// Service, as exportTo does for Istio resources.
+const exportToAnnotation = "networking.istio.io/exportTo"
+
+// scopes turns an exportTo list into the namespaces it names: "*" for
+// all, "." for ns itself. An empty list means all.
+func scopes(exportTo []string, ns string) []string {
+	if len(exportTo) == 0 || slices.Contains(exportTo, "*") {
+		return []string{"*"}
+	}
+	var out []string
+	for _, e := range exportTo {
+		if e = strings.TrimSpace(e); e == "." {
+			e = ns
+		}
+		if e != "" && !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (ix *index) registerService(ns string, svc *corev1.Service) {
+	var exportTo []string
+	if a := svc.Annotations[exportToAnnotation]; a != "" {
+		exportTo = strings.Split(a, ",")
+	}
+	var ports []uint32
+	for _, p := range svc.Spec.Ports {
+		ports = append(ports, uint32(p.Port))
+	}
+	for _, sc := range scopes(exportTo, ns) {
+		ix.registry = append(ix.registry, registered{scope: sc, host: svc.Name + "." + ns + "." + clusterDomain,
+			ports: ports, svc: svc})
+	}
+}
+
+func (ix *index) registerServiceEntry(ns string, se *networkingv1.ServiceEntry) {
+	var ports []uint32
+	for _, p := range se.Spec.GetPorts() {
+		ports = append(ports, p.GetNumber())
+	}
+	for _, sc := range scopes(se.Spec.GetExportTo(), ns) {
+		for _, h := range se.Spec.GetHosts() {
+			ix.registry = append(ix.registry, registered{scope: sc, host: fqdn(h, ns), ports: ports,
+				selector: se.Spec.GetWorkloadSelector().GetLabels()})
+		}
+	}
+}
+
+// lookup finds the Service or ServiceEntry that host means to a
+// VirtualService or DestinationRule in namespace ns exported to
+// exportTo, as Istio's analyzers do (util.GetDestinationHost): first a
+// host visible to every namespace, then one visible to the namespaces the
+// resource is exported to (ns itself when exportTo is empty), then a
+// wildcard host visible to every namespace or to ns.
+func (ix *index) lookup(ns string, exportTo []string, host string) (registered, bool) {
+	h := fqdn(host, ns)
+	want := []string{ns}
+	if len(exportTo) > 0 {
+		want = nil
+		for _, e := range exportTo {
+			if e == "." {
+				e = ns
+			}
+			want = append(want, e)
+		}
+	}
+	for _, pass := range [][]string{{"*"}, want} {
+		for _, r := range ix.registry {
+			if r.host == h && slices.Contains(pass, r.scope) {
+				return r, true
+			}
+		}
+	}
+	for _, r := range ix.registry {
+		suffix, ok := strings.CutPrefix(r.host, "*")
+		if ok && (r.scope == "*" || r.scope == ns) && strings.HasSuffix(strings.TrimPrefix(h, "*"), suffix) {
+			return r, true
+		}
+	}
+	return registered{}, false
+}
+
+// namespaceExists reports whether a namespace pattern of an
+// AuthorizationPolicy ("prod", "prod-*", "*-prod", "*") names a namespace
+// known to exist, as Istio matches them (case-insensitive).
+func (ix *index) namespaceExists(pattern string) bool {
+	for ns := range ix.namespaces {
+		if namespaceMatches(pattern, ns) {
+			return true
+		}
+	}
+	return false
+}
+
+func namespaceMatches(pattern, ns string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*"):
+		return strings.HasSuffix(ns, pattern[1:])
+	case strings.HasSuffix(pattern, "*"):
+		return strings.HasPrefix(ns, pattern[:len(pattern)-1])
+	}
+	return strings.EqualFold(pattern, ns)
 }
 
 // fqdn resolves a host as Istio does: a name without a dot is a short
@@ -124,22 +271,6 @@ func (ix *index) subsets(host string) map[string]bool {
 		}
 	}
 	return out
-}
-
-// podsMatching returns how many pods in namespace ns (every namespace if
-// ns is RootNamespace) carry all of the given labels.
-func (ix *index) podsMatching(ns string, sel map[string]string) int {
-	n := 0
-	s := labels.SelectorFromSet(sel)
-	for _, p := range ix.pods {
-		if ns != RootNamespace && p.Namespace != ns {
-			continue
-		}
-		if s.Matches(labels.Set(p.Obj.Labels)) {
-			n++
-		}
-	}
-	return n
 }
 
 // labelString formats a selector as "k1=v1,k2=v2", keys sorted.

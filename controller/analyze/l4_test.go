@@ -36,7 +36,7 @@ func TestL4RouteDestinations(t *testing.T) {
 	runCases(t, routeWeights, []analyzerCase{
 		{name: "100", snap: snap(db, good)},
 		{name: "110", snap: snap(db, bad), want: []Finding{
-			want(RouteWeightsNotHundred, bad, "spec.tcp[0].route weights add up to 110 (90+20), not 100: set the weights so that they add up to exactly 100"),
+			want(RouteWeightsNotHundred, bad, "spec.tcp[0].route weights add up to 110 (90+20), not 100: traffic is split in proportion to them; set weights that add up to 100 to say what you mean"),
 		}},
 	})
 }

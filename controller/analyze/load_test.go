@@ -3,6 +3,9 @@ package analyze
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -28,7 +31,7 @@ func TestLoaded(t *testing.T) {
 		wantErr   error
 	}{
 		{name: "clean", snap: snap(reviews)},
-		{name: "error finding", snap: snap(reviews, badWeights), wantCodes: []string{"FM0001"}},
+		{name: "a finding", snap: snap(reviews, badWeights), wantCodes: []string{"FM0001"}},
 		{name: "decode error and a finding", snap: snap(reviews, badWeights), err: errors.Join(decodeErr), wantCodes: []string{"IST0106", "FM0001"}},
 		{name: "unusable", err: unusable, wantErr: config.ErrUnusable},
 		{name: "not a decode error", err: boom, wantErr: boom},
@@ -46,5 +49,55 @@ func TestLoaded(t *testing.T) {
 				t.Errorf("Loaded finding codes (-want +got):\n%s\n%v", d, fs)
 			}
 		})
+	}
+}
+
+// TestDirOnlyFileBroken: a directory whose only manifest is broken gets
+// that file's error as an IST0106 finding, not "no file holds YAML";
+// a directory with nothing that is YAML, or a missing one, stays
+// unusable.
+func TestDirOnlyFileBroken(t *testing.T) {
+	bomb := "a: &a [x,x,x,x,x,x,x,x,x]\n"
+	prev := "a"
+	for i := range 9 {
+		n := fmt.Sprintf("l%d", i)
+		bomb += fmt.Sprintf("%s: &%s [%s]\n", n, n, strings.TrimSuffix(strings.Repeat("*"+prev+",", 9), ","))
+		prev = n
+	}
+	for _, tc := range []struct {
+		name, file, body string
+		wantMsg          string // substring of the one finding's message
+	}{
+		{"alias bomb", "bomb.yaml", bomb, "excessive aliasing"},
+		{"deep nesting", "deep.yaml", strings.Repeat("[", 20000), "max depth"},
+		{"garbage", "g.yaml", "\x00\x01\x02", "control characters"},
+		{"broken json", "b.json", `{"a": `, "b.json"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, tc.file), []byte(tc.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fs, err := Dir(dir)
+			if err != nil {
+				t.Fatalf("Dir = %v, want the file's error as a finding", err)
+			}
+			if len(fs) != 1 || fs[0].Code != SchemaValidationError.ID || fs[0].Level != Error ||
+				fs[0].Source.File != filepath.Join(dir, tc.file) || !strings.Contains(fs[0].Message, tc.wantMsg) {
+				t.Errorf("Dir = %v, want one IST0106 Error on %s containing %q", fs, tc.file, tc.wantMsg)
+			}
+			if strings.Contains(fmt.Sprint(fs), "holds YAML") {
+				t.Errorf("Dir = %v: says no file holds YAML", fs)
+			}
+		})
+	}
+	notYAML := t.TempDir()
+	if err := os.WriteFile(filepath.Join(notYAML, "notes.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, dir := range map[string]string{"nothing is YAML": notYAML, "missing": filepath.Join(t.TempDir(), "missing")} {
+		if fs, err := Dir(dir); !errors.Is(err, config.ErrUnusable) || fs != nil {
+			t.Errorf("%s: Dir = %v, %v; want no findings and an ErrUnusable error", name, fs, err)
+		}
 	}
 }

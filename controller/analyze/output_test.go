@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -141,5 +142,17 @@ func TestCodesDocumented(t *testing.T) {
 		if got, ok := CodeByID(c.ID); !ok || got != c {
 			t.Errorf("CodeByID(%s) = %v, %v", c.ID, got, ok)
 		}
+	}
+}
+
+func TestPodDependent(t *testing.T) {
+	var got []string
+	for _, c := range Codes {
+		if c.PodDependent() {
+			got = append(got, c.ID)
+		}
+	}
+	if want := []string{"IST0127", "IST0173", "FM0003", "FM0007"}; !slices.Equal(got, want) {
+		t.Errorf("pod-dependent codes = %v, want %v", got, want)
 	}
 }

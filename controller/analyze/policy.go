@@ -3,15 +3,23 @@ package analyze
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
+	typev1beta1 "istio.io/api/type/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/controller/model"
 )
 
 // peerAuthenticationConflicts reports PeerAuthentications that share one
 // scope: more than one mesh-wide (root namespace, no selector), more than
 // one namespace-wide in a namespace, or more than one with the same
-// selector in a namespace. Which of them applies would be undefined.
+// selector in a namespace (FM0002). Istio, and fibmesh's model, apply the
+// oldest (then the first by name) and ignore the others; istioctl has no
+// analyzer for it, hence a Warning.
 func peerAuthenticationConflicts(ix *index) []Finding {
 	type scope struct{ ns, sel string }
 	groups := map[scope][]config.Resource{}
@@ -39,68 +47,162 @@ func peerAuthenticationConflicts(ix *index) []Finding {
 		}
 		for _, r := range rs {
 			fs = append(fs, finding(ConflictingPeerAuthentications, r,
-				"PeerAuthentications %s %s, so which mTLS mode applies is undefined: merge them into one",
+				"PeerAuthentications %s %s; only the oldest applies (then the first by name), the others are ignored: merge them into one",
 				strings.Join(names, ", "), what))
 		}
 	}
 	return fs
 }
 
-// selectorsWithoutWorkloads reports PeerAuthentications and
-// AuthorizationPolicies whose selector matches no pod (IST0127). It runs
-// only when the snapshot has pods at all: a directory of policies alone
-// says nothing about which workloads exist.
+// inMesh reports whether fibmesh captures a pod: not taken out by a
+// label (model.CaptureOff) and not on the host network. Istio's analyzer
+// counts only pods in the mesh (util.PodInMesh) as workloads.
+func (ix *index) inMesh(p typed[*corev1.Pod]) bool {
+	_, off := model.CaptureOff(p.Obj.Labels, p.Obj.Annotations, ix.nsLabels[p.Namespace])
+	return !off && !p.Obj.Spec.HostNetwork
+}
+
+// selectorsWithoutWorkloads reports AuthorizationPolicies (and, in
+// fibmesh, PeerAuthentications) that apply to no pod in the mesh
+// (IST0127), as Istio's AuthorizationPoliciesAnalyzer decides it, whether
+// or not the input has pods at all:
+//   - in the root namespace, a policy with a selector must match a pod in
+//     any namespace; one without a selector (mesh-wide) is not checked;
+//   - elsewhere, a policy without a selector (namespace-wide) needs a pod
+//     in its namespace, and one with a selector a pod in its namespace
+//     that the selector matches (an empty matchLabels matches any).
 func selectorsWithoutWorkloads(ix *index) []Finding {
-	if len(ix.pods) == 0 {
-		return nil
-	}
 	var fs []Finding
-	check := func(r config.Resource, sel map[string]string) {
-		if len(sel) == 0 || ix.podsMatching(r.Namespace, sel) > 0 {
-			return
+	check := func(r config.Resource, sel *typev1beta1.WorkloadSelector) {
+		matches := labels.SelectorFromSet(sel.GetMatchLabels())
+		found := slices.ContainsFunc(ix.pods, func(p typed[*corev1.Pod]) bool {
+			return (r.Namespace == RootNamespace || p.Namespace == r.Namespace) && ix.inMesh(p) && matches.Matches(labels.Set(p.Obj.Labels))
+		})
+		switch {
+		case found, sel == nil && r.Namespace == RootNamespace:
+		case sel == nil:
+			fs = append(fs, finding(NoMatchingWorkloadsFound, r,
+				"No matching workloads for this resource with the following labels: (none: the policy has no selector and applies to the whole namespace, where no pod in the mesh runs); deploy the workloads, or remove the policy"))
+		default:
+			where := "namespace " + r.Namespace
+			if r.Namespace == RootNamespace {
+				where = "any namespace"
+			}
+			fs = append(fs, finding(NoMatchingWorkloadsFound, r,
+				"No matching workloads for this resource with the following labels: %s (no pod in the mesh in %s has them); fix the selector or deploy the workload",
+				labelString(sel.GetMatchLabels()), where))
 		}
-		fs = append(fs, finding(NoMatchingWorkloadsFound, r,
-			"No matching workloads for this resource with the following labels: %s; fix the selector or deploy the workload",
-			labelString(sel)))
 	}
 	for _, pa := range ix.pas {
-		check(pa.Resource, pa.Obj.Spec.GetSelector().GetMatchLabels())
+		check(pa.Resource, pa.Obj.Spec.GetSelector())
 	}
 	for _, ap := range ix.aps {
-		check(ap.Resource, ap.Obj.Spec.GetSelector().GetMatchLabels())
+		check(ap.Resource, ap.Obj.Spec.GetSelector())
 	}
 	return fs
 }
 
-// subsetsWithoutWorkloads reports DestinationRule subsets whose labels,
-// added to the selector of the Service the rule's host names, match no
-// pod. Like selectorsWithoutWorkloads it runs only when there are pods,
-// and it checks only hosts that are Services with a selector.
-func subsetsWithoutWorkloads(ix *index) []Finding {
-	if len(ix.pods) == 0 {
-		return nil
+// policyNamespaces reports namespaces and notNamespaces of an
+// AuthorizationPolicy's sources that match no namespace known to exist
+// (IST0101), as Istio's AuthorizationPoliciesAnalyzer does. A namespace
+// exists when the input holds its Namespace object or any object in it,
+// or when every cluster has it (default, kube-system, kube-public,
+// kube-node-lease).
+func policyNamespaces(ix *index) []Finding {
+	var fs []Finding
+	for _, ap := range ix.aps {
+		for i, rule := range ap.Obj.Spec.GetRules() {
+			for j, from := range rule.GetFrom() {
+				check := func(field string, nss []string) {
+					for k, ns := range nss {
+						if !ix.namespaceExists(ns) {
+							fs = append(fs, finding(ReferencedResourceNotFound, ap.Resource,
+								"Referenced namespace not found: %q (spec.rules[%d].from[%d].source.%s[%d]); no such namespace exists: fix the name or create the namespace",
+								ns, i, j, field, k))
+						}
+					}
+				}
+				check("namespaces", from.GetSource().GetNamespaces())
+				check("notNamespaces", from.GetSource().GetNotNamespaces())
+			}
+		}
 	}
+	return fs
+}
+
+// topologyLabels are the node labels Istio adds to an endpoint's labels
+// (pilot's AugmentLabels), so that a subset may select by them.
+var topologyLabels = []string{"topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"}
+
+// podLabels returns a pod's labels as a subset sees them: its own, plus
+// kubernetes.io/hostname (its node) and its node's topology labels.
+func (ix *index) podLabels(p typed[*corev1.Pod]) labels.Set {
+	n := p.Obj.Spec.NodeName
+	if n == "" {
+		return p.Obj.Labels
+	}
+	out := labels.Set(maps.Clone(p.Obj.Labels))
+	if out == nil {
+		out = labels.Set{}
+	}
+	add := func(k, v string) {
+		if _, ok := out[k]; !ok && v != "" {
+			out[k] = v
+		}
+	}
+	add("kubernetes.io/hostname", n)
+	if node := ix.nodes[n]; node != nil {
+		for _, k := range topologyLabels {
+			add(k, node.Labels[k])
+		}
+	}
+	return out
+}
+
+// destinationRuleHosts checks each DestinationRule as Istio's
+// PodNotSelectedAnalyzer does, whether or not the input has pods:
+//   - its host must be a Service or ServiceEntry host visible to its
+//     namespace (exportTo), else IST0174, and its subsets are not checked;
+//   - each subset's labels, with the workloadSelector of a ServiceEntry
+//     host, must match some pod in any namespace, else IST0173 (Istio
+//     does not add a Service's selector);
+//   - fibmesh then also checks that, for a Service host with a selector,
+//     some pod of the Service (its namespace, its selector) carries the
+//     subset's labels, else FM0003: the subset has no endpoint.
+func destinationRuleHosts(ix *index) []Finding {
 	var fs []Finding
 	for _, dr := range ix.drs {
-		svc, ok := ix.byHost[fqdn(dr.Obj.Spec.GetHost(), dr.Namespace)]
-		if !ok || len(svc.Obj.Spec.Selector) == 0 {
+		spec := &dr.Obj.Spec
+		reg, ok := ix.lookup(dr.Namespace, spec.GetExportTo(), spec.GetHost())
+		if !ok {
+			fs = append(fs, finding(UnknownDestinationRuleHost, dr.Resource,
+				"The host %s defined in the DestinationRule does not match any services in the mesh (no Service or ServiceEntry for %s is visible to namespace %s): fix spec.host, or add the Service",
+				spec.GetHost(), fqdn(spec.GetHost(), dr.Namespace), dr.Namespace))
 			continue
 		}
-		for i, s := range dr.Obj.Spec.GetSubsets() {
-			want := maps.Clone(svc.Obj.Spec.Selector)
-			conflict := false
-			for k, v := range s.GetLabels() {
-				if old, ok := want[k]; ok && old != v {
-					conflict = true
-				}
-				want[k] = v
+		for i, s := range spec.GetSubsets() {
+			want := labels.Merge(reg.selector, s.GetLabels())
+			sel := want.AsSelector()
+			if !slices.ContainsFunc(ix.pods, func(p typed[*corev1.Pod]) bool { return sel.Matches(ix.podLabels(p)) }) {
+				fs = append(fs, finding(DestinationRuleSubsetNotSelectPods, dr.Resource,
+					"The Subset %s defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream). (spec.subsets[%d]: no pod has the labels %s): fix the subset's labels, deploy the pods, or remove the subset",
+					s.GetName(), i, labelString(want)))
+				continue
 			}
-			if !conflict && ix.podsMatching(svc.Namespace, want) > 0 {
+			svc := reg.svc
+			if svc == nil || len(svc.Spec.Selector) == 0 {
+				continue
+			}
+			conflict := !selectorsOverlap(svc.Spec.Selector, s.GetLabels())
+			own := labels.Merge(svc.Spec.Selector, s.GetLabels()).AsSelector()
+			if !conflict && slices.ContainsFunc(ix.pods, func(p typed[*corev1.Pod]) bool {
+				return p.Namespace == svc.Namespace && own.Matches(ix.podLabels(p))
+			}) {
 				continue
 			}
 			fs = append(fs, finding(SubsetSelectsNoWorkload, dr.Resource,
-				"spec.subsets[%d] (%q) selects no pod: no pod in namespace %s has the labels %s (Service %s selector plus subset labels); fix the subset labels or deploy that version",
-				i, s.GetName(), svc.Namespace, labelString(selectorUnion(svc.Obj.Spec.Selector, s.GetLabels())), svc.Name))
+				"spec.subsets[%d] (%q) selects no pod of Service %s/%s: no pod in namespace %s has the labels %s (the Service's selector plus the subset's labels), so the subset has no endpoint; fix the subset labels or deploy that version",
+				i, s.GetName(), svc.Namespace, svc.Name, svc.Namespace, labelString(selectorUnion(svc.Spec.Selector, s.GetLabels()))))
 		}
 	}
 	return fs

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,22 +10,49 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// protocolPrefixes are the protocols a Service port name may start with
-// ("http", "http-web", ...) to declare its protocol, as in Istio.
-var protocolPrefixes = []string{
-	"grpc", "grpc-web", "http", "http2", "https", "mongo", "mysql", "redis", "tcp", "tls", "udp",
+// istioProtocols are the protocols Istio knows by name
+// (protocol.Parse): a port name "<protocol>" or "<protocol>-<suffix>",
+// or an appProtocol "<protocol>", declares its protocol. Case does not
+// matter. "grpc-web" is checked first, since it holds a "-".
+var istioProtocols = []string{
+	"tcp", "udp", "grpc", "grpc-web", "http", "http_proxy", "http2", "https", "tls", "mongo", "redis", "mysql",
 }
 
-// declaresProtocol reports whether a Service port says what it carries:
-// an appProtocol, or a name "<protocol>" or "<protocol>-<suffix>".
+// wellKnownPorts are taken as TCP when their port declares no protocol
+// (SMTP, DNS, MySQL, MongoDB), as in Istio.
+var wellKnownPorts = []int32{25, 53, 3306, 27017}
+
+// declaresProtocol reports whether Istio knows the protocol of a Service
+// port, as its ConvertProtocol does: UDP ports are UDP; otherwise the
+// appProtocol if set, else the port name, up to its first "-" ("grpc-web"
+// as a whole), must name a protocol, or the port be a well-known one.
 func declaresProtocol(p corev1.ServicePort) bool {
-	if p.AppProtocol != nil && *p.AppProtocol != "" {
+	if p.Protocol == corev1.ProtocolUDP {
 		return true
 	}
-	name := strings.ToLower(p.Name)
-	return slices.ContainsFunc(protocolPrefixes, func(pre string) bool {
-		return name == pre || strings.HasPrefix(name, pre+"-")
-	})
+	name := p.Name
+	if p.AppProtocol != nil {
+		name = *p.AppProtocol
+	}
+	name = strings.ToLower(name)
+	if !strings.HasPrefix(name, "grpc-web") {
+		name, _, _ = strings.Cut(name, "-")
+	} else {
+		name = "grpc-web"
+	}
+	return slices.Contains(istioProtocols, name) || slices.Contains(wellKnownPorts, p.Port)
+}
+
+// systemNamespaces are skipped by IST0118, as by Istio
+// (inject.IgnoredNamespaces), with fibmesh-system, fibmesh's own control
+// plane (Istio skips its control plane's Services by their labels).
+var systemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease", "local-path-storage", "fibmesh-system"}
+
+// controlPlane reports whether a Service is part of Istio's control plane
+// (a label "istio", or release=istio), which IST0118 skips as Istio does.
+func controlPlane(svc *corev1.Service) bool {
+	_, ok := svc.Labels["istio"]
+	return ok || svc.Labels["release"] == "istio"
 }
 
 // l7Use records which ports of a Service some L7 policy applies to, and
@@ -44,10 +72,14 @@ func (u *l7Use) add(port int32, by string) {
 	}
 }
 
-// portProtocols reports Service ports that declare no protocol although
-// L7 policy applies to them (IST0118): HTTP routes of a VirtualService,
-// or an AuthorizationPolicy using HTTP attributes (methods, paths, hosts,
-// request.* conditions). Such ports are left to protocol detection.
+// portProtocols reports every Service port whose protocol Istio cannot
+// tell (IST0118, Info), outside the system namespaces and the control
+// plane, as Istio's PortNameAnalyzer: such a port is left to protocol
+// detection. The message says when L7 policy applies to the port
+// (HTTP routes of a VirtualService, an AuthorizationPolicy using HTTP
+// attributes), since that policy then depends on detection. Ports of an
+// ExternalName Service that declare no protocol, or are named "tcp", are
+// IST0150 instead.
 func portProtocols(ix *index) []Finding {
 	uses := map[string]*l7Use{} // service FQDN → use
 	use := func(host string) *l7Use {
@@ -106,20 +138,28 @@ func portProtocols(ix *index) []Finding {
 	}
 	var fs []Finding
 	for _, svc := range ix.services {
-		u := uses[svc.Obj.Name+"."+svc.Namespace+"."+clusterDomain]
-		if u == nil {
+		if slices.Contains(systemNamespaces, svc.Namespace) || controlPlane(svc.Obj) {
 			continue
 		}
+		u := uses[svc.Obj.Name+"."+svc.Namespace+"."+clusterDomain]
+		external := svc.Obj.Spec.Type == corev1.ServiceTypeExternalName
 		for _, p := range svc.Obj.Spec.Ports {
-			if declaresProtocol(p) || p.Protocol == corev1.ProtocolUDP || p.Protocol == corev1.ProtocolSCTP {
+			if external && (!declaresProtocol(p) || p.Name == "tcp") {
+				fs = append(fs, finding(ExternalNameServiceTypeInvalidPortName, svc.Resource,
+					"Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol from being forwarded correctly (port %s, %d): name it <protocol>-<suffix> with a protocol other than tcp (http-…, tls-…), or set appProtocol",
+					strconv.Quote(p.Name), p.Port))
 				continue
 			}
-			if !u.ports[0] && !u.ports[p.Port] {
+			if declaresProtocol(p) {
 				continue
+			}
+			note := ""
+			if u != nil && (u.ports[0] || u.ports[p.Port]) {
+				note = fmt.Sprintf("; L7 policy applies to it (%s) and depends on that detection", strings.Join(u.by, ", "))
 			}
 			fs = append(fs, finding(PortNameIsNotUnderNamingConvention, svc.Resource,
-				"Port name %s (port: %d, targetPort: %s) doesn't follow the naming convention of Istio port, but L7 policy applies to it (%s): name it http-<suffix>, http2-<suffix> or grpc-<suffix>, or set appProtocol, so fibmesh need not detect the protocol",
-				strconv.Quote(p.Name), p.Port, p.TargetPort.String(), strings.Join(u.by, ", ")))
+				"Port name %s (port: %d, targetPort: %s) doesn't follow the naming convention of Istio port, so its protocol is detected per connection%s: name it <protocol>-<suffix> (http-…, grpc-…, tcp-…) or set appProtocol",
+				strconv.Quote(p.Name), p.Port, p.TargetPort.String(), note))
 		}
 	}
 	return fs

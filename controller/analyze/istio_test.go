@@ -180,3 +180,17 @@ func TestDestinationRuleHosts(t *testing.T) {
 		{name: "ServiceEntry workloadSelector", snap: snap(ext, seDR, v1), want: []Finding{noPod(seDR, "v1", 0, "app=api,version=v1")}},
 	})
 }
+
+// A PeerAuthentication's selector in the root namespace selects pods of
+// the root namespace only (as the model applies it); an
+// AuthorizationPolicy's selects in every namespace (as Istio).
+func TestSelectorsWithoutWorkloadsRoot(t *testing.T) {
+	p := pod("prod", "reviews-1", labelsOf("app", "reviews"))
+	apRoot := ap(RootNamespace, "reviews", &securityv1beta1.AuthorizationPolicy{Selector: selector("app", "reviews")})
+	paRoot := pa(RootNamespace, "reviews", &securityv1beta1.PeerAuthentication{Selector: selector("app", "reviews")})
+	runCases(t, selectorsWithoutWorkloads, []analyzerCase{
+		{name: "root namespace selectors", snap: snap(p, apRoot, paRoot), want: []Finding{
+			want(NoMatchingWorkloadsFound, paRoot, "No matching workloads for this resource with the following labels: app=reviews (no pod in the mesh in namespace istio-system has them); fix the selector or deploy the workload"),
+		}},
+	})
+}

@@ -66,17 +66,23 @@ func (ix *index) inMesh(p typed[*corev1.Pod]) bool {
 // fibmesh, PeerAuthentications) that apply to no pod in the mesh
 // (IST0127), as Istio's AuthorizationPoliciesAnalyzer decides it, whether
 // or not the input has pods at all:
-//   - in the root namespace, a policy with a selector must match a pod in
-//     any namespace; one without a selector (mesh-wide) is not checked;
+//   - in the root namespace, an AuthorizationPolicy with a selector must
+//     match a pod in any namespace (a PeerAuthentication: in the root
+//     namespace, where fibmesh applies it); one without a selector
+//     (mesh-wide) is not checked;
 //   - elsewhere, a policy without a selector (namespace-wide) needs a pod
 //     in its namespace, and one with a selector a pod in its namespace
 //     that the selector matches (an empty matchLabels matches any).
 func selectorsWithoutWorkloads(ix *index) []Finding {
 	var fs []Finding
-	check := func(r config.Resource, sel *typev1beta1.WorkloadSelector) {
+	// anyNamespace: a selector in the root namespace selects pods in
+	// every namespace (AuthorizationPolicy), or only in the root
+	// namespace (PeerAuthentication, as the model applies it).
+	check := func(r config.Resource, sel *typev1beta1.WorkloadSelector, anyNamespace bool) {
 		matches := labels.SelectorFromSet(sel.GetMatchLabels())
+		anyNamespace = anyNamespace && r.Namespace == RootNamespace
 		found := slices.ContainsFunc(ix.pods, func(p typed[*corev1.Pod]) bool {
-			return (r.Namespace == RootNamespace || p.Namespace == r.Namespace) && ix.inMesh(p) && matches.Matches(labels.Set(p.Obj.Labels))
+			return (anyNamespace || p.Namespace == r.Namespace) && ix.inMesh(p) && matches.Matches(labels.Set(p.Obj.Labels))
 		})
 		switch {
 		case found, sel == nil && r.Namespace == RootNamespace:
@@ -85,7 +91,7 @@ func selectorsWithoutWorkloads(ix *index) []Finding {
 				"No matching workloads for this resource with the following labels: (none: the policy has no selector and applies to the whole namespace, where no pod in the mesh runs); deploy the workloads, or remove the policy"))
 		default:
 			where := "namespace " + r.Namespace
-			if r.Namespace == RootNamespace {
+			if anyNamespace {
 				where = "any namespace"
 			}
 			fs = append(fs, finding(NoMatchingWorkloadsFound, r,
@@ -94,10 +100,10 @@ func selectorsWithoutWorkloads(ix *index) []Finding {
 		}
 	}
 	for _, pa := range ix.pas {
-		check(pa.Resource, pa.Obj.Spec.GetSelector())
+		check(pa.Resource, pa.Obj.Spec.GetSelector(), false)
 	}
 	for _, ap := range ix.aps {
-		check(ap.Resource, ap.Obj.Spec.GetSelector())
+		check(ap.Resource, ap.Obj.Spec.GetSelector(), true)
 	}
 	return fs
 }

@@ -6,7 +6,7 @@ BIN     ?= bin
 PKGS    ?= ./...
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller
+CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller fibmesh-cni
 
 .PHONY: all build test unit generate check-generate demo demo-down bench bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 bench-l7 bench-offload clean deps deps-bpf deps-proto fmt vet help vmtest
 

@@ -198,6 +198,23 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseExcluded(t *testing.T) {
+	for _, tt := range []struct {
+		in       string
+		excluded bool
+	}{
+		{`{"type": "fibmesh-cni", "node": "n1"}`, true},
+		{`{"type": "fibmesh-cni", "node": "n1", "excludeNamespaces": null}`, true},
+		{`{"type": "fibmesh-cni", "node": "n1", "excludeNamespaces": []}`, false},
+		{`{"type": "fibmesh-cni", "node": "n1", "excludeNamespaces": ["monitoring"]}`, false},
+	} {
+		c, err := Parse([]byte(tt.in))
+		if err != nil || c.Excluded("kube-system") != tt.excluded {
+			t.Errorf("Parse(%s): kube-system excluded %v (%v), want %v", tt.in, c != nil && c.Excluded("kube-system"), err, tt.excluded)
+		}
+	}
+}
+
 func TestParseArgs(t *testing.T) {
 	a, err := ParseArgs("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u1")
 	if err != nil || a != (PodArgs{"shop", "web-1", "u1"}) {

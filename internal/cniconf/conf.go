@@ -42,8 +42,9 @@ type Settings struct {
 	// RunDir is the agent's --run-dir on the host ("" means
 	// /run/fibmesh, api/enrol.DefaultRunDir).
 	RunDir string `json:"runDir,omitempty"`
-	// ExcludeNamespaces are namespaces whose pods pass through uncaptured.
-	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+	// ExcludeNamespaces are namespaces whose pods pass through uncaptured
+	// (absent: DefaultExcludeNamespaces; [] excludes none).
+	ExcludeNamespaces []string `json:"excludeNamespaces"`
 	// Kubeconfig is the path on the host of the kubeconfig the plugin
 	// reads pods' and namespaces' labels with ("": no label lookup, only
 	// ExcludeNamespaces exclude).
@@ -80,6 +81,9 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if err := c.Settings.Validate(); err != nil {
 		return nil, err
+	}
+	if c.ExcludeNamespaces == nil {
+		c.ExcludeNamespaces = DefaultExcludeNamespaces
 	}
 	c.TimeoutValue = DefaultTimeout
 	if c.Timeout != "" {

@@ -8,7 +8,7 @@ TESTFLAGS ?= -race -count=1 -timeout 30m
 
 CMDS := fibmesh-agent fibmesh-lab fibctl fibmesh-controller fibmesh-cni
 
-.PHONY: all build test unit generate check-generate demo demo-down bench bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 bench-l7 bench-offload clean deps deps-bpf deps-proto fmt vet help vmtest
+.PHONY: all build kube-apiserver test unit generate check-generate demo demo-down bench bench-fib bench-fds bench-xds bench-ktls bench-splice bench-l4 bench-l7 bench-offload clean deps deps-bpf deps-proto fmt vet help vmtest
 
 all: build
 
@@ -34,6 +34,19 @@ generate: deps-bpf deps-proto ## rebuild the bpf2go objects (clang) and the FDS 
 check-generate: ## fail if committed generated files differ from a fresh generate (each skipped without its tool)
 	@hack/check-generate.sh
 
+.PHONY: manifests image image-binaries
+
+manifests: ## copy the Istio CRDs fibmesh reads from the istio.io/api module go.mod pins into deploy/crds (hack/manifests; its test fails on drift)
+	$(GO) run ./hack/manifests
+
+IMAGE ?= ghcr.io/fibmesh/fibmesh:latest
+
+image: ## build the image (Dockerfile) as IMAGE with podman or docker, whichever engine runs; fails saying why when none does
+	@hack/image.sh build $(IMAGE)
+
+image-binaries: ## build the image's static binaries (CGO_ENABLED=0, the Dockerfile's ARG CMDS) into bin/static, no engine needed
+	@GO=$(GO) hack/image.sh binaries $(BIN)/static
+
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -41,9 +54,19 @@ fmt:
 vet:
 	$(GO) vet $(PKGS)
 
-test: deps fmt vet check-generate ## run every test (root: BPF, lab and integration tests)
+# The real API server and etcd of internal/kubetest's tests: make test
+# hands them to the tests in FIBMESH_KUBE_APISERVER and FIBMESH_ETCD (a
+# test that needs them and finds none skips, or fails under CI).
+KUBE_APISERVER ?= $(abspath $(BIN))/kube-apiserver
+ETCD           ?= $(shell command -v etcd || echo /usr/bin/etcd)
+
+kube-apiserver: ## build the tests' real kube-apiserver from k8s.io/kubernetes (hack/kube-apiserver; cached per version) into bin/, install etcd-server (apt-get)
+	@hack/deps.sh kube
+	@hack/kube-apiserver/build.sh $(KUBE_APISERVER)
+
+test: deps kube-apiserver fmt vet check-generate ## run every test (root: BPF, lab and integration tests; a real kube-apiserver + etcd)
 	@hack/bpffs.sh
-	$(GO) test $(TESTFLAGS) $(PKGS)
+	FIBMESH_KUBE_APISERVER=$(KUBE_APISERVER) FIBMESH_ETCD=$(ETCD) $(GO) test $(TESTFLAGS) $(PKGS)
 
 # make vmtest: packages (each PATTERN or PATTERN:REGEXP, that package's own
 # -test.run), -test.run filter, more test binary flags, more hack/vmtest

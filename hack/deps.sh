@@ -6,6 +6,8 @@
 #   hack/deps.sh proto     protoc (make generate)
 #   hack/deps.sh vmtest    qemu-system-x86, busybox-static, apt-get/dpkg-deb (make vmtest)
 #   hack/deps.sh bench-l4  iperf3, haproxy (make bench-l4: the throughput client/server, the mTLS peer)
+#   hack/deps.sh kube      etcd-server, kubectl's absence reported (make kube-apiserver: the tests'
+#                          real API server, internal/kubetest)
 set -euo pipefail
 
 need=()
@@ -45,8 +47,17 @@ bench-l4)
 	command -v haproxy >/dev/null || need+=(haproxy) # Debian's; the bench runs its own instances, not the package's service
 	command -v ss >/dev/null || need+=(iproute2)
 	;;
+kube)
+	# Debian's etcd 3.4 serves a v1.34 kube-apiserver (its storage needs
+	# etcd >= 3.4); the apiserver itself is built by hack/kube-apiserver.
+	[ -x /usr/bin/etcd ] || command -v etcd >/dev/null || need+=(etcd-server)
+	# Debian's kubectl (kubernetes-client) is 1.20, too old for deploy/'s
+	# kustomization: not installed; the tests fall back to client-go
+	# where kubectl is missing, and say so.
+	command -v kubectl >/dev/null || echo "deps: kubectl not found: deploy's tests apply with client-go instead of kubectl apply -k" >&2
+	;;
 *)
-	echo "usage: $0 runtime|bpf|proto|vmtest|bench-l4" >&2
+	echo "usage: $0 runtime|bpf|proto|vmtest|bench-l4|kube" >&2
 	exit 2
 	;;
 esac

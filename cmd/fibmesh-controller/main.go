@@ -31,7 +31,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fibmesh/fibmesh/controller"
+	"github.com/fibmesh/fibmesh/controller/admission"
 	"github.com/fibmesh/fibmesh/controller/ca"
+	"github.com/fibmesh/fibmesh/controller/kubepublish"
 	"github.com/fibmesh/fibmesh/controller/live"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
@@ -70,6 +72,27 @@ Service's DNS names (fibmesh-controller.fibmesh-system.svc...) and every
 token only over TLS; on the TLS port every xDS stream must carry one and
 gets only its own node's config (the plaintext port, for debugging on
 localhost, asks for none).
+
+On --webhook-listen (HTTPS, default :15017; the Service's port 443):
+  POST /validate, the validating admission webhook (AdmissionReview
+  admission.k8s.io/v1) for CREATE and UPDATE of VirtualService,
+  DestinationRule, ServiceEntry, PeerAuthentication, AuthorizationPolicy:
+  the object is decoded strictly and analyzed with the resources in force;
+  Error findings about it deny the request (one "Error [IST0109] (...)"
+  line each), Warning findings come back as warnings kubectl prints, and
+  so do errors about objects that may be created later (IST0101 missing
+  references, IST0173 subsets without pods: apply order is free). Its
+  certificate is the TLS port's (same names), or --webhook-cert and
+  --webhook-key (re-read when they change); see docs/admission.md.
+
+With a Kubernetes store the controller also writes, retrying on failure:
+  the ConfigMap --ca-root-configmap (default fibmesh-ca-root) in
+  --namespace, key root-cert.pem = the CA's trust bundle (agents'
+  --controller-ca), kept up to date when roots rotate; and the
+  ValidatingWebhookConfiguration --webhook-config (default
+  fibmesh-validator): its webhooks' caBundle = the CA's roots, and their
+  failurePolicy Fail once the webhook serves a model (the manifest ships
+  Ignore so that an install is not blocked before the controller runs).
 
 The CA: --ca-cert/--ca-key files, or --ca-secret NAMESPACE/NAME (Istio's
 cacerts layout), or else a root generated on first start and kept in
@@ -117,6 +140,17 @@ type flags struct {
 	syncConcurrency                                 int
 	liveAgentPort, liveConcurrency                  int
 	liveInterval, liveTimeout                       time.Duration
+	webhookListen, webhookCert, webhookKey          string
+	webhookConfig, caRootConfigMap, namespace       string
+}
+
+// defaultNamespace is the controller's namespace: POD_NAMESPACE (the
+// downward API), else fibmesh-system.
+func defaultNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return kubepublish.DefaultNamespace
 }
 
 func main() {
@@ -154,6 +188,12 @@ func main() {
 	fs.DurationVar(&f.liveInterval, "live-interval", live.DefaultInterval, "live page: time between two scrapes of the agents (and two updates of the page)")
 	fs.DurationVar(&f.liveTimeout, "live-scrape-timeout", live.DefaultTimeout, "live page: longest wait for one agent's metrics (less than --live-interval); an agent that does not answer is shown as down")
 	fs.IntVar(&f.liveConcurrency, "live-scrape-concurrency", live.DefaultConcurrency, "live page: agents scraped at once")
+	fs.StringVar(&f.webhookListen, "webhook-listen", ":15017", "address of the validating admission webhook (HTTPS, POST "+admission.Path+"); empty: none")
+	fs.StringVar(&f.webhookCert, "webhook-cert", "", "PEM file of the webhook's serving certificate (chain), with --webhook-key, instead of one from the mesh CA; re-read when it changes (the caBundle is then not patched)")
+	fs.StringVar(&f.webhookKey, "webhook-key", "", "PEM file of the webhook's private key (with --webhook-cert)")
+	fs.StringVar(&f.webhookConfig, "webhook-config", kubepublish.DefaultWebhookConfig, "ValidatingWebhookConfiguration whose caBundle and failurePolicy the controller sets, with a Kubernetes store; empty: do not touch it")
+	fs.StringVar(&f.caRootConfigMap, "ca-root-configmap", kubepublish.DefaultConfigMap, "ConfigMap in --namespace that the controller keeps holding the CA's trust bundle (key root-cert.pem), with a Kubernetes store; empty: none")
+	fs.StringVar(&f.namespace, "namespace", defaultNamespace(), "namespace the controller runs in (default: $POD_NAMESPACE, else fibmesh-system)")
 	logFormat := logflag.Register(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -209,6 +249,12 @@ func checkFlags(f flags) error {
 		return fmt.Errorf("--live-interval %s / --live-scrape-timeout %s: want 0 < timeout < interval, interval at least 100ms", f.liveInterval, f.liveTimeout)
 	case f.liveConcurrency < 1:
 		return fmt.Errorf("--live-scrape-concurrency %d: want at least 1", f.liveConcurrency)
+	case (f.webhookCert == "") != (f.webhookKey == ""):
+		return errors.New("--webhook-cert and --webhook-key go together")
+	case f.webhookCert != "" && f.webhookListen == "":
+		return errors.New("--webhook-cert needs --webhook-listen: the webhook is off")
+	case f.namespace == "":
+		return errors.New("--namespace is empty: want the controller's namespace")
 	case f.debounce <= 0 || f.debounceMax < f.debounce:
 		return fmt.Errorf("--push-debounce %s / --push-debounce-max %s: want 0 < debounce <= max", f.debounce, f.debounceMax)
 	}
@@ -252,6 +298,9 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	log.Info("memory limit", "bytes", xds.SetDefaultMemoryLimit()) // GOMEMLIMIT, else xds.DefaultMemoryLimit
 	epoch := firstVersion()
 	var page *live.Page // set before xs.Run, which makes the pushes
+	// Set before c.Run, which calls onEvent; nil when off.
+	var webhook *admission.Handler
+	var pub *kubepublish.Publisher
 	xs := xds.New(xds.Options{
 		Epoch:    epoch,
 		Debounce: f.debounce, DebounceMax: f.debounceMax, SyncConcurrency: f.syncConcurrency,
@@ -280,6 +329,9 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			log.Warn("config rejected; the last good input stays in force", "version", ev.Version, "err", ev.Rejected)
 			return
 		}
+		if webhook != nil && pub != nil && c.Snapshot() != nil {
+			pub.SetFailClosed() // the webhook serves, with a model in force
+		}
 		args := []any{"version", ev.Version, "resources", ev.Resources, "findings", ev.Findings, "errors", ev.Errors}
 		if ev.Change != nil {
 			args = append(args, "services_changed", len(ev.Change.Services), "nodes_affected", len(ev.Change.Nodes))
@@ -296,9 +348,18 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 		return err
 	}
 	log.Info("CA ready", "source", src.String(), "root_expires", authority.Root().NotAfter, "roots", len(authority.Bundle()))
+	if kc != nil {
+		pub, err = newPublisher(log, kc, f)
+		if err != nil {
+			return err
+		}
+	}
 	publish := func(roots []*x509.Certificate) {
 		if err := xs.SetTrustBundle(ca.BundleSecret(envoy.RootCASecret, roots)); err != nil {
 			log.Error("trust bundle not pushed", "err", err)
+		}
+		if pub != nil {
+			pub.SetRoots(ca.EncodeCerts(roots))
 		}
 	}
 	publish(authority.Bundle())
@@ -327,17 +388,24 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 
 	serve := func(g *grpc.Server) { xs.Register(g); csr.Register(g) }
 	var servers []*grpc.Server
-	var listeners []net.Listener
+	var listeners []net.Listener // of servers, in order
+	var wl net.Listener          // the webhook's
 	closeAll := func() {
 		for _, l := range listeners {
 			l.Close()
 		}
+		if wl != nil {
+			wl.Close()
+		}
+	}
+	var cert *ca.ServingCert // for the TLS port and the webhook
+	if f.xdsTLSListen != "" || (f.webhookListen != "" && f.webhookCert == "") {
+		cert, err = ca.NewServingCert(authority, append(append([]string{}, ca.ServingNames...), f.xdsTLSSANs...), 0)
+		if err != nil {
+			return fmt.Errorf("TLS serving certificate: %w", err)
+		}
 	}
 	if f.xdsTLSListen != "" {
-		cert, err := ca.NewServingCert(authority, append(append([]string{}, ca.ServingNames...), f.xdsTLSSANs...), 0)
-		if err != nil {
-			return fmt.Errorf("xds TLS serving certificate: %w", err)
-		}
 		creds := credentials.NewTLS(&tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12})
 		// Agents authenticate every xDS stream with their node token, and
 		// get only their own node's config.
@@ -360,6 +428,31 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 		}
 		servers, listeners = append(servers, g), append(listeners, l)
 	}
+	var wsrv *http.Server
+	if f.webhookListen != "" {
+		if webhook, err = admission.New(admission.Options{Snapshot: c.Snapshot}); err != nil {
+			closeAll()
+			return err
+		}
+		getCert := cert.GetCertificate
+		if f.webhookCert != "" {
+			kp, err := admission.LoadKeyPair(f.webhookCert, f.webhookKey)
+			if err != nil {
+				closeAll()
+				return err
+			}
+			getCert = kp.GetCertificate
+		}
+		wmux := http.NewServeMux()
+		wmux.Handle(admission.Path, webhook)
+		wsrv = &http.Server{Handler: wmux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+			TLSConfig: &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12},
+			ErrorLog:  slog.NewLogLogger(log.With("server", "webhook").Handler(), slog.LevelWarn)}
+		if wl, err = net.Listen("tcp", f.webhookListen); err != nil {
+			closeAll()
+			return fmt.Errorf("webhook listener: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		closeAll()
@@ -378,7 +471,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	mux.Handle("/debug/ca/", authority.AdminHandler())
 	page.Register(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	serveErr := make(chan error, len(servers)+1)
+	serveErr := make(chan error, len(servers)+2)
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- fmt.Errorf("monitoring server: %w", err)
@@ -391,6 +484,19 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			}
 		}()
 	}
+	if wsrv != nil {
+		go func() {
+			if err := wsrv.ServeTLS(wl, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("webhook server: %w", err)
+			}
+		}()
+	}
+	pubDone := make(chan struct{})
+	if pub != nil {
+		go func() { pub.Run(ctx); close(pubDone) }()
+	} else {
+		close(pubDone)
+	}
 	go page.Run(ctx)
 	pushDone := make(chan struct{})
 	go func() { xs.Run(ctx); close(pushDone) }()
@@ -402,7 +508,11 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			xdsAddr = l.Addr().String()
 		}
 	}
-	log.Info("serving", "xds", xdsAddr, "xds_tls", tlsAddr, "monitoring", ln.Addr().String())
+	var webhookAddr string
+	if wl != nil {
+		webhookAddr = wl.Addr().String()
+	}
+	log.Info("serving", "xds", xdsAddr, "xds_tls", tlsAddr, "webhook", webhookAddr, "monitoring", ln.Addr().String())
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx, st) }()
@@ -414,6 +524,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	}
 	stop()
 	<-pushDone
+	<-pubDone
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, g := range servers {
@@ -422,6 +533,11 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	}
 	if serr := srv.Shutdown(shutdown); serr != nil {
 		log.Warn("monitoring server did not shut down cleanly", "err", serr)
+	}
+	if wsrv != nil {
+		if serr := wsrv.Shutdown(shutdown); serr != nil {
+			log.Warn("webhook server did not shut down cleanly", "err", serr)
+		}
 	}
 	// A server that failed while the others were stopping.
 	for {
@@ -432,4 +548,33 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 			return err
 		}
 	}
+}
+
+// newPublisher returns the writer of the trust bundle's ConfigMap and the
+// webhook configuration, logging what it does: a missing webhook
+// configuration once at info (until it appears), failures at warn.
+func newPublisher(log *slog.Logger, kc kubernetes.Interface, f flags) (*kubepublish.Publisher, error) {
+	opts := kubepublish.Options{Client: kc, Namespace: f.namespace, ConfigMap: f.caRootConfigMap,
+		PatchCABundle: f.webhookCert == ""}
+	if f.webhookListen != "" {
+		opts.WebhookConfig = f.webhookConfig
+	}
+	missing := false
+	opts.OnEvent = func(ev kubepublish.Event) {
+		switch {
+		case errors.Is(ev.Err, kubepublish.ErrWebhookConfigNotFound):
+			if !missing {
+				log.Info("webhook configuration not found; the API server does not call the webhook until it exists (looked for again every minute)", "object", ev.Object)
+			}
+			missing = true
+		case ev.Err != nil:
+			log.Warn("write to the Kubernetes API failed; retrying", "object", ev.Object, "retry_in", ev.Retry, "err", ev.Err)
+		default:
+			if strings.HasPrefix(ev.Object, "ValidatingWebhookConfiguration") {
+				missing = false
+			}
+			log.Info("wrote to the Kubernetes API", "object", ev.Object, "action", ev.Action, "change", ev.Change)
+		}
+	}
+	return kubepublish.New(opts)
 }

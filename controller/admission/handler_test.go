@@ -361,3 +361,22 @@ func TestNamespaceFromRequest(t *testing.T) {
 		t.Errorf("namespace (-want +got):\n%s", diff)
 	}
 }
+
+// TestDecodeServerObject: an object as the API server stores and sends
+// it (uid, resourceVersion, managedFields, kubectl's annotation, a
+// status) decodes: none of that is an unknown field.
+func TestDecodeServerObject(t *testing.T) {
+	raw := []byte(`{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{
+  "annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}\n"},"creationTimestamp":"2026-12-04T07:00:00Z","generation":1,
+  "managedFields":[{"apiVersion":"networking.istio.io/v1","fieldsType":"FieldsV1","fieldsV1":{"f:metadata":{"f:annotations":{".":{}}},"f:spec":{".":{},"f:host":{}}},
+    "manager":"kubectl-client-side-apply","operation":"Update","time":"2026-12-04T07:00:00Z"}],
+  "name":"d","namespace":"production","resourceVersion":"123","uid":"2b0e7c4e-1111-2222-3333-444455556666"},
+  "spec":{"host":"reviews"},"status":{}}`)
+	res, err := decodeObject(raw, "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Key(); got != "DestinationRule production/d" {
+		t.Errorf("decoded %s, want DestinationRule production/d", got)
+	}
+}

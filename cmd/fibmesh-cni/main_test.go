@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 	pluginBin = filepath.Join(dir, "fibmesh-cni")
 	code := m.Run()
 	os.RemoveAll(dir)
+	if refPluginsBuilt {
+		os.RemoveAll(refPluginsDir)
+	}
 	os.Exit(code)
 }
 

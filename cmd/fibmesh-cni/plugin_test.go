@@ -35,6 +35,8 @@ var (
 	refPluginsOnce sync.Once
 	refPluginsDir  string
 	refPluginsErr  error
+	// refPluginsBuilt: refPluginsDir is ours to remove (TestMain does).
+	refPluginsBuilt bool
 )
 
 // refPlugins returns a CNI_PATH holding containernetworking/plugins'
@@ -52,7 +54,7 @@ func refPlugins(t *testing.T) string {
 			refPluginsErr = err
 			return
 		}
-		refPluginsDir = d
+		refPluginsDir, refPluginsBuilt = d, true
 		cmd := exec.Command(testenv.GoTool(), "build", "-o", d+"/",
 			"github.com/containernetworking/plugins/plugins/main/bridge",
 			"github.com/containernetworking/plugins/plugins/ipam/host-local")

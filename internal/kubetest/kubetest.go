@@ -429,7 +429,9 @@ func (c *Cluster) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	// Its discovery cache goes with the cluster, not to ~/.kube/cache
+	// (one directory per host:port, a new port every test).
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", c.Kubeconfig, "--cache-dir", filepath.Join(c.Dir, "kubectl-cache")}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("kubectl %s: %w:\n%s", strings.Join(args, " "), err, out)

@@ -50,16 +50,28 @@ func (c *Cluster) Applier() (*Applier, error) {
 
 // Apply applies each object of the multi-document YAML data in order,
 // with server-side apply (kubectl apply --server-side), and returns them
-// as stored. A CustomResourceDefinition is waited for until it is
-// Established before the next document, so data may hold CRDs and
-// objects of their kinds. A namespaced object without a namespace goes
-// to "default", as with kubectl. The error names the document.
+// as stored. CustomResourceDefinitions are waited for until they are
+// Established before the next document of another kind (consecutive
+// CRDs are established together) and before Apply returns, so data may
+// hold CRDs and objects of their kinds. A namespaced object without a
+// namespace goes to "default", as with kubectl. The error names the
+// document.
 func (a *Applier) Apply(ctx context.Context, data []byte) ([]*unstructured.Unstructured, error) {
 	docs, err := yamldoc.Split(data)
 	if err != nil {
 		return nil, err
 	}
 	var out []*unstructured.Unstructured
+	var crds []string // applied, not yet waited for
+	wait := func() error {
+		for _, name := range crds {
+			if err := a.WaitEstablished(ctx, name); err != nil {
+				return err
+			}
+		}
+		crds = nil
+		return nil
+	}
 	for _, d := range docs {
 		if yamldoc.Blank(d.Raw) {
 			continue
@@ -72,17 +84,37 @@ func (a *Applier) Apply(ctx context.Context, data []byte) ([]*unstructured.Unstr
 		if err := obj.UnmarshalJSON(js); err != nil {
 			return out, fmt.Errorf("document %d: %w", d.N, err)
 		}
-		got, err := a.ApplyObject(ctx, obj)
+		isCRD := obj.GroupVersionKind().GroupKind() == crdGK
+		if !isCRD {
+			if err := wait(); err != nil {
+				return out, err
+			}
+		}
+		got, err := a.apply(ctx, obj)
 		if err != nil {
 			return out, fmt.Errorf("document %d: %w", d.N, err)
 		}
+		if isCRD && !a.DryRun {
+			crds = append(crds, obj.GetName())
+		}
 		out = append(out, got)
 	}
-	return out, nil
+	return out, wait()
 }
 
-// ApplyObject applies one object (see Apply).
+var crdGK = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
+
+// ApplyObject applies one object (see Apply), and waits until it is
+// Established if it is a CustomResourceDefinition.
 func (a *Applier) ApplyObject(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	got, err := a.apply(ctx, obj)
+	if err == nil && obj.GroupVersionKind().GroupKind() == crdGK && !a.DryRun {
+		err = a.WaitEstablished(ctx, obj.GetName())
+	}
+	return got, err
+}
+
+func (a *Applier) apply(ctx context.Context, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	gvk := obj.GroupVersionKind()
 	what := fmt.Sprintf("%s %s/%s", gvk.Kind, obj.GetNamespace(), obj.GetName())
 	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
@@ -111,11 +143,6 @@ func (a *Applier) ApplyObject(ctx context.Context, obj *unstructured.Unstructure
 	got, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, body, opts)
 	if err != nil {
 		return nil, fmt.Errorf("apply %s: %w", what, err)
-	}
-	if m.Resource == crdGVR && !a.DryRun {
-		if err := a.WaitEstablished(ctx, obj.GetName()); err != nil {
-			return nil, err
-		}
 	}
 	return got, nil
 }

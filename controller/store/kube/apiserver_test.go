@@ -111,10 +111,13 @@ func fixtureCluster(t *testing.T, ctx context.Context) (*kubetest.Cluster, *kube
 	if _, err := a.Apply(ctx, istioCRDs(t)); err != nil {
 		t.Fatalf("Istio CRDs: %v", err)
 	}
-	clients, err := kube.Connect(c.Kubeconfig)
+	// The admin's clients (kubetest's config: no client-side rate
+	// limit to wait on, unlike Connect's 5 requests a second).
+	ic, err := istioclient.NewForConfig(c.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
+	clients := &kube.Clients{Kube: c.Clientset, Istio: ic}
 	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "cluster", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("fixture: %v (%d files)", err, len(files))
@@ -194,7 +197,11 @@ func withoutAPIServerOwn(s *config.Snapshot) *config.Snapshot {
 func TestAPIServerFixtureModelMatchesGolden(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_, clients := fixtureCluster(t, ctx)
+	c, _ := fixtureCluster(t, ctx)
+	clients, err := kube.Connect(c.Kubeconfig) // as the controller does
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := kube.New(clients.Kube, clients.Istio, kube.Options{Debounce: 10 * time.Millisecond})
 	run(t, s)
 	u := next(t, s, "the first snapshot", func(store.Update) bool { return true })

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -24,7 +26,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	networkingapi "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -37,6 +42,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fibmesh/fibmesh/agent/svid"
 	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
@@ -225,8 +231,11 @@ func TestAPIServerFixtureModelMatchesGolden(t *testing.T) {
 // TestAPIServerController runs the fibmesh-controller binary with
 // --kubeconfig against the API server, authenticated as its
 // ServiceAccount with deploy/rbac.yaml's RBAC (a token from the
-// TokenRequest API, as in a pod): it serves the golden model, and an
-// edit of a VirtualService through the API server reaches an xDS client.
+// TokenRequest API, as in a pod): it serves the golden model; an edit of
+// a VirtualService through the API server reaches an xDS client; and an
+// agent with its pod's projected token, over TLS with the root from the
+// ConfigMap fibmesh-ca-root, gets its node's config (TokenReview), while
+// another ServiceAccount's token is refused.
 func TestAPIServerController(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -278,6 +287,70 @@ func TestAPIServerController(t *testing.T) {
 		}
 		a.awaitWeights(t, 70, 30)
 		t.Logf("VirtualService update -> RDS at the xDS client: %s", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("agent token over TLS", func(t *testing.T) {
+		// What the DaemonSet's agent does: the controller's root from
+		// the ConfigMap the controller publishes, its pod's projected
+		// token (audience fibmesh-ca), checked by the controller with
+		// TokenReview; the token's node is the node it gets config for.
+		var rootPEM string
+		testenv.Eventually(t, wait, "ConfigMap fibmesh-system/fibmesh-ca-root", func() error {
+			cm, err := c.Clientset.CoreV1().ConfigMaps("fibmesh-system").Get(ctx, "fibmesh-ca-root", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			rootPEM = cm.Data["root-cert.pem"]
+			return nil
+		})
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(rootPEM)) {
+			t.Fatalf("ConfigMap fibmesh-ca-root root-cert.pem holds no certificate: %q", rootPEM)
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "fibmesh-agent-node2", Namespace: "fibmesh-system"},
+			Spec: corev1.PodSpec{ServiceAccountName: "fibmesh-agent", NodeName: "node2",
+				Containers: []corev1.Container{{Name: "agent", Image: "ghcr.io/fibmesh/fibmesh:latest"}}},
+		}
+		pod, err := c.Clientset.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dial := func(t *testing.T, token string) *agent {
+			tc := &tls.Config{RootCAs: roots, ServerName: "fibmesh-controller.fibmesh-system.svc", MinVersion: tls.VersionTLS13}
+			conn, err := grpc.NewClient(p.xdsTLS, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+				grpc.WithPerRPCCredentials(svid.Credentials(func(context.Context) (string, error) { return token, nil })))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			actx, acancel := context.WithCancel(ctx)
+			t.Cleanup(acancel)
+			a := &agent{Client: xdsclient.New(conn, xdsclient.Config{Node: "node2", Delta: true, Subscriptions: xds.AgentSubscriptions("node2")}), node: "node2", done: make(chan error, 1)}
+			go func() { a.done <- a.Run(actx) }()
+			return a
+		}
+
+		token, err := c.PodToken(ctx, pod, "fibmesh-ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dial(t, token).awaitWeights(t, 70, 30)
+
+		// A token of another ServiceAccount (the controller's own) is
+		// refused.
+		other, err := c.Token(ctx, "fibmesh-system", "fibmesh-controller", "fibmesh-ca")
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-dial(t, other).done:
+			if status.Code(err) != codes.Unauthenticated {
+				t.Errorf("xDS stream with the controller's token ended with %v, want Unauthenticated", err)
+			}
+		case <-time.After(wait):
+			t.Errorf("xDS stream with the controller's token not refused within %s", wait)
+		}
 	})
 }
 
@@ -407,6 +480,7 @@ func controllerBinary(t *testing.T) string {
 type controllerProc struct {
 	cmd     *exec.Cmd
 	xds     string // --xds-listen (plaintext)
+	xdsTLS  string // --xds-tls-listen
 	mon     string // --monitoring-listen
 	webhook string // --webhook-listen
 	log     strings.Builder
@@ -427,8 +501,8 @@ func freeAddr(t *testing.T) string {
 
 func startController(t *testing.T, bin string, args ...string) *controllerProc {
 	t.Helper()
-	p := &controllerProc{xds: freeAddr(t), mon: freeAddr(t), webhook: freeAddr(t), exited: make(chan struct{})}
-	args = append(args, "--xds-listen", p.xds, "--xds-tls-listen", freeAddr(t), "--monitoring-listen", p.mon, "--live-agent-port", "0",
+	p := &controllerProc{xds: freeAddr(t), xdsTLS: freeAddr(t), mon: freeAddr(t), webhook: freeAddr(t), exited: make(chan struct{})}
+	args = append(args, "--xds-listen", p.xds, "--xds-tls-listen", p.xdsTLS, "--monitoring-listen", p.mon, "--live-agent-port", "0",
 		// The API server calls the webhook at https://127.0.0.1:PORT (no
 		// Service routing here): its certificate must name that address.
 		"--webhook-listen", p.webhook, "--xds-tls-san", "127.0.0.1")

@@ -147,6 +147,9 @@ func freeAddr(t *testing.T) string {
 func startController(t *testing.T, bin string, args ...string) *controllerProc {
 	t.Helper()
 	p := &controllerProc{xds: freeAddr(t), mon: freeAddr(t), log: newLogLines(), exited: make(chan struct{})}
+	// A free webhook port unless the test names one (the last flag wins):
+	// the default :15017 collides between test processes run at once.
+	args = append([]string{"--webhook-listen", freeAddr(t)}, args...)
 	args = append(args, "--xds-listen", p.xds, "--xds-tls-listen", freeAddr(t), "--monitoring-listen", p.mon)
 	p.cmd = exec.Command(bin, args...)
 	stderr, err := p.cmd.StderrPipe()

@@ -354,7 +354,14 @@ func runPromTraffic(ctx context.Context, l *meshLab, t *testing.T, tcpVIP netip.
 					n.Add(1)
 				}
 			}
-			check("frontend GET", frontend, call{path: "/api/reviews/1", host: "reviews:9080", hdr: rid}, 200, &tr.ok200)
+			// Every other GET is a canary tester's, so reviews-v2 serves
+			// some from the start (the dashboards' workload variable
+			// must list it) rather than 10% of the split by chance.
+			get := rid
+			if i%2 == 0 {
+				get = append([]string{"X-Canary-User", "true"}, rid...)
+			}
+			check("frontend GET", frontend, call{path: "/api/reviews/1", host: "reviews:9080", hdr: get}, 200, &tr.ok200)
 			check("frontend POST", frontend, call{method: "POST", path: "/api/reviews/1", host: "reviews:9080", hdr: rid}, 403, &tr.frontend403)
 			check("client GET", client, call{path: "/api/reviews/1", host: "reviews:9080", hdr: rid}, 403, &tr.client403)
 			if i%2 == 0 {
@@ -496,18 +503,19 @@ func TestPrometheusDashboards(t *testing.T) {
 	}
 
 	// Prometheus has the requests: both codes.
-	testenv.Eventually(t, 60*time.Second, "istio_requests_total with 200 and 403 in Prometheus", func() error {
+	testenv.Eventually(t, 60*time.Second, "istio_requests_total with 200 and 403, from reviews-v1 and v2, in Prometheus", func() error {
 		trafficErr()
-		s, err := prom.query(`sum by (response_code) (istio_requests_total{reporter="destination", destination_workload_namespace="production"})`)
+		s, err := prom.query(`sum by (response_code, destination_workload) (istio_requests_total{reporter="destination", destination_workload_namespace="production"})`)
 		if err != nil {
 			return err
 		}
-		codes := map[string]bool{}
+		codes, workloads := map[string]bool{}, map[string]bool{}
 		for _, x := range s {
-			codes[x.Metric["response_code"]] = x.Value > 0
+			codes[x.Metric["response_code"]] = codes[x.Metric["response_code"]] || x.Value > 0
+			workloads[x.Metric["destination_workload"]] = workloads[x.Metric["destination_workload"]] || x.Value > 0
 		}
-		if !codes["200"] || !codes["403"] {
-			return fmt.Errorf("response codes %v, want 200 and 403", codes)
+		if !codes["200"] || !codes["403"] || !workloads["reviews-v1"] || !workloads["reviews-v2"] {
+			return fmt.Errorf("response codes %v and workloads %v, want 200 and 403 from reviews-v1 and reviews-v2", codes, workloads)
 		}
 		return nil
 	})

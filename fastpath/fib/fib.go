@@ -54,12 +54,13 @@ type FIB struct {
 	mu    sync.Mutex
 	progs map[NIC]*ebpf.Program // by constants; objs.FibForward among them
 
-	Routes  *Routes
-	Flows   *Flows
-	Policy  *Policy
-	Stats   *Stats
-	TxPorts *TxPorts
-	Punt    *PuntSlots
+	Routes   *Routes
+	Flows    *Flows
+	Policy   *Policy
+	Services *Services
+	Stats    *Stats
+	TxPorts  *TxPorts
+	Punt     *PuntSlots
 }
 
 // ErrNotBPFFS is returned when a pin directory is not on a bpffs mount.
@@ -329,6 +330,7 @@ func OpenPinned(pinDir string) (*FIB, error) {
 		{xfib.FibMapRoutes, &f.objs.Routes},
 		{xfib.FibMapFlows, &f.objs.Flows},
 		{xfib.FibMapPolicy, &f.objs.Policy},
+		{xfib.FibMapServices, &f.objs.Services},
 		{xfib.FibMapStats, &f.objs.Stats},
 		{xfib.FibMapTxPorts, &f.objs.TxPorts},
 		{xfib.FibMapPuntSlots, &f.objs.PuntSlots},
@@ -372,6 +374,7 @@ func (f *FIB) wire() {
 	f.Routes = &Routes{f.objs.Routes}
 	f.Flows = &Flows{f.objs.Flows}
 	f.Policy = &Policy{f.objs.Policy}
+	f.Services = &Services{m: f.objs.Services}
 	f.Stats = &Stats{f.objs.Stats}
 	f.TxPorts = &TxPorts{f.objs.TxPorts}
 	f.Punt = &PuntSlots{slots: f.objs.PuntSlots, xsks: f.objs.Xsks}

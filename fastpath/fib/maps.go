@@ -215,7 +215,35 @@ func flowKeyFromMap(k xfib.FibFlowKey) FlowKey {
 }
 
 func flowFromMap(v xfib.FibFlowVal) Flow {
-	return Flow{Action: Action(v.Action), SrcID: v.SrcId, DstID: v.DstId, Packets: v.Packets, Bytes: v.Bytes, LastSeenNs: v.LastSeenNs}
+	f := Flow{Action: Action(v.Action), SrcID: v.SrcId, DstID: v.DstId, Packets: v.Packets, Bytes: v.Bytes, LastSeenNs: v.LastSeenNs,
+		NATKind: NATKind(v.NatKind)}
+	if f.NATKind != NATNone {
+		f.NAT = netip.AddrPortFrom(beToAddr(v.NatAddr), beToPort(v.NatPort))
+	}
+	return f
+}
+
+// flowValue is the map value of a flow without counters.
+func flowValue(k FlowKey, f Flow) (xfib.FibFlowVal, error) {
+	if int(f.Action) >= len(actionNames) {
+		return xfib.FibFlowVal{}, fmt.Errorf("flow %s: unknown action %d", k, f.Action)
+	}
+	v := xfib.FibFlowVal{Action: uint32(f.Action), SrcId: f.SrcID, DstId: f.DstID}
+	switch f.NATKind {
+	case NATNone:
+	case NATDst, NATSrc:
+		a, err := addrToBE(f.NAT.Addr())
+		if err != nil {
+			return v, fmt.Errorf("flow %s: %s to %s: %w", k, f.NATKind, f.NAT, err)
+		}
+		if f.NAT.Port() == 0 {
+			return v, fmt.Errorf("flow %s: %s to %s: port must be 1-65535", k, f.NATKind, f.NAT)
+		}
+		v.NatKind, v.NatAddr, v.NatPort = uint8(f.NATKind), a, portToBE(f.NAT.Port())
+	default:
+		return v, fmt.Errorf("flow %s: unknown translation %d", k, f.NATKind)
+	}
+	return v, nil
 }
 
 // FlowEntry is a key and its flow, as listed.
@@ -233,10 +261,9 @@ func (f *Flows) Put(entries ...FlowEntry) error {
 		if keys[i], err = flowKey(e.Key); err != nil {
 			return err
 		}
-		if int(e.Flow.Action) >= len(actionNames) {
-			return fmt.Errorf("flow %s: unknown action %d", e.Key, e.Flow.Action)
+		if vals[i], err = flowValue(e.Key, e.Flow); err != nil {
+			return err
 		}
-		vals[i] = xfib.FibFlowVal{Action: uint32(e.Flow.Action), SrcId: e.Flow.SrcID, DstId: e.Flow.DstID}
 	}
 	return putBatch(f.m, keys, vals)
 }
@@ -323,6 +350,10 @@ func policyKey(k PolicyKey) (xfib.FibPolicyKey, error) {
 type PolicyEntry struct {
 	Key  PolicyKey
 	Mode Mode
+	// Punt: an L4 policy covers the port, so the data path punts each
+	// flow without a flow entry to the agent for a decision (a service
+	// flow to the port too: its way out's entry starts as ActionPunt).
+	Punt bool
 }
 
 // Put sets the mode of pod ports.
@@ -338,6 +369,9 @@ func (p *Policy) Put(entries ...PolicyEntry) error {
 			return fmt.Errorf("policy %s: unknown mode %d", e.Key, e.Mode)
 		}
 		vals[i] = xfib.FibPolicyVal{Mode: uint32(e.Mode)}
+		if e.Punt {
+			vals[i].Flags |= uint32(xfib.FibPolicyFlagsPOLICY_F_PUNT)
+		}
 	}
 	return putBatch(p.m, keys, vals)
 }
@@ -367,6 +401,7 @@ func (p *Policy) List() ([]PolicyEntry, error) {
 		out[i] = PolicyEntry{
 			Key:  PolicyKey{Addr: beToAddr(keys[i].Addr), Port: beToPort(keys[i].Port), Proto: Proto(keys[i].Proto)},
 			Mode: Mode(vals[i].Mode),
+			Punt: vals[i].Flags&uint32(xfib.FibPolicyFlagsPOLICY_F_PUNT) != 0,
 		}
 	}
 	return out, nil

@@ -23,6 +23,7 @@ import (
 var cmpNetip = cmp.Options{
 	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }),
 }
 
 func route(prefix string, ifindex int, punt bool) Route {
@@ -246,9 +247,9 @@ func TestPolicy(t *testing.T) {
 	f := openTestFIB(t)
 	p := f.Policy
 	entries := []PolicyEntry{
-		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 443, ProtoTCP}, ModeStrict},
-		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 53, ProtoUDP}, ModePermissive},
-		{PolicyKey{netip.MustParseAddr("10.1.0.10"), 65535, ProtoTCP}, ModeDisable},
+		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 443, ProtoTCP}, ModeStrict, false},
+		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 53, ProtoUDP}, ModePermissive, true},
+		{PolicyKey{netip.MustParseAddr("10.1.0.10"), 65535, ProtoTCP}, ModeDisable, false},
 	}
 	if err := p.Put(entries...); err != nil {
 		t.Fatal(err)
@@ -270,13 +271,13 @@ func TestPolicy(t *testing.T) {
 		e       PolicyEntry
 		wantErr string
 	}{
-		{PolicyEntry{PolicyKey{netip.MustParseAddr("10.1.0.9"), 0, ProtoTCP}, ModeStrict}, "port must be 1-65535"},
-		{PolicyEntry{PolicyKey{netip.MustParseAddr("10.1.0.9"), 7, ProtoICMP}, ModeStrict}, "protocol must be tcp or udp"},
-		{PolicyEntry{PolicyKey{netip.MustParseAddr("2001:db8::1"), 443, ProtoTCP}, ModeStrict}, "not an IPv4 address"},
-		{PolicyEntry{PolicyKey{netip.MustParseAddr("10.1.0.9"), 8443, ProtoTCP}, Mode(xfib.FibMtlsModeMTLS_MODE_LEN)}, "unknown mode 4"},
+		{PolicyEntry{PolicyKey{netip.MustParseAddr("10.1.0.9"), 0, ProtoTCP}, ModeStrict, false}, "port must be 1-65535"},
+		{PolicyEntry{PolicyKey{netip.MustParseAddr("10.1.0.9"), 7, ProtoICMP}, ModeStrict, false}, "protocol must be tcp or udp"},
+		{PolicyEntry{PolicyKey{netip.MustParseAddr("2001:db8::1"), 443, ProtoTCP}, ModeStrict, false}, "not an IPv4 address"},
+		{PolicyEntry{PolicyKey{netip.MustParseAddr("10.1.0.9"), 8443, ProtoTCP}, Mode(xfib.FibMtlsModeMTLS_MODE_LEN), false}, "unknown mode 4"},
 	} {
 		// A bad entry after a good one: nothing is written.
-		good := PolicyEntry{PolicyKey{netip.MustParseAddr("10.7.7.7"), 80, ProtoTCP}, ModeStrict}
+		good := PolicyEntry{PolicyKey{netip.MustParseAddr("10.7.7.7"), 80, ProtoTCP}, ModeStrict, false}
 		if err := p.Put(good, tc.e); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("Put(%s) error = %v, want %q", tc.e.Key, err, tc.wantErr)
 		}

@@ -128,11 +128,36 @@ type Flow struct {
 	Action Action
 	// SrcID and DstID are identity ids assigned by the controller.
 	SrcID, DstID uint32
+	// NATKind says whether the flow's packets are translated: NATDst
+	// rewrites the destination to NAT (a service flow's way out, VIP ->
+	// backend), NATSrc the source (its way back, backend -> VIP).
+	NATKind NATKind
+	NAT     netip.AddrPort
 	// Packets, Bytes and LastSeenNs are kept by the data path;
 	// LastSeenNs is CLOCK_MONOTONIC (bpf_ktime_get_ns). They are ignored
 	// by Flows.Put.
 	Packets, Bytes uint64
 	LastSeenNs     uint64
+}
+
+// NATKind is a flow entry's address translation. It mirrors enum
+// flow_nat in xdp/headers/consts.h.
+type NATKind uint8
+
+// Translations.
+const (
+	NATNone = NATKind(xfib.FibFlowNatNAT_NONE)
+	NATDst  = NATKind(xfib.FibFlowNatNAT_DST)
+	NATSrc  = NATKind(xfib.FibFlowNatNAT_SRC)
+)
+
+var natNames = [...]string{NATNone: "none", NATDst: "dnat", NATSrc: "snat"}
+
+func (n NATKind) String() string {
+	if int(n) < len(natNames) {
+		return natNames[n]
+	}
+	return fmt.Sprintf("nat-%d", uint8(n))
 }
 
 // Mode is the mTLS mode of a {pod IP, port, protocol}. It mirrors enum
@@ -203,28 +228,43 @@ const (
 	ReasonPassNoTxPort     = Reason(xfib.FibStatReasonSTAT_PASS_NO_TX_PORT)
 	ReasonDropTinyFragment = Reason(xfib.FibStatReasonSTAT_DROP_TINY_FRAGMENT)
 	ReasonPassFrameTooBig  = Reason(xfib.FibStatReasonSTAT_PASS_FRAME_TOO_BIG)
-	NumReasons             = int(xfib.FibStatReasonSTAT_REASON_LEN)
+	// Service VIPs (services.go): a new flow given its backend by the
+	// VIP's Maglev table, packets rewritten to the backend and back to
+	// the VIP, new flows to a VIP without a ready backend answered (ICMP
+	// port unreachable, TCP RST) or, when no answer could be built,
+	// dropped.
+	ReasonServiceNewFlow       = Reason(xfib.FibStatReasonSTAT_SVC_NEW_FLOW)
+	ReasonServiceDNAT          = Reason(xfib.FibStatReasonSTAT_SVC_DNAT)
+	ReasonServiceSNAT          = Reason(xfib.FibStatReasonSTAT_SVC_SNAT)
+	ReasonServiceNoBackend     = Reason(xfib.FibStatReasonSTAT_SVC_NO_BACKEND)
+	ReasonDropServiceNoBackend = Reason(xfib.FibStatReasonSTAT_DROP_SVC_NO_BACKEND)
+	NumReasons                 = int(xfib.FibStatReasonSTAT_REASON_LEN)
 )
 
 // reasonNames must have exactly NumReasons entries (TestReasonNames).
 var reasonNames = [...]string{
-	ReasonRX:               "rx",
-	ReasonPassNonIPv4:      "pass_non_ipv4",
-	ReasonPassIPv6:         "pass_ipv6",
-	ReasonPassMalformed:    "pass_malformed",
-	ReasonPassFragment:     "pass_fragment",
-	ReasonPassRouteMiss:    "pass_route_miss",
-	ReasonPassTTL:          "pass_ttl_exceeded",
-	ReasonPassFlow:         "pass_flow",
-	ReasonRedirect:         "redirect",
-	ReasonTX:               "tx",
-	ReasonDropStrict:       "drop_strict_plaintext",
-	ReasonDropFlow:         "drop_flow",
-	ReasonPunt:             "punt",
-	ReasonDropPuntNoSocket: "drop_punt_no_socket",
-	ReasonPassNoTxPort:     "pass_no_tx_port",
-	ReasonDropTinyFragment: "drop_tiny_fragment",
-	ReasonPassFrameTooBig:  "pass_frame_too_big",
+	ReasonRX:                   "rx",
+	ReasonPassNonIPv4:          "pass_non_ipv4",
+	ReasonPassIPv6:             "pass_ipv6",
+	ReasonPassMalformed:        "pass_malformed",
+	ReasonPassFragment:         "pass_fragment",
+	ReasonPassRouteMiss:        "pass_route_miss",
+	ReasonPassTTL:              "pass_ttl_exceeded",
+	ReasonPassFlow:             "pass_flow",
+	ReasonRedirect:             "redirect",
+	ReasonTX:                   "tx",
+	ReasonDropStrict:           "drop_strict_plaintext",
+	ReasonDropFlow:             "drop_flow",
+	ReasonPunt:                 "punt",
+	ReasonDropPuntNoSocket:     "drop_punt_no_socket",
+	ReasonPassNoTxPort:         "pass_no_tx_port",
+	ReasonDropTinyFragment:     "drop_tiny_fragment",
+	ReasonPassFrameTooBig:      "pass_frame_too_big",
+	ReasonServiceNewFlow:       "service_new_flow",
+	ReasonServiceDNAT:          "service_dnat",
+	ReasonServiceSNAT:          "service_snat",
+	ReasonServiceNoBackend:     "service_no_backend",
+	ReasonDropServiceNoBackend: "drop_service_no_backend",
 }
 
 func (r Reason) String() string {

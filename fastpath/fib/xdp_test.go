@@ -75,9 +75,9 @@ func newTestTopo(t testing.TB) *testTopo {
 		t.Fatalf("Routes.Put: %v", err)
 	}
 	pol := []PolicyEntry{
-		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 443, ProtoTCP}, ModeStrict},
-		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 53, ProtoUDP}, ModeStrict},
-		{PolicyKey{netip.MustParseAddr("10.1.0.10"), 443, ProtoTCP}, ModePermissive},
+		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 443, ProtoTCP}, ModeStrict, false},
+		{PolicyKey{netip.MustParseAddr("10.1.0.9"), 53, ProtoUDP}, ModeStrict, false},
+		{PolicyKey{netip.MustParseAddr("10.1.0.10"), 443, ProtoTCP}, ModePermissive, false},
 	}
 	if err := f.Policy.Put(pol...); err != nil {
 		t.Fatalf("Policy.Put: %v", err)
@@ -403,7 +403,7 @@ func TestXDPFlowCountersAccumulate(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := Flow{Action: ActionForward, SrcID: 7, DstID: 9, Packets: uint64(i), Bytes: bytesSent, LastSeenNs: fl.LastSeenNs}
-		if d := cmp.Diff(want, fl); d != "" {
+		if d := cmp.Diff(want, fl, cmpNetip); d != "" {
 			t.Errorf("after %d packets (-want +got):\n%s", i, d)
 		}
 		if fl.LastSeenNs <= last {

@@ -42,12 +42,25 @@ type FibFlowKey struct {
 	Pad   [3]uint8
 }
 
+type FibFlowNat uint32
+
+const (
+	FibFlowNatNAT_NONE     FibFlowNat = 0
+	FibFlowNatNAT_DST      FibFlowNat = 1
+	FibFlowNatNAT_SRC      FibFlowNat = 2
+	FibFlowNatFLOW_NAT_LEN FibFlowNat = 3
+)
+
 type FibFlowVal struct {
 	_          structs.HostLayout
 	Action     uint32
 	SrcId      uint32
 	DstId      uint32
 	Flags      uint32
+	NatAddr    uint32
+	NatPort    uint16
+	NatKind    uint8
+	NatPad     uint8
 	Packets    uint64
 	Bytes      uint64
 	LastSeenNs uint64
@@ -97,6 +110,12 @@ const (
 	FibNicProfileNIC_PROFILE_LEN        FibNicProfile = 8
 )
 
+type FibPolicyFlags uint32
+
+const (
+	FibPolicyFlagsPOLICY_F_PUNT FibPolicyFlags = 1
+)
+
 type FibPolicyKey struct {
 	_     structs.HostLayout
 	Addr  uint32
@@ -106,9 +125,9 @@ type FibPolicyKey struct {
 }
 
 type FibPolicyVal struct {
-	_    structs.HostLayout
-	Mode uint32
-	Pad  uint32
+	_     structs.HostLayout
+	Mode  uint32
+	Flags uint32
 }
 
 type FibRouteKey struct {
@@ -137,13 +156,26 @@ const (
 	FibStatReasonSTAT_PASS_NO_TX_PORT     FibStatReason = 14
 	FibStatReasonSTAT_DROP_TINY_FRAGMENT  FibStatReason = 15
 	FibStatReasonSTAT_PASS_FRAME_TOO_BIG  FibStatReason = 16
-	FibStatReasonSTAT_REASON_LEN          FibStatReason = 17
+	FibStatReasonSTAT_SVC_NEW_FLOW        FibStatReason = 17
+	FibStatReasonSTAT_SVC_DNAT            FibStatReason = 18
+	FibStatReasonSTAT_SVC_SNAT            FibStatReason = 19
+	FibStatReasonSTAT_SVC_NO_BACKEND      FibStatReason = 20
+	FibStatReasonSTAT_DROP_SVC_NO_BACKEND FibStatReason = 21
+	FibStatReasonSTAT_REASON_LEN          FibStatReason = 22
 )
 
 type FibStatVal struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type FibSvcKey struct {
+	_     structs.HostLayout
+	Vip   uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -154,6 +186,7 @@ const (
 	FibMapPolicy             = "policy"
 	FibMapPuntSlots          = "punt_slots"
 	FibMapRoutes             = "routes"
+	FibMapServices           = "services"
 	FibMapStats              = "stats"
 	FibMapTxPorts            = "tx_ports"
 	FibMapXsks               = "xsks"
@@ -162,10 +195,12 @@ const (
 	FibVarCfgNicFlags        = "cfg_nic_flags"
 	FibVarCfgNicProfile      = "cfg_nic_profile"
 	FibVarUnusedFlowAction   = "unused_flow_action"
+	FibVarUnusedFlowNat      = "unused_flow_nat"
 	FibVarUnusedMtlsMode     = "unused_mtls_mode"
 	FibVarUnusedNexthopFlags = "unused_nexthop_flags"
 	FibVarUnusedNicFlags     = "unused_nic_flags"
 	FibVarUnusedNicProfile   = "unused_nic_profile"
+	FibVarUnusedPolicyFlags  = "unused_policy_flags"
 	FibVarUnusedStatReason   = "unused_stat_reason"
 )
 
@@ -222,6 +257,7 @@ type FibMapSpecs struct {
 	Policy    *ebpf.MapSpec `ebpf:"policy"`
 	PuntSlots *ebpf.MapSpec `ebpf:"punt_slots"`
 	Routes    *ebpf.MapSpec `ebpf:"routes"`
+	Services  *ebpf.MapSpec `ebpf:"services"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
 	Xsks      *ebpf.MapSpec `ebpf:"xsks"`
@@ -235,10 +271,12 @@ type FibVariableSpecs struct {
 	CfgNicFlags        *ebpf.VariableSpec `ebpf:"cfg_nic_flags"`
 	CfgNicProfile      *ebpf.VariableSpec `ebpf:"cfg_nic_profile"`
 	UnusedFlowAction   *ebpf.VariableSpec `ebpf:"unused_flow_action"`
+	UnusedFlowNat      *ebpf.VariableSpec `ebpf:"unused_flow_nat"`
 	UnusedMtlsMode     *ebpf.VariableSpec `ebpf:"unused_mtls_mode"`
 	UnusedNexthopFlags *ebpf.VariableSpec `ebpf:"unused_nexthop_flags"`
 	UnusedNicFlags     *ebpf.VariableSpec `ebpf:"unused_nic_flags"`
 	UnusedNicProfile   *ebpf.VariableSpec `ebpf:"unused_nic_profile"`
+	UnusedPolicyFlags  *ebpf.VariableSpec `ebpf:"unused_policy_flags"`
 	UnusedStatReason   *ebpf.VariableSpec `ebpf:"unused_stat_reason"`
 }
 
@@ -266,6 +304,7 @@ type FibMaps struct {
 	Policy    *ebpf.Map `ebpf:"policy"`
 	PuntSlots *ebpf.Map `ebpf:"punt_slots"`
 	Routes    *ebpf.Map `ebpf:"routes"`
+	Services  *ebpf.Map `ebpf:"services"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
 	Xsks      *ebpf.Map `ebpf:"xsks"`
@@ -277,6 +316,7 @@ func (m *FibMaps) Close() error {
 		m.Policy,
 		m.PuntSlots,
 		m.Routes,
+		m.Services,
 		m.Stats,
 		m.TxPorts,
 		m.Xsks,
@@ -291,10 +331,12 @@ type FibVariables struct {
 	CfgNicFlags        *ebpf.Variable `ebpf:"cfg_nic_flags"`
 	CfgNicProfile      *ebpf.Variable `ebpf:"cfg_nic_profile"`
 	UnusedFlowAction   *ebpf.Variable `ebpf:"unused_flow_action"`
+	UnusedFlowNat      *ebpf.Variable `ebpf:"unused_flow_nat"`
 	UnusedMtlsMode     *ebpf.Variable `ebpf:"unused_mtls_mode"`
 	UnusedNexthopFlags *ebpf.Variable `ebpf:"unused_nexthop_flags"`
 	UnusedNicFlags     *ebpf.Variable `ebpf:"unused_nic_flags"`
 	UnusedNicProfile   *ebpf.Variable `ebpf:"unused_nic_profile"`
+	UnusedPolicyFlags  *ebpf.Variable `ebpf:"unused_policy_flags"`
 	UnusedStatReason   *ebpf.Variable `ebpf:"unused_stat_reason"`
 }
 

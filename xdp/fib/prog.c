@@ -5,7 +5,15 @@
  * side of every pod veth. For each IPv4 packet:
  *
  *   1. policy: plaintext TCP/UDP to a STRICT mTLS {pod IP, port} -> drop;
- *   2. flows:  an entry decides (forward / pass / drop / punt) and counts;
+ *   2. flows:  an entry decides (forward / pass / drop / punt) and counts.
+ *              A TCP/UDP packet to a service VIP without one is a new
+ *              flow: the VIP's Maglev table picks a backend and two
+ *              entries are written (service.h); an entry with a
+ *              translation rewrites the packet (DNAT out, SNAT back),
+ *              and the backend's port is checked as in 1. A VIP without
+ *              a ready backend is answered with ICMP port unreachable or
+ *              a TCP RST. A flow without an entry to a port an L4
+ *              policy covers is punted to the agent;
  *   3. routes: longest-prefix match -> next hop; routes flagged
  *              NH_F_PUNT_NEW send flows without an entry to the agent over
  *              AF_XDP (fail closed when no agent socket is there);
@@ -29,6 +37,7 @@
 #include "maps.h"
 #include "parsing.h"
 #include "csum.h"
+#include "service.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -39,6 +48,8 @@ const enum nexthop_flags *unused_nexthop_flags __attribute__((unused));
 const enum stat_reason *unused_stat_reason __attribute__((unused));
 const enum nic_profile *unused_nic_profile __attribute__((unused));
 const enum nic_flags *unused_nic_flags __attribute__((unused));
+const enum flow_nat *unused_flow_nat __attribute__((unused));
+const enum policy_flags *unused_policy_flags __attribute__((unused));
 
 /* Load-time constants (.rodata), set by the loader before load. The
  * defaults are the generic profile with no frame limit: what tests and
@@ -82,6 +93,17 @@ static __always_inline int punt(struct xdp_md *ctx, struct packet *p)
 no_socket:
 	count(STAT_DROP_PUNT_NO_SOCKET, p->len);
 	return XDP_DROP;
+}
+
+static __always_inline struct policy_val *port_policy(const struct flow_key *k)
+{
+	struct policy_key pk = {
+		.addr = k->daddr,
+		.port = k->dport,
+		.proto = k->proto,
+	};
+
+	return bpf_map_lookup_elem(&policy, &pk);
 }
 
 SEC("xdp")
@@ -135,14 +157,12 @@ int fib_forward(struct xdp_md *ctx)
 	if (!ip)
 		return XDP_PASS;
 
-	if (p.has_ports) {
-		struct policy_key pk = {
-			.addr = p.key.daddr,
-			.port = p.key.dport,
-			.proto = p.key.proto,
-		};
-		struct policy_val *pv = bpf_map_lookup_elem(&policy, &pk);
+	/* Policy before flows: plaintext to a STRICT port is dropped
+	 * whatever a flow entry says. */
+	struct policy_val *pv = 0;
 
+	if (p.has_ports) {
+		pv = port_policy(&p.key);
 		if (pv && pv->mode == MTLS_STRICT) {
 			count(STAT_DROP_STRICT, p.len);
 			return XDP_DROP;
@@ -150,11 +170,64 @@ int fib_forward(struct xdp_md *ctx)
 	}
 
 	fv = bpf_map_lookup_elem(&flows, &p.key);
+	struct flow_val fresh;
+	int in_map = fv != 0;
+
+	if (!fv && p.has_ports) {
+		switch (svc_new_flow(&p, &fresh)) {
+		case SVC_NEW:
+			count(STAT_SVC_NEW_FLOW, p.len);
+			fv = bpf_map_lookup_elem(&flows, &p.key);
+			in_map = fv != 0;
+			if (!fv) /* evicted at once: use what was written */
+				fv = &fresh;
+			break;
+		case SVC_NO_BACKEND: {
+			int act = p.key.proto == IPPROTO_TCP ? reject_tcp(ctx, &p, data_end) : reject_udp(ctx, &p);
+
+			count(act == XDP_TX ? STAT_SVC_NO_BACKEND : STAT_DROP_SVC_NO_BACKEND, p.len);
+			return act;
+		}
+		default:
+			break;
+		}
+	}
+
+	__u32 action = FLOW_FORWARD;
+
 	if (fv) {
-		__sync_fetch_and_add(&fv->packets, 1);
-		__sync_fetch_and_add(&fv->bytes, p.len);
-		fv->last_seen_ns = bpf_ktime_get_ns();
-		switch (fv->action) {
+		if (in_map) {
+			__sync_fetch_and_add(&fv->packets, 1);
+			__sync_fetch_and_add(&fv->bytes, p.len);
+			fv->last_seen_ns = bpf_ktime_get_ns();
+		}
+		action = fv->action;
+		/* A service flow is translated before anything else looks at
+		 * it: the policy below sees the backend, and a punted packet
+		 * reaches the agent as the backend receives it. */
+		if (fv->nat_kind == NAT_DST || fv->nat_kind == NAT_SRC) {
+			if (action == FLOW_FORWARD || action == FLOW_PUNT) {
+				if (nat_rewrite(&p, data_end, fv)) {
+					count(STAT_PASS_MALFORMED, p.len);
+					return XDP_PASS;
+				}
+				if (fv->nat_kind == NAT_SRC) {
+					count(STAT_SVC_SNAT, p.len);
+				} else {
+					count(STAT_SVC_DNAT, p.len);
+					/* The backend's port has a policy of its own. */
+					pv = port_policy(&p.key);
+					if (pv && pv->mode == MTLS_STRICT) {
+						count(STAT_DROP_STRICT, p.len);
+						return XDP_DROP;
+					}
+				}
+			}
+		}
+	}
+
+	if (fv) {
+		switch (action) {
 		case FLOW_FORWARD:
 			break;
 		case FLOW_PASS:
@@ -166,6 +239,9 @@ int fib_forward(struct xdp_md *ctx)
 			count(STAT_DROP_FLOW, p.len);
 			return XDP_DROP;
 		}
+	} else if (pv && (pv->flags & POLICY_F_PUNT)) {
+		/* An L4 policy covers the port: the agent decides the flow. */
+		return punt(ctx, &p);
 	}
 
 	struct route_key rk = { .prefixlen = 32, .addr = p.key.daddr };

@@ -19,6 +19,12 @@
 #define MAX_POLICY 65536
 #endif
 
+/* Service ports (VIP:port:protocol) the FIB load-balances, each with its
+ * own Maglev table (an inner array map of the services map-in-map). */
+#ifndef MAX_SERVICES
+#define MAX_SERVICES 65536
+#endif
+
 /* Devices the FIB may redirect to (pod veths + node NICs). */
 #ifndef MAX_TX_PORTS
 #define MAX_TX_PORTS 4096
@@ -40,6 +46,21 @@ enum flow_action {
 	FLOW_DROP = 2,    /* drop and count (revoked / denied flows) */
 	FLOW_PUNT = 3,    /* send every packet to the agent over AF_XDP */
 	FLOW_ACTION_LEN,
+};
+
+/* Address translation of a flow entry (struct flow_val.nat_kind). */
+enum flow_nat {
+	NAT_NONE = 0,
+	NAT_DST = 1, /* a service flow's way out: destination VIP:port -> backend */
+	NAT_SRC = 2, /* its way back: source backend -> VIP:port */
+	FLOW_NAT_LEN,
+};
+
+/* Bits of struct policy_val.flags. */
+enum policy_flags {
+	/* An L4 AuthorizationPolicy covers this port: a flow without a flow
+	 * entry is punted to the agent, which decides and installs one. */
+	POLICY_F_PUNT = 1 << 0,
 };
 
 /* mTLS mode of a {pod IP, port, protocol}. */
@@ -92,6 +113,17 @@ enum stat_reason {
 	 * (xdp_ok_fwd_dev: -EMSGSIZE), so they go to the stack, which
 	 * segments or fragments them. */
 	STAT_PASS_FRAME_TOO_BIG,
+	/* Service VIPs (the node's load balancer): a new flow given a
+	 * backend by the VIP's Maglev table (two flow entries written). */
+	STAT_SVC_NEW_FLOW,
+	STAT_SVC_DNAT, /* packets to a VIP rewritten to their backend */
+	STAT_SVC_SNAT, /* replies rewritten back to the VIP */
+	/* A new flow to a VIP with no ready backend, answered in XDP with
+	 * ICMP port unreachable (UDP) or a TCP RST, never forwarded. */
+	STAT_SVC_NO_BACKEND,
+	/* The same, but no answer could be built (IP options, a TCP RST, an
+	 * ICMP error): dropped. */
+	STAT_DROP_SVC_NO_BACKEND,
 	STAT_REASON_LEN,
 };
 

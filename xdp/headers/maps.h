@@ -34,6 +34,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policy SEC(".maps");
 
+/* A service's Maglev table: the template of the services map's inner
+ * maps. BPF_F_INNER_MAP lets each inner map have its own size (M + 1
+ * slots); the agent builds a new one per change and swaps it in with one
+ * update of the outer map, so a packet sees the old table or the new
+ * one, never a table half-written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, struct svc_key);
+	__type(value, __u32);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		/* key __u32, value struct svc_backend (8 bytes): sizes,
+		 * as clang leaves the struct unsized in a nested map's BTF. */
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(struct svc_backend));
+		__uint(max_entries, 1);
+		__uint(map_flags, BPF_F_INNER_MAP);
+	});
+} services SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

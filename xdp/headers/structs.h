@@ -35,6 +35,12 @@ struct flow_val {
 	__u32 src_id; /* identity ids assigned by the controller */
 	__u32 dst_id;
 	__u32 flags;
+	/* Service flows: the address and port the packet is rewritten to
+	 * (network order), as nat_kind says. */
+	__u32 nat_addr;
+	__u16 nat_port;
+	__u8 nat_kind; /* enum flow_nat */
+	__u8 nat_pad;
 	__u64 packets; /* updated atomically by the data path */
 	__u64 bytes;
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet */
@@ -49,8 +55,25 @@ struct policy_key {
 };
 
 struct policy_val {
-	__u32 mode; /* enum mtls_mode */
-	__u32 pad;
+	__u32 mode;  /* enum mtls_mode */
+	__u32 flags; /* enum policy_flags */
+};
+
+/* A service port: VIP, port (network order), protocol. */
+struct svc_key {
+	__u32 vip;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* One slot of a service's Maglev table. Slot 0 is the table's header:
+ * addr holds the table size M (0: no ready backend) and port is 0;
+ * slots 1..M hold backends (address and port in network order). */
+struct svc_backend {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
 };
 
 struct stat_val {

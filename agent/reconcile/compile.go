@@ -59,6 +59,8 @@ type Desired struct {
 	MeshPods map[netip.Addr]string
 	// Versions are the tables' version fields, by table name.
 	Versions map[string]string
+	// Services are the L4 service VIPs the FIB load-balances (services.go).
+	Services map[fib.ServiceKey]Service
 }
 
 // Compile checks node's flow tables (by xDS resource name: api/xds
@@ -80,6 +82,7 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 		Identities: map[uint32]string{},
 		MeshPods:   map[netip.Addr]string{},
 		Versions:   map[string]string{},
+		Services:   map[fib.ServiceKey]Service{},
 	}
 	names := make([]string, 0, len(tables))
 	for n := range tables {
@@ -98,7 +101,7 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 			}
 			d.Identities[id.GetId()] = id.GetSpiffeId()
 		}
-		if err := checkServices(name, t); err != nil {
+		if err := compileServices(d, name, t); err != nil {
 			return nil, err
 		}
 	}
@@ -273,30 +276,6 @@ func policy(pp *fibv1.PortPolicy) (fib.PolicyKey, fib.Mode, error) {
 		return fib.PolicyKey{}, 0, fmt.Errorf("mode %s: want PERMISSIVE, STRICT or DISABLE", pp.GetMode())
 	}
 	return fib.PolicyKey{Addr: ip, Port: uint16(pp.GetPort()), Proto: proto}, mode, nil
-}
-
-// checkServices checks the L4 VIPs (the FIB does not load-balance them
-// yet; a bad one is still refused, so it is not accepted now and
-// misread later).
-func checkServices(name string, t *fibv1.FlowTable) error {
-	for i, s := range t.GetServices() {
-		where := fmt.Sprintf("flow table %q: services[%d] (%s)", name, i, s.GetHostname())
-		if _, err := netip.ParseAddr(s.GetVip()); err != nil {
-			return fmt.Errorf("%s.vip %q: want an IP address: %w", where, s.GetVip(), err)
-		}
-		if s.GetPort() == 0 || s.GetPort() > 65535 {
-			return fmt.Errorf("%s.port %d: want 1-65535", where, s.GetPort())
-		}
-		for j, b := range s.GetBackends() {
-			if _, err := netip.ParseAddr(b.GetIp()); err != nil {
-				return fmt.Errorf("%s.backends[%d].ip %q: want an IP address: %w", where, j, b.GetIp(), err)
-			}
-			if b.GetPort() == 0 || b.GetPort() > 65535 {
-				return fmt.Errorf("%s.backends[%d].port %d: want 1-65535", where, j, b.GetPort())
-			}
-		}
-	}
-	return nil
 }
 
 // sortedPrefixes returns m's prefixes in address, then length, order.

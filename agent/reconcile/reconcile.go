@@ -84,6 +84,10 @@ type Config struct {
 // Writes counts map entries written since the Reconciler started.
 type Writes struct {
 	RoutePuts, RouteDeletes, PolicyPuts, PolicyDeletes uint64
+	// ServicePuts and ServiceDeletes count service tables written and
+	// removed; FlowsMoved the flows whose entries were deleted because
+	// their backend left the service (services.go).
+	ServicePuts, ServiceDeletes, FlowsMoved uint64
 }
 
 // Status is what a Reconciler holds and what it is waiting for.
@@ -96,6 +100,9 @@ type Status struct {
 	// read back at start).
 	Routes   []fib.Route
 	Policies []fib.PolicyEntry
+	// Services are the service tables the FIB holds, in VIP, port,
+	// protocol order; the tables are shared: read only.
+	Services []fib.ServiceEntry
 	// Attached maps each interface the FIB was attached to by this
 	// Reconciler to its ifindex.
 	Attached map[string]int
@@ -117,6 +124,8 @@ type Reconciler struct {
 	attached map[string]int
 	pending  map[string]string
 	writes   Writes
+	services map[fib.ServiceKey][]fib.Backend        // the tables the FIB holds
+	gone     map[fib.ServiceKey]map[fib.Backend]bool // backends whose flows must move
 }
 
 // New reads the maps' current contents through cfg.Dataplane (the FIB as
@@ -140,6 +149,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg: cfg, kick: make(chan struct{}, 1),
 		routes: map[netip.Prefix]fib.Route{}, policies: map[fib.PolicyKey]fib.Mode{},
 		attached: map[string]int{}, pending: map[string]string{},
+		services: map[fib.ServiceKey][]fib.Backend{}, gone: map[fib.ServiceKey]map[fib.Backend]bool{},
 	}
 	rs, err := cfg.Dataplane.ListRoutes()
 	if err != nil {
@@ -154,6 +164,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	for _, p := range ps {
 		r.policies[p.Key] = p.Mode
+	}
+	if err := r.loadServices(); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -355,6 +368,7 @@ func (r *Reconciler) syncLocked() {
 			}
 		}
 	}
+	r.syncServicesLocked(d, pending)
 	r.pending = pending
 }
 
@@ -413,6 +427,7 @@ func (r *Reconciler) Status() Status {
 		s.Policies = append(s.Policies, fib.PolicyEntry{Key: k, Mode: m})
 	}
 	sortPolicy(s.Policies)
+	s.Services = r.servicesStatus()
 	return s
 }
 

@@ -190,6 +190,15 @@ func (p *Punter) handle(s *socket, frame []byte) {
 		p.malformed.Add(1)
 		return
 	}
+	// A service flow (fastpath/fib Services) reaches the agent
+	// translated: the data path wrote its two entries, the way out
+	// (client -> VIP, ActionPunt until decided) and the way back, and
+	// the decision goes into them rather than into new entries for the
+	// translated key (whose reverse is the way back).
+	if out, back, ok := p.serviceFlow(key); ok {
+		p.handleService(frame, key, out, back, s)
+		return
+	}
 	// Packets of a flow that arrive while its first packet waits for a
 	// decision are punted too; they follow the decision already made.
 	if fl, ok, err := p.fib.Flows.Get(key); err == nil && ok && fl.Action != fib.ActionPunt {
@@ -211,6 +220,46 @@ func (p *Punter) handle(s *socket, frame []byte) {
 		fib.FlowEntry{Key: key, Flow: fib.Flow{Action: fib.ActionForward}},
 		fib.FlowEntry{Key: key.Reverse(), Flow: fib.Flow{Action: fib.ActionForward}},
 	); err != nil {
+		p.reinjectErrs.Add(1)
+		return
+	}
+	p.reinjectCounted(frame, key)
+}
+
+// serviceFlow tells whether the punted packet key (translated: its
+// destination is a backend) belongs to a service flow: its way back
+// (key reversed) translates the source back to a VIP. It returns the
+// keys of the flow's way out and way back.
+func (p *Punter) serviceFlow(key fib.FlowKey) (out, back fib.FlowKey, ok bool) {
+	back = key.Reverse()
+	fl, found, err := p.fib.Flows.Get(back)
+	if err != nil || !found || fl.NATKind != fib.NATSrc {
+		return out, back, false
+	}
+	out = fib.FlowKey{Src: key.Src, Dst: fl.NAT.Addr(), SrcPort: key.SrcPort, DstPort: fl.NAT.Port(), Proto: key.Proto}
+	return out, back, true
+}
+
+// handleService decides a punted service flow: Allow turns its way out
+// into a forward entry (its translation stays) and re-injects the
+// packet; Deny makes both ways drop entries.
+func (p *Punter) handleService(frame []byte, key, out, back fib.FlowKey, s *socket) {
+	if fl, ok, err := p.fib.Flows.Get(out); err == nil && ok && fl.Action != fib.ActionPunt {
+		if fl.Action == fib.ActionForward {
+			p.reinjectCounted(frame, key)
+		}
+		return
+	}
+	v := p.decide(Packet{Ifindex: s.ifindex, Queue: s.queue, Key: key, Frame: frame})
+	if v != Allow {
+		p.denied.Add(1)
+		if err := errors.Join(p.fib.Flows.SetAction(out, fib.ActionDrop), p.fib.Flows.SetAction(back, fib.ActionDrop)); err != nil {
+			p.reinjectErrs.Add(1)
+		}
+		return
+	}
+	p.allowed.Add(1)
+	if err := p.fib.Flows.SetAction(out, fib.ActionForward); err != nil {
 		p.reinjectErrs.Add(1)
 		return
 	}

@@ -459,7 +459,8 @@ func (s *Server) debounce(ctx context.Context) bool {
 // mTLS modes pick the upstream transport) and destination policies;
 // listeners follow services (the outbound listener, on every node), and
 // workloads and authorization policies (the inbound ones, on their
-// nodes); the flow table follows services, workloads, nodes and the
+// nodes); the flow table follows services, workloads, authorization
+// policies (a UDP port's L4 policy, on their nodes), nodes and the
 // nodes' NIC kTLS offload reports (noteNICTLS).
 func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch pending) PushResult {
 	start := time.Now()
@@ -677,7 +678,7 @@ func (s *Server) push(ctx context.Context, m *model.Model, since time.Time, ch p
 		res.Err = err
 		return res
 	}
-	if full || k.Services || k.Workloads || k.Nodes || ch.nics {
+	if full || k.Services || k.Workloads || k.AuthzPolicies || k.Nodes || ch.nics {
 		// Per-node tables change only on the nodes the change is local
 		// to, unless nodes themselves changed.
 		var onlyNodes func(string) bool

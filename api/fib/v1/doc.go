@@ -6,7 +6,9 @@
 // (workload.go) is the one rule that names a pod's workload, for the
 // agents and the controller's live page. The one thing an agent tells the
 // controller for FDS travels in its xDS node metadata: NodeMetadataNICTLS
-// (nicmeta.go).
+// (nicmeta.go). A local pod's UDP port carries the AuthorizationPolicies
+// that apply to the pod (PortPolicy.authz): XDP punts new flows to a port
+// they cover, and the agent decides them.
 package fibv1
 
 //go:generate sh -c "protoc --plugin=protoc-gen-go=$(go tool -n protoc-gen-go) --go_out=. --go_opt=paths=source_relative fib.proto"

@@ -129,6 +129,62 @@ func (MTLSMode) EnumDescriptor() ([]byte, []int) {
 	return file_fib_proto_rawDescGZIP(), []int{1}
 }
 
+// AuthzAction is an AuthorizationPolicy's action.
+type AuthzAction int32
+
+const (
+	AuthzAction_AUTHZ_ACTION_UNSPECIFIED AuthzAction = 0
+	AuthzAction_ALLOW                    AuthzAction = 1
+	AuthzAction_DENY                     AuthzAction = 2
+	AuthzAction_AUDIT                    AuthzAction = 3
+	AuthzAction_CUSTOM                   AuthzAction = 4
+)
+
+// Enum value maps for AuthzAction.
+var (
+	AuthzAction_name = map[int32]string{
+		0: "AUTHZ_ACTION_UNSPECIFIED",
+		1: "ALLOW",
+		2: "DENY",
+		3: "AUDIT",
+		4: "CUSTOM",
+	}
+	AuthzAction_value = map[string]int32{
+		"AUTHZ_ACTION_UNSPECIFIED": 0,
+		"ALLOW":                    1,
+		"DENY":                     2,
+		"AUDIT":                    3,
+		"CUSTOM":                   4,
+	}
+)
+
+func (x AuthzAction) Enum() *AuthzAction {
+	p := new(AuthzAction)
+	*p = x
+	return p
+}
+
+func (x AuthzAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthzAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_fib_proto_enumTypes[2].Descriptor()
+}
+
+func (AuthzAction) Type() protoreflect.EnumType {
+	return &file_fib_proto_enumTypes[2]
+}
+
+func (x AuthzAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthzAction.Descriptor instead.
+func (AuthzAction) EnumDescriptor() ([]byte, []int) {
+	return file_fib_proto_rawDescGZIP(), []int{2}
+}
+
 // FlowTable is one node's forwarding state.
 type FlowTable struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -572,13 +628,24 @@ func (x *Backend) GetIdentityId() uint32 {
 	return 0
 }
 
-// PortPolicy is the mTLS mode of a local pod's port.
+// PortPolicy is the mTLS mode of a local pod's port and, for a UDP port,
+// the AuthorizationPolicies that decide its plaintext flows.
 type PortPolicy struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
-	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
-	Protocol      Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=fibmesh.fib.v1.Protocol" json:"protocol,omitempty"`
-	Mode          MTLSMode               `protobuf:"varint,4,opt,name=mode,proto3,enum=fibmesh.fib.v1.MTLSMode" json:"mode,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Ip       string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Port     uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Protocol Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=fibmesh.fib.v1.Protocol" json:"protocol,omitempty"`
+	Mode     MTLSMode               `protobuf:"varint,4,opt,name=mode,proto3,enum=fibmesh.fib.v1.MTLSMode" json:"mode,omitempty"`
+	// authz is set on UDP ports only: every AuthorizationPolicy that applies
+	// to the pod (ALLOW, DENY, CUSTOM and AUDIT), ordered by namespace and
+	// name. When one of them is not AUDIT, the port is covered by L4 policy:
+	// XDP punts the first packet of each new flow to it to the agent, which
+	// decides the flow from these policies (plaintext UDP has no principal:
+	// the agent knows the source by its IP, and the namespace of the mesh
+	// pod holding that IP), installs an allow or drop entry for both
+	// directions, and re-injects or drops the packet. Empty on TCP ports: the
+	// slow path authorizes TCP.
+	Authz         []*AuthzPolicy `protobuf:"bytes,5,rep,name=authz,proto3" json:"authz,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -641,6 +708,445 @@ func (x *PortPolicy) GetMode() MTLSMode {
 	return MTLSMode_MTLS_MODE_UNSPECIFIED
 }
 
+func (x *PortPolicy) GetAuthz() []*AuthzPolicy {
+	if x != nil {
+		return x.Authz
+	}
+	return nil
+}
+
+// AuthzPolicy is an Istio AuthorizationPolicy (security.istio.io) as it
+// applies to one pod: its rules as written, fields by Istio's names.
+type AuthzPolicy struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Action    AuthzAction            `protobuf:"varint,3,opt,name=action,proto3,enum=fibmesh.fib.v1.AuthzAction" json:"action,omitempty"`
+	// rules: the policy matches when any rule does; none matches nothing (an
+	// ALLOW policy without rules allows nothing). A rule with no fields
+	// matches everything.
+	Rules         []*AuthzRule `protobuf:"bytes,4,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzPolicy) Reset() {
+	*x = AuthzPolicy{}
+	mi := &file_fib_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzPolicy) ProtoMessage() {}
+
+func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_fib_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzPolicy.ProtoReflect.Descriptor instead.
+func (*AuthzPolicy) Descriptor() ([]byte, []int) {
+	return file_fib_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AuthzPolicy) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AuthzPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthzPolicy) GetAction() AuthzAction {
+	if x != nil {
+		return x.Action
+	}
+	return AuthzAction_AUTHZ_ACTION_UNSPECIFIED
+}
+
+func (x *AuthzPolicy) GetRules() []*AuthzRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// AuthzRule matches when any from source, any to operation and every when
+// condition match; an empty list matches anything.
+type AuthzRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          []*AuthzSource         `protobuf:"bytes,1,rep,name=from,proto3" json:"from,omitempty"`
+	To            []*AuthzOperation      `protobuf:"bytes,2,rep,name=to,proto3" json:"to,omitempty"`
+	When          []*AuthzCondition      `protobuf:"bytes,3,rep,name=when,proto3" json:"when,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzRule) Reset() {
+	*x = AuthzRule{}
+	mi := &file_fib_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzRule) ProtoMessage() {}
+
+func (x *AuthzRule) ProtoReflect() protoreflect.Message {
+	mi := &file_fib_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzRule.ProtoReflect.Descriptor instead.
+func (*AuthzRule) Descriptor() ([]byte, []int) {
+	return file_fib_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AuthzRule) GetFrom() []*AuthzSource {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *AuthzRule) GetTo() []*AuthzOperation {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *AuthzRule) GetWhen() []*AuthzCondition {
+	if x != nil {
+		return x.When
+	}
+	return nil
+}
+
+// AuthzSource is a rule's source: every field set must match, a field when
+// any of its values does (a not_ field when none does).
+type AuthzSource struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Principals           []string               `protobuf:"bytes,1,rep,name=principals,proto3" json:"principals,omitempty"`
+	NotPrincipals        []string               `protobuf:"bytes,2,rep,name=not_principals,json=notPrincipals,proto3" json:"not_principals,omitempty"`
+	RequestPrincipals    []string               `protobuf:"bytes,3,rep,name=request_principals,json=requestPrincipals,proto3" json:"request_principals,omitempty"`
+	NotRequestPrincipals []string               `protobuf:"bytes,4,rep,name=not_request_principals,json=notRequestPrincipals,proto3" json:"not_request_principals,omitempty"`
+	Namespaces           []string               `protobuf:"bytes,5,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	NotNamespaces        []string               `protobuf:"bytes,6,rep,name=not_namespaces,json=notNamespaces,proto3" json:"not_namespaces,omitempty"`
+	ServiceAccounts      []string               `protobuf:"bytes,7,rep,name=service_accounts,json=serviceAccounts,proto3" json:"service_accounts,omitempty"`
+	NotServiceAccounts   []string               `protobuf:"bytes,8,rep,name=not_service_accounts,json=notServiceAccounts,proto3" json:"not_service_accounts,omitempty"`
+	IpBlocks             []string               `protobuf:"bytes,9,rep,name=ip_blocks,json=ipBlocks,proto3" json:"ip_blocks,omitempty"`
+	NotIpBlocks          []string               `protobuf:"bytes,10,rep,name=not_ip_blocks,json=notIpBlocks,proto3" json:"not_ip_blocks,omitempty"`
+	RemoteIpBlocks       []string               `protobuf:"bytes,11,rep,name=remote_ip_blocks,json=remoteIpBlocks,proto3" json:"remote_ip_blocks,omitempty"`
+	NotRemoteIpBlocks    []string               `protobuf:"bytes,12,rep,name=not_remote_ip_blocks,json=notRemoteIpBlocks,proto3" json:"not_remote_ip_blocks,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *AuthzSource) Reset() {
+	*x = AuthzSource{}
+	mi := &file_fib_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzSource) ProtoMessage() {}
+
+func (x *AuthzSource) ProtoReflect() protoreflect.Message {
+	mi := &file_fib_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzSource.ProtoReflect.Descriptor instead.
+func (*AuthzSource) Descriptor() ([]byte, []int) {
+	return file_fib_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AuthzSource) GetPrincipals() []string {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNotPrincipals() []string {
+	if x != nil {
+		return x.NotPrincipals
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetRequestPrincipals() []string {
+	if x != nil {
+		return x.RequestPrincipals
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNotRequestPrincipals() []string {
+	if x != nil {
+		return x.NotRequestPrincipals
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNotNamespaces() []string {
+	if x != nil {
+		return x.NotNamespaces
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetServiceAccounts() []string {
+	if x != nil {
+		return x.ServiceAccounts
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNotServiceAccounts() []string {
+	if x != nil {
+		return x.NotServiceAccounts
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetIpBlocks() []string {
+	if x != nil {
+		return x.IpBlocks
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNotIpBlocks() []string {
+	if x != nil {
+		return x.NotIpBlocks
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetRemoteIpBlocks() []string {
+	if x != nil {
+		return x.RemoteIpBlocks
+	}
+	return nil
+}
+
+func (x *AuthzSource) GetNotRemoteIpBlocks() []string {
+	if x != nil {
+		return x.NotRemoteIpBlocks
+	}
+	return nil
+}
+
+// AuthzOperation is a rule's operation, matched as AuthzSource.
+type AuthzOperation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hosts         []string               `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	NotHosts      []string               `protobuf:"bytes,2,rep,name=not_hosts,json=notHosts,proto3" json:"not_hosts,omitempty"`
+	Ports         []string               `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
+	NotPorts      []string               `protobuf:"bytes,4,rep,name=not_ports,json=notPorts,proto3" json:"not_ports,omitempty"`
+	Methods       []string               `protobuf:"bytes,5,rep,name=methods,proto3" json:"methods,omitempty"`
+	NotMethods    []string               `protobuf:"bytes,6,rep,name=not_methods,json=notMethods,proto3" json:"not_methods,omitempty"`
+	Paths         []string               `protobuf:"bytes,7,rep,name=paths,proto3" json:"paths,omitempty"`
+	NotPaths      []string               `protobuf:"bytes,8,rep,name=not_paths,json=notPaths,proto3" json:"not_paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzOperation) Reset() {
+	*x = AuthzOperation{}
+	mi := &file_fib_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzOperation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzOperation) ProtoMessage() {}
+
+func (x *AuthzOperation) ProtoReflect() protoreflect.Message {
+	mi := &file_fib_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzOperation.ProtoReflect.Descriptor instead.
+func (*AuthzOperation) Descriptor() ([]byte, []int) {
+	return file_fib_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AuthzOperation) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetNotHosts() []string {
+	if x != nil {
+		return x.NotHosts
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetNotPorts() []string {
+	if x != nil {
+		return x.NotPorts
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetNotMethods() []string {
+	if x != nil {
+		return x.NotMethods
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *AuthzOperation) GetNotPaths() []string {
+	if x != nil {
+		return x.NotPaths
+	}
+	return nil
+}
+
+// AuthzCondition is a rule's when condition: the key's value is one of
+// values (when set) and none of not_values.
+type AuthzCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Values        []string               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	NotValues     []string               `protobuf:"bytes,3,rep,name=not_values,json=notValues,proto3" json:"not_values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzCondition) Reset() {
+	*x = AuthzCondition{}
+	mi := &file_fib_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzCondition) ProtoMessage() {}
+
+func (x *AuthzCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_fib_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzCondition.ProtoReflect.Descriptor instead.
+func (*AuthzCondition) Descriptor() ([]byte, []int) {
+	return file_fib_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AuthzCondition) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *AuthzCondition) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *AuthzCondition) GetNotValues() []string {
+	if x != nil {
+		return x.NotValues
+	}
+	return nil
+}
+
 // Identity names an id used in this table.
 type Identity struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -652,7 +1158,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_fib_proto_msgTypes[6]
+	mi := &file_fib_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +1170,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_fib_proto_msgTypes[6]
+	mi := &file_fib_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +1183,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_fib_proto_rawDescGZIP(), []int{6}
+	return file_fib_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Identity) GetId() uint32 {
@@ -741,13 +1247,56 @@ const file_fib_proto_rawDesc = "" +
 	"\x06weight\x18\x03 \x01(\rR\x06weight\x12\x12\n" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1f\n" +
 	"\videntity_id\x18\x05 \x01(\rR\n" +
-	"identityId\"\x94\x01\n" +
+	"identityId\"\xc7\x01\n" +
 	"\n" +
 	"PortPolicy\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x124\n" +
 	"\bprotocol\x18\x03 \x01(\x0e2\x18.fibmesh.fib.v1.ProtocolR\bprotocol\x12,\n" +
-	"\x04mode\x18\x04 \x01(\x0e2\x18.fibmesh.fib.v1.MTLSModeR\x04mode\"7\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x18.fibmesh.fib.v1.MTLSModeR\x04mode\x121\n" +
+	"\x05authz\x18\x05 \x03(\v2\x1b.fibmesh.fib.v1.AuthzPolicyR\x05authz\"\xa5\x01\n" +
+	"\vAuthzPolicy\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x123\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x1b.fibmesh.fib.v1.AuthzActionR\x06action\x12/\n" +
+	"\x05rules\x18\x04 \x03(\v2\x19.fibmesh.fib.v1.AuthzRuleR\x05rules\"\xa0\x01\n" +
+	"\tAuthzRule\x12/\n" +
+	"\x04from\x18\x01 \x03(\v2\x1b.fibmesh.fib.v1.AuthzSourceR\x04from\x12.\n" +
+	"\x02to\x18\x02 \x03(\v2\x1e.fibmesh.fib.v1.AuthzOperationR\x02to\x122\n" +
+	"\x04when\x18\x03 \x03(\v2\x1e.fibmesh.fib.v1.AuthzConditionR\x04when\"\xf9\x03\n" +
+	"\vAuthzSource\x12\x1e\n" +
+	"\n" +
+	"principals\x18\x01 \x03(\tR\n" +
+	"principals\x12%\n" +
+	"\x0enot_principals\x18\x02 \x03(\tR\rnotPrincipals\x12-\n" +
+	"\x12request_principals\x18\x03 \x03(\tR\x11requestPrincipals\x124\n" +
+	"\x16not_request_principals\x18\x04 \x03(\tR\x14notRequestPrincipals\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x05 \x03(\tR\n" +
+	"namespaces\x12%\n" +
+	"\x0enot_namespaces\x18\x06 \x03(\tR\rnotNamespaces\x12)\n" +
+	"\x10service_accounts\x18\a \x03(\tR\x0fserviceAccounts\x120\n" +
+	"\x14not_service_accounts\x18\b \x03(\tR\x12notServiceAccounts\x12\x1b\n" +
+	"\tip_blocks\x18\t \x03(\tR\bipBlocks\x12\"\n" +
+	"\rnot_ip_blocks\x18\n" +
+	" \x03(\tR\vnotIpBlocks\x12(\n" +
+	"\x10remote_ip_blocks\x18\v \x03(\tR\x0eremoteIpBlocks\x12/\n" +
+	"\x14not_remote_ip_blocks\x18\f \x03(\tR\x11notRemoteIpBlocks\"\xe4\x01\n" +
+	"\x0eAuthzOperation\x12\x14\n" +
+	"\x05hosts\x18\x01 \x03(\tR\x05hosts\x12\x1b\n" +
+	"\tnot_hosts\x18\x02 \x03(\tR\bnotHosts\x12\x14\n" +
+	"\x05ports\x18\x03 \x03(\tR\x05ports\x12\x1b\n" +
+	"\tnot_ports\x18\x04 \x03(\tR\bnotPorts\x12\x18\n" +
+	"\amethods\x18\x05 \x03(\tR\amethods\x12\x1f\n" +
+	"\vnot_methods\x18\x06 \x03(\tR\n" +
+	"notMethods\x12\x14\n" +
+	"\x05paths\x18\a \x03(\tR\x05paths\x12\x1b\n" +
+	"\tnot_paths\x18\b \x03(\tR\bnotPaths\"Y\n" +
+	"\x0eAuthzCondition\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\x12\x1d\n" +
+	"\n" +
+	"not_values\x18\x03 \x03(\tR\tnotValues\"7\n" +
 	"\bIdentity\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId*6\n" +
@@ -761,7 +1310,14 @@ const file_fib_proto_rawDesc = "" +
 	"PERMISSIVE\x10\x01\x12\n" +
 	"\n" +
 	"\x06STRICT\x10\x02\x12\v\n" +
-	"\aDISABLE\x10\x03B-Z+github.com/fibmesh/fibmesh/api/fib/v1;fibv1b\x06proto3"
+	"\aDISABLE\x10\x03*W\n" +
+	"\vAuthzAction\x12\x1c\n" +
+	"\x18AUTHZ_ACTION_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05ALLOW\x10\x01\x12\b\n" +
+	"\x04DENY\x10\x02\x12\t\n" +
+	"\x05AUDIT\x10\x03\x12\n" +
+	"\n" +
+	"\x06CUSTOM\x10\x04B-Z+github.com/fibmesh/fibmesh/api/fib/v1;fibv1b\x06proto3"
 
 var (
 	file_fib_proto_rawDescOnce sync.Once
@@ -775,36 +1331,48 @@ func file_fib_proto_rawDescGZIP() []byte {
 	return file_fib_proto_rawDescData
 }
 
-var file_fib_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fib_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_fib_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_fib_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_fib_proto_goTypes = []any{
-	(Protocol)(0),      // 0: fibmesh.fib.v1.Protocol
-	(MTLSMode)(0),      // 1: fibmesh.fib.v1.MTLSMode
-	(*FlowTable)(nil),  // 2: fibmesh.fib.v1.FlowTable
-	(*LocalPod)(nil),   // 3: fibmesh.fib.v1.LocalPod
-	(*Route)(nil),      // 4: fibmesh.fib.v1.Route
-	(*ServiceVIP)(nil), // 5: fibmesh.fib.v1.ServiceVIP
-	(*Backend)(nil),    // 6: fibmesh.fib.v1.Backend
-	(*PortPolicy)(nil), // 7: fibmesh.fib.v1.PortPolicy
-	(*Identity)(nil),   // 8: fibmesh.fib.v1.Identity
-	nil,                // 9: fibmesh.fib.v1.LocalPod.LabelsEntry
+	(Protocol)(0),          // 0: fibmesh.fib.v1.Protocol
+	(MTLSMode)(0),          // 1: fibmesh.fib.v1.MTLSMode
+	(AuthzAction)(0),       // 2: fibmesh.fib.v1.AuthzAction
+	(*FlowTable)(nil),      // 3: fibmesh.fib.v1.FlowTable
+	(*LocalPod)(nil),       // 4: fibmesh.fib.v1.LocalPod
+	(*Route)(nil),          // 5: fibmesh.fib.v1.Route
+	(*ServiceVIP)(nil),     // 6: fibmesh.fib.v1.ServiceVIP
+	(*Backend)(nil),        // 7: fibmesh.fib.v1.Backend
+	(*PortPolicy)(nil),     // 8: fibmesh.fib.v1.PortPolicy
+	(*AuthzPolicy)(nil),    // 9: fibmesh.fib.v1.AuthzPolicy
+	(*AuthzRule)(nil),      // 10: fibmesh.fib.v1.AuthzRule
+	(*AuthzSource)(nil),    // 11: fibmesh.fib.v1.AuthzSource
+	(*AuthzOperation)(nil), // 12: fibmesh.fib.v1.AuthzOperation
+	(*AuthzCondition)(nil), // 13: fibmesh.fib.v1.AuthzCondition
+	(*Identity)(nil),       // 14: fibmesh.fib.v1.Identity
+	nil,                    // 15: fibmesh.fib.v1.LocalPod.LabelsEntry
 }
 var file_fib_proto_depIdxs = []int32{
-	3,  // 0: fibmesh.fib.v1.FlowTable.local_pods:type_name -> fibmesh.fib.v1.LocalPod
-	4,  // 1: fibmesh.fib.v1.FlowTable.routes:type_name -> fibmesh.fib.v1.Route
-	5,  // 2: fibmesh.fib.v1.FlowTable.services:type_name -> fibmesh.fib.v1.ServiceVIP
-	7,  // 3: fibmesh.fib.v1.FlowTable.port_policies:type_name -> fibmesh.fib.v1.PortPolicy
-	8,  // 4: fibmesh.fib.v1.FlowTable.identities:type_name -> fibmesh.fib.v1.Identity
-	9,  // 5: fibmesh.fib.v1.LocalPod.labels:type_name -> fibmesh.fib.v1.LocalPod.LabelsEntry
+	4,  // 0: fibmesh.fib.v1.FlowTable.local_pods:type_name -> fibmesh.fib.v1.LocalPod
+	5,  // 1: fibmesh.fib.v1.FlowTable.routes:type_name -> fibmesh.fib.v1.Route
+	6,  // 2: fibmesh.fib.v1.FlowTable.services:type_name -> fibmesh.fib.v1.ServiceVIP
+	8,  // 3: fibmesh.fib.v1.FlowTable.port_policies:type_name -> fibmesh.fib.v1.PortPolicy
+	14, // 4: fibmesh.fib.v1.FlowTable.identities:type_name -> fibmesh.fib.v1.Identity
+	15, // 5: fibmesh.fib.v1.LocalPod.labels:type_name -> fibmesh.fib.v1.LocalPod.LabelsEntry
 	0,  // 6: fibmesh.fib.v1.ServiceVIP.protocol:type_name -> fibmesh.fib.v1.Protocol
-	6,  // 7: fibmesh.fib.v1.ServiceVIP.backends:type_name -> fibmesh.fib.v1.Backend
+	7,  // 7: fibmesh.fib.v1.ServiceVIP.backends:type_name -> fibmesh.fib.v1.Backend
 	0,  // 8: fibmesh.fib.v1.PortPolicy.protocol:type_name -> fibmesh.fib.v1.Protocol
 	1,  // 9: fibmesh.fib.v1.PortPolicy.mode:type_name -> fibmesh.fib.v1.MTLSMode
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	9,  // 10: fibmesh.fib.v1.PortPolicy.authz:type_name -> fibmesh.fib.v1.AuthzPolicy
+	2,  // 11: fibmesh.fib.v1.AuthzPolicy.action:type_name -> fibmesh.fib.v1.AuthzAction
+	10, // 12: fibmesh.fib.v1.AuthzPolicy.rules:type_name -> fibmesh.fib.v1.AuthzRule
+	11, // 13: fibmesh.fib.v1.AuthzRule.from:type_name -> fibmesh.fib.v1.AuthzSource
+	12, // 14: fibmesh.fib.v1.AuthzRule.to:type_name -> fibmesh.fib.v1.AuthzOperation
+	13, // 15: fibmesh.fib.v1.AuthzRule.when:type_name -> fibmesh.fib.v1.AuthzCondition
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_fib_proto_init() }
@@ -817,8 +1385,8 @@ func file_fib_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fib_proto_rawDesc), len(file_fib_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   8,
+			NumEnums:      3,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

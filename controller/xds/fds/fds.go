@@ -12,9 +12,12 @@
 //     VIPs with their weighted backends, and the identity ids. An agent
 //     skips the routes to its own node.
 //   - "<node>" (the Kubernetes node name, the xDS node.id): that node's
-//     local pods and the mTLS mode of their ports. A pod outside the mesh
-//     (model.Workload.OutsideMesh) is listed with no identity (id 0) and
-//     its ports DISABLE, so XDP forwards plaintext to it.
+//     local pods and the mTLS mode of their ports; a UDP port also
+//     carries the AuthorizationPolicies that apply to its pod (authz.go),
+//     from which the agent decides the flows XDP punts to it. A pod
+//     outside the mesh (model.Workload.OutsideMesh) is listed with no
+//     identity (id 0) and its ports DISABLE, so XDP forwards plaintext
+//     to it.
 //
 // An agent subscribes to the shared table's shards (the glob "mesh/*",
 // api/xds MeshShardsGlob) and by name to its own node. Identity ids are
@@ -87,8 +90,17 @@ func Build(m *model.Model) *Tables {
 		}
 		key := w.Namespace + "/" + w.Name
 		nt.LocalPods = append(nt.LocalPods, localPod(w, ids[w.Identity]))
+		var udpAuthz []*fibv1.AuthzPolicy // made once per workload, shared by its UDP ports
+		udpAuthzMade := false
 		for _, p := range ports[key] {
-			nt.PortPolicies = append(nt.PortPolicies, &fibv1.PortPolicy{Ip: w.IP, Port: p.port, Protocol: p.proto, Mode: mode(w.MTLSMode(p.port))})
+			pp := &fibv1.PortPolicy{Ip: w.IP, Port: p.port, Protocol: p.proto, Mode: mode(w.MTLSMode(p.port))}
+			if p.proto == fibv1.Protocol_UDP {
+				if !udpAuthzMade {
+					udpAuthz, udpAuthzMade = authz(m, w), true
+				}
+				pp.Authz = udpAuthz
+			}
+			nt.PortPolicies = append(nt.PortPolicies, pp)
 		}
 	}
 	for _, nt := range t.Nodes {

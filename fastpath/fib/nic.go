@@ -117,11 +117,19 @@ func (f *FIB) ProgramFor(n NIC) (*ebpf.Program, error) {
 		xfib.FibMapRoutes:    o.Routes,
 		xfib.FibMapFlows:     o.Flows,
 		xfib.FibMapPolicy:    o.Policy,
+		xfib.FibMapServices:  o.Services,
 		xfib.FibMapStats:     o.Stats,
 		xfib.FibMapTxPorts:   o.TxPorts,
 		xfib.FibMapPuntSlots: o.PuntSlots,
 		xfib.FibMapXsks:      o.Xsks,
 	}}
+	// Every copy shares every map: a map left out would be created
+	// anew for this copy alone (or fail to pin), splitting the FIB.
+	for name := range spec.Maps {
+		if _, ok := opts.MapReplacements[name]; !ok && !strings.HasPrefix(name, ".") {
+			return nil, fmt.Errorf("load FIB program for %s: map %s is not shared with the other copies (fastpath/fib nic.go)", n, name)
+		}
+	}
 	var objs struct {
 		Prog *ebpf.Program `ebpf:"fib_forward"`
 	}

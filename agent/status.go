@@ -91,7 +91,8 @@ func (a *Agent) Pods() []admin.PodInfo {
 func (a *Agent) FIBSummary() (admin.FIB, error) {
 	st := a.rec.Status()
 	out := admin.FIB{Versions: st.Versions, Attached: st.Attached, Pending: st.Pending, Counters: map[string]admin.Counter{},
-		Writes: admin.Writes{RoutePuts: st.Writes.RoutePuts, RouteDeletes: st.Writes.RouteDeletes, PolicyPuts: st.Writes.PolicyPuts, PolicyDeletes: st.Writes.PolicyDeletes}}
+		Writes: admin.Writes{RoutePuts: st.Writes.RoutePuts, RouteDeletes: st.Writes.RouteDeletes, PolicyPuts: st.Writes.PolicyPuts, PolicyDeletes: st.Writes.PolicyDeletes,
+			ServicePuts: st.Writes.ServicePuts, ServiceDeletes: st.Writes.ServiceDeletes, FlowsMoved: st.Writes.FlowsMoved}}
 	out.Routes = make([]admin.Route, 0, len(st.Routes))
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, admin.Route{Prefix: r.Prefix.String(), Ifindex: r.NextHop.Ifindex, SrcMAC: r.NextHop.SrcMAC.String(), DstMAC: r.NextHop.DstMAC.String(), PuntNew: r.NextHop.PuntNew})

@@ -7,6 +7,7 @@
 //	GET /fib                     the FIB: routes, policies, attached interfaces, pending, counters
 //	GET /connections             connections the slow path proxies (?pod=NS/NAME, ?state=STATE)
 //	GET /offload/flows           the XDP flow entries of offloaded connections (?pod=NS/NAME, ?conn=ID)
+//	GET /services                service VIPs: backends with weight, Maglev share and live flows (services.go)
 //	GET /debug/pprof/            Go's profiles (CPU, heap, goroutines): the admin API listens on localhost only
 //	GET /healthz                 200 while the process serves
 //	GET /readyz                  200 once the first flow table is applied, 503 with the reason before
@@ -279,6 +280,12 @@ type Writes struct {
 	RouteDeletes  uint64 `json:"routeDeletes"`
 	PolicyPuts    uint64 `json:"policyPuts"`
 	PolicyDeletes uint64 `json:"policyDeletes"`
+	// ServicePuts and ServiceDeletes count service tables written and
+	// removed; FlowsMoved the flows whose entries were deleted because
+	// their backend left the service, so that they pick again.
+	ServicePuts    uint64 `json:"servicePuts"`
+	ServiceDeletes uint64 `json:"serviceDeletes"`
+	FlowsMoved     uint64 `json:"flowsMoved"`
 }
 
 // Source is what the admin API shows: the agent.
@@ -366,6 +373,7 @@ func Handler(src Source) http.Handler {
 		}
 		writeJSON(w, out)
 	})
+	handleServices(mux, src)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -67,6 +67,11 @@ Commands:
                             the connections a node's agent proxies: pods,
                             addresses, cluster, both SPIFFE IDs, TLS, state,
                             bytes (admin API)
+  services [--node NETNS] [-o FORMAT] [SERVICE]
+                            the service VIPs the node's XDP FIB load-balances:
+                            per VIP:port/protocol its backends with node,
+                            weight, Maglev share and live flows (admin API;
+                            see fibctl services --help)
   top [--node NETNS] [--interval D] [--sort rate|bytes|age] [-o FORMAT]
                             a live view of a node's connections and offloaded
                             flows by rate, with their offload state, redrawn
@@ -81,6 +86,7 @@ Examples:
   fibctl --node fm-node1 -o json flows
   fibctl --node fm-node1 flows --offload
   fibctl --node fm-node1 top
+  fibctl --node fm-node1 services
   fibctl --node fm-node2 policy set 10.200.2.11 8080 tcp STRICT
   fibctl nic eth0
   nsenter --net=/run/netns/fm-node1 fibctl -o json nic
@@ -127,6 +133,8 @@ func dispatch(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		return connsCommand(args[1:], stdout, stderr), true
 	case "top": // top.go
 		return topCommand(args[1:], stdout, stderr), true
+	case "services": // services.go
+		return servicesCommand(args[1:], stdout, stderr), true
 	case "flows": // flows.go; without --offload, run reads the flow map
 		if hasFlag(args[1:], "offload") {
 			return offloadFlowsCommand(args[1:], stdout, stderr), true
@@ -158,7 +166,7 @@ func globalFlagsLast(args []string) []string {
 	}
 	rest := fs.Args()
 	switch {
-	case rest[0] == "certs" || rest[0] == "conns" || rest[0] == "top" || (rest[0] == "flows" && hasFlag(rest[1:], "offload")):
+	case rest[0] == "certs" || rest[0] == "conns" || rest[0] == "top" || rest[0] == "services" || (rest[0] == "flows" && hasFlag(rest[1:], "offload")):
 		return append(append([]string{rest[0]}, flags...), rest[1:]...)
 	case rest[0] == "config" && len(rest) > 1 && rest[1] == "dump":
 		return append(append([]string{"config", "dump"}, flags...), rest[2:]...)

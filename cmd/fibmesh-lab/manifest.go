@@ -52,6 +52,8 @@ Example:
 		summary: "run a built-in demo app",
 		usage: `fibmesh-lab app echo [--port P] [--name SERVICE] [--version V] [--addr IP]
        [--status CODE] [--delay D] [--fail-rate P] [--grpc-health STATUS]
+  fibmesh-lab app udp-echo [--port P] [--name SERVICE] [--version V] [--addr IP]
+       (a UDP echo: see fibmesh-lab app udp-echo --help)
 
 echo listens on one TCP port and answers HTTP/1.1, HTTP/2 over cleartext
 (h2c: prior knowledge or Upgrade) and raw TCP: the first bytes decide (an
@@ -353,6 +355,9 @@ func containerLogs(stateDir string, p *lab.Pod) ([]string, error) {
 }
 
 func runApp(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) > 0 && args[0] == "udp-echo" { // udpecho.go
+		return runUDPEcho(ctx, args[1:], stdout, log)
+	}
 	a, err := parseAppEcho(args, stdout)
 	if err != nil {
 		return err
@@ -383,7 +388,7 @@ type appEcho struct {
 func parseAppEcho(args []string, stdout io.Writer) (appEcho, error) {
 	var a appEcho
 	if len(args) < 1 || args[0] != "echo" {
-		return a, usageError{errors.New("app: want echo (fibmesh-lab app echo --port P)")}
+		return a, usageError{errors.New("app: want echo or udp-echo (fibmesh-lab app echo --port P)")}
 	}
 	efs := flag.NewFlagSet("fibmesh-lab app echo", flag.ContinueOnError)
 	efs.SetOutput(io.Discard)

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -326,10 +327,13 @@ func showRoutes(out io.Writer, format output.Format, f *fib.FIB) error {
 }
 
 type flowOut struct {
-	Proto   string `json:"proto"`
-	Src     string `json:"src"`
-	Dst     string `json:"dst"`
-	Action  string `json:"action"`
+	Proto  string `json:"proto"`
+	Src    string `json:"src"`
+	Dst    string `json:"dst"`
+	Action string `json:"action"`
+	// NAT is a service flow's translation: "dnat 10.1.0.7:53" (the way
+	// out, to its backend) or "snat 10.96.0.10:53" (the way back).
+	NAT     string `json:"nat,omitempty"`
 	SrcID   uint32 `json:"srcID"`
 	DstID   uint32 `json:"dstID"`
 	Packets uint64 `json:"packets"`
@@ -354,15 +358,18 @@ func showFlows(out io.Writer, format output.Format, f *fib.FIB) error {
 			Dst: netip.AddrPortFrom(e.Key.Dst, e.Key.DstPort).String(), Action: e.Flow.Action.String(),
 			SrcID: e.Flow.SrcID, DstID: e.Flow.DstID, Packets: e.Flow.Packets, Bytes: e.Flow.Bytes, IdleMs: idle,
 		}
+		if e.Flow.NATKind != fib.NATNone {
+			rows[i].NAT = e.Flow.NATKind.String() + " " + e.Flow.NAT.String()
+		}
 	}
 	return output.Write(out, format, rows, func(w io.Writer) {
-		fmt.Fprintln(w, "PROTO\tSOURCE\tDESTINATION\tACTION\tPACKETS\tBYTES\tIDLE")
+		fmt.Fprintln(w, "PROTO\tSOURCE\tDESTINATION\tACTION\tNAT\tPACKETS\tBYTES\tIDLE")
 		for _, r := range rows {
 			idle := "never"
 			if r.IdleMs >= 0 {
 				idle = (time.Duration(r.IdleMs) * time.Millisecond).String()
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Proto, r.Src, r.Dst, r.Action, r.Packets, r.Bytes, idle)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Proto, r.Src, r.Dst, r.Action, cmp.Or(r.NAT, "-"), r.Packets, r.Bytes, idle)
 		}
 	})
 }

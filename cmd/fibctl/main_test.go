@@ -134,7 +134,7 @@ var (
 	tcpFlow   = fib.FlowKey{Src: netip.MustParseAddr("10.200.1.11"), Dst: netip.MustParseAddr("10.200.2.12"), SrcPort: 40000, DstPort: 8080, Proto: fib.ProtoTCP}
 	udpFlow   = fib.FlowKey{Src: netip.MustParseAddr("10.200.1.11"), Dst: netip.MustParseAddr("10.200.2.12"), SrcPort: 40001, DstPort: 5353, Proto: fib.ProtoUDP}
 	testFlows = []fib.FlowEntry{
-		{Key: tcpFlow, Flow: fib.Flow{Action: fib.ActionForward, SrcID: 7, DstID: 9}},
+		{Key: tcpFlow, Flow: fib.Flow{Action: fib.ActionForward, SrcID: 7, DstID: 9, NATKind: fib.NATDst, NAT: netip.MustParseAddrPort("10.200.2.13:8081")}},
 		{Key: udpFlow, Flow: fib.Flow{Action: fib.ActionDrop, SrcID: 7, DstID: 11}},
 	}
 	testPolicy = []fib.PolicyEntry{
@@ -316,14 +316,14 @@ func TestShow(t *testing.T) {
 		{
 			cmd:        "flows",
 			by:         []string{"proto", "src"},
-			wantHeader: "PROTO SOURCE DESTINATION ACTION PACKETS BYTES IDLE",
+			wantHeader: "PROTO SOURCE DESTINATION ACTION NAT PACKETS BYTES IDLE",
 			// The UDP row's IDLE is a duration; it is checked in JSON.
 			wantRows: []string{
-				"tcp 10.200.1.11:40000 10.200.2.12:8080 forward 0 0 never",
-				fmt.Sprintf("udp 10.200.1.11:40001 10.200.2.12:5353 drop 1 %d", udpGot.Bytes),
+				"tcp 10.200.1.11:40000 10.200.2.12:8080 forward dnat 10.200.2.13:8081 0 0 never",
+				fmt.Sprintf("udp 10.200.1.11:40001 10.200.2.12:5353 drop - 1 %d", udpGot.Bytes),
 			},
 			want: []map[string]any{
-				{"proto": "tcp", "src": "10.200.1.11:40000", "dst": "10.200.2.12:8080", "action": "forward", "srcID": 7.0, "dstID": 9.0, "packets": 0.0, "bytes": 0.0, "idleMs": -1.0},
+				{"proto": "tcp", "src": "10.200.1.11:40000", "dst": "10.200.2.12:8080", "action": "forward", "nat": "dnat 10.200.2.13:8081", "srcID": 7.0, "dstID": 9.0, "packets": 0.0, "bytes": 0.0, "idleMs": -1.0},
 				{"proto": "udp", "src": "10.200.1.11:40001", "dst": "10.200.2.12:5353", "action": "drop", "srcID": 7.0, "dstID": 11.0, "packets": 1.0, "bytes": float64(udpGot.Bytes)},
 			},
 			idle: true,

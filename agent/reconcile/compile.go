@@ -61,6 +61,9 @@ type Desired struct {
 	Versions map[string]string
 	// Services are the L4 service VIPs the FIB load-balances (services.go).
 	Services map[fib.ServiceKey]Service
+	// Punt are the local pods' UDP ports covered by L4 policy (punt.go),
+	// with the policies that decide the flows XDP punts to them.
+	Punt map[fib.PolicyKey][]L4Policy
 }
 
 // Compile checks node's flow tables (by xDS resource name: api/xds
@@ -83,6 +86,7 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 		MeshPods:   map[netip.Addr]string{},
 		Versions:   map[string]string{},
 		Services:   map[fib.ServiceKey]Service{},
+		Punt:       map[fib.PolicyKey][]L4Policy{},
 	}
 	names := make([]string, 0, len(tables))
 	for n := range tables {
@@ -189,6 +193,13 @@ func Compile(node string, tables map[string]*fibv1.FlowTable) (*Desired, error) 
 				return nil, fmt.Errorf("%s.%w", where, err)
 			}
 			d.Policies[k] = m
+			ps, err := l4Policies(pp)
+			if err != nil {
+				return nil, fmt.Errorf("%s.%w", where, err)
+			}
+			if coversPort(ps) {
+				d.Punt[k] = ps
+			}
 		}
 	}
 	return d, nil

@@ -71,6 +71,12 @@ type Config struct {
 	// Punt lists destinations whose new flows are punted for a decision
 	// (fib.NextHop.PuntNew on the routes they contain).
 	Punt []netip.Prefix
+	// Applied, when set, is called by Apply once new tables are the
+	// desired state and written (as far as they could be), with the
+	// tables before (nil at the first) and after, on Apply's goroutine
+	// and outside the Reconciler's lock: the agent re-decides there the
+	// punted flows a policy change touches.
+	Applied func(prev, next *Desired)
 	// MinRetry and MaxRetry bound the backoff between attempts to resolve
 	// what is unresolved (default 100ms and 5s).
 	MinRetry, MaxRetry time.Duration
@@ -120,7 +126,7 @@ type Reconciler struct {
 	mu       sync.Mutex
 	desired  *Desired // last good; nil before the first Apply
 	routes   map[netip.Prefix]fib.Route
-	policies map[fib.PolicyKey]fib.Mode
+	policies map[fib.PolicyKey]fib.PolicyEntry
 	attached map[string]int
 	pending  map[string]string
 	writes   Writes
@@ -147,7 +153,7 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	r := &Reconciler{
 		cfg: cfg, kick: make(chan struct{}, 1),
-		routes: map[netip.Prefix]fib.Route{}, policies: map[fib.PolicyKey]fib.Mode{},
+		routes: map[netip.Prefix]fib.Route{}, policies: map[fib.PolicyKey]fib.PolicyEntry{},
 		attached: map[string]int{}, pending: map[string]string{},
 		services: map[fib.ServiceKey][]fib.Backend{}, gone: map[fib.ServiceKey]map[fib.Backend]bool{},
 	}
@@ -163,7 +169,7 @@ func New(cfg Config) (*Reconciler, error) {
 		return nil, fmt.Errorf("reconcile: read the FIB's policy: %w", err)
 	}
 	for _, p := range ps {
-		r.policies[p.Key] = p.Mode
+		r.policies[p.Key] = p
 	}
 	if err := r.loadServices(); err != nil {
 		return nil, err
@@ -189,12 +195,16 @@ func (r *Reconciler) Apply(tables map[string]*fibv1.FlowTable) error {
 		return err
 	}
 	r.mu.Lock()
+	prev := r.desired
 	r.desired = d
 	r.syncLocked()
 	pending := len(r.pending) > 0
 	r.mu.Unlock()
 	if pending {
 		r.Kick() // let Run re-arm its retry timer for what is pending
+	}
+	if r.cfg.Applied != nil {
+		r.cfg.Applied(prev, d)
 	}
 	return nil
 }
@@ -337,8 +347,10 @@ func (r *Reconciler) syncLocked() {
 
 	var pputs []fib.PolicyEntry
 	for k, m := range d.Policies {
-		if have, ok := r.policies[k]; !ok || have != m {
-			pputs = append(pputs, fib.PolicyEntry{Key: k, Mode: m})
+		_, punt := d.Punt[k] // an L4 policy covers the port (punt.go)
+		want := fib.PolicyEntry{Key: k, Mode: m, Punt: punt}
+		if have, ok := r.policies[k]; !ok || have != want {
+			pputs = append(pputs, want)
 		}
 	}
 	var pdels []fib.PolicyKey
@@ -354,7 +366,7 @@ func (r *Reconciler) syncLocked() {
 		} else {
 			r.writes.PolicyPuts += uint64(len(pputs))
 			for _, e := range pputs {
-				r.policies[e.Key] = e.Mode
+				r.policies[e.Key] = e
 			}
 		}
 	}
@@ -423,8 +435,8 @@ func (r *Reconciler) Status() Status {
 	for _, p := range sortedPrefixes(r.routes) {
 		s.Routes = append(s.Routes, r.routes[p])
 	}
-	for k, m := range r.policies {
-		s.Policies = append(s.Policies, fib.PolicyEntry{Key: k, Mode: m})
+	for _, e := range r.policies {
+		s.Policies = append(s.Policies, e)
 	}
 	sortPolicy(s.Policies)
 	s.Services = r.servicesStatus()

@@ -93,7 +93,10 @@ type Config struct {
 	AdminListen, MetricsListen string
 	// Punt lists destinations whose new flows need the agent's decision.
 	Punt []netip.Prefix
-	// Decide decides punted flows; nil allows every flow (and logs it).
+	// Decide decides the punted flows of Punt's destinations; nil allows
+	// every flow (and logs it). Flows to a local pod's UDP port that an
+	// AuthorizationPolicy covers are punted and decided by L4 policy
+	// (l4policy.go), not by Decide.
 	Decide punt.DecideFunc
 	// MaxFlows overrides the flow table size.
 	MaxFlows uint32
@@ -224,17 +227,11 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, conn: conn,
 		tablesSeen: make(chan struct{}), types: map[string]*typeState{},
 		conf: xdsconf.NewStore(), paths: map[string]*podPath{}}
-	decide := cfg.Decide
-	if decide == nil {
-		decide = func(p punt.Packet) punt.Verdict {
-			a.log.Info("punt decision", "flow", p.Key.String(), "verdict", "allow", "ifindex", p.Ifindex)
-			return punt.Allow
-		}
-	}
-	a.punter = punt.New(f, decide)
+	a.punter = punt.New(f, a.decidePunt)
 	a.rec, err = reconcile.New(reconcile.Config{
 		Node: cfg.Node, NIC: cfg.NIC, Punt: cfg.Punt,
 		Dataplane: reconcile.FIB(f, a.attach), Resolver: &resolve.Netlink{},
+		Applied: a.redecidePunts,
 	})
 	if err != nil {
 		a.closeEarly()

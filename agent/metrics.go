@@ -19,6 +19,10 @@ type metrics struct {
 	updates    *prometheus.CounterVec
 	versions   *prometheus.GaugeVec
 	state      *fibState
+	// puntVerdicts and puntRedecided count L4 policy's work on punted
+	// flows (l4policy.go).
+	puntVerdicts  *prometheus.CounterVec
+	puntRedecided prometheus.Counter
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -32,6 +36,13 @@ func newMetrics(a *Agent) *metrics {
 		versions: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fibmesh_agent_xds_version",
 			Help: "1 for the last version of each type accepted (state=ack) and the last refused one (state=nack, until a version is accepted)."}, []string{"type", "state", "version"}),
 		state: &fibState{a: a},
+		puntVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fibmesh_agent_punt_verdicts_total",
+			Help: "Flows the XDP FIB punted to the agent that it decided, by verdict (allow: forward entries both ways, packet re-injected; deny: drop entry, packet dropped)."}, []string{"verdict"}),
+		puntRedecided: prometheus.NewCounter(prometheus.CounterOpts{Name: "fibmesh_agent_punt_flows_redecided_total",
+			Help: "Punted flows whose entries a policy change deleted because their verdict changed: their next packet is punted and decided again."}),
+	}
+	for _, v := range []string{"allow", "deny"} {
+		m.puntVerdicts.WithLabelValues(v) // export zeros
 	}
 	for _, s := range xdsapi.AgentSubscriptions(a.cfg.Node) {
 		for _, r := range []string{"ack", "nack"} {
@@ -42,7 +53,7 @@ func newMetrics(a *Agent) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	cs := []prometheus.Collector{m.connected, m.reconnects, m.updates, m.versions, m.state}
+	cs := []prometheus.Collector{m.connected, m.reconnects, m.updates, m.versions, m.state, m.puntVerdicts, m.puntRedecided}
 	// fibmesh_agent_trace_* (tracebatch.go) and fibmesh_agent_ktls_*,
 	// fibmesh_agent_nic_ktls_offload (ktlsmetrics.go).
 	cs = append(cs, m.state.a.spans.collectors()...)

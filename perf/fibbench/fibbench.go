@@ -75,7 +75,7 @@ const (
 type Options struct {
 	Hop       string        // HopCrossNode (default) or HopNode
 	Rounds    int           // saturation rounds of each mode (default 5)
-	Window    time.Duration // measured window per saturation round (default 3s)
+	Window    time.Duration // measured window per saturation round (default 2s)
 	Warmup    time.Duration // generator runs this long before a window (default 500ms)
 	FrameSize int           // bytes, Ethernet header included (default 64)
 	Prefix    string        // lab name prefix (default "fm-bench-")
@@ -99,10 +99,11 @@ type Options struct {
 	Services   []int
 	NoServices bool
 	// ServiceRate is the offered rate of the VIP measurement, packets/s
-	// (default 5,000: kube-proxy's rules for 10,000 services carry about
-	// 10,000 new flows/s on this 2-core machine; at most 58,060: every
-	// packet must open a new conntrack entry, and one source address has
-	// 64,512 source ports against conntrack's shortest UDP timeout, 1 s).
+	// (default 2,000: kube-proxy's rules for 10,000 services cost about
+	// 100 µs per new flow here, so 5,000/s already failed to hold when
+	// other sessions loaded the 2 cores; at most 58,060: every packet
+	// must open a new conntrack entry, and one source address has 64,512
+	// source ports against conntrack's shortest UDP timeout, 1 s).
 	ServiceRate float64
 }
 
@@ -169,7 +170,7 @@ func (o *Options) defaults() error {
 		o.Rounds = 5
 	}
 	if o.Window <= 0 {
-		o.Window = 3 * time.Second
+		o.Window = 2 * time.Second
 	}
 	if o.Warmup <= 0 {
 		o.Warmup = 500 * time.Millisecond
@@ -211,7 +212,7 @@ func (o *Options) defaults() error {
 		}
 	}
 	if o.ServiceRate == 0 {
-		o.ServiceRate = 5_000
+		o.ServiceRate = 2_000
 	}
 	if o.ServiceRate < 0 || o.ServiceRate > maxServiceRate {
 		return fmt.Errorf("service rate %v packets/s: want 1..%d, so that a source port is not reused while its conntrack entry lives (%d ports, %s UDP timeout)",

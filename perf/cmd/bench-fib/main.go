@@ -32,12 +32,12 @@ import (
 func main() {
 	var o fibbench.Options
 	flag.IntVar(&o.Rounds, "rounds", 5, "saturation rounds of each mode; medians are reported")
-	flag.DurationVar(&o.Window, "window", 0, "measured window per saturation round (default 3s)")
+	flag.DurationVar(&o.Window, "window", 0, "measured window per saturation round (default 2s)")
 	flag.IntVar(&o.FrameSize, "size", 64, "frame size in bytes, Ethernet header included")
 	flag.IntVar(&o.CostRounds, "cost-rounds", 5, "rounds of {baseline, xdp, kernel|iptables} for the per-packet cost; 0: none")
 	flag.DurationVar(&o.CostWindow, "cost-window", 0, "measured window per cost sample (default 2s)")
 	flag.Float64Var(&o.Rate, "rate", 100_000, "offered rate of the forwarding cost measurement, packets/s")
-	flag.Float64Var(&o.ServiceRate, "service-rate", 5_000, "offered rate of the VIP cost measurement, packets/s (each packet a new flow; at most 58060)")
+	flag.Float64Var(&o.ServiceRate, "service-rate", 2_000, "offered rate of the VIP cost measurement, packets/s (each packet a new flow; at most 58060)")
 	flag.StringVar(&o.Clock, "clock", fibbench.ClockAttributed, "CPU time of the headline ns/pkt figures: attributed (this process + ksoftirqd) or machine (/proc/stat busy, all CPUs); both are measured and printed (perf/README.md says why attributed)")
 	services := flag.String("services", "100,10000", "service counts of the VIP cost measurement, comma-separated; empty: none")
 	flag.StringVar(&o.Prefix, "prefix", "fm-bench-", "name prefix of the lab's network namespaces")

@@ -20,10 +20,10 @@ import (
 )
 
 // puntMesh is the L4-policy punt test's mesh: a UDP echo (namespace
-// echo, node1, port 7777 behind a Service) that an AuthorizationPolicy
-// lets only namespace front call; a client in front (node2: its packets
-// reach node1 through the fabric) and one in back (node1: through
-// node1's own veths).
+// echo, node1, port 7777 behind a Service, ClusterIP puntVIP) that an
+// AuthorizationPolicy lets only namespace front call; a client in front
+// (node2: its packets reach node1 through the fabric) and one in back
+// (node1: through node1's own veths).
 var puntMesh = map[string]string{
 	"namespaces.yaml": `apiVersion: v1
 kind: Namespace
@@ -53,6 +53,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: udpecho, namespace: echo}
 spec:
+  clusterIP: 10.96.77.7
   selector: {app: udpecho}
   ports:
   - {name: udp-echo, port: 7777, targetPort: 7777, protocol: UDP}
@@ -62,6 +63,9 @@ spec:
 		echoPod{namespace: "back", name: "client", node: "node1", port: 8080}.yaml()),
 	"policy.yaml": puntPolicy("front"),
 }
+
+// puntVIP is the echo Service's ClusterIP and port.
+var puntVIP = netip.MustParseAddrPort("10.96.77.7:7777")
 
 // puntPolicy lets namespace ns, only, send UDP to the echo.
 func puntPolicy(ns string) string {
@@ -86,7 +90,7 @@ spec:
 // echo: one 5-tuple, so one flow, for the whole test.
 type puntFlow struct {
 	c   *net.UDPConn
-	key fib.FlowKey // as the echo's node sees it
+	key fib.FlowKey // as the client sends it
 }
 
 func dialPuntFlow(t *testing.T, l *meshLab, ns, pod string, to netip.AddrPort) *puntFlow {
@@ -187,11 +191,14 @@ func (l *meshLab) agentSeries(t *testing.T, node string) map[string]float64 {
 
 // TestPuntL4Policy: UDP to a port an AuthorizationPolicy covers is
 // punted on its first packet and decided by the echo node's agent; the
-// allowed source's flow passes (forward entries both ways), the denied
-// one is dropped after exactly one punt (later packets by its drop entry
-// in XDP); then a policy edit flips both verdicts, and each flow
-// follows: its entries are deleted, its next packet punted once and
-// decided by the new policy.
+// allowed source's flows pass (forward entries both ways), the denied
+// one's are dropped after exactly one punt each (later packets by their
+// drop entries in XDP); then a policy edit flips both verdicts, and each
+// flow follows: its entries are deleted, its next packet punted once and
+// decided by the new policy. Each client has a flow to the echo's pod IP
+// and one to its Service's VIP: back's VIP flow (node1) is translated by
+// node1's FIB and punted translated; front's (node2) is translated by
+// node2's and punted by node1's like a direct flow.
 func TestPuntL4Policy(t *testing.T) {
 	l, _ := upMeshReady(t, "fm-pu-", puntMesh, 60*time.Second, "--backoff-base", "1s")
 	echoAddr := podAddr(t, l, "echo", "udpecho", 7777)
@@ -213,8 +220,8 @@ func TestPuntL4Policy(t *testing.T) {
 		}
 		return fmt.Errorf("no punt entry for %s/udp in %v", echoAddr, ps)
 	})
-	front := dialPuntFlow(t, l, "front", "client", echoAddr)
-	back := dialPuntFlow(t, l, "back", "client", echoAddr)
+	front, frontVIP := dialPuntFlow(t, l, "front", "client", echoAddr), dialPuntFlow(t, l, "front", "client", puntVIP)
+	back, backVIP := dialPuntFlow(t, l, "back", "client", echoAddr), dialPuntFlow(t, l, "back", "client", puntVIP)
 	flow := func(k fib.FlowKey) (fib.Flow, bool) {
 		t.Helper()
 		fl, ok, err := f1.Flows.Get(k)
@@ -235,63 +242,72 @@ func TestPuntL4Policy(t *testing.T) {
 			t.Errorf("node1 has an entry for %s (%v); want none", k, fl.Action)
 		}
 	}
-
-	base := l.puntCounts(t, "node1", f1)
-	// The allowed source: its first datagram is punted and allowed; the
-	// echo may not listen yet (the lab starts processes, not probes), so
-	// the first answer is waited for; every later one comes at once.
-	testenv.Eventually(t, 20*time.Second, "front's first UDP echo", func() error { return front.echo("front 0", time.Second) })
-	for i := 1; i <= 4; i++ {
-		if err := front.echo(fmt.Sprintf("front %d", i), 2*time.Second); err != nil {
-			t.Fatalf("front's datagram %d: %v", i, err)
+	// passes sends n datagrams on f, each answered; blocked sends n, none
+	// answered.
+	passes := func(f *puntFlow, what string, n int) {
+		t.Helper()
+		for i := range n {
+			if err := f.echo(fmt.Sprintf("%s %d", what, i), 2*time.Second); err != nil {
+				t.Errorf("%s's datagram %d: %v", what, i, err)
+			}
 		}
 	}
-	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 1, Allowed: 1}) {
-		t.Errorf("allowed flow: node1 counted %+v; want one punt, allowed", got)
+	blocked := func(f *puntFlow, what string, n int) {
+		t.Helper()
+		for i := range n {
+			if err := f.echo(fmt.Sprintf("%s %d", what, i), 300*time.Millisecond); !errors.Is(err, errPuntNoReply) {
+				t.Errorf("%s's datagram %d: %v; want no reply (denied)", what, i, err)
+			}
+		}
+	}
+
+	base := l.puntCounts(t, "node1", f1)
+	// The allowed source: each flow's first datagram is punted and
+	// allowed; the echo may not listen yet (the lab starts processes, not
+	// probes), so the first answer is waited for.
+	testenv.Eventually(t, 20*time.Second, "front's first UDP echo", func() error { return front.echo("front first", time.Second) })
+	passes(front, "front", 4)
+	passes(frontVIP, "front via the VIP", 5)
+	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 2, Allowed: 2}) {
+		t.Errorf("allowed flows: node1 counted %+v; want one punt each, allowed", got)
 	}
 	wantEntry(front.key, fib.ActionForward)
 	wantEntry(front.key.Reverse(), fib.ActionForward)
 
-	// The denied source: one punt, then its drop entry drops in XDP.
+	// The denied source: one punt each, then its drop entries drop in XDP.
 	base = l.puntCounts(t, "node1", f1)
-	for i := range 4 {
-		if err := back.echo(fmt.Sprintf("back %d", i), 300*time.Millisecond); !errors.Is(err, errPuntNoReply) {
-			t.Errorf("back's datagram %d: %v; want no reply (denied)", i, err)
-		}
-	}
-	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 1, DroppedByFlow: 3, Denied: 1}) {
-		t.Errorf("denied flow: node1 counted %+v; want one punt, denied, and the 3 later datagrams dropped by the flow entry", got)
+	blocked(back, "back", 4)
+	blocked(backVIP, "back via the VIP", 4)
+	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 2, DroppedByFlow: 6, Denied: 2}) {
+		t.Errorf("denied flows: node1 counted %+v; want one punt each, denied, and the 3 later datagrams of each dropped by the flow entries", got)
 	}
 	wantEntry(back.key, fib.ActionDrop)
 	wantNoEntry(back.key.Reverse())
+	wantEntry(backVIP.key, fib.ActionDrop) // the service flow's way out, translated to the echo while allowed
 
-	// The policy now lets back, not front: both flows are re-decided.
+	// The policy now lets back, not front: the four flows are re-decided.
 	base = l.puntCounts(t, "node1", f1)
 	l.write(t, "policy.yaml", puntPolicy("back"))
-	took := testenv.Eventually(t, 30*time.Second, "node1 re-decides both flows", func() error {
-		if got := l.puntCounts(t, "node1", f1).sub(base).Redecide; got < 2 {
+	took := testenv.Eventually(t, 30*time.Second, "node1 re-decides the four flows", func() error {
+		if got := l.puntCounts(t, "node1", f1).sub(base).Redecide; got < 4 {
 			return fmt.Errorf("%v flows re-decided", got)
 		}
 		return nil
 	})
-	t.Logf("policy edit: both flows re-decided after %v", took.Round(time.Millisecond))
+	t.Logf("policy edit: the four flows re-decided after %v", took.Round(time.Millisecond))
 	wantNoEntry(front.key)
 	wantNoEntry(front.key.Reverse())
 	wantNoEntry(back.key)
-	for i := range 3 {
-		if err := back.echo(fmt.Sprintf("back again %d", i), 2*time.Second); err != nil {
-			t.Errorf("back's datagram %d after the edit: %v", i, err)
-		}
-	}
-	for i := range 3 {
-		if err := front.echo(fmt.Sprintf("front again %d", i), 300*time.Millisecond); !errors.Is(err, errPuntNoReply) {
-			t.Errorf("front's datagram %d after the edit: %v; want no reply (denied)", i, err)
-		}
-	}
-	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 2, DroppedByFlow: 2, Allowed: 1, Denied: 1, Redecide: 2}) {
-		t.Errorf("after the edit: node1 counted %+v; want each flow punted once (back allowed, front denied), front's 2 later datagrams dropped by its entry, 2 flows re-decided", got)
+	wantNoEntry(backVIP.key)
+	passes(back, "back again", 3)
+	passes(backVIP, "back via the VIP again", 3)
+	blocked(front, "front again", 3)
+	blocked(frontVIP, "front via the VIP again", 3)
+	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 4, DroppedByFlow: 4, Allowed: 2, Denied: 2, Redecide: 4}) {
+		t.Errorf("after the edit: node1 counted %+v; want each flow punted once (back's allowed, front's denied), front's 2 later datagrams of each dropped by their entries, 4 flows re-decided", got)
 	}
 	wantEntry(back.key, fib.ActionForward)
 	wantEntry(back.key.Reverse(), fib.ActionForward)
+	wantEntry(backVIP.key, fib.ActionForward)
 	wantEntry(front.key, fib.ActionDrop)
 }

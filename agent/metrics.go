@@ -103,7 +103,9 @@ var (
 	descPending = prometheus.NewDesc("fibmesh_agent_fib_pending",
 		"Routes and interfaces of the flow tables not programmed yet (unresolved neighbours, failed writes): retried.", nil, nil)
 	descWrites = prometheus.NewDesc("fibmesh_agent_fib_map_writes_total",
-		"Entries written to the FIB's maps since the agent started, by map (routes, policy) and op (put, delete). Flat while the tables do not change: no flaps.", []string{"map", "op"}, nil)
+		"Entries written to the FIB's maps since the agent started, by map (routes, policy, services: a service's whole Maglev table) and op (put, delete). Flat while the tables do not change: no flaps.", []string{"map", "op"}, nil)
+	descFlowsMoved = prometheus.NewDesc("fibmesh_agent_service_flows_moved_total",
+		"Service flows whose backend left the service: their flow entries (both ways) deleted, so that their next packet picks a backend again.", nil, nil)
 	descAttached = prometheus.NewDesc("fibmesh_agent_fib_attached_interfaces",
 		"Interfaces this agent attached the FIB to.", nil, nil)
 	descSVIDs = prometheus.NewDesc("fibmesh_agent_svids",
@@ -112,6 +114,8 @@ var (
 		"Seconds until each pod's current SVID expires.", []string{"namespace", "pod"}, nil)
 	descEnrolled = prometheus.NewDesc("fibmesh_agent_enrolled_pods",
 		"Pods enrolled on the node's socket.", nil, nil)
+	descPuntPackets = prometheus.NewDesc("fibmesh_agent_punt_packets_total",
+		"Packets the XDP FIB punted to the agent, by result: received, malformed (dropped: not parsed), reinjected (allowed, sent to their next hop), reinject_error (allowed but not sent, or a flow entry not written: should stay 0).", []string{"result"}, nil)
 )
 
 // fibState reads the agent's state at each scrape.
@@ -119,7 +123,7 @@ type fibState struct{ a *Agent }
 
 func (s *fibState) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReady, descPackets, descBytes, descRoutes, descPolicies, descFlows, descPending,
-		descWrites, descAttached, descSVIDs, descSVIDExpiry, descEnrolled} {
+		descWrites, descFlowsMoved, descAttached, descSVIDs, descSVIDExpiry, descEnrolled, descPuntPackets} {
 		ch <- d
 	}
 }
@@ -149,6 +153,9 @@ func (s *fibState) Collect(ch chan<- prometheus.Metric) {
 	counter(descWrites, float64(st.Writes.RouteDeletes), "routes", "delete")
 	counter(descWrites, float64(st.Writes.PolicyPuts), "policy", "put")
 	counter(descWrites, float64(st.Writes.PolicyDeletes), "policy", "delete")
+	counter(descWrites, float64(st.Writes.ServicePuts), "services", "put")
+	counter(descWrites, float64(st.Writes.ServiceDeletes), "services", "delete")
+	counter(descFlowsMoved, float64(st.Writes.FlowsMoved))
 	if flows, err := a.fib.Flows.List(); err == nil {
 		gauge(descFlows, float64(len(flows)))
 	}
@@ -162,6 +169,11 @@ func (s *fibState) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descSVIDs, float64(n))
 	gauge(descEnrolled, float64(len(a.enrol.Pods())))
+	ps := a.punter.Stats()
+	counter(descPuntPackets, float64(ps.Received), "received")
+	counter(descPuntPackets, float64(ps.Malformed), "malformed")
+	counter(descPuntPackets, float64(ps.Reinjected), "reinjected")
+	counter(descPuntPackets, float64(ps.ReinjectErrors), "reinject_error")
 }
 
 func b2f(b bool) float64 {

@@ -141,10 +141,11 @@ func (f *puntFlow) echo(msg string, wait time.Duration) error {
 }
 
 // puntCounts is what node1 counted of punts: the FIB's punted and
-// flow-dropped packets, the agent's verdicts and re-decided flows.
+// flow-dropped packets, the agent's verdicts, re-injected packets and
+// re-decided flows.
 type puntCounts struct {
-	Punted, DroppedByFlow     uint64
-	Allowed, Denied, Redecide float64
+	Punted, DroppedByFlow                 uint64
+	Allowed, Denied, Reinjected, Redecide float64
 }
 
 func (l *meshLab) puntCounts(t *testing.T, node string, f *fib.FIB) puntCounts {
@@ -156,16 +157,17 @@ func (l *meshLab) puntCounts(t *testing.T, node string, f *fib.FIB) puntCounts {
 	series := l.agentSeries(t, node)
 	return puntCounts{
 		Punted: cs[fib.ReasonPunt].Packets, DroppedByFlow: cs[fib.ReasonDropFlow].Packets,
-		Allowed:  series[`fibmesh_agent_punt_verdicts_total{verdict="allow"}`],
-		Denied:   series[`fibmesh_agent_punt_verdicts_total{verdict="deny"}`],
-		Redecide: series[`fibmesh_agent_punt_flows_redecided_total`],
+		Allowed:    series[`fibmesh_agent_punt_verdicts_total{verdict="allow"}`],
+		Denied:     series[`fibmesh_agent_punt_verdicts_total{verdict="deny"}`],
+		Reinjected: series[`fibmesh_agent_punt_packets_total{result="reinjected"}`],
+		Redecide:   series[`fibmesh_agent_punt_flows_redecided_total`],
 	}
 }
 
 // sub is c - base.
 func (c puntCounts) sub(base puntCounts) puntCounts {
 	return puntCounts{c.Punted - base.Punted, c.DroppedByFlow - base.DroppedByFlow,
-		c.Allowed - base.Allowed, c.Denied - base.Denied, c.Redecide - base.Redecide}
+		c.Allowed - base.Allowed, c.Denied - base.Denied, c.Reinjected - base.Reinjected, c.Redecide - base.Redecide}
 }
 
 // agentSeries reads node's agent /metrics: series (name{labels}) to
@@ -268,8 +270,8 @@ func TestPuntL4Policy(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, "front's first UDP echo", func() error { return front.echo("front first", time.Second) })
 	passes(front, "front", 4)
 	passes(frontVIP, "front via the VIP", 5)
-	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 2, Allowed: 2}) {
-		t.Errorf("allowed flows: node1 counted %+v; want one punt each, allowed", got)
+	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 2, Allowed: 2, Reinjected: 2}) {
+		t.Errorf("allowed flows: node1 counted %+v; want one punt each, allowed and re-injected", got)
 	}
 	wantEntry(front.key, fib.ActionForward)
 	wantEntry(front.key.Reverse(), fib.ActionForward)
@@ -303,8 +305,13 @@ func TestPuntL4Policy(t *testing.T) {
 	passes(backVIP, "back via the VIP again", 3)
 	blocked(front, "front again", 3)
 	blocked(frontVIP, "front via the VIP again", 3)
-	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 4, DroppedByFlow: 4, Allowed: 2, Denied: 2, Redecide: 4}) {
-		t.Errorf("after the edit: node1 counted %+v; want each flow punted once (back's allowed, front's denied), front's 2 later datagrams of each dropped by their entries, 4 flows re-decided", got)
+	if got := l.puntCounts(t, "node1", f1).sub(base); got != (puntCounts{Punted: 4, DroppedByFlow: 4, Allowed: 2, Denied: 2, Reinjected: 2, Redecide: 4}) {
+		t.Errorf("after the edit: node1 counted %+v; want each flow punted once (back's allowed and re-injected, front's denied), front's 2 later datagrams of each dropped by their entries, 4 flows re-decided", got)
+	}
+	for _, r := range []string{"malformed", "reinject_error"} {
+		if v := l.agentSeries(t, "node1")[`fibmesh_agent_punt_packets_total{result="`+r+`"}`]; v != 0 {
+			t.Errorf("node1's fibmesh_agent_punt_packets_total{result=%q} = %v, want 0", r, v)
+		}
 	}
 	wantEntry(back.key, fib.ActionForward)
 	wantEntry(back.key.Reverse(), fib.ActionForward)

@@ -26,7 +26,10 @@ import (
 // decided on: ipBlocks, remoteIpBlocks (the same as ipBlocks: no proxy
 // stands in front of a UDP flow), namespaces, ports, and the when keys
 // source.ip, remote.ip, source.namespace, destination.ip and
-// destination.port, each with its not_ form.
+// destination.port, each with its not_ form. (Istio reads namespaces
+// from the peer's certificate, so on plaintext they never match there;
+// here they come from the controller's mapping of pod IPs to
+// identities, which is as trustworthy as the source address itself.)
 //
 // The rest cannot be known for a plaintext UDP flow: principals,
 // requestPrincipals and serviceAccounts (they need a verified peer),
@@ -39,9 +42,10 @@ import (
 //     fields on TCP, https://istio.io/latest/docs/tasks/security/authorization/authz-tcp/);
 //   - in a DENY policy it matches, so the rest of the rule decides and
 //     the deny is broader, never narrower. For HTTP-only fields this is
-//     Istio's behaviour on TCP. For principals and namespaces it is not:
-//     Istio compares them with an empty value on plaintext, so
-//     "principals: [x]" never denies and "notPrincipals: [x]" always does
+//     Istio's behaviour on TCP. For principals (and the namespaces of a
+//     source outside the mesh) it is not: Istio compares them with an
+//     empty value on plaintext, so "principals: [x]" never denies and
+//     "notPrincipals: [x]" always does
 //     (https://istio.io/latest/news/security/istio-security-2021-004/).
 //     fibmesh takes the fail-closed reading: a DENY rule that names
 //     principals denies plaintext UDP whatever the principals say;

@@ -106,8 +106,6 @@ var (
 		"Entries written to the FIB's maps since the agent started, by map (routes, policy, services: a service's whole Maglev table) and op (put, delete). Flat while the tables do not change: no flaps.", []string{"map", "op"}, nil)
 	descFlowsMoved = prometheus.NewDesc("fibmesh_agent_service_flows_moved_total",
 		"Service flows whose backend left the service: their flow entries (both ways) deleted, so that their next packet picks a backend again.", nil, nil)
-	descFlowsMoved = prometheus.NewDesc("fibmesh_agent_service_flows_moved_total",
-		"Service flows whose backend left the service: their flow entries (both ways) deleted, so that their next packet picks a backend again.", nil, nil)
 	descAttached = prometheus.NewDesc("fibmesh_agent_fib_attached_interfaces",
 		"Interfaces this agent attached the FIB to.", nil, nil)
 	descSVIDs = prometheus.NewDesc("fibmesh_agent_svids",
@@ -155,9 +153,6 @@ func (s *fibState) Collect(ch chan<- prometheus.Metric) {
 	counter(descWrites, float64(st.Writes.RouteDeletes), "routes", "delete")
 	counter(descWrites, float64(st.Writes.PolicyPuts), "policy", "put")
 	counter(descWrites, float64(st.Writes.PolicyDeletes), "policy", "delete")
-	counter(descWrites, float64(st.Writes.ServicePuts), "services", "put")
-	counter(descWrites, float64(st.Writes.ServiceDeletes), "services", "delete")
-	counter(descFlowsMoved, float64(st.Writes.FlowsMoved))
 	counter(descWrites, float64(st.Writes.ServicePuts), "services", "put")
 	counter(descWrites, float64(st.Writes.ServiceDeletes), "services", "delete")
 	counter(descFlowsMoved, float64(st.Writes.FlowsMoved))

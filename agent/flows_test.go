@@ -191,7 +191,7 @@ func TestFlowTableRefcount(t *testing.T) {
 				case "grace":
 					waitFor(t, "the grace period's end", 5*time.Second, func() bool { return len(entries(t, f)) == 0 })
 				}
-				if diff := cmp.Diff(s.want, entries(t, f)); diff != "" {
+				if diff := cmp.Diff(s.want, entries(t, f), cmpFlow); diff != "" {
 					t.Fatalf("step %d (%s %s): flow entries (-want +got):\n%s", i, s.op, s.conn, diff)
 				}
 			}
@@ -378,7 +378,7 @@ func TestFlowTableRevoke(t *testing.T) {
 	if err := h.Revoke(time.Now()); err == nil || !strings.Contains(err.Error(), "already released") {
 		t.Errorf("revoke after release: %v, want an error", err)
 	}
-	if diff := cmp.Diff(map[fib.FlowKey]fib.Flow{toClient: dropToClient}, entries(t, f)); diff != "" {
+	if diff := cmp.Diff(map[fib.FlowKey]fib.Flow{toClient: dropToClient}, entries(t, f), cmpFlow); diff != "" {
 		t.Errorf("entries after release (-want +got):\n%s", diff)
 	}
 	row, ok = offloadFlow(t, ft, clientEnd.ConnID)
@@ -399,6 +399,9 @@ func TestFlowTableRevoke(t *testing.T) {
 
 // cmpEntry ignores the idle time of a listed entry, and its bytes (the
 // data path's count of a frame's length).
+// cmpFlow compares fib.Flow values (their NAT is a netip.AddrPort).
+var cmpFlow = cmpopts.EquateComparable(netip.AddrPort{})
+
 var cmpEntry = cmp.Options{cmpopts.IgnoreFields(admin.OffloadFlowEntry{}, "IdleMs", "Bytes"), cmpopts.EquateComparable(netip.AddrPort{})}
 
 // A revoked connection whose peer sends nothing: no latency, counted as
@@ -663,7 +666,7 @@ func TestFlowTableSweep(t *testing.T) {
 	for _, e := range kept {
 		want[e.Key] = e.Flow
 	}
-	if diff := cmp.Diff(want, entries(t, f)); diff != "" {
+	if diff := cmp.Diff(want, entries(t, f), cmpFlow); diff != "" {
 		t.Errorf("entries after the sweep (-want +got):\n%s", diff)
 	}
 	if err := a.flows.close(); err != nil {

@@ -11,6 +11,11 @@
 // on both agents where the kernel has kTLS, make vmtest, in userspace with
 // the reason elsewhere; many short connections without leaks; revocation
 // by an AuthorizationPolicy); traces (tracing_test.go: both agents'
-// spans at an in-test OTLP receiver, the trace context the apps see).
+// spans at an in-test OTLP receiver, the trace context the apps see);
+// the FIB as the node's load balancer (services_test.go: ClusterIPs from
+// a pod outside the mesh, 1,000 UDP flows on their Maglev picks, a
+// backend removed moving only its flows, VIPs without backends refused)
+// and L4 policy on plaintext UDP (punt_test.go: one punt per flow, the
+// verdict kept in XDP, re-decided after a policy edit).
 // Its tests need root and skip without it.
 package e2e

@@ -185,7 +185,7 @@ int fib_forward(struct xdp_md *ctx)
 		case SVC_NO_BACKEND: {
 			int act = p.key.proto == IPPROTO_TCP ? reject_tcp(ctx, &p, data_end) : reject_udp(ctx, &p);
 
-			count(act == XDP_TX ? STAT_SVC_NO_BACKEND : STAT_DROP_SVC_NO_BACKEND, p.len);
+			count(act != XDP_DROP ? STAT_SVC_NO_BACKEND : STAT_DROP_SVC_NO_BACKEND, p.len);
 			return act;
 		}
 		default:
@@ -269,7 +269,7 @@ int fib_forward(struct xdp_md *ctx)
 
 	if (oif == ctx->ingress_ifindex) {
 		count(STAT_TX, p.len);
-		return XDP_TX;
+		return back_out(ctx);
 	}
 	count(STAT_REDIRECT, p.len);
 	return bpf_redirect_map(&tx_ports, oif, 0);

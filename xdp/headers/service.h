@@ -225,10 +225,22 @@ static __always_inline void ip_reply_header(struct iphdr *ip, __u32 saddr, __u32
 	ip->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 }
 
+/* back_out sends the frame back out of the interface it came in on. On a
+ * veth, XDP_TX hands the frame to the peer's ring but wakes the peer's
+ * NAPI only when the peer runs an XDP program (veth_xdp_flush), so an
+ * answer to a pod would wait there until other traffic to the pod
+ * flushed it; a redirect through the devmap flushes (ndo_xdp_xmit with
+ * XDP_XMIT_FLUSH, which a GRO-enabled peer's NAPI serves). Interfaces
+ * not in tx_ports (and test runs) get XDP_TX. */
+static __always_inline int back_out(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&tx_ports, ctx->ingress_ifindex, XDP_TX);
+}
+
 /* reject_udp turns the frame into ICMP destination unreachable, port
  * unreachable (type 3, code 3), from the VIP to the sender, quoting the
- * datagram's IP header and first 8 bytes as RFC 792 asks, and returns
- * XDP_TX; XDP_DROP when it cannot. */
+ * datagram's IP header and first 8 bytes as RFC 792 asks, and sends it
+ * back out (back_out); XDP_DROP when it cannot. */
 static __always_inline int reject_udp(struct xdp_md *ctx, struct packet *p)
 {
 	void *data, *data_end;
@@ -267,13 +279,13 @@ static __always_inline int reject_udp(struct xdp_md *ctx, struct packet *p)
 	icmp->checksum = 0;
 	icmp->unused = 0;
 	icmp->checksum = csum_fold(bpf_csum_diff(0, 0, (__be32 *)icmp, 8 + 20 + 8, 0));
-	return XDP_TX;
+	return back_out(ctx);
 }
 
 /* reject_tcp answers a TCP segment with a RST from the VIP:port, as a
  * host without a listener does (RFC 9293 3.10.7.1): to a segment with
- * ACK, seq = its ack; otherwise seq 0 and RST|ACK acknowledging it. A
- * RST is never answered (XDP_DROP). */
+ * ACK, seq = its ack; otherwise seq 0 and RST|ACK acknowledging it, sent
+ * back out (back_out). A RST is never answered (XDP_DROP). */
 static __always_inline int reject_tcp(struct xdp_md *ctx, struct packet *p, void *data_end)
 {
 	struct iphdr *ip = p->ip;
@@ -323,5 +335,5 @@ static __always_inline int reject_tcp(struct xdp_md *ctx, struct packet *p, void
 	if (s < 0)
 		return XDP_DROP;
 	tcp->check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)tcp, 20, s));
-	return XDP_TX;
+	return back_out(ctx);
 }

@@ -194,14 +194,36 @@ func (p *Punter) handle(s *socket, frame []byte) {
 	// translated: the data path wrote its two entries, the way out
 	// (client -> VIP, ActionPunt until decided) and the way back, and
 	// the decision goes into them rather than into new entries for the
-	// translated key (whose reverse is the way back).
+	// translated key (whose reverse is the way back): Allow turns the
+	// way out into a forward entry (its translation stays), Deny makes
+	// both ways drop.
 	if out, back, ok := p.serviceFlow(key); ok {
-		p.handleService(frame, key, out, back, s)
+		p.decideFlow(s, frame, key, out, func(v Verdict) error {
+			if v != Allow {
+				return errors.Join(p.fib.Flows.SetAction(out, fib.ActionDrop), p.fib.Flows.SetAction(back, fib.ActionDrop))
+			}
+			return p.fib.Flows.SetAction(out, fib.ActionForward)
+		})
 		return
 	}
-	// Packets of a flow that arrive while its first packet waits for a
-	// decision are punted too; they follow the decision already made.
-	if fl, ok, err := p.fib.Flows.Get(key); err == nil && ok && fl.Action != fib.ActionPunt {
+	p.decideFlow(s, frame, key, key, func(v Verdict) error {
+		if v != Allow {
+			return p.fib.Flows.Put(fib.FlowEntry{Key: key, Flow: fib.Flow{Action: fib.ActionDrop}})
+		}
+		return p.fib.Flows.Put(
+			fib.FlowEntry{Key: key, Flow: fib.Flow{Action: fib.ActionForward}},
+			fib.FlowEntry{Key: key.Reverse(), Flow: fib.Flow{Action: fib.ActionForward}},
+		)
+	})
+}
+
+// decideFlow decides the flow of a punted packet (key, as it arrived)
+// whose decision lives in the entry of entryKey, writes the verdict with
+// write, and re-injects the packet when allowed. Packets of a flow that
+// arrive while its first packet waits for a decision are punted too;
+// they follow the decision already made.
+func (p *Punter) decideFlow(s *socket, frame []byte, key, entryKey fib.FlowKey, write func(Verdict) error) {
+	if fl, ok, err := p.fib.Flows.Get(entryKey); err == nil && ok && fl.Action != fib.ActionPunt {
 		if fl.Action == fib.ActionForward {
 			p.reinjectCounted(frame, key)
 		}
@@ -210,16 +232,13 @@ func (p *Punter) handle(s *socket, frame []byte) {
 	v := p.decide(Packet{Ifindex: s.ifindex, Queue: s.queue, Key: key, Frame: frame})
 	if v != Allow {
 		p.denied.Add(1)
-		if err := p.fib.Flows.Put(fib.FlowEntry{Key: key, Flow: fib.Flow{Action: fib.ActionDrop}}); err != nil {
+		if err := write(v); err != nil {
 			p.reinjectErrs.Add(1)
 		}
 		return
 	}
 	p.allowed.Add(1)
-	if err := p.fib.Flows.Put(
-		fib.FlowEntry{Key: key, Flow: fib.Flow{Action: fib.ActionForward}},
-		fib.FlowEntry{Key: key.Reverse(), Flow: fib.Flow{Action: fib.ActionForward}},
-	); err != nil {
+	if err := write(v); err != nil {
 		p.reinjectErrs.Add(1)
 		return
 	}
@@ -238,32 +257,6 @@ func (p *Punter) serviceFlow(key fib.FlowKey) (out, back fib.FlowKey, ok bool) {
 	}
 	out = fib.FlowKey{Src: key.Src, Dst: fl.NAT.Addr(), SrcPort: key.SrcPort, DstPort: fl.NAT.Port(), Proto: key.Proto}
 	return out, back, true
-}
-
-// handleService decides a punted service flow: Allow turns its way out
-// into a forward entry (its translation stays) and re-injects the
-// packet; Deny makes both ways drop entries.
-func (p *Punter) handleService(frame []byte, key, out, back fib.FlowKey, s *socket) {
-	if fl, ok, err := p.fib.Flows.Get(out); err == nil && ok && fl.Action != fib.ActionPunt {
-		if fl.Action == fib.ActionForward {
-			p.reinjectCounted(frame, key)
-		}
-		return
-	}
-	v := p.decide(Packet{Ifindex: s.ifindex, Queue: s.queue, Key: key, Frame: frame})
-	if v != Allow {
-		p.denied.Add(1)
-		if err := errors.Join(p.fib.Flows.SetAction(out, fib.ActionDrop), p.fib.Flows.SetAction(back, fib.ActionDrop)); err != nil {
-			p.reinjectErrs.Add(1)
-		}
-		return
-	}
-	p.allowed.Add(1)
-	if err := p.fib.Flows.SetAction(out, fib.ActionForward); err != nil {
-		p.reinjectErrs.Add(1)
-		return
-	}
-	p.reinjectCounted(frame, key)
 }
 
 func (p *Punter) reinjectCounted(frame []byte, key fib.FlowKey) {

@@ -132,6 +132,7 @@ type Reconciler struct {
 	writes   Writes
 	services map[fib.ServiceKey][]fib.Backend        // the tables the FIB holds
 	gone     map[fib.ServiceKey]map[fib.Backend]bool // backends whose flows must move
+	built    map[fib.ServiceKey][]ServiceBackend     // the backends each held table was built from
 }
 
 // New reads the maps' current contents through cfg.Dataplane (the FIB as
@@ -156,6 +157,7 @@ func New(cfg Config) (*Reconciler, error) {
 		routes: map[netip.Prefix]fib.Route{}, policies: map[fib.PolicyKey]fib.PolicyEntry{},
 		attached: map[string]int{}, pending: map[string]string{},
 		services: map[fib.ServiceKey][]fib.Backend{}, gone: map[fib.ServiceKey]map[fib.Backend]bool{},
+		built: map[fib.ServiceKey][]ServiceBackend{},
 	}
 	rs, err := cfg.Dataplane.ListRoutes()
 	if err != nil {

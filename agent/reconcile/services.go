@@ -216,6 +216,11 @@ func (r *Reconciler) syncServicesLocked(d *Desired, pending map[string]string) {
 	for _, k := range sortedServiceKeys(d.Services) {
 		s := d.Services[k]
 		held, had := r.services[k]
+		if built, ok := r.built[k]; had && ok && slices.Equal(built, s.Backends) {
+			// The table held was built from these backends: a sync
+			// (every netlink event) does not rebuild 10,000 tables.
+			continue
+		}
 		m, err := maglev.Fit(uint32(len(held)), len(s.Backends))
 		if err != nil {
 			pending[PendingService(k)] = err.Error()
@@ -229,6 +234,7 @@ func (r *Reconciler) syncServicesLocked(d *Desired, pending map[string]string) {
 			}
 		}
 		if had && slices.Equal(held, table) {
+			r.built[k] = s.Backends
 			continue
 		}
 		if err := sd.PutService(k, table); err != nil {
@@ -237,6 +243,7 @@ func (r *Reconciler) syncServicesLocked(d *Desired, pending map[string]string) {
 		}
 		r.writes.ServicePuts++
 		r.services[k] = table
+		r.built[k] = s.Backends
 		r.noteGone(k, held, backendSet(table))
 	}
 	var dels []fib.ServiceKey
@@ -253,6 +260,7 @@ func (r *Reconciler) syncServicesLocked(d *Desired, pending map[string]string) {
 			for _, k := range dels {
 				r.noteGone(k, r.services[k], nil)
 				delete(r.services, k)
+				delete(r.built, k)
 			}
 		}
 	}

@@ -267,8 +267,9 @@ func pick(table []fib.Backend, k fib.FlowKey) fib.Backend {
 // land each on the backend the VIP's Maglev table names for its hash,
 // spread as the table's shares say; a backend removed from the manifest
 // directory takes exactly its flows away to the others; a VIP without a
-// ready backend answers ICMP port unreachable and TCP RST, counted; and
-// fibctl services shows it all.
+// ready backend answers ICMP port unreachable and TCP RST, counted;
+// fibctl services shows it all; and a restarted agent writes no table
+// while every flow keeps its backend.
 func TestServices(t *testing.T) {
 	l := upMesh(t, servicesPrefix, servicesLab)
 	f1 := l.fib(t, "node1")

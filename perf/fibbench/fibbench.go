@@ -98,6 +98,9 @@ type Options struct {
 	// only (default 100 and 10,000; NoServices: none).
 	Services   []int
 	NoServices bool
+	// Established adds, to every VIP round, windows of one established
+	// flow (a fixed 5-tuple) in both modes.
+	Established bool
 	// ServiceRate is the offered rate of the VIP measurement, packets/s
 	// (default 2,000: kube-proxy's rules for 10,000 services cost about
 	// 100 µs per new flow here, so 5,000/s already failed to hold when

@@ -24,8 +24,9 @@ type Generator struct {
 	frame   []byte
 	sent    atomic.Uint64
 	batch   []xsk.Desc
-	udpOff  int // offset of the UDP header in frame, 0 if it is not IPv4/UDP
-	nextSrc int // index of the next source port in a rotation
+	udpOff  int  // offset of the UDP header in frame, 0 if it is not IPv4/UDP
+	nextSrc int  // index of the next source port in a rotation
+	rotated bool // some UMEM frames may hold a rotated source port
 }
 
 const (
@@ -48,8 +49,8 @@ type RunOptions struct {
 	// SrcPortFirst and SrcPorts rotate the UDP source port of every
 	// transmitted frame over [SrcPortFirst, SrcPortFirst+SrcPorts), one
 	// port per packet, so that each packet is a flow the receiver has
-	// not seen for SrcPorts packets. SrcPorts 0 keeps the frame as is.
-	// The frame must then be IPv4/UDP.
+	// not seen for SrcPorts packets. SrcPorts 0 sends the frame's own
+	// port. The frame must be IPv4/UDP to rotate.
 	SrcPortFirst uint16
 	SrcPorts     int
 }
@@ -111,6 +112,10 @@ func (g *Generator) Run(ctx context.Context, o RunOptions) error {
 	if o.SrcPorts > 0 && g.udpOff == 0 {
 		return errors.New("xdpgen: source port rotation needs an Ethernet/IPv4/UDP frame")
 	}
+	// After a rotation the UMEM frames hold whatever port they were last
+	// sent with: a Run without one writes the frame's own port back.
+	restore := o.SrcPorts == 0 && g.rotated
+	g.rotated = g.rotated || o.SrcPorts > 0
 	var tb *bucket
 	if o.Rate > 0 {
 		tb = newBucket(o.Rate, ringSize, time.Now())
@@ -138,9 +143,12 @@ func (g *Generator) Run(ctx context.Context, o RunOptions) error {
 				break
 			}
 			d.Len = uint32(len(g.frame))
-			if o.SrcPorts > 0 {
+			switch {
+			case o.SrcPorts > 0:
 				binary.BigEndian.PutUint16(g.xsk.Frame(d)[g.udpOff:], o.SrcPortFirst+uint16(g.nextSrc))
 				g.nextSrc = (g.nextSrc + 1) % o.SrcPorts
+			case restore:
+				copy(g.xsk.Frame(d)[g.udpOff:g.udpOff+2], g.frame[g.udpOff:])
 			}
 			g.batch = append(g.batch, d)
 		}

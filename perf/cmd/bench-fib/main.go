@@ -41,6 +41,7 @@ func main() {
 	flag.StringVar(&o.Clock, "clock", fibbench.ClockAttributed, "CPU time of the headline ns/pkt figures: attributed (this process + ksoftirqd) or machine (/proc/stat busy, all CPUs); both are measured and printed (perf/README.md says why attributed)")
 	services := flag.String("services", "100,10000", "service counts of the VIP cost measurement, comma-separated; empty: none")
 	flag.StringVar(&o.Prefix, "prefix", "fm-bench-", "name prefix of the lab's network namespaces")
+	flag.BoolVar(&o.Established, "established", false, "also measure the VIP path for one established flow (a fixed 5-tuple) in both modes")
 	out := flag.String("json", "perf/out/bench-fib.json", "where to write the samples as JSON (empty: nowhere)")
 	skipNode := flag.Bool("cross-node-only", false, "skip the single-node measurement")
 	flag.String("bin", "bin", "unused; accepted for make")
@@ -118,6 +119,9 @@ func main() {
 		}
 	}
 	for _, s := range svcs {
+		if o.Established {
+			fmt.Printf("services=%d established flow (ns/pkt net of the baseline, medians, %s): xdp=%.0f iptables=%.0f\n", s.Services, s.Clock, s.EstablishedXDPNs, s.EstablishedIPTablesNs)
+		}
 		fmt.Printf("services=%d cost (ns/pkt net of the baseline, medians): machine xdp=%.0f iptables=%.0f; attributed xdp=%.0f iptables=%.0f; node1's FIB program %.0f ns/run (BPF stats); other processes used %.2f CPUs in the baseline windows\n",
 			s.Services, s.MachineXDPNs, s.MachineIPTablesNs, s.AttribXDPNs, s.AttribIPTablesNs, s.FIBProgNs, s.OtherCPU)
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fibmesh needs on Debian/Ubuntu, only if it is missing.
 #   hack/deps.sh runtime   iproute2, ethtool, ping, nsenter, curl, h2load (tests, lab, demo); prometheus and
-#                          chromium for the telemetry tests (the dashboards' queries, the live page)
+#                          chromium for the telemetry tests (the dashboards' queries, the live page);
+#                          iptables for bench-fib's kube-proxy rules (and their test)
 #   hack/deps.sh bpf       clang, llvm, libbpf-dev, bpftool (make generate)
 #   hack/deps.sh proto     protoc (make generate)
 #   hack/deps.sh vmtest    qemu-system-x86, busybox-static, apt-get/dpkg-deb (make vmtest)
@@ -21,6 +22,7 @@ runtime)
 	command -v h2load >/dev/null || need+=(nghttp2-client) # the L7 e2e tests drive h2c with it
 	command -v prometheus >/dev/null || need+=(prometheus) # e2e TestPrometheusDashboards runs the binary itself, not the service
 	command -v chromium >/dev/null || need+=(chromium)     # the live page's tests drive it headless (chromedp)
+	command -v iptables-restore >/dev/null || need+=(iptables) # bench-fib's kube-proxy peer; perf/fibbench's rules test loads them
 	;;
 proto)
 	command -v protoc >/dev/null || need+=(protobuf-compiler)

@@ -259,7 +259,8 @@ func sortedAddrs(as []netip.Addr) []netip.Addr {
 }
 
 func pick(table []fib.Backend, k fib.FlowKey) fib.Backend {
-	return table[fib.FlowHash(k)%uint32(len(table))]
+	b, _ := fib.Pick(table, k)
+	return b
 }
 
 // TestServices: the XDP FIB is the node's service load balancer. A pod

@@ -231,7 +231,8 @@ func readTable(m *ebpf.Map) ([]Backend, error) {
 // xdp/headers/service.h: MurmurHash3 x86_32 over the 16 bytes of struct
 // flow_key as they lie in memory). A new flow to a service port goes to
 // Table[FlowHash(k) % len(Table)], k being the 5-tuple as the client
-// sent it (destination: the VIP).
+// sent it (destination: the VIP), unless that is the client itself
+// (Pick).
 func FlowHash(k FlowKey) uint32 {
 	key, err := flowKey(k)
 	if err != nil {
@@ -253,6 +254,33 @@ func FlowHash(k FlowKey) uint32 {
 	h *= 0xc2b2ae35
 	h ^= h >> 16
 	return h
+}
+
+// svcSelfProbes must match SVC_SELF_PROBES in xdp/headers/service.h.
+const svcSelfProbes = 8
+
+// Pick returns the backend the data path gives a new flow k (the key as
+// the client sent it) from table: slot FlowHash(k) mod len(table), or,
+// when that backend is the client itself (its packets would come back
+// from its own address, a martian its kernel drops), the first of the
+// next svcSelfProbes slots holding another backend. ok is false for an
+// empty table.
+func Pick(table []Backend, k FlowKey) (b Backend, ok bool) {
+	if len(table) == 0 {
+		return Backend{}, false
+	}
+	m := uint32(len(table))
+	idx := FlowHash(k) % m
+	b = table[idx]
+	if b.Addr != k.Src {
+		return b, true
+	}
+	for i := uint32(1); i <= svcSelfProbes; i++ {
+		if alt := table[(idx+i)%m]; alt.Addr != k.Src {
+			return alt, true
+		}
+	}
+	return b, true
 }
 
 // ServiceFlows returns the way-out entries of service flows (NATDst) whose

@@ -71,10 +71,10 @@ func svcTCP(src string, sport uint16, dst string, dport uint16) []byte {
 	return l4Sum(ip4{Src: src, Dst: dst, Proto: ProtoTCP}.frame(tcpHdr(sport, dport)))
 }
 
-// pick returns the backend the data path must give flow k: the table's
-// slot FlowHash(k) mod its size.
+// pick returns the backend the data path must give flow k (fib.Pick).
 func pick(table []Backend, k FlowKey) Backend {
-	return table[FlowHash(k)%uint32(len(table))]
+	b, _ := Pick(table, k)
+	return b
 }
 
 // sportFor returns a client port whose flow to svc lands on want.
@@ -181,6 +181,18 @@ func TestXDPServices(t *testing.T) {
 	dnsA := sportFor(t, tables[vipDNS], vipDNS, be("10.1.0.20:5353"))  // lands on fm0
 	webB := sportFor(t, tables[vipWeb], vipWeb, be("10.2.3.4:8080"))
 	vip := func(k ServiceKey) string { return k.VIP.String() }
+	// A client port whose slot holds the client itself (10.1.0.20 is a
+	// backend of vipDNS): Pick moves it to the next slot's backend.
+	selfPort := uint16(0)
+	for p := uint16(40000); p < 50000 && selfPort == 0; p++ {
+		k := FlowKey{Src: netip.MustParseAddr("10.1.0.20"), Dst: vipDNS.VIP, SrcPort: p, DstPort: 53, Proto: ProtoUDP}
+		if tables[vipDNS][FlowHash(k)%uint32(len(tables[vipDNS]))].Addr == k.Src {
+			selfPort = p
+		}
+	}
+	if got := pick(tables[vipDNS], key(ProtoUDP, "10.1.0.20", selfPort, vip(vipDNS), 53)); got != be("10.1.0.7:5353") {
+		t.Fatalf("Pick gave the client %s, want the other backend", got)
+	}
 
 	type step struct {
 		name    string
@@ -230,6 +242,19 @@ func TestXDPServices(t *testing.T) {
 			flows: map[FlowKey]svcFlow{
 				key(ProtoUDP, svcClient, dnsA, vip(vipDNS), 53):   {ActionForward, NATDst, netip.MustParseAddrPort("10.1.0.20:5353")},
 				key(ProtoUDP, "10.1.0.20", 5353, svcClient, dnsA): {ActionForward, NATSrc, netip.MustParseAddrPort("10.96.0.10:53")},
+			},
+		},
+		{
+			name: "self-hairpin: a client that is a backend is given another backend, not itself",
+			steps: []step{{
+				pkt:     svcUDP("10.1.0.20", selfPort, vip(vipDNS), 53),
+				want:    xdpRedirect,
+				out:     forwarded(svcUDP("10.1.0.20", selfPort, "10.1.0.7", 5353), tp.nhB.SrcMAC, tp.nhB.DstMAC),
+				reasons: []Reason{ReasonServiceNewFlow, ReasonServiceDNAT, ReasonRedirect},
+			}},
+			flows: map[FlowKey]svcFlow{
+				key(ProtoUDP, "10.1.0.20", selfPort, vip(vipDNS), 53):  {ActionForward, NATDst, netip.MustParseAddrPort("10.1.0.7:5353")},
+				key(ProtoUDP, "10.1.0.7", 5353, "10.1.0.20", selfPort): {ActionForward, NATSrc, netip.MustParseAddrPort("10.96.0.10:53")},
 			},
 		},
 		{

@@ -59,6 +59,10 @@ static __always_inline __u32 flow_hash(const struct flow_key *k)
 	return h;
 }
 
+/* How many slots after its own a client that is a backend of the VIP
+ * looks at for another backend (svc_new_flow). */
+#define SVC_SELF_PROBES 8
+
 enum svc_result {
 	SVC_NONE = 0,     /* not a service port */
 	SVC_NEW,          /* a new flow: entries written, *fv filled */
@@ -89,6 +93,24 @@ static __always_inline int svc_new_flow(struct packet *p, struct flow_val *fv)
 	be = bpf_map_lookup_elem(table, &idx);
 	if (!be || be->addr == 0)
 		return SVC_NO_BACKEND;
+	/* A client that is itself a backend of the VIP is not given itself:
+	 * the packet would come back from its own address, which its kernel
+	 * drops as a martian (kube-proxy masquerades that hairpin instead).
+	 * The next slots are tried, in table order, SVC_SELF_PROBES at most;
+	 * a VIP whose only backend is the client keeps it. fastpath/fib Pick
+	 * is the same choice in Go. */
+	if (be->addr == p->key.saddr) {
+#pragma unroll
+		for (int i = 1; i <= SVC_SELF_PROBES; i++) {
+			__u32 j = 1 + (idx - 1 + i) % m;
+			struct svc_backend *alt = bpf_map_lookup_elem(table, &j);
+
+			if (alt && alt->addr != 0 && alt->addr != p->key.saddr) {
+				be = alt;
+				break;
+			}
+		}
+	}
 
 	__u64 now = bpf_ktime_get_ns();
 	struct flow_key rk = {

@@ -1,7 +1,6 @@
 package fib
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -89,12 +88,12 @@ func tableSpec(n int) *ebpf.MapSpec {
 	}
 }
 
-// slot is struct svc_backend as the map stores it.
-func slot(addr uint32, port uint16) []byte {
-	b := make([]byte, 8)
-	binary.NativeEndian.PutUint32(b[0:4], addr)
-	binary.NativeEndian.PutUint16(b[4:6], port)
-	return b
+// svcSlot mirrors struct svc_backend (xdp/headers/structs.h): address and
+// port in network order. Slot 0 of a table holds its size in Addr.
+type svcSlot struct {
+	Addr uint32
+	Port uint16
+	Pad  uint16
 }
 
 // Put installs or replaces the table of k. table[i] serves the flows whose
@@ -113,8 +112,9 @@ func (s *Services) Put(k ServiceKey, table []Backend) error {
 	if len(table) > MaxServiceTable {
 		return fmt.Errorf("service %s: table of %d slots, more than %d", k, len(table), MaxServiceTable)
 	}
-	slots := make([][]byte, len(table)+1)
-	slots[0] = slot(uint32(len(table)), 0)
+	idx := make([]uint32, len(table)+1)
+	slots := make([]svcSlot, len(table)+1)
+	slots[0] = svcSlot{Addr: uint32(len(table))}
 	for i, b := range table {
 		a, err := addrToBE(b.Addr)
 		if err != nil {
@@ -123,17 +123,15 @@ func (s *Services) Put(k ServiceKey, table []Backend) error {
 		if a == 0 || b.Port == 0 {
 			return fmt.Errorf("service %s: table[%d] %s: want a backend address and port 1-65535", k, i, b)
 		}
-		slots[i+1] = slot(a, portToBE(b.Port))
+		idx[i+1], slots[i+1] = uint32(i+1), svcSlot{Addr: a, Port: portToBE(b.Port)}
 	}
 	inner, err := ebpf.NewMap(tableSpec(len(table)))
 	if err != nil {
 		return fmt.Errorf("service %s: create its table of %d slots: %w", k, len(table), err)
 	}
 	defer inner.Close()
-	for i, v := range slots {
-		if err := inner.Put(uint32(i), v); err != nil {
-			return fmt.Errorf("service %s: fill its table: %w", k, err)
-		}
+	if err := putBatch(inner, idx, slots); err != nil {
+		return fmt.Errorf("service %s: fill its table: %w", k, err)
 	}
 	if err := s.m.Put(&key, inner); err != nil {
 		return fmt.Errorf("service %s: install its table: %w", k, err)
@@ -206,23 +204,28 @@ func (s *Services) List() ([]ServiceEntry, error) {
 }
 
 func readTable(m *ebpf.Map) ([]Backend, error) {
-	var v [8]byte
-	if err := m.Lookup(uint32(0), &v); err != nil {
-		return nil, fmt.Errorf("read its table's header: %w", err)
+	idx, slots, err := listBatch[uint32, svcSlot](m)
+	if err != nil {
+		return nil, fmt.Errorf("read its table: %w", err)
 	}
-	n := binary.NativeEndian.Uint32(v[0:4])
+	if len(slots) == 0 || len(slots) != int(m.MaxEntries()) {
+		return nil, fmt.Errorf("read its table: %d of %d slots", len(slots), m.MaxEntries())
+	}
+	byIdx := make([]svcSlot, len(slots))
+	for i, j := range idx {
+		if int(j) >= len(byIdx) {
+			return nil, fmt.Errorf("read its table: slot %d of %d", j, len(byIdx))
+		}
+		byIdx[j] = slots[i]
+	}
+	n := byIdx[0].Addr
 	if n+1 != m.MaxEntries() {
 		return nil, fmt.Errorf("its table's header says %d slots, the map has %d", n, m.MaxEntries()-1)
 	}
 	table := make([]Backend, n)
 	for i := range table {
-		if err := m.Lookup(uint32(i+1), &v); err != nil {
-			return nil, fmt.Errorf("read its table's slot %d: %w", i, err)
-		}
-		table[i] = Backend{
-			Addr: beToAddr(binary.NativeEndian.Uint32(v[0:4])),
-			Port: beToPort(binary.NativeEndian.Uint16(v[4:6])),
-		}
+		sl := byIdx[i+1]
+		table[i] = Backend{Addr: beToAddr(sl.Addr), Port: beToPort(sl.Port)}
 	}
 	return table, nil
 }

@@ -176,11 +176,9 @@ int fib_forward(struct xdp_md *ctx)
 	if (!fv && p.has_ports) {
 		switch (svc_new_flow(&p, &fresh)) {
 		case SVC_NEW:
+			/* The entry was written with this packet counted. */
 			count(STAT_SVC_NEW_FLOW, p.len);
-			fv = bpf_map_lookup_elem(&flows, &p.key);
-			in_map = fv != 0;
-			if (!fv) /* evicted at once: use what was written */
-				fv = &fresh;
+			fv = &fresh;
 			break;
 		case SVC_NO_BACKEND: {
 			int act = p.key.proto == IPPROTO_TCP ? reject_tcp(ctx, &p, data_end) : reject_udp(ctx, &p);

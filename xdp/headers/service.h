@@ -71,7 +71,8 @@ enum svc_result {
 
 /* svc_new_flow looks the packet's destination up in the services map and,
  * for a service port, picks the backend and writes the flow's two
- * entries. On SVC_NEW, *fv is the way out's entry as written. */
+ * entries. On SVC_NEW, *fv is the way out's entry as written, this packet
+ * already counted in it. */
 static __always_inline int svc_new_flow(struct packet *p, struct flow_val *fv)
 {
 	struct svc_key sk = {
@@ -133,6 +134,8 @@ static __always_inline int svc_new_flow(struct packet *p, struct flow_val *fv)
 	fv->nat_port = be->port;
 	fv->nat_kind = NAT_DST;
 	fv->last_seen_ns = now;
+	fv->packets = 1; /* this packet */
+	fv->bytes = p->len;
 
 	/* A backend port that an L4 policy covers: the flow's first packet
 	 * goes to the agent (translated), which turns the way out's entry

@@ -331,12 +331,9 @@ func redecideFlows(fs flowStore, d *reconcile.Desired, touched map[fib.PolicyKey
 		// when its verdict changed: a plain flow's own and its reverse, a
 		// service flow's way out (client -> VIP, NATDst) and way back.
 		k, entries := e.Key, []fib.FlowKey{e.Key, e.Key.Reverse()}
-		switch e.Flow.NATKind {
-		case fib.NATNone:
-		case fib.NATDst:
-			k.Dst, k.DstPort = e.Flow.NAT.Addr(), e.Flow.NAT.Port()
-			entries[1] = k.Reverse()
-		default:
+		if _, _, translated, back, ok := e.ServiceFlow(); ok {
+			k, entries[1] = translated, back
+		} else if e.Flow.NATKind != fib.NATNone {
 			continue // a way back: its way out decides
 		}
 		if k.Proto != fib.ProtoUDP || !touched[fib.PolicyKey{Addr: k.Dst, Port: k.DstPort, Proto: k.Proto}] {

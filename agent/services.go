@@ -40,14 +40,14 @@ func serviceInfo(held []fib.ServiceEntry, desired map[fib.ServiceKey]reconcile.S
 	// DNAT names the backend.
 	live := map[fib.ServiceKey]map[fib.Backend]int{}
 	for _, e := range flows {
-		if e.Flow.NATKind != fib.NATDst {
+		k, b, _, _, ok := e.ServiceFlow()
+		if !ok {
 			continue
 		}
-		k := fib.ServiceKey{VIP: e.Key.Dst, Port: e.Key.DstPort, Proto: e.Key.Proto}
 		if live[k] == nil {
 			live[k] = map[fib.Backend]int{}
 		}
-		live[k][fib.Backend{Addr: e.Flow.NAT.Addr(), Port: e.Flow.NAT.Port()}]++
+		live[k][b]++
 	}
 	out := make([]admin.Service, 0, len(held))
 	seen := map[fib.ServiceKey]bool{}

@@ -313,16 +313,11 @@ func (r *Reconciler) moveFlowsLocked(sd ServiceDataplane) error {
 	}
 	var fwd, rev []fib.FlowKey
 	for _, e := range flows {
-		if e.Flow.NATKind != fib.NATDst {
-			continue
-		}
-		k := fib.ServiceKey{VIP: e.Key.Dst, Port: e.Key.DstPort, Proto: e.Key.Proto}
-		b := fib.Backend{Addr: e.Flow.NAT.Addr(), Port: e.Flow.NAT.Port()}
-		if !r.gone[k][b] {
+		k, b, _, rk, ok := e.ServiceFlow()
+		if !ok || !r.gone[k][b] {
 			continue
 		}
 		fwd = append(fwd, e.Key)
-		rk := fib.FlowKey{Src: b.Addr, Dst: e.Key.Src, SrcPort: b.Port, DstPort: e.Key.SrcPort, Proto: e.Key.Proto}
 		if f, ok := held[rk]; ok && f.NATKind == fib.NATSrc && f.NAT == netip.AddrPortFrom(k.VIP, k.Port) {
 			rev = append(rev, rk)
 		}

@@ -103,7 +103,7 @@ type svcSlot struct {
 //
 // Flows that already have entries keep their backend: Put moves no flow
 // by itself: to move the flows of a backend that is gone, delete their
-// entries (ServiceFlows lists them).
+// entries (FlowEntry.ServiceFlow reads them).
 func (s *Services) Put(k ServiceKey, table []Backend) error {
 	key, err := serviceKey(k)
 	if err != nil {
@@ -286,14 +286,17 @@ func Pick(table []Backend, k FlowKey) (b Backend, ok bool) {
 	return b, true
 }
 
-// ServiceFlows returns the way-out entries of service flows (NATDst) whose
-// backend is b, with the key of each one's way back.
-func ServiceFlows(entries []FlowEntry, b netip.AddrPort) (out, back []FlowKey) {
-	for _, e := range entries {
-		if e.Flow.NATKind == NATDst && e.Flow.NAT == b {
-			out = append(out, e.Key)
-			back = append(back, FlowKey{Src: b.Addr(), Dst: e.Key.Src, SrcPort: b.Port(), DstPort: e.Key.SrcPort, Proto: e.Key.Proto})
-		}
+// ServiceFlow reads a service flow's way-out entry (NATDst, keyed as the
+// client sent it): the service port it translates, its backend, the flow
+// as the backend receives it (destination: the backend) and the key of
+// its way-back entry. ok is false for any other entry.
+func (e FlowEntry) ServiceFlow() (svc ServiceKey, b Backend, translated, back FlowKey, ok bool) {
+	if e.Flow.NATKind != NATDst {
+		return svc, b, translated, back, false
 	}
-	return out, back
+	svc = ServiceKey{VIP: e.Key.Dst, Port: e.Key.DstPort, Proto: e.Key.Proto}
+	b = Backend{Addr: e.Flow.NAT.Addr(), Port: e.Flow.NAT.Port()}
+	translated = e.Key
+	translated.Dst, translated.DstPort = b.Addr, b.Port
+	return svc, b, translated, translated.Reverse(), true
 }

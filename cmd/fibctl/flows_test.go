@@ -39,25 +39,7 @@ func TestOffloadFlows(t *testing.T) {
 		{"help", []string{"--offload", "--help"}, 0, []string{"fibctl flows --offload: the XDP flow entries", "-admin string"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			code, ok := dispatch(append([]string{"flows"}, tt.args...), &out, &errb)
-			if !ok {
-				t.Fatal("dispatch did not take fibctl flows --offload")
-			}
-			got := out.String() + errb.String()
-			if code != tt.code {
-				t.Fatalf("exit %d, want %d\n%s", code, tt.code, got)
-			}
-			for _, s := range tt.contains {
-				if !strings.Contains(got, s) {
-					t.Errorf("output lacks %q:\n%s", s, got)
-				}
-			}
-			for _, s := range tt.notContains {
-				if strings.Contains(got, s) {
-					t.Errorf("output has %q:\n%s", s, got)
-				}
-			}
+			checkRun(t, append([]string{"flows"}, tt.args...), tt.code, tt.contains, tt.notContains)
 		})
 	}
 }
@@ -79,6 +61,32 @@ func TestFlowsDispatch(t *testing.T) {
 	} {
 		if got := globalFlagsLast(tt.in); !slices.Equal(got, tt.want) {
 			t.Errorf("globalFlagsLast(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// checkRun runs fibctl with args through dispatch and checks its exit
+// code and that its output (stdout and stderr) holds every string of
+// contains and none of notContains.
+func checkRun(t *testing.T, args []string, code int, contains, notContains []string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	got, ok := dispatch(args, &out, &errb)
+	if !ok {
+		t.Fatalf("dispatch did not take fibctl %s", strings.Join(args, " "))
+	}
+	text := out.String() + errb.String()
+	if got != code {
+		t.Fatalf("exit %d, want %d\n%s", got, code, text)
+	}
+	for _, s := range contains {
+		if !strings.Contains(text, s) {
+			t.Errorf("output lacks %q:\n%s", s, text)
+		}
+	}
+	for _, s := range notContains {
+		if strings.Contains(text, s) {
+			t.Errorf("output has %q:\n%s", s, text)
 		}
 	}
 }

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/fibmesh/fibmesh/agent/admin"
@@ -70,25 +68,7 @@ func TestServicesCommand(t *testing.T) {
 		{"help", []string{"--help"}, 0, []string{"fibctl services: the service VIPs", "ICMP port unreachable", "-admin string", "-node string"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			code, ok := dispatch(append([]string{"services"}, tt.args...), &out, &errb)
-			if !ok {
-				t.Fatal("dispatch did not take fibctl services")
-			}
-			got := out.String() + errb.String()
-			if code != tt.code {
-				t.Fatalf("exit %d, want %d\n%s", code, tt.code, got)
-			}
-			for _, s := range tt.contains {
-				if !strings.Contains(got, s) {
-					t.Errorf("output lacks %q:\n%s", s, got)
-				}
-			}
-			for _, s := range tt.notContains {
-				if strings.Contains(got, s) {
-					t.Errorf("output has %q:\n%s", s, got)
-				}
-			}
+			checkRun(t, append([]string{"services"}, tt.args...), tt.code, tt.contains, tt.notContains)
 		})
 	}
 	// The global flags' place: fibctl --node N -o F services.

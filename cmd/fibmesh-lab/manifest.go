@@ -95,13 +95,35 @@ A request that fails twice, then succeeds:
 	}
 }
 
-// appFlags are app echo's.
-var (
-	flagPort    int
-	flagName    string
-	flagVersion string
-	flagAddr    string
-)
+// appFlags are the flags every lab app takes: where it listens and the
+// service and version it reports.
+type appFlags struct {
+	port                int
+	addr, name, version string
+}
+
+// register adds --port (default port), --addr, --name and --version to fs.
+func (f *appFlags) register(fs *flag.FlagSet, proto string, port int) {
+	fs.IntVar(&f.port, "port", port, proto+" `PORT` to listen on")
+	fs.StringVar(&f.addr, "addr", "", "`IP` to listen on (default: every address)")
+	fs.StringVar(&f.name, "name", os.Getenv("SERVICE_NAME"), "`SERVICE` name to report (default $SERVICE_NAME)")
+	fs.StringVar(&f.version, "version", os.Getenv("SERVICE_VERSION"), "`VERSION` to report (default $SERVICE_VERSION)")
+}
+
+// listen checks the flags (app names the app in errors) and returns the
+// address to listen on and what the app reports: the flags, and the pod,
+// namespace and node from the environment the kubelet sets.
+func (f *appFlags) listen(app string) (string, echo.Info, error) {
+	if f.port < 1 || f.port > 65535 {
+		return "", echo.Info{}, usageError{fmt.Errorf("%s: --port %d: want 1..65535", app, f.port)}
+	}
+	if f.addr != "" && net.ParseIP(f.addr) == nil {
+		return "", echo.Info{}, usageError{fmt.Errorf("%s: --addr %q: want an IP address", app, f.addr)}
+	}
+	info := echo.Info{Service: f.name, Version: f.version, Pod: cmp.Or(os.Getenv("POD_NAME"), os.Getenv("HOSTNAME")),
+		Namespace: os.Getenv("POD_NAMESPACE"), Node: os.Getenv("NODE_NAME")}
+	return net.JoinHostPort(f.addr, strconv.Itoa(f.port)), info, nil
+}
 
 func upManifests(ctx context.Context, stdout io.Writer, log *slog.Logger) error {
 	dir, err := filepath.Abs(flagFile)
@@ -392,10 +414,8 @@ func parseAppEcho(args []string, stdout io.Writer) (appEcho, error) {
 	}
 	efs := flag.NewFlagSet("fibmesh-lab app echo", flag.ContinueOnError)
 	efs.SetOutput(io.Discard)
-	efs.IntVar(&flagPort, "port", 8080, "TCP `PORT` to listen on")
-	efs.StringVar(&flagAddr, "addr", "", "`IP` to listen on (default: every address)")
-	efs.StringVar(&flagName, "name", os.Getenv("SERVICE_NAME"), "`SERVICE` name to report (default $SERVICE_NAME)")
-	efs.StringVar(&flagVersion, "version", os.Getenv("SERVICE_VERSION"), "`VERSION` to report (default $SERVICE_VERSION)")
+	var af appFlags
+	af.register(efs, "TCP", 8080)
 	efs.IntVar(&a.opts.Status, "status", 200, "HTTP `STATUS` (200..599) of every answer; a request's x-echo-status overrides it")
 	efs.DurationVar(&a.opts.Delay, "delay", 0, "`DURATION` (0..30s) to sleep before every answer; a request's x-echo-delay overrides it")
 	efs.Float64Var(&a.opts.FailRate, "fail-rate", 0, "probability `P` (0..1) that a request gets 503, whatever it asks")
@@ -413,8 +433,9 @@ func parseAppEcho(args []string, stdout io.Writer) (appEcho, error) {
 	if efs.NArg() > 0 {
 		return a, usageError{fmt.Errorf("app echo: unexpected arguments %q", efs.Args())}
 	}
-	if flagPort < 1 || flagPort > 65535 {
-		return a, usageError{fmt.Errorf("app echo: --port %d: want 1..65535", flagPort)}
+	listen, info, err := af.listen("app echo")
+	if err != nil {
+		return a, err
 	}
 	for _, c := range []struct {
 		flag string
@@ -432,8 +453,6 @@ func parseAppEcho(args []string, stdout io.Writer) (appEcho, error) {
 	if _, err := echo.ParseServingStatus(a.opts.GRPCHealth); err != nil {
 		return a, usageError{fmt.Errorf("app echo: --grpc-health %q: want SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN", a.opts.GRPCHealth)}
 	}
-	a.listen = net.JoinHostPort(flagAddr, strconv.Itoa(flagPort))
-	a.info = echo.Info{Service: flagName, Version: flagVersion, Pod: cmp.Or(os.Getenv("POD_NAME"), os.Getenv("HOSTNAME")),
-		Namespace: os.Getenv("POD_NAMESPACE"), Node: os.Getenv("NODE_NAME")}
+	a.listen, a.info = listen, info
 	return a, nil
 }

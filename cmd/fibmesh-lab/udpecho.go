@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"strconv"
 
 	"github.com/fibmesh/fibmesh/lab/echo"
 )
@@ -27,7 +24,7 @@ the client's own address. Needs no root.
 
 Example (a container of a Pod):
   command: ["fibmesh-lab", "app", "udp-echo", "--port", "5353"]
-From a pod: echo hi | nc -u -w1 10.96.0.10 53`
+From a pod: bash -c 'exec 3<>/dev/udp/10.96.0.10/53; echo hi >&3; timeout 2 head -c 80 <&3'`
 
 // runUDPEcho is fibmesh-lab app udp-echo (args after "udp-echo").
 func runUDPEcho(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
@@ -49,10 +46,8 @@ func runUDPEcho(ctx context.Context, args []string, stdout io.Writer, log *slog.
 func parseUDPEcho(args []string, stdout io.Writer) (listen string, info echo.Info, err error) {
 	fs := flag.NewFlagSet("fibmesh-lab app udp-echo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	port := fs.Int("port", 5353, "UDP `PORT` to listen on")
-	addr := fs.String("addr", "", "`IP` to listen on (default: every address)")
-	fs.StringVar(&info.Service, "name", os.Getenv("SERVICE_NAME"), "`SERVICE` name to report (default $SERVICE_NAME)")
-	fs.StringVar(&info.Version, "version", os.Getenv("SERVICE_VERSION"), "`VERSION` to report (default $SERVICE_VERSION)")
+	var af appFlags
+	af.register(fs, "UDP", 5353)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "fibmesh-lab app udp-echo: a UDP echo that says who answered.\n\nUsage:\n  %s\n\nFlags:\n", udpEchoUsage)
@@ -65,13 +60,5 @@ func parseUDPEcho(args []string, stdout io.Writer) (listen string, info echo.Inf
 	if fs.NArg() > 0 {
 		return "", info, usageError{fmt.Errorf("app udp-echo: unexpected arguments %q", fs.Args())}
 	}
-	if *port < 1 || *port > 65535 {
-		return "", info, usageError{fmt.Errorf("app udp-echo: --port %d: want 1..65535", *port)}
-	}
-	if *addr != "" && net.ParseIP(*addr) == nil {
-		return "", info, usageError{fmt.Errorf("app udp-echo: --addr %q: want an IP address", *addr)}
-	}
-	info.Pod = cmp.Or(os.Getenv("POD_NAME"), os.Getenv("HOSTNAME"))
-	info.Namespace, info.Node = os.Getenv("POD_NAMESPACE"), os.Getenv("NODE_NAME")
-	return net.JoinHostPort(*addr, strconv.Itoa(*port)), info, nil
+	return af.listen("app udp-echo")
 }

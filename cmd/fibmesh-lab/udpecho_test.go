@@ -53,7 +53,7 @@ func TestAppUDPEchoHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run: %v, want flag.ErrHelp", err)
 	}
-	for _, want := range []string{"answers every UDP datagram", "peer", "-port PORT", "nc -u"} {
+	for _, want := range []string{"answers every UDP datagram", "peer", "-port PORT", "/dev/udp"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q:\n%s", want, out.String())
 		}

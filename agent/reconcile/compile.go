@@ -258,6 +258,17 @@ func isWorkloadName(w string) bool {
 	return true
 }
 
+// protoOf maps a flow table's protocol to the FIB's.
+func protoOf(p fibv1.Protocol) (fib.Proto, error) {
+	switch p {
+	case fibv1.Protocol_TCP:
+		return fib.ProtoTCP, nil
+	case fibv1.Protocol_UDP:
+		return fib.ProtoUDP, nil
+	}
+	return 0, fmt.Errorf("protocol %s: want TCP or UDP", p)
+}
+
 func policy(pp *fibv1.PortPolicy) (fib.PolicyKey, fib.Mode, error) {
 	ip, err := netip.ParseAddr(pp.GetIp())
 	if err != nil || !ip.Is4() {
@@ -266,14 +277,9 @@ func policy(pp *fibv1.PortPolicy) (fib.PolicyKey, fib.Mode, error) {
 	if pp.GetPort() == 0 || pp.GetPort() > 65535 {
 		return fib.PolicyKey{}, 0, fmt.Errorf("port %d: want 1-65535", pp.GetPort())
 	}
-	var proto fib.Proto
-	switch pp.GetProtocol() {
-	case fibv1.Protocol_TCP:
-		proto = fib.ProtoTCP
-	case fibv1.Protocol_UDP:
-		proto = fib.ProtoUDP
-	default:
-		return fib.PolicyKey{}, 0, fmt.Errorf("protocol %s: want TCP or UDP", pp.GetProtocol())
+	proto, err := protoOf(pp.GetProtocol())
+	if err != nil {
+		return fib.PolicyKey{}, 0, err
 	}
 	var mode fib.Mode
 	switch pp.GetMode() {

@@ -68,14 +68,9 @@ func compileServices(d *Desired, name string, t *fibv1.FlowTable) error {
 		if s.GetPort() == 0 || s.GetPort() > 65535 {
 			return fmt.Errorf("%s.port %d: want 1-65535", where, s.GetPort())
 		}
-		var proto fib.Proto
-		switch s.GetProtocol() {
-		case fibv1.Protocol_TCP:
-			proto = fib.ProtoTCP
-		case fibv1.Protocol_UDP:
-			proto = fib.ProtoUDP
-		default:
-			return fmt.Errorf("%s.protocol %s: want TCP or UDP", where, s.GetProtocol())
+		proto, err := protoOf(s.GetProtocol())
+		if err != nil {
+			return fmt.Errorf("%s.%w", where, err)
 		}
 		svc := Service{Key: fib.ServiceKey{VIP: vip.Unmap(), Port: uint16(s.GetPort()), Proto: proto}, Hostname: s.GetHostname()}
 		seen := map[fib.Backend]bool{}

@@ -151,16 +151,22 @@ func l4Policies(pp *fibv1.PortPolicy) ([]L4Policy, error) {
 	return out, nil
 }
 
+// l4Matches collects a source's or operation's matches: add keeps what
+// undecidable and values return when their field is set.
+type l4Matches []L4Match
+
+func (ms *l4Matches) add(m L4Match, ok bool) {
+	if ok {
+		*ms = append(*ms, m)
+	}
+}
+
 func l4Rule(r *fibv1.AuthzRule, where string) L4Rule {
 	var out L4Rule
 	for i, s := range r.GetFrom() {
 		w := fmt.Sprintf("%s.from[%d].source.", where, i)
-		var ms []L4Match
-		add := func(m L4Match, ok bool) {
-			if ok {
-				ms = append(ms, m)
-			}
-		}
+		var ms l4Matches
+		add := ms.add
 		add(undecidable(w+"principals", s.GetPrincipals()))
 		add(undecidable(w+"notPrincipals", s.GetNotPrincipals()))
 		add(undecidable(w+"requestPrincipals", s.GetRequestPrincipals()))
@@ -177,12 +183,8 @@ func l4Rule(r *fibv1.AuthzRule, where string) L4Rule {
 	}
 	for i, o := range r.GetTo() {
 		w := fmt.Sprintf("%s.to[%d].operation.", where, i)
-		var ms []L4Match
-		add := func(m L4Match, ok bool) {
-			if ok {
-				ms = append(ms, m)
-			}
-		}
+		var ms l4Matches
+		add := ms.add
 		add(undecidable(w+"hosts", o.GetHosts()))
 		add(undecidable(w+"notHosts", o.GetNotHosts()))
 		add(undecidable(w+"methods", o.GetMethods()))

@@ -231,14 +231,14 @@ func TestPendingFirst(t *testing.T) {
 			r.app.SetReadDeadline(time.Now().Add(10 * time.Second))
 			gotFar, err := io.ReadAll(r.far)
 			if err != nil {
-				t.Fatalf("far end: %v", err)
+				t.Fatalf("far end: %v after %d of %d bytes", err, len(gotFar), len("plain-pending|")+len(queuedApp))
 			}
 			if want := append([]byte("plain-pending|"), queuedApp...); !bytes.Equal(gotFar, want) {
 				t.Errorf("far end got %d bytes starting %q, want %d starting %q", len(gotFar), head(gotFar), len(want), head(want))
 			}
 			gotApp, err := io.ReadAll(r.app)
 			if err != nil {
-				t.Fatalf("app: %v", err)
+				t.Fatalf("app: %v after %d of %d bytes", err, len(gotApp), len("tls-pending|")+len(queuedFar))
 			}
 			if want := append([]byte("tls-pending|"), queuedFar...); !bytes.Equal(gotApp, want) {
 				t.Errorf("app got %d bytes starting %q, want %d starting %q", len(gotApp), head(gotApp), len(want), head(want))

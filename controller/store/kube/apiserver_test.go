@@ -45,7 +45,6 @@ import (
 	"github.com/fibmesh/fibmesh/agent/svid"
 	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	"github.com/fibmesh/fibmesh/controller/config"
-	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
 	"github.com/fibmesh/fibmesh/controller/xds"
@@ -211,21 +210,7 @@ func TestAPIServerFixtureModelMatchesGolden(t *testing.T) {
 	s := kube.New(clients.Kube, clients.Istio, kube.Options{Debounce: 10 * time.Millisecond})
 	run(t, s)
 	u := next(t, s, "the first snapshot", func(store.Update) bool { return true })
-	m, err := model.Build(withoutAPIServerOwn(u.Snapshot), nil, model.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := m.Dump()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile(filepath.Join("..", "..", "model", "testdata", "examples.golden.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("model from the API server differs from the golden model of examples/ (-golden +apiserver):\n%s", d)
-	}
+	matchGolden(t, withoutAPIServerOwn(u.Snapshot), "API server")
 }
 
 // TestAPIServerController runs the fibmesh-controller binary with

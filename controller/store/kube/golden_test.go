@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/fibmesh/fibmesh/controller/config"
 	"github.com/fibmesh/fibmesh/controller/model"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
@@ -32,7 +33,15 @@ func TestExamplesModelMatchesGolden(t *testing.T) {
 	s := kube.New(f.kube, f.istio, kube.Options{Debounce: 10 * time.Millisecond})
 	run(t, s)
 	u := next(t, s, "the first snapshot", func(store.Update) bool { return true })
-	m, err := model.Build(u.Snapshot, nil, model.Options{})
+	matchGolden(t, u.Snapshot, "cluster")
+}
+
+// matchGolden builds the model of snap and compares it with the file
+// store's golden model of examples/; from names the snapshot's source in
+// the diff's header.
+func matchGolden(t *testing.T, snap *config.Snapshot, from string) {
+	t.Helper()
+	m, err := model.Build(snap, nil, model.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +54,6 @@ func TestExamplesModelMatchesGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(string(want), string(got)); d != "" {
-		t.Errorf("model from the cluster differs from the golden model of examples/ (-golden +cluster):\n%s", d)
+		t.Errorf("model from the %s differs from the golden model of examples/ (-golden +%s):\n%s", from, from, d)
 	}
 }

@@ -397,7 +397,7 @@ func httpOK(ctx context.Context, hc *http.Client, url, want string) error {
 func (c *Cluster) writeKubeconfig(host string) error {
 	k := c.pki
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["kubetest"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: k.caPEM}
+	kc.Clusters["kubetest"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: k.PEM}
 	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: k.adminCertPEM, ClientKeyData: k.adminKeyPEM}
 	kc.Contexts["kubetest"] = &clientcmdapi.Context{Cluster: "kubetest", AuthInfo: "admin"}
 	kc.CurrentContext = "kubetest"

@@ -5,13 +5,9 @@
 package testpki
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"math/big"
-	"net/url"
+	"crypto/x509/pkix"
 	"testing"
 	"time"
 )
@@ -22,38 +18,20 @@ import (
 // for. Versions and suites are the caller's to set.
 func MTLS(t testing.TB, ns, serverName string) (client, server *tls.Config) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
+	ca, err := NewCA(pkix.Name{CommonName: "testpki"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	leaf := func(serial int64, sa string) tls.Certificate {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pool.AddCert(ca.Cert)
+	leaf := func(sa string) tls.Certificate {
+		der, key, err := ca.Issue(SVID("cluster.local", ns, sa, serverName))
 		if err != nil {
 			t.Fatal(err)
 		}
-		u := &url.URL{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/" + ns + "/sa/" + sa}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			URIs: []*url.URL{u}, DNSNames: []string{serverName}, KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	}
-	client = &tls.Config{Certificates: []tls.Certificate{leaf(2, "client")}, RootCAs: pool, ServerName: serverName}
-	server = &tls.Config{Certificates: []tls.Certificate{leaf(3, "server")}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	client = &tls.Config{Certificates: []tls.Certificate{leaf("client")}, RootCAs: pool, ServerName: serverName}
+	server = &tls.Config{Certificates: []tls.Certificate{leaf("server")}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
 	return client, server
 }

@@ -1,18 +1,15 @@
 package benchlab
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/fibmesh/fibmesh/internal/testpki"
 )
 
 // certLifetime covers any run of a bench; the PKI is thrown away after.
@@ -47,47 +44,20 @@ type PKIFiles struct {
 // ca.pem, client.pem and server.pem (certificate then PKCS#8 key, mode
 // 0600).
 func WritePKI(dir string, s PKISpec) (PKIFiles, error) {
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return PKIFiles{}, err
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"fibmesh bench throwaway CA"}},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(certLifetime),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, err := testpki.NewCA(pkix.Name{Organization: []string{"fibmesh bench throwaway CA"}}, certLifetime)
 	if err != nil {
 		return PKIFiles{}, fmt.Errorf("bench CA: %w", err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return PKIFiles{}, err
-	}
 	f := PKIFiles{CA: filepath.Join(dir, "ca.pem"), ClientPEM: filepath.Join(dir, "client.pem"), ServerPEM: filepath.Join(dir, "server.pem")}
-	if err := os.WriteFile(f.CA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+	if err := os.WriteFile(f.CA, ca.PEM, 0o644); err != nil {
 		return PKIFiles{}, err
 	}
-	leaf := func(path string, serial int64, sa string, dns []string) error {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := func(path, sa string, dns ...string) error {
+		der, key, err := ca.Issue(testpki.SVID(s.TrustDomain, s.Namespace, sa, dns...))
 		if err != nil {
 			return err
 		}
-		id, err := url.Parse(SpiffeID(s.TrustDomain, s.Namespace, sa))
-		if err != nil {
-			return err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(certLifetime),
-			URIs: []*url.URL{id}, DNSNames: dns, KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			return fmt.Errorf("certificate for %s: %w", sa, err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(k)
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 		if err != nil {
 			return err
 		}
@@ -95,14 +65,14 @@ func WritePKI(dir string, s PKISpec) (PKIFiles, error) {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
 		return os.WriteFile(path, out, 0o600)
 	}
-	if err := leaf(f.ClientPEM, 2, s.ClientSA, nil); err != nil {
+	if err := leaf(f.ClientPEM, s.ClientSA); err != nil {
 		return PKIFiles{}, err
 	}
 	var dns []string
 	if s.ServerDNS != "" {
 		dns = []string{s.ServerDNS}
 	}
-	if err := leaf(f.ServerPEM, 3, s.ServerSA, dns); err != nil {
+	if err := leaf(f.ServerPEM, s.ServerSA, dns...); err != nil {
 		return PKIFiles{}, err
 	}
 	return f, nil

@@ -19,12 +19,14 @@
 package admission
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"runtime"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -50,12 +52,18 @@ type Options struct {
 	Snapshot func() *config.Snapshot
 	// MaxBodyBytes bounds a request's body; 0: DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxConcurrent bounds the reviews analyzed at once (each copies and
+	// analyzes the whole snapshot in force, so memory and CPU grow with
+	// it); more wait for a slot until their request ends. 0:
+	// runtime.GOMAXPROCS(0).
+	MaxConcurrent int
 }
 
 // Handler serves AdmissionReviews. It is safe for concurrent use.
 type Handler struct {
 	snapshot func() *config.Snapshot
 	maxBody  int64
+	slots    chan struct{}
 }
 
 // New returns a Handler.
@@ -67,6 +75,11 @@ func New(opts Options) (*Handler, error) {
 	if h.maxBody <= 0 {
 		h.maxBody = DefaultMaxBodyBytes
 	}
+	n := opts.MaxConcurrent
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	h.slots = make(chan struct{}, n)
 	return h, nil
 }
 
@@ -104,7 +117,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: h.Review(review.Request)}
+	// The API server gives up on the webhook at its timeoutSeconds and
+	// applies the failurePolicy; a review still waiting for a slot then is
+	// answered 503 (nobody reads it).
+	select {
+	case h.slots <- struct{}{}:
+	case <-r.Context().Done():
+		http.Error(w, fmt.Sprintf("%d reviews already in progress: gave up waiting for a slot (%v)", cap(h.slots), context.Cause(r.Context())), http.StatusServiceUnavailable)
+		return
+	}
+	resp := h.Review(review.Request)
+	<-h.slots
+	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
 	b, err := json.Marshal(out)
 	if err != nil {
 		http.Error(w, "encode AdmissionReview: "+err.Error(), http.StatusInternalServerError)

@@ -127,8 +127,36 @@ func TestIneffectiveMatches(t *testing.T) {
 			{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"db"}}}, Route: l4route},
 		},
 	})
+	// Matches of one rule: a later match that an earlier one of the
+	// same rule covers is never what routes a request (Istio: IST0131
+	// alone, the rule itself is used).
+	inRule := vs("shop", "cart", &v1alpha3.VirtualService{Hosts: []string{"cart"}, Http: []*v1alpha3.HTTPRoute{
+		{Name: "carts", Match: []*v1alpha3.HTTPMatchRequest{
+			{Uri: prefix("/cart")},
+			{Uri: prefix("/cart/items"), Method: exact("DELETE")},
+			{Uri: prefix("/checkout")},
+		}, Route: route},
+	}})
+	inRuleL4 := vs("shop", "pg", &v1alpha3.VirtualService{Hosts: []string{"pg"},
+		Tcp: []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{Port: 5432}, {Port: 5433}, {Port: 5432}}, Route: l4route}},
+	})
+	// The first match of a rule is covered by an earlier rule, its second
+	// by its first: the whole rule is unreachable.
+	chained := vs("shop", "chained", &v1alpha3.VirtualService{Hosts: []string{"cart"}, Http: []*v1alpha3.HTTPRoute{
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/cart")}}, Route: route},
+		{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/cart/v2")}, {Uri: exact("/cart/v2/list")}}, Route: route},
+	}})
 	runCases(t, ineffectiveMatches, []analyzerCase{
 		{name: "specific before general", snap: snap(good)},
+		{name: "overlap within a rule", snap: snap(inRule, inRuleL4), want: []Finding{
+			want(VirtualServiceIneffectiveMatch, inRule, `VirtualService rule #0 ("carts") match #1 is not used (duplicate/overlapping match #0 of the same rule catches every request it matches first): remove the match`),
+			want(VirtualServiceIneffectiveMatch, inRuleL4, "VirtualService tcp rule #0 match #2 is not used (duplicate/overlapping match #0 of the same rule catches every request it matches first): remove the match"),
+		}},
+		{name: "covered by an earlier rule and within", snap: snap(chained), want: []Finding{
+			want(VirtualServiceUnreachableRule, chained, "VirtualService rule #1 not used (all matches used by prior rules: rule #0 catches every request it matches): move it earlier, or remove it"),
+			want(VirtualServiceIneffectiveMatch, chained, "VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0): remove the match, or move the rule before rule #0"),
+			want(VirtualServiceIneffectiveMatch, chained, "VirtualService rule #1 match #1 is not used (duplicate/overlapping match in rule #0): remove the match, or move the rule before rule #0"),
+		}},
 		// Istio: "route without matches defined before", IST0130 only.
 		{name: "rule after catch-all", snap: snap(afterCatchAll), want: []Finding{
 			want(VirtualServiceUnreachableRule, afterCatchAll, `VirtualService rule #1 ("canary") not used (route without matches defined before: rule #0 has no match and catches everything first): move it before rule #0, or remove it`),
@@ -189,6 +217,11 @@ func TestPortProtocols(t *testing.T) {
 	dnsPort, udp, grpcWeb := port("dns", 53), port("stats", 8125), port("GRPC-Web-ui", 8443)
 	udp.Protocol = corev1.ProtocolUDP
 	declared := svc("default", "declared", nil, appProto, dnsPort, udp, grpcWeb, port("tcp", 5432), port("mysql-main", 3307))
+	// Kubernetes' standard appProtocol names and an ambient waypoint's
+	// tunnel port declare their protocol too.
+	h2c, wss, tunnel := port("api", 8080), port("live", 8443), port("mesh", 15008)
+	h2c.AppProtocol, wss.AppProtocol, tunnel.AppProtocol = ptr("kubernetes.io/h2c"), ptr("kubernetes.io/wss"), ptr("hbone")
+	kubeNamed := svc("ambient", "gateway", nil, h2c, wss, tunnel)
 	others := svc("default", "others", nil, badAppProto, port("", 80), port("postgres", 5432))
 	system := svc("kube-system", "dns", nil, port("metrics", 9153))
 	own := svc("fibmesh-system", "fibmesh-controller", nil, port("monitoring", 15014))
@@ -210,6 +243,7 @@ func TestPortProtocols(t *testing.T) {
 			want(PortNameIsNotUnderNamingConvention, unnamed, msg("web", 9080, "; L7 policy applies to it (AuthorizationPolicy default/get-only) and depends on that detection")),
 		}},
 		{name: "appProtocol, well-known port, UDP, grpc-web, tcp", snap: snap(declared)},
+		{name: "Kubernetes and HBONE appProtocols", snap: snap(kubeNamed)},
 		{name: "undeclared", snap: snap(others), want: []Finding{
 			want(PortNameIsNotUnderNamingConvention, others, msg("", 80, "")),
 			want(PortNameIsNotUnderNamingConvention, others, msg("http", 8081, "")),

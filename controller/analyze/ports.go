@@ -18,6 +18,12 @@ var istioProtocols = []string{
 	"tcp", "udp", "grpc", "grpc-web", "http", "http_proxy", "http2", "https", "tls", "mongo", "redis", "mysql",
 }
 
+// kubeAppProtocols are appProtocol values Istio knows besides its own
+// protocol names: Kubernetes' standard ones (HTTP/2 over cleartext,
+// WebSocket, WebSocket over TLS) and "hbone", which Istio's analyzer
+// does not report either (a waypoint's tunnel port).
+var kubeAppProtocols = []string{"kubernetes.io/h2c", "kubernetes.io/ws", "kubernetes.io/wss", "hbone"}
+
 // wellKnownPorts are taken as TCP when their port declares no protocol
 // (SMTP, DNS, MySQL, MongoDB), as in Istio.
 var wellKnownPorts = []int32{25, 53, 3306, 27017}
@@ -33,6 +39,11 @@ func declaresProtocol(p corev1.ServicePort) bool {
 	name := p.Name
 	if p.AppProtocol != nil {
 		name = *p.AppProtocol
+		// Kubernetes' own appProtocol names, and Istio's HBONE tunnel
+		// port (15008 of an ambient waypoint), declare a protocol too.
+		if slices.Contains(kubeAppProtocols, name) {
+			return true
+		}
 	}
 	name = strings.ToLower(name)
 	if !strings.HasPrefix(name, "grpc-web") {

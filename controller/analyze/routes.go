@@ -212,6 +212,7 @@ func ineffectiveMatches(ix *index) []Finding {
 			covers: func(i, j, k int) bool {
 				return slices.ContainsFunc(http[i].GetMatch(), func(a *v1alpha3.HTTPMatchRequest) bool { return matchCovers(a, http[j].GetMatch()[k]) })
 			},
+			within:     func(j, m, k int) bool { return matchCovers(http[j].GetMatch()[m], http[j].GetMatch()[k]) },
 			label:      func(j int) string { return ruleLabel(http, j) },
 			matchLabel: func(j, k int) string { return matchLabel(http[j].GetMatch()[k].GetName(), k) },
 		}, report)
@@ -223,6 +224,7 @@ func ineffectiveMatches(ix *index) []Finding {
 			covers: func(i, j, k int) bool {
 				return slices.ContainsFunc(tcp[i].GetMatch(), func(a *v1alpha3.L4MatchAttributes) bool { return proto.Equal(a, tcp[j].GetMatch()[k]) })
 			},
+			within:     func(j, m, k int) bool { return proto.Equal(tcp[j].GetMatch()[m], tcp[j].GetMatch()[k]) },
 			label:      func(j int) string { return fmt.Sprintf("#%d", j) },
 			matchLabel: func(_, k int) string { return fmt.Sprintf("#%d", k) },
 		}, report)
@@ -234,6 +236,7 @@ func ineffectiveMatches(ix *index) []Finding {
 			covers: func(i, j, k int) bool {
 				return slices.ContainsFunc(tls[i].GetMatch(), func(a *v1alpha3.TLSMatchAttributes) bool { return proto.Equal(a, tls[j].GetMatch()[k]) })
 			},
+			within:     func(j, m, k int) bool { return proto.Equal(tls[j].GetMatch()[m], tls[j].GetMatch()[k]) },
 			label:      func(j int) string { return fmt.Sprintf("#%d", j) },
 			matchLabel: func(_, k int) string { return fmt.Sprintf("#%d", k) },
 		}, report)
@@ -245,10 +248,13 @@ func ineffectiveMatches(ix *index) []Finding {
 // unreachable: covers(i, j, k) says whether a match of rule i catches
 // every request (connection) that match k of rule j catches.
 type ruleSet struct {
-	kind       string // "", "tcp " or "tls ", for messages
-	n          int
-	matches    func(j int) int
-	covers     func(i, j, k int) bool
+	kind    string // "", "tcp " or "tls ", for messages
+	n       int
+	matches func(j int) int
+	covers  func(i, j, k int) bool
+	// within(j, m, k) says whether match m of rule j catches every
+	// request that match k of the same rule catches (m < k).
+	within     func(j, m, k int) bool
 	label      func(j int) string
 	matchLabel func(j, k int) string
 }
@@ -282,6 +288,19 @@ func unreachable(rs ruleSet, report func(Code, string, ...any)) {
 				}
 			}
 			if i == j {
+				// Not covered by an earlier rule: an earlier match of
+				// the same rule may still catch everything it does
+				// (Istio reports such a match too).
+				m := 0
+				for m < k && !rs.within(j, m, k) {
+					m++
+				}
+				if m < k {
+					report(VirtualServiceIneffectiveMatch,
+						"VirtualService %srule %s match %s is not used (duplicate/overlapping match %s of the same rule catches every request it matches first): remove the match",
+						rs.kind, rs.label(j), rs.matchLabel(j, k), rs.matchLabel(j, m))
+					continue
+				}
 				all = false
 				continue
 			}

@@ -125,6 +125,9 @@ var analyzers = []func(*index) []Finding{
 	l4RoutesNotApplied,
 	strictOutsideMesh,
 	consistentHashes,
+	serviceEntryAddresses,
+	missingRoutes,
+	deprecatedFields,
 }
 
 func sortFindings(fs []Finding) []Finding {

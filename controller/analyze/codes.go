@@ -14,6 +14,9 @@ type Code struct {
 // The codes Analyze and FromDecodeErrors emit. docs/analyze.md documents
 // each with an example and its fix; a test keeps the two in step.
 var (
+	// Deprecated: a VirtualService sets a field Istio has deprecated
+	// (fault.delay.percent). Istio: deprecation/deprecation.go.
+	Deprecated = Code{"IST0002", "Deprecated", Warning}
 	// ReferencedResourceNotFound: a VirtualService routes (or mirrors)
 	// to a host that no Service or ServiceEntry visible to its namespace
 	// defines (exportTo), to a port the host does not have, or to a
@@ -24,7 +27,7 @@ var (
 	ReferencedResourceNotFound = Code{"IST0101", "ReferencedResourceNotFound", Error}
 	// SchemaValidationError: a document could not be decoded, or breaks
 	// a rule of Istio's schema validation (an HTTP, TCP or TLS route
-	// whose destinations' weights add up to 0).
+	// whose destinations' weights add up to 0; a rule without route).
 	SchemaValidationError = Code{"IST0106", "SchemaValidationError", Error}
 	// ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound
 	// to the mesh gateway define the same host for the same namespaces
@@ -53,6 +56,10 @@ var (
 	// a match of an earlier rule. Reported for each such match, also
 	// when the rule is unreachable (with IST0130), as Istio does.
 	VirtualServiceIneffectiveMatch = Code{"IST0131", "VirtualServiceIneffectiveMatch", Info}
+	// ServiceEntryAddressesRequired: a port of a ServiceEntry without
+	// addresses has protocol TCP or none. Istio:
+	// serviceentry/protocoladdresses.go.
+	ServiceEntryAddressesRequired = Code{"IST0134", "ServiceEntryAddressesRequired", Warning}
 	// ExternalNameServiceTypeInvalidPortName: a port of an ExternalName
 	// Service declares no protocol, or is named "tcp". Istio:
 	// service/portname.go.
@@ -104,6 +111,7 @@ var (
 
 // Codes lists every code, in ID order.
 var Codes = []Code{
+	Deprecated,
 	ReferencedResourceNotFound,
 	SchemaValidationError,
 	ConflictingMeshGatewayVirtualServiceHosts,
@@ -112,6 +120,7 @@ var Codes = []Code{
 	NoMatchingWorkloadsFound,
 	VirtualServiceUnreachableRule,
 	VirtualServiceIneffectiveMatch,
+	ServiceEntryAddressesRequired,
 	ExternalNameServiceTypeInvalidPortName,
 	DestinationRuleSubsetNotSelectPods,
 	UnknownDestinationRuleHost,

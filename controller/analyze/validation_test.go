@@ -1,0 +1,78 @@
+package analyze
+
+import (
+	"testing"
+
+	"istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+)
+
+func TestMissingRoutes(t *testing.T) {
+	to := []*v1alpha3.HTTPRouteDestination{dest("orders", "", 0)}
+	l4to := []*v1alpha3.RouteDestination{{Destination: &v1alpha3.Destination{Host: "orders"}}}
+	complete := vs("shop", "complete", &v1alpha3.VirtualService{Hosts: []string{"orders"},
+		Http: []*v1alpha3.HTTPRoute{
+			{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/old")}}, Redirect: &v1alpha3.HTTPRedirect{Uri: "/new"}},
+			{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/gone")}}, DirectResponse: &v1alpha3.HTTPDirectResponse{Status: 410}},
+			{Route: to},
+		},
+		Tcp: []*v1alpha3.TCPRoute{{Route: l4to}},
+		Tls: []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"orders"}}}, Route: l4to}},
+	})
+	// A rule that only injects a fault, and L4 rules that only match:
+	// Istio's validation rejects each.
+	nowhere := vs("shop", "nowhere", &v1alpha3.VirtualService{Hosts: []string{"orders"},
+		Http: []*v1alpha3.HTTPRoute{{Fault: &v1alpha3.HTTPFaultInjection{Abort: &v1alpha3.HTTPFaultInjection_Abort{
+			ErrorType: &v1alpha3.HTTPFaultInjection_Abort_HttpStatus{HttpStatus: 503}}}}},
+		Tcp: []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{Port: 5432}}}},
+		Tls: []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"orders"}}}}},
+	})
+	runCases(t, missingRoutes, []analyzerCase{
+		{name: "route, redirect or direct response", snap: snap(complete)},
+		{name: "no route", snap: snap(nowhere), want: []Finding{
+			want(SchemaValidationError, nowhere, "Schema validation error: spec.http[0]: HTTP route, redirect or direct response is required: add a route with a destination, or remove the rule"),
+			want(SchemaValidationError, nowhere, "Schema validation error: spec.tcp[0]: TCP route is required: add a route with a destination, or remove the rule"),
+			want(SchemaValidationError, nowhere, "Schema validation error: spec.tls[0]: TLS route is required: add a route with a destination, or remove the rule"),
+		}},
+	})
+}
+
+func TestDeprecatedFields(t *testing.T) {
+	delay := func(name string, d *v1alpha3.HTTPFaultInjection_Delay) *v1alpha3.HTTPRoute {
+		return &v1alpha3.HTTPRoute{Name: name, Fault: &v1alpha3.HTTPFaultInjection{Delay: d}, Route: []*v1alpha3.HTTPRouteDestination{dest("orders", "", 0)}}
+	}
+	slow := vs("shop", "slow", &v1alpha3.VirtualService{Hosts: []string{"orders"}, Http: []*v1alpha3.HTTPRoute{
+		delay("current", &v1alpha3.HTTPFaultInjection_Delay{Percentage: &v1alpha3.Percent{Value: 5}}),
+		delay("old", &v1alpha3.HTTPFaultInjection_Delay{Percent: 30}),
+	}})
+	runCases(t, deprecatedFields, []analyzerCase{
+		{name: "percent", snap: snap(slow), want: []Finding{
+			want(Deprecated, slow, "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage (spec.http[1].fault.delay.percent: write percentage: {value: 30})"),
+		}},
+	})
+}
+
+func TestServiceEntryAddresses(t *testing.T) {
+	p := func(n uint32, name, proto string) *v1alpha3.ServicePort {
+		return &v1alpha3.ServicePort{Number: n, Name: name, Protocol: proto}
+	}
+	addressed := se("shop", "ledger", &v1alpha3.ServiceEntry{Hosts: []string{"ledger.example.net"}, Addresses: []string{"240.0.0.7"},
+		Ports: []*v1alpha3.ServicePort{p(7000, "tcp-ledger", "TCP")}})
+	named := se("shop", "payments", &v1alpha3.ServiceEntry{Hosts: []string{"pay.example.net"},
+		Ports: []*v1alpha3.ServicePort{p(443, "https", "HTTPS"), p(80, "http", "http"), p(9443, "tls", "TLS")}})
+	allocated := se("shop", "queue", &v1alpha3.ServiceEntry{Hosts: []string{"queue.example.net"}, Ports: []*v1alpha3.ServicePort{p(5672, "amqp", "TCP")}})
+	allocated.Object.(*networkingv1.ServiceEntry).Status.Addresses = []*v1alpha3.ServiceEntryAddress{{Value: "240.240.0.9"}}
+	bare := se("shop", "legacy", &v1alpha3.ServiceEntry{Hosts: []string{"legacy.example.net"},
+		Ports: []*v1alpha3.ServicePort{p(2222, "ssh", "tcp"), p(8080, "web", ""), p(443, "https", "HTTPS")}})
+	runCases(t, serviceEntryAddresses, []analyzerCase{
+		{name: "addresses, named protocols", snap: snap(addressed, named)},
+		// Unlike Istio: fibmesh serves spec.addresses only.
+		{name: "allocated by Istio", snap: snap(allocated), want: []Finding{
+			want(ServiceEntryAddressesRequired, allocated, "ServiceEntry addresses are required for this protocol (spec.ports[0]: port 5672 has protocol TCP and spec.addresses is empty; status.addresses, which an Istio control plane allocated, are not used by fibmesh): a TCP connection names no host, so it is told apart only by its destination address; set spec.addresses, or declare the port's protocol (HTTP, HTTPS, TLS) if it carries one"),
+		}},
+		{name: "TCP or no protocol, no address", snap: snap(bare), want: []Finding{
+			want(ServiceEntryAddressesRequired, bare, "ServiceEntry addresses are required for this protocol (spec.ports[0]: port 2222 has protocol tcp and spec.addresses is empty): a TCP connection names no host, so it is told apart only by its destination address; set spec.addresses, or declare the port's protocol (HTTP, HTTPS, TLS) if it carries one"),
+			want(ServiceEntryAddressesRequired, bare, "ServiceEntry addresses are required for this protocol (spec.ports[1]: port 8080 has no protocol and spec.addresses is empty): a TCP connection names no host, so it is told apart only by its destination address; set spec.addresses, or declare the port's protocol (HTTP, HTTPS, TLS) if it carries one"),
+		}},
+	})
+}

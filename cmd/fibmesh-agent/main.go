@@ -115,7 +115,8 @@ func main() {
 	}
 	var cfg agent.Config
 	fs.StringVar(&cfg.Node, "node", "", "this node's name: the xDS node id and its flow table (required)")
-	fs.StringVar(&cfg.NIC, "nic", "eth0", "the node's fabric interface")
+	fs.StringVar(&cfg.NIC, "nic", auto, "the node's fabric interface; auto: the one holding --node-ip, or without it the one of the IPv4 default route")
+	nodeIP := fs.String("node-ip", "", "this node's IP (its InternalIP; in a DaemonSet, status.hostIP): --nic=auto picks the interface holding it")
 	fs.StringVar(&cfg.Controller, "controller", "", "the controller's xDS and CA address over TLS, HOST:PORT (port 15012; required)")
 	fs.StringVar(&cfg.ControllerCA, "controller-ca", "", "PEM file of the root(s) the controller's certificate must chain to (required)")
 	fs.StringVar(&cfg.ControllerServerName, "controller-server-name", "", "name the controller's certificate must carry (default: the host of --controller)")
@@ -128,7 +129,7 @@ func main() {
 	fs.DurationVar(&cfg.ReconnectCap, "reconnect-max", agent.DefaultReconnectCap, "longest wait between attempts to reach the controller (exponential backoff from 100ms, full jitter)")
 	fs.DurationVar(&cfg.EnrolTimeout, "enrol-timeout", 30*time.Second, "how long an enrolment waits for the pod to appear in the node's flow table and get its SVID")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh's SPIFFE trust domain (the controller's --trust-domain): tunnel peers with an identity from another are refused")
-	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); empty answers them REFUSED")
+	fs.StringVar(&cfg.DNSUpstream, "dns-upstream", "", "HOST:PORT where the pods' DNS proxy forwards names that are not the mesh's (in a cluster: the cluster DNS); auto: the first nameserver of /etc/resolv.conf, port 53 (the cluster DNS in a hostNetwork pod with dnsPolicy ClusterFirstWithHostNet); empty answers them REFUSED")
 	cfg.NICKTLSOffload = agent.NICTLSAuto
 	fs.Var(&cfg.NICKTLSOffload, agent.NICTLSFlag, "`auto|on|off`: whether this node's NIC offloads kTLS record crypto, reported to the controller (FDS marks the routes to this node): auto, from the NIC profile and its tls-hw-tx-offload/tls-hw-rx-offload features (fibctl nic); on forces it, off denies it. Where both ends' NICs offload, the client offers TLS 1.2 AES-128-GCM alone (mainline device offload's one suite), elsewhere TLS 1.3. Forcing it changes the suite only: on a NIC that cannot (veth) the kernel still does the crypto in software kTLS (docs/ktls.md)")
 	fs.StringVar(&cfg.ClusterID, "cluster-id", agent.DefaultClusterID, "the cluster this node is in: source_cluster/destination_cluster of Istio's metrics (Istio's default cluster ID)")
@@ -186,6 +187,27 @@ func main() {
 			fmt.Fprintf(os.Stderr, "fibmesh-agent: %s is required (see --help)\n", f.name)
 			os.Exit(2)
 		}
+	}
+	var ip netip.Addr
+	if *nodeIP != "" {
+		if ip, err = netip.ParseAddr(*nodeIP); err != nil {
+			fmt.Fprintf(os.Stderr, "fibmesh-agent: --node-ip %q: want an IP address like 10.0.0.5\n", *nodeIP)
+			os.Exit(2)
+		}
+	}
+	if cfg.NIC == auto {
+		if cfg.NIC, err = autoNIC(ip); err != nil {
+			fmt.Fprintf(os.Stderr, "fibmesh-agent: --nic=auto: %v\n", err)
+			os.Exit(2)
+		}
+		log.Info("fabric interface found", "nic", cfg.NIC, "node_ip", *nodeIP)
+	}
+	if cfg.DNSUpstream == auto {
+		if cfg.DNSUpstream, err = autoDNS("/etc/resolv.conf"); err != nil {
+			fmt.Fprintf(os.Stderr, "fibmesh-agent: %v\n", err)
+			os.Exit(2)
+		}
+		log.Info("DNS upstream found", "dns_upstream", cfg.DNSUpstream)
 	}
 	cfg.Punt, cfg.MaxFlows, cfg.Log = punts, uint32(*maxFlows), log
 	if err := run(log, cfg); err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/fibmesh/fibmesh/controller/analyze"
 	"github.com/fibmesh/fibmesh/controller/config"
@@ -18,42 +19,53 @@ const (
 	analyzeUnusable = 2 // bad flags, or input that cannot be read at all
 )
 
-const analyzeUsage = `Usage: fibctl analyze -f DIR [-o table|json|yaml]
+const analyzeUsage = `Usage: fibctl analyze -f PATH [-f PATH ...] [-o table|json|yaml]
 
-Checks the manifests in DIR (multi-document YAML files: Istio
-VirtualService, DestinationRule, ServiceEntry, PeerAuthentication,
-AuthorizationPolicy and Kubernetes Service, EndpointSlice, Pod, Namespace,
-Node, ServiceAccount) the way the fibmesh controller reads them, and
-reports findings with stable codes: IST codes mean what istioctl analyze
-means by them, FM codes are fibmesh's own. docs/analyze.md explains each
-code and how to fix it.
+Checks manifests (multi-document YAML files: Istio VirtualService,
+DestinationRule, ServiceEntry, PeerAuthentication, AuthorizationPolicy
+and Kubernetes Service, EndpointSlice, Pod, Namespace, Node,
+ServiceAccount) the way the fibmesh controller reads them, and reports
+findings with stable codes: IST codes mean what istioctl analyze means by
+them, FM codes are fibmesh's own. Objects of other kinds are listed as
+skipped (FM0005). docs/analyze.md explains each code and how to fix it.
+
+Everything given is analyzed together, as one cluster: a reference to an
+object in none of the paths is reported as not found.
 
 Flags:
-  -f, --filename DIR   directory to analyze (required)
+  -f, --filename PATH  a directory (its .yaml, .yml and .json files, recursively)
+                       or a file; repeat to analyze several together (required)
   -o, --output FORMAT  table (default), json or yaml
 
 Exit status:
   0  no Error findings (Warnings and Infos may be printed)
   1  at least one Error finding, including documents that do not decode
-  2  unusable input (unreadable path, nothing that is YAML) or bad flags
+  2  unusable input (unreadable path, a directory with no YAML file) or bad flags
 `
 
 // analyzeCommand runs `fibctl analyze` with args (the arguments after
 // "analyze"), writing findings to stdout and problems to stderr, and
 // returns the exit status.
 func analyzeCommand(args []string, stdout, stderr io.Writer) int {
-	return runAnalyze(args, stdout, stderr, config.LoadDir)
+	return runAnalyze(args, stdout, stderr, analyze.LoadPath)
 }
 
-// runAnalyze is analyzeCommand with the directory loader as a parameter,
-// for tests.
+// paths is a flag that may be given several times.
+type paths []string
+
+func (p *paths) String() string     { return strings.Join(*p, ",") }
+func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
+
+// runAnalyze is analyzeCommand with the loader of one path as a
+// parameter, for tests.
 func runAnalyze(args []string, stdout, stderr io.Writer, load func(string) (*config.Snapshot, error)) int {
 	fl := flag.NewFlagSet("analyze", flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	fl.Usage = func() {}
-	var dir, formatName string
-	fl.StringVar(&dir, "f", "", "")
-	fl.StringVar(&dir, "filename", "", "")
+	var in paths
+	var formatName string
+	fl.Var(&in, "f", "")
+	fl.Var(&in, "filename", "")
 	fl.StringVar(&formatName, "o", string(output.Table), "")
 	fl.StringVar(&formatName, "output", string(output.Table), "")
 	if err := fl.Parse(args); err != nil {
@@ -67,13 +79,13 @@ func runAnalyze(args []string, stdout, stderr io.Writer, load func(string) (*con
 	switch {
 	case fl.NArg() > 0:
 		return analyzeBadUsage(stderr, fmt.Sprintf("unexpected argument %q", fl.Arg(0)))
-	case dir == "":
-		return analyzeBadUsage(stderr, "-f DIR is required")
+	case len(in) == 0:
+		return analyzeBadUsage(stderr, "-f PATH is required")
 	case ferr != nil:
 		return analyzeBadUsage(stderr, fmt.Sprintf("unknown output format %q (want table, json or yaml)", formatName))
 	}
 
-	findings, err := analyze.Loaded(load(dir))
+	findings, err := analyze.Loaded(analyze.LoadPaths(in, load))
 	if err != nil {
 		fmt.Fprintf(stderr, "fibctl analyze: %v\n", err)
 		return analyzeUnusable

@@ -73,14 +73,14 @@ func TestAnalyzeExitCodes(t *testing.T) {
 		code        int
 		out, errOut string // substrings
 	}{
-		{"help", []string{"--help"}, good, 0, "Usage: fibctl analyze -f DIR", ""},
+		{"help", []string{"--help"}, good, 0, "Usage: fibctl analyze -f PATH", ""},
 		{"clean", []string{"-f", "d"}, good, 0, "No findings.", ""},
 		{"clean long flags", []string{"--filename", "d", "--output", "json"}, good, 0, "[]", ""},
 		{"error finding", []string{"-f", "d", "-o", "yaml"}, badWeights, 1, "code: IST0106", ""},
 		{"decode error", []string{"-f", "d"}, decodeErr, 1, "IST0106", ""},
 		{"unusable", []string{"-f", "/nope"}, unusable, 2, "", "open /nope"},
 		{"unexpected error", []string{"-f", "d"}, other, 2, "", "boom"},
-		{"missing -f", nil, good, 2, "", "-f DIR is required"},
+		{"missing -f", nil, good, 2, "", "-f PATH is required"},
 		{"bad format", []string{"-f", "d", "-o", "xml"}, good, 2, "", `unknown output format "xml"`},
 		{"bad flag", []string{"-x"}, good, 2, "", "flag provided but not defined: -x"},
 		{"extra argument", []string{"-f", "d", "more"}, good, 2, "", `unexpected argument "more"`},
@@ -132,6 +132,39 @@ spec:
 		t.Run(tc.name, func(t *testing.T) {
 			if code, stdout, stderr := fibctlMain("analyze", "-f", tc.dir); code != tc.code {
 				t.Errorf("fibctl analyze -f %s = %d, want %d\nstdout: %s\nstderr: %s", tc.dir, code, tc.code, stdout, stderr)
+			}
+		})
+	}
+}
+
+// TestAnalyzeFiles: -f takes files as well as directories, and may be
+// repeated; everything given is analyzed together.
+func TestAnalyzeFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	svc, route := write("svc.yaml", reviewsService), write("route.yaml", reviewsRoute)
+	garbage := write("garbage.yaml", "\x00\x01")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		out  string
+	}{
+		{"one file", []string{"-f", svc}, 0, "No findings."},
+		{"route without its service", []string{"-f", route}, 1, "IST0101"},
+		{"two files together", []string{"-f", svc, "--filename", route}, 0, "No findings."},
+		{"unparsable file", []string{"-f", garbage}, 1, garbage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := fibctlMain(append([]string{"analyze"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(stdout, tc.out) {
+				t.Errorf("fibctl analyze %q = %d\nstdout: %s\nstderr: %s\nwant %d, stdout containing %q", tc.args, code, stdout, stderr, tc.code, tc.out)
 			}
 		})
 	}

@@ -2,7 +2,9 @@ package analyze
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
 
 	"github.com/fibmesh/fibmesh/controller/config"
 )
@@ -59,4 +61,63 @@ func unreadable(err error) bool {
 // controller reads them: Loaded(config.LoadDir(dir)).
 func Dir(dir string) ([]Finding, error) {
 	return Loaded(config.LoadDir(dir))
+}
+
+// LoadPath reads path as `istioctl analyze -f` does: a directory with
+// config.LoadDir, anything else as one file of YAML (or JSON) documents
+// with config.DecodeFile, whatever its name. An unreadable path is an
+// error wrapping config.ErrUnusable; a file that holds no YAML at all
+// yields its *config.DecodeError, which Loaded reports as IST0106.
+func LoadPath(path string) (*config.Snapshot, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", config.ErrUnusable, err)
+	}
+	if st.IsDir() {
+		return config.LoadDir(path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", config.ErrUnusable, err)
+	}
+	res, skipped, err := config.DecodeFile(path, b)
+	return &config.Snapshot{Resources: res, Skipped: skipped}, err
+}
+
+// LoadPaths reads each path with load (LoadPath, or a stand-in in tests)
+// and joins what they hold into one snapshot. As within one directory,
+// an object defined twice (same group, kind, namespace and name, in any
+// version) is a *config.DecodeError naming both sources, and the first,
+// in the order of paths and documents, is kept. The error joins every
+// path's error; the snapshot is nil only when a path could not be read
+// at all.
+func LoadPaths(paths []string, load func(string) (*config.Snapshot, error)) (*config.Snapshot, error) {
+	snap := &config.Snapshot{}
+	var errs []error
+	for _, p := range paths {
+		s, err := load(p)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if s == nil {
+			return nil, errors.Join(errs...)
+		}
+		snap.Resources = append(snap.Resources, s.Resources...)
+		snap.Skipped = append(snap.Skipped, s.Skipped...)
+	}
+	type identity struct{ group, kind, namespace, name string }
+	first := map[identity]config.Resource{}
+	kept := snap.Resources[:0]
+	for _, r := range snap.Resources {
+		id := identity{r.GVK.Group, r.GVK.Kind, r.Namespace, r.Name}
+		if a, ok := first[id]; ok {
+			errs = append(errs, &config.DecodeError{Source: r.Source, Kind: r.GVK.Kind, Namespace: r.Namespace, Name: r.Name,
+				Err: fmt.Errorf("duplicate %s: already defined in %s", r.Key(), a.Source)})
+			continue
+		}
+		first[id] = r
+		kept = append(kept, r)
+	}
+	snap.Resources = kept
+	return snap, errors.Join(errs...)
 }

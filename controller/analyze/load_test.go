@@ -101,3 +101,62 @@ func TestDirOnlyFileBroken(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadPaths: files and directories are analyzed together, as
+// `istioctl analyze -f a.yaml -f dir/` does; a file fibctl cannot parse
+// is an IST0106 finding naming it; a kind fibmesh does not read is
+// listed (FM0005), never dropped; an object in two paths is reported.
+func TestLoadPaths(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const orders = "apiVersion: v1\nkind: Service\nmetadata: {name: orders, namespace: shop}\nspec:\n  ports: [{name: http, port: 8080}]\n"
+	const route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: orders, namespace: shop}\n" +
+		"spec:\n  hosts: [orders]\n  http:\n  - route: [{destination: {host: orders}}]\n"
+	const job = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly, namespace: shop}\nspec: {schedule: '@daily'}\n"
+	svcFile := write("svc.manifest", orders) // any name, when given explicitly
+	routeDir := filepath.Dir(write("routes/vs.yaml", route))
+	jobFile := write("job.yaml", job)
+	broken := write("broken.yaml", "kind: Service\nmetadata: {name: [\n")
+	again := write("again.yml", orders)
+	for _, tc := range []struct {
+		name      string
+		paths     []string
+		wantCodes []string
+		wantIn    string // substring of the first finding's message
+	}{
+		{name: "file and directory together", paths: []string{svcFile, routeDir}},
+		{name: "file alone: the route's host is missing", paths: []string{routeDir}, wantCodes: []string{"IST0101"}, wantIn: `"orders"`},
+		{name: "unknown kind is listed", paths: []string{jobFile}, wantCodes: []string{"FM0005"}, wantIn: "batch/v1 CronJob shop/nightly"},
+		{name: "broken file", paths: []string{broken}, wantCodes: []string{"IST0106"}, wantIn: broken},
+		{name: "object in two paths", paths: []string{svcFile, again, routeDir}, wantCodes: []string{"IST0106"}, wantIn: "already defined in " + svcFile},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, err := Loaded(LoadPaths(tc.paths, LoadPath))
+			if err != nil {
+				t.Fatalf("LoadPaths(%q) = %v", tc.paths, err)
+			}
+			var codes []string
+			for _, f := range fs {
+				codes = append(codes, f.Code)
+			}
+			if d := cmp.Diff(tc.wantCodes, codes); d != "" {
+				t.Fatalf("finding codes (-want +got):\n%s\n%v", d, fs)
+			}
+			if len(fs) > 0 && !strings.Contains(fs[0].Message, tc.wantIn) {
+				t.Errorf("finding %v, want its message to contain %q", fs[0], tc.wantIn)
+			}
+		})
+	}
+	if _, err := Loaded(LoadPaths([]string{svcFile, filepath.Join(dir, "missing.yaml")}, LoadPath)); !errors.Is(err, config.ErrUnusable) {
+		t.Errorf("a missing path: error %v, want ErrUnusable", err)
+	}
+}

@@ -6,7 +6,8 @@ package analyze
 // directResponse or delegate ("HTTP route, redirect or direct response
 // is required"), a tcp rule without route ("TCP route is required"), a
 // tls rule without route ("TLS route is required"). fibmesh would
-// otherwise drop such a rule without a word.
+// otherwise take such a rule, which sends traffic to no destination,
+// without a word.
 func missingRoutes(ix *index) []Finding {
 	var fs []Finding
 	for _, vs := range ix.vss {

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -251,12 +252,29 @@ func hostMatches(pattern, host string) bool {
 	return false
 }
 
-// knownHost reports whether host (an FQDN) is a Service or ServiceEntry host.
-func (ix *index) knownHost(host string) bool {
-	if _, ok := ix.byHost[host]; ok {
-		return true
+// definedBy names the Service or ServiceEntry that has host (an FQDN),
+// for messages: "Service ns/name", or "ServiceEntry ns/name (host
+// \"*.example.com\")" when only a wildcard entry covers it (the most
+// specific); "" if none does.
+func (ix *index) definedBy(host string) string {
+	if svc, ok := ix.byHost[host]; ok {
+		return "Service " + svc.Namespace + "/" + svc.Name
 	}
-	return slices.ContainsFunc(ix.seHosts, func(p string) bool { return hostMatches(p, host) })
+	for _, se := range ix.ses {
+		if slices.Contains(se.Obj.Spec.GetHosts(), host) {
+			return "ServiceEntry " + se.Namespace + "/" + se.Name
+		}
+	}
+	// The most specific wildcard: "*.example.org" before "*".
+	best, bestHost := "", ""
+	for _, se := range ix.ses {
+		for _, h := range se.Obj.Spec.GetHosts() {
+			if hostMatches(h, host) && len(h) > len(bestHost) {
+				best, bestHost = fmt.Sprintf("ServiceEntry %s/%s (host %q)", se.Namespace, se.Name, h), h
+			}
+		}
+	}
+	return best
 }
 
 // subsets returns the names of the subsets DestinationRules define for host.

@@ -50,6 +50,9 @@ func TestRouteDestinationsVisibility(t *testing.T) {
 	toProd := withExportTo(svc("other", "ratings", nil, port("http", 9080)), "prod")
 	extLocal := withExportTo(se("prod", "api", &v1alpha3.ServiceEntry{Hosts: []string{"api.example.com"}}), ".")
 	wild := withExportTo(se("prod", "wild", &v1alpha3.ServiceEntry{Hosts: []string{"*.example.org"}}), ".")
+	// A local catch-all in a namespace sorted first: the exact entry is
+	// the one named.
+	catchAll := withExportTo(se("aaa", "all", &v1alpha3.ServiceEntry{Hosts: []string{"*"}}), ".")
 	fromDev := route("dev", "r", "ratings.prod.svc.cluster.local")
 	fromProd := route("prod", "r", "ratings")
 	extFromDev := route("dev", "ext", "api.example.com")
@@ -60,17 +63,19 @@ func TestRouteDestinationsVisibility(t *testing.T) {
 	// A VirtualService exported to "*" looks up hosts exported to all,
 	// not those exported to its own namespace only, as in Istio.
 	exported := withExportTo(route("prod", "exported", "ratings"), "*")
-	notExported := func(r config.Resource, host, fq, ns string) Finding {
-		return want(ReferencedResourceNotFound, r, `Referenced host not found: "`+host+`" (spec.http[0].route[0].destination.host); the Service or ServiceEntry for `+fq+` is not exported to namespace `+ns+` (exportTo, or the networking.istio.io/exportTo annotation): export it there, or fix the VirtualService's exportTo`)
+	notExported := func(r config.Resource, host, fq, ns, by string) Finding {
+		return want(ReferencedResourceNotFound, r, `Referenced host not found: "`+host+`" (spec.http[0].route[0].destination.host); `+by+` has `+fq+` but is not exported to namespace `+ns+` (exportTo, or the networking.istio.io/exportTo annotation): export it there, or fix the host or the VirtualService's exportTo`)
 	}
 	runCases(t, routeDestinations, []analyzerCase{
 		{name: "visible", snap: snap(local, toProd, extLocal, wild, fromProd, wildFromProd, toProdFromProd)},
-		{name: "not visible", snap: snap(local, toProd, extLocal, wild, fromDev, extFromDev, wildFromDev, toProdFromDev, exported), want: []Finding{
-			notExported(extFromDev, "api.example.com", "api.example.com", "dev"),
-			notExported(toProdFromDev, "ratings.other.svc.cluster.local", "ratings.other.svc.cluster.local", "dev"),
-			notExported(fromDev, "ratings.prod.svc.cluster.local", "ratings.prod.svc.cluster.local", "dev"),
-			notExported(wildFromDev, "a.example.org", "a.example.org", "dev"),
-			notExported(exported, "ratings", "ratings.prod.svc.cluster.local", "prod"),
+		{name: "not visible", snap: snap(catchAll, local, toProd, extLocal, wild, fromDev, extFromDev, wildFromDev, toProdFromDev, exported), want: []Finding{
+			notExported(extFromDev, "api.example.com", "api.example.com", "dev", "ServiceEntry prod/api"),
+			notExported(toProdFromDev, "ratings.other.svc.cluster.local", "ratings.other.svc.cluster.local", "dev", "Service other/ratings"),
+			notExported(fromDev, "ratings.prod.svc.cluster.local", "ratings.prod.svc.cluster.local", "dev", "Service prod/ratings"),
+			// The host is only covered by a wildcard entry: the message
+			// names it, so a typo in the host is not taken for exportTo.
+			notExported(wildFromDev, "a.example.org", "a.example.org", "dev", `ServiceEntry prod/wild (host "*.example.org")`),
+			notExported(exported, "ratings", "ratings.prod.svc.cluster.local", "prod", "Service prod/ratings"),
 		}},
 	})
 }

@@ -112,8 +112,8 @@ func routeDestinations(ix *index) []Finding {
 			host := fqdn(d.GetHost(), vs.Namespace)
 			if reg, ok := ix.lookup(vs.Namespace, vs.Obj.Spec.GetExportTo(), d.GetHost()); !ok {
 				why := fmt.Sprintf("no Service or ServiceEntry has host %s: fix the host or add the Service", host)
-				if ix.knownHost(host) {
-					why = fmt.Sprintf("the Service or ServiceEntry for %s is not exported to namespace %s (exportTo, or the %s annotation): export it there, or fix the VirtualService's exportTo", host, vs.Namespace, exportToAnnotation)
+				if by := ix.definedBy(host); by != "" {
+					why = fmt.Sprintf("%s has %s but is not exported to namespace %s (exportTo, or the %s annotation): export it there, or fix the host or the VirtualService's exportTo", by, host, vs.Namespace, exportToAnnotation)
 				}
 				fs = append(fs, finding(ReferencedResourceNotFound, vs.Resource, "Referenced %s not found: %q (%s.host); %s", kind, d.GetHost(), ad.path, why))
 			} else if d.GetPort() == nil && len(reg.ports) > 1 {

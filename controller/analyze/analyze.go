@@ -128,6 +128,7 @@ var analyzers = []func(*index) []Finding{
 	serviceEntryAddresses,
 	missingRoutes,
 	deprecatedFields,
+	jwtClaimMatches,
 }
 
 func sortFindings(fs []Finding) []Finding {

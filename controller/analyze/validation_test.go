@@ -76,3 +76,23 @@ func TestServiceEntryAddresses(t *testing.T) {
 		}},
 	})
 }
+
+func TestJWTClaimMatches(t *testing.T) {
+	route := []*v1alpha3.HTTPRouteDestination{dest("orders", "", 0)}
+	claims := vs("shop", "claims", &v1alpha3.VirtualService{Hosts: []string{"orders"}, Http: []*v1alpha3.HTTPRoute{
+		{Match: []*v1alpha3.HTTPMatchRequest{
+			{Headers: map[string]*v1alpha3.StringMatch{"x-tenant": exact("a")}},
+			{Headers: map[string]*v1alpha3.StringMatch{"@request.auth.claims.group": exact("admins"), "x-tenant": exact("b")}},
+		}, Route: route},
+		{Route: route},
+	}})
+	plain := vs("shop", "plain", &v1alpha3.VirtualService{Hosts: []string{"orders"}, Http: []*v1alpha3.HTTPRoute{
+		{Match: []*v1alpha3.HTTPMatchRequest{{Headers: map[string]*v1alpha3.StringMatch{"x-request-auth": exact("1")}}}, Route: route},
+	}})
+	runCases(t, jwtClaimMatches, []analyzerCase{
+		{name: "plain headers", snap: snap(plain)},
+		{name: "claim", snap: snap(claims), want: []Finding{
+			want(UnsupportedField, claims, `field spec.http[0].match[1].headers[@request.auth.claims.group]: JWT claim matching is not supported by fibmesh (it has no RequestAuthentication): the match compares a request header named "@request.auth.claims.group", which any client can send; remove the match, or route on a header your gateway sets`),
+		}},
+	})
+}

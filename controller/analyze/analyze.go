@@ -126,7 +126,7 @@ var analyzers = []func(*index) []Finding{
 	strictOutsideMesh,
 	consistentHashes,
 	serviceEntryAddresses,
-	missingRoutes,
+	validationErrors,
 	deprecatedFields,
 	jwtClaimMatches,
 }

@@ -26,8 +26,7 @@ var (
 	// authz/authorizationpolicies.go.
 	ReferencedResourceNotFound = Code{"IST0101", "ReferencedResourceNotFound", Error}
 	// SchemaValidationError: a document could not be decoded, or breaks
-	// a rule of Istio's schema validation (an HTTP, TCP or TLS route
-	// whose destinations' weights add up to 0; a rule without route).
+	// a rule of Istio's validation (validationErrors, routeWeights).
 	SchemaValidationError = Code{"IST0106", "SchemaValidationError", Error}
 	// ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound
 	// to the mesh gateway define the same host for the same namespaces
@@ -91,11 +90,10 @@ var (
 	// KindNotConsumed: a well-formed object of a kind fibmesh does not
 	// read (Deployment, Gateway, EnvoyFilter, ...); it is skipped.
 	KindNotConsumed = Code{"FM0005", "KindNotConsumed", Info}
-	// L4RouteNotApplied: a tcp or tls rule (or one of its matches) of a
-	// VirtualService can never apply: a tls match without sniHosts, a
-	// destination subnet that does not parse, tcp rules for a host
-	// without an address or without a port they apply to, tls rules for
-	// a host without a TLS or HTTPS port.
+	// L4RouteNotApplied: the tcp or tls rules of a VirtualService can
+	// never apply: tcp rules for hosts without an address or without a
+	// port they apply to, tls rules for hosts without a TLS or HTTPS
+	// port.
 	L4RouteNotApplied = Code{"FM0006", "L4RouteNotApplied", Warning}
 	// PeerAuthenticationNotEnforced: a PeerAuthentication sets STRICT
 	// for pods that are outside the mesh (not captured: a label on them

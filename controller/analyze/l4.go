@@ -2,7 +2,6 @@ package analyze
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -60,12 +59,11 @@ func tlsApplies(p model.Protocol) bool {
 }
 
 // l4RoutesNotApplied reports tcp and tls rules of VirtualServices that
-// can never apply (FM0006): a tls rule without a match or a tls match
-// without sniHosts (fibmesh, like Istio, routes TLS on the SNI only), a
-// destinationSubnets entry that is neither an address nor a CIDR, tcp
-// rules for a host without an address (they match on it) or without a
-// TCP, TLS, HTTPS or undeclared port, and tls rules for a host without a
-// TLS or HTTPS port.
+// can never apply (FM0006): tcp rules for a host without an address
+// (they match on it) or without a TCP, TLS, HTTPS or undeclared port,
+// and tls rules for a host without a TLS or HTTPS port. (A tls rule
+// without match or sniHosts, and a destinationSubnets entry that does
+// not parse, are errors of Istio's validation: validationErrors.)
 func l4RoutesNotApplied(ix *index) []Finding {
 	var fs []Finding
 	for _, vs := range ix.vss {
@@ -75,34 +73,6 @@ func l4RoutesNotApplied(ix *index) []Finding {
 		}
 		report := func(format string, args ...any) {
 			fs = append(fs, finding(L4RouteNotApplied, vs.Resource, format, args...))
-		}
-		subnets := func(path string, ss []string) {
-			for k, s := range ss {
-				if _, err := netip.ParsePrefix(s); err == nil {
-					continue
-				}
-				if _, err := netip.ParseAddr(s); err == nil {
-					continue
-				}
-				report("%s.destinationSubnets[%d] %q is neither an IP address nor a CIDR, so the match never holds: write it as 10.0.0.0/16 or 10.0.0.1", path, k, s)
-			}
-		}
-		for i, t := range spec.GetTcp() {
-			for j, m := range t.GetMatch() {
-				subnets(fmt.Sprintf("spec.tcp[%d].match[%d]", i, j), m.GetDestinationSubnets())
-			}
-		}
-		for i, t := range spec.GetTls() {
-			if len(t.GetMatch()) == 0 {
-				report("spec.tls[%d] has no match, so it is never used: a tls rule routes on the SNI; add match[].sniHosts", i)
-			}
-			for j, m := range t.GetMatch() {
-				path := fmt.Sprintf("spec.tls[%d].match[%d]", i, j)
-				if len(m.GetSniHosts()) == 0 {
-					report("%s has no sniHosts, so it never matches: a tls match routes on the SNI; add sniHosts", path)
-				}
-				subnets(path, m.GetDestinationSubnets())
-			}
 		}
 		// A rule kind is reported only when it applies to none of the
 		// VirtualService's known hosts, with why for each.

@@ -1,39 +1,74 @@
 package analyze
 
 import (
+	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 )
 
-// missingRoutes reports VirtualService rules that send traffic nowhere,
-// which Istio's validation rejects (IST0106, an Error; Istio's webhook
-// rejects them too): an http rule without route, redirect,
-// directResponse or delegate ("HTTP route, redirect or direct response
-// is required"), a tcp rule without route ("TCP route is required"), a
-// tls rule without route ("TLS route is required"). fibmesh would
-// otherwise take such a rule, which sends traffic to no destination,
-// without a word.
-func missingRoutes(ix *index) []Finding {
+// validationErrors reports what Istio's validation rejects in a decoded
+// VirtualService (IST0106, an Error; Istio's webhook rejects it too),
+// with Istio's wording:
+//   - an http rule without route, redirect, directResponse or delegate
+//     ("HTTP route, redirect or direct_response is required"), a tcp or
+//     tls rule without route ("TCP route is required", "TLS route is
+//     required"): the rule sends traffic nowhere;
+//   - a tls rule without match ("TLS route must have at least one match
+//     condition") or a tls match without sniHosts ("TLS match must have
+//     at least one SNI host"): tls rules route on the SNI only;
+//   - a tcp or tls match's destinationSubnets entry that is neither an
+//     IP address nor a CIDR;
+//   - an http fault with neither abort nor delay ("HTTP fault injection
+//     must have an abort and/or a delay").
+func validationErrors(ix *index) []Finding {
 	var fs []Finding
 	for _, vs := range ix.vss {
+		report := func(format string, args ...any) {
+			fs = append(fs, finding(SchemaValidationError, vs.Resource, "Schema validation error: "+format, args...))
+		}
+		subnets := func(path string, ss []string) {
+			for k, s := range ss {
+				if _, err := netip.ParsePrefix(s); err == nil {
+					continue
+				}
+				if _, err := netip.ParseAddr(s); err == nil {
+					continue
+				}
+				report("%s.destinationSubnets[%d]: %q is neither an IP address nor a CIDR: write it as 10.0.0.0/16 or 10.0.0.1", path, k, s)
+			}
+		}
 		spec := &vs.Obj.Spec
 		for i, r := range spec.GetHttp() {
 			if len(r.GetRoute()) == 0 && r.GetRedirect() == nil && r.GetDirectResponse() == nil && r.GetDelegate() == nil {
-				fs = append(fs, finding(SchemaValidationError, vs.Resource,
-					"Schema validation error: spec.http[%d]: HTTP route, redirect or direct response is required: add a route with a destination, or remove the rule", i))
+				report("spec.http[%d]: HTTP route, redirect or direct_response is required: add a route with a destination, or remove the rule", i)
+			}
+			if f := r.GetFault(); f != nil && f.GetAbort() == nil && f.GetDelay() == nil {
+				report("spec.http[%d].fault: HTTP fault injection must have an abort and/or a delay: add one, or remove the fault", i)
 			}
 		}
 		for i, r := range spec.GetTcp() {
 			if len(r.GetRoute()) == 0 {
-				fs = append(fs, finding(SchemaValidationError, vs.Resource,
-					"Schema validation error: spec.tcp[%d]: TCP route is required: add a route with a destination, or remove the rule", i))
+				report("spec.tcp[%d]: TCP route is required: add a route with a destination, or remove the rule", i)
+			}
+			for j, m := range r.GetMatch() {
+				subnets(fmt.Sprintf("spec.tcp[%d].match[%d]", i, j), m.GetDestinationSubnets())
 			}
 		}
 		for i, r := range spec.GetTls() {
 			if len(r.GetRoute()) == 0 {
-				fs = append(fs, finding(SchemaValidationError, vs.Resource,
-					"Schema validation error: spec.tls[%d]: TLS route is required: add a route with a destination, or remove the rule", i))
+				report("spec.tls[%d]: TLS route is required: add a route with a destination, or remove the rule", i)
+			}
+			if len(r.GetMatch()) == 0 {
+				report("spec.tls[%d]: TLS route must have at least one match condition: a tls rule routes on the SNI; add match[].sniHosts", i)
+			}
+			for j, m := range r.GetMatch() {
+				path := fmt.Sprintf("spec.tls[%d].match[%d]", i, j)
+				if len(m.GetSniHosts()) == 0 {
+					report("%s: TLS match must have at least one SNI host: a tls match routes on the SNI; add sniHosts", path)
+				}
+				subnets(path, m.GetDestinationSubnets())
 			}
 		}
 	}

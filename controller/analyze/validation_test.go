@@ -2,37 +2,54 @@ package analyze
 
 import (
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 )
 
-func TestMissingRoutes(t *testing.T) {
+func TestValidationErrors(t *testing.T) {
 	to := []*v1alpha3.HTTPRouteDestination{dest("orders", "", 0)}
 	l4to := []*v1alpha3.RouteDestination{{Destination: &v1alpha3.Destination{Host: "orders"}}}
 	complete := vs("shop", "complete", &v1alpha3.VirtualService{Hosts: []string{"orders"},
 		Http: []*v1alpha3.HTTPRoute{
 			{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/old")}}, Redirect: &v1alpha3.HTTPRedirect{Uri: "/new"}},
 			{Match: []*v1alpha3.HTTPMatchRequest{{Uri: prefix("/gone")}}, DirectResponse: &v1alpha3.HTTPDirectResponse{Status: 410}},
-			{Route: to},
+			{Route: to, Fault: &v1alpha3.HTTPFaultInjection{Delay: &v1alpha3.HTTPFaultInjection_Delay{
+				HttpDelayType: &v1alpha3.HTTPFaultInjection_Delay_FixedDelay{FixedDelay: durationpb.New(time.Second)}}}},
 		},
-		Tcp: []*v1alpha3.TCPRoute{{Route: l4to}},
+		Tcp: []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{DestinationSubnets: []string{"10.96.0.0/16", "10.96.0.1"}}}, Route: l4to}},
 		Tls: []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"orders"}}}, Route: l4to}},
 	})
-	// A rule that only injects a fault, and L4 rules that only match:
-	// Istio's validation rejects each.
+	// A rule that only injects a fault (and not even one), and L4 rules
+	// that only match: Istio's validation rejects each.
 	nowhere := vs("shop", "nowhere", &v1alpha3.VirtualService{Hosts: []string{"orders"},
-		Http: []*v1alpha3.HTTPRoute{{Fault: &v1alpha3.HTTPFaultInjection{Abort: &v1alpha3.HTTPFaultInjection_Abort{
-			ErrorType: &v1alpha3.HTTPFaultInjection_Abort_HttpStatus{HttpStatus: 503}}}}},
-		Tcp: []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{Port: 5432}}}},
-		Tls: []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"orders"}}}}},
+		Http: []*v1alpha3.HTTPRoute{{Fault: &v1alpha3.HTTPFaultInjection{}}},
+		Tcp:  []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{Port: 5432}}}},
+		Tls:  []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{SniHosts: []string{"orders"}}}}},
 	})
-	runCases(t, missingRoutes, []analyzerCase{
-		{name: "route, redirect or direct response", snap: snap(complete)},
+	// tls rules route on the SNI only.
+	noSNI := vs("shop", "nosni", &v1alpha3.VirtualService{Hosts: []string{"orders"},
+		Tls: []*v1alpha3.TLSRoute{{Match: []*v1alpha3.TLSMatchAttributes{{Port: 443}}, Route: l4to}, {Route: l4to}}})
+	badSubnet := vs("shop", "subnet", &v1alpha3.VirtualService{Hosts: []string{"orders"},
+		Tcp: []*v1alpha3.TCPRoute{{Match: []*v1alpha3.L4MatchAttributes{{DestinationSubnets: []string{"10.96.0.0/33", "orders.local"}}}, Route: l4to}}})
+	runCases(t, validationErrors, []analyzerCase{
+		{name: "valid", snap: snap(complete)},
 		{name: "no route", snap: snap(nowhere), want: []Finding{
-			want(SchemaValidationError, nowhere, "Schema validation error: spec.http[0]: HTTP route, redirect or direct response is required: add a route with a destination, or remove the rule"),
+			want(SchemaValidationError, nowhere, "Schema validation error: spec.http[0].fault: HTTP fault injection must have an abort and/or a delay: add one, or remove the fault"),
+			want(SchemaValidationError, nowhere, "Schema validation error: spec.http[0]: HTTP route, redirect or direct_response is required: add a route with a destination, or remove the rule"),
 			want(SchemaValidationError, nowhere, "Schema validation error: spec.tcp[0]: TCP route is required: add a route with a destination, or remove the rule"),
 			want(SchemaValidationError, nowhere, "Schema validation error: spec.tls[0]: TLS route is required: add a route with a destination, or remove the rule"),
+		}},
+		{name: "tls without SNI", snap: snap(noSNI), want: []Finding{
+			want(SchemaValidationError, noSNI, "Schema validation error: spec.tls[0].match[0]: TLS match must have at least one SNI host: a tls match routes on the SNI; add sniHosts"),
+			want(SchemaValidationError, noSNI, "Schema validation error: spec.tls[1]: TLS route must have at least one match condition: a tls rule routes on the SNI; add match[].sniHosts"),
+		}},
+		{name: "bad subnets", snap: snap(badSubnet), want: []Finding{
+			want(SchemaValidationError, badSubnet, `Schema validation error: spec.tcp[0].match[0].destinationSubnets[0]: "10.96.0.0/33" is neither an IP address nor a CIDR: write it as 10.0.0.0/16 or 10.0.0.1`),
+			want(SchemaValidationError, badSubnet, `Schema validation error: spec.tcp[0].match[0].destinationSubnets[1]: "orders.local" is neither an IP address nor a CIDR: write it as 10.0.0.0/16 or 10.0.0.1`),
 		}},
 	})
 }

@@ -159,6 +159,7 @@ type Agent struct {
 
 	pathMu sync.Mutex
 	paths  map[string]*podPath // enrolled pods whose data path runs, by namespace/name
+	probes *probes             // the node's kubelet probe table (probes.go), under pathMu
 
 	mu         sync.Mutex
 	tablesSeen chan struct{} // closed (and replaced) at each flow table applied
@@ -227,6 +228,10 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: cfg.Log, fib: f, conn: conn,
 		tablesSeen: make(chan struct{}), types: map[string]*typeState{},
 		conf: xdsconf.NewStore(), paths: map[string]*podPath{}}
+	if a.probes, err = newProbes(); err != nil {
+		a.closeEarly()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a.punter = punt.New(f, a.decidePunt)
 	a.rec, err = reconcile.New(reconcile.Config{
 		Node: cfg.Node, NIC: cfg.NIC, Punt: cfg.Punt,
@@ -456,6 +461,9 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) closeEarly() {
 	a.conn.Close()
 	a.fib.Close()
+	if a.probes != nil {
+		a.probes.close()
+	}
 	if a.tel != nil {
 		a.tel.log.close()
 	}
@@ -478,5 +486,5 @@ func (a *Agent) Close() error {
 		_ = a.stopPod(k[0], k[1], nil)
 	}
 	a.svids.Close()
-	return errors.Join(a.proxy.Close(), a.tel.log.close(), a.traces.flush(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close())
+	return errors.Join(a.proxy.Close(), a.tel.log.close(), a.traces.flush(), a.flows.close(), a.punter.Close(), a.conn.Close(), a.fib.Close(), a.probes.close())
 }

@@ -70,6 +70,9 @@ func (a *Agent) startPod(namespace, name string, ns *os.File, resume bool) error
 	if err := capture.Install(fd, capture.Config{DNS: true}); err != nil {
 		return fmt.Errorf("pod %s: capture: %w", key, err)
 	}
+	if err := a.probes.set(key, p.IP); err != nil {
+		return fmt.Errorf("pod %s: %w", key, err)
+	}
 	if err := a.proxy.AddPod(proxy.Pod{Namespace: namespace, Name: name, Netns: own, IPs: []netip.Addr{p.IP}}); err != nil {
 		return fmt.Errorf("pod %s: proxy: %w", key, err)
 	}
@@ -183,6 +186,11 @@ func (a *Agent) stopPod(namespace, name string, ns *os.File) error {
 	if ns != nil {
 		if err := capture.Remove(int(ns.Fd())); err != nil {
 			return fmt.Errorf("pod %s: remove capture: %w", key, err)
+		}
+		// The pod is gone (not the agent stopping: then the probes
+		// keep working, as the capture does).
+		if err := a.probes.set(key, netip.Addr{}); err != nil {
+			return fmt.Errorf("pod %s: %w", key, err)
 		}
 	}
 	return nil

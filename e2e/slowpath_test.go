@@ -302,6 +302,41 @@ func TestSlowPath(t *testing.T) {
 		}
 	})
 
+	t.Run("KubeletProbeOfStrictPort", func(t *testing.T) {
+		// A kubelet probes from its node, in plaintext: node2's agent
+		// source-NATs the node's own connections to its pods to the probe
+		// address, which the vault's capture lets reach the app, STRICT
+		// or not.
+		var c net.Conn
+		if err := lab.InNetns(l.nodeNetns("node2"), func() (err error) {
+			c, err = net.DialTimeout("tcp", vault.String(), 5*time.Second)
+			return err
+		}); err != nil {
+			t.Fatalf("node2 → the vault's STRICT port (a kubelet probe): %v", err)
+		}
+		defer c.Close()
+		if err := roundTripOn(c, 4); err != nil {
+			t.Fatalf("node2 → the vault's STRICT port (a kubelet probe): %v", err)
+		}
+		// The exemption is the node's own: node1's connection to the
+		// vault crosses the fabric in plaintext and node2's XDP drops it.
+		f := l.fib(t, "node2")
+		before := strictDrops(t, f)
+		err := lab.InNetns(l.nodeNetns("node1"), func() error {
+			c, err := net.DialTimeout("tcp", vault.String(), 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			t.Fatal("node1 → the vault's STRICT port connected: only the vault's own node may probe it in plaintext")
+		}
+		if after := strictDrops(t, f); after <= before {
+			t.Errorf("node1 → vault failed (%v) but node2's drop_strict_plaintext stayed %d: not dropped as plaintext", err, before)
+		}
+	})
+
 	t.Run("TunnelRefusesBadPeers", func(t *testing.T) {
 		tunnel := netip.AddrPortFrom(vault.Addr(), slowpath.TunnelPort)
 		ca := labCA(t, l)

@@ -38,3 +38,17 @@ const TunnelALPN = "fibmesh/1"
 // IP:port), then HTTP/2 carrying every request of one pod to that
 // endpoint, one stream each (L7 ports, whatever protocol the app spoke).
 const TunnelALPNHTTP2 = "fibmesh-h2/1"
+
+// Kubelet probes. The kubelet probes a pod from the node, in plaintext: to
+// a STRICT port, that would be refused like any plaintext client. So the
+// agent source-NATs TCP that processes in the node's own network
+// namespace open to a captured pod (the kubelet's probes, among them) to
+// ProbeSourceV4 or ProbeSourceV6 (table ProbeTable there), and capture
+// lets TCP from those addresses reach the pod's app as it is. They are
+// Istio's (ambient mode does the same). Nothing outside the node can use
+// them: the XDP FIB drops plaintext to STRICT ports from any interface,
+// and the node's own stack is the only path into a pod that bypasses it.
+const (
+	ProbeSourceV4 = "169.254.7.127"
+	ProbeSourceV6 = "fd16:9254:7127:1337:ffff:ffff:ffff:ffff"
+)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/fibmesh/fibmesh/slowpath/capture"
 )
 
 // auto is the value of --nic and --dns-upstream that asks the agent to
@@ -83,4 +85,15 @@ func autoDNS(path string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	return "", fmt.Errorf("--dns-upstream=auto: %s lists no nameserver; name the cluster DNS with --dns-upstream HOST:PORT", path)
+}
+
+// removeProbes deletes the kubelet probe table from the node's network
+// namespace (--cleanup).
+func removeProbes() error {
+	f, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return capture.SetProbePods(int(f.Fd()), nil)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/fibmesh/fibmesh/fastpath/fib"
 	"github.com/fibmesh/fibmesh/fastpath/ktls"
 	"github.com/fibmesh/fibmesh/internal/logflag"
+	"github.com/fibmesh/fibmesh/slowpath/capture"
 )
 
 const usage = `fibmesh-agent: the fibmesh node daemon, driven by the controller.
@@ -180,6 +181,11 @@ func main() {
 			os.Exit(1)
 		}
 		log.Info("FIB removed", "pin_dir", cfg.PinDir)
+		if err := removeProbes(); err != nil {
+			log.Error("cleanup failed", "err", err)
+			os.Exit(1)
+		}
+		log.Info("kubelet probe table removed", "table", "inet "+capture.ProbeTable)
 		return
 	}
 	for _, f := range []struct{ name, val string }{{"--controller", cfg.Controller}, {"--controller-ca", cfg.ControllerCA}, {"--token-file", cfg.TokenFile}} {

@@ -13,7 +13,10 @@
 //
 // The prerouting chain sees what arrives from outside the pod: TCP to
 // slowpath.TunnelPort is accepted as it is (the agent listens there), and
-// every other TCP connection is redirected to slowpath.InboundPlaintextPort.
+// every other TCP connection is redirected to slowpath.InboundPlaintextPort,
+// but for TCP from the probe sources (slowpath.ProbeSourceV4/V6: the node's
+// own connections, the kubelet's probes, which SetProbePods source-NATs in
+// the node's namespace), which reaches the app as it is.
 // With DNS capture, UDP from outside to slowpath.DNSPort is dropped: the
 // DNS server answers the pod only, never the world (TCP to it is
 // redirected like any other port, and refused there).
@@ -54,6 +57,8 @@
 //	    tcp dport 15008 counter accept
 //	    udp dport 15053 counter drop
 //	    tcp dport <each ExcludeInboundPorts> counter accept
+//	    ip saddr 169.254.7.127 meta l4proto tcp counter accept
+//	    ip6 saddr fd16:9254:7127:1337:ffff:ffff:ffff:ffff meta l4proto tcp counter accept
 //	    meta l4proto tcp counter redirect to :15006
 //	  }
 //	}

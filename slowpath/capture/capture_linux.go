@@ -196,6 +196,9 @@ func preroutingRules(cfg Config) [][]expr.Any {
 	for _, p := range cfg.ExcludeInboundPorts {
 		rs = append(rs, acceptRule(dport(unix.IPPROTO_TCP, p)...))
 	}
+	// The node's own connections (the kubelet's probes), source-NATed
+	// by SetProbePods.
+	rs = append(rs, probeExemption(probeV4), probeExemption(probeV6))
 	rs = append(rs, append(l4proto(unix.IPPROTO_TCP), redirect(cfg.InboundPlaintextPort)...))
 	return rs
 }

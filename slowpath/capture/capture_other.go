@@ -29,3 +29,8 @@ func Installed(netnsFD int) (bool, error) {
 func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	return netip.AddrPort{}, fmt.Errorf("original destination: not supported on %s", runtime.GOOS)
 }
+
+// SetProbePods writes the node's probe table: Linux only.
+func SetProbePods(netnsFD int, pods []netip.Addr) error {
+	return fmt.Errorf("capture: nftables: not supported on %s", runtime.GOOS)
+}

@@ -48,7 +48,7 @@ Commands:
                             AF_XDP zero-copy, kTLS TX/RX offload, quirks
                             (needs no root; takes no --node or --pin-dir;
                             see docs/nic-profiles.md)
-  analyze -f DIR [-o FORMAT]
+  analyze -f PATH [-f PATH ...] [-o FORMAT]
                             validate a directory of Istio/Kubernetes manifests
                             (exit 0: no errors, 1: errors, 2: unusable input;
                             see docs/analyze.md; takes no --node)

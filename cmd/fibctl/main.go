@@ -49,7 +49,8 @@ Commands:
                             (needs no root; takes no --node or --pin-dir;
                             see docs/nic-profiles.md)
   analyze -f PATH [-f PATH ...] [-o FORMAT]
-                            validate a directory of Istio/Kubernetes manifests
+                            validate Istio/Kubernetes manifests (files or
+                            directories, analyzed together)
                             (exit 0: no errors, 1: errors, 2: unusable input;
                             see docs/analyze.md; takes no --node)
   config status [--controller URL] [-o FORMAT] [NODE]

@@ -128,6 +128,7 @@ var analyzers = []func(*index) []Finding{
 	serviceEntryAddresses,
 	validationErrors,
 	deprecatedFields,
+	schemaErrors,
 	jwtClaimMatches,
 }
 

@@ -26,7 +26,8 @@ var (
 	// authz/authorizationpolicies.go.
 	ReferencedResourceNotFound = Code{"IST0101", "ReferencedResourceNotFound", Error}
 	// SchemaValidationError: a document could not be decoded, or breaks
-	// a rule of Istio's validation (validationErrors, routeWeights).
+	// a rule of Istio's validation (validationErrors, routeWeights,
+	// schemaErrors), which Istio's webhook rejects.
 	SchemaValidationError = Code{"IST0106", "SchemaValidationError", Error}
 	// ConflictingMeshGatewayVirtualServiceHosts: two VirtualServices bound
 	// to the mesh gateway define the same host for the same namespaces

@@ -67,6 +67,8 @@ type Pod struct {
 	// nsfs inode): Restore refuses a path that now names another one (a
 	// /proc/PID path whose PID was reused while the agent was down).
 	NetnsInode uint64 `json:"netnsInode,omitempty"`
+	// Sandbox is the request's pod sandbox ID (enrol.Request.Sandbox).
+	Sandbox string `json:"sandbox,omitempty"`
 
 	fd *os.File
 }
@@ -266,6 +268,12 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 	case enrol.OpRemove:
 		s.mu.Lock()
 		p, ok := s.pods[key]
+		if ok && req.Sandbox != "" && p.Sandbox != "" && req.Sandbox != p.Sandbox {
+			// The teardown of a sandbox the pod has left: the pod
+			// enrolled in its new one stays.
+			s.mu.Unlock()
+			return enrol.Response{OK: true}
+		}
 		delete(s.pods, key)
 		if s.removals == nil {
 			s.removals = map[string]uint64{}
@@ -301,7 +309,7 @@ func (s *Server) Do(ctx context.Context, req enrol.Request) enrol.Response {
 		fd.Close()
 		return enrol.Response{Error: fmt.Sprintf("pod %s: %v", key, err)}
 	}
-	p := &Pod{Namespace: req.Namespace, Name: req.Name, Netns: req.Netns, Enrolled: time.Now(), Identity: res.Identity, NetnsInode: inode(fd), fd: fd}
+	p := &Pod{Namespace: req.Namespace, Name: req.Name, Netns: req.Netns, Enrolled: time.Now(), Identity: res.Identity, NetnsInode: inode(fd), Sandbox: req.Sandbox, fd: fd}
 	s.mu.Lock()
 	if s.removals[key] != gen { // removed while this add waited
 		s.mu.Unlock()

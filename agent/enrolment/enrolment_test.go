@@ -275,3 +275,50 @@ func TestRemoveDuringRestore(t *testing.T) {
 		t.Error("the restored enrolment that raced the removal did not forget the pod")
 	}
 }
+
+// A pod re-created under the same name is added in its new sandbox before
+// the runtime tears down the old one (kubelet's StopPodSandbox, then
+// RemovePodSandbox a minute later, each a CNI DEL): removing the old
+// sandbox keeps the pod enrolled in the new one; removing the new one, or
+// a remove naming no sandbox, releases it.
+func TestRemoveOtherSandbox(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	sock := enrol.SocketPath(dir, "node1")
+	a := &fakeAgent{known: map[string]bool{"default/web-0": true}}
+	s, stop := serve(t, dir, a)
+	defer stop()
+	ctx := context.Background()
+	add := func(sandbox string) {
+		t.Helper()
+		if _, err := enrol.Call(ctx, sock, enrol.Request{Op: enrol.OpAdd, Namespace: "default", Name: "web-0", Netns: "/proc/self/ns/net", Sandbox: sandbox}); err != nil {
+			t.Fatalf("add in sandbox %s: %v", sandbox, err)
+		}
+	}
+	remove := func(sandbox string) {
+		t.Helper()
+		if _, err := enrol.Call(ctx, sock, enrol.Request{Op: enrol.OpRemove, Namespace: "default", Name: "web-0", Sandbox: sandbox}); err != nil {
+			t.Fatalf("remove sandbox %s: %v", sandbox, err)
+		}
+	}
+	add("old")
+	add("new")
+	remove("old")
+	remove("old")
+	if !s.Enrolled("default", "web-0") || len(a.forgot) != 0 {
+		t.Fatalf("after the old sandbox's teardown: pods %+v, forgot %v; want web-0 still enrolled", s.Pods(), a.forgot)
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(sock), StateFileName))
+	if err != nil || !strings.Contains(string(b), `"sandbox": "new"`) {
+		t.Errorf("state file: %s, %v; want the pod's sandbox", b, err)
+	}
+	remove("new")
+	if s.Enrolled("default", "web-0") || len(a.forgot) != 1 {
+		t.Errorf("after the new sandbox's teardown: pods %+v, forgot %v", s.Pods(), a.forgot)
+	}
+	add("new2")
+	remove("")
+	if s.Enrolled("default", "web-0") || len(a.forgot) != 2 {
+		t.Errorf("after a remove naming no sandbox: pods %+v, forgot %v", s.Pods(), a.forgot)
+	}
+}

@@ -2,9 +2,11 @@
 // that tell it about pods (the lab today, a CNI plugin later): a unix
 // socket on the node, /run/fibmesh/<node>/enrol.sock (mode 0600), where a
 // producer hands over a pod's namespace, name and network namespace path,
-// and the agent answers once the pod is enrolled (known from the
-// controller's flow table, its network namespace held open, its SVID
-// issued) or says why it is not.
+// and the agent answers once the pod is enrolled (its network namespace
+// held open, its SVID issued, which the controller's CA does only for the
+// pod's node, its capture installed) or says why it is not. A pod the
+// node's flow table does not list yet (on Kubernetes, until the kubelet
+// reports its IP) gets its data path when it does.
 //
 // One request per connection: the producer writes one JSON Request, the
 // agent writes one JSON Response and closes the connection.
@@ -53,6 +55,13 @@ type Request struct {
 	// Netns is the path of the pod's network namespace
 	// (/run/netns/NAME or /proc/PID/ns/net); required for OpAdd.
 	Netns string `json:"netns,omitempty"`
+	// Sandbox is the pod sandbox's ID (CNI_CONTAINERID), optional. A
+	// pod re-created under the same name (a StatefulSet's, a deleted and
+	// re-applied one) is added in its new sandbox before the runtime
+	// tears down the old one, often twice (StopPodSandbox, then
+	// RemovePodSandbox a minute later): an OpRemove naming another
+	// sandbox than the enrolled one is a no-op.
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 // Validate says what is wrong with r, naming the field.

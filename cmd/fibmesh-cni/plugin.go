@@ -148,7 +148,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if args.Netns == "" {
 		return types.NewError(types.ErrInvalidNetNS, "no CNI_NETNS", "ADD needs the pod's network namespace path")
 	}
-	resp, err := enrol.Call(ctx, in.socket(), enrol.Request{Op: enrol.OpAdd, Namespace: in.pod.Namespace, Name: in.pod.Name, Netns: args.Netns})
+	resp, err := enrol.Call(ctx, in.socket(), enrol.Request{Op: enrol.OpAdd, Namespace: in.pod.Namespace, Name: in.pod.Name, Netns: args.Netns, Sandbox: args.ContainerID})
 	if err != nil {
 		return in.agentError("enrol", err)
 	}
@@ -184,7 +184,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	// removing a pod the agent does not hold is a no-op.
 	ctx, cancel := context.WithTimeout(context.Background(), in.conf.TimeoutValue)
 	defer cancel()
-	_, err = enrol.Call(ctx, in.socket(), enrol.Request{Op: enrol.OpRemove, Namespace: in.pod.Namespace, Name: in.pod.Name})
+	_, err = enrol.Call(ctx, in.socket(), enrol.Request{Op: enrol.OpRemove, Namespace: in.pod.Namespace, Name: in.pod.Name, Sandbox: args.ContainerID})
 	if err != nil && (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)) {
 		// Agent down: nothing holds the pod (a restarted agent forgets
 		// pods whose network namespace is gone). DEL is idempotent.

@@ -1,17 +1,24 @@
 # The fibmesh image: fibmesh-agent, fibmesh-controller, fibmesh-cni and
 # fibctl in /usr/local/bin, static (CGO_ENABLED=0), on distroless static.
-# From the repository root:
+# From the repository root, on a machine that can pull golang and
+# distroless:
 #
-#   make image                        # podman or docker, whichever runs
 #   docker build -t ghcr.io/fibmesh/fibmesh:latest .
+#
+# `make image` does not use this file: it builds the same binaries on the
+# host and an image FROM scratch with what distroless adds (nonroot
+# passwd entry, /tmp, the host's CA bundle), pulling nothing, so it works
+# offline (hack/image.sh; docs/install.md#the-image).
 #
 # No binary runs another program (no exec of nft, ip or a shell: nftables,
 # XDP and netlink are spoken directly), so the image needs no tools. The
 # base is distroless static rather than scratch for what it adds at ~2 MB:
 # /etc/passwd with nonroot (65532, the default user here), a CA bundle
 # and tzdata, and /tmp; it has no shell either. The agent's DaemonSet runs
-# it as root with four capabilities (deploy/base/agent.yaml).
+# it as root with six capabilities (deploy/base/agent.yaml).
 # `make image-binaries` builds the same binaries without an engine.
+# make image's image ran on a real node (hack/cluster); this file was not
+# built there (no registry to pull its bases from).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

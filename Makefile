@@ -41,7 +41,7 @@ manifests: ## copy the Istio CRDs fibmesh reads from the istio.io/api module go.
 
 IMAGE ?= ghcr.io/fibmesh/fibmesh:latest
 
-image: ## build the image (Dockerfile) as IMAGE with podman or docker, whichever engine runs; fails saying why when none does
+image: ## build the image as IMAGE with podman or docker, whichever engine runs: host-built static binaries FROM scratch, pulling nothing (hack/image.sh; the Dockerfile is for docker build .); fails saying why when no engine runs
 	@hack/image.sh build $(IMAGE)
 
 image-binaries: ## build the image's static binaries (CGO_ENABLED=0, the Dockerfile's ARG CMDS) into bin/static, no engine needed

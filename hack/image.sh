@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# hack/image.sh build IMAGE: build the Dockerfile with podman or docker,
-# whichever has a running engine; say which, or why neither can.
+# hack/image.sh build IMAGE: build the fibmesh image with podman or docker,
+# whichever has a running engine, WITHOUT pulling anything: the static
+# binaries are built here (as `binaries` below) and put in an image FROM
+# scratch with what distroless static would add (/etc/passwd and
+# /etc/group with nonroot 65532, /tmp, this host's CA bundle). It works
+# on a machine with no registry access (the multi-stage Dockerfile pulls
+# golang and distroless: `docker build .` is for machines that can).
 # hack/image.sh binaries DIR: build, without any engine, the static
 # binaries the Dockerfile's build stage builds (the commands of its
 # ARG CMDS line, CGO_ENABLED=0, same flags) into DIR, and check that each
@@ -34,8 +39,32 @@ build)
 		echo "  'make image-binaries' checks the image's build stage (the static binaries) without an engine." >&2
 		exit 1
 	fi
-	echo "image: building $image with $engine"
-	"$engine" build -t "$image" .
+	ctx=$(mktemp -d)
+	trap 'rm -rf "$ctx"' EXIT
+	"$0" binaries "$ctx/rootfs/usr/local/bin"
+	# What distroless static adds and the containers use: a nonroot user
+	# (the controller runs as 65532), /tmp (1777), a CA bundle.
+	mkdir -p "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/tmp"
+	chmod 1777 "$ctx/rootfs/tmp"
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
+	printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/rootfs/etc/group"
+	bundle=
+	for f in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+		if [ -f "$f" ]; then bundle=$f && break; fi
+	done
+	if [ -z "$bundle" ]; then
+		echo "image: no CA bundle on this host (/etc/ssl/certs/ca-certificates.crt: apt-get install ca-certificates)" >&2
+		exit 1
+	fi
+	cp "$bundle" "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
+	cat >"$ctx/Containerfile" <<-'CF'
+		FROM scratch
+		COPY rootfs/ /
+		USER 65532:65532
+		ENTRYPOINT ["/usr/local/bin/fibmesh-controller"]
+	CF
+	echo "image: building $image with $engine (FROM scratch, binaries built here)"
+	"$engine" build -t "$image" -f "$ctx/Containerfile" "$ctx"
 	echo "image: built $image with $engine"
 	;;
 binaries)

@@ -81,6 +81,15 @@ func (a *Agent) enrolPending(ctx context.Context, namespace, name string, ns *os
 	if err != nil {
 		return notPlaced(err)
 	}
+	if _, ok := a.rec.Desired().Pods[key]; ok {
+		// Listed meanwhile (the controller published the pod while its
+		// SVID was issued): its data path starts now, as enrolPod's.
+		if err := a.startPod(namespace, name, ns, false); err != nil {
+			return enrolment.Result{}, err
+		}
+		a.log.Info("pod enrolled", "pod", key, "spiffe_id", s.ID.String(), "svid_not_after", s.NotAfter)
+		return enrolment.Result{Identity: s.ID.String(), Expiry: s.NotAfter}, nil
+	}
 	own, err := netns.Dup(ns, "netns "+key)
 	if err != nil {
 		return enrolment.Result{}, fmt.Errorf("pod %s: network namespace handle: %w", key, err)

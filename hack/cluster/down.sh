@@ -2,7 +2,8 @@
 # hack/cluster/down.sh: remove everything hack/cluster/up.sh made: the
 # pods (through the kubelet, so CNI DEL runs), fibmesh, the processes,
 # containerd's state, kube-proxy's iptables rules, the links fm-node0 and
-# fm-cni0, the agent's pins under /sys/fs/bpf/fibmesh/fm-node, the CNI
+# fm-cni0, the agent's pins under /sys/fs/bpf/fibmesh/fm-node and its
+# nft table inet fibmesh-probes, the CNI
 # files, the kubelet's sysctls, the images, $DIR.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -70,6 +71,9 @@ for n in kube-scheduler kube-controller-manager dns kube-apiserver etcd mntns; d
 ip link del fm-cni0 2>/dev/null && say "fm-cni0 removed"
 ip link del fm-node0 2>/dev/null && say "fm-node0 (and fm-node0p) removed"
 rm -rf /sys/fs/bpf/fibmesh/$NODE && rmdir /sys/fs/bpf/fibmesh 2>/dev/null
+# The agent's kubelet-probe table in the node's (here: this host's)
+# network namespace; fibmesh-agent --cleanup removes it on a real node.
+nft delete table inet fibmesh-probes 2>/dev/null && say "nft table inet fibmesh-probes removed"
 rm -rf /run/fibmesh/$NODE
 rm -f /etc/cni/net.d/10-fibmesh-cluster.conflist /etc/cni/net.d/fibmesh-cni-kubeconfig
 rm -f /opt/cni/bin/{bridge,host-local,loopback,fibmesh-cni}

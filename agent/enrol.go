@@ -94,10 +94,22 @@ func (a *Agent) enrolPending(ctx context.Context, namespace, name string, ns *os
 	if err != nil {
 		return enrolment.Result{}, fmt.Errorf("pod %s: network namespace handle: %w", key, err)
 	}
-	err = capture.Install(int(own.Fd()), capture.Config{DNS: true})
-	own.Close()
-	if err != nil {
+	defer own.Close()
+	if err := capture.Install(int(own.Fd()), capture.Config{DNS: true}); err != nil {
 		return enrolment.Result{}, fmt.Errorf("pod %s: capture: %w", key, err)
+	}
+	// The kubelet probes the pod as soon as it starts: its probes reach
+	// the app from now on, by the address the primary plugin gave it
+	// (the flow table's, once it lists the pod, replaces it).
+	if ip, err := podAddr(own); err != nil {
+		a.log.Warn("pod's address not read: the kubelet's probes of STRICT ports are refused until its data path starts", "pod", key, "err", err)
+	} else {
+		a.pathMu.Lock()
+		err = a.probes.set(key, ip)
+		a.pathMu.Unlock()
+		if err != nil {
+			return enrolment.Result{}, fmt.Errorf("pod %s: %w", key, err)
+		}
 	}
 	go a.awaitPlacement(namespace, name)
 	a.log.Info("pod enrolled; its data path starts once its IP is in the flow table", "pod", key, "spiffe_id", s.ID.String(), "svid_not_after", s.NotAfter)

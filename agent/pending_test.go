@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,12 @@ func TestEnrolBeforeIP(t *testing.T) {
 	}
 	if err := dial(); err == nil {
 		t.Errorf("%s: the outbound listener %s answers before the pod's IP is in the flow table", pod1.Name, outbound)
+	}
+	// The kubelet's probes reach the pod from ADD on: the node's probe
+	// table names the address the pod's interface holds.
+	out, err := exec.Command("ip", "netns", "exec", e.nodes[0].Netns, "nft", "list", "table", "inet", capture.ProbeTable).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ip daddr "+pod1.IP.String()+" ") {
+		t.Errorf("node1's probe table after ADD does not name %s (%v):\n%s", pod1.IP, err, out)
 	}
 
 	e.ctl.update(t, nil) // the kubelet reports the IP

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"os"
 	"slices"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/fibmesh/fibmesh/internal/netns"
 	"github.com/fibmesh/fibmesh/slowpath/capture"
 )
 
@@ -47,3 +51,23 @@ func (p *probes) set(key string, ip netip.Addr) error {
 }
 
 func (p *probes) close() error { return p.node.Close() }
+
+// podAddr is the first global unicast IPv4 address in the network
+// namespace ns refers to: the one the primary CNI plugin gave the pod.
+func podAddr(ns *os.File) (netip.Addr, error) {
+	var ip netip.Addr
+	err := netns.Do(int(ns.Fd()), "pod netns", func() error {
+		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("list addresses: %w", err)
+		}
+		for _, a := range addrs {
+			if v, ok := netip.AddrFromSlice(a.IP); ok && v.Unmap().IsGlobalUnicast() {
+				ip = v.Unmap()
+				return nil
+			}
+		}
+		return errors.New("no IPv4 address but loopback")
+	})
+	return ip, err
+}

@@ -30,12 +30,14 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	xdsapi "github.com/fibmesh/fibmesh/api/xds"
 	"github.com/fibmesh/fibmesh/controller"
 	"github.com/fibmesh/fibmesh/controller/admission"
 	"github.com/fibmesh/fibmesh/controller/ca"
 	"github.com/fibmesh/fibmesh/controller/kubepublish"
 	"github.com/fibmesh/fibmesh/controller/live"
 	"github.com/fibmesh/fibmesh/controller/model"
+	"github.com/fibmesh/fibmesh/controller/nodetaint"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/file"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
@@ -131,6 +133,7 @@ Flags:
 
 // flags are the command line.
 type flags struct {
+	nodeTaint                                       string
 	dir, kubeconfig, listen, xdsListen, trustDomain string
 	caDir, caCert, caKey, caRoots, caSecret         string
 	bootstrapTokens, tokenAudience, agentSA         string
@@ -194,6 +197,7 @@ func main() {
 	fs.StringVar(&f.webhookConfig, "webhook-config", kubepublish.DefaultWebhookConfig, "ValidatingWebhookConfiguration whose caBundle and failurePolicy the controller sets, with a Kubernetes store; empty: do not touch it")
 	fs.StringVar(&f.caRootConfigMap, "ca-root-configmap", kubepublish.DefaultConfigMap, "ConfigMap in --namespace that the controller keeps holding the CA's trust bundle (key root-cert.pem), with a Kubernetes store; empty: none")
 	fs.StringVar(&f.namespace, "namespace", defaultNamespace(), "namespace the controller runs in (default: $POD_NAMESPACE, else fibmesh-system)")
+	fs.StringVar(&f.nodeTaint, "node-taint", nodetaint.DefaultTaint, "with a Kubernetes store: the startup taint the controller lifts from a node once its agent is connected and has accepted its flow table (nodes that register with it get no uncaptured pods before the agent runs); empty: none")
 	logFormat := logflag.Register(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -497,6 +501,25 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	} else {
 		close(pubDone)
 	}
+	taintDone := make(chan struct{})
+	if kc != nil && f.nodeTaint != "" {
+		go func() {
+			defer close(taintDone)
+			err := nodetaint.Run(ctx, nodetaint.Options{Client: kc, Taint: f.nodeTaint, Ready: func(node string) bool { return agentServes(xs.Status(), node) },
+				OnLift: func(node string, err error) {
+					if err != nil {
+						log.Warn("startup taint not lifted; tried again", "node", node, "taint", f.nodeTaint, "err", err)
+						return
+					}
+					log.Info("startup taint lifted: the node's agent serves it", "node", node, "taint", f.nodeTaint)
+				}})
+			if err != nil {
+				log.Error("startup taints are not lifted", "err", err)
+			}
+		}()
+	} else {
+		close(taintDone)
+	}
 	go page.Run(ctx)
 	pushDone := make(chan struct{})
 	go func() { xs.Run(ctx); close(pushDone) }()
@@ -525,6 +548,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	stop()
 	<-pushDone
 	<-pubDone
+	<-taintDone
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, g := range servers {
@@ -577,4 +601,20 @@ func newPublisher(log *slog.Logger, kc kubernetes.Interface, f flags) (*kubepubl
 		}
 	}
 	return kubepublish.New(opts)
+}
+
+// agentServes reports whether node's agent is connected and has accepted
+// its flow table (the version last sent).
+func agentServes(status []xds.NodeStatus, node string) bool {
+	for _, n := range status {
+		if n.Node != node || !n.InModel || n.Streams == 0 {
+			continue
+		}
+		for _, t := range n.Types {
+			if t.TypeURL == xdsapi.FlowTableType && t.Synced() {
+				return true
+			}
+		}
+	}
+	return false
 }

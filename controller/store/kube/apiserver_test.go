@@ -45,6 +45,7 @@ import (
 	"github.com/fibmesh/fibmesh/agent/svid"
 	"github.com/fibmesh/fibmesh/agent/xdsclient"
 	"github.com/fibmesh/fibmesh/controller/config"
+	"github.com/fibmesh/fibmesh/controller/nodetaint"
 	"github.com/fibmesh/fibmesh/controller/store"
 	"github.com/fibmesh/fibmesh/controller/store/kube"
 	"github.com/fibmesh/fibmesh/controller/xds"
@@ -272,6 +273,42 @@ func TestAPIServerController(t *testing.T) {
 		}
 		a.awaitWeights(t, 70, 30)
 		t.Logf("VirtualService update -> RDS at the xDS client: %s", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("startup taint lifted", func(t *testing.T) {
+		// A node that registered with fibmesh's startup taint loses it
+		// once its agent has accepted its flow table: the controller,
+		// as its ServiceAccount under deploy/'s RBAC, writes the node.
+		// (The fixture has pods on node1 but no Node object: a kubelet
+		// would register it, with the taint, like this.)
+		nodes := c.Clientset.CoreV1().Nodes()
+		n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"}, Spec: corev1.NodeSpec{
+			Taints: []corev1.Taint{{Key: nodetaint.DefaultTaint, Effect: corev1.TaintEffectNoSchedule}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nodes.Delete(context.Background(), "node1", metav1.DeleteOptions{}) })
+		w, err := nodes.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=node1", ResourceVersion: n.ResourceVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		actx, acancel := context.WithCancel(ctx)
+		defer acancel()
+		start := time.Now()
+		startAgent(t, actx, p.xds, "node1")
+		timeout := time.After(wait)
+		for lifted := false; !lifted; {
+			select {
+			case ev := <-w.ResultChan():
+				if n, ok := ev.Object.(*corev1.Node); ok && !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == nodetaint.DefaultTaint }) {
+					lifted = true
+				}
+			case <-timeout:
+				t.Fatalf("node1 still has %s %s after its agent connected", nodetaint.DefaultTaint, wait)
+			}
+		}
+		t.Logf("agent connected -> startup taint lifted: %s", time.Since(start).Round(time.Millisecond))
 	})
 
 	t.Run("agent token over TLS", func(t *testing.T) {

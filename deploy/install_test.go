@@ -302,6 +302,12 @@ func testRBAC(t *testing.T, ctx context.Context, c *kubetest.Cluster) {
 		can("create", "", "configmaps", ns, ""),
 		can("get", "", "configmaps", ns, "fibmesh-ca-root"),
 		can("update", "", "configmaps", ns, "fibmesh-ca-root"),
+		// controller/kubepublish's watches, by name (field selector
+		// metadata.name).
+		can("list", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "fibmesh-validator"),
+		can("watch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "fibmesh-validator"),
+		can("list", "", "configmaps", ns, "fibmesh-ca-root"),
+		can("watch", "", "configmaps", ns, "fibmesh-ca-root"),
 
 		cannot("get", "", "secrets", ns, "other"),
 		cannot("list", "", "secrets", ns, ""),
@@ -311,6 +317,12 @@ func testRBAC(t *testing.T, ctx context.Context, c *kubetest.Cluster) {
 		cannot("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "other"),
 		cannot("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", ""),
 		cannot("update", "", "configmaps", ns, "other"),
+		cannot("list", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", ""),
+		cannot("watch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "other"),
+		cannot("list", "", "configmaps", ns, ""),
+		cannot("watch", "", "configmaps", ns, ""),
+		cannot("get", "", "configmaps", ns, "other"),
+		cannot("watch", "", "configmaps", "production", "fibmesh-ca-root"),
 		cannot("create", "", "configmaps", "production", ""),
 		cannot("create", "", "serviceaccounts/token", ns, "fibmesh-agent"),
 	)

@@ -8,11 +8,16 @@
 // before the controller runs, is not blocked; istiod does the same).
 //
 // A Publisher writes on every change it is given (SetRoots, SetFailClosed)
-// and checks again every Options.Resync, so that a manifest applied again
-// (which resets caBundle and failurePolicy) is repaired. A failed write
-// is retried with exponential backoff; it never stops the Publisher.
-// Errors and changes are reported to Options.OnEvent; the package logs
-// nothing.
+// and on every change of either object that makes it differ from what it
+// wants: it watches both (a list and watch restricted to each object's
+// name by the field selector metadata.name, so RBAC may limit list and
+// watch to resourceNames), and a manifest applied again (which resets
+// failurePolicy to Ignore) is repaired as soon as the API server tells of
+// it. A change that leaves the object as wanted (the Publisher's own
+// write among them) writes nothing. Every Options.Resync it also checks
+// both, in case a watch is down. A failed write or watch is retried with
+// exponential backoff; neither stops the Publisher. Errors and changes
+// are reported to Options.OnEvent; the package logs nothing.
 package kubepublish
 
 import (
@@ -22,6 +27,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -65,15 +71,16 @@ type Options struct {
 	// PatchCABundle: set the webhooks' caBundle to the roots (false when
 	// the webhook serves a certificate the CA did not issue).
 	PatchCABundle bool
-	// Resync is the time between two checks when nothing changes;
-	// default DefaultResync.
+	// Resync is the time between two checks when nothing changes (a
+	// fallback: changes of the objects are watched); default
+	// DefaultResync.
 	Resync time.Duration
-	// MinBackoff and MaxBackoff bound the wait before a failed write is
-	// tried again (doubling from Min up to Max); defaults
-	// DefaultMinBackoff and DefaultMaxBackoff.
+	// MinBackoff and MaxBackoff bound the wait before a failed write, or
+	// a failed list or watch, is tried again (doubling from Min up to
+	// Max); defaults DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
-	// OnEvent, if not nil, is called from Run's goroutine after every
-	// write and every failure.
+	// OnEvent, if not nil, is called from Run's goroutines after every
+	// write and every failure, one call at a time.
 	OnEvent func(Event)
 }
 
@@ -83,6 +90,8 @@ type Event struct {
 	// "ValidatingWebhookConfiguration NAME".
 	Object string
 	// Action is "created" or "updated" (Err is nil), or "" on failure.
+	// A failed list or watch is an Event with Action "" and an Err
+	// starting "watch ".
 	Action string
 	// Change says what was written, e.g. "caBundle, failurePolicy=Fail".
 	Change string
@@ -93,10 +102,32 @@ type Event struct {
 	Retry time.Duration
 }
 
+// Stats count what a Publisher did since New (for metrics and tests).
+type Stats struct {
+	// Writes is the number of successful creates and updates.
+	Writes uint64
+	// WatchEvents is the number of watch events (and listed objects)
+	// about the two objects; WatchRepairs those of them that differed
+	// from what the Publisher wants and so called for a check.
+	WatchEvents, WatchRepairs uint64
+	// WatchErrors is the number of failed lists and watches (each retried
+	// after a backoff).
+	WatchErrors uint64
+}
+
 // Publisher writes the trust bundle and the webhook configuration.
 type Publisher struct {
 	opts Options
 	kick chan struct{}
+
+	eventMu sync.Mutex // one OnEvent call at a time
+
+	writes, watchEvents, watchRepairs, watchErrors atomic.Uint64
+
+	// onWatch, if not nil, is called after each watch event is handled
+	// with the object, the event's resourceVersion and whether it called
+	// for a check (tests).
+	onWatch func(object, resourceVersion string, repair bool)
 
 	mu         sync.Mutex
 	roots      []byte // PEM; nil: not known yet
@@ -154,14 +185,39 @@ func (p *Publisher) SetFailClosed() {
 	}
 }
 
+// Stats returns the counts so far.
+func (p *Publisher) Stats() Stats {
+	return Stats{Writes: p.writes.Load(), WatchEvents: p.watchEvents.Load(),
+		WatchRepairs: p.watchRepairs.Load(), WatchErrors: p.watchErrors.Load()}
+}
+
+// report calls OnEvent, one call at a time.
+func (p *Publisher) report(ev Event) {
+	if p.opts.OnEvent == nil {
+		return
+	}
+	p.eventMu.Lock()
+	defer p.eventMu.Unlock()
+	p.opts.OnEvent(ev)
+}
+
 func (p *Publisher) state() (roots []byte, failClosed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.roots, p.failClosed
 }
 
-// Run writes what is due until ctx is done; it returns nil then.
+// Run writes what is due until ctx is done; it returns nil then, once
+// the watches it started have ended.
 func (p *Publisher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, w := range p.watches() {
+		wg.Go(func() { p.watchLoop(ctx, w) })
+	}
+
 	var backoff time.Duration
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -219,8 +275,11 @@ func (p *Publisher) sync(ctx context.Context, nextBackoff func() time.Duration) 
 				ev.Retry = p.opts.Resync
 			}
 		}
-		if p.opts.OnEvent != nil && (ev.Err != nil || ev.Action != "") {
-			p.opts.OnEvent(ev)
+		if ev.Err == nil && ev.Action != "" {
+			p.writes.Add(1)
+		}
+		if ev.Err != nil || ev.Action != "" {
+			p.report(ev)
 		}
 	}
 	return failed

@@ -44,6 +44,12 @@ func webhookConfig() *admissionregistrationv1.ValidatingWebhookConfiguration {
 // run starts a Publisher on client and returns its events.
 func run(t *testing.T, opts Options) (*Publisher, <-chan Event) {
 	t.Helper()
+	return runWith(t, opts, nil)
+}
+
+// runWith is run with onWatch set as the Publisher's test hook.
+func runWith(t *testing.T, opts Options, onWatch func(object, rv string, repair bool)) (*Publisher, <-chan Event) {
+	t.Helper()
 	events := make(chan Event, 100)
 	opts.OnEvent = func(ev Event) { events <- ev }
 	if opts.Namespace == "" {
@@ -53,6 +59,7 @@ func run(t *testing.T, opts Options) (*Publisher, <-chan Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.onWatch = onWatch
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

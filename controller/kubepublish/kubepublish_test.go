@@ -3,6 +3,7 @@ package kubepublish
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -265,5 +267,65 @@ func TestNewErrors(t *testing.T) {
 	}
 	if _, err := New(Options{Client: fake.NewClientset(), ConfigMap: "x"}); err == nil || !strings.Contains(err.Error(), "needs a Namespace") {
 		t.Errorf("New with a ConfigMap and no namespace: %v", err)
+	}
+}
+
+// TestWatchRetries: a list the API server refuses (RBAC without list and
+// watch) is reported as a watch error and tried again with backoff, the
+// writes going on meanwhile; once it works, a change is repaired at once
+// (Resync is an hour).
+func TestWatchRetries(t *testing.T) {
+	c := fake.NewClientset(webhookConfig())
+	fails := 3
+	c.PrependReactor("list", "validatingwebhookconfigurations", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if fails > 0 {
+			fails--
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "validatingwebhookconfigurations"}, "", errors.New("RBAC"))
+		}
+		return false, nil, nil
+	})
+	// The fake delivers only changes made after a watch is registered.
+	watching := make(chan struct{}, 1)
+	c.PrependWatchReactor("validatingwebhookconfigurations", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := c.Tracker().Watch(a.GetResource(), a.GetNamespace())
+		select {
+		case watching <- struct{}{}:
+		default:
+		}
+		return true, w, err
+	})
+	p, events := run(t, Options{Client: c, WebhookConfig: DefaultWebhookConfig, PatchCABundle: true,
+		Resync: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	p.SetRoots([]byte("ROOT"))
+	var retries []time.Duration
+	wrote := false
+	for len(retries) < 3 || !wrote {
+		ev := await(t, events, vwcObj)
+		switch {
+		case ev.Err == nil:
+			wrote = true
+		case strings.HasPrefix(ev.Err.Error(), "watch "+vwcObj) && apierrors.IsForbidden(ev.Err):
+			retries = append(retries, ev.Retry)
+		default:
+			t.Fatalf("event %+v, want a watch error or a write", ev)
+		}
+	}
+	if want := []time.Duration{time.Millisecond, 2 * time.Millisecond, 2 * time.Millisecond}; !slices.Equal(retries, want) {
+		t.Errorf("watch retries %v, want %v", retries, want)
+	}
+	// Once the watch is open, apply the manifest again.
+	select {
+	case <-watching:
+	case <-time.After(wait):
+		t.Fatalf("no watch opened within %s", wait)
+	}
+	if _, err := c.AdmissionregistrationV1().ValidatingWebhookConfigurations().Update(context.Background(), webhookConfig(), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := await(t, events, vwcObj); ev.Err != nil || ev.Change != "caBundle" {
+		t.Fatalf("event %+v after the manifest was applied again, want caBundle repaired by the watch", ev)
+	}
+	if s := p.Stats(); s.WatchErrors != 3 || s.WatchRepairs == 0 || s.Writes != 2 {
+		t.Errorf("stats %+v, want 3 watch errors, a repair, 2 writes", s)
 	}
 }

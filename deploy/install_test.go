@@ -309,6 +309,14 @@ func testRBAC(t *testing.T, ctx context.Context, c *kubetest.Cluster) {
 		can("list", "", "configmaps", ns, "fibmesh-ca-root"),
 		can("watch", "", "configmaps", ns, "fibmesh-ca-root"),
 
+		// controller/nodetaint lifts the startup taint: read the node,
+		// write it back.
+		can("get", "", "nodes", "", "node1"),
+		can("update", "", "nodes", "", "node1"),
+		cannot("delete", "", "nodes", "", "node1"),
+		cannot("create", "", "nodes", "", ""),
+		cannot("update", "", "nodes/status", "", "node1"),
+
 		cannot("get", "", "secrets", ns, "other"),
 		cannot("list", "", "secrets", ns, ""),
 		cannot("get", "", "secrets", "kube-system", "cacerts"),

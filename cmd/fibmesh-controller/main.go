@@ -588,9 +588,11 @@ func newPublisher(log *slog.Logger, kc kubernetes.Interface, f flags) (*kubepubl
 		switch {
 		case errors.Is(ev.Err, kubepublish.ErrWebhookConfigNotFound):
 			if !missing {
-				log.Info("webhook configuration not found; the API server does not call the webhook until it exists (looked for again every minute)", "object", ev.Object)
+				log.Info("webhook configuration not found; the API server does not call the webhook until it exists (patched as soon as it is created)", "object", ev.Object)
 			}
 			missing = true
+		case ev.Err != nil && strings.HasPrefix(ev.Err.Error(), "watch "):
+			log.Warn("watch of the Kubernetes API failed; the one-minute check stands in until it is back", "object", ev.Object, "retry_in", ev.Retry, "err", ev.Err)
 		case ev.Err != nil:
 			log.Warn("write to the Kubernetes API failed; retrying", "object", ev.Object, "retry_in", ev.Retry, "err", ev.Err)
 		default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -429,9 +430,16 @@ var caClusterCalls = map[string]map[string]bool{
 	"tokenreviews.authentication.k8s.io": {"create": true},
 }
 
+// nodeTaintCalls are the calls controller/nodetaint makes to lift the
+// startup taint: read a node, write it back.
+var nodeTaintCalls = map[string]map[string]bool{
+	"nodes": {"get": true, "update": true},
+}
+
 // TestRBACCoversInformers: deploy/rbac.yaml's ClusterRole grants exactly
 // what the store's informers do, on exactly the resources they touch,
-// and besides them only the CA's cluster-scoped calls (TokenReview).
+// and besides them only the CA's cluster-scoped calls (TokenReview) and
+// controller/nodetaint's (get and update nodes).
 func TestRBACCoversInformers(t *testing.T) {
 	setup(t)
 	f := newFakes(t, nil, nil)
@@ -492,14 +500,22 @@ func TestRBACCoversInformers(t *testing.T) {
 			}
 		}
 	}
+	for gr, verbs := range nodeTaintCalls {
+		for v := range verbs {
+			if !granted[gr][v] {
+				t.Errorf("controller/nodetaint calls %s %s (the startup taint), rbac.yaml's ClusterRole does not grant it", v, gr)
+			}
+		}
+	}
 	for gr, verbs := range granted {
-		want := informerVerbs
-		switch {
-		case used[gr] != nil:
-		case caClusterCalls[gr] != nil:
-			want = caClusterCalls[gr]
-		default:
-			t.Errorf("rbac.yaml grants %v on %s, which neither an informer nor the CA uses", keysOf(verbs), gr)
+		want := map[string]bool{}
+		if used[gr] != nil {
+			maps.Copy(want, informerVerbs)
+		}
+		maps.Copy(want, caClusterCalls[gr])
+		maps.Copy(want, nodeTaintCalls[gr])
+		if len(want) == 0 {
+			t.Errorf("rbac.yaml grants %v on %s, which neither an informer, the CA nor nodetaint uses", keysOf(verbs), gr)
 			continue
 		}
 		if diff := cmp.Diff(want, verbs); diff != "" {

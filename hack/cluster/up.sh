@@ -316,6 +316,9 @@ authentication:
 authorization: {mode: Webhook}
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+# fibmesh's startup taint (docs/cni.md): no pod but the agent's and the
+# controller's runs here until the controller lifts it.
+registerWithTaints: [{key: fibmesh.io/agent-not-ready, effect: NoSchedule}]
 EOF
 start kubelet $NS $K8S/kubelet --config $DIR/kubelet.yaml --kubeconfig $DIR/kubelet.kubeconfig \
 	--root-dir $DIR/kubelet --hostname-override $NODE --node-ip $NODE_IP

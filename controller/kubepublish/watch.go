@@ -29,6 +29,26 @@ type watched struct {
 	differs func(obj runtime.Object) bool
 }
 
+// listOf adapts a typed client's List to watched.list: the list's items
+// and its resourceVersion.
+func listOf[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error)) func(context.Context, metav1.ListOptions) ([]runtime.Object, string, error) {
+	return func(ctx context.Context, opts metav1.ListOptions) ([]runtime.Object, string, error) {
+		l, err := list(ctx, opts)
+		if err != nil {
+			return nil, "", err
+		}
+		items, err := meta.ExtractList(l)
+		if err != nil {
+			return nil, "", err
+		}
+		acc, err := meta.ListAccessor(l)
+		if err != nil {
+			return nil, "", err
+		}
+		return items, acc.GetResourceVersion(), nil
+	}
+}
+
 // watches returns the objects Options name.
 func (p *Publisher) watches() []watched {
 	var ws []watched
@@ -37,17 +57,7 @@ func (p *Publisher) watches() []watched {
 		cms := p.opts.Client.CoreV1().ConfigMaps(ns)
 		ws = append(ws, watched{
 			object: "ConfigMap " + ns + "/" + name, name: name,
-			list: func(ctx context.Context, opts metav1.ListOptions) ([]runtime.Object, string, error) {
-				l, err := cms.List(ctx, opts)
-				if err != nil {
-					return nil, "", err
-				}
-				var out []runtime.Object
-				for i := range l.Items {
-					out = append(out, &l.Items[i])
-				}
-				return out, l.ResourceVersion, nil
-			},
+			list:    listOf(cms.List),
 			watch:   cms.Watch,
 			differs: p.configMapDiffers,
 		})
@@ -56,17 +66,7 @@ func (p *Publisher) watches() []watched {
 		api := p.opts.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
 		ws = append(ws, watched{
 			object: "ValidatingWebhookConfiguration " + p.opts.WebhookConfig, name: p.opts.WebhookConfig,
-			list: func(ctx context.Context, opts metav1.ListOptions) ([]runtime.Object, string, error) {
-				l, err := api.List(ctx, opts)
-				if err != nil {
-					return nil, "", err
-				}
-				var out []runtime.Object
-				for i := range l.Items {
-					out = append(out, &l.Items[i])
-				}
-				return out, l.ResourceVersion, nil
-			},
+			list:    listOf(api.List),
 			watch:   api.Watch,
 			differs: p.webhookDiffers,
 		})

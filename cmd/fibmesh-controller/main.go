@@ -505,7 +505,7 @@ func run(log *slog.Logger, st store.Store, kc kubernetes.Interface, f flags) err
 	if kc != nil && f.nodeTaint != "" {
 		go func() {
 			defer close(taintDone)
-			err := nodetaint.Run(ctx, nodetaint.Options{Client: kc, Taint: f.nodeTaint, Ready: func(node string) bool { return agentServes(xs.Status(), node) },
+			err := nodetaint.Run(ctx, nodetaint.Options{Client: kc, Taint: f.nodeTaint, Ready: func() map[string]bool { return agentsServing(xs.Status()) },
 				OnLift: func(node string, err error) {
 					if err != nil {
 						log.Warn("startup taint not lifted; tried again", "node", node, "taint", f.nodeTaint, "err", err)
@@ -605,18 +605,19 @@ func newPublisher(log *slog.Logger, kc kubernetes.Interface, f flags) (*kubepubl
 	return kubepublish.New(opts)
 }
 
-// agentServes reports whether node's agent is connected and has accepted
-// its flow table (the version last sent).
-func agentServes(status []xds.NodeStatus, node string) bool {
+// agentsServing returns the nodes whose agent is connected and has
+// accepted its flow table (the version last sent).
+func agentsServing(status []xds.NodeStatus) map[string]bool {
+	out := map[string]bool{}
 	for _, n := range status {
-		if n.Node != node || !n.InModel || n.Streams == 0 {
+		if !n.InModel || n.Streams == 0 {
 			continue
 		}
 		for _, t := range n.Types {
 			if t.TypeURL == xdsapi.FlowTableType && t.Synced() {
-				return true
+				out[n.Node] = true
 			}
 		}
 	}
-	return false
+	return out
 }

@@ -7,9 +7,9 @@ import (
 	"github.com/fibmesh/fibmesh/controller/xds"
 )
 
-// TestAgentServes: a node's startup taint is lifted only when its agent
+// TestAgentsServing: a node's startup taint is lifted only when its agent
 // is connected and has accepted the flow table last sent.
-func TestAgentServes(t *testing.T) {
+func TestAgentsServing(t *testing.T) {
 	fds := func(sent, acked string) xds.TypeStatus {
 		return xds.TypeStatus{TypeURL: xdsapi.FlowTableType, Sent: sent, Acked: acked}
 	}
@@ -27,8 +27,8 @@ func TestAgentServes(t *testing.T) {
 		{"only listeners", xds.NodeStatus{Node: "n1", InModel: true, Streams: 1, Types: []xds.TypeStatus{{TypeURL: "type.googleapis.com/envoy.config.listener.v3.Listener", Sent: "v2", Acked: "v2"}}}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := agentServes([]xds.NodeStatus{tt.st}, "n1"); got != tt.want {
-				t.Errorf("agentServes = %v, want %v", got, tt.want)
+			if got := agentsServing([]xds.NodeStatus{tt.st})["n1"]; got != tt.want {
+				t.Errorf("agentsServing[n1] = %v, want %v", got, tt.want)
 			}
 		})
 	}

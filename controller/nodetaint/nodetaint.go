@@ -41,9 +41,10 @@ type Options struct {
 	Client kubernetes.Interface
 	// Taint is the key of the taint to lift; "": DefaultTaint.
 	Taint string
-	// Ready reports whether the named node's agent serves it (connected,
-	// flow table accepted). Required.
-	Ready func(node string) bool
+	// Ready returns the nodes whose agents serve them (connected, flow
+	// table accepted). It is called once per poll, and only while some
+	// node has the taint. Required.
+	Ready func() map[string]bool
 	// Poll: 0 means DefaultPoll.
 	Poll time.Duration
 	// OnLift is called after the taint left a node (err nil) or a try
@@ -81,8 +82,15 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("nodetaint: list nodes: %w", err)
 		}
+		var ready map[string]bool
 		for _, n := range all {
-			if hasTaint(n, opts.Taint) && opts.Ready(n.Name) {
+			if !hasTaint(n, opts.Taint) {
+				continue
+			}
+			if ready == nil {
+				ready = opts.Ready()
+			}
+			if ready[n.Name] {
 				err := lift(ctx, opts.Client, n.Name, opts.Taint)
 				if opts.OnLift != nil {
 					opts.OnLift(n.Name, err)

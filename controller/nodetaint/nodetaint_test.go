@@ -2,6 +2,7 @@ package nodetaint_test
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -38,7 +39,7 @@ func TestLift(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- nodetaint.Run(ctx, nodetaint.Options{Client: c.Clientset, Poll: 20 * time.Millisecond,
-			Ready: func(node string) bool { mu.Lock(); defer mu.Unlock(); return ready[node] },
+			Ready: func() map[string]bool { mu.Lock(); defer mu.Unlock(); return maps.Clone(ready) },
 			OnLift: func(node string, err error) {
 				if err != nil {
 					t.Errorf("lift %s: %v", node, err)
